@@ -1,0 +1,382 @@
+//! The float IR's operations and their attributes.
+//!
+//! Ops are normalised at import so that every backend sees one form: attributes are
+//! resolved to static values (`auto_pad` to explicit pads, negative axes to positive ones,
+//! shape inputs to attributes), Flatten/Squeeze/Unsqueeze become [`Op::Reshape`], and
+//! every op produces exactly one tensor.
+
+use std::fmt::{self, Write as _};
+
+use serde::{Deserialize, Serialize};
+
+use crate::tensor::Tensor;
+
+/// A node's operation. Inputs are listed per variant in the order of the node's input
+/// slots; `[x]` marks an optional trailing input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// A graph input. No inputs.
+    Input,
+    /// A constant tensor owned by the graph (weights, biases, statistics). No inputs.
+    Constant(Tensor),
+    /// 2-D convolution, NCHW. Inputs: x, w `[M, C/group, kH, kW]`, [bias `[M]`].
+    Conv(Conv),
+    /// Inference-mode batch normalisation. Inputs: x `[N, C, …]`, scale, bias, mean, var
+    /// (each `[C]`).
+    BatchNorm { epsilon: f32 },
+    /// Elementwise activation. Input: x.
+    Activation(Activation),
+    /// `x < 0 ? slope * x : x`, slope broadcast to x. Inputs: x, slope.
+    PRelu,
+    /// Elementwise binary op with numpy broadcasting. Inputs: a, b.
+    Binary(BinaryOp),
+    /// Max pooling, NCHW; padding never wins the max. Input: x.
+    MaxPool(Pool),
+    /// Average pooling, NCHW. Input: x.
+    AveragePool(Pool),
+    /// Mean over all spatial dims, which become 1. Input: x `[N, C, …]`.
+    GlobalAveragePool,
+    /// `alpha · op(A) · op(B) + beta · C`. Inputs: A `[M,K]`, B `[K,N]` (before
+    /// transposition), [C broadcast to `[M,N]`].
+    Gemm(Gemm),
+    /// numpy `matmul`, with batch broadcasting. Inputs: a, b.
+    MatMul,
+    /// Same elements, new static shape. Input: x.
+    Reshape { shape: Vec<usize> },
+    /// Input: x.
+    Transpose { perm: Vec<usize> },
+    /// Inputs: one or more tensors of equal rank.
+    Concat { axis: usize },
+    /// Constant-value padding; `pads` = begins of every axis, then ends (ONNX order).
+    Pad { pads: Vec<usize>, value: f32 },
+    /// Softmax along one axis. Input: x.
+    Softmax { axis: usize },
+    /// Input: x.
+    Identity,
+    /// Inference-mode dropout, i.e. identity. Input: x.
+    Dropout,
+}
+
+/// Elementwise activation functions.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Activation {
+    Relu,
+    /// `min(max(x, min), max)`; `None` bounds are open.
+    Clip { min: Option<f32>, max: Option<f32> },
+    LeakyRelu { alpha: f32 },
+    /// `max(0, min(1, alpha·x + beta))`.
+    HardSigmoid { alpha: f32, beta: f32 },
+    /// `x · max(0, min(1, x/6 + 1/2))`.
+    HardSwish,
+    Sigmoid,
+}
+
+impl Activation {
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Relu => x.max(0.0),
+            Activation::Clip { min, max } => {
+                let x = min.map_or(x, |m| x.max(m));
+                max.map_or(x, |m| x.min(m))
+            }
+            Activation::LeakyRelu { alpha } => {
+                if x < 0.0 {
+                    alpha * x
+                } else {
+                    x
+                }
+            }
+            Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Clip { .. } => "clip",
+            Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::HardSigmoid { .. } => "hard_sigmoid",
+            Activation::HardSwish => "hard_swish",
+            Activation::Sigmoid => "sigmoid",
+        }
+    }
+
+    fn write_attrs(self, out: &mut String) {
+        match self {
+            Activation::Clip { min, max } => {
+                if let Some(min) = min {
+                    write!(out, " min={min}").unwrap();
+                }
+                if let Some(max) = max {
+                    write!(out, " max={max}").unwrap();
+                }
+            }
+            Activation::LeakyRelu { alpha } => write!(out, " alpha={alpha}").unwrap(),
+            Activation::HardSigmoid { alpha, beta } => {
+                write!(out, " alpha={alpha} beta={beta}").unwrap()
+            }
+            Activation::Relu | Activation::HardSwish | Activation::Sigmoid => {}
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl BinaryOp {
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+        }
+    }
+}
+
+/// Convolution attributes, all resolved to explicit values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conv {
+    pub strides: [usize; 2],
+    /// top, left, bottom, right.
+    pub pads: [usize; 4],
+    pub dilations: [usize; 2],
+    pub group: usize,
+}
+
+impl Default for Conv {
+    fn default() -> Self {
+        Conv {
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+            group: 1,
+        }
+    }
+}
+
+/// Pooling window attributes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    /// top, left, bottom, right.
+    pub pads: [usize; 4],
+    pub dilations: [usize; 2],
+    /// Output size rounds up; a window that would start in the end padding is dropped.
+    pub ceil_mode: bool,
+    /// AveragePool only: padded positions count in the divisor.
+    pub count_include_pad: bool,
+}
+
+impl Pool {
+    pub fn new(kernel: [usize; 2]) -> Self {
+        Pool {
+            kernel,
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+            ceil_mode: false,
+            count_include_pad: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Gemm {
+    pub alpha: f32,
+    pub beta: f32,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+impl Default for Gemm {
+    fn default() -> Self {
+        Gemm {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: false,
+        }
+    }
+}
+
+impl Op {
+    /// The op's name in the text dump and in op histograms.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input => "input",
+            Op::Constant(_) => "const",
+            Op::Conv(_) => "conv",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::Activation(a) => a.name(),
+            Op::PRelu => "prelu",
+            Op::Binary(BinaryOp::Add) => "add",
+            Op::Binary(BinaryOp::Sub) => "sub",
+            Op::Binary(BinaryOp::Mul) => "mul",
+            Op::Binary(BinaryOp::Div) => "div",
+            Op::MaxPool(_) => "max_pool",
+            Op::AveragePool(_) => "average_pool",
+            Op::GlobalAveragePool => "global_average_pool",
+            Op::Gemm(_) => "gemm",
+            Op::MatMul => "matmul",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Concat { .. } => "concat",
+            Op::Pad { .. } => "pad",
+            Op::Softmax { .. } => "softmax",
+            Op::Identity => "identity",
+            Op::Dropout => "dropout",
+        }
+    }
+
+    /// Attributes as ` key=value` pairs, in a fixed order, for the text dump.
+    pub fn attrs_text(&self) -> String {
+        let mut s = String::new();
+        match self {
+            Op::Conv(c) => write!(
+                s,
+                " strides={} pads={} dilations={} group={}",
+                list(&c.strides),
+                list(&c.pads),
+                list(&c.dilations),
+                c.group
+            )
+            .unwrap(),
+            Op::BatchNorm { epsilon } => write!(s, " epsilon={epsilon}").unwrap(),
+            Op::Activation(a) => a.write_attrs(&mut s),
+            Op::MaxPool(p) | Op::AveragePool(p) => {
+                write!(
+                    s,
+                    " kernel={} strides={} pads={}",
+                    list(&p.kernel),
+                    list(&p.strides),
+                    list(&p.pads)
+                )
+                .unwrap();
+                if p.dilations != [1, 1] {
+                    write!(s, " dilations={}", list(&p.dilations)).unwrap();
+                }
+                if p.ceil_mode {
+                    s.push_str(" ceil_mode");
+                }
+                if matches!(self, Op::AveragePool(_)) && p.count_include_pad {
+                    s.push_str(" count_include_pad");
+                }
+            }
+            Op::Gemm(g) => {
+                write!(s, " alpha={} beta={}", g.alpha, g.beta).unwrap();
+                if g.trans_a {
+                    s.push_str(" trans_a");
+                }
+                if g.trans_b {
+                    s.push_str(" trans_b");
+                }
+            }
+            Op::Reshape { shape } => write!(s, " shape={}", list(shape)).unwrap(),
+            Op::Transpose { perm } => write!(s, " perm={}", list(perm)).unwrap(),
+            Op::Concat { axis } | Op::Softmax { axis } => write!(s, " axis={axis}").unwrap(),
+            Op::Pad { pads, value } => write!(s, " pads={} value={value}", list(pads)).unwrap(),
+            Op::Input
+            | Op::Constant(_)
+            | Op::PRelu
+            | Op::Binary(_)
+            | Op::GlobalAveragePool
+            | Op::MatMul
+            | Op::Identity
+            | Op::Dropout => {}
+        }
+        s
+    }
+
+    /// Multiply-accumulates per inference of a node of this op with the given input and
+    /// output types (0 for ops without MACs).
+    pub fn macs(&self, inputs: &[&crate::TensorType], output: &crate::TensorType) -> u64 {
+        match self {
+            Op::Conv(_) => {
+                let w = &inputs[1].shape;
+                (output.num_elements() * w[1] * w[2] * w[3]) as u64
+            }
+            Op::Gemm(g) => {
+                let a = &inputs[0].shape;
+                let k = if g.trans_a { a[0] } else { a[1] };
+                (output.num_elements() * k) as u64
+            }
+            Op::MatMul => {
+                let a = &inputs[0].shape;
+                (output.num_elements() * a[a.len() - 1]) as u64
+            }
+            _ => 0,
+        }
+    }
+}
+
+fn list<T: fmt::Display>(items: &[T]) -> String {
+    let mut s = String::from("[");
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        write!(s, "{x}").unwrap();
+    }
+    s.push(']');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activations_match_their_definitions() {
+        let relu6 = Activation::Clip {
+            min: Some(0.0),
+            max: Some(6.0),
+        };
+        assert_eq!(relu6.apply(-1.0), 0.0);
+        assert_eq!(relu6.apply(7.5), 6.0);
+        assert_eq!(relu6.apply(2.5), 2.5);
+        assert_eq!(Activation::LeakyRelu { alpha: 0.1 }.apply(-2.0), -0.2);
+        assert_eq!(Activation::HardSwish.apply(-3.0), 0.0);
+        assert_eq!(Activation::HardSwish.apply(3.0), 3.0);
+        assert_eq!(Activation::HardSwish.apply(1.0), 1.0 * (1.0 / 6.0 + 0.5));
+        let open = Activation::Clip {
+            min: None,
+            max: Some(1.0),
+        };
+        assert_eq!(open.apply(-100.0), -100.0);
+        assert!((Activation::Sigmoid.apply(0.0) - 0.5).abs() < 1e-7);
+    }
+
+    #[test]
+    fn attrs_text_is_fixed_order() {
+        let op = Op::Conv(Conv {
+            strides: [2, 2],
+            pads: [1, 1, 1, 1],
+            dilations: [1, 1],
+            group: 32,
+        });
+        assert_eq!(
+            op.attrs_text(),
+            " strides=[2,2] pads=[1,1,1,1] dilations=[1,1] group=32"
+        );
+        let mut p = Pool::new([3, 3]);
+        p.count_include_pad = true;
+        assert_eq!(
+            Op::AveragePool(p.clone()).attrs_text(),
+            " kernel=[3,3] strides=[1,1] pads=[0,0,0,0] count_include_pad"
+        );
+        // count_include_pad means nothing for max pooling, so it is not printed there.
+        assert_eq!(
+            Op::MaxPool(p).attrs_text(),
+            " kernel=[3,3] strides=[1,1] pads=[0,0,0,0]"
+        );
+    }
+}
