@@ -325,12 +325,10 @@ impl Graph {
             let expected = match &node.op {
                 Op::Input => continue,
                 Op::Constant(t) => t.ty(),
-                op => infer(op, &self.input_types(id)).map_err(|message| {
-                    IrError::InvalidNode {
-                        node: node.name.clone(),
-                        op: op.name(),
-                        message,
-                    }
+                op => infer(op, &self.input_types(id)).map_err(|message| IrError::InvalidNode {
+                    node: node.name.clone(),
+                    op: op.name(),
+                    message,
                 })?,
             };
             if expected != node.ty {

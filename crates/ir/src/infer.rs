@@ -66,7 +66,10 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, InferError> 
         Op::Binary(_) => {
             arity(2, 2)?;
             all_f32(inputs)?;
-            Ok(TensorType::f32(broadcast(&inputs[0].shape, &inputs[1].shape)?))
+            Ok(TensorType::f32(broadcast(
+                &inputs[0].shape,
+                &inputs[1].shape,
+            )?))
         }
         Op::MaxPool(p) | Op::AveragePool(p) => {
             arity(1, 1)?;
@@ -115,7 +118,10 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, InferError> 
             }
             for &p in perm {
                 if p >= x.rank() || std::mem::replace(&mut seen[p], true) {
-                    return Err(format!("perm {perm:?} is not a permutation of 0..{}", x.rank()));
+                    return Err(format!(
+                        "perm {perm:?} is not a permutation of 0..{}",
+                        x.rank()
+                    ));
                 }
             }
             Ok(TensorType::new(
@@ -228,8 +234,24 @@ fn conv(c: &Conv, inputs: &[&TensorType]) -> Result<TensorType, InferError> {
     {
         return Err(format!("bias must be [{m}], got {b}"));
     }
-    let oh = window_out(h, kh, c.strides[0], c.dilations[0], c.pads[0], c.pads[2], false);
-    let ow = window_out(wd, kw, c.strides[1], c.dilations[1], c.pads[1], c.pads[3], false);
+    let oh = window_out(
+        h,
+        kh,
+        c.strides[0],
+        c.dilations[0],
+        c.pads[0],
+        c.pads[2],
+        false,
+    );
+    let ow = window_out(
+        wd,
+        kw,
+        c.strides[1],
+        c.dilations[1],
+        c.pads[1],
+        c.pads[3],
+        false,
+    );
     match (oh, ow) {
         (Some(oh), Some(ow)) => Ok(TensorType::f32([n, m, oh, ow])),
         _ => Err(format!(
@@ -241,7 +263,9 @@ fn conv(c: &Conv, inputs: &[&TensorType]) -> Result<TensorType, InferError> {
 
 fn pool(p: &Pool, x: &TensorType) -> Result<TensorType, InferError> {
     if x.rank() != 4 {
-        return Err(format!("only 2-D pooling (NCHW input) is supported, got {x}"));
+        return Err(format!(
+            "only 2-D pooling (NCHW input) is supported, got {x}"
+        ));
     }
     let oh = window_out(
         x.shape[2],
@@ -331,8 +355,16 @@ pub fn matmul(a: &[usize], b: &[usize]) -> Result<Vec<usize>, InferError> {
     if a.is_empty() || b.is_empty() {
         return Err("matmul operands must have rank >= 1".into());
     }
-    let a2: Vec<usize> = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
-    let b2: Vec<usize> = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+    let a2: Vec<usize> = if a.len() == 1 {
+        vec![1, a[0]]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<usize> = if b.len() == 1 {
+        vec![b[0], 1]
+    } else {
+        b.to_vec()
+    };
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (kb, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != kb {
@@ -382,7 +414,10 @@ mod tests {
             pads: [1; 4],
             ..Conv::default()
         };
-        let ok = infer(&Op::Conv(dw.clone()), &[&t(&[1, 32, 8, 8]), &t(&[32, 1, 3, 3])]);
+        let ok = infer(
+            &Op::Conv(dw.clone()),
+            &[&t(&[1, 32, 8, 8]), &t(&[32, 1, 3, 3])],
+        );
         assert_eq!(ok.unwrap().shape, [1, 32, 8, 8]);
         let bad = infer(&Op::Conv(dw), &[&t(&[1, 16, 8, 8]), &t(&[32, 1, 3, 3])]);
         assert!(bad.unwrap_err().contains("group=32"));
@@ -422,7 +457,10 @@ mod tests {
         assert_eq!(broadcast(&[2, 1, 4], &[3, 1]).unwrap(), [2, 3, 4]);
         assert_eq!(broadcast(&[], &[5]).unwrap(), [5]);
         assert!(broadcast(&[2, 3], &[4]).is_err());
-        let out = infer(&Op::Binary(BinaryOp::Add), &[&t(&[1, 8, 4, 4]), &t(&[8, 1, 1])]);
+        let out = infer(
+            &Op::Binary(BinaryOp::Add),
+            &[&t(&[1, 8, 4, 4]), &t(&[8, 1, 1])],
+        );
         assert_eq!(out.unwrap().shape, [1, 8, 4, 4]);
     }
 
@@ -441,9 +479,15 @@ mod tests {
             trans_b: true,
             ..Gemm::default()
         };
-        let out = infer(&Op::Gemm(g), &[&t(&[1, 1280]), &t(&[1000, 1280]), &t(&[1000])]);
+        let out = infer(
+            &Op::Gemm(g),
+            &[&t(&[1, 1280]), &t(&[1000, 1280]), &t(&[1000])],
+        );
         assert_eq!(out.unwrap().shape, [1, 1000]);
-        let err = infer(&Op::Gemm(Gemm::default()), &[&t(&[1, 1280]), &t(&[1000, 1280])]);
+        let err = infer(
+            &Op::Gemm(Gemm::default()),
+            &[&t(&[1, 1280]), &t(&[1000, 1280])],
+        );
         assert!(err.is_err());
     }
 
@@ -453,9 +497,23 @@ mod tests {
         let r = infer(&Op::Reshape { shape: vec![1, 24] }, &[&x]).unwrap();
         assert_eq!(r.shape, [1, 24]);
         assert!(infer(&Op::Reshape { shape: vec![1, 25] }, &[&x]).is_err());
-        let tr = infer(&Op::Transpose { perm: vec![0, 2, 3, 1] }, &[&x]).unwrap();
+        let tr = infer(
+            &Op::Transpose {
+                perm: vec![0, 2, 3, 1],
+            },
+            &[&x],
+        )
+        .unwrap();
         assert_eq!(tr.shape, [1, 3, 4, 2]);
-        assert!(infer(&Op::Transpose { perm: vec![0, 0, 1, 2] }, &[&x]).is_err());
+        assert!(
+            infer(
+                &Op::Transpose {
+                    perm: vec![0, 0, 1, 2]
+                },
+                &[&x]
+            )
+            .is_err()
+        );
         let c = infer(&Op::Concat { axis: 1 }, &[&x, &t(&[1, 5, 3, 4])]).unwrap();
         assert_eq!(c.shape, [1, 7, 3, 4]);
         assert!(infer(&Op::Concat { axis: 1 }, &[&x, &t(&[1, 5, 3, 5])]).is_err());

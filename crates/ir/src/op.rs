@@ -62,10 +62,18 @@ pub enum Op {
 pub enum Activation {
     Relu,
     /// `min(max(x, min), max)`; `None` bounds are open.
-    Clip { min: Option<f32>, max: Option<f32> },
-    LeakyRelu { alpha: f32 },
+    Clip {
+        min: Option<f32>,
+        max: Option<f32>,
+    },
+    LeakyRelu {
+        alpha: f32,
+    },
     /// `max(0, min(1, alpha·x + beta))`.
-    HardSigmoid { alpha: f32, beta: f32 },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     /// `x · max(0, min(1, x/6 + 1/2))`.
     HardSwish,
     Sigmoid,

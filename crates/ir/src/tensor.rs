@@ -291,7 +291,10 @@ mod tests {
 
     #[test]
     fn type_display() {
-        assert_eq!(TensorType::f32([1, 3, 224, 224]).to_string(), "f32[1,3,224,224]");
+        assert_eq!(
+            TensorType::f32([1, 3, 224, 224]).to_string(),
+            "f32[1,3,224,224]"
+        );
         assert_eq!(TensorType::new(ElemType::U8, []).to_string(), "u8[]");
     }
 }

@@ -1,8 +1,6 @@
 //! Graph building, rewriting helpers, the text dump and serde round trips.
 
-use lutq_ir::{
-    Activation, BinaryOp, Conv, Gemm, Graph, IrError, Op, Pool, Tensor, TensorType,
-};
+use lutq_ir::{Activation, BinaryOp, Conv, Gemm, Graph, IrError, Op, Pool, Tensor, TensorType};
 
 /// Deterministic pseudo-random weights (xorshift), so dumps are stable.
 fn weights(shape: &[usize], seed: u32) -> Tensor {
@@ -45,7 +43,9 @@ fn small_net() -> Graph {
         ..Conv::default()
     };
     let c2 = g.add_node("dw", Op::Conv(dw), &[r, w2]).unwrap();
-    let add = g.add_node("residual", Op::Binary(BinaryOp::Add), &[x, c2]).unwrap();
+    let add = g
+        .add_node("residual", Op::Binary(BinaryOp::Add), &[x, c2])
+        .unwrap();
     let pool = g
         .add_node("pool", Op::MaxPool(Pool::new([2, 2])), &[add])
         .unwrap();
