@@ -2,9 +2,20 @@
 
 use anyhow::bail;
 
+mod bench_float;
+mod conformance;
+mod data;
+mod gen_proto;
+
 const USAGE: &str = "usage: cargo xtask <task> [args]
 
 tasks:
+  data [--help]           full-size NPY data sets under data/full/ from the installed packages
+  bench-float [--help]    float interpreter vs onnxruntime fp32, single thread
+  gen-proto [--check]     regenerate crates/onnx/src/generated/onnx.rs from onnx.proto
+  conformance [--data DIR] | --vendor [--from ONNX_PACKAGE_DIR]
+                          run the ONNX backend tests (per-op table, docs/conformance.md),
+                          or vendor them from the installed onnx wheel
 ";
 
 fn main() -> anyhow::Result<()> {
@@ -13,6 +24,11 @@ fn main() -> anyhow::Result<()> {
         print!("{USAGE}");
         return Ok(());
     };
-    let _ = rest;
-    bail!("unknown task '{task}'\n\n{USAGE}")
+    match task.as_str() {
+        "gen-proto" => gen_proto::run(rest),
+        "conformance" => conformance::run(rest),
+        "data" => data::run(rest),
+        "bench-float" => bench_float::run(rest),
+        _ => bail!("unknown task '{task}'\n\n{USAGE}"),
+    }
 }
