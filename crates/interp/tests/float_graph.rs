@@ -360,3 +360,58 @@ fn fused_and_unfused_runs_are_bit_identical() {
         assert_eq!(plain, observed, "mobilenet fold_bn={fold_bn}");
     }
 }
+
+#[test]
+fn fused_activation_attributes_equal_separate_activations() {
+    // Conv and Gemm with `activation` set compute exactly what the op followed by the
+    // activation computes, in plain and in observed runs.
+    let mut rng = Rng::new(5);
+    let acts = [
+        lutq_ir::FusedActivation::Relu,
+        lutq_ir::FusedActivation::Clip { max: 0.5 },
+    ];
+    for act in acts {
+        let build = |fused: bool, rng: &mut Rng| {
+            let mut g = Graph::new("fused");
+            let x = input(&mut g, "x", &[1, 3, 5, 5]);
+            let w = constant(&mut g, "w", rng.tensor(&[4, 3, 3, 3]));
+            let conv = lutq_ir::Conv {
+                pads: [1; 4],
+                activation: fused.then_some(act),
+                ..Default::default()
+            };
+            let mut c = node(&mut g, Op::Conv(conv), &[x, w]);
+            if !fused {
+                c = node(&mut g, Op::Activation(act.to_activation()), &[c]);
+            }
+            let flat = node(
+                &mut g,
+                Op::Reshape {
+                    shape: vec![1, 100],
+                },
+                &[c],
+            );
+            let wg = constant(&mut g, "wg", rng.tensor(&[100, 7]));
+            let gemm = lutq_ir::Gemm {
+                activation: fused.then_some(act),
+                ..Default::default()
+            };
+            let mut y = node(&mut g, Op::Gemm(gemm), &[flat, wg]);
+            if !fused {
+                y = node(&mut g, Op::Activation(act.to_activation()), &[y]);
+            }
+            g.add_output("y", y).unwrap();
+            g
+        };
+        let fused = build(true, &mut Rng::new(9));
+        let separate = build(false, &mut Rng::new(9));
+        let xt = rng.tensor(&[1, 3, 5, 5]);
+        let want = run1(&separate, std::slice::from_ref(&xt));
+        assert_eq!(run1(&fused, std::slice::from_ref(&xt)), want, "{act}");
+        let observed = Interpreter::new(&fused)
+            .unwrap()
+            .run_with_observer(std::slice::from_ref(&xt), &mut |_, _| {})
+            .unwrap();
+        assert_eq!(observed[0], want, "{act} observed");
+    }
+}

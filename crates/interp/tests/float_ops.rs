@@ -167,6 +167,7 @@ fn conv_matches_naive_over_random_configs() {
                 ],
                 dilations: [rng.range(1, 3), rng.range(1, 3)],
                 group,
+                activation: None,
             }
         };
         let fits = conv_out(
@@ -776,6 +777,7 @@ fn gemm_matches_naive_with_transposes_and_c_broadcast() {
             beta: rng.pick(&[1.0, 0.0, 0.25]),
             trans_a: rng.bool(),
             trans_b: rng.bool(),
+            activation: None,
         };
         let a_shape = if attrs.trans_a { [k, m] } else { [m, k] };
         let b_shape = if attrs.trans_b { [n, k] } else { [k, n] };

@@ -396,6 +396,7 @@ mod tests {
             pads: [1, 1, 1, 1],
             dilations: [1, 1],
             group: 1,
+            activation: None,
         };
         let out = infer(&Op::Conv(c), &[&t(&[1, 3, 224, 224]), &t(&[32, 3, 3, 3])]).unwrap();
         assert_eq!(out.shape, [1, 32, 112, 112]);

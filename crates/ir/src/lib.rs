@@ -15,7 +15,7 @@ mod print;
 mod tensor;
 
 pub use graph::{Graph, GraphStats, Node, NodeId, Output};
-pub use op::{Activation, BinaryOp, Conv, Gemm, Op, Pool};
+pub use op::{Activation, BinaryOp, Conv, FusedActivation, Gemm, Op, Pool};
 pub use tensor::{ElemType, Tensor, TensorData, TensorSummary, TensorType};
 
 /// Errors of graph construction and validation. All of them mean the caller built an

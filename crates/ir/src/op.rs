@@ -149,14 +149,55 @@ impl BinaryOp {
     }
 }
 
+/// An activation fused into the Conv or Gemm that produces its input, applied to every
+/// output element after the bias. Limited to what an integer backend can apply as a
+/// clamp of the output range: ReLU and `clip(0, max)` (ReLU6 and relatives). Set only by
+/// rewrite passes; the importer always leaves it `None`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FusedActivation {
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), max)`, `max > 0`.
+    Clip { max: f32 },
+}
+
+impl FusedActivation {
+    /// The same function as an elementwise [`Activation`].
+    pub fn to_activation(self) -> Activation {
+        match self {
+            FusedActivation::Relu => Activation::Relu,
+            FusedActivation::Clip { max } => Activation::Clip {
+                min: Some(0.0),
+                max: Some(max),
+            },
+        }
+    }
+
+    pub fn apply(self, x: f32) -> f32 {
+        self.to_activation().apply(x)
+    }
+}
+
+impl fmt::Display for FusedActivation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FusedActivation::Relu => f.write_str("relu"),
+            FusedActivation::Clip { max } => write!(f, "clip(0,{max})"),
+        }
+    }
+}
+
 /// Convolution attributes, all resolved to explicit values.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv {
     pub strides: [usize; 2],
     /// top, left, bottom, right.
     pub pads: [usize; 4],
     pub dilations: [usize; 2],
     pub group: usize,
+    /// Applied to the output (after the bias); printed as ` act=…` only when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<FusedActivation>,
 }
 
 impl Default for Conv {
@@ -166,6 +207,7 @@ impl Default for Conv {
             pads: [0; 4],
             dilations: [1, 1],
             group: 1,
+            activation: None,
         }
     }
 }
@@ -203,6 +245,9 @@ pub struct Gemm {
     pub beta: f32,
     pub trans_a: bool,
     pub trans_b: bool,
+    /// Applied to the output (after `beta · C`); printed as ` act=…` only when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<FusedActivation>,
 }
 
 impl Default for Gemm {
@@ -212,6 +257,7 @@ impl Default for Gemm {
             beta: 1.0,
             trans_a: false,
             trans_b: false,
+            activation: None,
         }
     }
 }
@@ -249,15 +295,20 @@ impl Op {
     pub fn attrs_text(&self) -> String {
         let mut s = String::new();
         match self {
-            Op::Conv(c) => write!(
-                s,
-                " strides={} pads={} dilations={} group={}",
-                list(&c.strides),
-                list(&c.pads),
-                list(&c.dilations),
-                c.group
-            )
-            .unwrap(),
+            Op::Conv(c) => {
+                write!(
+                    s,
+                    " strides={} pads={} dilations={} group={}",
+                    list(&c.strides),
+                    list(&c.pads),
+                    list(&c.dilations),
+                    c.group
+                )
+                .unwrap();
+                if let Some(act) = c.activation {
+                    write!(s, " act={act}").unwrap();
+                }
+            }
             Op::BatchNorm { epsilon } => write!(s, " epsilon={epsilon}").unwrap(),
             Op::Activation(a) => a.write_attrs(&mut s),
             Op::MaxPool(p) | Op::AveragePool(p) => {
@@ -286,6 +337,9 @@ impl Op {
                 }
                 if g.trans_b {
                     s.push_str(" trans_b");
+                }
+                if let Some(act) = g.activation {
+                    write!(s, " act={act}").unwrap();
                 }
             }
             Op::Reshape { shape } => write!(s, " shape={}", list(shape)).unwrap(),
@@ -370,11 +424,22 @@ mod tests {
             pads: [1, 1, 1, 1],
             dilations: [1, 1],
             group: 32,
+            activation: None,
         });
         assert_eq!(
             op.attrs_text(),
             " strides=[2,2] pads=[1,1,1,1] dilations=[1,1] group=32"
         );
+        let fused = Op::Conv(Conv {
+            activation: Some(FusedActivation::Clip { max: 6.0 }),
+            ..Conv::default()
+        });
+        assert!(fused.attrs_text().ends_with(" group=1 act=clip(0,6)"));
+        let gemm = Op::Gemm(Gemm {
+            activation: Some(FusedActivation::Relu),
+            ..Gemm::default()
+        });
+        assert_eq!(gemm.attrs_text(), " alpha=1 beta=1 act=relu");
         let mut p = Pool::new([3, 3]);
         p.count_include_pad = true;
         assert_eq!(

@@ -62,6 +62,7 @@ impl Builder {
             pads: [k / 2; 4],
             dilations: [1, 1],
             group,
+            activation: None,
         };
         let mut y = if fold_bn {
             let b = self.constant(&[cout], -0.1, 0.1);

@@ -321,6 +321,9 @@ impl<'g> Interpreter<'g> {
                 let c = ins.get(2).map(|&c| (c, in_shapes[2]));
                 let (a, b) = ((ins[0], in_shapes[0]), (ins[1], in_shapes[1]));
                 linalg::gemm(g, a, b, c, &mut out, out_shape);
+                if let Some(act) = g.activation {
+                    elementwise::activation(act.to_activation(), &mut out);
+                }
                 out
             }
             Op::MatMul => {

@@ -6,7 +6,9 @@
 //! input buffer they are the last reader of (activations, BatchNorm, residual adds, …).
 //! Plain runs also fuse BatchNorms and activations into the Conv before them, applied per
 //! output block while it is in cache; this is bit-identical to running them separately,
-//! which observed runs do so that every tensor exists.
+//! which observed runs do so that every tensor exists. A Conv's own `activation` attribute
+//! (set by `lutq-opt`) runs first in that same epilogue, in plain and observed runs; a
+//! Gemm's runs over its output right after the GEMM, with the same activation kernel.
 //!
 //! Running a plan (`exec`) allocates only intermediate tensors, from a per-thread pool of
 //! freed buffers; constants and inputs are read in place and Reshape/Identity/Dropout
@@ -135,7 +137,16 @@ impl<'g> Interpreter<'g> {
                     node: id,
                     op,
                     inputs: graph.node_inputs(id).iter().map(|i| i.index()).collect(),
-                    fused: Vec::new(),
+                    // A Conv's own activation attribute runs in the same epilogue as
+                    // activations fused at run time, so both round identically.
+                    fused: match op {
+                        Op::Conv(c) => c
+                            .activation
+                            .map(|a| plan::Fused::Activation(a.to_activation()))
+                            .into_iter()
+                            .collect(),
+                        _ => Vec::new(),
+                    },
                     reuse: None,
                     free: Vec::new(),
                 }),

@@ -12,7 +12,8 @@ pub(super) struct Step<'g> {
     pub op: &'g Op,
     /// Value slots of the op's inputs, in input order, then those of fused BatchNorms.
     pub inputs: Vec<usize>,
-    /// Ops fused into a Conv and applied, in order, to its output.
+    /// Ops fused into a Conv and applied, in order, to its output: first the Conv's own
+    /// activation attribute, if any, then the BatchNorms and activations after it.
     pub fused: Vec<Fused>,
     /// Position in `inputs` of an operand whose buffer may become the output buffer: this
     /// step is its last reader, it is not a graph output, it is read once by this step,

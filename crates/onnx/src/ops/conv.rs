@@ -78,6 +78,7 @@ fn conv(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
         pads,
         dilations,
         group,
+        activation: None,
     });
     let inputs: Vec<_> = [x, w].into_iter().chain(b).collect();
     cx.emit_output(op, &inputs)

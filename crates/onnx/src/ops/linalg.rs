@@ -30,6 +30,7 @@ fn gemm(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
         beta: a.float_or("beta", 1.0)?,
         trans_a: a.flag("transA", false)?,
         trans_b: a.flag("transB", false)?,
+        activation: None,
     });
     let x = cx.tensor(0, "A")?;
     let w = cx.tensor(1, "B")?;

@@ -1,0 +1,255 @@
+//! Folding inference-mode BatchNorm into the linear op before it.
+
+use egg::{Applier, Id, Language as _, PatternAst, Rewrite, Subst, Symbol, Var};
+use lutq_ir::{Gemm, Op, Tensor};
+
+use super::Rule;
+use crate::analysis::{IrAnalysis, IrEGraph, add_constant, add_op, attr_of, const_of};
+use crate::lang::IrLang;
+
+/// The BatchNorm rules:
+///
+/// * `bn-fold`: `BatchNorm(L(x))`, with `L` a Conv, a Gemm or a MatMul of a 2-D input
+///   by constant 2-D weights, becomes one linear op with folded weights and bias:
+///   with `k = scale / sqrt(var + ε)` per output channel, `w' = w · k` (per output
+///   channel), `b' = (b − mean) · k + bias` (`b = 0` where `L` had none: a bias is
+///   added). A Gemm keeps `alpha` and `trans_a`/`trans_b` and gets `beta = 1` (its C is
+///   folded as `beta · C`); a MatMul becomes a Gemm.
+///
+/// It does not fire when `L`'s output has other readers: they need it unnormalised, so
+/// the graph would have to keep `L` and compute a folded copy beside it (in an e-graph the
+/// fold stays an equivalence, so the cost would be duplicated work, not a wrong result),
+/// when `L` already carries an activation, or when any weight, bias or statistic is not
+/// a constant. A BatchNorm without a linear producer is left in place and listed in
+/// [`crate::OptReport::unfolded_batch_norms`].
+pub fn rules() -> Vec<Rule> {
+    let pattern: egg::Pattern<IrLang> = "(batch_norm ?a ?y ?scale ?bias ?mean ?var)"
+        .parse()
+        .expect("a valid pattern");
+    vec![Rewrite::new("bn-fold", pattern, BnFold::new()).unwrap()]
+}
+
+struct BnFold {
+    a: Var,
+    y: Var,
+    params: [Var; 4],
+}
+
+impl BnFold {
+    fn new() -> Self {
+        let v = |s: &str| s.parse().unwrap();
+        BnFold {
+            a: v("?a"),
+            y: v("?y"),
+            params: [v("?scale"), v("?bias"), v("?mean"), v("?var")],
+        }
+    }
+}
+
+/// The per-channel affine `y · k + shift` a BatchNorm computes, in the interpreter's
+/// arithmetic.
+struct Affine {
+    k: Vec<f32>,
+    shift: Vec<f32>,
+    name: String,
+}
+
+impl Affine {
+    fn from_match(egraph: &IrEGraph, bn: &BnFold, subst: &Subst) -> Option<Affine> {
+        let entry = attr_of(egraph, subst[bn.a]);
+        let Op::BatchNorm { epsilon } = entry.op else {
+            return None;
+        };
+        let p: Vec<&[f32]> = bn
+            .params
+            .iter()
+            .map(|&v| const_of(egraph, subst[v])?.tensor.as_f32())
+            .collect::<Option<_>>()?;
+        let (scale, bias, mean, var) = (p[0], p[1], p[2], p[3]);
+        let k: Vec<f32> = (0..scale.len())
+            .map(|c| scale[c] / (var[c] + epsilon).sqrt())
+            .collect();
+        let shift = (0..scale.len()).map(|c| bias[c] - mean[c] * k[c]).collect();
+        Some(Affine {
+            k,
+            shift,
+            name: entry.name.clone(),
+        })
+    }
+
+    fn channels(&self) -> usize {
+        self.k.len()
+    }
+}
+
+impl Applier<IrLang, IrAnalysis> for BnFold {
+    fn apply_one(
+        &self,
+        egraph: &mut IrEGraph,
+        class: Id,
+        subst: &Subst,
+        _: Option<&PatternAst<IrLang>>,
+        _: Symbol,
+    ) -> Vec<Id> {
+        let y = subst[self.y];
+        if egraph[y].data.value().shared {
+            return vec![];
+        }
+        let Some(affine) = Affine::from_match(egraph, self, subst) else {
+            return vec![];
+        };
+        let producers: Vec<IrLang> = egraph[y]
+            .nodes
+            .iter()
+            .filter(|n| matches!(n, IrLang::Conv(_) | IrLang::Gemm(_) | IrLang::MatMul(_)))
+            .cloned()
+            .collect();
+        let mut changed = vec![];
+        for node in producers {
+            if let Some(folded) = fold(egraph, &affine, y, &node)
+                && egraph.union(class, folded)
+            {
+                changed.push(folded);
+            }
+        }
+        changed
+    }
+}
+
+/// The folded e-node for one producer, added to the e-graph; `None` where the fold does
+/// not apply.
+fn fold(egraph: &mut IrEGraph, bn: &Affine, y: Id, node: &IrLang) -> Option<Id> {
+    let children = node.children();
+    let entry = attr_of(egraph, children[0]).clone();
+    match &entry.op {
+        Op::Conv(c) if c.activation.is_none() => {
+            let w = const_of(egraph, children[2])?.clone();
+            let b = match children.get(3) {
+                Some(&b) => Some(const_of(egraph, b)?.clone()),
+                None => None,
+            };
+            let wd = w.tensor.as_f32()?;
+            let m = w.tensor.shape()[0];
+            if bn.channels() != m {
+                return None;
+            }
+            let per = wd.len() / m;
+            let w2: Vec<f32> = wd
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v * bn.k[i / per])
+                .collect();
+            let bias = |c: usize| {
+                b.as_ref()
+                    .map_or(Some(0.0), |b| Some(b.tensor.as_f32()?[c]))
+            };
+            let b2: Vec<f32> = (0..m)
+                .map(|c| Some(bias(c)? * bn.k[c] + bn.shift[c]))
+                .collect::<Option<_>>()?;
+            let w2 = Tensor::f32(w.tensor.shape(), w2).ok()?;
+            let b2 = Tensor::f32([m], b2).ok()?;
+            let b_name = match &b {
+                Some(b) => format!("{}+{}", b.name, bn.name),
+                None => format!("{}.folded_bias", bn.name),
+            };
+            let w_id = add_constant(egraph, format!("{}+{}", w.name, bn.name), w2);
+            let b_id = add_constant(egraph, b_name, b2);
+            add_op(egraph, entry.name, entry.op, &[children[1], w_id, b_id])
+        }
+        Op::Gemm(g) if g.activation.is_none() => {
+            let c = match children.get(3) {
+                Some(&c) => Some(const_of(egraph, c)?.clone()),
+                None => None,
+            };
+            let c = c.filter(|_| g.beta != 0.0);
+            fold_gemm(egraph, bn, y, g, &entry.name, children[1], children[2], c)
+        }
+        Op::MatMul if egraph[children[1]].data.value().ty.rank() == 2 => {
+            let g = Gemm::default();
+            fold_gemm(
+                egraph,
+                bn,
+                y,
+                &g,
+                &entry.name,
+                children[1],
+                children[2],
+                None,
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Folds into `alpha · op(A) · op(B) + beta · C`: column `j` of `op(B)` scaled by
+/// `k[j]`, `C' = (beta · C − mean) · k + bias` (shape `[N]`, or `[M, N]` where C has
+/// rows), `beta' = 1`.
+#[allow(clippy::too_many_arguments)]
+fn fold_gemm(
+    egraph: &mut IrEGraph,
+    bn: &Affine,
+    y: Id,
+    g: &Gemm,
+    name: &str,
+    a: Id,
+    b: Id,
+    c: Option<crate::analysis::ConstEntry>,
+) -> Option<Id> {
+    let out = egraph[y].data.value().ty.shape.clone();
+    let (m, n) = (out[0], out[1]);
+    if bn.channels() != n {
+        return None;
+    }
+    let b = const_of(egraph, b)?.clone();
+    let bd = b.tensor.as_f32()?;
+    let bs = b.tensor.shape();
+    if bs.len() != 2 {
+        return None;
+    }
+    let cols = bs[1];
+    let b2: Vec<f32> = bd
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let j = if g.trans_b { i / cols } else { i % cols };
+            v * bn.k[j]
+        })
+        .collect();
+    let b2 = Tensor::f32(bs, b2).ok()?;
+
+    // C as a function of (row, column), broadcast to [M, N].
+    let (rows, c_at): (usize, Box<dyn Fn(usize, usize) -> f32>) = match &c {
+        None => (1, Box::new(|_, _| 0.0)),
+        Some(c) => {
+            let data = c.tensor.as_f32()?.to_vec();
+            let s = c.tensor.shape();
+            let (r, cc) = match s.len() {
+                0 => (1, 1),
+                1 => (1, s[0]),
+                _ => (s[s.len() - 2], s[s.len() - 1]),
+            };
+            let beta = g.beta;
+            let at = move |i: usize, j: usize| {
+                let (i, j) = (if r == 1 { 0 } else { i }, if cc == 1 { 0 } else { j });
+                beta * data[i * cc + j]
+            };
+            (if r == 1 { 1 } else { m }, Box::new(at))
+        }
+    };
+    let c2: Vec<f32> = (0..rows * n)
+        .map(|i| {
+            let j = i % n;
+            c_at(i / n, j) * bn.k[j] + bn.shift[j]
+        })
+        .collect();
+    let c_shape = if rows == 1 { vec![n] } else { vec![m, n] };
+    let c2 = Tensor::f32(c_shape, c2).ok()?;
+    let c_name = match &c {
+        Some(c) => format!("{}+{}", c.name, bn.name),
+        None => format!("{}.folded_bias", bn.name),
+    };
+    let b_id = add_constant(egraph, format!("{}+{}", b.name, bn.name), b2);
+    let c_id = add_constant(egraph, c_name, c2);
+    let g2 = Gemm { beta: 1.0, ..*g };
+    add_op(egraph, name.to_string(), Op::Gemm(g2), &[a, b_id, c_id])
+}

@@ -1,0 +1,453 @@
+//! One test per rule on a small hand-built graph: the rule fires (or, in the negative
+//! tests, does not), the optimized graph computes the same in the float interpreter
+//! (within 1e-5 of the output's range), and its dump is snapshot-tested.
+
+use lutq_ir::{Activation, Conv, Gemm, Graph, NodeId, Op, Tensor, TensorType};
+use lutq_opt::{OptOptions, OptReport, optimize};
+
+/// A graph under construction with a deterministic source of values.
+struct Builder {
+    g: Graph,
+    seed: u64,
+}
+
+impl Builder {
+    fn new(name: &str) -> Self {
+        Builder {
+            g: Graph::new(name),
+            seed: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    fn uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.seed = self
+                    .seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let u = (self.seed >> 40) as f32 / (1u64 << 24) as f32;
+                lo + (hi - lo) * u
+            })
+            .collect()
+    }
+
+    fn input(&mut self, shape: &[usize]) -> NodeId {
+        self.g.add_input("x", TensorType::f32(shape))
+    }
+
+    fn konst(&mut self, name: &str, shape: &[usize], lo: f32, hi: f32) -> NodeId {
+        let data = self.uniform(shape.iter().product(), lo, hi);
+        self.g.add_constant(name, Tensor::f32(shape, data).unwrap())
+    }
+
+    fn op(&mut self, name: &str, op: Op, inputs: &[NodeId]) -> NodeId {
+        self.g.add_node(name, op, inputs).unwrap()
+    }
+
+    fn conv(&mut self, x: NodeId, cin: usize, cout: usize, bias: bool) -> NodeId {
+        let w = self.konst("w", &[cout, cin, 3, 3], -0.5, 0.5);
+        let mut ins = vec![x, w];
+        if bias {
+            ins.push(self.konst("b", &[cout], -0.5, 0.5));
+        }
+        let attrs = Conv {
+            pads: [1; 4],
+            ..Conv::default()
+        };
+        self.op("conv", Op::Conv(attrs), &ins)
+    }
+
+    fn bn(&mut self, x: NodeId, c: usize) -> NodeId {
+        let s = self.konst("bn.scale", &[c], 0.5, 1.5);
+        let b = self.konst("bn.bias", &[c], -0.5, 0.5);
+        let m = self.konst("bn.mean", &[c], -0.5, 0.5);
+        let v = self.konst("bn.var", &[c], 0.1, 2.0);
+        self.op("bn", Op::BatchNorm { epsilon: 1e-5 }, &[x, s, b, m, v])
+    }
+
+    fn act(&mut self, x: NodeId, act: Activation) -> NodeId {
+        self.op("act", Op::Activation(act), &[x])
+    }
+
+    fn output(mut self, y: NodeId) -> Graph {
+        self.g.add_output("y", y).unwrap();
+        self.g
+    }
+}
+
+fn clip(min: Option<f32>, max: Option<f32>) -> Activation {
+    Activation::Clip { min, max }
+}
+
+/// Optimizes `graph`, checks equivalence on random inputs, snapshots the dump as `name`,
+/// and checks how often each listed rule fired.
+fn check(name: &str, graph: &Graph, fired: &[(&str, usize)]) -> (Graph, OptReport) {
+    let (opt, report) = optimize(graph, &OptOptions::default()).unwrap();
+    assert!(report.saturated, "{report}");
+    for &(rule, n) in fired {
+        assert_eq!(report.rules[rule], n, "{rule} in {name}:\n{report}");
+    }
+    let mut b = Builder::new("inputs");
+    let inputs: Vec<Tensor> = graph
+        .inputs()
+        .iter()
+        .map(|&i| {
+            let shape = graph.node(i).ty.shape.clone();
+            Tensor::f32(shape.clone(), b.uniform(shape.iter().product(), -2.0, 2.0)).unwrap()
+        })
+        .collect();
+    let before = lutq_interp::run(graph, &inputs).unwrap();
+    let after = lutq_interp::run(&opt, &inputs).unwrap();
+    for (x, y) in before.iter().zip(&after) {
+        let (x, y) = (x.as_f32().unwrap(), y.as_f32().unwrap());
+        let scale = x.iter().fold(f32::MIN_POSITIVE, |m, v| m.max(v.abs()));
+        for (a, b) in x.iter().zip(y) {
+            assert!((a - b).abs() <= 1e-5 * scale, "{name}: {a} vs {b}");
+        }
+    }
+    insta::with_settings!({snapshot_path => "../../../snapshots/opt", prepend_module_to_snapshot => false}, {
+        insta::assert_snapshot!(name, opt.dump());
+    });
+    (opt, report)
+}
+
+fn ops(graph: &Graph) -> Vec<&'static str> {
+    graph
+        .topo_order()
+        .into_iter()
+        .map(|id| graph.node(id).op.name())
+        .filter(|n| !matches!(*n, "input" | "const"))
+        .collect()
+}
+
+// ---- bn-fold ----------------------------------------------------------------------
+
+#[test]
+fn bn_fold_conv_with_bias() {
+    let mut b = Builder::new("bn_fold_conv");
+    let x = b.input(&[1, 3, 6, 6]);
+    let c = b.conv(x, 3, 4, true);
+    let y = b.bn(c, 4);
+    let (opt, _) = check("rule_bn_fold_conv", &b.output(y), &[("bn-fold", 1)]);
+    assert_eq!(ops(&opt), ["conv"]);
+}
+
+#[test]
+fn bn_fold_conv_without_bias_adds_one() {
+    let mut b = Builder::new("bn_fold_conv_no_bias");
+    let x = b.input(&[1, 3, 6, 6]);
+    let c = b.conv(x, 3, 4, false);
+    let y = b.bn(c, 4);
+    let (opt, _) = check("rule_bn_fold_conv_no_bias", &b.output(y), &[("bn-fold", 1)]);
+    assert_eq!(ops(&opt), ["conv"]);
+    let conv = opt.outputs()[0].node;
+    assert_eq!(opt.node_inputs(conv).len(), 3);
+}
+
+#[test]
+fn bn_fold_depthwise_conv() {
+    let mut b = Builder::new("bn_fold_depthwise");
+    let x = b.input(&[1, 4, 6, 6]);
+    let w = b.konst("w", &[4, 1, 3, 3], -0.5, 0.5);
+    let attrs = Conv {
+        pads: [1; 4],
+        group: 4,
+        ..Conv::default()
+    };
+    let c = b.op("dw", Op::Conv(attrs), &[x, w]);
+    let y = b.bn(c, 4);
+    let (opt, _) = check("rule_bn_fold_depthwise", &b.output(y), &[("bn-fold", 1)]);
+    assert_eq!(ops(&opt), ["conv"]);
+}
+
+#[test]
+fn bn_fold_gemm_trans_b_with_bias() {
+    let mut b = Builder::new("bn_fold_gemm");
+    let x = b.input(&[2, 5]);
+    let w = b.konst("w", &[3, 5], -0.5, 0.5);
+    let c = b.konst("c", &[3], -0.5, 0.5);
+    let g = Gemm {
+        alpha: 0.5,
+        beta: 2.0,
+        trans_b: true,
+        ..Gemm::default()
+    };
+    let gemm = b.op("gemm", Op::Gemm(g), &[x, w, c]);
+    let y = b.bn(gemm, 3);
+    let (opt, _) = check("rule_bn_fold_gemm_trans_b", &b.output(y), &[("bn-fold", 1)]);
+    assert_eq!(ops(&opt), ["gemm"]);
+}
+
+#[test]
+fn bn_fold_gemm_without_bias_adds_one() {
+    let mut b = Builder::new("bn_fold_gemm_no_bias");
+    let x = b.input(&[2, 5]);
+    let w = b.konst("w", &[5, 3], -0.5, 0.5);
+    let gemm = b.op("gemm", Op::Gemm(Gemm::default()), &[x, w]);
+    let y = b.bn(gemm, 3);
+    let (opt, _) = check("rule_bn_fold_gemm_no_bias", &b.output(y), &[("bn-fold", 1)]);
+    assert_eq!(ops(&opt), ["gemm"]);
+    assert_eq!(opt.node_inputs(opt.outputs()[0].node).len(), 3);
+}
+
+#[test]
+fn bn_fold_gemm_with_full_c() {
+    let mut b = Builder::new("bn_fold_gemm_full_c");
+    let x = b.input(&[2, 5]);
+    let w = b.konst("w", &[5, 3], -0.5, 0.5);
+    let c = b.konst("c", &[2, 3], -0.5, 0.5);
+    let g = Gemm {
+        beta: 0.5,
+        ..Gemm::default()
+    };
+    let gemm = b.op("gemm", Op::Gemm(g), &[x, w, c]);
+    let y = b.bn(gemm, 3);
+    check("rule_bn_fold_gemm_full_c", &b.output(y), &[("bn-fold", 1)]);
+}
+
+#[test]
+fn bn_fold_matmul_becomes_gemm() {
+    let mut b = Builder::new("bn_fold_matmul");
+    let x = b.input(&[2, 5]);
+    let w = b.konst("w", &[5, 3], -0.5, 0.5);
+    let mm = b.op("matmul", Op::MatMul, &[x, w]);
+    let y = b.bn(mm, 3);
+    let (opt, _) = check("rule_bn_fold_matmul", &b.output(y), &[("bn-fold", 1)]);
+    assert_eq!(ops(&opt), ["gemm"]);
+}
+
+#[test]
+fn bn_fold_not_when_conv_output_has_other_readers() {
+    let mut b = Builder::new("bn_fold_shared");
+    let x = b.input(&[1, 3, 6, 6]);
+    let c = b.conv(x, 3, 4, true);
+    let y = b.bn(c, 4);
+    let r = b.act(c, Activation::Relu);
+    let sum = b.op("add", Op::Binary(lutq_ir::BinaryOp::Add), &[y, r]);
+    let (opt, report) = check(
+        "rule_bn_fold_not_shared",
+        &b.output(sum),
+        &[("bn-fold", 0), ("fuse-relu", 0)],
+    );
+    assert_eq!(ops(&opt), ["conv", "batch_norm", "relu", "add"]);
+    assert_eq!(report.unfolded_batch_norms, ["bn"]);
+}
+
+#[test]
+fn bn_without_linear_producer_is_left_and_reported() {
+    let mut b = Builder::new("bn_alone");
+    let x = b.input(&[1, 4, 3, 3]);
+    let y = b.bn(x, 4);
+    let (opt, report) = check("rule_bn_alone", &b.output(y), &[("bn-fold", 0)]);
+    assert_eq!(ops(&opt), ["batch_norm"]);
+    assert_eq!(report.unfolded_batch_norms, ["bn"]);
+}
+
+#[test]
+fn bn_fold_not_into_conv_with_activation() {
+    let mut b = Builder::new("bn_after_relu");
+    let x = b.input(&[1, 3, 6, 6]);
+    let c = b.conv(x, 3, 4, true);
+    let r = b.act(c, Activation::Relu);
+    let y = b.bn(r, 4);
+    let (opt, _) = check(
+        "rule_bn_after_relu",
+        &b.output(y),
+        &[("bn-fold", 0), ("fuse-relu", 1)],
+    );
+    assert_eq!(ops(&opt), ["conv", "batch_norm"]);
+}
+
+// ---- activation fusion -------------------------------------------------------------
+
+#[test]
+fn fuse_relu_into_conv() {
+    let mut b = Builder::new("fuse_relu_conv");
+    let x = b.input(&[1, 3, 6, 6]);
+    let c = b.conv(x, 3, 4, true);
+    let y = b.act(c, Activation::Relu);
+    let (opt, _) = check("rule_fuse_relu_conv", &b.output(y), &[("fuse-relu", 1)]);
+    assert_eq!(ops(&opt), ["conv"]);
+    assert!(opt.dump().contains(" act=relu "));
+}
+
+#[test]
+fn fuse_relu6_into_gemm() {
+    let mut b = Builder::new("fuse_relu6_gemm");
+    let x = b.input(&[2, 5]);
+    let w = b.konst("w", &[5, 3], -2.0, 2.0);
+    let gemm = b.op("gemm", Op::Gemm(Gemm::default()), &[x, w]);
+    let y = b.act(gemm, clip(Some(0.0), Some(6.0)));
+    let (opt, _) = check("rule_fuse_relu6_gemm", &b.output(y), &[("fuse-clip", 1)]);
+    assert_eq!(ops(&opt), ["gemm"]);
+    assert!(opt.dump().contains(" act=clip(0,6) "));
+}
+
+#[test]
+fn fuse_clip_zero_to_x_and_open_clip_as_relu() {
+    let mut b = Builder::new("fuse_clip");
+    let x = b.input(&[1, 3, 6, 6]);
+    let c = b.conv(x, 3, 4, true);
+    let y = b.act(c, clip(Some(0.0), Some(0.25)));
+    let c2 = b.conv(y, 4, 4, false);
+    let z = b.act(c2, clip(Some(0.0), None));
+    let (opt, _) = check("rule_fuse_clip", &b.output(z), &[("fuse-clip", 2)]);
+    assert_eq!(ops(&opt), ["conv", "conv"]);
+    let dump = opt.dump();
+    assert!(dump.contains(" act=clip(0,0.25) ") && dump.contains(" act=relu "));
+}
+
+#[test]
+fn conv_bn_relu_becomes_one_conv() {
+    let mut b = Builder::new("conv_bn_relu");
+    let x = b.input(&[1, 3, 6, 6]);
+    let c = b.conv(x, 3, 4, false);
+    let n = b.bn(c, 4);
+    let y = b.act(n, Activation::Relu);
+    let (opt, _) = check(
+        "rule_conv_bn_relu",
+        &b.output(y),
+        &[("bn-fold", 1), ("fuse-relu", 1)],
+    );
+    assert_eq!(ops(&opt), ["conv"]);
+}
+
+#[test]
+fn activation_not_fused_where_inexact() {
+    let mut b = Builder::new("no_fusion");
+    let x = b.input(&[1, 3, 6, 6]);
+    // The conv's output is also a graph output: it is needed without the activation.
+    let c = b.conv(x, 3, 4, true);
+    let r = b.act(c, Activation::Relu);
+    // Clip with a non-zero minimum and leaky ReLU are no output-range clamps.
+    let c2 = b.conv(r, 4, 4, true);
+    let k = b.act(c2, clip(Some(-1.0), Some(1.0)));
+    let c3 = b.conv(k, 4, 4, true);
+    let l = b.act(c3, Activation::LeakyRelu { alpha: 0.1 });
+    b.g.add_output("conv", c).unwrap();
+    let (opt, _) = check(
+        "rule_no_fusion",
+        &b.output(l),
+        &[("fuse-relu", 0), ("fuse-clip", 0)],
+    );
+    assert_eq!(
+        ops(&opt),
+        ["conv", "relu", "conv", "clip", "conv", "leaky_relu"]
+    );
+}
+
+// ---- cleanup ----------------------------------------------------------------------
+
+#[test]
+fn identity_and_dropout_removed() {
+    let mut b = Builder::new("identity_dropout");
+    let x = b.input(&[1, 4]);
+    let i = b.op("identity", Op::Identity, &[x]);
+    let r = b.act(i, Activation::Sigmoid);
+    let d = b.op("dropout", Op::Dropout, &[r]);
+    let (opt, _) = check(
+        "rule_identity_dropout",
+        &b.output(d),
+        &[("remove-identity", 1), ("remove-dropout", 1)],
+    );
+    assert_eq!(ops(&opt), ["sigmoid"]);
+}
+
+#[test]
+fn reshapes_merged_and_noop_reshape_removed() {
+    let mut b = Builder::new("reshapes");
+    let x = b.input(&[1, 4, 2, 2]);
+    let r1 = b.op("r1", Op::Reshape { shape: vec![1, 16] }, &[x]);
+    let r2 = b.op("r2", Op::Reshape { shape: vec![4, 4] }, &[r1]);
+    let s = b.act(r2, Activation::Sigmoid);
+    let same = b.op("same", Op::Reshape { shape: vec![4, 4] }, &[s]);
+    let (opt, _) = check(
+        "rule_reshapes",
+        &b.output(same),
+        &[("merge-reshapes", 1), ("remove-noop-reshape", 1)],
+    );
+    assert_eq!(ops(&opt), ["reshape", "sigmoid"]);
+    assert!(opt.dump().contains("reshape %0 shape=[4,4]"));
+}
+
+#[test]
+fn reshape_that_changes_the_shape_is_kept() {
+    let mut b = Builder::new("reshape_kept");
+    let x = b.input(&[1, 4, 2, 2]);
+    let r = b.op("r", Op::Reshape { shape: vec![1, 16] }, &[x]);
+    let (opt, _) = check(
+        "rule_reshape_kept",
+        &b.output(r),
+        &[("remove-noop-reshape", 0)],
+    );
+    assert_eq!(ops(&opt), ["reshape"]);
+}
+
+// ---- determinism -------------------------------------------------------------------
+
+/// conv → bn → relu → conv → clip, plus a residual add, built in two node orders.
+fn two_layer(reverse_constants: bool) -> Graph {
+    let mut g = Graph::new("order");
+    let x = g.add_input("x", TensorType::f32([1, 2, 4, 4]));
+    let t = |shape: &[usize], v: f32| {
+        let n: usize = shape.iter().product();
+        Tensor::f32(shape, (0..n).map(|i| v + 0.01 * i as f32).collect()).unwrap()
+    };
+    let specs: Vec<(&str, Vec<usize>, f32)> = vec![
+        ("w1", vec![2, 2, 3, 3], -0.2),
+        ("s", vec![2], 0.9),
+        ("b", vec![2], 0.1),
+        ("m", vec![2], -0.1),
+        ("v", vec![2], 0.5),
+        ("w2", vec![2, 2, 3, 3], -0.1),
+    ];
+    let mut ids = std::collections::HashMap::new();
+    let order: Vec<_> = if reverse_constants {
+        specs.iter().rev().collect()
+    } else {
+        specs.iter().collect()
+    };
+    for (name, shape, v) in order {
+        ids.insert(*name, g.add_constant(*name, t(shape, *v)));
+    }
+    let conv = Op::Conv(Conv {
+        pads: [1; 4],
+        ..Conv::default()
+    });
+    let c1 = g.add_node("c1", conv.clone(), &[x, ids["w1"]]).unwrap();
+    let n = g
+        .add_node(
+            "bn",
+            Op::BatchNorm { epsilon: 1e-5 },
+            &[c1, ids["s"], ids["b"], ids["m"], ids["v"]],
+        )
+        .unwrap();
+    let r = g
+        .add_node("relu", Op::Activation(Activation::Relu), &[n])
+        .unwrap();
+    let c2 = g.add_node("c2", conv, &[r, ids["w2"]]).unwrap();
+    let k = g
+        .add_node("clip", Op::Activation(clip(Some(0.0), Some(6.0))), &[c2])
+        .unwrap();
+    let sum = g
+        .add_node("add", Op::Binary(lutq_ir::BinaryOp::Add), &[k, r])
+        .unwrap();
+    g.add_output("y", sum).unwrap();
+    g
+}
+
+#[test]
+fn same_graph_gives_byte_identical_dumps() {
+    let options = OptOptions::default();
+    let a = optimize(&two_layer(false), &options).unwrap().0.dump();
+    let again = optimize(&two_layer(false), &options).unwrap().0.dump();
+    let reordered = optimize(&two_layer(true), &options).unwrap().0.dump();
+    assert_eq!(a, again);
+    assert_eq!(a, reordered);
+    check(
+        "determinism_two_layer",
+        &two_layer(false),
+        &[("bn-fold", 1), ("fuse-clip", 1)],
+    );
+}
