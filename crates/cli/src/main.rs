@@ -1,0 +1,160 @@
+//! `lutq`: compile float CNNs (ONNX) to integer-only inference code.
+//!
+//! This binary is a thin layer over the library crates: it reads files, drives progress
+//! bars and prints results; every numeric decision lives in a library.
+
+mod inspect;
+mod run;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "lutq",
+    version,
+    about = "Compile float CNNs (ONNX) to integer-only inference: 4-bit LUT weights, 8-bit \
+             activations, power-of-two scales",
+    long_about = None,
+    after_help = "Examples:
+  lutq inspect models/mobilenet_v2.onnx
+      what the model contains, its size and cost, and anything lutq cannot handle
+  lutq dump models/fashion_resnet8.onnx --stage import
+      the IR as text, one line per node
+  lutq run models/mobilenet_v2.onnx --input data/photos/photos.npy --output logits.npy \\
+      --classes models/imagenet_classes.txt
+      float inference on a batch of images, with the top classes of each
+
+Run `lutq <command> --help` for the options of each command."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Summarise a model: inputs and outputs, op histogram, parameters, MACs per
+    /// inference, and every part lutq does not support.
+    #[command(after_help = "Examples:
+  lutq inspect models/mobilenet_v2.onnx
+  lutq inspect model.onnx --json | jq .macs
+
+A model with unsupported parts is still summarised; the list names every unsupported op,
+attribute and dynamic dimension with its node, and the command exits with status 1.")]
+    Inspect(inspect::InspectArgs),
+
+    /// Print the IR of a model as text: one line per node with its op, attributes, input
+    /// and output types; constants as content hash and range.
+    #[command(after_help = "Examples:
+  lutq dump models/mobilenet_v2.onnx
+  lutq dump models/mobilenet_v2.onnx --stage import -o mobilenet.ir
+
+The text is stable: the same model always prints the same bytes, so dumps can be diffed
+and snapshot-tested.")]
+    Dump(DumpArgs),
+
+    /// Run a model on a batch of inputs from an NPY file and write the outputs as NPY.
+    #[command(after_help = "Examples:
+  lutq run models/fashion_resnet8.onnx --input data/fashion_mnist/test_x.npy \\
+      --output logits.npy --labels data/fashion_mnist/test_y.npy
+      prints the top-1 accuracy against the labels
+  lutq run models/mobilenet_v2.onnx --input data/photos/photos.npy --output logits.npy \\
+      --classes models/imagenet_classes.txt --top 3
+      prints the three best classes of every image
+
+The input is float32 NCHW; its first dimension is the number of samples, which run in
+parallel on all cores. Integer inputs (u8, i64, …) are converted to float32 as they are.")]
+    Run(run::RunArgs),
+}
+
+/// The model file and how to bind its dimensions; shared by every command.
+#[derive(Args)]
+struct ModelArgs {
+    /// The ONNX model file.
+    model: PathBuf,
+    /// Batch size to bind a symbolic first input dimension to.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    batch: usize,
+}
+
+impl ModelArgs {
+    fn bytes(&self) -> anyhow::Result<Vec<u8>> {
+        std::fs::read(&self.model).with_context(|| format!("cannot read {}", self.model.display()))
+    }
+
+    /// Imports the model into the float IR.
+    fn import(&self) -> anyhow::Result<lutq_ir::Graph> {
+        let bytes = self.bytes()?;
+        let options = lutq_onnx::ImportOptions {
+            batch: self.batch,
+            ..Default::default()
+        };
+        lutq_onnx::import(&bytes, &options)
+            .with_context(|| format!("cannot import {}", self.model.display()))
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Stage {
+    /// The graph as imported from ONNX, before any rewrite.
+    Import,
+    /// After the e-graph rewrites (BatchNorm folding, activation fusion, cleanup); a
+    /// summary of what fired goes to standard error.
+    Opt,
+}
+
+#[derive(Args)]
+struct DumpArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Which pipeline stage's IR to print.
+    #[arg(long, value_enum, default_value = "import")]
+    stage: Stage,
+    /// Write the dump to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+fn dump(args: &DumpArgs) -> anyhow::Result<()> {
+    let text = match args.stage {
+        Stage::Import => args.model.import()?.dump(),
+        Stage::Opt => {
+            let (graph, report) =
+                lutq_opt::optimize(&args.model.import()?, &lutq_opt::OptOptions::default())?;
+            eprint!("{report}");
+            graph.dump()
+        }
+    };
+    write_or_print(args.output.as_deref(), &text)
+}
+
+fn write_or_print(path: Option<&Path>, text: &str) -> anyhow::Result<()> {
+    match path {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+        }
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Inspect(args) => inspect::inspect(args),
+        Command::Dump(args) => dump(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Run(args) => run::run(args).map(|()| std::process::ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! `lutq run`: inference over an NPY batch.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use lutq_dataio::NpyArray;
+use lutq_ir::Tensor;
+use serde::Serialize;
+
+use crate::ModelArgs;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Backend {
+    /// The f32 reference interpreter.
+    Float,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Input samples: an NPY array whose first dimension counts the samples.
+    #[arg(long, value_name = "X.npy")]
+    input: PathBuf,
+    /// Where to write the outputs (float32 NPY, first dimension = samples).
+    #[arg(long, value_name = "Y.npy")]
+    output: PathBuf,
+    /// Which engine computes the outputs.
+    #[arg(long, value_enum, default_value = "float")]
+    backend: Backend,
+    /// Integer class labels (NPY, one per sample): prints the top-1 accuracy.
+    #[arg(long, value_name = "LABELS.npy")]
+    labels: Option<PathBuf>,
+    /// Class names, one per line: prints the best classes of every sample.
+    #[arg(long, value_name = "FILE")]
+    classes: Option<PathBuf>,
+    /// How many classes to print per sample with --classes.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    top: usize,
+    /// Print the summary as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct RunSummary {
+    samples: usize,
+    output_shape: Vec<usize>,
+    seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top1_accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    predictions: Vec<Vec<(String, f32)>>,
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let graph = args.model.import()?;
+    let input = NpyArray::from_npy_file(&args.input)
+        .with_context(|| format!("cannot read {}", args.input.display()))?;
+    let samples = input.shape.first().copied().unwrap_or(0);
+    if samples == 0 {
+        bail!(
+            "{} holds no samples (shape {:?}): the first dimension counts samples",
+            args.input.display(),
+            input.shape
+        );
+    }
+    let input = Tensor::f32(input.shape, input.data)?;
+
+    let bar = ProgressBar::new(samples as u64).with_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} samples, {per_sec}, eta {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("running");
+    let start = Instant::now();
+    let progress = |done: usize| bar.set_position(done as u64);
+    let output = match args.backend {
+        Backend::Float => lutq_interp::run_batch(&graph, &input, Some(&progress))?,
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+
+    let output_shape = output.shape().to_vec();
+    let values = output
+        .as_f32()
+        .context("the model's output is not float32")?
+        .to_vec();
+    NpyArray::new(output_shape.clone(), values.clone())?
+        .write_npy_file(&args.output)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+
+    let per_sample = values.len() / samples;
+    let rows: Vec<&[f32]> = values.chunks(per_sample.max(1)).collect();
+    let top1_accuracy = match &args.labels {
+        Some(path) => Some(accuracy(&rows, path)?),
+        None => None,
+    };
+    let predictions = match &args.classes {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let names: Vec<&str> = text.lines().collect();
+            if names.len() != per_sample {
+                bail!(
+                    "{} has {} class names but the model outputs {per_sample} values per sample",
+                    path.display(),
+                    names.len()
+                );
+            }
+            rows.iter()
+                .map(|row| {
+                    top_k(row, args.top)
+                        .into_iter()
+                        .map(|i| (names[i].to_string(), row[i]))
+                        .collect()
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+
+    let summary = RunSummary {
+        samples,
+        output_shape,
+        seconds,
+        top1_accuracy,
+        predictions,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary, &args.output);
+    }
+    Ok(())
+}
+
+fn print_summary(s: &RunSummary, output: &std::path::Path) {
+    println!(
+        "{} samples in {:.2} s ({:.2} ms/sample); outputs {:?} written to {}",
+        s.samples,
+        s.seconds,
+        1e3 * s.seconds / s.samples as f64,
+        s.output_shape,
+        output.display()
+    );
+    if let Some(acc) = s.top1_accuracy {
+        println!("top-1 accuracy: {:.2} %", 100.0 * acc);
+    }
+    for (i, preds) in s.predictions.iter().enumerate() {
+        let text: Vec<String> = preds
+            .iter()
+            .map(|(name, score)| format!("{name} ({score:.2})"))
+            .collect();
+        println!("sample {i}: {}", text.join(", "));
+    }
+}
+
+/// Indices of the `k` largest values, best first (ties: lower index first).
+fn top_k(row: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..row.len()).collect();
+    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+fn accuracy(rows: &[&[f32]], labels_path: &std::path::Path) -> anyhow::Result<f64> {
+    let labels = lutq_dataio::read_labels_file(labels_path)
+        .with_context(|| format!("cannot read {}", labels_path.display()))?;
+    if labels.len() != rows.len() {
+        bail!(
+            "{} has {} labels for {} samples",
+            labels_path.display(),
+            labels.len(),
+            rows.len()
+        );
+    }
+    let correct = rows
+        .iter()
+        .zip(&labels)
+        .filter(|&(row, &label)| top_k(row, 1).first().map(|&i| i as i64) == Some(label))
+        .count();
+    Ok(correct as f64 / rows.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_orders_best_first_and_breaks_ties_by_index() {
+        assert_eq!(top_k(&[0.1, 0.9, 0.5, 0.9], 3), vec![1, 3, 2]);
+        assert_eq!(top_k(&[1.0], 5), vec![0]);
+    }
+}
