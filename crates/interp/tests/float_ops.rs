@@ -712,6 +712,51 @@ fn pools_match_onnxruntime_golden_values() {
 }
 
 #[test]
+fn global_sum_pool_is_the_mean_times_n() {
+    let mut rng = Rng::new(10);
+    for shape in [vec![1, 3, 4], vec![2, 3, 5, 7], vec![1, 2, 3, 2, 4]] {
+        let xt = rng.tensor(&shape);
+        let sum = run1(
+            &single_op(Op::GlobalSumPool, &[&shape]),
+            std::slice::from_ref(&xt),
+        );
+        let mean = run1(
+            &single_op(Op::GlobalAveragePool, &[&shape]),
+            std::slice::from_ref(&xt),
+        );
+        let n = shape[2..].iter().product::<usize>() as f32;
+        let want: Vec<f32> = mean.as_f32().unwrap().iter().map(|&m| m * n).collect();
+        assert_eq!(sum.shape(), mean.shape());
+        assert_close(
+            sum.as_f32().unwrap(),
+            &want,
+            1e-5,
+            &format!("gsp {shape:?}"),
+        );
+    }
+}
+
+#[test]
+fn sum_pool_is_the_mean_times_the_window() {
+    let mut rng = Rng::new(11);
+    let shape = [2, 3, 7, 6];
+    let xt = rng.tensor(&shape);
+    let mut p = Pool::new([3, 2]);
+    p.strides = [2, 2];
+    let sum = run1(
+        &single_op(Op::SumPool(p.clone()), &[&shape]),
+        std::slice::from_ref(&xt),
+    );
+    let mean = run1(
+        &single_op(Op::AveragePool(p), &[&shape]),
+        std::slice::from_ref(&xt),
+    );
+    let want: Vec<f32> = mean.as_f32().unwrap().iter().map(|&m| m * 6.0).collect();
+    assert_eq!(sum.shape(), mean.shape());
+    assert_close(sum.as_f32().unwrap(), &want, 1e-5, "sum_pool");
+}
+
+#[test]
 fn global_average_pool_any_rank() {
     let mut rng = Rng::new(9);
     for shape in [

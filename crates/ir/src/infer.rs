@@ -71,12 +71,12 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, InferError> 
                 &inputs[1].shape,
             )?))
         }
-        Op::MaxPool(p) | Op::AveragePool(p) => {
+        Op::MaxPool(p) | Op::AveragePool(p) | Op::SumPool(p) => {
             arity(1, 1)?;
             all_f32(inputs)?;
             pool(p, inputs[0])
         }
-        Op::GlobalAveragePool => {
+        Op::GlobalAveragePool | Op::GlobalSumPool => {
             arity(1, 1)?;
             all_f32(inputs)?;
             let x = inputs[0];
@@ -406,6 +406,18 @@ mod tests {
         };
         let out = infer(&Op::Conv(d), &[&t(&[1, 1, 7, 7]), &t(&[1, 1, 3, 3])]).unwrap();
         assert_eq!(out.shape, [1, 1, 3, 3]);
+    }
+
+    #[test]
+    fn global_sum_pool_keeps_channels_and_checks_rank() {
+        let out = infer(&Op::GlobalSumPool, &[&t(&[2, 8, 7, 5])]).unwrap();
+        assert_eq!(out.shape, [2, 8, 1, 1]);
+        assert!(infer(&Op::GlobalSumPool, &[&t(&[2, 8])]).is_err());
+        assert_eq!(Op::GlobalSumPool.name(), "global_sum_pool");
+        let mut p = Pool::new([2, 2]);
+        p.strides = [2, 2];
+        let out = infer(&Op::SumPool(p), &[&t(&[1, 8, 6, 4])]).unwrap();
+        assert_eq!(out.shape, [1, 8, 3, 2]);
     }
 
     #[test]

@@ -34,8 +34,16 @@ pub enum Op {
     MaxPool(Pool),
     /// Average pooling, NCHW. Input: x.
     AveragePool(Pool),
+    /// Sum over each window, NCHW: AveragePool without the division (made by `lutq-opt`
+    /// where every window has the same divisor, folded into the next linear layer); taps
+    /// outside the input count as 0. `count_include_pad` is unused. Input: x.
+    SumPool(Pool),
     /// Mean over all spatial dims, which become 1. Input: x `[N, C, …]`.
     GlobalAveragePool,
+    /// Sum over all spatial dims, which become 1: GlobalAveragePool without the division
+    /// (made by `lutq-opt`, which folds the 1/N into the next linear layer). Input: x
+    /// `[N, C, …]`.
+    GlobalSumPool,
     /// `alpha · op(A) · op(B) + beta · C`. Inputs: A `[M,K]`, B `[K,N]` (before
     /// transposition), [C broadcast to `[M,N]`].
     Gemm(Gemm),
@@ -278,7 +286,9 @@ impl Op {
             Op::Binary(BinaryOp::Div) => "div",
             Op::MaxPool(_) => "max_pool",
             Op::AveragePool(_) => "average_pool",
+            Op::SumPool(_) => "sum_pool",
             Op::GlobalAveragePool => "global_average_pool",
+            Op::GlobalSumPool => "global_sum_pool",
             Op::Gemm(_) => "gemm",
             Op::MatMul => "matmul",
             Op::Reshape { .. } => "reshape",
@@ -311,7 +321,7 @@ impl Op {
             }
             Op::BatchNorm { epsilon } => write!(s, " epsilon={epsilon}").unwrap(),
             Op::Activation(a) => a.write_attrs(&mut s),
-            Op::MaxPool(p) | Op::AveragePool(p) => {
+            Op::MaxPool(p) | Op::AveragePool(p) | Op::SumPool(p) => {
                 write!(
                     s,
                     " kernel={} strides={} pads={}",
@@ -351,6 +361,7 @@ impl Op {
             | Op::PRelu
             | Op::Binary(_)
             | Op::GlobalAveragePool
+            | Op::GlobalSumPool
             | Op::MatMul
             | Op::Identity
             | Op::Dropout => {}

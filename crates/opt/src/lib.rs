@@ -9,7 +9,8 @@
 //!   graph inputs are leaves indexing a constant table and the input list.
 //! * **Facts** ([`analysis`]): every e-class knows its tensor type, whether it is a
 //!   constant (and which) and whether its tensor has more than one reader.
-//! * **Rules** ([`rules`]): one table per topic (`bn_fold`, `activation`, `cleanup`).
+//! * **Rules** ([`rules`]): one table per topic (`bn_fold`, `activation`, `cleanup`,
+//!   `pool`).
 //!   Rules that compute new tensors (folded weights) are custom appliers that add
 //!   constants to the table.
 //! * **Cost** ([`translate::OpCount`]): the number of op nodes, constants and inputs free.

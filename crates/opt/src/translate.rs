@@ -86,13 +86,15 @@ fn live_nodes(graph: &Graph) -> std::collections::HashSet<NodeId> {
 }
 
 /// The extraction cost: the number of op nodes in the term (inputs, constants and
-/// attributes cost 0), counted as a tree, saturating.
+/// attributes cost 0), counted as a tree, saturating. An average pool counts as two ops
+/// (a sum and a division per output), a sum-pool as one.
 ///
 /// Every rule of this crate replaces ops by strictly fewer ops (a BatchNorm and the
 /// linear op before it by one linear op, an activation and its producer by one, an
-/// Identity by nothing, two Reshapes by one), so the cheapest term is the one with every
-/// applicable rewrite applied, and there are no ties between a rewritten and an
-/// unrewritten form. Constants are free: folded weights cost no more than the originals.
+/// Identity by nothing, two Reshapes by one, an average pool by a sum-pool without the
+/// division), so the cheapest term is the one with every applicable rewrite applied, and
+/// there are no ties between a rewritten and an unrewritten form. Constants are free:
+/// folded weights cost no more than the originals.
 pub struct OpCount;
 
 impl CostFunction<IrLang> for OpCount {
@@ -102,7 +104,10 @@ impl CostFunction<IrLang> for OpCount {
     where
         C: FnMut(Id) -> usize,
     {
-        let own = usize::from(enode.is_op());
+        let own = match enode {
+            IrLang::GlobalAveragePool(_) | IrLang::AveragePool(_) => 2,
+            n => usize::from(n.is_op()),
+        };
         enode.fold(own, |sum, id| sum.saturating_add(costs(id)))
     }
 }

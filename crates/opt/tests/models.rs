@@ -1,5 +1,5 @@
 //! The bundled models through `optimize`: snapshots of the optimized dumps, no
-//! BatchNorm/Identity/Dropout left, and float-interpreter equivalence on real inputs.
+//! BatchNorm/Identity/Dropout/GlobalAveragePool left, and float-interpreter equivalence on real inputs.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -56,6 +56,14 @@ fn optimized_dumps_match_snapshots_and_drop_bn_identity_dropout() {
             matches!(op, Op::BatchNorm { .. } | Op::Identity | Op::Dropout)
         });
         assert_eq!(left, 0, "{name}: BatchNorm/Identity/Dropout left");
+        assert!(report.rules["avgpool-to-sumpool"] > 0, "{name}: {report}");
+        let pools = count(&opt, |op| matches!(op, Op::GlobalAveragePool));
+        assert_eq!(pools, 0, "{name}: GlobalAveragePool left");
+        assert_eq!(
+            count(&opt, |op| matches!(op, Op::GlobalSumPool)),
+            1,
+            "{name}"
+        );
         insta::with_settings!({snapshot_path => "../../../snapshots/opt", prepend_module_to_snapshot => false}, {
             insta::assert_snapshot!(name, opt.dump());
         });

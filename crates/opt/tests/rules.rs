@@ -451,3 +451,119 @@ fn same_graph_gives_byte_identical_dumps() {
         &[("bn-fold", 1), ("fuse-clip", 1)],
     );
 }
+
+// ---- avgpool-to-sumpool ------------------------------------------------------------
+
+/// `x [1,4,5,5]` → GlobalAveragePool → Flatten (a Reshape to `[1,4]`).
+fn pooled_and_flattened(b: &mut Builder) -> (NodeId, NodeId) {
+    let x = b.input(&[1, 4, 5, 5]);
+    let p = b.op("gap", Op::GlobalAveragePool, &[x]);
+    let f = b.op("flatten", Op::Reshape { shape: vec![1, 4] }, &[p]);
+    (p, f)
+}
+
+fn gemm_trans_b(b: &mut Builder, a: NodeId) -> NodeId {
+    let w = b.konst("fc.weight", &[3, 4], -0.5, 0.5);
+    let c = b.konst("fc.bias", &[3], -0.5, 0.5);
+    let g = Gemm {
+        trans_b: true,
+        ..Gemm::default()
+    };
+    b.op("fc", Op::Gemm(g), &[a, w, c])
+}
+
+#[test]
+fn avgpool_folds_through_flatten_into_gemm() {
+    let mut b = Builder::new("avgpool_gemm");
+    let (_, f) = pooled_and_flattened(&mut b);
+    let g = gemm_trans_b(&mut b, f);
+    let y = b.act(g, Activation::Relu);
+    let (opt, _) = check(
+        "rule_avgpool_gemm",
+        &b.output(y),
+        &[("avgpool-to-sumpool", 1), ("fuse-relu", 2)],
+    );
+    assert_eq!(ops(&opt), ["global_sum_pool", "reshape", "gemm"]);
+}
+
+#[test]
+fn avgpool_folds_into_pointwise_conv() {
+    let mut b = Builder::new("avgpool_conv");
+    let x = b.input(&[1, 4, 3, 6]);
+    let p = b.op("gap", Op::GlobalAveragePool, &[x]);
+    let w = b.konst("pw.weight", &[6, 4, 1, 1], -0.5, 0.5);
+    let bias = b.konst("pw.bias", &[6], -0.5, 0.5);
+    let c = b.op("pw", Op::Conv(Conv::default()), &[p, w, bias]);
+    let (opt, _) = check(
+        "rule_avgpool_conv",
+        &b.output(c),
+        &[("avgpool-to-sumpool", 1)],
+    );
+    assert_eq!(ops(&opt), ["global_sum_pool", "conv"]);
+}
+
+#[test]
+fn avgpool_not_folded_where_inexact() {
+    // The pool's output is also a graph output: it must stay a mean.
+    let mut b = Builder::new("avgpool_shared");
+    let (p, f) = pooled_and_flattened(&mut b);
+    let g = gemm_trans_b(&mut b, f);
+    b.g.add_output("pooled", p).unwrap();
+    let (opt, _) = check(
+        "rule_avgpool_shared",
+        &b.output(g),
+        &[("avgpool-to-sumpool", 0)],
+    );
+    assert!(ops(&opt).contains(&"global_average_pool"));
+
+    // The Gemm's B is not a constant: nothing to fold the 1/N into.
+    let mut b = Builder::new("avgpool_runtime_weights");
+    let (_, f) = pooled_and_flattened(&mut b);
+    let w = b.g.add_input("w", TensorType::f32([4, 3]));
+    let g = b.op("fc", Op::Gemm(Gemm::default()), &[f, w]);
+    let (opt, _) = check(
+        "rule_avgpool_runtime_weights",
+        &b.output(g),
+        &[("avgpool-to-sumpool", 0)],
+    );
+    assert_eq!(ops(&opt), ["global_average_pool", "reshape", "gemm"]);
+}
+
+/// `x [1,2,4,5]` → AveragePool(2×2, stride 2, `pads`) → Flatten → Gemm.
+fn windowed_avgpool_gemm(name: &str, pads: [usize; 4]) -> Graph {
+    let mut b = Builder::new(name);
+    let x = b.input(&[1, 2, 4, 5]);
+    let mut p = lutq_ir::Pool::new([2, 2]);
+    p.strides = [2, 2];
+    p.pads = pads;
+    let pool = b.op("pool", Op::AveragePool(p), &[x]);
+    let cells = b.g.node(pool).ty.shape.iter().product::<usize>();
+    let f = b.op(
+        "flatten",
+        Op::Reshape {
+            shape: vec![1, cells],
+        },
+        &[pool],
+    );
+    let w = b.konst("fc.weight", &[cells, 3], -0.5, 0.5);
+    let g = b.op("fc", Op::Gemm(Gemm::default()), &[f, w]);
+    b.output(g)
+}
+
+#[test]
+fn windowed_avgpool_folds_where_every_window_has_the_same_divisor() {
+    let (opt, _) = check(
+        "rule_avgpool_windowed",
+        &windowed_avgpool_gemm("avgpool_windowed", [0; 4]),
+        &[("avgpool-to-sumpool", 1)],
+    );
+    assert_eq!(ops(&opt), ["sum_pool", "reshape", "gemm"]);
+
+    // Padding left out of the count: border windows divide by fewer taps.
+    let (opt, _) = check(
+        "rule_avgpool_windowed_padded",
+        &windowed_avgpool_gemm("avgpool_windowed_padded", [1, 1, 1, 1]),
+        &[("avgpool-to-sumpool", 0)],
+    );
+    assert_eq!(ops(&opt), ["average_pool", "reshape", "gemm"]);
+}

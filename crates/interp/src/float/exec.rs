@@ -311,9 +311,19 @@ impl<'g> Interpreter<'g> {
                 pooling::average_pool(p, ins[0], in_shapes[0], &mut out, out_shape);
                 out
             }
+            Op::SumPool(p) => {
+                let mut out = pool.take(out_len);
+                pooling::sum_pool(p, ins[0], in_shapes[0], &mut out, out_shape);
+                out
+            }
             Op::GlobalAveragePool => {
                 let mut out = pool.take(out_len);
                 pooling::global_average_pool(ins[0], in_shapes[0], &mut out);
+                out
+            }
+            Op::GlobalSumPool => {
+                let mut out = pool.take(out_len);
+                pooling::global_sum_pool(ins[0], in_shapes[0], &mut out);
                 out
             }
             Op::Gemm(g) => {

@@ -1,4 +1,4 @@
-//! MaxPool, AveragePool and GlobalAveragePool.
+//! MaxPool, AveragePool, SumPool, GlobalAveragePool and GlobalSumPool.
 //!
 //! Window semantics follow onnxruntime (and the ONNX reference): window `o` of an axis
 //! covers input positions `o·stride − pad_begin + k·dilation`; positions outside the
@@ -123,6 +123,28 @@ pub(crate) fn average_pool(
     out: &mut [f32],
     out_shape: &[usize],
 ) {
+    window_sums(p, x, x_shape, out, out_shape, true);
+}
+
+/// Sum over each window's taps inside the input (AveragePool without the division).
+pub(crate) fn sum_pool(
+    p: &Pool,
+    x: &[f32],
+    x_shape: &[usize],
+    out: &mut [f32],
+    out_shape: &[usize],
+) {
+    window_sums(p, x, x_shape, out, out_shape, false);
+}
+
+fn window_sums(
+    p: &Pool,
+    x: &[f32],
+    x_shape: &[usize],
+    out: &mut [f32],
+    out_shape: &[usize],
+    divide: bool,
+) {
     let win = windows(p, x_shape, out_shape);
     for plane in 0..win.planes {
         let xi = &x[plane * win.hw..(plane + 1) * win.hw];
@@ -141,7 +163,7 @@ pub(crate) fn average_pool(
                 } else {
                     rows.len() * cols.len()
                 };
-                out[o] = sum / count as f32;
+                out[o] = if divide { sum / count as f32 } else { sum };
                 o += 1;
             }
         }
@@ -159,5 +181,18 @@ pub(crate) fn global_average_pool(x: &[f32], x_shape: &[usize], out: &mut [f32])
     for (o, plane) in out.iter_mut().zip(x.chunks_exact(spatial)) {
         let sum: f64 = plane.iter().map(|&v| v as f64).sum();
         *o = (sum / spatial as f64) as f32;
+    }
+}
+
+/// Sum over all spatial positions of each `(n, c)` plane, for any rank ≥ 3 (an empty
+/// plane sums to 0). Sums in f64 like [`global_average_pool`], then rounds once to f32.
+pub(crate) fn global_sum_pool(x: &[f32], x_shape: &[usize], out: &mut [f32]) {
+    let spatial: usize = x_shape[2..].iter().product();
+    if spatial == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (o, plane) in out.iter_mut().zip(x.chunks_exact(spatial)) {
+        *o = plane.iter().map(|&v| v as f64).sum::<f64>() as f32;
     }
 }

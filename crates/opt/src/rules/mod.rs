@@ -6,6 +6,7 @@
 pub mod activation;
 pub mod bn_fold;
 pub mod cleanup;
+pub mod pool;
 
 use crate::analysis::IrAnalysis;
 use crate::lang::IrLang;
@@ -18,5 +19,6 @@ pub fn all() -> Vec<Rule> {
     let mut rules = bn_fold::rules();
     rules.extend(activation::rules());
     rules.extend(cleanup::rules());
+    rules.extend(pool::rules());
     rules
 }
