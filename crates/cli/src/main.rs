@@ -51,6 +51,8 @@ attribute and dynamic dimension with its node, and the command exits with status
     #[command(after_help = "Examples:
   lutq dump models/mobilenet_v2.onnx
   lutq dump models/mobilenet_v2.onnx --stage import -o mobilenet.ir
+  lutq dump models/fashion_resnet8.onnx --stage opt --cle on
+  lutq dump models/mobilenet_v2.onnx --stage opt --cle on --relu6 replace
 
 The text is stable: the same model always prints the same bytes, so dumps can be diffed
 and snapshot-tested.")]
@@ -113,19 +115,60 @@ struct DumpArgs {
     /// Which pipeline stage's IR to print.
     #[arg(long, value_enum, default_value = "import")]
     stage: Stage,
+    /// Cross-layer equalization after the rewrites (`--stage opt` only): rescales the
+    /// channels of Conv -> (ReLU|ReLU6) -> Conv pairs so their weight ranges match; its
+    /// report goes to standard error. (`auto`, keeping CLE where it lowers the estimated
+    /// quantization error, comes with the quantization planner.)
+    #[arg(long, value_enum, default_value = "off")]
+    cle: OnOff,
+    /// What CLE does with a pair whose first conv ends in ReLU6 (clip(0,6)): `skip` leaves
+    /// it alone (exact); `replace` replaces ReLU6 by ReLU and equalizes it (changes the
+    /// function, as in Nagel et al. 2019).
+    #[arg(long, value_enum, default_value = "skip")]
+    relu6: Relu6Arg,
     /// Write the dump to this file instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Relu6Arg {
+    /// Leave ReLU6 pairs unequalized.
+    Skip,
+    /// Replace ReLU6 by ReLU on equalized pairs.
+    Replace,
+}
+
 fn dump(args: &DumpArgs) -> anyhow::Result<()> {
+    if args.cle == OnOff::On && !matches!(args.stage, Stage::Opt) {
+        anyhow::bail!("--cle on needs --stage opt (CLE runs on the optimized graph)");
+    }
     let text = match args.stage {
         Stage::Import => args.model.import()?.dump(),
         Stage::Opt => {
             let (graph, report) =
                 lutq_opt::optimize(&args.model.import()?, &lutq_opt::OptOptions::default())?;
             eprint!("{report}");
-            graph.dump()
+            if args.cle == OnOff::On {
+                let options = lutq_opt::CleOptions {
+                    relu6: match args.relu6 {
+                        Relu6Arg::Skip => lutq_opt::Relu6Policy::Skip,
+                        Relu6Arg::Replace => lutq_opt::Relu6Policy::ReplaceWithRelu,
+                    },
+                    ..Default::default()
+                };
+                let (graph, report) = lutq_opt::equalize(&graph, &options)?;
+                eprint!("{report}");
+                graph.dump()
+            } else {
+                graph.dump()
+            }
         }
     };
     write_or_print(args.output.as_deref(), &text)

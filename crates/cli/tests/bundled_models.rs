@@ -212,3 +212,33 @@ fn cli_dump_opt_stage_has_no_batch_norm_left() {
     assert!(!text.contains("batch_norm"));
     assert!(text.contains("act=clip(0,6)"));
 }
+
+#[test]
+fn cli_dump_opt_with_cle_equals_library_and_reports_pairs() {
+    let out = lutq(&[
+        "dump",
+        "models/fashion_mobilenetv2.onnx",
+        "--stage",
+        "opt",
+        "--cle",
+        "on",
+        "--relu6",
+        "replace",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("cle: "), "{stderr}");
+    let (opt, _) = lutq_opt::optimize(
+        &import("fashion_mobilenetv2"),
+        &lutq_opt::OptOptions::default(),
+    )
+    .unwrap();
+    let options = lutq_opt::CleOptions {
+        relu6: lutq_opt::Relu6Policy::ReplaceWithRelu,
+        ..Default::default()
+    };
+    let (expected, _) = lutq_opt::equalize(&opt, &options).unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected.dump());
+    let bad = lutq(&["dump", "models/fashion_resnet8.onnx", "--cle", "on"]);
+    assert!(!bad.status.success());
+}

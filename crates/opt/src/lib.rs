@@ -23,9 +23,13 @@
 //! nodes were added) always gives byte-identical dumps. The one exception is a run
 //! stopped by the time limit, which [`OptReport::stop_reason`] shows.
 //!
+//! Numeric transforms that are not rewrites run after [`optimize`] as named passes
+//! ([`Pass`]): cross-layer equalization ([`cle`]).
+//!
 //! See `docs/opt.md` for the rule list and what is left for later.
 
 pub mod analysis;
+pub mod cle;
 pub mod lang;
 pub mod rules;
 pub mod translate;
@@ -34,6 +38,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+pub use cle::{Cle, CleOptions, CleReport, Pass, Relu6Policy, equalize};
 use egg::{Runner, SimpleScheduler, StopReason};
 use lutq_ir::{Graph, IrError, Op};
 

@@ -36,7 +36,7 @@ const MAX_RESHAPES: usize = 4;
 /// are not a constant, or for an AveragePool whose windows have different divisors.
 ///
 /// The pool is matched from the linear layer (the class that is rewritten), so the
-/// searcher is [`LinearOps`] rather than a pattern: a pattern has a fixed arity, and Gemm
+/// searcher is `LinearOps` rather than a pattern: a pattern has a fixed arity, and Gemm
 /// and Conv come with or without a bias.
 pub fn rules() -> Vec<Rule> {
     vec![Rewrite::new("avgpool-to-sumpool", LinearOps, AvgPoolToSumPool).unwrap()]
