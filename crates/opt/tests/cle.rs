@@ -2,36 +2,18 @@
 //! bundled models: the imbalance drops, exact pairs compute the same, and the pairs CLE
 //! must not touch are left alone.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::Builder;
 use lutq_dataio::NpyArray;
 use lutq_ir::{Activation, Conv, FusedActivation, Graph, NodeId, Op, Tensor, TensorType};
 use lutq_opt::{CleOptions, CleReport, OptOptions, Relu6Policy, equalize, optimize};
 
-struct Builder {
-    g: Graph,
-    seed: u64,
-}
-
 impl Builder {
     fn new(name: &str) -> Self {
-        Builder {
-            g: Graph::new(name),
-            seed: 0x2545_f491_4f6c_dd1d,
-        }
-    }
-
-    fn uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                self.seed = self
-                    .seed
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let u = (self.seed >> 40) as f32 / (1u64 << 24) as f32;
-                lo + (hi - lo) * u
-            })
-            .collect()
+        Builder::seeded(name, 0x2545_f491_4f6c_dd1d)
     }
 
     /// A conv with `cout` output channels, `cin / group` inputs per group and kernel `k`;

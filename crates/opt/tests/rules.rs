@@ -2,34 +2,15 @@
 //! tests, does not), the optimized graph computes the same in the float interpreter
 //! (within 1e-5 of the output's range), and its dump is snapshot-tested.
 
+mod common;
+
+use common::Builder;
 use lutq_ir::{Activation, Conv, Gemm, Graph, NodeId, Op, Tensor, TensorType};
 use lutq_opt::{OptOptions, OptReport, optimize};
 
-/// A graph under construction with a deterministic source of values.
-struct Builder {
-    g: Graph,
-    seed: u64,
-}
-
 impl Builder {
     fn new(name: &str) -> Self {
-        Builder {
-            g: Graph::new(name),
-            seed: 0x9e37_79b9_7f4a_7c15,
-        }
-    }
-
-    fn uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                self.seed = self
-                    .seed
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                let u = (self.seed >> 40) as f32 / (1u64 << 24) as f32;
-                lo + (hi - lo) * u
-            })
-            .collect()
+        Builder::seeded(name, 0x9e37_79b9_7f4a_7c15)
     }
 
     fn input(&mut self, shape: &[usize]) -> NodeId {
