@@ -29,6 +29,7 @@ from torchvision.models import MobileNet_V2_Weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prepare_photos  # noqa: E402
+from onnx_export import export_keep_bn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "models" / "mobilenet_v2.onnx"
@@ -57,17 +58,7 @@ def main() -> int:
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
     x = torch.zeros(1, 3, 224, 224)
-    torch.onnx.export(
-        model,
-        (x,),
-        str(OUT),
-        opset_version=13,
-        dynamo=False,
-        do_constant_folding=False,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    export_keep_bn(model, x, OUT)
 
     m = onnx.load(str(OUT))
     onnx.checker.check_model(m, full_check=True)

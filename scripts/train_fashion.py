@@ -44,6 +44,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from onnx_export import export_keep_bn  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 IDX_DIR = Path("/usr/share/datasets/fashion-mnist")
 ALLOWED_OPS = {"Conv", "BatchNormalization", "Relu", "Clip", "Add", "GlobalAveragePool", "Flatten", "Gemm", "Constant"}
@@ -237,17 +240,7 @@ def export(model: nn.Module, path: Path, log) -> dict:
     import onnxruntime as ort
 
     model.eval()
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 1, 28, 28),),
-        str(path),
-        opset_version=13,
-        dynamo=False,
-        do_constant_folding=False,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    export_keep_bn(model, torch.zeros(1, 1, 28, 28), path)
     m = onnx.load(str(path))
     n_inlined = inline_identity_initializers(m)
     if n_inlined:
