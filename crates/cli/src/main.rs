@@ -41,6 +41,9 @@ enum Command {
     #[command(after_help = "Examples:
   lutq inspect models/mobilenet_v2.onnx
   lutq inspect model.onnx --json | jq .macs
+  lutq inspect models/fashion_mobilenetv2.onnx --stage opt --cle on --relu6 replace
+      what the rewrites did and each Conv/Gemm's weight range imbalance before and
+      after cross-layer equalization
 
 A model with unsupported parts is still summarised; the list names every unsupported op,
 attribute and dynamic dimension with its node, and the command exits with status 1.")]
@@ -103,8 +106,8 @@ impl ModelArgs {
 enum Stage {
     /// The graph as imported from ONNX, before any rewrite.
     Import,
-    /// After the e-graph rewrites (BatchNorm folding, activation fusion, cleanup); a
-    /// summary of what fired goes to standard error.
+    /// After the e-graph rewrites (BatchNorm and constant affine folding, activation
+    /// fusion, cleanup); a summary of what fired goes to standard error.
     Opt,
 }
 
@@ -145,6 +148,18 @@ enum Relu6Arg {
     Replace,
 }
 
+impl Relu6Arg {
+    fn cle_options(self) -> lutq_opt::CleOptions {
+        lutq_opt::CleOptions {
+            relu6: match self {
+                Relu6Arg::Skip => lutq_opt::Relu6Policy::Skip,
+                Relu6Arg::Replace => lutq_opt::Relu6Policy::ReplaceWithRelu,
+            },
+            ..Default::default()
+        }
+    }
+}
+
 fn dump(args: &DumpArgs) -> anyhow::Result<()> {
     if args.cle == OnOff::On && !matches!(args.stage, Stage::Opt) {
         anyhow::bail!("--cle on needs --stage opt (CLE runs on the optimized graph)");
@@ -156,14 +171,7 @@ fn dump(args: &DumpArgs) -> anyhow::Result<()> {
                 lutq_opt::optimize(&args.model.import()?, &lutq_opt::OptOptions::default())?;
             eprint!("{report}");
             if args.cle == OnOff::On {
-                let options = lutq_opt::CleOptions {
-                    relu6: match args.relu6 {
-                        Relu6Arg::Skip => lutq_opt::Relu6Policy::Skip,
-                        Relu6Arg::Replace => lutq_opt::Relu6Policy::ReplaceWithRelu,
-                    },
-                    ..Default::default()
-                };
-                let (graph, report) = lutq_opt::equalize(&graph, &options)?;
+                let (graph, report) = lutq_opt::equalize(&graph, &args.relu6.cle_options())?;
                 eprint!("{report}");
                 graph.dump()
             } else {

@@ -242,3 +242,68 @@ fn cli_dump_opt_with_cle_equals_library_and_reports_pairs() {
     let bad = lutq(&["dump", "models/fashion_resnet8.onnx", "--cle", "on"]);
     assert!(!bad.status.success());
 }
+
+#[test]
+fn cli_inspect_opt_reports_imbalance_drop_with_cle() {
+    let inspect = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "inspect",
+            "models/fashion_mobilenetv2.onnx",
+            "--stage",
+            "opt",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = lutq(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let median = |r: &serde_json::Value, which: &str| r["depthwise"][which].as_f64().unwrap();
+
+    // The depthwise convs end in ReLU6: equalizing them needs --relu6 replace (DFQ).
+    let on = inspect(&["--cle", "on", "--relu6", "replace"]);
+    assert_eq!(on["depthwise"]["layers"], 7);
+    assert_eq!(
+        on["opt"]["unfolded_batch_norms"].as_array().unwrap().len(),
+        0
+    );
+    assert_eq!(on["opt"]["kept_affine"].as_array().unwrap().len(), 0);
+    let (before, after) = (median(&on, "median_before"), median(&on, "median_after"));
+    assert!(after < before / 2.0, "{before} -> {after}");
+    let layers = on["layers"].as_array().unwrap();
+    assert!(layers.iter().any(|l| l["op"] == "gemm"));
+    assert!(layers.iter().all(|l| l["imbalance_after"].is_number()));
+
+    // With the default (exact) --relu6 skip no depthwise conv is equalized.
+    let skip = inspect(&["--cle", "on"]);
+    assert_eq!(
+        median(&skip, "median_before"),
+        median(&skip, "median_after")
+    );
+    // Without CLE there is no "after" and no CLE section.
+    let off = inspect(&[]);
+    assert!(off["cle"].is_null() && off["depthwise"]["median_after"].is_null());
+    assert_eq!(median(&off, "median_before"), before);
+
+    let text = lutq(&[
+        "inspect",
+        "models/fashion_mobilenetv2.onnx",
+        "--stage",
+        "opt",
+        "--cle",
+        "on",
+        "--relu6",
+        "replace",
+    ]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("depthwise: 7 layers, median imbalance"),
+        "{text}"
+    );
+    let bad = lutq(&["inspect", "models/fashion_resnet8.onnx", "--cle", "on"]);
+    assert!(!bad.status.success());
+}

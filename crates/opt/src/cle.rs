@@ -335,6 +335,69 @@ fn in_ranges(g: &Graph, w: NodeId) -> Vec<f32> {
     r
 }
 
+/// The weight-range imbalance of one linear layer ([`layer_imbalances`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerImbalance {
+    pub name: String,
+    /// `conv` or `gemm`.
+    pub op: &'static str,
+    /// The Conv's group (1 for a Gemm).
+    pub group: usize,
+    /// Output channels.
+    pub channels: usize,
+    /// A depthwise Conv (one input and one output channel per group).
+    pub depthwise: bool,
+    /// `max_o r_o / min_o r_o` over the output channels with a non-zero range, `r_o` =
+    /// max |w| over output channel `o`'s weights ([`imbalance`]).
+    pub imbalance: f32,
+}
+
+/// The weight-range imbalance of every Conv and Gemm with constant f32 weights, in
+/// canonical order: the quantity CLE lowers ([`ClePair::imbalance_before`] is this for
+/// the pair's first Conv). A Conv's output channel `o` is `w[o, …]`; a Gemm's is column
+/// `o` of `op(B)` (row `o` of `B` with `trans_b`).
+pub fn layer_imbalances(graph: &Graph) -> Vec<LayerImbalance> {
+    let mut out = vec![];
+    for id in graph.topo_order() {
+        let node = graph.node(id);
+        let (op, group, trans) = match &node.op {
+            Op::Conv(c) => ("conv", c.group, false),
+            Op::Gemm(g) => ("gemm", 1, !g.trans_b),
+            _ => continue,
+        };
+        let Some(&w) = graph.node_inputs(id).get(1) else {
+            continue;
+        };
+        let Some(t) = graph.constant(w) else {
+            continue;
+        };
+        if t.as_f32().is_none_or(<[f32]>::is_empty) || t.shape().is_empty() {
+            continue;
+        }
+        let ranges = if trans && t.shape().len() == 2 {
+            let (shape, data) = weights(graph, w);
+            let n = shape[1];
+            let mut r = vec![0.0f32; n];
+            for (i, x) in data.iter().enumerate() {
+                r[i % n] = r[i % n].max(x.abs());
+            }
+            r
+        } else {
+            out_ranges(graph, w)
+        };
+        let channels = ranges.len();
+        out.push(LayerImbalance {
+            name: node.name.clone(),
+            op,
+            group,
+            channels,
+            depthwise: op == "conv" && group > 1 && group == channels,
+            imbalance: imbalance(&ranges),
+        });
+    }
+    out
+}
+
 /// `max r / min r` over the non-zero ranges (1 if there are none).
 pub fn imbalance(ranges: &[f32]) -> f32 {
     let nz = ranges.iter().copied().filter(|&r| r > 0.0);

@@ -5,12 +5,12 @@
 //! extracts the cheapest equivalent graph ([`translate::from_egraph`]).
 //!
 //! * **Language** ([`lang`]): one e-node per IR op; its first child is an attribute leaf
-//!   that indexes a table holding the exact [`Op`] and the node's name; constants and
+//!   that indexes a table holding the exact [`lutq_ir::Op`] and the node's name; constants and
 //!   graph inputs are leaves indexing a constant table and the input list.
 //! * **Facts** ([`analysis`]): every e-class knows its tensor type, whether it is a
 //!   constant (and which) and whether its tensor has more than one reader.
 //! * **Rules** ([`rules`]): one table per topic (`bn_fold`, `activation`, `cleanup`,
-//!   `pool`).
+//!   `pool`, `affine`).
 //!   Rules that compute new tensors (folded weights) are custom appliers that add
 //!   constants to the table.
 //! * **Cost** ([`translate::OpCount`]): the number of op nodes, constants and inputs free.
@@ -38,9 +38,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-pub use cle::{Cle, CleOptions, CleReport, Pass, Relu6Policy, equalize};
+pub use cle::{
+    Cle, CleOptions, CleReport, LayerImbalance, Pass, Relu6Policy, equalize, layer_imbalances,
+};
 use egg::{Runner, SimpleScheduler, StopReason};
-use lutq_ir::{Graph, IrError, Op};
+use lutq_ir::{Graph, IrError};
+pub use rules::affine::Kept;
 
 /// Errors of [`optimize`]. All of them are lutq bugs: a rule produced a graph that
 /// does not type-check, or extraction went wrong.
@@ -90,9 +93,14 @@ pub struct OptReport {
     /// Nodes (inputs and constants included) of the graph in and out.
     pub nodes_before: usize,
     pub nodes_after: usize,
-    /// Names of BatchNorms left in the graph (no linear producer to fold into, or one
-    /// whose output has other readers); a later increment folds them forward.
-    pub unfolded_batch_norms: Vec<String>,
+    /// BatchNorms left in the graph, with why neither `bn-fold` (into the producer) nor
+    /// `bn-fold-forward` (into the consumer) took them.
+    pub unfolded_batch_norms: Vec<Kept>,
+    /// Per-channel affine ops (Mul / Div / Add / Sub by a constant) left in the graph,
+    /// with why neither `affine-into-producer` nor `affine-into-consumer` took them
+    /// (e.g. input normalisation before a padded first Conv: its offset is not exact at
+    /// the borders).
+    pub kept_affine: Vec<Kept>,
 }
 
 impl fmt::Display for OptReport {
@@ -111,6 +119,9 @@ impl fmt::Display for OptReport {
         }
         for bn in &self.unfolded_batch_norms {
             writeln!(f, "  batch_norm not folded: {bn}")?;
+        }
+        for a in &self.kept_affine {
+            writeln!(f, "  affine kept: {a}")?;
         }
         Ok(())
     }
@@ -146,12 +157,7 @@ pub fn optimize(graph: &Graph, options: &OptOptions) -> Result<(Graph, OptReport
         None => ("not run".to_string(), false),
     };
     let out = translate::from_egraph(&graph.name, &runner.egraph, &translated.outputs)?;
-    let unfolded_batch_norms = out
-        .topo_order()
-        .into_iter()
-        .filter(|&id| matches!(out.node(id).op, Op::BatchNorm { .. }))
-        .map(|id| out.node(id).name.clone())
-        .collect();
+    let (kept_affine, unfolded_batch_norms) = rules::affine::explain_kept(&out);
     let report = OptReport {
         rules: fired,
         stop_reason,
@@ -161,6 +167,7 @@ pub fn optimize(graph: &Graph, options: &OptOptions) -> Result<(Graph, OptReport
         nodes_before: graph.node_count(),
         nodes_after: out.node_count(),
         unfolded_batch_norms,
+        kept_affine,
     };
     Ok((out, report))
 }

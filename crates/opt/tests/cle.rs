@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use common::Builder;
 use lutq_dataio::NpyArray;
 use lutq_ir::{Activation, Conv, FusedActivation, Graph, NodeId, Op, Tensor, TensorType};
-use lutq_opt::{CleOptions, CleReport, OptOptions, Relu6Policy, equalize, optimize};
+use lutq_opt::{
+    CleOptions, CleReport, OptOptions, Relu6Policy, equalize, layer_imbalances, optimize,
+};
 
 impl Builder {
     fn new(name: &str) -> Self {
@@ -208,6 +210,19 @@ fn depthwise_then_pointwise_is_equalized() {
     let d = max_rel_diff(&g, &h);
     assert!(d <= 1e-5, "{d}");
     snapshot("cle_depthwise_pointwise", &h, &report);
+}
+
+#[test]
+fn layer_imbalances_agree_with_the_cle_report() {
+    let g = pair(Activation::Relu, true);
+    let (h, report) = equalize(&g, &CleOptions::default()).unwrap();
+    let p = &report.pairs[0];
+    let (before, after) = (layer_imbalances(&g), layer_imbalances(&h));
+    assert_eq!(before.len(), 2);
+    assert!(before[0].depthwise && !before[1].depthwise);
+    assert_eq!(before[0].name, p.first);
+    assert_eq!(before[0].imbalance, p.imbalance_before);
+    assert_eq!(after[0].imbalance, p.imbalance_after);
 }
 
 #[test]

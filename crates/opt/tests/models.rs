@@ -52,6 +52,15 @@ fn optimized_dumps_match_snapshots_and_drop_bn_identity_dropout() {
         eprintln!("{name}: {:?}\n{report}", start.elapsed());
         assert!(report.saturated, "{name}: {}", report.stop_reason);
         assert!(report.unfolded_batch_norms.is_empty(), "{name}: {report}");
+        // No constant Mul/Div/Add/Sub in the bundled models: nothing to fold or keep.
+        assert!(report.kept_affine.is_empty(), "{name}: {report}");
+        for rule in [
+            "affine-into-producer",
+            "affine-into-consumer",
+            "bn-fold-forward",
+        ] {
+            assert_eq!(report.rules[rule], 0, "{name}: {report}");
+        }
         let left = count(&opt, |op| {
             matches!(op, Op::BatchNorm { .. } | Op::Identity | Op::Dropout)
         });

@@ -5,8 +5,8 @@
 mod common;
 
 use common::Builder;
-use lutq_ir::{Activation, Conv, Gemm, Graph, NodeId, Op, Tensor, TensorType};
-use lutq_opt::{OptOptions, OptReport, optimize};
+use lutq_ir::{Activation, BinaryOp, Conv, Gemm, Graph, NodeId, Op, Tensor, TensorType};
+use lutq_opt::{Kept, OptOptions, OptReport, optimize};
 
 impl Builder {
     fn new(name: &str) -> Self {
@@ -55,6 +55,35 @@ impl Builder {
         self.g.add_output("y", y).unwrap();
         self.g
     }
+}
+
+impl Builder {
+    /// A 3×3 Conv with bias and the given padding.
+    fn conv_padded(&mut self, x: NodeId, cin: usize, cout: usize, pads: usize) -> NodeId {
+        let w = self.konst("w", &[cout, cin, 3, 3], -0.5, 0.5);
+        let bias = self.konst("b", &[cout], -0.5, 0.5);
+        let attrs = Conv {
+            pads: [pads; 4],
+            ..Conv::default()
+        };
+        self.op("conv", Op::Conv(attrs), &[x, w, bias])
+    }
+
+    fn binary(&mut self, name: &str, op: BinaryOp, a: NodeId, b: NodeId) -> NodeId {
+        self.op(name, Op::Binary(op), &[a, b])
+    }
+
+    /// `(x − mean) / std` with per-channel constants of shape `[c, 1, 1]`.
+    fn normalise(&mut self, x: NodeId, c: usize) -> NodeId {
+        let mean = self.konst("mean", &[c, 1, 1], 0.2, 0.6);
+        let std = self.konst("std", &[c, 1, 1], 0.2, 0.3);
+        let centred = self.binary("sub", BinaryOp::Sub, x, mean);
+        self.binary("div", BinaryOp::Div, centred, std)
+    }
+}
+
+fn names(kept: &[Kept]) -> Vec<&str> {
+    kept.iter().map(|k| k.name.as_str()).collect()
 }
 
 fn clip(min: Option<f32>, max: Option<f32>) -> Activation {
@@ -212,7 +241,7 @@ fn bn_fold_not_when_conv_output_has_other_readers() {
         &[("bn-fold", 0), ("fuse-relu", 0)],
     );
     assert_eq!(ops(&opt), ["conv", "batch_norm", "relu", "add"]);
-    assert_eq!(report.unfolded_batch_norms, ["bn"]);
+    assert_eq!(names(&report.unfolded_batch_norms), ["bn"]);
 }
 
 #[test]
@@ -222,7 +251,7 @@ fn bn_without_linear_producer_is_left_and_reported() {
     let y = b.bn(x, 4);
     let (opt, report) = check("rule_bn_alone", &b.output(y), &[("bn-fold", 0)]);
     assert_eq!(ops(&opt), ["batch_norm"]);
-    assert_eq!(report.unfolded_batch_norms, ["bn"]);
+    assert_eq!(names(&report.unfolded_batch_norms), ["bn"]);
 }
 
 #[test]
@@ -547,4 +576,290 @@ fn windowed_avgpool_folds_where_every_window_has_the_same_divisor() {
         &[("avgpool-to-sumpool", 0)],
     );
     assert_eq!(ops(&opt), ["average_pool", "reshape", "gemm"]);
+}
+
+// ---- affine folding ----------------------------------------------------------------
+
+#[test]
+fn input_normalisation_folds_into_unpadded_conv() {
+    let mut b = Builder::new("affine_norm_unpadded");
+    let x = b.input(&[1, 3, 6, 6]);
+    let n = b.normalise(x, 3);
+    let c = b.conv_padded(n, 3, 4, 0);
+    let (opt, report) = check(
+        "rule_affine_norm_unpadded",
+        &b.output(c),
+        &[("affine-into-consumer", 2), ("affine-into-producer", 0)],
+    );
+    assert_eq!(ops(&opt), ["conv"]);
+    assert!(report.kept_affine.is_empty(), "{report}");
+}
+
+#[test]
+fn input_normalisation_offset_kept_before_padded_conv() {
+    // The scaling (÷ std) folds under zero padding; the offset (− mean) would also
+    // shift the padding zeros, so the Sub stays and is reported.
+    let mut b = Builder::new("affine_norm_padded");
+    let x = b.input(&[1, 3, 6, 6]);
+    let n = b.normalise(x, 3);
+    let c = b.conv_padded(n, 3, 4, 1);
+    let (opt, report) = check(
+        "rule_affine_norm_padded",
+        &b.output(c),
+        &[("affine-into-consumer", 1)],
+    );
+    assert_eq!(ops(&opt), ["sub", "conv"]);
+    assert_eq!(names(&report.kept_affine), ["sub"]);
+    let reason = &report.kept_affine[0].reason;
+    assert!(reason.contains("pads=[1, 1, 1, 1]"), "{reason}");
+    assert!(
+        report.to_string().contains("affine kept: sub (sub)"),
+        "{report}"
+    );
+}
+
+#[test]
+fn scalar_mul_folds_into_padded_depthwise_conv() {
+    let mut b = Builder::new("affine_mul_depthwise");
+    let x = b.input(&[1, 4, 6, 6]);
+    let k = b.konst("k", &[], 0.5, 2.0);
+    let m = b.binary("mul", BinaryOp::Mul, k, x);
+    let w = b.konst("w", &[4, 1, 3, 3], -0.5, 0.5);
+    let attrs = Conv {
+        pads: [1; 4],
+        group: 4,
+        ..Conv::default()
+    };
+    let c = b.op("dw", Op::Conv(attrs), &[m, w]);
+    let (opt, _) = check(
+        "rule_affine_mul_depthwise",
+        &b.output(c),
+        &[("affine-into-consumer", 1)],
+    );
+    assert_eq!(ops(&opt), ["conv"]);
+}
+
+#[test]
+fn affine_after_conv_and_gemm_folds_into_producer() {
+    let mut b = Builder::new("affine_into_producer");
+    let x = b.input(&[1, 3, 6, 6]);
+    let c = b.conv_padded(x, 3, 4, 1);
+    let k = b.konst("k", &[1, 4, 1, 1], -2.0, 2.0);
+    let m = b.binary("mul", BinaryOp::Mul, c, k);
+    let d = b.konst("d", &[4, 1, 1], -1.0, 1.0);
+    let a = b.binary("add", BinaryOp::Add, m, d);
+    let (opt, _) = check(
+        "rule_affine_into_conv",
+        &b.output(a),
+        &[("affine-into-producer", 2), ("affine-into-consumer", 0)],
+    );
+    assert_eq!(ops(&opt), ["conv"]);
+
+    // c − Gemm(x) / 4 with a scalar c: Div and Sub(c, ·) fold too.
+    let mut b = Builder::new("affine_into_gemm");
+    let x = b.input(&[2, 5]);
+    let w = b.konst("w", &[3, 5], -0.5, 0.5);
+    let g = Gemm {
+        trans_b: true,
+        alpha: 0.5,
+        ..Gemm::default()
+    };
+    let gemm = b.op("gemm", Op::Gemm(g), &[x, w]);
+    let four = b.g.add_constant("four", Tensor::scalar_f32(4.0));
+    let q = b.binary("div", BinaryOp::Div, gemm, four);
+    let c = b.konst("c", &[3], -1.0, 1.0);
+    let y = b.binary("sub", BinaryOp::Sub, c, q);
+    let (opt, _) = check(
+        "rule_affine_into_gemm",
+        &b.output(y),
+        &[("affine-into-producer", 2)],
+    );
+    assert_eq!(ops(&opt), ["gemm"]);
+}
+
+#[test]
+fn affine_not_folded_where_inexact_or_not_per_channel() {
+    // Conv → ReLU → Mul: the ReLU is fused into the Conv, and the Mul cannot pass it
+    // into the weights; the Mul is a graph output, so there is no consumer either.
+    let mut b = Builder::new("affine_after_relu");
+    let x = b.input(&[1, 3, 6, 6]);
+    let c = b.conv_padded(x, 3, 4, 1);
+    let r = b.act(c, Activation::Relu);
+    let k = b.konst("k", &[4, 1, 1], -2.0, 2.0);
+    let m = b.binary("mul", BinaryOp::Mul, r, k);
+    // A constant varying along the width is not a per-channel affine.
+    let w = b.konst("wide", &[6], 0.5, 1.5);
+    let c2 = b.conv_padded(x, 3, 4, 1);
+    let m2 = b.binary("mul_wide", BinaryOp::Mul, c2, w);
+    let sum = b.binary("sum", BinaryOp::Add, m, m2);
+    let (opt, report) = check(
+        "rule_affine_not_folded",
+        &b.output(sum),
+        &[
+            ("affine-into-producer", 0),
+            ("affine-into-consumer", 0),
+            ("fuse-relu", 1),
+        ],
+    );
+    assert_eq!(ops(&opt), ["conv", "mul", "conv", "mul", "add"]);
+    assert_eq!(names(&report.kept_affine), ["mul", "mul_wide"]);
+    assert!(
+        report.kept_affine[0].reason.contains("fused activation"),
+        "{report}"
+    );
+    assert!(
+        report.kept_affine[1].reason.contains("not per-channel"),
+        "{report}"
+    );
+}
+
+#[test]
+fn affine_folds_through_flatten_into_gemm() {
+    let mut b = Builder::new("affine_flatten_gemm");
+    let x = b.input(&[2, 3, 2, 2]);
+    let k = b.konst("k", &[3, 1, 1], 0.5, 2.0);
+    let d = b.konst("d", &[3, 1, 1], -1.0, 1.0);
+    let m = b.binary("mul", BinaryOp::Mul, x, k);
+    let a = b.binary("add", BinaryOp::Add, m, d);
+    let f = b.op("flatten", Op::Reshape { shape: vec![2, 12] }, &[a]);
+    let w = b.konst("fc.weight", &[12, 4], -0.5, 0.5);
+    let c = b.konst("fc.bias", &[2, 4], -0.5, 0.5);
+    let g = Gemm {
+        alpha: 2.0,
+        beta: 0.5,
+        ..Gemm::default()
+    };
+    let gemm = b.op("fc", Op::Gemm(g), &[f, w, c]);
+    let (opt, _) = check(
+        "rule_affine_flatten_gemm",
+        &b.output(gemm),
+        &[("affine-into-consumer", 2)],
+    );
+    assert_eq!(ops(&opt), ["reshape", "gemm"]);
+}
+
+// ---- bn-fold-forward ---------------------------------------------------------------
+
+#[test]
+fn bn_without_producer_folds_forward_into_unpadded_conv_and_gemm() {
+    let mut b = Builder::new("bn_forward_conv");
+    let x = b.input(&[1, 4, 6, 6]);
+    let n = b.bn(x, 4);
+    let c = b.conv_padded(n, 4, 3, 0);
+    let (opt, report) = check(
+        "rule_bn_forward_conv",
+        &b.output(c),
+        &[("bn-fold-forward", 1), ("bn-fold", 0)],
+    );
+    assert_eq!(ops(&opt), ["conv"]);
+    assert!(report.unfolded_batch_norms.is_empty());
+
+    let mut b = Builder::new("bn_forward_gemm");
+    let x = b.input(&[1, 4, 6, 6]);
+    let p = b.op("gsp", Op::GlobalSumPool, &[x]);
+    let n = b.bn(p, 4);
+    let f = b.op("flatten", Op::Reshape { shape: vec![1, 4] }, &[n]);
+    let w = b.konst("fc.weight", &[3, 4], -0.5, 0.5);
+    let g = Gemm {
+        trans_b: true,
+        ..Gemm::default()
+    };
+    let gemm = b.op("fc", Op::Gemm(g), &[f, w]);
+    let (opt, _) = check(
+        "rule_bn_forward_gemm",
+        &b.output(gemm),
+        &[("bn-fold-forward", 1)],
+    );
+    assert_eq!(ops(&opt), ["global_sum_pool", "reshape", "gemm"]);
+}
+
+#[test]
+fn bn_not_folded_forward_into_padded_conv() {
+    // Conv → ReLU → BN → padded Conv: the ReLU blocks bn-fold, the padding (and the BN's
+    // non-zero offset) blocks bn-fold-forward.
+    let mut b = Builder::new("bn_forward_padded");
+    let x = b.input(&[1, 3, 6, 6]);
+    let c = b.conv_padded(x, 3, 4, 1);
+    let r = b.act(c, Activation::Relu);
+    let n = b.bn(r, 4);
+    let c2 = b.conv_padded(n, 4, 4, 1);
+    let (opt, report) = check(
+        "rule_bn_forward_padded",
+        &b.output(c2),
+        &[("bn-fold", 0), ("bn-fold-forward", 0), ("fuse-relu", 1)],
+    );
+    assert_eq!(ops(&opt), ["conv", "batch_norm", "conv"]);
+    assert_eq!(names(&report.unfolded_batch_norms), ["bn"]);
+    let reason = &report.unfolded_batch_norms[0].reason;
+    assert!(
+        reason.contains("fused activation") && reason.contains("padding zeros"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn bn_before_conv_folds_backwards_not_forwards() {
+    // Conv → BN → Conv (both unpadded): both folds would be exact; the BN goes into its
+    // producer (bn-fold) and bn-fold-forward leaves it alone.
+    let mut b = Builder::new("bn_between_convs");
+    let x = b.input(&[1, 3, 6, 6]);
+    let c = b.conv_padded(x, 3, 4, 0);
+    let n = b.bn(c, 4);
+    let c2 = b.conv_padded(n, 4, 2, 0);
+    let (opt, _) = check(
+        "rule_bn_between_convs",
+        &b.output(c2),
+        &[("bn-fold", 1), ("bn-fold-forward", 0)],
+    );
+    assert_eq!(ops(&opt), ["conv", "conv"]);
+    assert!(opt.dump().contains("; w+bn\n"), "{}", opt.dump());
+}
+
+// ---- reshapes around Gemm -----------------------------------------------------------
+
+#[test]
+fn reshape_undoing_another_and_noop_reshape_after_gemm_removed() {
+    let mut b = Builder::new("reshape_roundtrip");
+    let x = b.input(&[1, 4, 2, 2]);
+    let flat = b.op("flat", Op::Reshape { shape: vec![1, 16] }, &[x]);
+    let back = b.op(
+        "back",
+        Op::Reshape {
+            shape: vec![1, 4, 2, 2],
+        },
+        &[flat],
+    );
+    let s = b.act(back, Activation::Sigmoid);
+    let f = b.op("flatten", Op::Reshape { shape: vec![1, 16] }, &[s]);
+    let w = b.konst("fc.weight", &[16, 3], -0.5, 0.5);
+    let g = b.op("fc", Op::Gemm(Gemm::default()), &[f, w]);
+    let same = b.op("view", Op::Reshape { shape: vec![1, 3] }, &[g]);
+    // merge-reshapes turns flat → back into one Reshape to x's own shape, which
+    // remove-noop-reshape removes; the Reshape after the Gemm is a no-op too.
+    let (opt, _) = check("rule_reshape_roundtrip", &b.output(same), &[]);
+    assert_eq!(ops(&opt), ["sigmoid", "reshape", "gemm"]);
+}
+
+#[test]
+fn offset_folds_into_unpadded_grouped_conv() {
+    // c − x before a Conv with two groups: k = −1, shift = c, each output channel
+    // summing over its own group's input channels only.
+    let mut b = Builder::new("affine_grouped_conv");
+    let x = b.input(&[1, 4, 5, 5]);
+    let c = b.konst("c", &[1, 4, 1, 1], -1.0, 1.0);
+    let s = b.binary("sub", BinaryOp::Sub, c, x);
+    let w = b.konst("w", &[6, 2, 3, 3], -0.5, 0.5);
+    let attrs = Conv {
+        group: 2,
+        strides: [2, 2],
+        ..Conv::default()
+    };
+    let conv = b.op("gconv", Op::Conv(attrs), &[s, w]);
+    let (opt, _) = check(
+        "rule_affine_grouped_conv",
+        &b.output(conv),
+        &[("affine-into-consumer", 1)],
+    );
+    assert_eq!(ops(&opt), ["conv"]);
+    assert!(opt.dump().contains("; sub.folded_bias"), "{}", opt.dump());
 }

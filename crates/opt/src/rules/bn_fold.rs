@@ -4,7 +4,7 @@ use egg::{Applier, Id, Language as _, PatternAst, Rewrite, Subst, Symbol, Var};
 use lutq_ir::{Gemm, Op, Tensor};
 
 use super::Rule;
-use crate::analysis::{IrAnalysis, IrEGraph, add_constant, add_op, attr_of, const_of};
+use crate::analysis::{AttrEntry, IrAnalysis, IrEGraph, add_constant, add_op, attr_of, const_of};
 use crate::lang::IrLang;
 
 /// The BatchNorm rules:
@@ -20,8 +20,9 @@ use crate::lang::IrLang;
 /// the graph would have to keep `L` and compute a folded copy beside it (in an e-graph the
 /// fold stays an equivalence, so the cost would be duplicated work, not a wrong result),
 /// when `L` already carries an activation, or when any weight, bias or statistic is not
-/// a constant. A BatchNorm without a linear producer is left in place and listed in
-/// [`crate::OptReport::unfolded_batch_norms`].
+/// a constant. A BatchNorm without a linear producer folds forward into the Conv or Gemm
+/// after it where that is exact (`bn-fold-forward`, [`super::affine`]); otherwise it is
+/// left in place and listed in [`crate::OptReport::unfolded_batch_norms`] with the reason.
 pub fn rules() -> Vec<Rule> {
     let pattern: egg::Pattern<IrLang> = "(batch_norm ?a ?y ?scale ?bias ?mean ?var)"
         .parse()
@@ -46,39 +47,63 @@ impl BnFold {
     }
 }
 
-/// The per-channel affine `y · k + shift` a BatchNorm computes, in the interpreter's
-/// arithmetic.
-struct Affine {
-    k: Vec<f32>,
-    shift: Vec<f32>,
-    name: String,
+/// A per-channel affine `y · k[c] + shift[c]` over channel axis 1 (a BatchNorm, or a
+/// constant Mul/Div/Add/Sub, see [`super::affine`]), named after the op it replaces.
+#[derive(Clone, Debug)]
+pub(crate) struct Affine {
+    pub k: Vec<f32>,
+    pub shift: Vec<f32>,
+    pub name: String,
 }
 
 impl Affine {
     fn from_match(egraph: &IrEGraph, bn: &BnFold, subst: &Subst) -> Option<Affine> {
         let entry = attr_of(egraph, subst[bn.a]);
+        let p: Vec<Id> = bn.params.iter().map(|&v| subst[v]).collect();
+        Affine::batch_norm(egraph, entry, &p)
+    }
+
+    /// The affine of a BatchNorm `entry` with parameter classes `[scale, bias, mean,
+    /// var]`, in the interpreter's arithmetic; `None` unless all are f32 constants.
+    pub fn batch_norm(egraph: &IrEGraph, entry: &AttrEntry, params: &[Id]) -> Option<Affine> {
         let Op::BatchNorm { epsilon } = entry.op else {
             return None;
         };
-        let p: Vec<&[f32]> = bn
-            .params
+        let p: Vec<&[f32]> = params
             .iter()
-            .map(|&v| const_of(egraph, subst[v])?.tensor.as_f32())
+            .map(|&v| const_of(egraph, v)?.tensor.as_f32())
             .collect::<Option<_>>()?;
-        let (scale, bias, mean, var) = (p[0], p[1], p[2], p[3]);
+        let [scale, bias, mean, var] = p[..] else {
+            return None;
+        };
+        Some(Affine::from_batch_norm(
+            epsilon,
+            [scale, bias, mean, var],
+            &entry.name,
+        ))
+    }
+
+    /// `k = scale / sqrt(var + ε)`, `shift = bias − mean · k`.
+    pub fn from_batch_norm(epsilon: f32, p: [&[f32]; 4], name: &str) -> Affine {
+        let [scale, bias, mean, var] = p;
         let k: Vec<f32> = (0..scale.len())
             .map(|c| scale[c] / (var[c] + epsilon).sqrt())
             .collect();
         let shift = (0..scale.len()).map(|c| bias[c] - mean[c] * k[c]).collect();
-        Some(Affine {
+        Affine {
             k,
             shift,
-            name: entry.name.clone(),
-        })
+            name: name.to_string(),
+        }
     }
 
-    fn channels(&self) -> usize {
+    pub fn channels(&self) -> usize {
         self.k.len()
+    }
+
+    /// Whether every offset is zero (a pure scaling).
+    pub fn has_offset(&self) -> bool {
+        self.shift.iter().any(|&s| s != 0.0)
     }
 }
 
@@ -116,9 +141,9 @@ impl Applier<IrLang, IrAnalysis> for BnFold {
     }
 }
 
-/// The folded e-node for one producer, added to the e-graph; `None` where the fold does
-/// not apply.
-fn fold(egraph: &mut IrEGraph, bn: &Affine, y: Id, node: &IrLang) -> Option<Id> {
+/// The folded e-node for one producer `node` of `y` (a Conv, Gemm or MatMul without an
+/// activation), added to the e-graph; `None` where the fold does not apply.
+pub(crate) fn fold(egraph: &mut IrEGraph, bn: &Affine, y: Id, node: &IrLang) -> Option<Id> {
     let children = node.children();
     let entry = attr_of(egraph, children[0]).clone();
     match &entry.op {
@@ -217,29 +242,11 @@ fn fold_gemm(
         .collect();
     let b2 = Tensor::f32(bs, b2).ok()?;
 
-    // C as a function of (row, column), broadcast to [M, N].
-    let (rows, c_at): (usize, Box<dyn Fn(usize, usize) -> f32>) = match &c {
-        None => (1, Box::new(|_, _| 0.0)),
-        Some(c) => {
-            let data = c.tensor.as_f32()?.to_vec();
-            let s = c.tensor.shape();
-            let (r, cc) = match s.len() {
-                0 => (1, 1),
-                1 => (1, s[0]),
-                _ => (s[s.len() - 2], s[s.len() - 1]),
-            };
-            let beta = g.beta;
-            let at = move |i: usize, j: usize| {
-                let (i, j) = (if r == 1 { 0 } else { i }, if cc == 1 { 0 } else { j });
-                beta * data[i * cc + j]
-            };
-            (if r == 1 { 1 } else { m }, Box::new(at))
-        }
-    };
+    let (rows, beta_c) = beta_c(g, c.as_ref(), m, n)?;
     let c2: Vec<f32> = (0..rows * n)
         .map(|i| {
             let j = i % n;
-            c_at(i / n, j) * bn.k[j] + bn.shift[j]
+            beta_c[i] * bn.k[j] + bn.shift[j]
         })
         .collect();
     let c_shape = if rows == 1 { vec![n] } else { vec![m, n] };
@@ -252,4 +259,33 @@ fn fold_gemm(
     let c_id = add_constant(egraph, c_name, c2);
     let g2 = Gemm { beta: 1.0, ..*g };
     add_op(egraph, name.to_string(), Op::Gemm(g2), &[a, b_id, c_id])
+}
+
+/// `beta · C` of a Gemm with output `[m, n]`, broadcast to `rows × n` (`rows` = 1 where
+/// C has no rows, else `m`), row-major; zeros where there is no C.
+pub(crate) fn beta_c(
+    g: &Gemm,
+    c: Option<&crate::analysis::ConstEntry>,
+    m: usize,
+    n: usize,
+) -> Option<(usize, Vec<f32>)> {
+    let Some(c) = c else {
+        return Some((1, vec![0.0; n]));
+    };
+    let data = c.tensor.as_f32()?;
+    let s = c.tensor.shape();
+    let (r, cc) = match s.len() {
+        0 => (1, 1),
+        1 => (1, s[0]),
+        _ => (s[s.len() - 2], s[s.len() - 1]),
+    };
+    let rows = if r == 1 { 1 } else { m };
+    let out = (0..rows * n)
+        .map(|k| {
+            let (i, j) = (k / n, k % n);
+            let (i, j) = (if r == 1 { 0 } else { i }, if cc == 1 { 0 } else { j });
+            g.beta * data[i * cc + j]
+        })
+        .collect();
+    Some((rows, out))
 }

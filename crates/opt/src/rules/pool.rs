@@ -2,12 +2,10 @@
 
 use std::collections::HashSet;
 
-use egg::{
-    Applier, Id, Language as _, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var,
-};
+use egg::{Applier, Id, Language as _, PatternAst, Rewrite, Subst, Symbol};
 use lutq_ir::{Op, Tensor};
 
-use super::Rule;
+use super::{ClassesWith, Rule, is_linear};
 use crate::analysis::{AttrEntry, IrAnalysis, IrEGraph, add_constant, add_op, attr_of, const_of};
 use crate::lang::IrLang;
 
@@ -36,37 +34,17 @@ const MAX_RESHAPES: usize = 4;
 /// are not a constant, or for an AveragePool whose windows have different divisors.
 ///
 /// The pool is matched from the linear layer (the class that is rewritten), so the
-/// searcher is `LinearOps` rather than a pattern: a pattern has a fixed arity, and Gemm
+/// searcher is `ClassesWith` rather than a pattern: a pattern has a fixed arity, and Gemm
 /// and Conv come with or without a bias.
 pub fn rules() -> Vec<Rule> {
-    vec![Rewrite::new("avgpool-to-sumpool", LinearOps, AvgPoolToSumPool).unwrap()]
-}
-
-/// Matches every e-class that holds a Gemm or a Conv e-node, with an empty substitution;
-/// [`AvgPoolToSumPool`] looks at the e-nodes itself.
-struct LinearOps;
-
-impl Searcher<IrLang, IrAnalysis> for LinearOps {
-    fn search_eclass_with_limit(
-        &self,
-        egraph: &IrEGraph,
-        eclass: Id,
-        limit: usize,
-    ) -> Option<SearchMatches<'_, IrLang>> {
-        let has_linear = egraph[eclass]
-            .nodes
-            .iter()
-            .any(|n| matches!(n, IrLang::Gemm(_) | IrLang::Conv(_)));
-        (has_linear && limit > 0).then(|| SearchMatches {
-            eclass,
-            substs: vec![Subst::default()],
-            ast: None,
-        })
-    }
-
-    fn vars(&self) -> Vec<Var> {
-        vec![]
-    }
+    vec![
+        Rewrite::new(
+            "avgpool-to-sumpool",
+            ClassesWith(is_linear),
+            AvgPoolToSumPool,
+        )
+        .unwrap(),
+    ]
 }
 
 struct AvgPoolToSumPool;
