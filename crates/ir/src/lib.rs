@@ -18,6 +18,8 @@ pub use graph::{Graph, GraphStats, Node, NodeId, Output};
 pub use op::{Activation, BinaryOp, Conv, FusedActivation, Gemm, Op, Pool};
 pub use tensor::{ElemType, Tensor, TensorData, TensorSummary, TensorType};
 
+pub mod int;
+
 /// Errors of graph construction and validation. All of them mean the caller built an
 /// inconsistent graph: an importer reports them as a malformed model, a rewrite pass that
 /// triggers one has a bug.

@@ -1,0 +1,333 @@
+//! Validation of integer graphs, including the proof that no accumulator overflows.
+
+use super::{IntElem, IntGraph, IntNode, IntOp, QLinear, QWeights, Rescale};
+use crate::infer::infer;
+use crate::op::Op;
+use crate::tensor::TensorType;
+
+/// Why an integer graph is not well formed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum IntCheckError {
+    #[error("node '{node}' ({op}): {message}")]
+    Invalid {
+        node: String,
+        op: &'static str,
+        message: String,
+    },
+    /// The worst case of a layer's i32 arithmetic does not fit 32 bits.
+    #[error(
+        "node '{node}': output channel {channel} can reach |{bound}| in its i32 arithmetic \
+         (limit 2^31 - 1): {detail}. Fix: give the layer fewer weight bits of headroom \
+         (a smaller weight exponent), or split it"
+    )]
+    Overflow {
+        node: String,
+        channel: usize,
+        bound: i64,
+        detail: String,
+    },
+}
+
+/// The worst-case magnitude of a linear layer's i32 values, for its worst output channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccumulatorBound {
+    pub channel: usize,
+    /// `|bias| + Σ |w| · max|x|` for that channel.
+    pub accumulator: i64,
+    /// The largest intermediate of the rescale in i32 code: the accumulator plus the
+    /// rounding term, or shifted left for a negative shift.
+    pub rescaled: i64,
+}
+
+/// Worst case over all inputs of the given element type: every product at its largest
+/// magnitude with the same sign (exact per channel: the sum of |decoded weight|, which is
+/// at most the LUT's extreme times the fan-in).
+pub fn accumulator_bound(layer: &QLinear, input: IntElem) -> AccumulatorBound {
+    let x_max: i64 = match input {
+        IntElem::I8 => 128,
+        IntElem::U8 => 255,
+        IntElem::I32 => i32::MAX as i64 + 1,
+    };
+    let [o_n, ..] = layer.weights.shape();
+    let k_n = layer.weights.row_len();
+    let w = layer.weights.decode();
+    let mut worst = AccumulatorBound {
+        channel: 0,
+        accumulator: 0,
+        rescaled: 0,
+    };
+    for o in 0..o_n {
+        let sum: i64 = w[o * k_n..(o + 1) * k_n]
+            .iter()
+            .map(|&v| (v as i64).abs())
+            .sum();
+        let acc = sum * x_max + (layer.bias[o] as i64).abs();
+        let rescaled = match layer.rescale[o] {
+            Rescale::Shift(s) if s > 0 => acc + (1i64 << (s - 1).min(40)),
+            Rescale::Shift(s) => acc << (-s).min(31),
+            // Computed in i64 by contract; only the accumulator must fit.
+            Rescale::Multiplier { .. } => acc,
+        };
+        if rescaled > worst.rescaled {
+            worst = AccumulatorBound {
+                channel: o,
+                accumulator: acc,
+                rescaled,
+            };
+        }
+    }
+    worst
+}
+
+impl IntGraph {
+    /// Checks that every node's inputs come before it, that stored types are consistent
+    /// with the op and its inputs, and that no linear layer's i32 arithmetic can
+    /// overflow ([`accumulator_bound`]).
+    pub fn validate(&self) -> Result<(), IntCheckError> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let fail = |message: String| IntCheckError::Invalid {
+                node: node.name.clone(),
+                op: node.op.name(),
+                message,
+            };
+            if let Some(v) = node.inputs.iter().find(|v| v.index() >= i) {
+                return Err(fail(format!(
+                    "reads %{}, which is not computed before it",
+                    v.0
+                )));
+            }
+            let (lo_t, hi_t) = node.ty.elem.range();
+            let check_clamp = |lo: i32, hi: i32| {
+                if lo > hi || lo < lo_t || hi > hi_t {
+                    Err(fail(format!(
+                        "clamp [{lo}, {hi}] is not within {}'s range",
+                        node.ty.elem.name()
+                    )))
+                } else {
+                    Ok(())
+                }
+            };
+            let inputs: Vec<_> = node.inputs.iter().map(|&v| self.ty(v)).collect();
+            // Operands of ops that shift or sum in i32 are 8-bit: the bounds below (and
+            // the contract's "add in i32") rely on it.
+            let eight_bit_operands = !matches!(
+                node.op,
+                IntOp::Add(_) | IntOp::Concat { .. } | IntOp::MaxPool(_) | IntOp::SumPool { .. }
+            ) || inputs.iter().all(|t| t.elem != IntElem::I32);
+            if !eight_bit_operands {
+                return Err(fail("operands must be 8-bit".into()));
+            }
+            let pool_ok = |p: &crate::op::Pool| {
+                if p.kernel.contains(&0) || p.strides.contains(&0) || p.dilations.contains(&0) {
+                    Err(fail(
+                        "kernel, strides and dilations must be positive".into(),
+                    ))
+                } else {
+                    Ok(())
+                }
+            };
+            let arity = |n: usize| {
+                if inputs.len() == n {
+                    Ok(())
+                } else {
+                    Err(fail(format!("has {} inputs, expected {n}", inputs.len())))
+                }
+            };
+            match &node.op {
+                IntOp::QuantizeInput { input } => {
+                    arity(0)?;
+                    let Some(inp) = self.inputs.get(*input) else {
+                        return Err(fail(format!("graph input {input} does not exist")));
+                    };
+                    if inp.shape != node.ty.shape || node.ty.elem == IntElem::I32 {
+                        return Err(fail("type does not match the graph input".into()));
+                    }
+                }
+                IntOp::Linear(l) => {
+                    arity(1)?;
+                    check_clamp(l.lo, l.hi)?;
+                    check_linear(node, l, &inputs[0].shape, inputs[0].elem).map_err(fail)?;
+                    let bound = accumulator_bound(l, inputs[0].elem);
+                    if bound.rescaled > i32::MAX as i64 {
+                        return Err(IntCheckError::Overflow {
+                            node: node.name.clone(),
+                            channel: bound.channel,
+                            bound: bound.rescaled,
+                            detail: format!(
+                                "accumulator bound {} (Σ|w| · max|x| + |bias|), rescale {:?}",
+                                bound.accumulator, l.rescale[bound.channel]
+                            ),
+                        });
+                    }
+                }
+                IntOp::Add(a) => {
+                    arity(2)?;
+                    check_clamp(a.lo, a.hi)?;
+                    if inputs[0].shape != node.ty.shape || inputs[1].shape != node.ty.shape {
+                        return Err(fail("operands and output must have one shape".into()));
+                    }
+                    if a.align_a < 0 || a.align_b < 0 || a.align_a > 16 || a.align_b > 16 {
+                        return Err(fail("alignment shifts must be in 0..=16".into()));
+                    }
+                }
+                IntOp::Concat { axis, shifts } => {
+                    if inputs.is_empty() || shifts.len() != inputs.len() {
+                        return Err(fail("needs one shift per input".into()));
+                    }
+                    let mut shape = inputs[0].shape.clone();
+                    if *axis >= shape.len() {
+                        return Err(fail(format!("axis {axis} out of range")));
+                    }
+                    for t in &inputs {
+                        let same_rank = t.shape.len() == shape.len();
+                        if !same_rank
+                            || (0..shape.len()).any(|d| d != *axis && t.shape[d] != shape[d])
+                        {
+                            return Err(fail("inputs differ outside the concat axis".into()));
+                        }
+                    }
+                    shape[*axis] = inputs.iter().map(|t| t.shape[*axis]).sum();
+                    if shape != node.ty.shape {
+                        return Err(fail(format!("output shape should be {shape:?}")));
+                    }
+                }
+                IntOp::MaxPool(p) => {
+                    arity(1)?;
+                    pool_ok(p)?;
+                    let shape =
+                        pool_shape(Op::MaxPool(p.clone()), &inputs[0].shape).map_err(&fail)?;
+                    if shape != node.ty.shape
+                        || inputs[0].elem != node.ty.elem
+                        || inputs[0].exp != node.ty.exp
+                    {
+                        return Err(fail("max-pool keeps element type and exponent".into()));
+                    }
+                }
+                IntOp::SumPool { pool, lo, hi, .. } => {
+                    arity(1)?;
+                    pool_ok(pool)?;
+                    check_clamp(*lo, *hi)?;
+                    let shape =
+                        pool_shape(Op::SumPool(pool.clone()), &inputs[0].shape).map_err(&fail)?;
+                    if shape != node.ty.shape {
+                        return Err(fail(format!("output shape should be {shape:?}")));
+                    }
+                }
+                IntOp::Requant { lo, hi, .. } => {
+                    arity(1)?;
+                    check_clamp(*lo, *hi)?;
+                    if inputs[0].shape != node.ty.shape {
+                        return Err(fail("requant keeps the shape".into()));
+                    }
+                }
+                IntOp::Reshape => {
+                    arity(1)?;
+                    let t = inputs[0];
+                    if t.num_elements() != node.ty.num_elements()
+                        || t.elem != node.ty.elem
+                        || t.exp != node.ty.exp
+                    {
+                        return Err(fail(
+                            "reshape keeps element count, type and exponent".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        for o in &self.outputs {
+            if o.value.index() >= self.nodes.len() {
+                return Err(IntCheckError::Invalid {
+                    node: o.name.clone(),
+                    op: "output",
+                    message: format!("refers to %{}, which does not exist", o.value.0),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pool_shape(op: Op, input: &[usize]) -> Result<Vec<usize>, String> {
+    infer(&op, &[&TensorType::f32(input.to_vec())])
+        .map(|t| t.shape)
+        .map_err(|e| e.to_string())
+}
+
+fn check_linear(node: &IntNode, l: &QLinear, input: &[usize], elem: IntElem) -> Result<(), String> {
+    if elem == IntElem::I32 {
+        return Err("input must be 8-bit".into());
+    }
+    let [o_n, i_g, kh, kw] = l.weights.shape();
+    if l.bias.len() != o_n || l.rescale.len() != o_n || l.weight_exps.len() != o_n {
+        return Err(format!(
+            "bias, rescale and weight exponents need {o_n} entries"
+        ));
+    }
+    match &l.weights {
+        QWeights::Lut { luts, codes, .. } => {
+            if luts.len() != 1 && luts.len() != o_n {
+                return Err(format!("needs 1 or {o_n} tables, has {}", luts.len()));
+            }
+            if codes.len() != o_n * l.weights.row_len().div_ceil(2) {
+                return Err("packed codes have the wrong length".into());
+            }
+        }
+        QWeights::Int8 { values, .. } => {
+            if values.len() != o_n * l.weights.row_len() {
+                return Err("int8 weights have the wrong length".into());
+            }
+        }
+    }
+    let expected = match &l.conv {
+        None => {
+            if input.len() != 2 || input[1] != i_g || kh != 1 || kw != 1 {
+                return Err(format!(
+                    "dense input {input:?} does not fit weights {:?}",
+                    l.weights.shape()
+                ));
+            }
+            vec![input[0], o_n]
+        }
+        Some(g) => {
+            if kh == 0 || kw == 0 || g.strides.contains(&0) || g.dilations.contains(&0) {
+                return Err("kernel, strides and dilations must be positive".into());
+            }
+            if input.len() != 4 || g.group == 0 || input[1] != i_g * g.group || o_n % g.group != 0 {
+                return Err(format!(
+                    "conv input {input:?} does not fit weights {:?} group {}",
+                    l.weights.shape(),
+                    g.group
+                ));
+            }
+            let out = |size: usize, k: usize, s: usize, d: usize, p0: usize, p1: usize| {
+                let span = d * (k - 1) + 1;
+                (size + p0 + p1).checked_sub(span).map(|v| v / s + 1)
+            };
+            let (Some(oh), Some(ow)) = (
+                out(
+                    input[2],
+                    kh,
+                    g.strides[0],
+                    g.dilations[0],
+                    g.pads[0],
+                    g.pads[2],
+                ),
+                out(
+                    input[3],
+                    kw,
+                    g.strides[1],
+                    g.dilations[1],
+                    g.pads[1],
+                    g.pads[3],
+                ),
+            ) else {
+                return Err("kernel larger than the padded input".into());
+            };
+            vec![input[0], o_n, oh, ow]
+        }
+    };
+    if expected != node.ty.shape {
+        return Err(format!("output shape should be {expected:?}"));
+    }
+    Ok(())
+}

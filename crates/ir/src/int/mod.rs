@@ -1,0 +1,434 @@
+//! The integer IR: what the quantizer produces and every integer backend consumes.
+//!
+//! An [`IntGraph`] is a straight-line program: its nodes are stored in execution order
+//! and every node's inputs are earlier nodes ([`ValueId`] = position). Backends need a
+//! fixed schedule anyway (the memory planner assigns offsets along it), and the float
+//! graph's canonical order already gives one, so the integer IR keeps that order instead
+//! of rediscovering it.
+//!
+//! Every value is an integer tensor ([`QType`]): 8-bit (`i8`/`u8`) between ops, `i32`
+//! only where the last linear layer emits its accumulator. A value's real meaning is
+//! `q · 2^-exp`. The arithmetic of every op is the numeric contract of the design brief;
+//! [`rshift_round`] is its one rounding rule, defined here so that every backend and the
+//! golden interpreter link the same definition.
+//!
+//! Shapes keep the float graph's batch dimension, which is always 1 (an integer program
+//! runs one sample; callers loop over samples).
+
+mod check;
+mod print;
+
+use serde::{Deserialize, Serialize};
+
+use crate::op::Pool;
+
+pub use check::{AccumulatorBound, IntCheckError, accumulator_bound};
+
+/// Element type of an integer tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum IntElem {
+    I8,
+    U8,
+    I32,
+}
+
+impl IntElem {
+    /// The representable range.
+    pub fn range(self) -> (i32, i32) {
+        match self {
+            IntElem::I8 => (-128, 127),
+            IntElem::U8 => (0, 255),
+            IntElem::I32 => (i32::MIN, i32::MAX),
+        }
+    }
+
+    pub fn size_bytes(self) -> usize {
+        match self {
+            IntElem::I8 | IntElem::U8 => 1,
+            IntElem::I32 => 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IntElem::I8 => "i8",
+            IntElem::U8 => "u8",
+            IntElem::I32 => "i32",
+        }
+    }
+}
+
+/// Type of an integer value: element type, static shape (batch dimension 1 included) and
+/// exponent: the real value of element `q` is `q · 2^-exp`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QType {
+    pub elem: IntElem,
+    pub shape: Vec<usize>,
+    pub exp: i32,
+}
+
+impl QType {
+    pub fn num_elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        self.num_elements() * self.elem.size_bytes()
+    }
+
+    /// `2^-exp`, the real value of one step.
+    pub fn step(&self) -> f64 {
+        (-(self.exp as f64)).exp2()
+    }
+}
+
+/// Index of a node (and of the value it produces) in [`IntGraph::nodes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ValueId(pub u32);
+
+impl ValueId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// `rshift_round(a, s)`: `(a + 2^(s-1)) >> s` for `s > 0` (arithmetic shift, ties toward
+/// +∞), `a` for `s = 0`, `a << -s` for `s < 0`. Computed in i64 so that callers choose
+/// how to saturate; the planner proves that results of accumulators fit i32.
+#[inline]
+pub fn rshift_round(a: i64, s: i32) -> i64 {
+    if s > 0 {
+        if s >= 63 {
+            // (a + 2^62) >> 63 is 0 for every |a| < 2^62, far beyond any accumulator.
+            return 0;
+        }
+        (a + (1i64 << (s - 1))) >> s
+    } else if s == 0 {
+        a
+    } else {
+        a << (-s).min(62)
+    }
+}
+
+/// Saturates `v` to `[lo, hi]`.
+#[inline]
+pub fn clamp(v: i64, lo: i32, hi: i32) -> i32 {
+    v.clamp(lo as i64, hi as i64) as i32
+}
+
+/// How an i32 accumulator is brought to its output exponent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rescale {
+    /// `rshift_round(acc, shift)`: the power-of-two modes. `shift` may be negative.
+    Shift(i32),
+    /// `rshift_round(acc · multiplier, 31 + shift)` in i64, `multiplier` in
+    /// `[2^30, 2^31)`: a fixed-point multiplier for float scales (the `*-pc` baselines,
+    /// TFLite style, with a single rounding). `31 + shift` is always positive.
+    Multiplier { multiplier: i32, shift: i32 },
+}
+
+impl Rescale {
+    /// Applies the rescale to `acc` (no clamping).
+    #[inline]
+    pub fn apply(self, acc: i64) -> i64 {
+        match self {
+            Rescale::Shift(s) => rshift_round(acc, s),
+            Rescale::Multiplier { multiplier, shift } => {
+                rshift_round(acc * multiplier as i64, 31 + shift)
+            }
+        }
+    }
+
+    /// The real factor this rescale multiplies by.
+    pub fn factor(self) -> f64 {
+        match self {
+            Rescale::Shift(s) => (-(s as f64)).exp2(),
+            Rescale::Multiplier { multiplier, shift } => {
+                multiplier as f64 * (-(31.0 + shift as f64)).exp2()
+            }
+        }
+    }
+
+    /// The fixed-point form of a positive real `factor`, or `None` when it is outside
+    /// `[2^-32, 2^30)` (no real layer comes near either end).
+    pub fn from_factor(factor: f64) -> Option<Rescale> {
+        if !(factor.is_finite() && factor > 0.0) {
+            return None;
+        }
+        // factor ≈ m · 2^-(30-e) with factor in [2^e, 2^(e+1)), m in [2^30, 2^31).
+        let mut e = factor.log2().floor() as i32;
+        let mut m = (factor * f64::from(30 - e).exp2()).round();
+        if m >= 2f64.powi(31) {
+            m /= 2.0;
+            e += 1;
+        }
+        if !(-32..30).contains(&e) {
+            return None;
+        }
+        Some(Rescale::Multiplier {
+            multiplier: m as i32,
+            shift: -1 - e,
+        })
+    }
+}
+
+/// Convolution geometry (NCHW, same meaning as the float IR's `Conv`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvGeom {
+    pub strides: [usize; 2],
+    /// top, left, bottom, right.
+    pub pads: [usize; 4],
+    pub dilations: [usize; 2],
+    pub group: usize,
+}
+
+/// The weights of a linear layer, logically `[O, I/group, kH, kW]` (a dense layer is
+/// `[O, K, 1, 1]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QWeights {
+    /// 4-bit codes into 16-entry int8 tables. `luts` holds one table for the layer, or
+    /// one per output channel. Codes are packed two per byte, low nibble first, each
+    /// output channel's row starting on a fresh byte (`row_bytes = ceil(K/2)`, K =
+    /// `I/group · kH · kW`), elements in `[i][ky][kx]` order.
+    Lut {
+        shape: [usize; 4],
+        luts: Vec<[i8; 16]>,
+        codes: Vec<u8>,
+    },
+    /// Plain int8 weights, `[O][I/group][kH][kW]` row-major.
+    Int8 { shape: [usize; 4], values: Vec<i8> },
+}
+
+impl QWeights {
+    pub fn shape(&self) -> [usize; 4] {
+        match self {
+            QWeights::Lut { shape, .. } | QWeights::Int8 { shape, .. } => *shape,
+        }
+    }
+
+    /// Elements per output channel (`I/group · kH · kW`).
+    pub fn row_len(&self) -> usize {
+        let [_, i, kh, kw] = self.shape();
+        i * kh * kw
+    }
+
+    /// Packs codes (values 0..16, `[O][K]` row-major) into the `Lut` layout.
+    pub fn pack_codes(rows: usize, row_len: usize, codes: &[u8]) -> Vec<u8> {
+        assert_eq!(codes.len(), rows * row_len);
+        let row_bytes = row_len.div_ceil(2);
+        let mut packed = vec![0u8; rows * row_bytes];
+        for o in 0..rows {
+            for k in 0..row_len {
+                let c = codes[o * row_len + k];
+                debug_assert!(c < 16);
+                packed[o * row_bytes + k / 2] |= (c & 15) << (4 * (k % 2));
+            }
+        }
+        packed
+    }
+
+    /// The 4-bit code of element `k` of output channel `o` (`Lut` only).
+    #[inline]
+    pub fn code(codes: &[u8], row_len: usize, o: usize, k: usize) -> u8 {
+        let b = codes[o * row_len.div_ceil(2) + k / 2];
+        (b >> (4 * (k % 2))) & 15
+    }
+
+    /// The int8 weights, decoded: `[O][K]` row-major.
+    pub fn decode(&self) -> Vec<i8> {
+        let [o_n, ..] = self.shape();
+        let k_n = self.row_len();
+        match self {
+            QWeights::Int8 { values, .. } => values.clone(),
+            QWeights::Lut { luts, codes, .. } => {
+                let mut out = Vec::with_capacity(o_n * k_n);
+                for o in 0..o_n {
+                    let lut = if luts.len() == 1 { &luts[0] } else { &luts[o] };
+                    for k in 0..k_n {
+                        out.push(lut[Self::code(codes, k_n, o, k) as usize]);
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// Bytes the weights occupy in flash (codes + tables, or int8 values).
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            QWeights::Lut { luts, codes, .. } => codes.len() + 16 * luts.len(),
+            QWeights::Int8 { values, .. } => values.len(),
+        }
+    }
+}
+
+/// A quantized Conv or dense (Gemm) layer:
+/// `acc[o] = bias[o] + Σ x · w`, `y[o] = clamp(rescale[o](acc[o]), lo, hi)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QLinear {
+    /// `None` for a dense layer: input `[1, K]`, output `[1, O]`.
+    pub conv: Option<ConvGeom>,
+    pub weights: QWeights,
+    /// Per output channel, at exponent `f_x + f_w[o]`.
+    pub bias: Vec<i32>,
+    /// Per output channel.
+    pub rescale: Vec<Rescale>,
+    /// Output clamp (the type's range, tightened by a fused activation).
+    pub lo: i32,
+    pub hi: i32,
+    /// Weight exponents `f_w[o]`, kept for dumps, checks and dequantization.
+    pub weight_exps: Vec<i32>,
+}
+
+/// `y = clamp(rshift_round((a << align_a) + (b << align_b), shift), lo, hi)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QAdd {
+    pub align_a: i32,
+    pub align_b: i32,
+    pub shift: i32,
+    pub lo: i32,
+    pub hi: i32,
+}
+
+/// An integer op. Inputs per variant in slot order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IntOp {
+    /// Graph input `input` (f32) quantized: `clamp(floor(x · 2^exp + 0.5), lo, hi)` with
+    /// the output type's exponent and range. No inputs.
+    QuantizeInput { input: usize },
+    /// Inputs: x.
+    Linear(QLinear),
+    /// Residual add. Inputs: a, b (same shape).
+    Add(QAdd),
+    /// Inputs: one or more; each is `clamp(rshift_round(x, shifts[i]))` to the output.
+    Concat { axis: usize, shifts: Vec<i32> },
+    /// Max over each window; padding never wins. Output type = input type. Inputs: x.
+    MaxPool(Pool),
+    /// Sum over each window in i32 (taps outside the input count 0), then
+    /// `clamp(rshift_round(sum, shift), lo, hi)`. A global sum-pool is a window of the
+    /// whole plane. Inputs: x.
+    SumPool {
+        pool: Pool,
+        shift: i32,
+        lo: i32,
+        hi: i32,
+    },
+    /// `clamp(rescale(x), lo, hi)`: exponent or type change, or a standalone clamp
+    /// (an activation that could not be fused). Inputs: x.
+    Requant { rescale: Rescale, lo: i32, hi: i32 },
+    /// Same elements, new shape. Inputs: x.
+    Reshape,
+}
+
+impl IntOp {
+    pub fn name(&self) -> &'static str {
+        match self {
+            IntOp::QuantizeInput { .. } => "quantize_input",
+            IntOp::Linear(l) if l.conv.is_some() => "conv",
+            IntOp::Linear(_) => "dense",
+            IntOp::Add(_) => "add",
+            IntOp::Concat { .. } => "concat",
+            IntOp::MaxPool(_) => "max_pool",
+            IntOp::SumPool { .. } => "sum_pool",
+            IntOp::Requant { .. } => "requant",
+            IntOp::Reshape => "reshape",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntNode {
+    /// The float node this op came from (for messages and per-layer reports).
+    pub name: String,
+    pub op: IntOp,
+    pub inputs: Vec<ValueId>,
+    pub ty: QType,
+}
+
+/// A float graph input.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntInput {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+/// A graph output: the value, dequantized at the boundary as `q · 2^-exp` (exact in f32
+/// for 8-bit values).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntOutput {
+    pub name: String,
+    pub value: ValueId,
+}
+
+/// A quantized program; see the module docs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntGraph {
+    pub name: String,
+    pub inputs: Vec<IntInput>,
+    pub nodes: Vec<IntNode>,
+    pub outputs: Vec<IntOutput>,
+}
+
+impl IntGraph {
+    pub fn new(name: impl Into<String>) -> Self {
+        IntGraph {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Appends a node (its inputs must already exist) and returns its value.
+    pub fn push(&mut self, node: IntNode) -> ValueId {
+        debug_assert!(node.inputs.iter().all(|v| v.index() < self.nodes.len()));
+        self.nodes.push(node);
+        ValueId(self.nodes.len() as u32 - 1)
+    }
+
+    pub fn node(&self, v: ValueId) -> &IntNode {
+        &self.nodes[v.index()]
+    }
+
+    pub fn ty(&self, v: ValueId) -> &QType {
+        &self.nodes[v.index()].ty
+    }
+
+    /// For every value, the index of the last node that reads it (outputs live to the
+    /// end: `nodes.len()`); `None` for values nobody reads.
+    pub fn last_use(&self) -> Vec<Option<usize>> {
+        let mut last = vec![None; self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for v in &n.inputs {
+                last[v.index()] = Some(i);
+            }
+        }
+        for o in &self.outputs {
+            last[o.value.index()] = Some(self.nodes.len());
+        }
+        last
+    }
+
+    /// Multiply-accumulates of one run.
+    pub fn macs(&self) -> u64 {
+        self.nodes
+            .iter()
+            .map(|n| match &n.op {
+                IntOp::Linear(l) => (n.ty.num_elements() * l.weights.row_len()) as u64,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Bytes of constant data (weights, tables, biases, rescales).
+    pub fn weight_bytes(&self) -> usize {
+        self.nodes
+            .iter()
+            .map(|n| match &n.op {
+                IntOp::Linear(l) => l.weights.size_bytes() + 4 * l.bias.len() + 4 * l.rescale.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

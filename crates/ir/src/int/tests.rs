@@ -1,0 +1,217 @@
+use super::*;
+
+/// The contract's definition, written out naively over i128 with floor division.
+fn reference(a: i64, s: i32) -> i64 {
+    if s > 0 {
+        let d = 1i128 << s;
+        (a as i128 + d / 2).div_euclid(d) as i64
+    } else {
+        (a as i128 * (1i128 << -s)) as i64
+    }
+}
+
+#[test]
+fn rshift_round_ties_go_up_for_both_signs() {
+    assert_eq!(rshift_round(1, 1), 1); // 0.5 -> 1
+    assert_eq!(rshift_round(-1, 1), 0); // -0.5 -> 0 (toward +inf)
+    assert_eq!(rshift_round(3, 1), 2); // 1.5 -> 2
+    assert_eq!(rshift_round(-3, 1), -1); // -1.5 -> -1
+    assert_eq!(rshift_round(-5, 2), -1); // -1.25 -> -1
+    assert_eq!(rshift_round(-6, 2), -1); // -1.5 -> -1
+    assert_eq!(rshift_round(-7, 2), -2); // -1.75 -> -2
+}
+
+#[test]
+fn rshift_round_zero_and_negative_shifts() {
+    assert_eq!(rshift_round(-17, 0), -17);
+    assert_eq!(rshift_round(-17, -2), -68);
+    assert_eq!(rshift_round(5, -3), 40);
+}
+
+#[test]
+fn rshift_round_large_shifts() {
+    assert_eq!(rshift_round(i32::MAX as i64, 31), 1);
+    assert_eq!(rshift_round(i32::MIN as i64, 31), -1);
+    assert_eq!(rshift_round(i32::MIN as i64, 32), 0);
+    assert_eq!(rshift_round(i32::MAX as i64, 40), 0);
+    assert_eq!(rshift_round(-1, 63), 0);
+    assert_eq!(rshift_round(i32::MIN as i64, 100), 0);
+}
+
+#[test]
+fn rshift_round_matches_the_reference_everywhere() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..200_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let a = (x as i64) >> (x % 40); // spread magnitudes
+        let a = a.clamp(i32::MIN as i64, i32::MAX as i64);
+        let s = (x >> 48) as i32 % 40 - 8;
+        assert_eq!(rshift_round(a, s), reference(a, s), "a={a} s={s}");
+    }
+}
+
+#[test]
+fn shifting_twice_is_not_shifting_once() {
+    // The counterexample every shift-merging rewrite must respect: 1 · 2^-1 = 0.5 rounds
+    // up to 1, and 1 · 2^-1 again rounds up to 1; 1 · 2^-2 = 0.25 rounds to 0.
+    assert_eq!(rshift_round(rshift_round(1, 1), 1), 1);
+    assert_eq!(rshift_round(1, 2), 0);
+}
+
+#[test]
+fn clamp_saturates() {
+    assert_eq!(clamp(300, 0, 255), 255);
+    assert_eq!(clamp(-300, -128, 127), -128);
+    assert_eq!(clamp(5, 0, 6), 5);
+}
+
+#[test]
+fn fixed_point_rescale_approximates_its_factor() {
+    for &f in &[1e-9, 3.7e-5, 0.001953125, 0.3, 0.99999, 1.0, 1.5, 1000.0] {
+        let r = Rescale::from_factor(f).unwrap();
+        let Rescale::Multiplier { multiplier, .. } = r else {
+            panic!()
+        };
+        assert!((1 << 30..=i32::MAX).contains(&multiplier), "{multiplier}");
+        assert!((r.factor() / f - 1.0).abs() < 1e-9, "{f} -> {}", r.factor());
+        let acc = 123_456i64;
+        let got = r.apply(acc);
+        assert!((got as f64 - acc as f64 * f).abs() <= 0.5 + 1e-6 * acc as f64 * f);
+    }
+    assert_eq!(Rescale::from_factor(0.0), None);
+    assert_eq!(Rescale::from_factor(f64::NAN), None);
+    assert_eq!(Rescale::from_factor(2f64.powi(31)), None);
+}
+
+#[test]
+fn codes_pack_low_nibble_first_with_byte_aligned_rows() {
+    let codes: Vec<u8> = vec![1, 2, 3, 4, 5, 6, 7, 8, 9]; // 3 rows of 3
+    let packed = QWeights::pack_codes(3, 3, &codes);
+    assert_eq!(packed, vec![0x21, 0x03, 0x54, 0x06, 0x87, 0x09]);
+    for o in 0..3 {
+        for k in 0..3 {
+            assert_eq!(QWeights::code(&packed, 3, o, k), codes[o * 3 + k]);
+        }
+    }
+    let lut: [i8; 16] = std::array::from_fn(|i| (i as i8 - 8) * 10);
+    let w = QWeights::Lut {
+        shape: [3, 3, 1, 1],
+        luts: vec![lut],
+        codes: packed,
+    };
+    let decoded = w.decode();
+    assert_eq!(
+        decoded,
+        codes.iter().map(|&c| lut[c as usize]).collect::<Vec<_>>()
+    );
+}
+
+fn dense(weights: Vec<i8>, k: usize, bias: i32, shift: i32) -> IntGraph {
+    let mut g = IntGraph::new("t");
+    g.inputs.push(IntInput {
+        name: "x".into(),
+        shape: vec![1, k],
+    });
+    let x = g.push(IntNode {
+        name: "x".into(),
+        op: IntOp::QuantizeInput { input: 0 },
+        inputs: vec![],
+        ty: QType {
+            elem: IntElem::U8,
+            shape: vec![1, k],
+            exp: 4,
+        },
+    });
+    let o = weights.len() / k;
+    let y = g.push(IntNode {
+        name: "fc".into(),
+        op: IntOp::Linear(QLinear {
+            conv: None,
+            weights: QWeights::Int8 {
+                shape: [o, k, 1, 1],
+                values: weights,
+            },
+            bias: vec![bias; o],
+            rescale: vec![Rescale::Shift(shift); o],
+            lo: -128,
+            hi: 127,
+            weight_exps: vec![0; o],
+        }),
+        inputs: vec![x],
+        ty: QType {
+            elem: IntElem::I8,
+            shape: vec![1, o],
+            exp: 0,
+        },
+    });
+    g.outputs.push(IntOutput {
+        name: "y".into(),
+        value: y,
+    });
+    g
+}
+
+#[test]
+fn overflow_proof_accepts_a_layer_at_the_limit_and_refuses_one_past_it() {
+    // 255 · 127 · k + bias: with k = 66_000, 2_137_365_000 < 2^31 - 1.
+    let k = 66_000;
+    let ok = dense(vec![127; k], k, 0, 0);
+    ok.validate().unwrap();
+    let bound = accumulator_bound(
+        match &ok.nodes[1].op {
+            IntOp::Linear(l) => l,
+            _ => unreachable!(),
+        },
+        IntElem::U8,
+    );
+    assert_eq!(bound.accumulator, 255 * 127 * k as i64);
+    // A bias that pushes it past the limit is refused, naming the node.
+    let bad = dense(vec![127; k], k, 11_000_000, 0);
+    let err = bad.validate().unwrap_err();
+    assert!(
+        matches!(err, IntCheckError::Overflow { ref node, .. } if node == "fc"),
+        "{err}"
+    );
+    // So is a left shift of a fitting accumulator.
+    let bad = dense(vec![127; k], k, 0, -1);
+    assert!(matches!(
+        bad.validate(),
+        Err(IntCheckError::Overflow { .. })
+    ));
+    // And the rounding term of a right shift counts too.
+    let k2 = 66_313; // 255*127*66313 = 2_147_446_305; + 2^16 > 2^31 - 1
+    let bad = dense(vec![127; k2], k2, 0, 17);
+    assert!(matches!(
+        bad.validate(),
+        Err(IntCheckError::Overflow { .. })
+    ));
+}
+
+#[test]
+fn validate_rejects_inconsistent_nodes() {
+    let mut g = dense(vec![1; 6], 3, 0, 0);
+    g.nodes[1].ty.shape = vec![1, 3];
+    assert!(matches!(g.validate(), Err(IntCheckError::Invalid { .. })));
+    let mut g = dense(vec![1; 6], 3, 0, 0);
+    if let IntOp::Linear(l) = &mut g.nodes[1].op {
+        l.lo = -200;
+    }
+    assert!(g.validate().is_err());
+}
+
+#[test]
+fn dump_is_stable_and_serde_round_trips() {
+    let g = dense(vec![1, -2, 3, 4, 5, -6], 3, 7, 2);
+    let text = g.dump();
+    assert!(text.contains("%1 = dense %0 w=int8[2, 3, 1, 1]"), "{text}");
+    assert!(
+        text.contains("shift=2 clamp=[-128,127] : i8[1,2] exp=0  ; fc"),
+        "{text}"
+    );
+    let json = serde_json::to_string(&g).unwrap();
+    let back: IntGraph = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, g);
+    assert_eq!(back.dump(), text);
+}
