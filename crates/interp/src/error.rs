@@ -1,5 +1,6 @@
 //! The interpreters' error type.
 
+use lutq_ir::int::IntCheckError;
 use lutq_ir::{IrError, TensorType};
 
 /// Why a graph could not be run. Each variant says whether it is the caller's mistake
@@ -22,6 +23,12 @@ pub enum InterpError {
     /// after deserialisation of a corrupted file.
     #[error("invalid graph: {0}")]
     InvalidGraph(#[from] IrError),
+
+    /// User error (or a bug in the quantizer that built it): an integer graph fails
+    /// validation ([`lutq_ir::int::IntGraph::validate`]), or a node given to
+    /// `int::exec_node` does not fit its inputs.
+    #[error("invalid integer graph: {0}")]
+    InvalidIntGraph(#[from] IntCheckError),
 
     /// User error: the graph holds something this interpreter does not execute, e.g. a
     /// quantized (integer) graph given to the float interpreter.

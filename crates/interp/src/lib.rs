@@ -7,8 +7,9 @@
 //! reused in place) as soon as their last reader has run, and [`run_batch`] spreads the
 //! samples of a batch over threads with rayon.
 //!
-//! The golden integer interpreter will live beside it (`int`), sharing the
-//! type-generic layout kernels in `layout` and the error type.
+//! [`int`] is the golden integer interpreter: it executes a quantized
+//! [`lutq_ir::int::IntGraph`] with exactly the numeric contract's arithmetic, the oracle
+//! every integer backend is compared with bit for bit. Both share the error type.
 //!
 //! ```
 //! use lutq_ir::{Activation, Graph, Op, Tensor, TensorType};
@@ -24,8 +25,10 @@
 
 mod error;
 pub mod float;
+pub mod int;
 mod layout;
 mod sgemm;
+pub use sgemm::accumulate_gram;
 mod shape;
 mod simd;
 
@@ -33,3 +36,4 @@ pub use error::InterpError;
 pub use float::{
     Interpreter, Observer, TensorView, run, run_batch, run_batch_all_outputs, run_with_observer,
 };
+pub use int::{IntData, IntInterpreter};

@@ -104,6 +104,35 @@ pub(crate) fn sgemm(
     }
 }
 
+/// `XᵀX` of a row-major `rows × cols` matrix (`cols × cols`, row-major): the Gram matrix
+/// the quantizer's layer objective needs (second moment of a layer's input patches),
+/// accumulated into `gram` (`+=`). Single-threaded.
+pub fn accumulate_gram(x: &[f32], rows: usize, cols: usize, gram: &mut [f32]) {
+    assert_eq!(
+        x.len(),
+        rows * cols,
+        "accumulate_gram: x has the wrong size"
+    );
+    assert_eq!(
+        gram.len(),
+        cols * cols,
+        "accumulate_gram: gram has the wrong size"
+    );
+    sgemm(
+        cols,
+        cols,
+        rows,
+        1.0,
+        x,
+        transposed(cols),
+        x,
+        row_major(cols),
+        true,
+        gram,
+        row_major(cols),
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,432 @@
+//! One integer op at a time: [`exec_node`] and the kernels of every op but the linear
+//! layers (`linear.rs`).
+
+use lutq_ir::infer::infer;
+use lutq_ir::int::{
+    IntCheckError, IntElem, IntGraph, IntNode, IntOp, QAdd, QWeights, clamp, rshift_round,
+};
+use lutq_ir::{Op, Pool, TensorType};
+
+use super::IntData;
+use super::linear::{finish_linear, linear_accumulators};
+use crate::InterpError;
+
+/// Executes one node of `graph` on its input values (`inputs`, in slot order, each
+/// holding its value type's elements) and returns the value it produces.
+/// `float_inputs` are the graph's f32 inputs, read by `QuantizeInput` only.
+///
+/// Stateless: LUT weights are decoded on every call ([`IntInterpreter`] decodes them once).
+/// The graph need not have passed [`IntGraph::validate`] (the quantizer calls this while
+/// building one layer by layer), but the node must be well formed: its inputs' types and
+/// the data given must fit the op, which is checked; the accumulator bound is not (see
+/// `linear_accumulators`).
+///
+/// [`IntInterpreter`]: super::IntInterpreter
+pub fn exec_node(
+    graph: &IntGraph,
+    node: &IntNode,
+    inputs: &[&IntData],
+    float_inputs: &[&[f32]],
+) -> Result<IntData, InterpError> {
+    exec_with(graph, node, inputs, float_inputs, None)
+}
+
+pub(super) fn invalid(node: &IntNode, message: impl Into<String>) -> InterpError {
+    InterpError::InvalidIntGraph(IntCheckError::Invalid {
+        node: node.name.clone(),
+        op: node.op.name(),
+        message: message.into(),
+    })
+}
+
+/// [`exec_node`] with the layer's weights already decoded, if the caller has them.
+pub(super) fn exec_with(
+    graph: &IntGraph,
+    node: &IntNode,
+    inputs: &[&IntData],
+    float_inputs: &[&[f32]],
+    decoded: Option<&[i8]>,
+) -> Result<IntData, InterpError> {
+    if inputs.len() != node.inputs.len() {
+        return Err(invalid(
+            node,
+            format!(
+                "{} input values given, the node has {}",
+                inputs.len(),
+                node.inputs.len()
+            ),
+        ));
+    }
+    for (k, (&v, data)) in node.inputs.iter().zip(inputs).enumerate() {
+        let Some(ty) = graph.nodes.get(v.index()).map(|n| &n.ty) else {
+            return Err(invalid(
+                node,
+                format!("input {k} refers to a missing value %{}", v.0),
+            ));
+        };
+        if data.elem() != ty.elem || data.len() != ty.num_elements() {
+            return Err(invalid(
+                node,
+                format!(
+                    "input {k} holds {} {} elements, its type is {}{:?}",
+                    data.len(),
+                    data.elem().name(),
+                    ty.elem.name(),
+                    ty.shape
+                ),
+            ));
+        }
+    }
+    let in_shape = |k: usize| &graph.ty(node.inputs[k]).shape;
+    let out = &node.ty;
+    let (t_lo, t_hi) = out.elem.range();
+    let result = match &node.op {
+        IntOp::QuantizeInput { input } => {
+            let Some(x) = float_inputs.get(*input) else {
+                return Err(InterpError::InputCount {
+                    expected: input + 1,
+                    actual: float_inputs.len(),
+                });
+            };
+            if x.len() != out.num_elements() {
+                return Err(InterpError::InputType {
+                    name: graph
+                        .inputs
+                        .get(*input)
+                        .map_or_else(|| node.name.clone(), |i| i.name.clone()),
+                    expected: TensorType::f32(out.shape.clone()),
+                    actual: TensorType::f32([x.len()]),
+                });
+            }
+            IntData::from_i32(
+                out.elem,
+                x.iter()
+                    .map(|&v| quantize(v, out.exp, t_lo, t_hi))
+                    .collect(),
+            )
+        }
+        IntOp::Linear(layer) => {
+            let x_shape = in_shape(0);
+            check_linear_shapes(node, layer, x_shape, inputs[0].elem())?;
+            let owned;
+            let w = match decoded {
+                Some(w) => w,
+                None => {
+                    owned = layer.weights.decode();
+                    &owned
+                }
+            };
+            if w.len() != layer.weights.shape()[0] * layer.weights.row_len() {
+                return Err(invalid(node, "weights do not fit their shape"));
+            }
+            let acc = linear_accumulators(layer, w, inputs[0], x_shape, &out.shape);
+            finish_linear(layer, &acc, out)
+        }
+        IntOp::Add(a) => {
+            if inputs[0].len() != out.num_elements() || inputs[1].len() != out.num_elements() {
+                return Err(invalid(node, "operands and output must have one shape"));
+            }
+            add(a, inputs[0], inputs[1], out.elem)
+        }
+        IntOp::Concat { axis, shifts } => concat(graph, node, inputs, *axis, shifts)?,
+        IntOp::MaxPool(p) => {
+            check_pool_shape(node, Op::MaxPool(p.clone()), in_shape(0))?;
+            if inputs[0].elem() != out.elem {
+                return Err(invalid(node, "max-pool keeps the element type"));
+            }
+            max_pool(p, inputs[0], in_shape(0), &out.shape)
+        }
+        IntOp::SumPool {
+            pool,
+            shift,
+            lo,
+            hi,
+        } => {
+            check_pool_shape(node, Op::SumPool(pool.clone()), in_shape(0))?;
+            let sums = sum_pool(pool, inputs[0], in_shape(0), &out.shape);
+            IntData::from_i32(
+                out.elem,
+                sums.into_iter()
+                    .map(|s| clamp(rshift_round(s, *shift), *lo, *hi))
+                    .collect(),
+            )
+        }
+        IntOp::Requant { rescale, lo, hi } => {
+            if inputs[0].len() != out.num_elements() {
+                return Err(invalid(node, "requant keeps the shape"));
+            }
+            let x = inputs[0];
+            IntData::from_i32(
+                out.elem,
+                (0..x.len())
+                    .map(|i| clamp(rescale.apply(x.get(i) as i64), *lo, *hi))
+                    .collect(),
+            )
+        }
+        IntOp::Reshape => {
+            if inputs[0].len() != out.num_elements() || inputs[0].elem() != out.elem {
+                return Err(invalid(node, "reshape keeps element count and type"));
+            }
+            inputs[0].clone()
+        }
+    };
+    debug_assert_eq!(result.len(), out.num_elements());
+    debug_assert_eq!(result.elem(), out.elem);
+    Ok(result)
+}
+
+/// `clamp(floor(x · 2^exp + 0.5), lo, hi)`, exactly: `x · 2^exp` is exact in f64 (a power
+/// of two times an f32) and so is adding 0.5 for every `|x · 2^exp| < 2^52`, beyond which
+/// the clamp decides anyway. (In f32 the addition would round: 0.49999997 + 0.5 is 1.0.)
+/// ±∞ saturate to `hi` / `lo`; NaN quantizes as 0 (then clamped), like Rust's float →
+/// integer cast.
+pub(super) fn quantize(x: f32, exp: i32, lo: i32, hi: i32) -> i32 {
+    let v = (x as f64 * (exp.clamp(-1074, 1023) as f64).exp2() + 0.5).floor();
+    // `as i64` saturates ±∞ and maps NaN to 0.
+    clamp(v as i64, lo, hi)
+}
+
+fn add(a: &QAdd, x: &IntData, y: &IntData, elem: IntElem) -> IntData {
+    let f = |i: usize| {
+        let s = ((x.get(i) as i64) << a.align_a) + ((y.get(i) as i64) << a.align_b);
+        clamp(rshift_round(s, a.shift), a.lo, a.hi)
+    };
+    IntData::from_i32(elem, (0..x.len()).map(f).collect())
+}
+
+fn concat(
+    graph: &IntGraph,
+    node: &IntNode,
+    inputs: &[&IntData],
+    axis: usize,
+    shifts: &[i32],
+) -> Result<IntData, InterpError> {
+    let out = &node.ty;
+    if inputs.is_empty() || shifts.len() != inputs.len() || axis >= out.shape.len() {
+        return Err(invalid(
+            node,
+            "needs one shift per input and an axis inside the shape",
+        ));
+    }
+    let shapes: Vec<&[usize]> = node
+        .inputs
+        .iter()
+        .map(|&v| &graph.ty(v).shape[..])
+        .collect();
+    let mut expected = shapes[0].to_vec();
+    if expected.len() != out.shape.len() {
+        return Err(invalid(node, "inputs and output must have one rank"));
+    }
+    expected[axis] = shapes
+        .iter()
+        .map(|s| s.get(axis).copied().unwrap_or(0))
+        .sum();
+    let agree = shapes.iter().all(|s| {
+        s.len() == out.shape.len()
+            && s.iter()
+                .zip(&out.shape)
+                .enumerate()
+                .all(|(d, (a, b))| d == axis || a == b)
+    });
+    if !agree || expected != out.shape {
+        return Err(invalid(
+            node,
+            format!("output shape should be {expected:?}"),
+        ));
+    }
+    let (lo, hi) = out.elem.range();
+    let outer: usize = out.shape[..axis].iter().product();
+    let inner: usize = out.shape[axis + 1..].iter().product();
+    let mut values = Vec::with_capacity(out.num_elements());
+    for o in 0..outer {
+        for ((x, s), &shift) in inputs.iter().zip(&shapes).zip(shifts) {
+            let chunk = s[axis] * inner;
+            values.extend(
+                (o * chunk..(o + 1) * chunk)
+                    .map(|i| clamp(rshift_round(x.get(i) as i64, shift), lo, hi)),
+            );
+        }
+    }
+    Ok(IntData::from_i32(out.elem, values))
+}
+
+fn check_linear_shapes(
+    node: &IntNode,
+    layer: &lutq_ir::int::QLinear,
+    x: &[usize],
+    x_elem: IntElem,
+) -> Result<(), InterpError> {
+    let [o_n, i_g, kh, kw] = layer.weights.shape();
+    if layer.bias.len() != o_n || layer.rescale.len() != o_n {
+        return Err(invalid(
+            node,
+            format!("bias and rescale need {o_n} entries"),
+        ));
+    }
+    let stored = match &layer.weights {
+        QWeights::Lut { luts, codes, .. } => {
+            (luts.len() == 1 || luts.len() == o_n)
+                && codes.len() == o_n * layer.weights.row_len().div_ceil(2)
+        }
+        QWeights::Int8 { values, .. } => values.len() == o_n * layer.weights.row_len(),
+    };
+    if !stored {
+        return Err(invalid(node, "the stored weights do not fit their shape"));
+    }
+    if x_elem == IntElem::I32 {
+        return Err(invalid(node, "the input of a linear layer must be 8-bit"));
+    }
+    let expected = match &layer.conv {
+        None => {
+            if x.len() != 2 || x[1] != i_g || kh != 1 || kw != 1 {
+                return Err(invalid(
+                    node,
+                    format!("dense input {x:?} does not fit weights"),
+                ));
+            }
+            Some(vec![x[0], o_n])
+        }
+        Some(g) => {
+            if x.len() != 4 || g.group == 0 || x[1] != i_g * g.group || o_n % g.group != 0 {
+                return Err(invalid(
+                    node,
+                    format!("conv input {x:?} does not fit weights"),
+                ));
+            }
+            let conv = lutq_ir::Conv {
+                strides: g.strides,
+                pads: g.pads,
+                dilations: g.dilations,
+                group: g.group,
+                activation: None,
+            };
+            infer(
+                &Op::Conv(conv),
+                &[
+                    &TensorType::f32(x.to_vec()),
+                    &TensorType::f32(vec![o_n, i_g, kh, kw]),
+                ],
+            )
+            .ok()
+            .map(|t| t.shape)
+        }
+    };
+    if expected.as_ref() != Some(&node.ty.shape) {
+        return Err(invalid(
+            node,
+            format!(
+                "output shape {:?} does not match the layer ({expected:?})",
+                node.ty.shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_pool_shape(node: &IntNode, op: Op, x: &[usize]) -> Result<(), InterpError> {
+    match infer(&op, &[&TensorType::f32(x.to_vec())]) {
+        Ok(t) if t.shape == node.ty.shape => Ok(()),
+        Ok(t) => Err(invalid(
+            node,
+            format!("output shape should be {:?}", t.shape),
+        )),
+        Err(e) => Err(invalid(node, e.to_string())),
+    }
+}
+
+/// Per output index along one axis, the input positions of its window's taps that lie
+/// inside the input: `o·stride − pad_begin + k·dilation ∈ [0, len)`.
+fn axis_taps(
+    out: usize,
+    len: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    pad: usize,
+) -> Vec<Vec<usize>> {
+    (0..out)
+        .map(|o| {
+            (0..kernel)
+                .filter_map(|k| {
+                    (o * stride + k * dilation)
+                        .checked_sub(pad)
+                        .filter(|&p| p < len)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Calls `f(plane, out_index, rows, cols)` for every output position of a pooling window.
+fn for_each_window(
+    p: &Pool,
+    x: &[usize],
+    out: &[usize],
+    mut f: impl FnMut(usize, usize, &[usize], &[usize]),
+) {
+    let rows = axis_taps(
+        out[2],
+        x[2],
+        p.kernel[0],
+        p.strides[0],
+        p.dilations[0],
+        p.pads[0],
+    );
+    let cols = axis_taps(
+        out[3],
+        x[3],
+        p.kernel[1],
+        p.strides[1],
+        p.dilations[1],
+        p.pads[1],
+    );
+    let planes = x[0] * x[1];
+    let mut o = 0;
+    for plane in 0..planes {
+        for r in &rows {
+            for c in &cols {
+                f(plane, o, r, c);
+                o += 1;
+            }
+        }
+    }
+}
+
+/// Max over each window's taps inside the input (padding never wins); a window with no
+/// tap inside the input (possible only with dilations) yields the type's minimum, which
+/// is what padding "counts as".
+fn max_pool(p: &Pool, x: &IntData, x_shape: &[usize], out_shape: &[usize]) -> IntData {
+    let (h, w) = (x_shape[2], x_shape[3]);
+    let (type_min, _) = x.elem().range();
+    let mut values = vec![0i32; out_shape.iter().product()];
+    let xs = x.to_i32();
+    for_each_window(p, x_shape, out_shape, |plane, o, rows, cols| {
+        let xp = &xs[plane * h * w..][..h * w];
+        let mut m = type_min;
+        for &iy in rows {
+            for &ix in cols {
+                m = m.max(xp[iy * w + ix]);
+            }
+        }
+        values[o] = m;
+    });
+    IntData::from_i32(x.elem(), values)
+}
+
+/// Sum over each window's taps inside the input (taps in the padding count 0), in i64.
+fn sum_pool(p: &Pool, x: &IntData, x_shape: &[usize], out_shape: &[usize]) -> Vec<i64> {
+    let (h, w) = (x_shape[2], x_shape[3]);
+    let mut sums = vec![0i64; out_shape.iter().product()];
+    let xs = x.to_i32();
+    for_each_window(p, x_shape, out_shape, |plane, o, rows, cols| {
+        let xp = &xs[plane * h * w..][..h * w];
+        let mut s = 0i64;
+        for &iy in rows {
+            for &ix in cols {
+                s += xp[iy * w + ix] as i64;
+            }
+        }
+        sums[o] = s;
+    });
+    sums
+}

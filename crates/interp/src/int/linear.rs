@@ -1,0 +1,530 @@
+//! Linear layers (convolution and dense): the i32 accumulators, then the per-channel
+//! rescale and clamp.
+//!
+//! The accumulation is split from the epilogue so that the quantizer can look at the
+//! accumulators (bias correction); executing a `Linear` node is exactly
+//! `finish_linear(linear_accumulators(..))`.
+//!
+//! Convolutions take one of two paths, chosen by size only (both compute the same sums;
+//! a unit test holds them equal on random geometries):
+//! * panel (fan-in `K = I/g·kH·kW ≥ 16` and at least 4 output channels per group:
+//!   pointwise and full convolutions): im2col in blocks of `T` output pixels, a panel
+//!   `[K][T]` with zeros for taps in the padding, then blocks of `OB` output channels
+//!   accumulate `w[o][k] · panel[k][..]` in registers;
+//! * direct (depthwise and other small kernels): each input channel is copied
+//!   zero-padded and split by stride phase, so that every tap of an output channel is
+//!   one long contiguous loop over a "wide" output plane (see `conv_direct`).
+//!
+//! Zero padding is exact either way (a padded tap adds `w · 0`); taps whose weight is
+//! zero are skipped in the direct path (exact as well). The hot loops are compiled for
+//! AVX-512 and AVX2 as well and picked at run time (`simd::multiversion`); integer
+//! arithmetic is the same on every instruction set.
+//!
+//! Accumulation is in i32 with wrapping arithmetic: [`IntGraph::validate`] proves
+//! (`accumulator_bound`) that no partial sum of a valid layer leaves i32, in any order,
+//! so the wrapping never happens there; for a layer that fails that proof the results are
+//! the two's-complement wrap-around and not meaningful.
+//!
+//! [`IntGraph::validate`]: lutq_ir::int::IntGraph
+
+use lutq_ir::int::{ConvGeom, QLinear, QType, Rescale};
+
+use super::IntData;
+
+use crate::simd::multiversion;
+
+/// The accumulators of a linear layer, bias included, before the rescale:
+/// `acc[n][o][y][x] = bias[o] + Σ_{ic,ky,kx} x[..] · w[o][ic][ky][kx]` for a convolution
+/// (NCHW, `out_shape` = `[N, O, OH, OW]`), `acc[n][o] = bias[o] + Σ_k x[n][k] · w[o][k]`
+/// for a dense layer (`[N, K]` → `[N, O]`).
+///
+/// `decoded_weights` are the layer's weights as int8, `[O][K]` row-major
+/// (`layer.weights.decode()`), `x` holds `in_shape`'s elements.
+///
+/// # Panics
+///
+/// If the shapes do not fit the layer (a graph that passed [`IntGraph::validate`] always
+/// fits; `exec_node` checks before calling).
+///
+/// [`IntGraph::validate`]: lutq_ir::int::IntGraph::validate
+pub fn linear_accumulators(
+    layer: &QLinear,
+    decoded_weights: &[i8],
+    x: &IntData,
+    in_shape: &[usize],
+    out_shape: &[usize],
+) -> Vec<i32> {
+    let [o_n, i_g, kh, kw] = layer.weights.shape();
+    let k_n = i_g * kh * kw;
+    assert_eq!(
+        decoded_weights.len(),
+        o_n * k_n,
+        "decoded weights do not fit the layer"
+    );
+    assert_eq!(layer.bias.len(), o_n, "one bias per output channel");
+    assert_eq!(
+        x.len(),
+        in_shape.iter().product::<usize>(),
+        "input does not fit its shape"
+    );
+    let xs = x.to_i32();
+    let weights: Vec<i32> = decoded_weights.iter().map(|&w| w as i32).collect();
+    match &layer.conv {
+        None => {
+            assert!(
+                in_shape.len() == 2 && in_shape[1] == k_n && out_shape == [in_shape[0], o_n],
+                "dense shapes {in_shape:?} -> {out_shape:?} do not fit weights {:?}",
+                layer.weights.shape()
+            );
+            let mut acc = Vec::with_capacity(in_shape[0] * o_n);
+            for n in 0..in_shape[0] {
+                let xn = &xs[n * k_n..(n + 1) * k_n];
+                for o in 0..o_n {
+                    let w = &weights[o * k_n..(o + 1) * k_n];
+                    acc.push(layer.bias[o].wrapping_add(dot(w, xn)));
+                }
+            }
+            acc
+        }
+        Some(geom) => {
+            let job = ConvJob::new(geom, layer.weights.shape(), in_shape, out_shape);
+            let mut acc = vec![0i32; out_shape.iter().product()];
+            conv(&job, &weights, &layer.bias, &xs, &mut acc);
+            acc
+        }
+    }
+}
+
+/// The layer's epilogue: `clamp(rescale[o](acc), lo, hi)` for every accumulator, with
+/// the output channel `o` = dimension 1 of `out.shape` (the plane size is the product of
+/// the dimensions after it), stored as `out.elem`.
+pub fn finish_linear(layer: &QLinear, acc: &[i32], out: &QType) -> IntData {
+    assert_eq!(
+        acc.len(),
+        out.num_elements(),
+        "accumulators do not fit the output type"
+    );
+    let channels = out.shape.get(1).copied().unwrap_or(1).max(1);
+    let plane: usize = out.shape.iter().skip(2).product();
+    let mut values = vec![0i32; acc.len()];
+    if plane > 0 {
+        for (i, (block, dst)) in acc.chunks(plane).zip(values.chunks_mut(plane)).enumerate() {
+            rescale_block(layer.rescale[i % channels], layer.lo, layer.hi, block, dst);
+        }
+    }
+    IntData::from_i32(out.elem, values)
+}
+
+multiversion! {
+    /// `dst[i] = clamp(rescale(acc[i]), lo, hi)`.
+    fn rescale_block(rescale: Rescale, lo: i32, hi: i32, acc: &[i32], dst: &mut [i32]) {
+        match rescale {
+            Rescale::Shift(s) if s > 0 && s < 63 => {
+                // `rshift_round`, specialised so that it vectorises: i64 cannot overflow.
+                let half = 1i64 << (s - 1);
+                for (d, &a) in dst.iter_mut().zip(acc) {
+                    *d = ((a as i64).wrapping_add(half) >> s).clamp(lo as i64, hi as i64) as i32;
+                }
+            }
+            r => {
+                for (d, &a) in dst.iter_mut().zip(acc) {
+                    *d = lutq_ir::int::clamp(r.apply(a as i64), lo, hi);
+                }
+            }
+        }
+    }
+}
+
+/// `Σ w[k] · x[k]`, wrapping (see the module docs).
+fn dot(w: &[i32], x: &[i32]) -> i32 {
+    let mut s = 0;
+    dot_mv(w, x, &mut s);
+    s
+}
+
+multiversion! {
+    fn dot_mv(w: &[i32], x: &[i32], out: &mut i32) {
+        // Sixteen independent partial sums so that the loop vectorises without a
+        // reduction dependency chain; wrapping addition is associative, so the result
+        // does not depend on the order.
+        let mut parts = [0i32; 16];
+        let wc = w.chunks_exact(16);
+        let xc = x.chunks_exact(16);
+        let (wr, xr) = (wc.remainder(), xc.remainder());
+        for (a, b) in wc.zip(xc) {
+            for j in 0..16 {
+                parts[j] = parts[j].wrapping_add(a[j].wrapping_mul(b[j]));
+            }
+        }
+        let mut s = parts.iter().fold(0i32, |s, &p| s.wrapping_add(p));
+        for (a, b) in wr.iter().zip(xr) {
+            s = s.wrapping_add(a.wrapping_mul(*b));
+        }
+        *out = s;
+    }
+}
+
+/// A convolution's sizes, resolved once.
+struct ConvJob {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o_n: usize,
+    i_g: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    group: usize,
+    strides: [usize; 2],
+    /// top, left.
+    pads: [usize; 2],
+    dilations: [usize; 2],
+}
+
+impl ConvJob {
+    fn new(g: &ConvGeom, wshape: [usize; 4], x: &[usize], out: &[usize]) -> Self {
+        let [o_n, i_g, kh, kw] = wshape;
+        assert!(
+            x.len() == 4
+                && out.len() == 4
+                && g.group > 0
+                && x[1] == i_g * g.group
+                && o_n % g.group == 0
+                && out[0] == x[0]
+                && out[1] == o_n
+                && g.strides.iter().all(|&s| s > 0)
+                && g.dilations.iter().all(|&d| d > 0),
+            "conv shapes {x:?} -> {out:?} do not fit weights {wshape:?} and {g:?}"
+        );
+        // Every tap of every output position must address the padded input.
+        for (d, k) in [(0usize, kh), (1, kw)] {
+            let span = g.dilations[d] * (k.max(1) - 1) + 1;
+            if out[2 + d] > 0 && k > 0 {
+                assert!(
+                    (out[2 + d] - 1) * g.strides[d] + span <= x[2 + d] + g.pads[d] + g.pads[d + 2],
+                    "conv output {out:?} is larger than the padded input {x:?} allows"
+                );
+            }
+        }
+        ConvJob {
+            n: x[0],
+            c: x[1],
+            h: x[2],
+            w: x[3],
+            o_n,
+            i_g,
+            kh,
+            kw,
+            oh: out[2],
+            ow: out[3],
+            group: g.group,
+            strides: g.strides,
+            pads: [g.pads[0], g.pads[1]],
+            dilations: g.dilations,
+        }
+    }
+}
+
+fn conv(job: &ConvJob, weights: &[i32], bias: &[i32], x: &[i32], acc: &mut [i32]) {
+    let o_per_g = job.o_n / job.group;
+    let k_n = job.i_g * job.kh * job.kw;
+    if job.oh * job.ow == 0 {
+        return;
+    }
+    if k_n >= 16 && o_per_g >= 4 {
+        conv_panels(job, weights, bias, x, acc);
+    } else {
+        conv_direct(job, weights, bias, x, acc);
+    }
+}
+
+// ------------------------------------------------------------------ panel path
+
+/// Output pixels per panel.
+const T: usize = 32;
+/// Output channels computed together.
+const OB: usize = 4;
+
+/// The panel path (im2col in blocks): the input taps of `T` consecutive output pixels
+/// are gathered into a panel `[K][T]` (0 for taps in the padding), then for blocks of
+/// output channels `acc[o][p0 + t] = bias[o] + Σ_k w[o][k] · panel[k][t]`, in registers.
+fn conv_panels(job: &ConvJob, weights: &[i32], bias: &[i32], x: &[i32], acc: &mut [i32]) {
+    let o_per_g = job.o_n / job.group;
+    let k_n = job.i_g * job.kh * job.kw;
+    let hw = job.h * job.w;
+    let ohw = job.oh * job.ow;
+    let mut panel = vec![0i32; k_n * T];
+    for b in 0..job.n {
+        for grp in 0..job.group {
+            let xg = &x[(b * job.c + grp * job.i_g) * hw..][..job.i_g * hw];
+            for p0 in (0..ohw).step_by(T) {
+                let tn = T.min(ohw - p0);
+                pack_panel(job, xg, p0, tn, &mut panel);
+                let mut o = grp * o_per_g;
+                while o < (grp + 1) * o_per_g {
+                    let ob = OB.min((grp + 1) * o_per_g - o);
+                    let mut block = [[0i32; T]; OB];
+                    panel_block(
+                        &panel,
+                        &weights[o * k_n..(o + ob) * k_n],
+                        k_n,
+                        ob,
+                        &mut block,
+                    );
+                    for (j, row) in block.iter().take(ob).enumerate() {
+                        let dst = &mut acc[(b * job.o_n + o + j) * ohw + p0..][..tn];
+                        for (d, &v) in dst.iter_mut().zip(row) {
+                            *d = v.wrapping_add(bias[o + j]);
+                        }
+                    }
+                    o += ob;
+                }
+            }
+        }
+    }
+}
+
+/// `panel[k][t]` = the input value tap `k = (ic, ky, kx)` reads for output pixel
+/// `p0 + t`, 0 in the padding and for `t ≥ tn`.
+fn pack_panel(job: &ConvJob, xg: &[i32], p0: usize, tn: usize, panel: &mut [i32]) {
+    let hw = job.h * job.w;
+    let [sy, sx] = job.strides;
+    let [dy, dx] = job.dilations;
+    let [pt, pl] = job.pads;
+    let pointwise = job.kh == 1
+        && job.kw == 1
+        && sy == 1
+        && sx == 1
+        && pt == 0
+        && pl == 0
+        && job.oh == job.h
+        && job.ow == job.w;
+    for ic in 0..job.i_g {
+        let xc = &xg[ic * hw..][..hw];
+        for ky in 0..job.kh {
+            for kx in 0..job.kw {
+                let k = (ic * job.kh + ky) * job.kw + kx;
+                let row = &mut panel[k * T..][..T];
+                if pointwise {
+                    row[..tn].copy_from_slice(&xc[p0..p0 + tn]);
+                } else {
+                    let (mut oy, mut ox) = (p0 / job.ow, p0 % job.ow);
+                    for r in row.iter_mut().take(tn) {
+                        let iy = (oy * sy + ky * dy).wrapping_sub(pt);
+                        let ix = (ox * sx + kx * dx).wrapping_sub(pl);
+                        // Out-of-range positions wrapped around to huge values.
+                        *r = if iy < job.h && ix < job.w {
+                            xc[iy * job.w + ix]
+                        } else {
+                            0
+                        };
+                        ox += 1;
+                        if ox == job.ow {
+                            ox = 0;
+                            oy += 1;
+                        }
+                    }
+                }
+                row[tn..].fill(0);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `block[j][t] = Σ_k w[j][k] · panel[k][t]` for `j < ob`.
+    fn panel_block(panel: &[i32], w: &[i32], k_n: usize, ob: usize, block: &mut [[i32; T]; OB]) {
+        match ob {
+            4 => panel_block_n::<4>(panel, w, k_n, block),
+            3 => panel_block_n::<3>(panel, w, k_n, block),
+            2 => panel_block_n::<2>(panel, w, k_n, block),
+            _ => panel_block_n::<1>(panel, w, k_n, block),
+        }
+    }
+}
+
+#[inline(always)]
+fn panel_block_n<const N: usize>(panel: &[i32], w: &[i32], k_n: usize, block: &mut [[i32; T]; OB]) {
+    let mut a = [[0i32; T]; N];
+    for k in 0..k_n {
+        let row: &[i32; T] = panel[k * T..(k + 1) * T].try_into().expect("panel row");
+        for j in 0..N {
+            let wv = w[j * k_n + k];
+            for t in 0..T {
+                a[j][t] = a[j][t].wrapping_add(wv.wrapping_mul(row[t]));
+            }
+        }
+    }
+    block[..N].copy_from_slice(&a);
+}
+
+// ------------------------------------------------------------------ direct path
+
+/// The direct path, for few taps per output (depthwise and other small kernels): each
+/// input channel is copied zero-padded and split by stride phase, `phase[ry][rx][a][b] =
+/// padded[a·sy + ry][b·sx + rx]`. Tap `(ky, kx)` of output `(oy, ox)` then reads phase
+/// `(ky·dy mod sy, kx·dx mod sx)` at `(oy + ky·dy div sy, ox + kx·dx div sx)`, so over a
+/// "wide" output plane of row pitch `cols` (the phase width) every tap is one
+/// contiguous loop; the columns `ox ≥ OW` of the wide plane are discarded.
+fn conv_direct(job: &ConvJob, weights: &[i32], bias: &[i32], x: &[i32], acc: &mut [i32]) {
+    let o_per_g = job.o_n / job.group;
+    let k_n = job.i_g * job.kh * job.kw;
+    let hw = job.h * job.w;
+    let ohw = job.oh * job.ow;
+    let [sy, sx] = job.strides;
+    let [dy, dx] = job.dilations;
+    let rows = (job.oh - 1) + ((job.kh - 1) * dy) / sy + 1;
+    let cols = (job.ow - 1) + ((job.kw - 1) * dx) / sx + 1;
+    // The wide plane, rounded up to whole chunks.
+    let wide_len = (job.oh * cols).div_ceil(C) * C;
+    // Spare elements after the phases: the wide plane's last row reads up to `cols − 1`
+    // elements past its phase, and its rounding up up to `C − 1` more.
+    let chan_len = sy * sx * rows * cols + cols + C;
+    let mut phases = vec![0i32; job.i_g * chan_len];
+    let mut wide = vec![0i32; wide_len];
+    let mut taps: Vec<(usize, i32)> = Vec::with_capacity(k_n);
+    for b in 0..job.n {
+        for grp in 0..job.group {
+            let xg = &x[(b * job.c + grp * job.i_g) * hw..][..job.i_g * hw];
+            for ic in 0..job.i_g {
+                let chan = &mut phases[ic * chan_len..][..chan_len];
+                load_phases(job, &xg[ic * hw..][..hw], rows, cols, chan);
+            }
+            for o in grp * o_per_g..(grp + 1) * o_per_g {
+                // Where each tap with a non-zero weight reads for wide position 0.
+                taps.clear();
+                for ic in 0..job.i_g {
+                    for ky in 0..job.kh {
+                        let (qy, ry) = ((ky * dy) / sy, (ky * dy) % sy);
+                        for kx in 0..job.kw {
+                            let wv = weights[o * k_n + (ic * job.kh + ky) * job.kw + kx];
+                            let (qx, rx) = ((kx * dx) / sx, (kx * dx) % sx);
+                            let phase = (ry * sx + rx) * rows * cols;
+                            if wv != 0 {
+                                taps.push((ic * chan_len + phase + qy * cols + qx, wv));
+                            }
+                        }
+                    }
+                }
+                wide.fill(bias[o]);
+                direct_channel(&taps, &phases, &mut wide);
+                let plane = &mut acc[(b * job.o_n + o) * ohw..][..ohw];
+                for (dst, src) in plane.chunks_exact_mut(job.ow).zip(wide.chunks_exact(cols)) {
+                    dst.copy_from_slice(&src[..job.ow]);
+                }
+            }
+        }
+    }
+}
+
+/// Fills one input channel's phase planes (`chan`, zeroed first).
+fn load_phases(job: &ConvJob, xc: &[i32], rows: usize, cols: usize, chan: &mut [i32]) {
+    let [sy, sx] = job.strides;
+    let [pt, pl] = job.pads;
+    chan.fill(0);
+    for iy in 0..job.h {
+        let py = iy + pt; // padded row
+        let (a, ry) = (py / sy, py % sy);
+        if a >= rows {
+            continue;
+        }
+        let src = &xc[iy * job.w..][..job.w];
+        for rx in 0..sx {
+            let dst = &mut chan[((ry * sx + rx) * rows + a) * cols..][..cols];
+            // Phase column b holds padded column b·sx + rx, i.e. input column
+            // b·sx + rx − pl: from b0 = ceil((pl − rx) / sx) on, every sx-th input column.
+            let b0 = pl.saturating_sub(rx).div_ceil(sx);
+            let ix0 = b0 * sx + rx - pl;
+            for (d, &v) in dst
+                .iter_mut()
+                .skip(b0)
+                .zip(src.iter().skip(ix0).step_by(sx))
+            {
+                *d = v;
+            }
+        }
+    }
+}
+
+/// Wide-plane positions accumulated together, in registers.
+const C: usize = 32;
+
+multiversion! {
+    /// `wide[i] += Σ_taps w · phases[start + i]` for one output channel, `C` positions at
+    /// a time with the sums in registers. `wide.len()` is a multiple of `C`, and every
+    /// tap's reads lie inside `phases`.
+    fn direct_channel(taps: &[(usize, i32)], phases: &[i32], wide: &mut [i32]) {
+        for (ci, chunk) in wide.chunks_exact_mut(C).enumerate() {
+            let mut a: [i32; C] = chunk.try_into().expect("whole chunks");
+            for &(start, wv) in taps {
+                let src: &[i32; C] = phases[start + ci * C..][..C].try_into().expect("in bounds");
+                for t in 0..C {
+                    a[t] = a[t].wrapping_add(wv.wrapping_mul(src[t]));
+                }
+            }
+            chunk.copy_from_slice(&a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two convolution paths agree on random geometries (which one a layer takes is
+    /// decided by its size, so the integration tests cannot steer it).
+    #[test]
+    fn direct_and_panel_paths_agree() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut tested = 0;
+        while tested < 300 {
+            let group = 1 + rand(3);
+            let (i_g, o_per_g) = (1 + rand(4), 1 + rand(5));
+            let (kh, kw) = (1 + rand(4), 1 + rand(4));
+            let (h, w) = (1 + rand(10), 1 + rand(10));
+            let strides = [1 + rand(3), 1 + rand(3)];
+            let dilations = [1 + rand(2), 1 + rand(3)];
+            let pads = [rand(3), rand(3), rand(3), rand(3)];
+            let out = |len: usize, k: usize, s: usize, d: usize, p: usize| {
+                (len + p).checked_sub(d * (k - 1) + 1).map(|v| v / s + 1)
+            };
+            let (Some(oh), Some(ow)) = (
+                out(h, kh, strides[0], dilations[0], pads[0] + pads[2]),
+                out(w, kw, strides[1], dilations[1], pads[1] + pads[3]),
+            ) else {
+                continue;
+            };
+            tested += 1;
+            let o_n = group * o_per_g;
+            let geom = ConvGeom {
+                strides,
+                pads,
+                dilations,
+                group,
+            };
+            let x_shape = [1 + rand(2), group * i_g, h, w];
+            let out_shape = [x_shape[0], o_n, oh, ow];
+            let job = ConvJob::new(&geom, [o_n, i_g, kh, kw], &x_shape, &out_shape);
+            let x: Vec<i32> = (0..x_shape.iter().product())
+                .map(|_| rand(256) as i32 - 128)
+                .collect();
+            let weights: Vec<i32> = (0..o_n * i_g * kh * kw)
+                .map(|_| rand(256) as i32 - 128)
+                .collect();
+            let bias: Vec<i32> = (0..o_n).map(|_| rand(2000) as i32 - 1000).collect();
+            let len = out_shape.iter().product();
+            let (mut a, mut b) = (vec![7; len], vec![-7; len]);
+            conv_direct(&job, &weights, &bias, &x, &mut a);
+            conv_panels(&job, &weights, &bias, &x, &mut b);
+            assert_eq!(a, b, "{x_shape:?} -> {out_shape:?} {geom:?}");
+        }
+    }
+}
