@@ -1,0 +1,403 @@
+//! Calibration: what the float model computes on the calibration set, summarised per
+//! tensor (a log-spaced histogram, for choosing activation exponents) and per linear
+//! layer (the per-channel mean of its pre-activation output, the target of bias
+//! correction).
+
+use std::collections::HashMap;
+
+use lutq_interp::Interpreter;
+use lutq_ir::{Graph, NodeId, Op, Tensor};
+use rayon::prelude::*;
+
+use crate::QuantError;
+
+/// Sub-bins per octave of [`LogHistogram`]: values in one bin differ by at most 3.2 %.
+const BINS_PER_OCTAVE: i32 = 32;
+/// Smallest and largest magnitude the histogram resolves (octaves); smaller magnitudes
+/// count as zero, larger ones land in the last bin (and clip under every candidate).
+const MIN_OCTAVE: i32 = -30;
+const MAX_OCTAVE: i32 = 30;
+const BINS: usize = ((MAX_OCTAVE - MIN_OCTAVE) * BINS_PER_OCTAVE) as usize;
+
+/// Histogram of a tensor's values over the calibration set: counts of magnitudes in
+/// log-spaced bins, separately for positive and negative values. Log spacing resolves
+/// small activations as well as large ones in one pass, without knowing the range first.
+#[derive(Clone, Debug)]
+pub struct LogHistogram {
+    pos: Vec<u64>,
+    neg: Vec<u64>,
+    zeros: u64,
+    pub min: f32,
+    pub max: f32,
+    pub count: u64,
+}
+
+impl Default for LogHistogram {
+    fn default() -> Self {
+        LogHistogram {
+            pos: vec![0; BINS],
+            neg: vec![0; BINS],
+            zeros: 0,
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            count: 0,
+        }
+    }
+}
+
+/// The bin of a positive magnitude, read off its f32 bits: the exponent and the top 5
+/// mantissa bits (32 linear sub-bins per octave). No logarithm: this runs for every
+/// activation value of every calibration sample.
+#[inline]
+fn bin_of(magnitude: f32) -> Option<usize> {
+    let bits = magnitude.to_bits() >> (23 - 5); // sign is 0
+    let first = ((127 + MIN_OCTAVE) as u32) << 5;
+    if bits < first {
+        None
+    } else {
+        Some(((bits - first) as usize).min(BINS - 1))
+    }
+}
+
+/// Lower and upper edge of bin `b`.
+fn bin_edges(b: usize) -> (f64, f64) {
+    let octave = (b / BINS_PER_OCTAVE as usize) as i32 + MIN_OCTAVE;
+    let sub = (b % BINS_PER_OCTAVE as usize) as f64;
+    let base = (octave as f64).exp2();
+    let lo = base * (1.0 + sub / BINS_PER_OCTAVE as f64);
+    let hi = base * (1.0 + (sub + 1.0) / BINS_PER_OCTAVE as f64);
+    (lo, hi)
+}
+
+impl LogHistogram {
+    pub fn add(&mut self, values: &[f32]) {
+        for &v in values {
+            if v.is_nan() {
+                continue;
+            }
+            self.count += 1;
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+            match bin_of(v.abs()) {
+                None => self.zeros += 1,
+                Some(b) if v > 0.0 => self.pos[b] += 1,
+                Some(b) => self.neg[b] += 1,
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &LogHistogram) {
+        for (a, b) in self.pos.iter_mut().zip(&other.pos) {
+            *a += b;
+        }
+        for (a, b) in self.neg.iter_mut().zip(&other.neg) {
+            *a += b;
+        }
+        self.zeros += other.zeros;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.count += other.count;
+    }
+
+    /// Estimated mean squared error of representing the values as
+    /// `clamp(round(x · 2^exp), lo, hi) · 2^-exp`.
+    ///
+    /// Per bin: clipped values cost their distance to the clip bound (at the bin's
+    /// centre); rounding costs `step²/12` where the bin is wider than a step (the values
+    /// are spread over many steps), else the rounding error of the bin's centre.
+    pub fn quantization_mse(&self, exp: i32, lo: i32, hi: i32) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let step = (-(exp as f64)).exp2();
+        let mut total = 0.0;
+        for (counts, sign, bound) in [(&self.pos, 1.0, hi), (&self.neg, -1.0, lo)] {
+            // Values of a sign the range cannot hold at all clip to 0.
+            let clip = if (sign > 0.0) == (bound > 0) && bound != 0 {
+                (bound as f64).abs() * step
+            } else {
+                0.0
+            };
+            for (b, &n) in counts.iter().enumerate() {
+                if n == 0 {
+                    continue;
+                }
+                let (l, u) = bin_edges(b);
+                let c = 0.5 * (l + u);
+                let err = if c > clip {
+                    (c - clip).powi(2)
+                } else if u - l >= step {
+                    step * step / 12.0
+                } else {
+                    let r = c / step;
+                    ((r - r.round()) * step).powi(2) + (u - l).powi(2) / 12.0
+                };
+                total += n as f64 * err;
+            }
+        }
+        total / self.count as f64
+    }
+
+    /// The exponent with the least [`Self::quantization_mse`] for range `[lo, hi]`, among
+    /// the one that just avoids clipping and its neighbours (8 finer, 2 coarser). Ties
+    /// prefer the coarser exponent (less clipping).
+    pub fn choose_exponent(&self, lo: i32, hi: i32) -> i32 {
+        let largest = (self.max.max(0.0) as f64 / hi.max(1) as f64).max(if lo < 0 {
+            (-self.min.min(0.0)) as f64 / -(lo as f64)
+        } else {
+            0.0
+        });
+        if largest <= 0.0 || !largest.is_finite() {
+            return 0;
+        }
+        // Largest exponent with max|x| · 2^exp ≤ range: no clipping.
+        let no_clip = (-largest.log2()).floor() as i32;
+        let mut best = (f64::INFINITY, no_clip);
+        for exp in no_clip - 2..=no_clip + 8 {
+            let mse = self.quantization_mse(exp, lo, hi);
+            if mse < best.0 * (1.0 - 1e-9) {
+                best = (mse, exp);
+            }
+        }
+        best.1
+    }
+}
+
+/// Calibration results, by node of the float graph.
+#[derive(Debug, Default)]
+pub struct Calibration {
+    /// Values of each op's output (after its fused activation) and of each graph input.
+    pub histograms: HashMap<NodeId, LogHistogram>,
+    /// Conv / Gemm / MatMul nodes: mean of each output channel before the fused
+    /// activation, over positions and samples.
+    pub channel_means: HashMap<NodeId, Vec<f64>>,
+    pub samples: usize,
+}
+
+/// Per-thread accumulator.
+#[derive(Default)]
+struct Partial {
+    histograms: HashMap<NodeId, LogHistogram>,
+    sums: HashMap<NodeId, Vec<f64>>,
+    samples: usize,
+}
+
+impl Partial {
+    fn merge(mut self, other: Partial) -> Partial {
+        for (k, h) in other.histograms {
+            self.histograms.entry(k).or_default().merge(&h);
+        }
+        for (k, s) in other.sums {
+            let e = self.sums.entry(k).or_insert_with(|| vec![0.0; s.len()]);
+            for (a, b) in e.iter_mut().zip(&s) {
+                *a += b;
+            }
+        }
+        self.samples += other.samples;
+        self
+    }
+}
+
+/// Node of a derived graph → node of the original graph.
+type NodeMap = HashMap<NodeId, NodeId>;
+
+/// The graph with every fused activation split back into its own node, so that the
+/// observer sees linear outputs before the activation. Returns the graph and, per node
+/// of the new graph, which original node's pre-activation (`pre`) or final (`post`)
+/// tensor it computes.
+fn unfuse(graph: &Graph) -> Result<(Graph, NodeMap, NodeMap), QuantError> {
+    let mut out = Graph::new(graph.name.clone());
+    let mut map: HashMap<NodeId, NodeId> = HashMap::new();
+    let mut pre = HashMap::new();
+    let mut post = HashMap::new();
+    for &id in graph.inputs() {
+        let n = graph.node(id);
+        let new = out.add_input(n.name.clone(), n.ty.clone());
+        map.insert(id, new);
+        post.insert(new, id);
+    }
+    for id in graph.topo_order() {
+        if map.contains_key(&id) {
+            continue;
+        }
+        let n = graph.node(id);
+        let inputs: Vec<NodeId> = graph.node_inputs(id).iter().map(|i| map[i]).collect();
+        let (op, act) = match &n.op {
+            Op::Constant(t) => {
+                let new = out.add_constant(n.name.clone(), t.clone());
+                map.insert(id, new);
+                continue;
+            }
+            Op::Conv(c) => {
+                let mut c = c.clone();
+                let act = c.activation.take();
+                (Op::Conv(c), act)
+            }
+            Op::Gemm(g) => {
+                let mut g = *g;
+                let act = g.activation.take();
+                (Op::Gemm(g), act)
+            }
+            op => (op.clone(), None),
+        };
+        let linear = out.add_node(n.name.clone(), op, &inputs)?;
+        pre.insert(linear, id);
+        let last = match act {
+            Some(a) => out.add_node(
+                format!("{}/activation", n.name),
+                Op::Activation(a.to_activation()),
+                &[linear],
+            )?,
+            None => linear,
+        };
+        post.insert(last, id);
+        map.insert(id, last);
+    }
+    for o in graph.outputs() {
+        out.add_output(o.name.clone(), map[&o.node])?;
+    }
+    Ok((out, pre, post))
+}
+
+fn is_linear(op: &Op) -> bool {
+    matches!(op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul)
+}
+
+/// Runs the float graph over every sample of `calib` (`[N, …]`, N a multiple of the
+/// graph input's batch) and collects the statistics. Parallel across samples.
+pub fn calibrate(
+    graph: &Graph,
+    calib: &Tensor,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Calibration, QuantError> {
+    let (unfused, pre, post) = unfuse(graph)?;
+    let interp = Interpreter::new(&unfused)?;
+    let input = graph
+        .inputs()
+        .first()
+        .ok_or_else(|| QuantError::Unsupported(vec!["the graph has no input".into()]))?;
+    let per_sample = graph.node(*input).ty.num_elements();
+    let data = calib
+        .as_f32()
+        .ok_or_else(|| QuantError::Calibration("calibration data must be float32".into()))?;
+    if per_sample == 0 || data.len() % per_sample != 0 || data.is_empty() {
+        return Err(QuantError::Calibration(format!(
+            "calibration data of shape {:?} does not split into samples of {:?}",
+            calib.shape(),
+            graph.node(*input).ty.shape
+        )));
+    }
+    let samples: Vec<&[f32]> = data.chunks(per_sample).collect();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let linear_pre: HashMap<NodeId, NodeId> = pre
+        .iter()
+        .filter(|(_, orig)| is_linear(&graph.node(**orig).op))
+        .map(|(&k, &v)| (k, v))
+        .collect();
+    // Fixed chunks merged in order: the means do not depend on the thread count.
+    let partials: Vec<Partial> = samples
+        .par_chunks(4)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .try_fold(Partial::default(), |mut acc, sample| {
+                    let mut observer = |id: NodeId, view: lutq_interp::TensorView<'_>| {
+                        if let Some(&orig) = post.get(&id) {
+                            acc.histograms.entry(orig).or_default().add(view.data);
+                        }
+                        if let Some(&orig) = linear_pre.get(&id) {
+                            let channels = view.shape.get(1).copied().unwrap_or(1).max(1);
+                            let plane = view.data.len() / channels;
+                            let sums = acc.sums.entry(orig).or_insert_with(|| vec![0.0; channels]);
+                            for (c, s) in sums.iter_mut().enumerate() {
+                                *s += view.data[c * plane..(c + 1) * plane]
+                                    .iter()
+                                    .map(|&v| v as f64)
+                                    .sum::<f64>()
+                                    / plane as f64;
+                            }
+                        }
+                    };
+                    interp.run_slices(&[sample], Some(&mut observer))?;
+                    acc.samples += 1;
+                    progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+                    Ok::<_, QuantError>(acc)
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let partial = partials
+        .into_iter()
+        .fold(Partial::default(), Partial::merge);
+    let n = partial.samples as f64;
+    Ok(Calibration {
+        histograms: partial.histograms,
+        channel_means: partial
+            .sums
+            .into_iter()
+            .map(|(k, s)| (k, s.into_iter().map(|v| v / n).collect()))
+            .collect(),
+        samples: partial.samples,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponent_avoids_clipping_a_uniform_distribution() {
+        let mut h = LogHistogram::default();
+        let values: Vec<f32> = (0..10_000).map(|i| i as f32 / 10_000.0 * 3.9).collect();
+        h.add(&values);
+        // 3.9 · 2^5 = 124.8 fits i8, 2^6 would clip half the values.
+        assert_eq!(h.choose_exponent(-128, 127), 5);
+        // u8 holds twice the range: same exponent plus one.
+        assert_eq!(h.choose_exponent(0, 255), 6);
+    }
+
+    #[test]
+    fn exponent_clips_rare_outliers() {
+        let mut h = LogHistogram::default();
+        let mut values: Vec<f32> = (0..100_000)
+            .map(|i| ((i % 1000) as f32 / 1000.0 - 0.5) * 0.5)
+            .collect();
+        values.push(10.0);
+        h.add(&values);
+        // No clipping needs 2^3 (10 · 8 = 80); the bulk lives in ±0.25, so the MSE choice
+        // clips the single outlier for resolution.
+        let e = h.choose_exponent(-128, 127);
+        assert!(e > 3, "{e}");
+        assert!(h.quantization_mse(e, -128, 127) < h.quantization_mse(3, -128, 127));
+    }
+
+    #[test]
+    fn mse_estimate_tracks_the_true_error() {
+        let mut x: u32 = 12345;
+        let values: Vec<f32> = (0..50_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x as f32 / u32::MAX as f32 - 0.5) * 8.0
+            })
+            .collect();
+        let mut h = LogHistogram::default();
+        h.add(&values);
+        for exp in [3, 4, 5, 6] {
+            let step = (-(exp as f64)).exp2();
+            let truth: f64 = values
+                .iter()
+                .map(|&v| {
+                    let q = (v as f64 / step).round().clamp(-128.0, 127.0);
+                    (v as f64 - q * step).powi(2)
+                })
+                .sum::<f64>()
+                / values.len() as f64;
+            let est = h.quantization_mse(exp, -128, 127);
+            assert!(
+                (est / truth - 1.0).abs() < 0.1,
+                "exp {exp}: {est} vs {truth}"
+            );
+        }
+    }
+}

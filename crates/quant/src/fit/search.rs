@@ -1,0 +1,401 @@
+//! The drivers: which exponents, tables and assignments are tried, and which one is kept.
+//!
+//! Why a search and not one fixed recipe: every step (exponent, table, codes) is a
+//! heuristic for a non-convex integer problem; each candidate is scored by the objective
+//! itself and the best is kept. The plain fit (max-fitting exponents, k-means table,
+//! round to nearest) is always one of the candidates, scored exactly like the others, so
+//! the data-aware fit can never report a higher output error than the plain one.
+
+use rayon::prelude::*;
+
+use super::exponent::{max_fit_exponent, min_max, shifted};
+use super::gptq::{GptqFactor, factors, gptq};
+use super::kmeans::{KMeans, kmeans_lut};
+use super::problem::{
+    Assignment, Grid, LutGrid, Normal, Prep, h_times_w, normal, row_errors, rtn, values,
+};
+use super::refit::refit_lut;
+use super::{FitOptions, Fitted, RowScale, ScaleKind};
+
+/// Rounds of (normal equations → LUT refit → GPTQ) of the data-aware LUT fit.
+const LUT_ROUNDS: usize = 2;
+
+/// The start scales: max-fitting exponents (per layer or per row) or float scales
+/// `max|w_o| / max_level`. All-zero rows get `Pot(0)` / `Float(1)`.
+pub(crate) fn initial_scales(p: &Prep<'_>, kind: ScaleKind, lo: i32, hi: i32) -> Vec<RowScale> {
+    match kind {
+        ScaleKind::PotLayer => {
+            let (mn, mx) = min_max(p.w);
+            let e = max_fit_exponent(mn, mx, lo, hi).unwrap_or(0);
+            vec![RowScale::Pot(e); p.rows]
+        }
+        ScaleKind::PotChannel => (0..p.rows)
+            .map(|o| {
+                let (mn, mx) = min_max(p.row(o));
+                RowScale::Pot(max_fit_exponent(mn, mx, lo, hi).unwrap_or(0))
+            })
+            .collect(),
+        ScaleKind::FloatChannel => {
+            let max_level = if hi > 0 { hi } else { (-lo).max(1) } as f64;
+            (0..p.rows)
+                .map(|o| {
+                    let m = p
+                        .row(o)
+                        .iter()
+                        .fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+                    if m > 0.0 && m.is_finite() {
+                        RowScale::Float(m / max_level)
+                    } else {
+                        RowScale::Float(1.0)
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// Exponent candidates around the start: `[e, e − 1, e + 1]` for power-of-two scales,
+/// just the start for float scales.
+fn exponent_candidates(p: &Prep<'_>, base: &[RowScale], kind: ScaleKind) -> Vec<Vec<RowScale>> {
+    match kind {
+        ScaleKind::FloatChannel => vec![base.to_vec()],
+        _ => [0, -1, 1]
+            .iter()
+            .map(|&d| shifted(base, d, &p.zero_rows))
+            .collect(),
+    }
+}
+
+/// With per-channel power-of-two scales, rows whose levels are all zero take the layer's max-fitting exponent, so
+/// that their (meaningless) exponent does not produce extreme shifts downstream.
+fn neutralize(
+    p: &Prep<'_>,
+    kind: ScaleKind,
+    scales: &mut [RowScale],
+    levels: &[i8],
+    lo: i32,
+    hi: i32,
+) {
+    if kind != ScaleKind::PotChannel {
+        return;
+    }
+    let (mn, mx) = min_max(p.w);
+    let layer = max_fit_exponent(mn, mx, lo, hi).unwrap_or(0);
+    for (o, s) in scales.iter_mut().enumerate() {
+        if let RowScale::Pot(_) = s
+            && levels[o * p.k..(o + 1) * p.k].iter().all(|&l| l == 0)
+        {
+            *s = RowScale::Pot(layer);
+        }
+    }
+}
+
+/// GPTQ codes (rounding without data) and every row's `E_o`.
+fn assign(
+    p: &Prep<'_>,
+    f: &[Option<GptqFactor>],
+    grid: &Grid,
+    scales: &[RowScale],
+) -> (Assignment, Vec<f64>) {
+    let s = values(scales);
+    if p.identity() {
+        let a = rtn(p, grid, &s);
+        let e = row_errors(p, &a.levels, &s);
+        (a, e)
+    } else {
+        gptq(p, f, grid, &s)
+    }
+}
+
+pub(crate) fn fit_uniform(p: &Prep<'_>, min: i32, max: i32, opts: &FitOptions) -> Fitted {
+    let grid = Grid::Uniform { min, max };
+    let base = initial_scales(p, opts.scale, min, max);
+    let plain = rtn(p, &grid, &values(&base));
+    let plain_err = row_errors(p, &plain.levels, &values(&base));
+    let (mut scales, levels, err) = if !opts.data_aware {
+        let err = plain_err.iter().sum();
+        (base, plain.levels, err)
+    } else {
+        let plain_total: f64 = plain_err.iter().sum();
+        let f = factors(p);
+        let mut cands: Vec<(Vec<RowScale>, Vec<i8>, Vec<f64>)> =
+            vec![(base.clone(), plain.levels, plain_err)];
+        for s in exponent_candidates(p, &base, opts.scale) {
+            if p.identity() && s == base {
+                continue; // identical to the plain candidate
+            }
+            let (a, e) = assign(p, &f, &grid, &s);
+            cands.push((s, a.levels, e));
+        }
+        let chosen = match opts.scale {
+            ScaleKind::PotLayer => {
+                let total = |c: &(Vec<RowScale>, Vec<i8>, Vec<f64>)| c.2.iter().sum::<f64>();
+                let mut best = 0;
+                for i in 1..cands.len() {
+                    if total(&cands[i]) < total(&cands[best]) {
+                        best = i;
+                    }
+                }
+                let (s, l, _) = cands[best].clone();
+                (s, l)
+            }
+            // Rows are independent: the best candidate per row.
+            ScaleKind::PotChannel | ScaleKind::FloatChannel => {
+                let k = p.k;
+                let mut scales = Vec::with_capacity(p.rows);
+                let mut levels = Vec::with_capacity(p.w.len());
+                for o in 0..p.rows {
+                    let mut best = 0;
+                    for i in 1..cands.len() {
+                        if cands[i].2[o] < cands[best].2[o] {
+                            best = i;
+                        }
+                    }
+                    scales.push(cands[best].0[o]);
+                    levels.extend_from_slice(&cands[best].1[o * k..(o + 1) * k]);
+                }
+                (scales, levels)
+            }
+        };
+        // The candidates' errors from GPTQ are exact up to rounding: score the choice
+        // exactly, like the plain fit, and keep the plain fit unless strictly beaten.
+        let err: f64 = row_errors(p, &chosen.1, &values(&chosen.0)).iter().sum();
+        if err < plain_total {
+            (chosen.0, chosen.1, err)
+        } else {
+            let (s, l, _) = cands.swap_remove(0);
+            (s, l, plain_total)
+        }
+    };
+    neutralize(p, opts.scale, &mut scales, &levels, min, max);
+    Fitted {
+        output_error: err,
+        levels,
+        codes: None,
+        lut: None,
+        scales,
+    }
+}
+
+/// Weighted k-means of the layer's weights scaled by `scales`; element weights
+/// `diag(H)_i · s_o²` (`s_o²` without data), the diagonal part of the objective in the
+/// scaled domain.
+pub(crate) fn kmeans_for(p: &Prep<'_>, scales: &[RowScale]) -> KMeans {
+    let k = p.k;
+    let (v, w): (Vec<Vec<f64>>, Vec<Vec<f64>>) = (0..p.rows)
+        .into_par_iter()
+        .map(|o| {
+            let s = scales[o].value();
+            let inv = 1.0 / s;
+            let d = p.diag_of(o);
+            let v = p.row(o).iter().map(|&x| x as f64 * inv).collect();
+            let w = (0..k).map(|i| d.map_or(1.0, |d| d[i]) * s * s).collect();
+            (v, w)
+        })
+        .unzip();
+    kmeans_lut(&v.concat(), &w.concat())
+}
+
+/// Per row, the exponent among `e, e − 1, e + 1` whose round-to-nearest on `lut` has
+/// the lowest diagonal error `Σ_i H_ii (w_i − ŵ_i)²` (a cheap proxy of the row's `E`).
+fn proxy_exponents(p: &Prep<'_>, base: &[RowScale], lut: &[i8; 16]) -> Vec<RowScale> {
+    let grid = Grid::Lut(LutGrid::new(lut));
+    (0..p.rows)
+        .into_par_iter()
+        .map(|o| {
+            let RowScale::Pot(e0) = base[o] else {
+                return base[o];
+            };
+            if p.zero_rows[o] {
+                return base[o];
+            }
+            let d = p.diag_of(o);
+            let cost = |s: RowScale| {
+                let (sv, inv) = (s.value(), 1.0 / s.value());
+                p.row(o)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| {
+                        let x = x as f64;
+                        let q = grid.nearest(x * inv).0 as f64 * sv;
+                        d.map_or(1.0, |d| d[i]) * (x - q) * (x - q)
+                    })
+                    .sum::<f64>()
+            };
+            let mut best = (cost(base[o]), base[o]);
+            for d in [-1, 1] {
+                let s = shifted(&[RowScale::Pot(e0)], d, &[false])[0];
+                let c = cost(s);
+                if c < best.0 {
+                    best = (c, s);
+                }
+            }
+            best.1
+        })
+        .collect()
+}
+
+struct LutCand {
+    scales: Vec<RowScale>,
+    lut: [i8; 16],
+    codes: Vec<u8>,
+    err: f64,
+}
+
+struct LutCtx<'p, 'a> {
+    p: &'p Prep<'a>,
+    f: Vec<Option<GptqFactor>>,
+    hw: Vec<f64>,
+    c: f64,
+}
+
+impl LutCtx<'_, '_> {
+    /// GPTQ codes on `lut` and every row's `E_o`.
+    fn assign(&self, scales: &[RowScale], lut: &[i8; 16]) -> (Assignment, Vec<f64>) {
+        assign(self.p, &self.f, &Grid::Lut(LutGrid::new(lut)), scales)
+    }
+
+    /// Up to `rounds` × (normal equations of the codes → refit the table → GPTQ on the
+    /// new table), starting from the codes `a` of `lut`; every scored (scales, table,
+    /// codes) goes into `best`. Stops when a refit does not lower `E`.
+    fn refine(
+        &self,
+        scales: &[RowScale],
+        mut lut: [i8; 16],
+        mut a: Assignment,
+        rounds: usize,
+        best: &mut Option<LutCand>,
+    ) {
+        let s = values(scales);
+        for round in 0..rounds {
+            let n: Normal = normal(self.p, &a.codes, &s, &self.hw, self.c);
+            let e0 = n.eval(&lut.map(|x| x as f64));
+            let (lut2, e1) = refit_lut(&n, &lut);
+            let improved = e1 < e0;
+            let (l, e) = if improved { (lut2, e1) } else { (lut, e0) };
+            if best.as_ref().is_none_or(|b| e < b.err) {
+                *best = Some(LutCand {
+                    scales: scales.to_vec(),
+                    lut: l,
+                    codes: a.codes.clone(),
+                    err: e,
+                });
+            }
+            if !improved || round + 1 == rounds {
+                break;
+            }
+            lut = lut2;
+            a = self.assign(scales, &lut).0;
+        }
+    }
+}
+
+pub(crate) fn fit_lut(p: &Prep<'_>, opts: &FitOptions) -> Fitted {
+    let (lo, hi) = (-128, 127);
+    let base = initial_scales(p, opts.scale, lo, hi);
+    let lut0 = kmeans_for(p, &base).lut;
+    let plain = rtn(p, &Grid::Lut(LutGrid::new(&lut0)), &values(&base));
+    let plain_err: f64 = row_errors(p, &plain.levels, &values(&base)).iter().sum();
+    let mut out = (base.clone(), lut0, plain.codes, plain_err);
+    if opts.data_aware {
+        let (hw, c) = h_times_w(p);
+        let ctx = LutCtx {
+            p,
+            f: factors(p),
+            hw,
+            c,
+        };
+        // The start of the refinement: scales, table, codes.
+        let (scales, lut, a) = match opts.scale {
+            // Three layer exponents, each with its own k-means table; the lowest `E`.
+            ScaleKind::PotLayer => {
+                let mut start: Option<(f64, Vec<RowScale>, [i8; 16], Assignment)> = None;
+                for (i, s) in exponent_candidates(p, &base, opts.scale)
+                    .into_iter()
+                    .enumerate()
+                {
+                    let lut = if i == 0 { lut0 } else { kmeans_for(p, &s).lut };
+                    let (a, e) = ctx.assign(&s, &lut);
+                    let e: f64 = e.iter().sum();
+                    if start.as_ref().is_none_or(|b| e < b.0) {
+                        start = Some((e, s, lut, a));
+                    }
+                }
+                let (_, s, l, a) = start.expect("three candidates");
+                (s, l, a)
+            }
+            // Exponents by the diagonal proxy, a table for them; then GPTQ with that
+            // table for every row's exponent moved by -1, 0, +1, and per row the one of
+            // lowest exact `E` (rows are independent for a fixed table).
+            ScaleKind::PotChannel => {
+                let s1 = proxy_exponents(p, &base, &lut0);
+                let lut = if s1 == base {
+                    lut0
+                } else {
+                    kmeans_for(p, &s1).lut
+                };
+                let cands: Vec<(Vec<RowScale>, Assignment, Vec<f64>)> =
+                    exponent_candidates(p, &s1, opts.scale)
+                        .into_iter()
+                        .map(|s| {
+                            let (a, e) = ctx.assign(&s, &lut);
+                            (s, a, e)
+                        })
+                        .collect();
+                let k = p.k;
+                let mut scales = Vec::with_capacity(p.rows);
+                let mut a = Assignment {
+                    levels: Vec::with_capacity(p.w.len()),
+                    codes: Vec::with_capacity(p.w.len()),
+                };
+                for o in 0..p.rows {
+                    let mut bi = 0;
+                    for i in 1..cands.len() {
+                        if cands[i].2[o] < cands[bi].2[o] {
+                            bi = i;
+                        }
+                    }
+                    scales.push(cands[bi].0[o]);
+                    a.levels
+                        .extend_from_slice(&cands[bi].1.levels[o * k..(o + 1) * k]);
+                    a.codes
+                        .extend_from_slice(&cands[bi].1.codes[o * k..(o + 1) * k]);
+                }
+                (scales, lut, a)
+            }
+            ScaleKind::FloatChannel => {
+                let a = ctx.assign(&base, &lut0).0;
+                (base.clone(), lut0, a)
+            }
+        };
+        let mut best: Option<LutCand> = None;
+        ctx.refine(&scales, lut, a, LUT_ROUNDS, &mut best);
+        if let Some(b) = best {
+            let levels: Vec<i8> = b.codes.iter().map(|&c| b.lut[c as usize]).collect();
+            let err: f64 = row_errors(p, &levels, &values(&b.scales)).iter().sum();
+            if err < out.3 {
+                out = (b.scales, b.lut, b.codes, err);
+            }
+        }
+    }
+    let (mut scales, lut, codes, err) = out;
+    // Sort the table (codes follow), so that codes are ordered like their values.
+    let mut order: Vec<usize> = (0..16).collect();
+    order.sort_by_key(|&i| (lut[i], i));
+    let mut new_code = [0u8; 16];
+    let mut sorted = [0i8; 16];
+    for (new, &old) in order.iter().enumerate() {
+        new_code[old] = new as u8;
+        sorted[new] = lut[old];
+    }
+    let codes: Vec<u8> = codes.iter().map(|&c| new_code[c as usize]).collect();
+    let levels: Vec<i8> = codes.iter().map(|&c| sorted[c as usize]).collect();
+    neutralize(p, opts.scale, &mut scales, &levels, lo, hi);
+    Fitted {
+        levels,
+        codes: Some(codes),
+        lut: Some(sorted),
+        scales,
+        output_error: err,
+    }
+}

@@ -1,0 +1,300 @@
+//! Second moments of a linear layer's input patches: `H_g = Σ x xᵀ` per group (the
+//! weight-fit objective) and the mean patch per group (exact bias correction).
+
+use rayon::prelude::*;
+
+/// A layer's input geometry, dense layers included (`1×1` kernel on a `K×1×1` input).
+pub struct PatchGeometry {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    /// top, left, bottom, right.
+    pub pads: [usize; 4],
+    pub dilations: [usize; 2],
+    pub groups: usize,
+    pub out_height: usize,
+    pub out_width: usize,
+}
+
+impl PatchGeometry {
+    /// Elements per patch (per group).
+    pub fn patch_len(&self) -> usize {
+        self.channels / self.groups * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Writes the patch of group `g` at output position `(oy, ox)` of `x` (`[C][H][W]`).
+    fn patch(&self, x: &[f32], g: usize, oy: usize, ox: usize, out: &mut [f32]) {
+        let cg = self.channels / self.groups;
+        let [kh, kw] = self.kernel;
+        let mut i = 0;
+        for ic in g * cg..(g + 1) * cg {
+            let plane = &x[ic * self.height * self.width..(ic + 1) * self.height * self.width];
+            for ky in 0..kh {
+                let iy = (oy * self.strides[0] + ky * self.dilations[0]) as isize
+                    - self.pads[0] as isize;
+                for kx in 0..kw {
+                    let ix = (ox * self.strides[1] + kx * self.dilations[1]) as isize
+                        - self.pads[1] as isize;
+                    out[i] = if iy >= 0
+                        && ix >= 0
+                        && (iy as usize) < self.height
+                        && (ix as usize) < self.width
+                    {
+                        plane[iy as usize * self.width + ix as usize]
+                    } else {
+                        0.0
+                    };
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+impl PatchGeometry {
+    /// Adds, for every group and patch element, the sum over all output positions of
+    /// that element (zero where it falls into padding) to `sums`. Per tap, the output
+    /// positions whose input lies inside the plane form a rectangle: sum it directly.
+    fn add_patch_sums(&self, x: &[f32], sums: &mut [Vec<f64>]) {
+        let cg = self.channels / self.groups;
+        let [kh, kw] = self.kernel;
+        // Output indices o in 0..out whose input o·s + k·d − pad is in 0..size.
+        let valid = |out: usize, size: usize, s: usize, off: isize| {
+            let lo = if off >= 0 {
+                0
+            } else {
+                ((-off) as usize).div_ceil(s)
+            };
+            let hi = if (size as isize) <= off {
+                0
+            } else {
+                ((size as isize - off - 1) as usize / s + 1).min(out)
+            };
+            (lo, hi.max(lo))
+        };
+        for c in 0..self.channels {
+            let (g, ic) = (c / cg, c % cg);
+            let plane = &x[c * self.height * self.width..(c + 1) * self.height * self.width];
+            for ky in 0..kh {
+                let offy = (ky * self.dilations[0]) as isize - self.pads[0] as isize;
+                let (y0, y1) = valid(self.out_height, self.height, self.strides[0], offy);
+                for kx in 0..kw {
+                    let offx = (kx * self.dilations[1]) as isize - self.pads[1] as isize;
+                    let (x0, x1) = valid(self.out_width, self.width, self.strides[1], offx);
+                    let mut total = 0f64;
+                    for oy in y0..y1 {
+                        let row = ((oy * self.strides[0]) as isize + offy) as usize;
+                        // The first valid tap of this row; the rest follow at the stride.
+                        let start =
+                            (row * self.width) as isize + (x0 * self.strides[1]) as isize + offx;
+                        let t: f32 = plane[start as usize..]
+                            .iter()
+                            .step_by(self.strides[1])
+                            .take(x1 - x0)
+                            .sum();
+                        total += t as f64;
+                    }
+                    sums[g][(ic * kh + ky) * kw + kx] += total;
+                }
+            }
+        }
+    }
+}
+
+/// What [`patch_statistics`] returns, per group.
+pub struct PatchStatistics {
+    /// `patch_len²`, row-major, summed over the sampled patches.
+    pub hessians: Vec<Vec<f64>>,
+    /// Mean patch over every position of every sample.
+    pub means: Vec<Vec<f64>>,
+}
+
+/// Patches above this length go through the GEMM in blocks; shorter ones (depthwise
+/// 3×3) are summed directly.
+const GEMM_MIN_LEN: usize = 32;
+const BLOCK_ROWS: usize = 512;
+/// Samples per unit of parallel work.
+const CHUNK: usize = 4;
+
+struct Partial {
+    gram: Vec<Vec<f32>>,
+    small: Vec<Vec<f64>>,
+    sums: Vec<Vec<f64>>,
+    positions: usize,
+}
+
+/// Statistics of the patches of `samples` (each `[C][H][W]`, real values): `H` from at
+/// most `max_patches` positions spread evenly over all samples, means from all of them.
+pub fn patch_statistics(
+    geom: &PatchGeometry,
+    samples: &[Vec<f32>],
+    max_patches: usize,
+) -> PatchStatistics {
+    let k = geom.patch_len();
+    let groups = geom.groups;
+    let per_sample = geom.out_height * geom.out_width;
+    let total = per_sample * samples.len();
+    let stride = total.div_ceil(max_patches.max(1)).max(1);
+    let big = k >= GEMM_MIN_LEN;
+    let empty = || Partial {
+        gram: if big {
+            vec![vec![0f32; k * k]; groups]
+        } else {
+            Vec::new()
+        },
+        small: if big {
+            Vec::new()
+        } else {
+            vec![vec![0f64; k * k]; groups]
+        },
+        sums: vec![vec![0f64; k]; groups],
+        positions: 0,
+    };
+    let add_sample = |mut acc: Partial, s: usize, x: &Vec<f32>| -> Partial {
+        geom.add_patch_sums(x, &mut acc.sums);
+        let mut patch = vec![0f32; k];
+        let mut block: Vec<Vec<f32>> = vec![Vec::new(); groups];
+        // Global positions t = s · per_sample + p with t % stride == 0.
+        let first = (stride - (s * per_sample) % stride) % stride;
+        for p in (first..per_sample).step_by(stride) {
+            let (oy, ox) = (p / geom.out_width, p % geom.out_width);
+            for (g, rows) in block.iter_mut().enumerate() {
+                geom.patch(x, g, oy, ox, &mut patch);
+                if big {
+                    rows.extend_from_slice(&patch);
+                    if rows.len() == BLOCK_ROWS * k {
+                        lutq_interp::accumulate_gram(rows, BLOCK_ROWS, k, &mut acc.gram[g]);
+                        rows.clear();
+                    }
+                } else {
+                    let h = &mut acc.small[g];
+                    for i in 0..k {
+                        let pi = patch[i] as f64;
+                        if pi == 0.0 {
+                            continue;
+                        }
+                        for j in 0..k {
+                            h[i * k + j] += pi * patch[j] as f64;
+                        }
+                    }
+                }
+            }
+        }
+        for (rows, gram) in block.iter().zip(&mut acc.gram) {
+            if !rows.is_empty() {
+                lutq_interp::accumulate_gram(rows, rows.len() / k, k, gram);
+            }
+        }
+        acc.positions += per_sample;
+        acc
+    };
+    // Fixed chunks summed in order: the result does not depend on the thread count
+    // (float sums are not associative, and the fit must be reproducible).
+    let partials: Vec<Partial> = samples
+        .par_chunks(CHUNK)
+        .enumerate()
+        .map(|(c, chunk)| {
+            chunk
+                .iter()
+                .enumerate()
+                .fold(empty(), |acc, (i, x)| add_sample(acc, c * CHUNK + i, x))
+        })
+        .collect();
+    let partial = partials.into_iter().fold(empty(), |mut a, b| {
+        for (x, y) in a.gram.iter_mut().zip(&b.gram) {
+            for (u, v) in x.iter_mut().zip(y) {
+                *u += v;
+            }
+        }
+        for (x, y) in a.small.iter_mut().zip(&b.small) {
+            for (u, v) in x.iter_mut().zip(y) {
+                *u += v;
+            }
+        }
+        for (x, y) in a.sums.iter_mut().zip(&b.sums) {
+            for (u, v) in x.iter_mut().zip(y) {
+                *u += v;
+            }
+        }
+        a.positions += b.positions;
+        a
+    });
+    let n = partial.positions.max(1) as f64;
+    PatchStatistics {
+        hessians: if big {
+            partial
+                .gram
+                .into_iter()
+                .map(|h| h.into_iter().map(f64::from).collect())
+                .collect()
+        } else {
+            partial.small
+        },
+        means: partial
+            .sums
+            .into_iter()
+            .map(|s| s.into_iter().map(|v| v / n).collect())
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statistics_match_a_direct_computation() {
+        let geom = PatchGeometry {
+            channels: 4,
+            height: 5,
+            width: 6,
+            kernel: [3, 2],
+            strides: [2, 1],
+            pads: [1, 0, 1, 1],
+            dilations: [1, 2],
+            groups: 2,
+            out_height: 3,
+            out_width: 5,
+        };
+        let samples: Vec<Vec<f32>> = (0..3)
+            .map(|s| {
+                (0..120)
+                    .map(|i| ((i * 7 + s * 13) % 11) as f32 - 5.0)
+                    .collect()
+            })
+            .collect();
+        let stats = patch_statistics(&geom, &samples, usize::MAX);
+        let k = geom.patch_len();
+        for g in 0..2 {
+            let mut h = vec![0f64; k * k];
+            let mut m = vec![0f64; k];
+            let mut patch = vec![0f32; k];
+            for x in &samples {
+                for oy in 0..3 {
+                    for ox in 0..5 {
+                        geom.patch(x, g, oy, ox, &mut patch);
+                        for i in 0..k {
+                            m[i] += patch[i] as f64 / 45.0;
+                            for j in 0..k {
+                                h[i * k + j] += patch[i] as f64 * patch[j] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+            for (a, b) in stats.hessians[g].iter().zip(&h) {
+                assert!((a - b).abs() < 1e-6, "{a} {b}");
+            }
+            for (a, b) in stats.means[g].iter().zip(&m) {
+                assert!((a - b).abs() < 1e-9);
+            }
+        }
+        // The patch at (0, 0) of group 1 starts in the top padding row.
+        let mut patch = vec![0f32; k];
+        geom.patch(&samples[0], 1, 0, 0, &mut patch);
+        assert_eq!(patch[0], 0.0);
+        assert_eq!(patch[2], samples[0][2 * 30]);
+    }
+}

@@ -1,0 +1,202 @@
+//! lutq's quantizer: from an optimized float graph and calibration data to the integer IR
+//! (`lutq_ir::int`).
+//!
+//! [`quantize`] runs in two passes over the calibration set:
+//!
+//! 1. **Float statistics** ([`calib`]): the float interpreter runs every sample; each
+//!    tensor's values go into a log-spaced histogram (activation exponents are chosen
+//!    from it by least quantization MSE), each linear layer's per-channel output mean
+//!    before its activation is kept (the target of bias correction).
+//! 2. **Layer by layer** ([`lower`]): nodes are lowered in schedule order, and every
+//!    lowered node is run on the whole calibration set with the golden integer kernels
+//!    (`lutq_interp::int`), so each layer is fitted on the activations of the *already
+//!    quantized* network upstream of it: its input second moment `H = Σ x xᵀ` drives the
+//!    weight fit ([`fit`]), and its bias is corrected so that its mean output matches the
+//!    float model's.
+//!
+//! The numeric contract is the design brief's; `docs/quantization.md` documents the
+//! algorithm and its objective.
+
+pub mod calib;
+pub mod fit;
+mod hessian;
+mod lower;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+pub use lower::{LayerReport, QuantReport};
+
+use fit::{ScaleKind, WeightFormat};
+use lutq_ir::int::IntGraph;
+use lutq_ir::{Graph, Tensor};
+
+/// A weight quantization mode (`--mode`); see the table in the design brief.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Mode {
+    Fp32,
+    Int8Pc,
+    Int4Pc,
+    Int8PotChannel,
+    Int4PotLayer,
+    Int4PotChannel,
+    Lut4PotLayer,
+    Lut4PotChannel,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 8] = [
+        Mode::Fp32,
+        Mode::Int8Pc,
+        Mode::Int4Pc,
+        Mode::Int8PotChannel,
+        Mode::Int4PotLayer,
+        Mode::Int4PotChannel,
+        Mode::Lut4PotLayer,
+        Mode::Lut4PotChannel,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Fp32 => "fp32",
+            Mode::Int8Pc => "int8-pc",
+            Mode::Int4Pc => "int4-pc",
+            Mode::Int8PotChannel => "int8-pot-channel",
+            Mode::Int4PotLayer => "int4-pot-layer",
+            Mode::Int4PotChannel => "int4-pot-channel",
+            Mode::Lut4PotLayer => "lut4-pot-layer",
+            Mode::Lut4PotChannel => "lut4-pot-channel",
+        }
+    }
+
+    /// The weight grid and scale of this mode; `None` for `fp32`.
+    pub fn weights(self) -> Option<(WeightFormat, ScaleKind)> {
+        const INT8: WeightFormat = WeightFormat::Uniform {
+            min: -128,
+            max: 127,
+        };
+        // Symmetric like TFLite's int8 weights: -128 is never used.
+        const INT8_SYM: WeightFormat = WeightFormat::Uniform {
+            min: -127,
+            max: 127,
+        };
+        const INT4: WeightFormat = WeightFormat::Uniform { min: -8, max: 7 };
+        Some(match self {
+            Mode::Fp32 => return None,
+            Mode::Int8Pc => (INT8_SYM, ScaleKind::FloatChannel),
+            Mode::Int4Pc => (INT4, ScaleKind::FloatChannel),
+            Mode::Int8PotChannel => (INT8, ScaleKind::PotChannel),
+            Mode::Int4PotLayer => (INT4, ScaleKind::PotLayer),
+            Mode::Int4PotChannel => (INT4, ScaleKind::PotChannel),
+            Mode::Lut4PotLayer => (WeightFormat::Lut4, ScaleKind::PotLayer),
+            Mode::Lut4PotChannel => (WeightFormat::Lut4, ScaleKind::PotChannel),
+        })
+    }
+
+    /// Whether requantization uses only shifts (every mode but the `*-pc` baselines).
+    pub fn shift_only(self) -> bool {
+        !matches!(self, Mode::Int8Pc | Mode::Int4Pc)
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Mode::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown mode '{s}'; modes: {}", names.join(", "))
+            })
+    }
+}
+
+/// Options of [`quantize`].
+#[derive(Clone, Debug)]
+pub struct QuantOptions {
+    pub mode: Mode,
+    /// GPTQ code assignment and exponent choice by output error (else round to nearest
+    /// and plain k-means). On by default: without it 4-bit modes lose points.
+    pub data_aware: bool,
+    /// Correct each layer's bias so its mean output on the calibration set matches the
+    /// float model's.
+    pub bias_correction: bool,
+    /// Linear layers (by node name) kept at int8 weights with per-channel power-of-two
+    /// exponents whatever the mode (mixed precision).
+    pub keep_8bit: Vec<String>,
+    /// Most input patches per layer that enter `H = Σ x xᵀ` (sampled evenly over the
+    /// calibration set); bias correction always uses every position.
+    pub max_patches: usize,
+}
+
+impl QuantOptions {
+    pub fn new(mode: Mode) -> Self {
+        QuantOptions {
+            mode,
+            data_aware: true,
+            bias_correction: true,
+            keep_8bit: Vec::new(),
+            max_patches: 32_768,
+        }
+    }
+}
+
+/// Errors of [`quantize`]. Model problems name the node and say how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantError {
+    /// Ops the integer IR cannot express, all of them at once.
+    #[error("the model cannot be quantized:\n  {}", .0.join("\n  "))]
+    Unsupported(Vec<String>),
+    #[error("calibration: {0}")]
+    Calibration(String),
+    #[error("fp32 is the float model itself: there is nothing to quantize (use the float backend)")]
+    Fp32,
+    #[error(transparent)]
+    Check(#[from] lutq_ir::int::IntCheckError),
+    #[error(transparent)]
+    Interp(#[from] lutq_interp::InterpError),
+    #[error("internal error (lutq bug): {0}")]
+    Ir(#[from] lutq_ir::IrError),
+}
+
+/// Progress of [`quantize`]: which stage, how far.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress<'a> {
+    /// Float statistics: samples done of total.
+    Calibrating { done: usize, total: usize },
+    /// Lowering: nodes done of total, the current one.
+    Lowering {
+        done: usize,
+        total: usize,
+        node: &'a str,
+    },
+}
+
+/// Quantizes the optimized float `graph` (batch 1, one input) on the calibration samples
+/// `calib` (`[N, …]`, each sample of the graph input's shape).
+pub fn quantize(
+    graph: &Graph,
+    calib: &Tensor,
+    options: &QuantOptions,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<(IntGraph, QuantReport), QuantError> {
+    if options.mode == Mode::Fp32 {
+        return Err(QuantError::Fp32);
+    }
+    lower::check_supported(graph)?;
+    let total = calib.shape().first().copied().unwrap_or(0);
+    let stats = calib::calibrate(graph, calib, &|done| {
+        progress(Progress::Calibrating { done, total })
+    })?;
+    lower::lower(graph, calib, &stats, options, progress)
+}

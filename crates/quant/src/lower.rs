@@ -1,0 +1,850 @@
+//! Lowering the float graph to the integer IR, layer by layer over the calibration set.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use lutq_interp::int::{IntData, exec_node};
+use lutq_ir::int::{
+    ConvGeom, IntElem, IntGraph, IntInput, IntNode, IntOp, IntOutput, QAdd, QLinear, QType,
+    QWeights, Rescale, ValueId,
+};
+use lutq_ir::{Activation, BinaryOp, FusedActivation, Graph, NodeId, Op, Pool, Tensor};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::calib::{Calibration, LogHistogram};
+use crate::fit::{self, FitOptions, LayerProblem, RowScale, ScaleKind, WeightFormat};
+use crate::hessian::{PatchGeometry, patch_statistics};
+use crate::{Progress, QuantError, QuantOptions};
+
+/// What the quantizer decided for one linear layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerReport {
+    pub name: String,
+    /// `lut4`, `int4` (4-bit codes on a uniform table), `int8`.
+    pub weights: String,
+    pub input_exp: i32,
+    pub output_exp: i32,
+    pub output_type: String,
+    pub weight_exp_min: i32,
+    pub weight_exp_max: i32,
+    /// The fit objective `Σ (w − ŵ)ᵀ H (w − ŵ)` relative to `Σ wᵀ H w`.
+    pub relative_output_error: f64,
+    /// Largest |bias change| from bias correction, in units of the layer's output step.
+    pub bias_correction_steps: f64,
+    /// Worst-case accumulator magnitude over 2^31 − 1.
+    pub accumulator_headroom: f64,
+    pub weight_bytes: usize,
+}
+
+/// What [`crate::quantize`] did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct QuantReport {
+    pub mode: String,
+    pub calibration_samples: usize,
+    pub layers: Vec<LayerReport>,
+    pub weight_bytes: usize,
+    pub float_weight_bytes: usize,
+    pub seconds: f64,
+}
+
+/// Checks every op before any work, reporting all problems at once.
+pub fn check_supported(graph: &Graph) -> Result<(), QuantError> {
+    let mut problems = Vec::new();
+    if graph.inputs().len() != 1 {
+        problems.push(format!(
+            "the graph has {} inputs; the quantizer takes single-input models",
+            graph.inputs().len()
+        ));
+    }
+    for id in graph.topo_order() {
+        let node = graph.node(id);
+        let inputs = graph.node_inputs(id);
+        let is_const = |i: usize| inputs.get(i).is_some_and(|&n| graph.constant(n).is_some());
+        let batch = node.ty.shape.first().copied().unwrap_or(1);
+        let problem = match &node.op {
+            Op::Input | Op::Constant(_) => None,
+            _ if batch != 1 => Some("the quantizer works on batch-1 graphs (import with --batch 1)".to_string()),
+            Op::Conv(_) if !is_const(1) || (inputs.len() > 2 && !is_const(2)) => {
+                Some("weights and bias must be constants".into())
+            }
+            Op::Conv(_) => None,
+            Op::Gemm(g) if g.trans_a || !is_const(1) || (inputs.len() > 2 && !is_const(2)) => Some(
+                "only Gemm(x, constant B[, constant C]) without transA is supported".into(),
+            ),
+            Op::Gemm(_) => None,
+            Op::MatMul if !is_const(1) || graph.node(inputs[1]).ty.rank() != 2 || node.ty.rank() != 2 => {
+                Some("only MatMul of a [1, K] tensor by constant [K, N] weights is supported".into())
+            }
+            Op::MatMul => None,
+            Op::Binary(BinaryOp::Add) if is_const(0) || is_const(1) => Some(
+                "Add of a constant is not folded into a linear layer; fold it (lutq-opt) or remove it"
+                    .into(),
+            ),
+            Op::Binary(BinaryOp::Add) => {
+                let [a, b] = [inputs[0], inputs[1]];
+                (graph.node(a).ty.shape != graph.node(b).ty.shape)
+                    .then(|| "residual Add needs operands of one shape (no broadcasting)".into())
+            }
+            Op::Concat { .. } | Op::MaxPool(_) | Op::SumPool(_) | Op::GlobalSumPool | Op::Reshape { .. } => None,
+            Op::AveragePool(p) => avg_divisor(p, &graph.node(inputs[0]).ty.shape)
+                .err(),
+            Op::GlobalAveragePool => {
+                let s = &graph.node(inputs[0]).ty.shape;
+                let n: usize = s[2..].iter().product();
+                (!n.is_power_of_two()).then(|| {
+                    format!("GlobalAveragePool over {n} positions, not a power of two, feeds no linear layer that could absorb 1/{n} (lutq-opt folds it when one follows)")
+                })
+            }
+            Op::Activation(Activation::Relu) => None,
+            Op::Activation(Activation::Clip { min, max }) if min.unwrap_or(f32::MIN) == 0.0 && max.is_none_or(|m| m > 0.0) => None,
+            op => Some(format!(
+                "op '{}' has no integer form; supported: conv, gemm, matmul, add, concat, max/avg/sum pools, reshape, relu, clip(0, m)",
+                op.name()
+            )),
+        };
+        if let Some(p) = problem {
+            problems.push(format!("node '{}' ({}): {p}", node.name, node.op.name()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(QuantError::Unsupported(problems))
+    }
+}
+
+/// The divisor of an AveragePool as a power of two (`log2`), or why it is not one.
+fn avg_divisor(p: &Pool, input: &[usize]) -> Result<i32, String> {
+    let n = p.kernel[0] * p.kernel[1];
+    let padded = p.pads.iter().any(|&v| v > 0) || p.ceil_mode;
+    if padded && !p.count_include_pad {
+        return Err("AveragePool whose border windows have other divisors (padding not counted) cannot be a shift".into());
+    }
+    let _ = input;
+    if n.is_power_of_two() {
+        Ok(n.trailing_zeros() as i32)
+    } else {
+        Err(format!(
+            "AveragePool over {n} taps, not a power of two, feeds no linear layer that could absorb 1/{n} (lutq-opt folds it when one follows)"
+        ))
+    }
+}
+
+struct Lowering<'a> {
+    graph: &'a Graph,
+    stats: &'a Calibration,
+    options: &'a QuantOptions,
+    samples: Vec<&'a [f32]>,
+    out: IntGraph,
+    /// The integer value computing each lowered float node.
+    lowered: HashMap<NodeId, ValueId>,
+    /// Each value on every calibration sample, while some reader still needs it.
+    data: HashMap<ValueId, Vec<IntData>>,
+    /// Float readers (and graph outputs) of each node.
+    float_readers: HashMap<NodeId, usize>,
+    /// Readers left per value; its data is dropped at zero.
+    readers: HashMap<ValueId, usize>,
+    report: QuantReport,
+}
+
+fn elem_name(e: IntElem) -> String {
+    e.name().to_string()
+}
+
+pub fn lower(
+    graph: &Graph,
+    calib: &Tensor,
+    stats: &Calibration,
+    options: &QuantOptions,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<(IntGraph, QuantReport), QuantError> {
+    let start = Instant::now();
+    let input = graph.inputs()[0];
+    let per_sample = graph.node(input).ty.num_elements();
+    let data = calib
+        .as_f32()
+        .ok_or_else(|| QuantError::Calibration("calibration data must be float32".into()))?;
+    let mut l = Lowering {
+        graph,
+        stats,
+        options,
+        samples: data.chunks(per_sample).collect(),
+        out: IntGraph::new(graph.name.clone()),
+        lowered: HashMap::new(),
+        data: HashMap::new(),
+        float_readers: HashMap::new(),
+        readers: HashMap::new(),
+        report: QuantReport {
+            mode: options.mode.name().into(),
+            calibration_samples: stats.samples,
+            ..Default::default()
+        },
+    };
+    for id in graph.node_ids() {
+        let mut n = graph.users(id).len();
+        n += graph.outputs().iter().filter(|o| o.node == id).count();
+        l.float_readers.insert(id, n);
+    }
+    let order: Vec<NodeId> = graph
+        .topo_order()
+        .into_iter()
+        .filter(|&id| !matches!(graph.node(id).op, Op::Constant(_)))
+        .collect();
+    for (i, &id) in order.iter().enumerate() {
+        progress(Progress::Lowering {
+            done: i,
+            total: order.len(),
+            node: &graph.node(id).name,
+        });
+        if l.lowered.contains_key(&id) {
+            continue; // an activation fused into its producer
+        }
+        l.lower_node(id)?;
+    }
+    for o in graph.outputs() {
+        let value = l.lowered[&o.node];
+        l.out.outputs.push(IntOutput {
+            name: o.name.clone(),
+            value,
+        });
+    }
+    l.out.validate()?;
+    l.report.weight_bytes = l.out.weight_bytes();
+    l.report.seconds = start.elapsed().as_secs_f64();
+    Ok((l.out, l.report))
+}
+
+/// A fused-activation clamp for an output of exponent `exp`.
+fn act_bounds(act: Option<FusedActivation>, elem: IntElem, exp: i32) -> (i32, i32) {
+    let (lo, hi) = elem.range();
+    match act {
+        None => (lo, hi),
+        Some(FusedActivation::Relu) => (0, hi),
+        Some(FusedActivation::Clip { max }) => {
+            let m = (max as f64 * (exp as f64).exp2()).floor();
+            (0, (m.min(hi as f64)).max(0.0) as i32)
+        }
+    }
+}
+
+impl Lowering<'_> {
+    fn hist(&self, id: NodeId) -> Result<&LogHistogram, QuantError> {
+        self.stats.histograms.get(&id).ok_or_else(|| {
+            QuantError::Calibration(format!(
+                "no statistics for node '{}'",
+                self.graph.node(id).name
+            ))
+        })
+    }
+
+    /// The integer value of input `slot` of `id`, and its type.
+    fn input(&self, id: NodeId, slot: usize) -> (ValueId, QType) {
+        let v = self.lowered[&self.graph.node_inputs(id)[slot]];
+        (v, self.out.ty(v).clone())
+    }
+
+    /// Adds `node` as the value of float node `id` (and of `alias`, a fused activation
+    /// reading it), runs it on every calibration sample, and releases the data of inputs
+    /// nobody reads any more.
+    fn emit(&mut self, id: NodeId, node: IntNode, alias: Option<NodeId>) -> Result<(), QuantError> {
+        let samples = &self.samples;
+        let graph = &self.out;
+        let inputs: Vec<&Vec<IntData>> = node.inputs.iter().map(|v| &self.data[v]).collect();
+        let data: Vec<IntData> = (0..samples.len())
+            .into_par_iter()
+            .map(|s| {
+                let ins: Vec<&IntData> = inputs.iter().map(|d| &d[s]).collect();
+                exec_node(graph, &node, &ins, &[samples[s]])
+            })
+            .collect::<Result<_, _>>()?;
+        let value = self.out.push(node);
+        let last = alias.unwrap_or(id);
+        self.lowered.insert(id, value);
+        self.lowered.insert(last, value);
+        self.readers.insert(value, self.float_readers[&last]);
+        self.data.insert(value, data);
+        for i in self.graph.node_inputs(id) {
+            if let Some(&v) = self.lowered.get(&i) {
+                let n = self.readers.entry(v).or_default();
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.data.remove(&v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The single reader of `id`, if it is a ReLU / Clip(0, m) that can become the
+    /// clamp of `id`'s integer op.
+    fn fusable_activation(&self, id: NodeId) -> Option<(NodeId, FusedActivation)> {
+        if self.graph.outputs().iter().any(|o| o.node == id) {
+            return None;
+        }
+        let users = self.graph.users(id);
+        let [user] = users.as_slice() else {
+            return None;
+        };
+        match &self.graph.node(*user).op {
+            Op::Activation(Activation::Relu) => Some((*user, FusedActivation::Relu)),
+            Op::Activation(Activation::Clip {
+                min: Some(min),
+                max,
+            }) if *min == 0.0 => Some((
+                *user,
+                match max {
+                    Some(m) => FusedActivation::Clip { max: *m },
+                    None => FusedActivation::Relu,
+                },
+            )),
+            _ => None,
+        }
+    }
+
+    fn lower_node(&mut self, id: NodeId) -> Result<(), QuantError> {
+        let node = self.graph.node(id);
+        let name = node.name.clone();
+        match &node.op {
+            Op::Input => {
+                let h = self.hist(id)?;
+                let elem = if h.min >= 0.0 {
+                    IntElem::U8
+                } else {
+                    IntElem::I8
+                };
+                let (lo, hi) = elem.range();
+                let exp = h.choose_exponent(lo, hi);
+                let index = self
+                    .graph
+                    .inputs()
+                    .iter()
+                    .position(|&i| i == id)
+                    .unwrap_or(0);
+                self.out.inputs.push(IntInput {
+                    name: name.clone(),
+                    shape: node.ty.shape.clone(),
+                });
+                let n = IntNode {
+                    name,
+                    op: IntOp::QuantizeInput { input: index },
+                    inputs: vec![],
+                    ty: QType {
+                        elem,
+                        shape: node.ty.shape.clone(),
+                        exp,
+                    },
+                };
+                self.emit(id, n, None)?;
+            }
+            Op::Conv(_) | Op::Gemm(_) | Op::MatMul => self.lower_linear(id)?,
+            Op::Binary(BinaryOp::Add) => {
+                let ((va, ta), (vb, tb)) = (self.input(id, 0), self.input(id, 1));
+                let fused = self.fusable_activation(id);
+                let stat_node = fused.map_or(id, |(u, _)| u);
+                let elem = if fused.is_some() {
+                    IntElem::U8
+                } else {
+                    IntElem::I8
+                };
+                let (lo, hi) = elem.range();
+                let exp = self.hist(stat_node)?.choose_exponent(lo, hi);
+                let (lo, hi) = act_bounds(fused.map(|f| f.1), elem, exp);
+                let big = ta.exp.max(tb.exp);
+                // A fused activation's name: the value is what that node computes.
+                let name = fused.map_or(name, |(u, _)| self.graph.node(u).name.clone());
+                let n = IntNode {
+                    name,
+                    op: IntOp::Add(QAdd {
+                        align_a: big - ta.exp,
+                        align_b: big - tb.exp,
+                        shift: big - exp,
+                        lo,
+                        hi,
+                    }),
+                    inputs: vec![va, vb],
+                    ty: QType {
+                        elem,
+                        shape: node.ty.shape.clone(),
+                        exp,
+                    },
+                };
+                self.emit(id, n, fused.map(|f| f.0))?;
+            }
+            Op::Activation(act) => {
+                let (x, t) = self.input(id, 0);
+                let fused = match act {
+                    Activation::Clip { max: Some(m), .. } => FusedActivation::Clip { max: *m },
+                    _ => FusedActivation::Relu,
+                };
+                let (lo, hi) = act_bounds(Some(fused), IntElem::U8, t.exp);
+                let n = IntNode {
+                    name,
+                    op: IntOp::Requant {
+                        rescale: Rescale::Shift(0),
+                        lo,
+                        hi,
+                    },
+                    inputs: vec![x],
+                    ty: QType {
+                        elem: IntElem::U8,
+                        shape: t.shape,
+                        exp: t.exp,
+                    },
+                };
+                self.emit(id, n, None)?;
+            }
+            Op::Reshape { shape } => {
+                let (x, t) = self.input(id, 0);
+                let n = IntNode {
+                    name,
+                    op: IntOp::Reshape,
+                    inputs: vec![x],
+                    ty: QType {
+                        shape: shape.clone(),
+                        ..t
+                    },
+                };
+                self.emit(id, n, None)?;
+            }
+            Op::MaxPool(p) => {
+                let (x, t) = self.input(id, 0);
+                let n = IntNode {
+                    name,
+                    op: IntOp::MaxPool(p.clone()),
+                    inputs: vec![x],
+                    ty: QType {
+                        shape: node.ty.shape.clone(),
+                        ..t
+                    },
+                };
+                self.emit(id, n, None)?;
+            }
+            Op::SumPool(_) | Op::GlobalSumPool | Op::AveragePool(_) | Op::GlobalAveragePool => {
+                let (x, t) = self.input(id, 0);
+                let in_shape = &self.graph.node(self.graph.node_inputs(id)[0]).ty.shape;
+                let (pool, divisor_log2) = match &node.op {
+                    Op::SumPool(p) => (p.clone(), 0),
+                    Op::AveragePool(p) => (
+                        p.clone(),
+                        avg_divisor(p, in_shape).map_err(|e| QuantError::Unsupported(vec![e]))?,
+                    ),
+                    _ => {
+                        let plane = [in_shape[2], in_shape[3]];
+                        let n = plane[0] * plane[1];
+                        (
+                            Pool::new(plane),
+                            if matches!(node.op, Op::GlobalAveragePool) {
+                                n.trailing_zeros() as i32
+                            } else {
+                                0
+                            },
+                        )
+                    }
+                };
+                let elem = if t.elem == IntElem::U8 {
+                    IntElem::U8
+                } else {
+                    IntElem::I8
+                };
+                let (lo, hi) = elem.range();
+                let exp = self.hist(id)?.choose_exponent(lo, hi);
+                let n = IntNode {
+                    name,
+                    op: IntOp::SumPool {
+                        pool,
+                        shift: t.exp + divisor_log2 - exp,
+                        lo,
+                        hi,
+                    },
+                    inputs: vec![x],
+                    ty: QType {
+                        elem,
+                        shape: node.ty.shape.clone(),
+                        exp,
+                    },
+                };
+                self.emit(id, n, None)?;
+            }
+            Op::Concat { axis } => {
+                let ins: Vec<(ValueId, QType)> = self
+                    .graph
+                    .node_inputs(id)
+                    .iter()
+                    .map(|i| {
+                        let v = self.lowered[i];
+                        (v, self.out.ty(v).clone())
+                    })
+                    .collect();
+                let elem = if ins.iter().all(|(_, t)| t.elem == IntElem::U8) {
+                    IntElem::U8
+                } else {
+                    IntElem::I8
+                };
+                let (lo, hi) = elem.range();
+                let exp = self.hist(id)?.choose_exponent(lo, hi);
+                let n = IntNode {
+                    name,
+                    op: IntOp::Concat {
+                        axis: *axis,
+                        shifts: ins.iter().map(|(_, t)| t.exp - exp).collect(),
+                    },
+                    inputs: ins.iter().map(|(v, _)| *v).collect(),
+                    ty: QType {
+                        elem,
+                        shape: node.ty.shape.clone(),
+                        exp,
+                    },
+                };
+                self.emit(id, n, None)?;
+            }
+            op => {
+                return Err(QuantError::Unsupported(vec![format!(
+                    "node '{name}' ({}): no integer form",
+                    op.name()
+                )]));
+            }
+        }
+        Ok(())
+    }
+
+    fn lower_linear(&mut self, id: NodeId) -> Result<(), QuantError> {
+        let graph = self.graph;
+        let node = graph.node(id);
+        let (xvalue, xt) = self.input(id, 0);
+        let in_shape = xt.shape.clone();
+
+        // Float weights as [O][K] rows, bias, geometry, fused activation.
+        let (rows, shape4, bias, geom, act) = linear_params(graph, id)?;
+        let o_n = shape4[0];
+        let k_n = shape4[1] * shape4[2] * shape4[3];
+
+        // Statistics of the quantized input.
+        let patch_geom = match &geom {
+            Some(g) => PatchGeometry {
+                channels: in_shape[1],
+                height: in_shape[2],
+                width: in_shape[3],
+                kernel: [shape4[2], shape4[3]],
+                strides: g.strides,
+                pads: g.pads,
+                dilations: g.dilations,
+                groups: g.group,
+                out_height: node.ty.shape[2],
+                out_width: node.ty.shape[3],
+            },
+            None => PatchGeometry {
+                channels: k_n,
+                height: 1,
+                width: 1,
+                kernel: [1, 1],
+                strides: [1, 1],
+                pads: [0; 4],
+                dilations: [1, 1],
+                groups: 1,
+                out_height: 1,
+                out_width: 1,
+            },
+        };
+        let real: Vec<Vec<f32>> = self.data[&xvalue]
+            .par_iter()
+            .map(|d| d.to_f32(xt.exp))
+            .collect();
+        let patch = patch_statistics(&patch_geom, &real, self.options.max_patches);
+        drop(real);
+
+        // Fit the weights.
+        let keep8 = self.options.keep_8bit.iter().any(|n| n == &node.name);
+        let (format, scale) = if keep8 {
+            (
+                WeightFormat::Uniform {
+                    min: -128,
+                    max: 127,
+                },
+                ScaleKind::PotChannel,
+            )
+        } else {
+            self.options.mode.weights().ok_or(QuantError::Fp32)?
+        };
+        let fitted = fit::fit_layer(
+            &LayerProblem {
+                weights: &rows,
+                rows: o_n,
+                row_len: k_n,
+                hessians: &patch.hessians,
+            },
+            &FitOptions {
+                format,
+                scale,
+                data_aware: self.options.data_aware,
+            },
+        );
+        // Σ_o w_oᵀ H w_o: the output energy the fit's error is measured against (the
+        // error of quantizing every weight to 0).
+        let problem = LayerProblem {
+            weights: &rows,
+            rows: o_n,
+            row_len: k_n,
+            hessians: &patch.hessians,
+        };
+        let zero = vec![0i8; o_n * k_n];
+        let reference_energy = fit::output_error(&problem, &zero, &vec![RowScale::Pot(0); o_n]);
+
+        // Output type and exponent.
+        let is_output = graph.outputs().iter().any(|o| o.node == id);
+        let wide = is_output && act.is_none() && graph.users(id).is_empty();
+        let w_exps: Vec<i32> = fitted
+            .scales
+            .iter()
+            .map(|s| match s {
+                RowScale::Pot(e) => *e,
+                RowScale::Float(v) => (-v.log2()).floor() as i32,
+            })
+            .collect();
+        let (elem, exp) = if wide {
+            (
+                IntElem::I32,
+                xt.exp + w_exps.iter().copied().min().unwrap_or(0),
+            )
+        } else {
+            let elem = if act.is_some() {
+                IntElem::U8
+            } else {
+                IntElem::I8
+            };
+            let (lo, hi) = elem.range();
+            (elem, self.hist(id)?.choose_exponent(lo, hi))
+        };
+        let (lo, hi) = act_bounds(act, elem, exp);
+        let x_step = (-(xt.exp as f64)).exp2();
+        let acc_step: Vec<f64> = fitted.scales.iter().map(|s| x_step * s.value()).collect();
+        let out_step = (-(exp as f64)).exp2();
+        let rescale: Vec<Rescale> = (0..o_n)
+            .map(|o| match fitted.scales[o] {
+                RowScale::Pot(e) => Ok(Rescale::Shift(xt.exp + e - exp)),
+                RowScale::Float(_) => {
+                    Rescale::from_factor(acc_step[o] / out_step).ok_or_else(|| {
+                        QuantError::Calibration(format!(
+                            "node '{}': rescale factor out of range",
+                            node.name
+                        ))
+                    })
+                }
+            })
+            .collect::<Result<_, _>>()?;
+
+        // Bias correction: the mean accumulator is exactly Σ_k ŵ_k · E[x_k] (linear in
+        // x), so the mean patch gives it without running the layer.
+        let groups = patch.means.len();
+        let rows_per_group = o_n / groups;
+        let mut bias_real = bias.clone();
+        let mut max_correction: f64 = 0.0;
+        if let Some(target) = self
+            .stats
+            .channel_means
+            .get(&id)
+            .filter(|_| self.options.bias_correction)
+        {
+            for o in 0..o_n {
+                let mean = &patch.means[o / rows_per_group];
+                let levels = &fitted.levels[o * k_n..(o + 1) * k_n];
+                let mean_acc: f64 = levels
+                    .iter()
+                    .zip(mean)
+                    .map(|(&w, &m)| w as f64 * m)
+                    .sum::<f64>()
+                    / x_step;
+                let quantized_mean = mean_acc * acc_step[o] + bias[o];
+                let corrected = bias[o] + (target[o] - quantized_mean);
+                max_correction = max_correction.max((corrected - bias[o]).abs() / out_step);
+                bias_real[o] = corrected;
+            }
+        }
+        let bias_q: Vec<i32> = (0..o_n)
+            .map(|o| {
+                (bias_real[o] / acc_step[o])
+                    .round()
+                    .clamp(i32::MIN as f64, i32::MAX as f64) as i32
+            })
+            .collect();
+
+        let weights = match (&fitted.codes, fitted.lut) {
+            (Some(codes), Some(lut)) => QWeights::Lut {
+                shape: shape4,
+                luts: vec![lut],
+                codes: QWeights::pack_codes(o_n, k_n, codes),
+            },
+            _ => match format {
+                // 4-bit uniform levels are stored as codes into the identity table.
+                WeightFormat::Uniform { min, max } if max - min < 16 => {
+                    let lut: [i8; 16] = std::array::from_fn(|i| (min + i as i32).min(max) as i8);
+                    let codes: Vec<u8> = fitted
+                        .levels
+                        .iter()
+                        .map(|&l| (l as i32 - min) as u8)
+                        .collect();
+                    QWeights::Lut {
+                        shape: shape4,
+                        luts: vec![lut],
+                        codes: QWeights::pack_codes(o_n, k_n, &codes),
+                    }
+                }
+                _ => QWeights::Int8 {
+                    shape: shape4,
+                    values: fitted.levels.clone(),
+                },
+            },
+        };
+        let layer = QLinear {
+            conv: geom,
+            weights,
+            bias: bias_q,
+            rescale,
+            lo,
+            hi,
+            weight_exps: w_exps.clone(),
+        };
+        let bound = lutq_ir::int::accumulator_bound(&layer, xt.elem);
+        let weight_kind = match (&layer.weights, format) {
+            (QWeights::Int8 { .. }, _) => "int8",
+            (_, WeightFormat::Lut4) => "lut4",
+            _ => "int4",
+        };
+        self.report.float_weight_bytes += 4 * o_n * k_n;
+        self.report.layers.push(LayerReport {
+            name: node.name.clone(),
+            weights: weight_kind.into(),
+            input_exp: xt.exp,
+            output_exp: exp,
+            output_type: elem_name(elem),
+            weight_exp_min: w_exps.iter().copied().min().unwrap_or(0),
+            weight_exp_max: w_exps.iter().copied().max().unwrap_or(0),
+            relative_output_error: fitted.output_error / reference_energy.max(f64::MIN_POSITIVE),
+            bias_correction_steps: max_correction,
+            accumulator_headroom: bound.rescaled as f64 / i32::MAX as f64,
+            weight_bytes: layer.weights.size_bytes() + 8 * o_n,
+        });
+        let int_node = IntNode {
+            name: node.name.clone(),
+            op: IntOp::Linear(layer),
+            inputs: vec![xvalue],
+            ty: QType {
+                elem,
+                shape: node.ty.shape.clone(),
+                exp,
+            },
+        };
+        // Refuse before running (the graph's validate() would too, at the end).
+        if bound.rescaled > i32::MAX as i64 {
+            return Err(lutq_ir::int::IntCheckError::Overflow {
+                node: node.name.clone(),
+                channel: bound.channel,
+                bound: bound.rescaled,
+                detail: format!(
+                    "accumulator bound {} (Σ|w| · max|x| + |bias|)",
+                    bound.accumulator
+                ),
+            }
+            .into());
+        }
+        self.emit(id, int_node, None)?;
+        Ok(())
+    }
+}
+
+type LinearParams = (
+    Vec<f32>,
+    [usize; 4],
+    Vec<f64>,
+    Option<ConvGeom>,
+    Option<FusedActivation>,
+);
+
+/// A linear node's float weights as `[O][K]` rows with their 4-D shape, its bias
+/// (zeros if none), conv geometry (`None` for dense) and fused activation.
+fn linear_params(graph: &Graph, id: NodeId) -> Result<LinearParams, QuantError> {
+    let node = graph.node(id);
+    let inputs = graph.node_inputs(id);
+    let constant = |slot: usize| -> Result<&[f32], QuantError> {
+        inputs
+            .get(slot)
+            .and_then(|&i| graph.constant(i))
+            .and_then(|t| t.as_f32())
+            .ok_or_else(|| {
+                QuantError::Unsupported(vec![format!(
+                    "node '{}': input {slot} must be a float constant",
+                    node.name
+                )])
+            })
+    };
+    match &node.op {
+        Op::Conv(c) => {
+            let w = constant(1)?;
+            let s = &graph.node(inputs[1]).ty.shape;
+            let shape4 = [s[0], s[1], s[2], s[3]];
+            let bias = if inputs.len() > 2 {
+                constant(2)?.iter().map(|&v| v as f64).collect()
+            } else {
+                vec![0.0; s[0]]
+            };
+            Ok((
+                w.to_vec(),
+                shape4,
+                bias,
+                Some(ConvGeom {
+                    strides: c.strides,
+                    pads: c.pads,
+                    dilations: c.dilations,
+                    group: c.group,
+                }),
+                c.activation,
+            ))
+        }
+        Op::Gemm(g) => {
+            let b = constant(1)?;
+            let s = &graph.node(inputs[1]).ty.shape;
+            // B is [K, N] (or [N, K] transposed); rows are output features.
+            let (k, n) = if g.trans_b {
+                (s[1], s[0])
+            } else {
+                (s[0], s[1])
+            };
+            let mut rows = vec![0f32; n * k];
+            for o in 0..n {
+                for j in 0..k {
+                    let v = if g.trans_b {
+                        b[o * k + j]
+                    } else {
+                        b[j * n + o]
+                    };
+                    rows[o * k + j] = v * g.alpha;
+                }
+            }
+            let bias = if inputs.len() > 2 {
+                let c = constant(2)?;
+                (0..n)
+                    .map(|o| g.beta as f64 * c[if c.len() == 1 { 0 } else { o % c.len() }] as f64)
+                    .collect()
+            } else {
+                vec![0.0; n]
+            };
+            Ok((rows, [n, k, 1, 1], bias, None, g.activation))
+        }
+        Op::MatMul => {
+            let b = constant(1)?;
+            let s = &graph.node(inputs[1]).ty.shape;
+            let (k, n) = (s[0], s[1]);
+            let mut rows = vec![0f32; n * k];
+            for o in 0..n {
+                for j in 0..k {
+                    rows[o * k + j] = b[j * n + o];
+                }
+            }
+            Ok((rows, [n, k, 1, 1], vec![0.0; n], None, None))
+        }
+        _ => Err(QuantError::Unsupported(vec![format!(
+            "node '{}' is not linear",
+            node.name
+        )])),
+    }
+}

@@ -1,0 +1,585 @@
+//! Tests of the weight fitting (`lutq_quant::fit`) on random problems with correlated
+//! calibration inputs, built with a small deterministic PRNG.
+
+use lutq_quant::fit::{
+    FitOptions, Fitted, LayerProblem, RowScale, ScaleKind, WeightFormat, fit_layer, kmeans_lut,
+    output_error,
+};
+
+/// xorshift64*.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+    /// Heavy-tailed (Laplace).
+    fn laplace(&mut self) -> f64 {
+        let u = self.uniform() - 0.5;
+        -u.signum() * (1.0 - 2.0 * u.abs()).max(1e-300).ln()
+    }
+}
+
+/// `n` input patches of length `k` with strongly correlated columns: a few shared latent
+/// factors plus a little independent noise (and a common offset, like post-ReLU data).
+fn patches(rng: &mut Rng, n: usize, k: usize) -> Vec<f64> {
+    let factors = 3;
+    let mix: Vec<f64> = (0..factors * k).map(|_| rng.normal()).collect();
+    let mut x = vec![0.0; n * k];
+    for p in 0..n {
+        let f: Vec<f64> = (0..factors).map(|_| rng.normal()).collect();
+        for j in 0..k {
+            let mut v = 0.5 + 0.2 * rng.normal();
+            for (l, fl) in f.iter().enumerate() {
+                v += fl * mix[l * k + j];
+            }
+            x[p * k + j] = v;
+        }
+    }
+    x
+}
+
+/// `Σ_p x_p x_pᵀ`.
+fn second_moment(x: &[f64], k: usize) -> Vec<f64> {
+    let n = x.len() / k;
+    let mut h = vec![0.0; k * k];
+    for p in 0..n {
+        let row = &x[p * k..(p + 1) * k];
+        for i in 0..k {
+            let xi = row[i];
+            for j in 0..k {
+                h[i * k + j] += xi * row[j];
+            }
+        }
+    }
+    h
+}
+
+struct Problem {
+    w: Vec<f32>,
+    rows: usize,
+    k: usize,
+    h: Vec<Vec<f64>>,
+}
+
+impl Problem {
+    /// Rows with magnitudes spread over a factor of ~16 and heavy-tailed weights.
+    fn random(seed: u64, rows: usize, k: usize, groups: usize, with_data: bool) -> Problem {
+        let mut rng = Rng::new(seed);
+        let mut w = Vec::with_capacity(rows * k);
+        for _ in 0..rows {
+            let scale = 0.05 * (4.0 * rng.uniform() - 2.0).exp2();
+            for _ in 0..k {
+                w.push((scale * rng.laplace()) as f32);
+            }
+        }
+        let h = if with_data {
+            (0..groups)
+                .map(|_| second_moment(&patches(&mut rng, 4 * k + 16, k), k))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Problem { w, rows, k, h }
+    }
+    fn view(&self) -> LayerProblem<'_> {
+        LayerProblem {
+            weights: &self.w,
+            rows: self.rows,
+            row_len: self.k,
+            hessians: &self.h,
+        }
+    }
+    fn fit(&self, format: WeightFormat, scale: ScaleKind, data_aware: bool) -> Fitted {
+        let f = fit_layer(
+            &self.view(),
+            &FitOptions {
+                format,
+                scale,
+                data_aware,
+            },
+        );
+        check_structure(self, &f, format, scale);
+        f
+    }
+}
+
+const INT8: WeightFormat = WeightFormat::Uniform {
+    min: -128,
+    max: 127,
+};
+const INT4: WeightFormat = WeightFormat::Uniform { min: -8, max: 7 };
+const FORMATS: [WeightFormat; 3] = [WeightFormat::Lut4, INT4, INT8];
+const POT: [ScaleKind; 2] = [ScaleKind::PotLayer, ScaleKind::PotChannel];
+
+/// Every invariant of a `Fitted`, including that its reported error is `E` of its levels.
+fn check_structure(p: &Problem, f: &Fitted, format: WeightFormat, scale: ScaleKind) {
+    assert_eq!(f.levels.len(), p.rows * p.k);
+    assert_eq!(f.scales.len(), p.rows);
+    assert!(f.output_error.is_finite() && f.output_error >= 0.0);
+    match format {
+        WeightFormat::Lut4 => {
+            let lut = f.lut.expect("Lut4 has a table");
+            let codes = f.codes.as_ref().expect("Lut4 has codes");
+            assert_eq!(codes.len(), p.rows * p.k);
+            for (&c, &l) in codes.iter().zip(&f.levels) {
+                assert!(c < 16, "code {c}");
+                assert_eq!(l, lut[c as usize]);
+            }
+            assert!(
+                lut.windows(2).all(|w| w[0] <= w[1]),
+                "table sorted: {lut:?}"
+            );
+        }
+        WeightFormat::Uniform { min, max } => {
+            assert!(f.lut.is_none() && f.codes.is_none());
+            for &l in &f.levels {
+                assert!(
+                    (min..=max).contains(&(l as i32)),
+                    "level {l} outside {min}..={max}"
+                );
+            }
+        }
+    }
+    match scale {
+        _ if p.rows == 0 => {}
+        ScaleKind::PotLayer => {
+            assert!(matches!(f.scales[0], RowScale::Pot(_)));
+            assert!(
+                f.scales.iter().all(|&s| s == f.scales[0]),
+                "one layer exponent"
+            );
+        }
+        ScaleKind::PotChannel => assert!(f.scales.iter().all(|s| matches!(s, RowScale::Pot(_)))),
+        ScaleKind::FloatChannel => {
+            assert!(
+                f.scales
+                    .iter()
+                    .all(|s| matches!(s, RowScale::Float(x) if *x > 0.0))
+            )
+        }
+    }
+    let e = output_error(&p.view(), &f.levels, &f.scales);
+    assert!(
+        (e - f.output_error).abs() <= 1e-9 * e.max(1e-300),
+        "reported {} vs recomputed {e}",
+        f.output_error
+    );
+}
+
+#[test]
+fn kmeans_objective_never_increases() {
+    for seed in 0..8u64 {
+        let mut rng = Rng::new(100 + seed);
+        let n = 500 + 700 * seed as usize;
+        let values: Vec<f64> = (0..n).map(|_| 20.0 * rng.laplace()).collect();
+        let weights: Vec<f64> = (0..n).map(|_| rng.uniform() * rng.uniform()).collect();
+        let r = kmeans_lut(&values, &weights);
+        assert!(r.history.len() >= 2, "seed {seed}: Lloyd made no step");
+        for w in r.history.windows(2) {
+            assert!(
+                w[1] <= w[0],
+                "seed {seed}: objective rose {} -> {}",
+                w[0],
+                w[1]
+            );
+        }
+        // The recorded objective is the real one of the final table.
+        let direct: f64 = values
+            .iter()
+            .zip(&weights)
+            .map(|(&v, &w)| {
+                let d = r
+                    .lut
+                    .iter()
+                    .map(|&c| (v - c as f64).abs())
+                    .fold(f64::INFINITY, f64::min);
+                w * d * d
+            })
+            .sum();
+        let last = r.objective();
+        assert!((direct - last).abs() <= 1e-9 * direct, "{direct} vs {last}");
+        assert!(r.lut.windows(2).all(|w| w[0] < w[1]), "distinct, sorted");
+    }
+}
+
+#[test]
+fn data_aware_never_worse_than_plain() {
+    let mut ratio_lut = Vec::new();
+    for seed in 0..6u64 {
+        let groups = 1 + (seed as usize % 2);
+        let p = Problem::random(seed, 8 * groups, 24, groups, true);
+        for format in FORMATS {
+            let scales: &[ScaleKind] = match format {
+                WeightFormat::Lut4 => &[
+                    ScaleKind::PotLayer,
+                    ScaleKind::PotChannel,
+                    ScaleKind::FloatChannel,
+                ],
+                _ => &[
+                    ScaleKind::PotLayer,
+                    ScaleKind::PotChannel,
+                    ScaleKind::FloatChannel,
+                ],
+            };
+            for &scale in scales {
+                let plain = p.fit(format, scale, false);
+                let aware = p.fit(format, scale, true);
+                assert!(
+                    aware.output_error <= plain.output_error,
+                    "seed {seed} {format:?} {scale:?}: data-aware {} > plain {}",
+                    aware.output_error,
+                    plain.output_error
+                );
+                if format == WeightFormat::Lut4 && scale == ScaleKind::PotChannel {
+                    ratio_lut.push(aware.output_error / plain.output_error);
+                }
+            }
+        }
+    }
+    // With correlated inputs GPTQ must actually help, not only tie.
+    let mean = ratio_lut.iter().sum::<f64>() / ratio_lut.len() as f64;
+    assert!(
+        mean < 0.7,
+        "data-aware / plain error ratio {mean} ({ratio_lut:?})"
+    );
+}
+
+#[test]
+fn data_aware_without_data_is_not_worse() {
+    for seed in 0..4u64 {
+        let p = Problem::random(50 + seed, 12, 20, 1, false);
+        for format in FORMATS {
+            for scale in POT {
+                let plain = p.fit(format, scale, false);
+                let aware = p.fit(format, scale, true);
+                assert!(aware.output_error <= plain.output_error);
+            }
+        }
+    }
+}
+
+#[test]
+/// Per-channel exponents fit rows of different magnitudes better. Compared on the
+/// objective each fit actually minimizes: plain fits (round to nearest, which ignores the
+/// correlations in `H`) without data, data-aware fits with and without data. (With a
+/// strongly correlated `H`, the error of plain rounding is dominated by the accidental
+/// bias `Σ_i δ_i` of each row, which no choice of exponent controls.)
+fn pot_channel_beats_pot_layer() {
+    for seed in 0..12u64 {
+        let with_data = seed % 2 == 0;
+        let p = Problem::random(200 + seed, 16, 32, 1, with_data);
+        for format in FORMATS {
+            for data_aware in [false, true] {
+                if with_data && !data_aware {
+                    continue;
+                }
+                let layer = p.fit(format, ScaleKind::PotLayer, data_aware);
+                let channel = p.fit(format, ScaleKind::PotChannel, data_aware);
+                assert!(
+                    channel.output_error <= layer.output_error,
+                    "seed {seed} {format:?} aware={data_aware}: channel {} > layer {}",
+                    channel.output_error,
+                    layer.output_error
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_is_far_better_than_int4() {
+    for seed in 0..3u64 {
+        let p = Problem::random(300 + seed, 16, 32, 1, true);
+        for scale in POT {
+            let e8 = p.fit(INT8, scale, true).output_error;
+            let e4 = p.fit(INT4, scale, true).output_error;
+            assert!(
+                e8 * 50.0 < e4,
+                "seed {seed} {scale:?}: int8 {e8} vs int4 {e4}"
+            );
+        }
+    }
+}
+
+#[test]
+fn float_channel_levels_stay_in_range() {
+    let p = Problem::random(400, 16, 40, 2, true);
+    for (min, max) in [(-8, 7), (-127, 127), (-128, 127)] {
+        let format = WeightFormat::Uniform { min, max };
+        for data_aware in [false, true] {
+            // `check_structure` asserts the range.
+            let f = p.fit(format, ScaleKind::FloatChannel, data_aware);
+            if !data_aware {
+                // The largest weight of each row lands exactly on ±max.
+                for o in 0..p.rows {
+                    let row = &f.levels[o * p.k..(o + 1) * p.k];
+                    let m = row.iter().map(|&l| (l as i32).abs()).max().unwrap();
+                    assert_eq!(m, max, "row {o}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn lut_structure_and_exponents() {
+    let p = Problem::random(500, 10, 30, 1, true);
+    for scale in [ScaleKind::PotLayer, ScaleKind::PotChannel] {
+        for data_aware in [false, true] {
+            let f = p.fit(WeightFormat::Lut4, scale, data_aware);
+            // Scaled weights fill the table's range: the largest |level| is at least 64
+            // (the max-fitting exponent puts max|w|·2^e in [64, 128)), except where the
+            // data-aware search moved an exponent down by one.
+            let max_level = f.levels.iter().map(|&l| (l as i32).abs()).max().unwrap();
+            assert!(max_level >= 32, "{scale:?} {data_aware}: {max_level}");
+            if scale == ScaleKind::PotLayer && !data_aware {
+                // The plain fit uses the max-fitting exponent: the largest weight scales
+                // into (63.75, 128.5], the first half of the grid is not enough.
+                let RowScale::Pot(e) = f.scales[0] else {
+                    panic!("power of two")
+                };
+                let m = p.w.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+                let scaled = m * (e as f64).exp2();
+                assert!(scaled > 63.75 && scaled <= 128.5, "{scaled}");
+            }
+        }
+    }
+}
+
+#[test]
+fn degenerate_inputs_do_not_panic() {
+    let mut rng = Rng::new(7);
+    let x: Vec<f64> = (0..9).map(|_| rng.normal()).collect();
+    let rank1: Vec<f64> = (0..81).map(|i| x[i / 9] * x[i % 9]).collect();
+    let w: Vec<f32> = (0..6 * 9).map(|_| rng.laplace() as f32 * 0.1).collect();
+    let cases = vec![
+        // All zero, with and without data.
+        Problem {
+            w: vec![0.0; 12],
+            rows: 3,
+            k: 4,
+            h: vec![],
+        },
+        Problem {
+            w: vec![0.0; 12],
+            rows: 3,
+            k: 4,
+            h: vec![vec![1.0; 16]],
+        },
+        // Row length one; one row; empty.
+        Problem {
+            w: vec![0.3, -0.2, 0.0, 1e-3],
+            rows: 4,
+            k: 1,
+            h: vec![vec![2.0]; 4],
+        },
+        Problem {
+            w: vec![0.5, -0.25, 0.125],
+            rows: 1,
+            k: 3,
+            h: vec![],
+        },
+        Problem {
+            w: vec![],
+            rows: 0,
+            k: 5,
+            h: vec![],
+        },
+        Problem {
+            w: vec![],
+            rows: 2,
+            k: 0,
+            h: vec![],
+        },
+        // Tiny and huge weights.
+        Problem {
+            w: vec![1e-30, -2e-30, 3e-31, 0.0, 1e-38, -1e-40],
+            rows: 2,
+            k: 3,
+            h: vec![vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]],
+        },
+        Problem {
+            w: vec![1e20, -3e19, 5.0, 1.0],
+            rows: 2,
+            k: 2,
+            h: vec![],
+        },
+        // Singular (rank one) and zero matrices; one row per group (depthwise-like).
+        Problem {
+            w,
+            rows: 6,
+            k: 9,
+            h: vec![
+                rank1.clone(),
+                vec![0.0; 81],
+                rank1.clone(),
+                rank1,
+                vec![0.0; 81],
+                {
+                    let mut id = vec![0.0; 81];
+                    for i in 0..9 {
+                        id[i * 10] = 1.0;
+                    }
+                    id
+                },
+            ],
+        },
+        // Identical weights everywhere (one distinct value).
+        Problem {
+            w: vec![0.7; 20],
+            rows: 4,
+            k: 5,
+            h: vec![vec![1.0; 25]],
+        },
+    ];
+    for (i, p) in cases.iter().enumerate() {
+        for format in FORMATS
+            .into_iter()
+            .chain([WeightFormat::Uniform { min: 0, max: 0 }])
+        {
+            for scale in [
+                ScaleKind::PotLayer,
+                ScaleKind::PotChannel,
+                ScaleKind::FloatChannel,
+            ] {
+                for data_aware in [false, true] {
+                    let f = p.fit(format, scale, data_aware);
+                    if p.w.iter().all(|&x| x == 0.0) {
+                        assert_eq!(f.output_error, 0.0, "case {i}");
+                        assert!(f.levels.iter().all(|&l| l == 0), "case {i}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let p = Problem::random(600, 40, 48, 2, true);
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let three = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    for format in FORMATS {
+        for scale in POT {
+            let a = one.install(|| p.fit(format, scale, true));
+            let b = three.install(|| p.fit(format, scale, true));
+            assert_eq!(a, b, "{format:?} {scale:?}");
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "multiple of the number of groups")]
+fn rows_must_divide_into_groups() {
+    let p = Problem {
+        w: vec![0.1; 6],
+        rows: 3,
+        k: 2,
+        h: vec![vec![1.0, 0.0, 0.0, 1.0]; 2],
+    };
+    p.fit(WeightFormat::Lut4, ScaleKind::PotLayer, true);
+}
+
+/// The size of MobileNetV2's classifier: `cargo test -p lutq-quant --release --test fit
+/// -- --ignored --nocapture` (set `RAYON_NUM_THREADS=1` for one core).
+#[test]
+#[ignore]
+fn timing_dense_1000x1280() {
+    use std::time::Instant;
+    let (rows, k, n) = (1000, 1280, 4096);
+    let mut rng = Rng::new(9);
+    let t = Instant::now();
+    let x = patches(&mut rng, n, k);
+    // H = XᵀX, rows of H in parallel would need rayon here; keep it simple: Xᵀ first.
+    let mut xt = vec![0.0; k * n];
+    for p in 0..n {
+        for j in 0..k {
+            xt[j * n + p] = x[p * k + j];
+        }
+    }
+    let mut h = vec![0.0; k * k];
+    for i in 0..k {
+        for j in i..k {
+            let s: f64 = xt[i * n..(i + 1) * n]
+                .iter()
+                .zip(&xt[j * n..(j + 1) * n])
+                .map(|(a, b)| a * b)
+                .sum();
+            h[i * k + j] = s;
+            h[j * k + i] = s;
+        }
+    }
+    eprintln!("H built in {:.2?}", t.elapsed());
+    let w: Vec<f32> = (0..rows * k)
+        .map(|_| (0.02 * rng.laplace()) as f32)
+        .collect();
+    let p = Problem {
+        w,
+        rows,
+        k,
+        h: vec![h],
+    };
+    for (format, scale, aware) in [
+        (WeightFormat::Lut4, ScaleKind::PotChannel, false),
+        (WeightFormat::Lut4, ScaleKind::PotChannel, true),
+        (WeightFormat::Lut4, ScaleKind::PotLayer, true),
+        (INT4, ScaleKind::PotChannel, true),
+    ] {
+        let t = Instant::now();
+        let f = fit_layer(
+            &p.view(),
+            &FitOptions {
+                format,
+                scale,
+                data_aware: aware,
+            },
+        );
+        eprintln!(
+            "{format:?} {scale:?} data_aware={aware}: {:.2?}, E = {:.4e}",
+            t.elapsed(),
+            f.output_error
+        );
+    }
+
+    // A depthwise layer (960 groups of one 3×3 row) and the largest pointwise conv.
+    let dw = Problem {
+        w: (0..960 * 9).map(|_| (0.1 * rng.laplace()) as f32).collect(),
+        rows: 960,
+        k: 9,
+        h: (0..960)
+            .map(|_| second_moment(&patches(&mut rng, 4096, 9), 9))
+            .collect(),
+    };
+    let pw = Problem::random(10, 320, 960, 1, false);
+    let pw = Problem {
+        h: vec![second_moment(&patches(&mut rng, 2048, 960), 960)],
+        ..pw
+    };
+    for (name, p) in [("depthwise 960×9", &dw), ("pointwise 320×960", &pw)] {
+        let t = Instant::now();
+        let f = p.fit(WeightFormat::Lut4, ScaleKind::PotChannel, true);
+        eprintln!("{name}: {:.2?}, E = {:.4e}", t.elapsed(), f.output_error);
+    }
+}

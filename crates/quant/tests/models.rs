@@ -1,0 +1,277 @@
+//! The quantizer on the bundled models and data: accuracy against the float model,
+//! snapshots of the integer IR, determinism, and refusals with clear errors.
+
+use std::path::{Path, PathBuf};
+
+use lutq_dataio::NpyArray;
+use lutq_interp::int::IntInterpreter;
+use lutq_ir::int::{IntGraph, IntOp};
+use lutq_ir::{Activation, Gemm, Graph, Op, Tensor, TensorType};
+use lutq_quant::{Mode, QuantError, QuantOptions, QuantReport, quantize};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn optimized(name: &str) -> Graph {
+    let path = root().join(format!("models/{name}.onnx"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let graph = lutq_onnx::import(&bytes, &Default::default()).unwrap();
+    lutq_opt::optimize(&graph, &Default::default()).unwrap().0
+}
+
+/// The first `limit` samples of an NPY file, starting at `skip`.
+fn samples(path: &str, skip: usize, limit: usize) -> Tensor {
+    let a = NpyArray::from_npy_file(root().join(path)).unwrap();
+    let per = a.data.len() / a.shape[0];
+    let n = limit.min(a.shape[0] - skip);
+    let mut shape = a.shape.clone();
+    shape[0] = n;
+    Tensor::f32(shape, a.data[skip * per..(skip + n) * per].to_vec()).unwrap()
+}
+
+fn labels(path: &str) -> Vec<i64> {
+    lutq_dataio::read_labels_file(root().join(path)).unwrap()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn run(mode: Mode, graph: &Graph, calib: &Tensor) -> (IntGraph, QuantReport) {
+    quantize(graph, calib, &QuantOptions::new(mode), &|_| {}).unwrap()
+}
+
+/// Top-1 predictions of the integer program.
+fn predictions(int_graph: &IntGraph, data: &Tensor) -> (Vec<usize>, Vec<f32>) {
+    let out = IntInterpreter::new(int_graph)
+        .unwrap()
+        .run_batch(data, None)
+        .unwrap();
+    let values = out[0].as_f32().unwrap().to_vec();
+    let per = values.len() / data.shape()[0];
+    (values.chunks(per).map(argmax).collect(), values)
+}
+
+fn sqnr(reference: &[f32], x: &[f32]) -> f64 {
+    let s: f64 = reference.iter().map(|&v| (v as f64).powi(2)).sum();
+    let n: f64 = reference
+        .iter()
+        .zip(x)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
+    10.0 * (s / n).log10()
+}
+
+/// Only 8-bit values between ops; i32 only as the last layer's output.
+fn assert_integer_only(g: &IntGraph) {
+    g.validate().unwrap();
+    let outputs: Vec<_> = g.outputs.iter().map(|o| o.value).collect();
+    for (i, n) in g.nodes.iter().enumerate() {
+        let wide = n.ty.elem == lutq_ir::int::IntElem::I32;
+        assert!(
+            !wide || outputs.iter().any(|v| v.index() == i),
+            "{}: i32 value that is not a graph output",
+            n.name
+        );
+    }
+}
+
+#[test]
+fn fashion_nets_keep_their_accuracy_at_4_bits() {
+    let calib = samples("data/fashion_mnist/train_x.npy", 0, 256);
+    let data = samples("data/fashion_mnist/test_x.npy", 0, 1000);
+    let y = labels("data/fashion_mnist/test_y.npy");
+    for name in ["fashion_resnet8", "fashion_mobilenetv2"] {
+        let graph = optimized(name);
+        let reference = lutq_interp::run_batch(&graph, &data, None).unwrap();
+        let reference = reference.as_f32().unwrap();
+        let per = reference.len() / 1000;
+        let ref_top: Vec<usize> = reference.chunks(per).map(argmax).collect();
+        let accuracy = |top: &[usize]| {
+            top.iter()
+                .zip(&y)
+                .filter(|(p, l)| **p as i64 == **l)
+                .count() as f64
+                / 10.0
+        };
+        let fp32 = accuracy(&ref_top);
+        for (mode, max_loss, min_agree, min_sqnr) in [
+            (Mode::Int8PotChannel, 1.0, 98.0, 25.0),
+            (Mode::Lut4PotChannel, 1.5, 97.0, 15.0),
+        ] {
+            let (g, report) = run(mode, &graph, &calib);
+            assert_integer_only(&g);
+            assert!(report.layers.iter().all(|l| l.accumulator_headroom < 1.0));
+            let (top, out) = predictions(&g, &data);
+            let acc = accuracy(&top);
+            let agree = top.iter().zip(&ref_top).filter(|(a, b)| a == b).count() as f64 / 10.0;
+            let s = sqnr(reference, &out);
+            eprintln!(
+                "{name} {mode}: top-1 {acc:.1} % (fp32 {fp32:.1} %), agree {agree:.1} %, {s:.1} dB"
+            );
+            assert!(
+                acc >= fp32 - max_loss,
+                "{name} {mode}: {acc} vs fp32 {fp32}"
+            );
+            assert!(agree >= min_agree, "{name} {mode}: agreement {agree}");
+            assert!(s >= min_sqnr, "{name} {mode}: SQNR {s}");
+        }
+    }
+}
+
+#[test]
+fn data_aware_fit_beats_the_plain_fit() {
+    // The depthwise net is where plain k-means hurts (the design brief's reference lost
+    // up to 14 points there).
+    let graph = optimized("fashion_mobilenetv2");
+    let calib = samples("data/fashion_mnist/train_x.npy", 0, 256);
+    let data = samples("data/fashion_mnist/test_x.npy", 0, 300);
+    let reference = lutq_interp::run_batch(&graph, &data, None).unwrap();
+    let reference = reference.as_f32().unwrap();
+    let quantized_sqnr = |data_aware: bool, bias_correction: bool| {
+        let options = QuantOptions {
+            data_aware,
+            bias_correction,
+            ..QuantOptions::new(Mode::Lut4PotChannel)
+        };
+        let (g, _) = quantize(&graph, &calib, &options, &|_| {}).unwrap();
+        sqnr(reference, &predictions(&g, &data).1)
+    };
+    let full = quantized_sqnr(true, true);
+    let plain = quantized_sqnr(false, false);
+    let no_bias = quantized_sqnr(true, false);
+    eprintln!(
+        "SQNR: data-aware + bias correction {full:.2} dB, without bias correction {no_bias:.2}, plain {plain:.2}"
+    );
+    assert!(full > plain + 1.0, "{full} vs plain {plain}");
+    assert!(no_bias > plain + 1.0, "{no_bias} vs plain {plain}");
+}
+
+#[test]
+fn quantized_dumps_match_snapshots_and_are_deterministic() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(root().join("snapshots/quant"));
+    settings.set_prepend_module_to_snapshot(false);
+    let cases = [
+        (
+            "fashion_resnet8",
+            "data/fashion_mnist/train_x.npy",
+            64,
+            Mode::Lut4PotChannel,
+        ),
+        (
+            "fashion_mobilenetv2",
+            "data/fashion_mnist/train_x.npy",
+            64,
+            Mode::Lut4PotLayer,
+        ),
+        (
+            "mobilenet_v2",
+            "data/photos/photos.npy",
+            4,
+            Mode::Lut4PotChannel,
+        ),
+    ];
+    for (name, calib, n, mode) in cases {
+        let graph = optimized(name);
+        let calib = samples(calib, 0, n);
+        let (g, _) = run(mode, &graph, &calib);
+        let dump = g.dump();
+        if name.starts_with("fashion") {
+            assert_eq!(
+                run(mode, &graph, &calib).0.dump(),
+                dump,
+                "{name}: not deterministic"
+            );
+        }
+        settings.bind(|| insta::assert_snapshot!(format!("{name}.{}", mode.name()), dump));
+    }
+}
+
+#[test]
+fn a_layer_that_could_overflow_is_refused_with_its_name() {
+    // A bias far beyond what the accumulator's scale can hold: quantized at exponent
+    // f_x + f_w it saturates i32, and with any input the sum could exceed 2^31 − 1.
+    let k = 8;
+    let mut g = Graph::new("wide");
+    let x = g.add_input("x", TensorType::f32([1, k]));
+    let w = g.add_constant("w", Tensor::f32([k, 2], vec![1.0; 2 * k]).unwrap());
+    let b = g.add_constant("b", Tensor::f32([2], vec![1e12, -1e12]).unwrap());
+    let y = g
+        .add_node("huge_fc", Op::Gemm(Gemm::default()), &[x, w, b])
+        .unwrap();
+    let relu = g
+        .add_node("relu", Op::Activation(Activation::Relu), &[y])
+        .unwrap();
+    g.add_output("y", relu).unwrap();
+    let calib = Tensor::f32([2, k], (0..2 * k).map(|i| (i % 7) as f32 * 0.1).collect()).unwrap();
+    let options = QuantOptions {
+        bias_correction: false,
+        ..QuantOptions::new(Mode::Int8PotChannel)
+    };
+    let err = quantize(&g, &calib, &options, &|_| {}).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, QuantError::Check(_)), "{text}");
+    assert!(text.contains("huge_fc") && text.contains("2^31"), "{text}");
+}
+
+#[test]
+fn unsupported_ops_are_reported_together_before_any_work() {
+    let mut g = Graph::new("odd");
+    let x = g.add_input("x", TensorType::f32([1, 4]));
+    let s = g
+        .add_node("squash", Op::Activation(Activation::Sigmoid), &[x])
+        .unwrap();
+    let p = g.add_node("probs", Op::Softmax { axis: 1 }, &[s]).unwrap();
+    g.add_output("y", p).unwrap();
+    let calib = Tensor::f32([1, 4], vec![0.0; 4]).unwrap();
+    let err = quantize(
+        &g,
+        &calib,
+        &QuantOptions::new(Mode::Lut4PotChannel),
+        &|_| {},
+    )
+    .unwrap_err();
+    let QuantError::Unsupported(problems) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(problems.len(), 2, "{err}");
+    assert!(
+        problems[0].contains("squash") && problems[1].contains("probs"),
+        "{err}"
+    );
+    assert!(matches!(
+        quantize(&g, &calib, &QuantOptions::new(Mode::Fp32), &|_| {}),
+        Err(QuantError::Fp32)
+    ));
+}
+
+#[test]
+fn every_op_of_the_bundled_models_lowers_to_integer_ops() {
+    let graph = optimized("fashion_resnet8");
+    let calib = samples("data/fashion_mnist/train_x.npy", 0, 16);
+    let (g, _) = run(Mode::Lut4PotLayer, &graph, &calib);
+    let names: std::collections::BTreeSet<&str> = g.nodes.iter().map(|n| n.op.name()).collect();
+    // Residual adds with their ReLU fused, the folded average pool as a sum-pool, the
+    // classifier emitting its i32 accumulator.
+    for op in [
+        "quantize_input",
+        "conv",
+        "add",
+        "sum_pool",
+        "reshape",
+        "dense",
+    ] {
+        assert!(names.contains(op), "{op} missing from {names:?}");
+    }
+    let last = g.node(g.outputs[0].value);
+    assert!(matches!(last.op, IntOp::Linear(_)));
+    assert_eq!(last.ty.elem, lutq_ir::int::IntElem::I32);
+}
