@@ -2,9 +2,11 @@
 
 use anyhow::bail;
 
+mod accuracy;
 mod bench_float;
 mod conformance;
 mod data;
+mod docs;
 mod gen_proto;
 
 const USAGE: &str = "usage: cargo xtask <task> [args]
@@ -12,6 +14,8 @@ const USAGE: &str = "usage: cargo xtask <task> [args]
 tasks:
   data [--help]           full-size NPY data sets under data/full/ from the installed packages
   bench-float [--help]    float interpreter vs onnxruntime fp32, single thread
+  accuracy [--help]       every quantization mode on the reference models and data
+                          (docs/results.md), with onnxruntime int8 as reference
   gen-proto [--check]     regenerate crates/onnx/src/generated/onnx.rs from onnx.proto
   conformance [--data DIR] | --vendor [--from ONNX_PACKAGE_DIR]
                           run the ONNX backend tests (per-op table, docs/conformance.md),
@@ -29,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         "conformance" => conformance::run(rest),
         "data" => data::run(rest),
         "bench-float" => bench_float::run(rest),
+        "accuracy" => accuracy::run(rest),
         _ => bail!("unknown task '{task}'\n\n{USAGE}"),
     }
 }

@@ -54,6 +54,10 @@ struct IrReport {
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     match args.stage {
         Stage::Opt => return inspect_opt(args),
+        Stage::Quant => anyhow::bail!(
+            "inspect stops at --stage opt; the quantizer's per-layer report is printed by \
+             `lutq dump MODEL --stage quant --calib C.npy` (standard error)"
+        ),
         Stage::Import if args.cle == OnOff::On => {
             anyhow::bail!("--cle on needs --stage opt (CLE runs on the optimized graph)")
         }

@@ -3,7 +3,9 @@
 //! This binary is a thin layer over the library crates: it reads files, drives progress
 //! bars and prints results; every numeric decision lives in a library.
 
+mod eval;
 mod inspect;
+mod pipeline;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -73,6 +75,20 @@ and snapshot-tested.")]
 The input is float32 NCHW; its first dimension is the number of samples, which run in
 parallel on all cores. Integer inputs (u8, i64, …) are converted to float32 as they are.")]
     Run(run::RunArgs),
+
+    /// Compare quantization modes against the float model on a data set: top-1 accuracy
+    /// (with labels), top-1 agreement with fp32, output SQNR, optionally per layer.
+    #[command(after_help = "Examples:
+  lutq eval models/fashion_resnet8.onnx --data data/fashion_mnist/test_x.npy \\
+      --labels data/fashion_mnist/test_y.npy --calib data/fashion_mnist/train_x.npy
+      every mode on the bundled Fashion-MNIST slice
+  lutq eval models/mobilenet_v2.onnx --data eval.npy --calib calib.npy \\
+      --modes int8-pc,lut4-pot-channel --cle on --relu6 replace --per-layer
+      where the error comes from, layer by layer
+
+The fp32 row is the float model itself (after the exact rewrites). Quantization runs
+once per mode; calibration data should look like the evaluation data but not be it.")]
+    Eval(eval::EvalArgs),
 }
 
 /// The model file and how to bind its dimensions; shared by every command.
@@ -109,6 +125,9 @@ enum Stage {
     /// After the e-graph rewrites (BatchNorm and constant affine folding, activation
     /// fusion, cleanup); a summary of what fired goes to standard error.
     Opt,
+    /// The integer program after quantization (needs --calib; --mode picks the weight
+    /// format): every op with its exponents, shifts, clamps and weight tables.
+    Quant,
 }
 
 #[derive(Args)]
@@ -118,20 +137,31 @@ struct DumpArgs {
     /// Which pipeline stage's IR to print.
     #[arg(long, value_enum, default_value = "import")]
     stage: Stage,
-    /// Cross-layer equalization after the rewrites (`--stage opt` only): rescales the
-    /// channels of Conv -> (ReLU|ReLU6) -> Conv pairs so their weight ranges match; its
-    /// report goes to standard error. (`auto`, keeping CLE where it lowers the estimated
-    /// quantization error, comes with the quantization planner.)
+    #[command(flatten)]
+    cle: CleArgs,
+    /// Weight quantization mode (`--stage quant`).
+    #[arg(long, default_value = "lut4-pot-channel")]
+    mode: lutq_quant::Mode,
+    #[command(flatten)]
+    quant: pipeline::QuantArgs,
+    /// Write the dump to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// Cross-layer equalization options, shared by every command that optimizes.
+#[derive(Args, Clone, Copy)]
+struct CleArgs {
+    /// Cross-layer equalization after the rewrites: rescales the channels of
+    /// Conv -> (ReLU|ReLU6) -> Conv pairs so their weight ranges match; its report goes to
+    /// standard error.
     #[arg(long, value_enum, default_value = "off")]
     cle: OnOff,
     /// What CLE does with a pair whose first conv ends in ReLU6 (clip(0,6)): `skip` leaves
     /// it alone (exact); `replace` replaces ReLU6 by ReLU and equalizes it (changes the
-    /// function, as in Nagel et al. 2019).
+    /// function, as in Nagel et al. 2019; MobileNetV2 needs it for CLE to do anything).
     #[arg(long, value_enum, default_value = "skip")]
     relu6: Relu6Arg,
-    /// Write the dump to this file instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -140,7 +170,7 @@ enum OnOff {
     Off,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Relu6Arg {
     /// Leave ReLU6 pairs unequalized.
     Skip,
@@ -161,22 +191,17 @@ impl Relu6Arg {
 }
 
 fn dump(args: &DumpArgs) -> anyhow::Result<()> {
-    if args.cle == OnOff::On && !matches!(args.stage, Stage::Opt) {
-        anyhow::bail!("--cle on needs --stage opt (CLE runs on the optimized graph)");
+    if args.cle.cle == OnOff::On && matches!(args.stage, Stage::Import) {
+        anyhow::bail!("--cle on needs --stage opt or quant (CLE runs on the optimized graph)");
     }
     let text = match args.stage {
         Stage::Import => args.model.import()?.dump(),
-        Stage::Opt => {
-            let (graph, report) =
-                lutq_opt::optimize(&args.model.import()?, &lutq_opt::OptOptions::default())?;
-            eprint!("{report}");
-            if args.cle == OnOff::On {
-                let (graph, report) = lutq_opt::equalize(&graph, &args.relu6.cle_options())?;
-                eprint!("{report}");
-                graph.dump()
-            } else {
-                graph.dump()
-            }
+        Stage::Opt => pipeline::optimize_verbose(&args.model.import()?, args.cle)?.dump(),
+        Stage::Quant => {
+            let graph = pipeline::optimize_verbose(&args.model.import()?, args.cle)?;
+            let (int_graph, report) = pipeline::quantize(&graph, args.mode, &args.quant)?;
+            eprint!("{}", pipeline::report_text(&report));
+            int_graph.dump()
         }
     };
     write_or_print(args.output.as_deref(), &text)
@@ -200,6 +225,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(args) => inspect::inspect(args),
         Command::Dump(args) => dump(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Run(args) => run::run(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Eval(args) => eval::eval(args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -12,10 +12,13 @@ use serde::Serialize;
 
 use crate::ModelArgs;
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
-    /// The f32 reference interpreter.
+    /// The f32 reference interpreter (the model as trained).
     Float,
+    /// The golden integer interpreter: quantizes the model (--mode, --calib) and runs the
+    /// integer program; outputs are dequantized to float.
+    Interp,
 }
 
 #[derive(Args)]
@@ -31,6 +34,15 @@ pub struct RunArgs {
     /// Which engine computes the outputs.
     #[arg(long, value_enum, default_value = "float")]
     backend: Backend,
+    /// Weight quantization mode of the integer backends: fp32, int8-pc, int4-pc,
+    /// int8-pot-channel, int4-pot-layer, int4-pot-channel, lut4-pot-layer,
+    /// lut4-pot-channel (4-bit LUT weights, power-of-two scales per channel).
+    #[arg(long, default_value = "lut4-pot-channel")]
+    mode: lutq_quant::Mode,
+    #[command(flatten)]
+    quant: crate::pipeline::QuantArgs,
+    #[command(flatten)]
+    cle: crate::CleArgs,
     /// Integer class labels (NPY, one per sample): prints the top-1 accuracy.
     #[arg(long, value_name = "LABELS.npy")]
     labels: Option<PathBuf>,
@@ -80,6 +92,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let progress = |done: usize| bar.set_position(done as u64);
     let output = match args.backend {
         Backend::Float => lutq_interp::run_batch(&graph, &input, Some(&progress))?,
+        Backend::Interp => {
+            let optimized = crate::pipeline::optimize(&graph, args.cle)?;
+            if args.mode == lutq_quant::Mode::Fp32 {
+                lutq_interp::run_batch(&optimized, &input, Some(&progress))?
+            } else {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+                let (int_graph, _) = crate::pipeline::quantize(&optimized, args.mode, &args.quant)?;
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                let interp = lutq_interp::int::IntInterpreter::new(&int_graph)?;
+                interp.run_batch(&input, Some(&progress))?.swap_remove(0)
+            }
+        }
     };
     let seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
