@@ -30,6 +30,7 @@
 
 pub mod analysis;
 pub mod cle;
+pub mod int;
 pub mod lang;
 pub mod rules;
 pub mod translate;
@@ -42,6 +43,7 @@ pub use cle::{
     Cle, CleOptions, CleReport, LayerImbalance, Pass, Relu6Policy, equalize, layer_imbalances,
 };
 use egg::{Runner, SimpleScheduler, StopReason};
+pub use int::{IntOptReport, optimize_int};
 use lutq_ir::{Graph, IrError};
 pub use rules::affine::Kept;
 
