@@ -67,8 +67,14 @@ fn main() {
     println!("fp32 acc {:?}", acc(reference));
     for mode in modes {
         let t = std::time::Instant::now();
-        let (ig, report) =
-            lutq_quant::quantize(&graph, &calib, &QuantOptions::new(mode), &|_| {}).unwrap();
+        let mut options = QuantOptions::new(mode);
+        if let Ok(k) = std::env::var("KEEP8") {
+            options.keep_8bit = k.split(',').map(String::from).collect();
+        }
+        options.bias_correction = std::env::var("NO_BC").is_err();
+        options.lut_per_channel = std::env::var("LUTCH").is_ok();
+        options.data_aware = std::env::var("PLAIN").is_err();
+        let (ig, report) = lutq_quant::quantize(&graph, &calib, &options, &|_| {}).unwrap();
         let qt = t.elapsed();
         let interp = lutq_interp::int::IntInterpreter::new(&ig).unwrap();
         let out = interp.run_batch(&data, None).unwrap();

@@ -131,9 +131,15 @@ pub struct QuantOptions {
     /// Correct each layer's bias so its mean output on the calibration set matches the
     /// float model's.
     pub bias_correction: bool,
-    /// Linear layers (by node name) kept at int8 weights with per-channel power-of-two
-    /// exponents whatever the mode (mixed precision).
+    /// Linear layers kept at int8 weights with per-channel power-of-two exponents
+    /// whatever the mode (mixed precision): node names, `first` (the first linear layer)
+    /// and `depthwise` (every depthwise conv). Depthwise convs and the first layer hold
+    /// few of a CNN's weights but suffer most from 4 bits.
     pub keep_8bit: Vec<String>,
+    /// LUT modes: one 16-entry table per output channel instead of one per layer
+    /// (16 more bytes of flash per channel; each channel's table spans its own range at
+    /// full 8-bit resolution).
+    pub lut_per_channel: bool,
     /// Most input patches per layer that enter `H = Σ x xᵀ` (sampled evenly over the
     /// calibration set); bias correction always uses every position.
     pub max_patches: usize,
@@ -146,6 +152,7 @@ impl QuantOptions {
             data_aware: true,
             bias_correction: true,
             keep_8bit: Vec::new(),
+            lut_per_channel: false,
             max_patches: 32_768,
         }
     }

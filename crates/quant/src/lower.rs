@@ -554,7 +554,14 @@ impl Lowering<'_> {
         drop(real);
 
         // Fit the weights.
-        let keep8 = self.options.keep_8bit.iter().any(|n| n == &node.name);
+        let depthwise = geom
+            .as_ref()
+            .is_some_and(|g| g.group > 1 && g.group == in_shape[1] && shape4[1] == 1);
+        let first = self.report.layers.is_empty();
+        let keep8 =
+            self.options.keep_8bit.iter().any(|n| {
+                n == &node.name || (n == "depthwise" && depthwise) || (n == "first" && first)
+            });
         let (format, scale) = if keep8 {
             (
                 WeightFormat::Uniform {
@@ -564,7 +571,12 @@ impl Lowering<'_> {
                 ScaleKind::PotChannel,
             )
         } else {
-            self.options.mode.weights().ok_or(QuantError::Fp32)?
+            match self.options.mode.weights().ok_or(QuantError::Fp32)? {
+                (WeightFormat::Lut4, scale) if self.options.lut_per_channel => {
+                    (WeightFormat::Lut4PerChannel, scale)
+                }
+                other => other,
+            }
         };
         let fitted = fit::fit_layer(
             &LayerProblem {
@@ -669,9 +681,9 @@ impl Lowering<'_> {
             .collect();
 
         let weights = match (&fitted.codes, fitted.lut) {
-            (Some(codes), Some(lut)) => QWeights::Lut {
+            (Some(codes), Some(_)) => QWeights::Lut {
                 shape: shape4,
-                luts: vec![lut],
+                luts: fitted.luts.clone(),
                 codes: QWeights::pack_codes(o_n, k_n, codes),
             },
             _ => match format {
@@ -708,6 +720,7 @@ impl Lowering<'_> {
         let weight_kind = match (&layer.weights, format) {
             (QWeights::Int8 { .. }, _) => "int8",
             (_, WeightFormat::Lut4) => "lut4",
+            (_, WeightFormat::Lut4PerChannel) => "lut4/ch",
             _ => "int4",
         };
         self.report.float_weight_bytes += 4 * o_n * k_n;

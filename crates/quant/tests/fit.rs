@@ -133,21 +133,33 @@ fn check_structure(p: &Problem, f: &Fitted, format: WeightFormat, scale: ScaleKi
     assert_eq!(f.scales.len(), p.rows);
     assert!(f.output_error.is_finite() && f.output_error >= 0.0);
     match format {
-        WeightFormat::Lut4 => {
+        WeightFormat::Lut4 | WeightFormat::Lut4PerChannel => {
             let lut = f.lut.expect("Lut4 has a table");
             let codes = f.codes.as_ref().expect("Lut4 has codes");
             assert_eq!(codes.len(), p.rows * p.k);
-            for (&c, &l) in codes.iter().zip(&f.levels) {
-                assert!(c < 16, "code {c}");
-                assert_eq!(l, lut[c as usize]);
+            let tables = if format == WeightFormat::Lut4 {
+                1
+            } else {
+                p.rows
+            };
+            assert_eq!(f.luts.len(), tables, "one table per layer or per row");
+            if let Some(first) = f.luts.first() {
+                assert_eq!(lut, *first, "lut is luts[0]");
             }
-            assert!(
-                lut.windows(2).all(|w| w[0] <= w[1]),
-                "table sorted: {lut:?}"
-            );
+            for (i, (&c, &l)) in codes.iter().zip(&f.levels).enumerate() {
+                assert!(c < 16, "code {c}");
+                let t = if tables == 1 { 0 } else { i / p.k };
+                assert_eq!(l, f.luts[t][c as usize], "level {i} is its table's entry");
+            }
+            for lut in &f.luts {
+                assert!(
+                    lut.windows(2).all(|w| w[0] <= w[1]),
+                    "table sorted: {lut:?}"
+                );
+            }
         }
         WeightFormat::Uniform { min, max } => {
-            assert!(f.lut.is_none() && f.codes.is_none());
+            assert!(f.lut.is_none() && f.codes.is_none() && f.luts.is_empty());
             for &l in &f.levels {
                 assert!(
                     (min..=max).contains(&(l as i32)),
@@ -449,10 +461,10 @@ fn degenerate_inputs_do_not_panic() {
         },
     ];
     for (i, p) in cases.iter().enumerate() {
-        for format in FORMATS
-            .into_iter()
-            .chain([WeightFormat::Uniform { min: 0, max: 0 }])
-        {
+        for format in FORMATS.into_iter().chain([
+            WeightFormat::Uniform { min: 0, max: 0 },
+            WeightFormat::Lut4PerChannel,
+        ]) {
             for scale in [
                 ScaleKind::PotLayer,
                 ScaleKind::PotChannel,
@@ -481,7 +493,7 @@ fn results_do_not_depend_on_thread_count() {
         .num_threads(3)
         .build()
         .unwrap();
-    for format in FORMATS {
+    for format in FORMATS.into_iter().chain([WeightFormat::Lut4PerChannel]) {
         for scale in POT {
             let a = one.install(|| p.fit(format, scale, true));
             let b = three.install(|| p.fit(format, scale, true));
@@ -581,5 +593,147 @@ fn timing_dense_1000x1280() {
         let t = Instant::now();
         let f = p.fit(WeightFormat::Lut4, ScaleKind::PotChannel, true);
         eprintln!("{name}: {:.2?}, E = {:.4e}", t.elapsed(), f.output_error);
+    }
+}
+
+const ALL_SCALES: [ScaleKind; 3] = [
+    ScaleKind::PotLayer,
+    ScaleKind::PotChannel,
+    ScaleKind::FloatChannel,
+];
+
+/// One table per output channel is never worse than the shared table, row by row in
+/// total, plain and data-aware, with and without data; and data-aware per-channel fits
+/// are never worse than plain ones.
+#[test]
+fn per_channel_tables_never_worse_than_shared() {
+    let mut ratios = Vec::new();
+    for seed in 0..8u64 {
+        let with_data = seed % 4 != 3;
+        let groups = 1 + (seed as usize % 2);
+        let p = Problem::random(700 + seed, 12 * groups, 40, groups, with_data);
+        for scale in ALL_SCALES {
+            let mut pc = Vec::new();
+            for data_aware in [false, true] {
+                let shared = p.fit(WeightFormat::Lut4, scale, data_aware);
+                let own = p.fit(WeightFormat::Lut4PerChannel, scale, data_aware);
+                assert!(
+                    own.output_error <= shared.output_error,
+                    "seed {seed} {scale:?} aware={data_aware}: per-channel {} > shared {}",
+                    own.output_error,
+                    shared.output_error
+                );
+                if scale == ScaleKind::PotChannel {
+                    ratios.push(own.output_error / shared.output_error);
+                }
+                pc.push(own.output_error);
+            }
+            assert!(
+                pc[1] <= pc[0],
+                "seed {seed} {scale:?}: aware {} > plain {}",
+                pc[1],
+                pc[0]
+            );
+        }
+    }
+    // Rows' own tables must actually help, not only tie.
+    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    eprintln!("per-channel / shared E, PotChannel: mean {mean:.3} {ratios:.3?}");
+    assert!(
+        mean < 0.95,
+        "per-channel / shared error ratio {mean} ({ratios:?})"
+    );
+}
+
+/// Per-channel tables: every row's scaled weights use its table's range (max-fitting
+/// exponents with `PotChannel`), and `PotLayer` keeps one exponent.
+#[test]
+fn per_channel_table_structure() {
+    let p = Problem::random(800, 20, 36, 2, true);
+    for scale in ALL_SCALES {
+        for data_aware in [false, true] {
+            // `check_structure` checks levels == luts[o][codes], codes < 16, sorted
+            // tables, one table per row and the scale kind.
+            let f = p.fit(WeightFormat::Lut4PerChannel, scale, data_aware);
+            if scale == ScaleKind::PotChannel && !data_aware {
+                for o in 0..p.rows {
+                    let row = &f.levels[o * p.k..(o + 1) * p.k];
+                    let m = row.iter().map(|&l| (l as i32).abs()).max().unwrap();
+                    assert!(m >= 48, "row {o}: largest level {m}");
+                }
+            }
+        }
+    }
+}
+
+/// `Lut4PerChannel` at the size of MobileNetV2's classifier against the shared table:
+/// `cargo test -p lutq-quant --release --test fit -- --ignored --nocapture per_channel`.
+#[test]
+#[ignore]
+fn timing_per_channel_1000x1280() {
+    use std::time::Instant;
+    let (rows, k, n) = (1000, 1280, 4096);
+    let mut rng = Rng::new(19);
+    let x = patches(&mut rng, n, k);
+    let mut xt = vec![0.0; k * n];
+    for p in 0..n {
+        for j in 0..k {
+            xt[j * n + p] = x[p * k + j];
+        }
+    }
+    let h: Vec<f64> = {
+        let rowsum = |i: usize| -> Vec<f64> {
+            (0..k)
+                .map(|j| {
+                    xt[i * n..(i + 1) * n]
+                        .iter()
+                        .zip(&xt[j * n..(j + 1) * n])
+                        .map(|(a, b)| a * b)
+                        .sum()
+                })
+                .collect()
+        };
+        use rayon::prelude::*;
+        (0..k).into_par_iter().flat_map_iter(rowsum).collect()
+    };
+    // Rows of different magnitudes, as in trained layers.
+    let mut w = Vec::with_capacity(rows * k);
+    for _ in 0..rows {
+        let scale = 0.02 * (3.0 * rng.uniform() - 1.5).exp2();
+        for _ in 0..k {
+            w.push((scale * rng.laplace()) as f32);
+        }
+    }
+    let p = Problem {
+        w,
+        rows,
+        k,
+        h: vec![h],
+    };
+    for aware in [false, true] {
+        let mut res = Vec::new();
+        for format in [WeightFormat::Lut4, WeightFormat::Lut4PerChannel] {
+            let t = Instant::now();
+            let f = fit_layer(
+                &p.view(),
+                &FitOptions {
+                    format,
+                    scale: ScaleKind::PotChannel,
+                    data_aware: aware,
+                },
+            );
+            let dt = t.elapsed().as_secs_f64();
+            eprintln!(
+                "{format:?} PotChannel data_aware={aware}: {dt:.2} s, E = {:.4e}",
+                f.output_error
+            );
+            res.push((dt, f.output_error));
+        }
+        eprintln!(
+            "data_aware={aware}: per-channel / shared: time {:.2}, E {:.4}",
+            res[1].0 / res[0].0,
+            res[1].1 / res[0].1
+        );
+        assert!(res[1].1 <= res[0].1);
     }
 }

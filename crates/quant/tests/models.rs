@@ -275,3 +275,57 @@ fn every_op_of_the_bundled_models_lowers_to_integer_ops() {
     assert!(matches!(last.op, IntOp::Linear(_)));
     assert_eq!(last.ty.elem, lutq_ir::int::IntElem::I32);
 }
+
+#[test]
+fn per_channel_tables_cost_16_bytes_per_channel_and_lower_the_error() {
+    let graph = optimized("fashion_mobilenetv2");
+    let calib = samples("data/fashion_mnist/train_x.npy", 0, 128);
+    let data = samples("data/fashion_mnist/test_x.npy", 0, 300);
+    let reference = lutq_interp::run_batch(&graph, &data, None).unwrap();
+    let reference = reference.as_f32().unwrap();
+    let build = |per_channel: bool| {
+        let options = QuantOptions {
+            lut_per_channel: per_channel,
+            ..QuantOptions::new(Mode::Lut4PotChannel)
+        };
+        quantize(&graph, &calib, &options, &|_| {}).unwrap()
+    };
+    let (shared, shared_report) = build(false);
+    let (own, own_report) = build(true);
+    let channels: usize = own
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            IntOp::Linear(l) => Some(l.bias.len()),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(
+        own_report.weight_bytes,
+        shared_report.weight_bytes + 16 * (channels - own_report.layers.len())
+    );
+    let (s_shared, s_own) = (
+        sqnr(reference, &predictions(&shared, &data).1),
+        sqnr(reference, &predictions(&own, &data).1),
+    );
+    eprintln!("SQNR shared tables {s_shared:.2} dB, per-channel tables {s_own:.2} dB");
+    assert!(s_own > s_shared, "{s_own} vs {s_shared}");
+}
+
+#[test]
+fn integer_rewrites_keep_the_program_bit_exact() {
+    let graph = optimized("fashion_resnet8");
+    let calib = samples("data/fashion_mnist/train_x.npy", 0, 64);
+    let data = samples("data/fashion_mnist/test_x.npy", 0, 200);
+    for mode in [Mode::Int8Pc, Mode::Lut4PotLayer] {
+        let (g, _) = run(mode, &graph, &calib);
+        let (lowered, report) = lutq_opt::optimize_int(&g, &Default::default()).unwrap();
+        assert!(report.saturated, "{report}");
+        lowered.validate().unwrap();
+        assert_eq!(
+            predictions(&g, &data).1,
+            predictions(&lowered, &data).1,
+            "{mode}"
+        );
+    }
+}

@@ -30,7 +30,7 @@
 use rayon::prelude::*;
 
 use super::linalg::{axpy, cholesky_lower, lower_inverse_columns};
-use super::problem::{Assignment, Grid, Prep, deltas, quad_rows};
+use super::problem::{Assignment, Grid, Prep, deltas, grid_of, quad_rows};
 
 /// Relative dampening of `H`: `λ = DAMP · mean(diag H)`.
 pub const DAMP: f64 = 0.01;
@@ -95,7 +95,8 @@ pub(crate) fn factors(p: &Prep<'_>) -> Vec<Option<GptqFactor>> {
     p.hess.par_iter().map(|h| GptqFactor::new(h, p.k)).collect()
 }
 
-/// GPTQ assignment of every row on `grid` with per-row scales, and every row's `E_o`;
+/// GPTQ assignment of every row on its grid (`grids`: one for all rows, or one per row;
+/// the factor is the group's either way) with per-row scales, and every row's `E_o`;
 /// groups without a factor are rounded to nearest.
 ///
 /// `E_o` comes for free: the loop ends with `ŵ = w − Uᵀ err` (`err` the vector of scaled
@@ -104,7 +105,7 @@ pub(crate) fn factors(p: &Prep<'_>) -> Vec<Option<GptqFactor>> {
 pub(crate) fn gptq(
     p: &Prep<'_>,
     factors: &[Option<GptqFactor>],
-    grid: &Grid,
+    grids: &[Grid],
     scales: &[f64],
 ) -> (Assignment, Vec<f64>) {
     let k = p.k;
@@ -114,6 +115,7 @@ pub(crate) fn gptq(
         let mut codes = vec![0u8; n * k];
         let mut work: Vec<f64> = p.w[b.r0 * k..b.r1 * k].iter().map(|&x| x as f64).collect();
         let inv: Vec<f64> = scales[b.r0..b.r1].iter().map(|s| 1.0 / s).collect();
+        let grid: Vec<&Grid> = (b.r0..b.r1).map(|o| grid_of(grids, o)).collect();
         let mut errors = vec![0.0f64; n];
         match factors.get(b.group).and_then(|f| f.as_ref()) {
             Some(f) => {
@@ -123,7 +125,7 @@ pub(crate) fn gptq(
                     let tail = &urow[q + 1..];
                     for r in 0..n {
                         let x = work[r * k + q];
-                        let (l, c) = grid.nearest(x * inv[r]);
+                        let (l, c) = grid[r].nearest(x * inv[r]);
                         levels[r * k + q] = l;
                         codes[r * k + q] = c;
                         let err = (x - l as f64 * scales[b.r0 + r]) / d;
@@ -147,7 +149,7 @@ pub(crate) fn gptq(
             None => {
                 for r in 0..n {
                     for q in 0..k {
-                        let (l, c) = grid.nearest(work[r * k + q] * inv[r]);
+                        let (l, c) = grid[r].nearest(work[r * k + q] * inv[r]);
                         levels[r * k + q] = l;
                         codes[r * k + q] = c;
                     }
@@ -233,7 +235,7 @@ mod tests {
         let f = factors(&prep);
         let scales = vec![1.0 / 64.0; rows];
         let grid = Grid::Uniform { min: -8, max: 7 };
-        let (a, e) = gptq(&prep, &f, &grid, &scales);
+        let (a, e) = gptq(&prep, &f, &[grid], &scales);
         let exact = row_errors(&prep, &a.levels, &scales);
         for (x, y) in e.iter().zip(&exact) {
             assert!((x - y).abs() <= 1e-9 * y.max(1e-12), "{x} vs {y}");

@@ -20,8 +20,10 @@
 //!
 //! Files: `exponent.rs` (exponents), `kmeans.rs` (the table), `gptq.rs` (codes),
 //! `refit.rs` (table given codes), `problem.rs` (passes over the rows: rounding, `E`,
-//! normal equations), `search.rs` (which candidates are tried and kept), `linalg.rs`.
+//! normal equations), `search.rs` (which candidates are tried and kept), `channel.rs`
+//! (one table per output channel), `linalg.rs`.
 
+mod channel;
 mod exponent;
 mod gptq;
 mod kmeans;
@@ -52,18 +54,27 @@ pub struct LayerProblem<'a> {
 pub enum WeightFormat {
     /// 4-bit codes into one 16-entry int8 table per layer.
     Lut4,
+    /// 4-bit codes into one 16-entry int8 table per output channel (16 bytes of flash
+    /// per channel). Best with `ScaleKind::PotChannel`; `PotLayer` (one exponent, a table
+    /// per row) and `FloatChannel` are accepted too.
+    Lut4PerChannel,
     /// Uniform integer levels `min..=max` (int8: -128..=127, int4: -8..=7).
     /// Precondition: `-128 <= min <= 0 <= max <= 127`.
     Uniform { min: i32, max: i32 },
 }
 
 impl WeightFormat {
-    /// The integer range of the levels (`-128..=127` for `Lut4`).
+    /// The integer range of the levels (`-128..=127` for the LUT formats).
     pub fn range(self) -> (i32, i32) {
         match self {
-            WeightFormat::Lut4 => (-128, 127),
+            WeightFormat::Lut4 | WeightFormat::Lut4PerChannel => (-128, 127),
             WeightFormat::Uniform { min, max } => (min, max),
         }
+    }
+
+    /// Whether the weights are 4-bit codes into tables (`Lut4`, `Lut4PerChannel`).
+    pub fn is_lut(self) -> bool {
+        matches!(self, WeightFormat::Lut4 | WeightFormat::Lut4PerChannel)
     }
 }
 
@@ -107,12 +118,17 @@ impl RowScale {
 /// The fitted layer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fitted {
-    /// Integer weight of every element, `rows × row_len` (for `Lut4`, `lut[code]`).
+    /// Integer weight of every element, `rows × row_len` (for the LUT formats,
+    /// `luts[o][code]`, or `luts[0][code]` with one shared table).
     pub levels: Vec<i8>,
-    /// `Lut4` only: the code (0..16) of every element, `rows × row_len`.
+    /// LUT formats only: the code (0..16) of every element, `rows × row_len`.
     pub codes: Option<Vec<u8>>,
-    /// `Lut4` only.
+    /// LUT formats only: the first table (`luts[0]`), kept for callers of the shared
+    /// table.
     pub lut: Option<[i8; 16]>,
+    /// The tables, each sorted ascending: one for `Lut4`, one per row for
+    /// `Lut4PerChannel`, none for uniform grids.
+    pub luts: Vec<[i8; 16]>,
     /// Per row.
     pub scales: Vec<RowScale>,
     /// The objective `E` of the result (with `H = I` when there is no data).
@@ -136,6 +152,9 @@ impl Fitted {
 /// meaningless exponent reaches the shift computation; with `PotLayer` all rows keep the
 /// one layer exponent).
 ///
+/// `Lut4PerChannel` fits one table per row (see `channel.rs`); its output error is never
+/// higher than `Lut4`'s with the same scale kind and `data_aware`, row by row.
+///
 /// `FloatChannel` with `Lut4` is accepted (scale `max|w_o| / 127`, table fitted as for
 /// `PotChannel`) although no mode uses it.
 ///
@@ -153,11 +172,17 @@ pub fn fit_layer(problem: &LayerProblem<'_>, options: &FitOptions) -> Fitted {
     if prep.rows == 0 || prep.k == 0 {
         let (lo, hi) = options.format.range();
         let scales = search::initial_scales(&prep, options.scale, lo, hi);
-        let lut = (options.format == WeightFormat::Lut4).then(|| kmeans_lut(&[], &[]).lut);
+        let lut = options.format.is_lut().then(|| kmeans_lut(&[], &[]).lut);
+        let luts = match (options.format, lut) {
+            (WeightFormat::Lut4PerChannel, Some(l)) => vec![l; prep.rows],
+            (_, Some(l)) => vec![l],
+            _ => Vec::new(),
+        };
         return Fitted {
-            levels: Vec::new(),
-            codes: lut.map(|_| Vec::new()),
+            levels: vec![0; prep.rows * prep.k],
+            codes: lut.map(|_| vec![0; prep.rows * prep.k]),
             lut,
+            luts,
             scales,
             output_error: 0.0,
         };
@@ -165,6 +190,7 @@ pub fn fit_layer(problem: &LayerProblem<'_>, options: &FitOptions) -> Fitted {
     match options.format {
         WeightFormat::Uniform { min, max } => search::fit_uniform(&prep, min, max, options),
         WeightFormat::Lut4 => search::fit_lut(&prep, options),
+        WeightFormat::Lut4PerChannel => channel::fit_lut_per_channel(&prep, options),
     }
 }
 

@@ -169,6 +169,16 @@ impl Grid {
     }
 }
 
+/// Row `o`'s grid: `grids` holds one grid for every row, or one per row.
+#[inline]
+pub(crate) fn grid_of(grids: &[Grid], o: usize) -> &Grid {
+    if grids.len() == 1 {
+        &grids[0]
+    } else {
+        &grids[o]
+    }
+}
+
 /// Levels and codes (`rows × k`); codes are all 0 on a uniform grid.
 #[derive(Clone, Debug)]
 pub(crate) struct Assignment {
@@ -176,8 +186,8 @@ pub(crate) struct Assignment {
     pub codes: Vec<u8>,
 }
 
-/// Round to nearest on the grid.
-pub(crate) fn rtn(p: &Prep<'_>, grid: &Grid, scales: &[f64]) -> Assignment {
+/// Round to nearest on the grid (`grids`: one for all rows, or one per row).
+pub(crate) fn rtn(p: &Prep<'_>, grids: &[Grid], scales: &[f64]) -> Assignment {
     let mut levels = vec![0i8; p.w.len()];
     let mut codes = vec![0u8; p.w.len()];
     levels
@@ -186,6 +196,7 @@ pub(crate) fn rtn(p: &Prep<'_>, grid: &Grid, scales: &[f64]) -> Assignment {
         .enumerate()
         .for_each(|(o, (lv, cd))| {
             let inv = 1.0 / scales[o];
+            let grid = grid_of(grids, o);
             for ((l, c), &x) in lv.iter_mut().zip(cd.iter_mut()).zip(p.row(o)) {
                 (*l, *c) = grid.nearest(x as f64 * inv);
             }
@@ -295,13 +306,8 @@ impl Normal {
     }
 }
 
-/// The normal equations of the LUT values (`hw`, `c` from [`h_times_w`]).
-///
-/// `M_o[k][l] = Σ_{i: c_i = k} Σ_{j: c_j = l} H_ij`. Per row, the columns are sorted by
-/// code once (counting sort); then for every matrix row `i` the sums over each code's
-/// columns are gathers into register accumulators (no scatter into memory, whose
-/// store-to-load chains on repeated codes are slow), and only the blocks `l ≥ c_i` are
-/// summed: `M` is symmetric.
+/// The normal equations of the one shared table (`hw`, `c` from [`h_times_w`]); the
+/// per-row matrices come from [`code_matrices`].
 #[allow(clippy::needless_range_loop)] // 16 × 16 matrix code reads best with indices
 pub(crate) fn normal(p: &Prep<'_>, codes: &[u8], scales: &[f64], hw: &[f64], c: f64) -> Normal {
     let k = p.k;
@@ -317,57 +323,7 @@ pub(crate) fn normal(p: &Prep<'_>, codes: &[u8], scales: &[f64], hw: &[f64], c: 
                 bv[ci as usize & 15] += s * t;
             }
         }
-        let n = b.r1 - b.r0;
-        let mut mo = vec![[[0.0f64; 16]; 16]; n];
-        match p.hess.get(b.group) {
-            None => {
-                for (r, mo) in mo.iter_mut().enumerate() {
-                    for &ci in &codes[(b.r0 + r) * k..(b.r0 + r + 1) * k] {
-                        mo[ci as usize & 15][ci as usize & 15] += 1.0;
-                    }
-                }
-            }
-            Some(h) => {
-                // Per row: columns sorted by code, and each code's segment.
-                let sorted: Vec<(Vec<u32>, [usize; 17])> = (b.r0..b.r1)
-                    .map(|o| {
-                        let cd = &codes[o * k..(o + 1) * k];
-                        let mut seg = [0usize; 17];
-                        for &ci in cd {
-                            seg[(ci as usize & 15) + 1] += 1;
-                        }
-                        for l in 0..16 {
-                            seg[l + 1] += seg[l];
-                        }
-                        let mut next = seg;
-                        let mut order = vec![0u32; k];
-                        for (j, &ci) in cd.iter().enumerate() {
-                            let l = ci as usize & 15;
-                            order[next[l]] = j as u32;
-                            next[l] += 1;
-                        }
-                        (order, seg)
-                    })
-                    .collect();
-                for i in 0..k {
-                    let hrow = &h[i * k..(i + 1) * k];
-                    for (r, (order, seg)) in sorted.iter().enumerate() {
-                        let ci = codes[(b.r0 + r) * k + i] as usize & 15;
-                        for l in ci..16 {
-                            let idx = &order[seg[l]..seg[l + 1]];
-                            mo[r][ci][l] += gather_sum(hrow, idx);
-                        }
-                    }
-                }
-                for mo in &mut mo {
-                    for a in 0..16 {
-                        for l in a + 1..16 {
-                            mo[l][a] = mo[a][l];
-                        }
-                    }
-                }
-            }
-        }
+        let mo = code_matrices(p, b, codes);
         for (r, mo) in mo.iter().enumerate() {
             let s = scales[b.r0 + r];
             let s2 = s * s;
@@ -393,6 +349,104 @@ pub(crate) fn normal(p: &Prep<'_>, codes: &[u8], scales: &[f64], hw: &[f64], c: 
         }
     }
     out
+}
+
+/// The normal equations of every row's own table (per-channel tables): `M_o = s_o² A_oᵀ
+/// H A_o`, `b_o = s_o A_oᵀ H w_o`, `c_o = w_oᵀ H w_o`, so that `Normal::eval` of row
+/// `o`'s table is `E_o` (`hw` from [`h_times_w`]). Same passes as [`normal`].
+pub(crate) fn normal_rows(p: &Prep<'_>, codes: &[u8], scales: &[f64], hw: &[f64]) -> Vec<Normal> {
+    let k = p.k;
+    let parts = p.map_blocks(|b| {
+        let mo = code_matrices(p, b, codes);
+        mo.iter()
+            .enumerate()
+            .map(|(r, mo)| {
+                let o = b.r0 + r;
+                let s = scales[o];
+                let hwo = &hw[o * k..(o + 1) * k];
+                let mut n = Normal {
+                    m: [[0.0; 16]; 16],
+                    b: [0.0; 16],
+                    c: 0.0,
+                };
+                for ((&ci, &t), &w) in codes[o * k..(o + 1) * k].iter().zip(hwo).zip(p.row(o)) {
+                    n.b[ci as usize & 15] += s * t;
+                    n.c += w as f64 * t;
+                }
+                let s2 = s * s;
+                for (nm, mo) in n.m.iter_mut().zip(mo) {
+                    for (x, &y) in nm.iter_mut().zip(mo) {
+                        *x = s2 * y;
+                    }
+                }
+                n
+            })
+            .collect::<Vec<_>>()
+    });
+    parts.concat()
+}
+
+/// Per row of block `b`, the unscaled `A_oᵀ H A_o`:
+/// `M_o[k][l] = Σ_{i: c_i = k} Σ_{j: c_j = l} H_ij`. Per row, the columns are sorted by
+/// code once (counting sort); then for every matrix row `i` the sums over each code's
+/// columns are gathers into register accumulators (no scatter into memory, whose
+/// store-to-load chains on repeated codes are slow), and only the blocks `l ≥ c_i` are
+/// summed: `M` is symmetric.
+#[allow(clippy::needless_range_loop)] // 16 × 16 matrix code reads best with indices
+fn code_matrices(p: &Prep<'_>, b: Block, codes: &[u8]) -> Vec<[[f64; 16]; 16]> {
+    let k = p.k;
+    let n = b.r1 - b.r0;
+    let mut mo = vec![[[0.0f64; 16]; 16]; n];
+    match p.hess.get(b.group) {
+        None => {
+            for (r, mo) in mo.iter_mut().enumerate() {
+                for &ci in &codes[(b.r0 + r) * k..(b.r0 + r + 1) * k] {
+                    mo[ci as usize & 15][ci as usize & 15] += 1.0;
+                }
+            }
+        }
+        Some(h) => {
+            // Per row: columns sorted by code, and each code's segment.
+            let sorted: Vec<(Vec<u32>, [usize; 17])> = (b.r0..b.r1)
+                .map(|o| {
+                    let cd = &codes[o * k..(o + 1) * k];
+                    let mut seg = [0usize; 17];
+                    for &ci in cd {
+                        seg[(ci as usize & 15) + 1] += 1;
+                    }
+                    for l in 0..16 {
+                        seg[l + 1] += seg[l];
+                    }
+                    let mut next = seg;
+                    let mut order = vec![0u32; k];
+                    for (j, &ci) in cd.iter().enumerate() {
+                        let l = ci as usize & 15;
+                        order[next[l]] = j as u32;
+                        next[l] += 1;
+                    }
+                    (order, seg)
+                })
+                .collect();
+            for i in 0..k {
+                let hrow = &h[i * k..(i + 1) * k];
+                for (r, (order, seg)) in sorted.iter().enumerate() {
+                    let ci = codes[(b.r0 + r) * k + i] as usize & 15;
+                    for l in ci..16 {
+                        let idx = &order[seg[l]..seg[l + 1]];
+                        mo[r][ci][l] += gather_sum(hrow, idx);
+                    }
+                }
+            }
+            for mo in &mut mo {
+                for a in 0..16 {
+                    for l in a + 1..16 {
+                        mo[l][a] = mo[a][l];
+                    }
+                }
+            }
+        }
+    }
+    mo
 }
 
 /// `Σ_t row[idx[t]]` with four accumulators.

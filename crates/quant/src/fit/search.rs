@@ -68,7 +68,7 @@ fn exponent_candidates(p: &Prep<'_>, base: &[RowScale], kind: ScaleKind) -> Vec<
 
 /// With per-channel power-of-two scales, rows whose levels are all zero take the layer's max-fitting exponent, so
 /// that their (meaningless) exponent does not produce extreme shifts downstream.
-fn neutralize(
+pub(crate) fn neutralize(
     p: &Prep<'_>,
     kind: ScaleKind,
     scales: &mut [RowScale],
@@ -90,27 +90,28 @@ fn neutralize(
     }
 }
 
-/// GPTQ codes (rounding without data) and every row's `E_o`.
-fn assign(
+/// GPTQ codes (rounding without data) and every row's `E_o` (`grids`: one for all rows,
+/// or one per row).
+pub(crate) fn assign(
     p: &Prep<'_>,
     f: &[Option<GptqFactor>],
-    grid: &Grid,
+    grids: &[Grid],
     scales: &[RowScale],
 ) -> (Assignment, Vec<f64>) {
     let s = values(scales);
     if p.identity() {
-        let a = rtn(p, grid, &s);
+        let a = rtn(p, grids, &s);
         let e = row_errors(p, &a.levels, &s);
         (a, e)
     } else {
-        gptq(p, f, grid, &s)
+        gptq(p, f, grids, &s)
     }
 }
 
 pub(crate) fn fit_uniform(p: &Prep<'_>, min: i32, max: i32, opts: &FitOptions) -> Fitted {
     let grid = Grid::Uniform { min, max };
     let base = initial_scales(p, opts.scale, min, max);
-    let plain = rtn(p, &grid, &values(&base));
+    let plain = rtn(p, std::slice::from_ref(&grid), &values(&base));
     let plain_err = row_errors(p, &plain.levels, &values(&base));
     let (mut scales, levels, err) = if !opts.data_aware {
         let err = plain_err.iter().sum();
@@ -124,7 +125,7 @@ pub(crate) fn fit_uniform(p: &Prep<'_>, min: i32, max: i32, opts: &FitOptions) -
             if p.identity() && s == base {
                 continue; // identical to the plain candidate
             }
-            let (a, e) = assign(p, &f, &grid, &s);
+            let (a, e) = assign(p, &f, std::slice::from_ref(&grid), &s);
             cands.push((s, a.levels, e));
         }
         let chosen = match opts.scale {
@@ -173,6 +174,7 @@ pub(crate) fn fit_uniform(p: &Prep<'_>, min: i32, max: i32, opts: &FitOptions) -
         levels,
         codes: None,
         lut: None,
+        luts: Vec::new(),
         scales,
     }
 }
@@ -242,17 +244,28 @@ struct LutCand {
     err: f64,
 }
 
-struct LutCtx<'p, 'a> {
-    p: &'p Prep<'a>,
-    f: Vec<Option<GptqFactor>>,
-    hw: Vec<f64>,
-    c: f64,
+/// What the data-aware LUT fits share: the GPTQ factors (one per group) and `H_g w_o`.
+pub(crate) struct LutCtx<'p, 'a> {
+    pub p: &'p Prep<'a>,
+    pub f: Vec<Option<GptqFactor>>,
+    pub hw: Vec<f64>,
+    pub c: f64,
 }
 
-impl LutCtx<'_, '_> {
+impl<'p, 'a> LutCtx<'p, 'a> {
+    pub fn new(p: &'p Prep<'a>) -> Self {
+        let (hw, c) = h_times_w(p);
+        LutCtx {
+            p,
+            f: factors(p),
+            hw,
+            c,
+        }
+    }
+
     /// GPTQ codes on `lut` and every row's `E_o`.
     fn assign(&self, scales: &[RowScale], lut: &[i8; 16]) -> (Assignment, Vec<f64>) {
-        assign(self.p, &self.f, &Grid::Lut(LutGrid::new(lut)), scales)
+        assign(self.p, &self.f, &[Grid::Lut(LutGrid::new(lut))], scales)
     }
 
     /// Up to `rounds` × (normal equations of the codes → refit the table → GPTQ on the
@@ -290,21 +303,78 @@ impl LutCtx<'_, '_> {
     }
 }
 
+/// One shared-table fit before its table is sorted: scales, table, codes, and the exact
+/// `E_o` of every row.
+#[derive(Clone, Debug)]
+pub(crate) struct LutFit {
+    pub scales: Vec<RowScale>,
+    pub lut: [i8; 16],
+    pub codes: Vec<u8>,
+    pub row_err: Vec<f64>,
+    pub err: f64,
+}
+
 pub(crate) fn fit_lut(p: &Prep<'_>, opts: &FitOptions) -> Fitted {
+    let ctx = opts.data_aware.then(|| LutCtx::new(p));
+    let (_, out) = fit_lut_shared(p, opts, ctx.as_ref());
+    let LutFit {
+        mut scales,
+        lut,
+        codes,
+        err,
+        ..
+    } = out;
+    let (sorted, new_code) = sort_table(&lut);
+    let codes: Vec<u8> = codes.iter().map(|&c| new_code[c as usize]).collect();
+    let levels: Vec<i8> = codes.iter().map(|&c| sorted[c as usize]).collect();
+    neutralize(p, opts.scale, &mut scales, &levels, -128, 127);
+    Fitted {
+        levels,
+        codes: Some(codes),
+        lut: Some(sorted),
+        luts: vec![sorted],
+        scales,
+        output_error: err,
+    }
+}
+
+/// The table sorted ascending (ties by code) and the new code of every old one, so that
+/// codes are ordered like their values.
+pub(crate) fn sort_table(lut: &[i8; 16]) -> ([i8; 16], [u8; 16]) {
+    let mut order: Vec<usize> = (0..16).collect();
+    order.sort_by_key(|&i| (lut[i], i));
+    let mut new_code = [0u8; 16];
+    let mut sorted = [0i8; 16];
+    for (new, &old) in order.iter().enumerate() {
+        new_code[old] = new as u8;
+        sorted[new] = lut[old];
+    }
+    (sorted, new_code)
+}
+
+/// The shared-table fit: the plain fit (max-fitting exponents, k-means table, round to
+/// nearest), and with `ctx` (data-aware) the best fit found, which is the plain one
+/// unless strictly beaten.
+pub(crate) fn fit_lut_shared(
+    p: &Prep<'_>,
+    opts: &FitOptions,
+    ctx: Option<&LutCtx<'_, '_>>,
+) -> (LutFit, LutFit) {
     let (lo, hi) = (-128, 127);
     let base = initial_scales(p, opts.scale, lo, hi);
     let lut0 = kmeans_for(p, &base).lut;
-    let plain = rtn(p, &Grid::Lut(LutGrid::new(&lut0)), &values(&base));
-    let plain_err: f64 = row_errors(p, &plain.levels, &values(&base)).iter().sum();
-    let mut out = (base.clone(), lut0, plain.codes, plain_err);
-    if opts.data_aware {
-        let (hw, c) = h_times_w(p);
-        let ctx = LutCtx {
-            p,
-            f: factors(p),
-            hw,
-            c,
-        };
+    let plain = rtn(p, &[Grid::Lut(LutGrid::new(&lut0))], &values(&base));
+    let plain_rows = row_errors(p, &plain.levels, &values(&base));
+    let plain_err: f64 = plain_rows.iter().sum();
+    let plain = LutFit {
+        scales: base.clone(),
+        lut: lut0,
+        codes: plain.codes,
+        row_err: plain_rows,
+        err: plain_err,
+    };
+    let mut out = plain.clone();
+    if let Some(ctx) = ctx {
         // The start of the refinement: scales, table, codes.
         let (scales, lut, a) = match opts.scale {
             // Three layer exponents, each with its own k-means table; the lowest `E`.
@@ -372,30 +442,18 @@ pub(crate) fn fit_lut(p: &Prep<'_>, opts: &FitOptions) -> Fitted {
         ctx.refine(&scales, lut, a, LUT_ROUNDS, &mut best);
         if let Some(b) = best {
             let levels: Vec<i8> = b.codes.iter().map(|&c| b.lut[c as usize]).collect();
-            let err: f64 = row_errors(p, &levels, &values(&b.scales)).iter().sum();
-            if err < out.3 {
-                out = (b.scales, b.lut, b.codes, err);
+            let row_err = row_errors(p, &levels, &values(&b.scales));
+            let err: f64 = row_err.iter().sum();
+            if err < out.err {
+                out = LutFit {
+                    scales: b.scales,
+                    lut: b.lut,
+                    codes: b.codes,
+                    row_err,
+                    err,
+                };
             }
         }
     }
-    let (mut scales, lut, codes, err) = out;
-    // Sort the table (codes follow), so that codes are ordered like their values.
-    let mut order: Vec<usize> = (0..16).collect();
-    order.sort_by_key(|&i| (lut[i], i));
-    let mut new_code = [0u8; 16];
-    let mut sorted = [0i8; 16];
-    for (new, &old) in order.iter().enumerate() {
-        new_code[old] = new as u8;
-        sorted[new] = lut[old];
-    }
-    let codes: Vec<u8> = codes.iter().map(|&c| new_code[c as usize]).collect();
-    let levels: Vec<i8> = codes.iter().map(|&c| sorted[c as usize]).collect();
-    neutralize(p, opts.scale, &mut scales, &levels, lo, hi);
-    Fitted {
-        levels,
-        codes: Some(codes),
-        lut: Some(sorted),
-        scales,
-        output_error: err,
-    }
+    (plain, out)
 }
