@@ -155,7 +155,7 @@ fn time_onnxruntime(model: &PathBuf, iters: usize) -> anyhow::Result<f64> {
 }
 
 /// The CPU model from /proc/cpuinfo, for the report header.
-fn cpu_name() -> String {
+pub fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {

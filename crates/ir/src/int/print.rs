@@ -159,10 +159,10 @@ impl IntGraph {
         for o in &self.outputs {
             writeln!(
                 out,
-                "  output {:?} = dequantize %{} (x 2^-{})",
+                "  output {:?} = dequantize %{} (x 2^{})",
                 o.name,
                 o.value.0,
-                self.ty(o.value).exp
+                -self.ty(o.value).exp
             )
             .unwrap();
         }
