@@ -10,17 +10,17 @@
 //! A pair is `Conv₁ → Conv₂` where
 //! * Conv₁'s output is read by Conv₂ only (as its data input) and is not a graph output;
 //! * Conv₁'s fused activation is none, ReLU, or `clip(0, m)` (see [`Relu6Policy`]);
-//! * Conv₂ has `group = 1`;
 //! * both weights and Conv₁'s bias are constants read by that Conv only.
 //!
-//! Conv₁ may have any group (a depthwise Conv₁ → pointwise Conv₂ is the DFQ
-//! depthwise–pointwise pair of MobileNetV2 blocks). Equalizing channel `i` divides output
-//! channel `i` of Conv₁ (weight row `i`, bias `i`) by `s_i` and multiplies input channel
-//! `i` of Conv₂ (the slice `w₂[:, i, :, :]`) by `s_i`. With `group = 1` channel `i` enters
-//! every output of Conv₂ only through that slice, so the product is unchanged. A
-//! depthwise Conv₂ is *not* a valid second layer: its filter `i` is its output channel
-//! `i`, so scaling it by `s_i` scales Conv₂'s output, which nothing compensates (DFQ
-//! handles pointwise → depthwise → pointwise as a triplet; that is left for later).
+//! Both convs may have any group, so MobileNetV2's pointwise (expand) → depthwise →
+//! pointwise (project) blocks form two chained pairs, DFQ's triplet. Equalizing channel
+//! `i` divides output channel `i` of Conv₁ (weight row `i`, bias `i`) by `s_i` and
+//! multiplies Conv₂'s weights that read input channel `i` by `s_i`: with Conv₂'s group
+//! `G` and `c = C/G` input channels per group, those are `w₂[o, i mod c, :, :]` for the
+//! output channels `o` of group `i / c`. Channel `i` reaches Conv₂'s outputs only through
+//! them, so the product is unchanged (for a depthwise Conv₂, that is its whole filter
+//! `i`: its output `i` keeps its value, and its weight ranges change, which is what the
+//! next pair, depthwise → project, equalizes).
 //!
 //! # Exactness
 //!
@@ -171,6 +171,8 @@ struct Pair {
     w1: NodeId,
     b1: Option<NodeId>,
     w2: NodeId,
+    /// Conv₂'s group.
+    group2: usize,
 }
 
 /// Equalizes every pair of `graph` (see the module doc) and returns the new graph with a
@@ -200,7 +202,7 @@ pub fn equalize(graph: &Graph, options: &CleOptions) -> Result<(Graph, CleReport
         let mut max_change = 0.0f32;
         for p in &pairs {
             let r1 = out_ranges(&g, p.w1);
-            let r2 = in_ranges(&g, p.w2);
+            let r2 = in_ranges(&g, p.w2, p.group2);
             let s: Vec<f32> = r1
                 .iter()
                 .zip(&r2)
@@ -219,7 +221,7 @@ pub fn equalize(graph: &Graph, options: &CleOptions) -> Result<(Graph, CleReport
             if let Some(b1) = p.b1 {
                 scale_out_channels(&mut g, b1, &s);
             }
-            scale_in_channels(&mut g, p.w2, &s);
+            scale_in_channels(&mut g, p.w2, p.group2, &s);
         }
         if max_change < options.tolerance {
             report.converged = true;
@@ -274,10 +276,6 @@ fn find_pairs(g: &Graph, options: &CleOptions, skipped: &mut Vec<String>) -> Vec
         let Op::Conv(c2) = &g.node(second).op else {
             unreachable!()
         };
-        if c2.group != 1 {
-            skip("the second conv is grouped", skipped);
-            continue;
-        }
         if matches!(c1.activation, Some(FusedActivation::Clip { .. }))
             && options.relu6 == Relu6Policy::Skip
         {
@@ -301,6 +299,7 @@ fn find_pairs(g: &Graph, options: &CleOptions, skipped: &mut Vec<String>) -> Vec
         pairs.push(Pair {
             first,
             second,
+            group2: c2.group,
             w1: in1[1],
             b1,
             w2: in2[1],
@@ -323,14 +322,23 @@ fn out_ranges(g: &Graph, w: NodeId) -> Vec<f32> {
         .collect()
 }
 
-/// max |w| per input channel (dimension 1) of a `[N, C, kH, kW]` weight.
-fn in_ranges(g: &Graph, w: NodeId) -> Vec<f32> {
+/// The conv input channel (of `group · shape[1]`) that the `j`-th `[kH, kW]` slice of a
+/// `[N, C/group, kH, kW]` weight reads.
+fn input_channel(shape: &[usize], group: usize, j: usize) -> usize {
+    let c = shape[1];
+    let per_group_out = shape[0] / group;
+    (j / c / per_group_out) * c + j % c
+}
+
+/// max |w| per conv input channel of a `[N, C/group, kH, kW]` weight (length `C`).
+fn in_ranges(g: &Graph, w: NodeId, group: usize) -> Vec<f32> {
     let (shape, data) = weights(g, w);
-    let (c, k) = (shape[1], shape[2..].iter().product::<usize>());
-    let mut r = vec![0.0f32; c];
+    let k = shape[2..].iter().product::<usize>();
+    let mut r = vec![0.0f32; shape[1] * group];
     for (j, chunk) in data.chunks(k).enumerate() {
         let m = chunk.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        r[j % c] = r[j % c].max(m);
+        let i = input_channel(shape, group, j);
+        r[i] = r[i].max(m);
     }
     r
 }
@@ -426,12 +434,13 @@ fn scale_out_channels(g: &mut Graph, id: NodeId, s: &[f32]) {
     });
 }
 
-/// Multiplies input channel `i` (dimension 1) by `s[i]`.
-fn scale_in_channels(g: &mut Graph, id: NodeId, s: &[f32]) {
+/// Multiplies the weights reading conv input channel `i` by `s[i]`.
+fn scale_in_channels(g: &mut Graph, id: NodeId, group: usize, s: &[f32]) {
     replace_constant(g, id, |shape, data| {
-        let (c, k) = (shape[1], shape[2..].iter().product::<usize>());
+        let k = shape[2..].iter().product::<usize>();
+        let shape = shape.to_vec();
         for (j, chunk) in data.chunks_mut(k).enumerate() {
-            let si = s[j % c];
+            let si = s[input_channel(&shape, group, j)];
             chunk.iter_mut().for_each(|x| *x *= si);
         }
     });

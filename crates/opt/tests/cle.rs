@@ -226,17 +226,27 @@ fn layer_imbalances_agree_with_the_cle_report() {
 }
 
 #[test]
-fn depthwise_second_layer_is_not_equalized() {
-    let mut b = Builder::new("cle_dw_second");
-    let x = b.g.add_input("x", TensorType::f32([1, 4, 6, 6]));
-    let c1 = b.conv("conv1", x, 4, 6, 1, 1, GAIN);
-    let a = b.act("act1", c1, Activation::Relu);
-    let c2 = b.conv("conv2", a, 6, 6, 6, 3, &[1.0]);
-    b.g.add_output("y", c2).unwrap();
-    let g = optimize(&b.g, &OptOptions::default()).unwrap().0;
-    let (h, report) = equalize(&g, &CleOptions::default()).unwrap();
-    assert!(report.pairs.is_empty(), "{report}");
-    assert_eq!(h.dump(), g.dump());
+fn grouped_and_depthwise_second_layers_are_equalized_exactly() {
+    // Pointwise → depthwise (DFQ's expand side of the triplet) and conv → grouped conv:
+    // the weights reading input channel i live in one group of the second conv.
+    for (name, group) in [("cle_dw_second", 6), ("cle_grouped_second", 2)] {
+        let mut b = Builder::new(name);
+        let x = b.g.add_input("x", TensorType::f32([1, 4, 6, 6]));
+        let c1 = b.conv("conv1", x, 4, 6, 1, 1, GAIN);
+        let a = b.act("act1", c1, Activation::Relu);
+        let c2 = b.conv("conv2", a, 6, 6, group, 3, &[1.0]);
+        b.g.add_output("y", c2).unwrap();
+        let g = optimize(&b.g, &OptOptions::default()).unwrap().0;
+        let (h, report) = equalize(&g, &CleOptions::default()).unwrap();
+        assert_eq!(report.pairs.len(), 1, "{name}: {report}");
+        let p = &report.pairs[0];
+        assert!(
+            p.imbalance_after < p.imbalance_before / 10.0,
+            "{name}: {report}"
+        );
+        let d = max_rel_diff(&g, &h);
+        assert!(d <= 1e-5, "{name}: {d}");
+    }
 }
 
 // ---- bundled models ---------------------------------------------------------------
