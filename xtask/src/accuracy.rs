@@ -56,6 +56,22 @@ const BENCHMARKS: &[Benchmark] = &[
     },
 ];
 
+/// Extra rows: the paper's mode with one lever each, to show what each buys.
+const LEVERS: &[(&str, &[&str])] = &[
+    (
+        "lut4-pot-channel, plain fit (no GPTQ, no bias correction)",
+        &["--no-data-aware", "--no-bias-correction"],
+    ),
+    (
+        "lut4-pot-channel + int8 first & depthwise layers",
+        &["--keep-8bit", "first,depthwise"],
+    ),
+    (
+        "lut4-pot-channel + one LUT per channel",
+        &["--lut-per-channel"],
+    ),
+];
+
 const USAGE: &str =
     "cargo xtask accuracy [--write FILE.md] [--only NAME] [--limit N] [--modes m1,m2,…] [--no-ort]
 
@@ -105,37 +121,33 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 bail!("{path} is missing: run `cargo xtask data` first");
             }
         }
-        let mut runs = Vec::new();
-        for cle in ["off", "on"] {
+        // rows[i] = (label, [result with CLE off, result with CLE on]).
+        let mut rows: Vec<(String, Vec<Value>)> = Vec::new();
+        for (i, cle) in ["off", "on"].into_iter().enumerate() {
             eprintln!("accuracy: {} with CLE {cle}", b.name);
-            let mut cmd = Command::new(lutq);
-            cmd.args(["eval", b.model, "--data", b.data, "--calib", b.calib])
-                .args([
-                    "--calib-limit",
-                    &b.calib_limit.to_string(),
-                    "--cle",
-                    cle,
-                    "--modes",
-                    &modes,
-                    "--json",
-                ]);
-            if let Some(l) = b.labels {
-                cmd.args(["--labels", l]);
+            let json = eval(lutq, b, cle, &modes, &[], limit.as_deref())?;
+            for (k, r) in json["results"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
+                if i == 0 {
+                    rows.push((r["mode"].as_str().unwrap_or("?").to_string(), vec![r]));
+                } else {
+                    rows[k].1.push(r);
+                }
             }
-            if let Some(n) = &limit {
-                cmd.args(["--limit", n]);
+        }
+        for (label, flags) in LEVERS {
+            let mut cells = Vec::new();
+            for cle in ["off", "on"] {
+                eprintln!("accuracy: {} {label} with CLE {cle}", b.name);
+                let json = eval(lutq, b, cle, "lut4-pot-channel", flags, limit.as_deref())?;
+                cells.push(json["results"][0].clone());
             }
-            let out = cmd.output().context("cannot run lutq")?;
-            if !out.status.success() {
-                bail!(
-                    "lutq eval failed on {}:\n{}",
-                    b.name,
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            let json: Value =
-                serde_json::from_slice(&out.stdout).context("lutq eval --json output")?;
-            runs.push(json);
+            rows.push((label.to_string(), cells));
         }
         let reference = if ort {
             eprintln!("accuracy: {} with onnxruntime int8", b.name);
@@ -143,7 +155,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         } else {
             None
         };
-        page.push_str(&table(b, &runs, reference.as_ref()));
+        page.push_str(&table(b, &rows, reference.as_ref()));
+        if b.labels.is_none() {
+            eprintln!("accuracy: {} per-layer SQNR", b.name);
+            page.push_str(&per_layer(lutq, b, limit.as_deref())?);
+        }
     }
     print!("{page}");
     if let Some(path) = write {
@@ -159,6 +175,103 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         docs::replace_section(&path, "accuracy", "Quantization accuracy", &body)?;
     }
     Ok(())
+}
+
+/// `lutq eval --json` on one benchmark.
+fn eval(
+    lutq: &Path,
+    b: &Benchmark,
+    cle: &str,
+    modes: &str,
+    flags: &[&str],
+    limit: Option<&str>,
+) -> anyhow::Result<Value> {
+    let mut cmd = Command::new(lutq);
+    cmd.args(["eval", b.model, "--data", b.data, "--calib", b.calib])
+        .args([
+            "--calib-limit",
+            &b.calib_limit.to_string(),
+            "--cle",
+            cle,
+            "--relu6",
+            "replace",
+        ])
+        .args(["--modes", modes, "--json"])
+        .args(flags);
+    if let Some(l) = b.labels {
+        cmd.args(["--labels", l]);
+    }
+    if let Some(n) = limit {
+        cmd.args(["--limit", n]);
+    }
+    let out = cmd.output().context("cannot run lutq")?;
+    if !out.status.success() {
+        bail!(
+            "lutq eval failed on {}:\n{}",
+            b.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("lutq eval --json output")
+}
+
+/// Where the error comes from: SQNR of every layer's output against the float model,
+/// for int8 weights and for 4-bit LUT weights with one table per channel.
+fn per_layer(lutq: &Path, b: &Benchmark, limit: Option<&str>) -> anyhow::Result<String> {
+    let runs = [
+        (
+            "int8-pot-channel",
+            eval(lutq, b, "off", "int8-pot-channel", &["--per-layer"], limit)?,
+        ),
+        (
+            "lut4-pot-channel",
+            eval(lutq, b, "off", "lut4-pot-channel", &["--per-layer"], limit)?,
+        ),
+        (
+            "lut4-pot-channel, one LUT per channel",
+            eval(
+                lutq,
+                b,
+                "off",
+                "lut4-pot-channel",
+                &["--per-layer", "--lut-per-channel"],
+                limit,
+            )?,
+        ),
+    ];
+    let mut s = format!(
+        "Per-layer output SQNR against the float model (dB; first 32 evaluation samples, CLE \
+         off) for {}: where the error comes from.\n\n| layer | op |",
+        b.name
+    );
+    for (name, _) in &runs {
+        s.push_str(&format!(" {name} |"));
+    }
+    s.push_str("\n|---|---|");
+    s.push_str(&"---:|".repeat(runs.len()));
+    s.push('\n');
+    let layers = |i: usize| {
+        runs[i].1["results"][0]["layers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (k, l) in layers(0).iter().enumerate() {
+        s.push_str(&format!(
+            "| {} | {} |",
+            l["name"].as_str().unwrap_or("?"),
+            l["op"].as_str().unwrap_or("?")
+        ));
+        for i in 0..runs.len() {
+            s.push_str(&format!(
+                " {} |",
+                db(layers(i).get(k).and_then(|l| l.get("sqnr_db")))
+            ));
+        }
+        s.push('\n');
+    }
+    s.push('\n');
+    Ok(s)
 }
 
 fn ort_reference(b: &Benchmark, limit: Option<&str>) -> anyhow::Result<Value> {
@@ -200,7 +313,7 @@ fn db(v: Option<&Value>) -> String {
         .map_or("–".into(), |v| format!("{v:.1}"))
 }
 
-fn table(b: &Benchmark, runs: &[Value], reference: Option<&Value>) -> String {
+fn table(b: &Benchmark, rows: &[(String, Vec<Value>)], reference: Option<&Value>) -> String {
     let mut s = format!("### {}\n\n{}.\n\n", b.name, b.note);
     let labelled = b.labels.is_some();
     let cols = if labelled {
@@ -211,21 +324,14 @@ fn table(b: &Benchmark, runs: &[Value], reference: Option<&Value>) -> String {
     s.push_str(&format!(
         "| mode | {cols} (CLE off) | {cols} (CLE on) | weights |\n"
     ));
-    let n = if labelled { 7 } else { 5 };
+    let n = if labelled { 6 } else { 4 };
     s.push_str(&format!(
         "|---{}|\n",
         "|---:".repeat(n + 1).trim_end_matches('|')
     ));
-    let empty = Vec::new();
-    let results = |i: usize| {
-        runs.get(i)
-            .and_then(|r| r["results"].as_array())
-            .unwrap_or(&empty)
-    };
-    for (k, row) in results(0).iter().enumerate() {
-        let mut line = format!("| {} ", row["mode"].as_str().unwrap_or("?"));
-        for i in 0..2 {
-            let r = &results(i)[k];
+    for (label, cells) in rows {
+        let mut line = format!("| {label} ");
+        for r in cells {
             if labelled {
                 line.push_str(&format!("| {} ", pct(r.get("top1_accuracy"))));
             }
@@ -235,7 +341,11 @@ fn table(b: &Benchmark, runs: &[Value], reference: Option<&Value>) -> String {
                 db(r.get("sqnr_db"))
             ));
         }
-        let kb = row["weight_bytes"].as_f64().unwrap_or(0.0) / 1024.0;
+        let kb = cells
+            .first()
+            .and_then(|r| r["weight_bytes"].as_f64())
+            .unwrap_or(0.0)
+            / 1024.0;
         line.push_str(&format!("| {kb:.0} KB |\n"));
         s.push_str(&line);
     }
