@@ -45,8 +45,16 @@ pub struct QuantReport {
     pub layers: Vec<LayerReport>,
     pub weight_bytes: usize,
     pub float_weight_bytes: usize,
+    /// Residual Adds whose operands arrive at one exponent (no alignment shift).
+    pub aligned_adds: usize,
+    /// All residual Adds.
+    pub adds: usize,
     pub seconds: f64,
 }
+
+/// How much more activation MSE [`Lowering::aligned_exponent`] accepts to save an Add's
+/// alignment shifts.
+const ALIGN_MSE_SLACK: f64 = 1.5;
 
 /// Checks every op before any work, reporting all problems at once.
 pub fn check_supported(graph: &Graph) -> Result<(), QuantError> {
@@ -340,6 +348,7 @@ impl Lowering<'_> {
             Op::Conv(_) | Op::Gemm(_) | Op::MatMul => self.lower_linear(id)?,
             Op::Binary(BinaryOp::Add) => {
                 let ((va, ta), (vb, tb)) = (self.input(id, 0), self.input(id, 1));
+                self.report.adds += 1;
                 let fused = self.fusable_activation(id);
                 let stat_node = fused.map_or(id, |(u, _)| u);
                 let elem = if fused.is_some() {
@@ -508,6 +517,48 @@ impl Lowering<'_> {
         Ok(())
     }
 
+    /// Requantize-shift alignment at residual Adds: when `id`'s only reader is an Add
+    /// whose other operand is already lowered, emit `id` at that operand's exponent, so
+    /// both arrive aligned and the Add shifts neither, as long as that costs at most
+    /// [`ALIGN_MSE_SLACK`] more quantization MSE than the best exponent `best`.
+    fn aligned_exponent(
+        &mut self,
+        id: NodeId,
+        hist: &LogHistogram,
+        best: i32,
+        lo: i32,
+        hi: i32,
+    ) -> i32 {
+        let users = self.graph.users(id);
+        let [add] = users.as_slice() else { return best };
+        if !matches!(self.graph.node(*add).op, Op::Binary(BinaryOp::Add))
+            || self.graph.outputs().iter().any(|o| o.node == id)
+        {
+            return best;
+        }
+        let Some(other) = self
+            .graph
+            .node_inputs(*add)
+            .into_iter()
+            .find(|&i| i != id)
+            .and_then(|i| self.lowered.get(&i))
+        else {
+            return best;
+        };
+        let target = self.out.ty(*other).exp;
+        if target == best {
+            self.report.aligned_adds += 1;
+            return best;
+        }
+        let cost = |e: i32| hist.quantization_mse(e, lo, hi);
+        if cost(target) <= ALIGN_MSE_SLACK * cost(best) {
+            self.report.aligned_adds += 1;
+            target
+        } else {
+            best
+        }
+    }
+
     fn lower_linear(&mut self, id: NodeId) -> Result<(), QuantError> {
         let graph = self.graph;
         let node = graph.node(id);
@@ -625,7 +676,13 @@ impl Lowering<'_> {
                 IntElem::I8
             };
             let (lo, hi) = elem.range();
-            (elem, self.hist(id)?.choose_exponent(lo, hi))
+            // The statistics outlive this borrow of `self`.
+            let stats: &Calibration = self.stats;
+            let hist = stats.histograms.get(&id).ok_or_else(|| {
+                QuantError::Calibration(format!("no statistics for node '{}'", node.name))
+            })?;
+            let best = hist.choose_exponent(lo, hi);
+            (elem, self.aligned_exponent(id, hist, best, lo, hi))
         };
         let (lo, hi) = act_bounds(act, elem, exp);
         let x_step = (-(xt.exp as f64)).exp2();
