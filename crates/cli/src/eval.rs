@@ -57,7 +57,8 @@ struct ModeResult {
     /// Output SQNR against fp32 in dB (`null` for fp32 itself).
     sqnr_db: Option<f64>,
     weight_bytes: usize,
-    quantize_seconds: f64,
+    /// Quantizing (with `--cle auto`, both variants) plus evaluating.
+    seconds: f64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     layers: Vec<LayerSqnr>,
 }
@@ -183,7 +184,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             )
         };
         bar.finish_and_clear();
-        let quantize_seconds = start.elapsed().as_secs_f64();
+        let seconds = start.elapsed().as_secs_f64();
         let top: Vec<usize> = outputs.chunks(per).map(argmax).collect();
         let agreement =
             top.iter().zip(&ref_top).filter(|(a, b)| a == b).count() as f64 / samples as f64;
@@ -195,11 +196,11 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             top1_agreement: agreement,
             sqnr_db: sqnr.is_finite().then_some(sqnr),
             weight_bytes,
-            quantize_seconds,
+            seconds,
             layers,
         });
         if !args.json {
-            eprintln!("{} done in {:.1} s", mode.name(), quantize_seconds);
+            eprintln!("{} done in {:.1} s", mode.name(), seconds);
         }
     }
     let summary = EvalSummary {

@@ -54,7 +54,7 @@ struct IrReport {
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     match args.stage {
         Stage::Opt => return inspect_opt(args),
-        Stage::Quant | Stage::Lowered => anyhow::bail!(
+        Stage::Quant | Stage::Lowered | Stage::Memory => anyhow::bail!(
             "inspect stops at --stage opt; the quantizer's per-layer report is printed by \
              `lutq dump MODEL --stage quant --calib C.npy` (standard error)"
         ),

@@ -132,6 +132,10 @@ enum Stage {
     /// The integer program after the exact integer rewrites (requantize-shift fusion):
     /// what the backends compile. What fired goes to standard error.
     Lowered,
+    /// The static memory plan of the lowered program (C backend): every activation's
+    /// size, lifetime and offset in the caller's arena, and the arena size next to the
+    /// lower bound (most bytes live at once) and the naive sum.
+    Memory,
 }
 
 #[derive(Args)]
@@ -206,13 +210,13 @@ impl Relu6Arg {
 fn dump(args: &DumpArgs) -> anyhow::Result<()> {
     if args.cle.cle != CleMode::Off && matches!(args.stage, Stage::Import) {
         anyhow::bail!(
-            "--cle needs --stage opt, quant or lowered (CLE runs on the optimized graph)"
+            "--cle needs --stage opt, quant, lowered or memory (CLE runs on the optimized graph)"
         );
     }
     let text = match args.stage {
         Stage::Import => args.model.import()?.dump(),
         Stage::Opt => pipeline::optimize_verbose(&args.model.import()?, args.cle)?.dump(),
-        Stage::Quant | Stage::Lowered => {
+        Stage::Quant | Stage::Lowered | Stage::Memory => {
             let compiled = pipeline::compile(
                 &args.model.import()?,
                 args.cle,
@@ -221,11 +225,13 @@ fn dump(args: &DumpArgs) -> anyhow::Result<()> {
                 true,
             )?;
             eprint!("{}", pipeline::report_text(&compiled.report));
-            if matches!(args.stage, Stage::Quant) {
-                compiled.quant_graph.dump()
-            } else {
-                eprint!("{}", compiled.int_report);
-                compiled.int_graph.dump()
+            match args.stage {
+                Stage::Quant => compiled.quant_graph.dump(),
+                Stage::Lowered => {
+                    eprint!("{}", compiled.int_report);
+                    compiled.int_graph.dump()
+                }
+                _ => lutq_backend_c::plan_memory(&compiled.int_graph).dump(&compiled.int_graph),
             }
         }
     };

@@ -26,8 +26,7 @@ pub struct QuantArgs {
     pub calib_limit: usize,
     /// Keep these Conv/Gemm layers at int8 weights (mixed precision), comma separated:
     /// node names, `first` (the first layer), `depthwise` (every depthwise conv). They
-    /// hold few weights but lose most at 4 bits: `--keep-8bit first,depthwise` is the
-    /// usual choice for MobileNets.
+    /// hold few weights but lose most at 4 bits (measured in docs/results.md).
     #[arg(long, value_delimiter = ',', value_name = "NODES")]
     pub keep_8bit: Vec<String>,
     /// LUT modes: one 16-entry table per output channel instead of one per layer (16

@@ -424,3 +424,34 @@ fn cli_quantizing_commands_explain_missing_calibration_and_bad_modes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--cle auto"), "{err}");
 }
+
+#[test]
+fn cli_dump_memory_reports_the_arena_next_to_its_bounds() {
+    let out = lutq(&[
+        "dump",
+        "models/fashion_resnet8.onnx",
+        "--stage",
+        "memory",
+        "--calib",
+        "data/fashion_mnist/train_x.npy",
+        "--calib-limit",
+        "16",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let numbers: Vec<usize> = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [arena, lower, naive] = numbers[..] else {
+        panic!("{text}")
+    };
+    assert!(lower <= arena && arena < naive, "{text}");
+}

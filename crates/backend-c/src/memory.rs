@@ -1,0 +1,181 @@
+//! The static memory plan: one arena, every activation at a fixed offset.
+//!
+//! Each value of an [`IntGraph`] lives from the step that computes it to the last step
+//! that reads it (graph outputs to the end). Two values may share bytes only if their
+//! lifetimes do not overlap. The plan is *greedy by size*: buffers in decreasing size
+//! (ties: earlier first), each at the lowest aligned offset that does not collide with a
+//! buffer already placed whose lifetime overlaps. A `reshape` does not move data: its
+//! value aliases its input's buffer (same offset), which then lives as long as either.
+//!
+//! Reported next to the arena size: the **lower bound** (the most bytes live at any one
+//! step: no plan can do better) and the **naive sum** (every value its own buffer).
+
+use std::fmt::Write as _;
+
+use lutq_ir::int::{IntGraph, IntOp};
+use serde::Serialize;
+
+/// Offsets are multiples of this (i32 accumulator outputs need 4-byte alignment).
+pub const ALIGN: usize = 4;
+
+/// One buffer to place: `size` bytes, live during steps `start..=end`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Buffer {
+    pub size: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Buffer {
+    fn overlaps_in_time(&self, other: &Buffer) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+}
+
+/// Places `buffers`: returns each one's offset and the arena size.
+pub fn plan_buffers(buffers: &[Buffer]) -> (Vec<usize>, usize) {
+    let mut order: Vec<usize> = (0..buffers.len()).collect();
+    order.sort_by(|&a, &b| {
+        buffers[b]
+            .size
+            .cmp(&buffers[a].size)
+            .then(buffers[a].start.cmp(&buffers[b].start))
+            .then(a.cmp(&b))
+    });
+    let mut offsets = vec![0usize; buffers.len()];
+    let mut placed: Vec<usize> = Vec::new();
+    let mut arena = 0;
+    for i in order {
+        let b = &buffers[i];
+        // Busy ranges of time-overlapping buffers, by offset.
+        let mut busy: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|&&j| buffers[j].overlaps_in_time(b) && buffers[j].size > 0)
+            .map(|&j| (offsets[j], offsets[j] + buffers[j].size))
+            .collect();
+        busy.sort_unstable();
+        let mut offset = 0;
+        for (lo, hi) in busy {
+            if offset + b.size <= lo {
+                break;
+            }
+            offset = offset.max(hi.next_multiple_of(ALIGN));
+        }
+        offsets[i] = offset;
+        arena = arena.max(offset + b.size);
+        placed.push(i);
+    }
+    (offsets, arena)
+}
+
+/// Where every value of a program lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemoryPlan {
+    /// Per value (node index): its buffer's offset in the arena.
+    pub offsets: Vec<usize>,
+    /// Per value: bytes.
+    pub sizes: Vec<usize>,
+    /// Per value: the first and last step its buffer is live (aliases included).
+    pub live: Vec<(usize, usize)>,
+    /// Per value: the value whose buffer it shares (a reshape), if any.
+    pub alias_of: Vec<Option<usize>>,
+    /// Bytes the caller's arena needs.
+    pub arena_size: usize,
+    /// The most bytes live at one step: no plan needs less.
+    pub lower_bound: usize,
+    /// Every value in its own buffer.
+    pub naive_sum: usize,
+}
+
+/// Plans the arena of `graph` (see the module docs).
+pub fn plan_memory(graph: &IntGraph) -> MemoryPlan {
+    let n = graph.nodes.len();
+    let last_use = graph.last_use();
+    let sizes: Vec<usize> = graph
+        .nodes
+        .iter()
+        .map(|node| node.ty.size_bytes())
+        .collect();
+    // Reshape chains share their root's buffer.
+    let mut root: Vec<usize> = (0..n).collect();
+    let mut alias_of = vec![None; n];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if matches!(node.op, IntOp::Reshape) {
+            let r = root[node.inputs[0].index()];
+            root[i] = r;
+            alias_of[i] = Some(r);
+        }
+    }
+    // A root's buffer lives from its definition to the last use of it or any alias.
+    let mut end: Vec<usize> = (0..n).map(|i| last_use[i].unwrap_or(i)).collect();
+    for i in 0..n {
+        let r = root[i];
+        end[r] = end[r].max(last_use[i].unwrap_or(i));
+    }
+    let roots: Vec<usize> = (0..n).filter(|&i| root[i] == i).collect();
+    let buffers: Vec<Buffer> = roots
+        .iter()
+        .map(|&i| Buffer {
+            size: sizes[i],
+            start: i,
+            end: end[i],
+        })
+        .collect();
+    let (placed, arena_size) = plan_buffers(&buffers);
+    let mut offsets = vec![0; n];
+    for (k, &i) in roots.iter().enumerate() {
+        offsets[i] = placed[k];
+    }
+    let live: Vec<(usize, usize)> = (0..n).map(|i| (root[i], end[root[i]])).collect();
+    for i in 0..n {
+        offsets[i] = offsets[root[i]];
+    }
+    let steps = n + 1;
+    let lower_bound = (0..steps)
+        .map(|t| {
+            buffers
+                .iter()
+                .filter(|b| b.start <= t && t <= b.end)
+                .map(|b| b.size)
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap_or(0);
+    let naive_sum = buffers.iter().map(|b| b.size).sum();
+    MemoryPlan {
+        offsets,
+        sizes,
+        live,
+        alias_of,
+        arena_size,
+        lower_bound,
+        naive_sum,
+    }
+}
+
+impl MemoryPlan {
+    /// The plan as text (`lutq dump --stage memory`).
+    pub fn dump(&self, graph: &IntGraph) -> String {
+        let mut s = format!(
+            "memory_plan {:?} {{\n  arena {} bytes; lower bound {} (most bytes live at once); naive {} (no reuse)\n",
+            graph.name, self.arena_size, self.lower_bound, self.naive_sum
+        );
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let (a, b) = self.live[i];
+            write!(
+                s,
+                "  %{i:<4} {:<14} {:>9} B  live [{a}, {b}]  offset {}",
+                node.op.name(),
+                self.sizes[i],
+                self.offsets[i]
+            )
+            .unwrap();
+            if let Some(r) = self.alias_of[i] {
+                write!(s, "  (aliases %{r})").unwrap();
+            }
+            writeln!(s, "  ; {}", node.name).unwrap();
+        }
+        s.push_str("}\n");
+        s
+    }
+}
