@@ -23,6 +23,7 @@
 //! assert_eq!(out[0].as_f32().unwrap(), &[0.0, 0.5, 2.0]);
 //! ```
 
+mod batch;
 mod error;
 pub mod float;
 pub mod int;
