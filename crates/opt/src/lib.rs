@@ -129,20 +129,33 @@ impl fmt::Display for OptReport {
     }
 }
 
-/// Rewrites `graph` with every rule of [`rules::all`] and returns the extracted graph
-/// with a report. The graph's name, inputs and outputs are kept; nodes no output
-/// depends on are dropped.
-pub fn optimize(graph: &Graph, options: &OptOptions) -> Result<(Graph, OptReport), OptError> {
-    let translated = translate::to_egraph(graph);
-    let rules = rules::all();
+/// An equality-saturation run with what both passes report of it.
+pub(crate) struct Saturated<L: egg::Language, N: egg::Analysis<L>> {
+    pub runner: Runner<L, N>,
+    /// How often each rule fired, by name, rules that never fired included (0).
+    pub fired: BTreeMap<String, usize>,
+    pub stop_reason: String,
+    pub saturated: bool,
+}
+
+/// Runs `rules` on `egraph` under the limits of `options` with the simple scheduler
+/// (every rule every iteration), shared by the float and the integer pass.
+pub(crate) fn saturate<L, N>(
+    egraph: egg::EGraph<L, N>,
+    rules: &[egg::Rewrite<L, N>],
+    options: &OptOptions,
+) -> Saturated<L, N>
+where
+    L: egg::Language,
+    N: egg::Analysis<L> + Default,
+{
     let runner = Runner::default()
-        .with_egraph(translated.egraph)
+        .with_egraph(egraph)
         .with_scheduler(SimpleScheduler)
         .with_iter_limit(options.iter_limit)
         .with_node_limit(options.node_limit)
         .with_time_limit(options.time_limit)
-        .run(&rules);
-
+        .run(rules);
     let mut fired: BTreeMap<String, usize> =
         rules.iter().map(|r| (r.name.to_string(), 0)).collect();
     for it in &runner.iterations {
@@ -158,6 +171,25 @@ pub fn optimize(graph: &Graph, options: &OptOptions) -> Result<(Graph, OptReport
         Some(StopReason::Other(s)) => (s.clone(), false),
         None => ("not run".to_string(), false),
     };
+    Saturated {
+        runner,
+        fired,
+        stop_reason,
+        saturated,
+    }
+}
+
+/// Rewrites `graph` with every rule of [`rules::all`] and returns the extracted graph
+/// with a report. The graph's name, inputs and outputs are kept; nodes no output
+/// depends on are dropped.
+pub fn optimize(graph: &Graph, options: &OptOptions) -> Result<(Graph, OptReport), OptError> {
+    let translated = translate::to_egraph(graph);
+    let Saturated {
+        runner,
+        fired,
+        stop_reason,
+        saturated,
+    } = saturate(translated.egraph, &rules::all(), options);
     let out = translate::from_egraph(&graph.name, &runner.egraph, &translated.outputs)?;
     let (kept_affine, unfolded_batch_norms) = rules::affine::explain_kept(&out);
     let report = OptReport {

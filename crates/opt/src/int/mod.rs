@@ -30,10 +30,9 @@ pub mod translate;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use egg::{Runner, SimpleScheduler, StopReason};
 use lutq_ir::int::{IntGraph, IntOp, Rescale};
 
-use crate::{OptError, OptOptions};
+use crate::{OptError, OptOptions, Saturated, saturate};
 
 /// What [`optimize_int`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -123,29 +122,12 @@ pub fn optimize_int(
         ))
     })?;
     let translated = translate::to_egraph(graph);
-    let rules = rules::rules();
-    let runner = Runner::default()
-        .with_egraph(translated.egraph)
-        .with_scheduler(SimpleScheduler)
-        .with_iter_limit(options.iter_limit)
-        .with_node_limit(options.node_limit)
-        .with_time_limit(options.time_limit)
-        .run(&rules);
-    let mut fired: BTreeMap<String, usize> =
-        rules.iter().map(|r| (r.name.to_string(), 0)).collect();
-    for it in &runner.iterations {
-        for (name, n) in &it.applied {
-            *fired.entry(name.to_string()).or_default() += n;
-        }
-    }
-    let (stop_reason, saturated) = match &runner.stop_reason {
-        Some(StopReason::Saturated) => ("saturated".to_string(), true),
-        Some(StopReason::IterationLimit(n)) => (format!("iteration limit {n}"), false),
-        Some(StopReason::NodeLimit(n)) => (format!("e-node limit {n}"), false),
-        Some(StopReason::TimeLimit(s)) => (format!("time limit {s}s"), false),
-        Some(StopReason::Other(s)) => (s.clone(), false),
-        None => ("not run".to_string(), false),
-    };
+    let Saturated {
+        runner,
+        fired,
+        stop_reason,
+        saturated,
+    } = saturate(translated.egraph, &rules::rules(), options);
     let out = translate::from_egraph(graph, &runner.egraph, &translated.outputs)?;
     let (requants_before, multipliers_before) = count(graph);
     let (requants_after, multipliers_after) = count(&out);
