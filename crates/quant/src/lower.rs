@@ -236,8 +236,9 @@ fn act_bounds(act: Option<FusedActivation>, elem: IntElem, exp: i32) -> (i32, i3
     }
 }
 
-impl Lowering<'_> {
-    fn hist(&self, id: NodeId) -> Result<&LogHistogram, QuantError> {
+impl<'a> Lowering<'a> {
+    /// Borrowed from the calibration, not from `self`, so `self` stays free to mutate.
+    fn hist(&self, id: NodeId) -> Result<&'a LogHistogram, QuantError> {
         self.stats.histograms.get(&id).ok_or_else(|| {
             QuantError::Calibration(format!(
                 "no statistics for node '{}'",
@@ -676,11 +677,7 @@ impl Lowering<'_> {
                 IntElem::I8
             };
             let (lo, hi) = elem.range();
-            // The statistics outlive this borrow of `self`.
-            let stats: &Calibration = self.stats;
-            let hist = stats.histograms.get(&id).ok_or_else(|| {
-                QuantError::Calibration(format!("no statistics for node '{}'", node.name))
-            })?;
+            let hist = self.hist(id)?;
             let best = hist.choose_exponent(lo, hi);
             (elem, self.aligned_exponent(id, hist, best, lo, hi))
         };
