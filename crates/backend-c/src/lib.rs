@@ -1,8 +1,21 @@
 //! lutq's C99 backend for microcontrollers.
 //!
-//! So far: the static memory plan ([`memory`]) that decides where every activation of an
-//! integer program lives in the caller's arena. The C emitter builds on it.
+//! * [`memory`]: the static memory plan — where every activation lives in the caller's
+//!   arena.
+//! * [`emit`](mod@emit): the integer program as standalone C99 (`NAME.h`, `NAME.c`,
+//!   `NAME_weights.c`, optionally a harness), kernels specialised per layer.
+//! * [`host`]: building the generated code with the system C compiler and piping
+//!   samples through it (`lutq run --backend c`, the bit-exactness tests).
+//!
+//! Invariant: the generated code computes, for every input, exactly the integers the
+//! golden interpreter (`lutq_interp::int`) computes.
 
+pub mod emit;
+mod error;
+pub mod host;
 pub mod memory;
 
+pub use emit::{CSources, CSummary, EmitOptions, c_identifier, emit};
+pub use error::CError;
+pub use host::{HostProgram, decode_outputs, quantize_samples};
 pub use memory::{Buffer, MemoryPlan, plan_buffers, plan_memory};

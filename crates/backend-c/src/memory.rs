@@ -4,11 +4,20 @@
 //! that reads it (graph outputs to the end). Two values may share bytes only if their
 //! lifetimes do not overlap. The plan is *greedy by size*: buffers in decreasing size
 //! (ties: earlier first), each at the lowest aligned offset that does not collide with a
-//! buffer already placed whose lifetime overlaps. A `reshape` does not move data: its
-//! value aliases its input's buffer (same offset), which then lives as long as either.
+//! buffer already placed whose lifetime overlaps.
 //!
-//! Reported next to the arena size: the **lower bound** (the most bytes live at any one
-//! step: no plan can do better) and the **naive sum** (every value its own buffer).
+//! Three kinds of values take no buffer of their own:
+//! * a quantized graph input stays in the caller's input buffer (the C API takes it
+//!   already quantized);
+//! * a `reshape` does not move data: it shares its input's buffer;
+//! * an `add` or a `requant` runs **in place** of an operand whose buffer dies at that
+//!   step (elementwise, same element size: each element is read before it is written).
+//!
+//! A shared buffer lives as long as any value in it.
+//!
+//! Reported next to the arena size: the **lower bound** (the most arena bytes live at
+//! any one step, with the sharing above: no plan of these buffers can do better) and the
+//! **naive sum** (every computed value its own buffer, no sharing).
 
 use std::fmt::Write as _;
 
@@ -71,48 +80,80 @@ pub fn plan_buffers(buffers: &[Buffer]) -> (Vec<usize>, usize) {
 /// Where every value of a program lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MemoryPlan {
-    /// Per value (node index): its buffer's offset in the arena.
+    /// Per value (node index): its buffer's offset in the arena (meaningless for a value
+    /// in the caller's input, see `input_of`).
     pub offsets: Vec<usize>,
     /// Per value: bytes.
     pub sizes: Vec<usize>,
     /// Per value: the first and last step its buffer is live (aliases included).
     pub live: Vec<(usize, usize)>,
-    /// Per value: the value whose buffer it shares (a reshape), if any.
+    /// Per value: the value whose buffer it shares (a reshape, or an op computed in
+    /// place of an operand that dies there), if any.
     pub alias_of: Vec<Option<usize>>,
+    /// Per value: `Some(k)` if it is graph input `k` as quantized by the caller (a
+    /// `quantize_input`, or a reshape of one): it stays in the caller's input buffer and
+    /// takes no arena bytes.
+    pub input_of: Vec<Option<usize>>,
     /// Bytes the caller's arena needs.
     pub arena_size: usize,
-    /// The most bytes live at one step: no plan needs less.
+    /// The most arena bytes live at one step: no plan needs less.
     pub lower_bound: usize,
-    /// Every value in its own buffer.
+    /// Every arena value in its own buffer.
     pub naive_sum: usize,
+}
+
+/// May `node` write its output over operand `slot` (elementwise ops only)? The operand
+/// must be dying here, have the output's element size and live in the arena.
+fn in_place_operands(node: &lutq_ir::int::IntNode) -> &'static [usize] {
+    match node.op {
+        IntOp::Add(_) => &[0, 1],
+        IntOp::Requant { .. } => &[0],
+        _ => &[],
+    }
 }
 
 /// Plans the arena of `graph` (see the module docs).
 pub fn plan_memory(graph: &IntGraph) -> MemoryPlan {
     let n = graph.nodes.len();
     let last_use = graph.last_use();
+    let own_end: Vec<usize> = (0..n).map(|i| last_use[i].unwrap_or(i)).collect();
     let sizes: Vec<usize> = graph
         .nodes
         .iter()
         .map(|node| node.ty.size_bytes())
         .collect();
-    // Reshape chains share their root's buffer.
+    // Buffer sharing: a reshape always shares its input's buffer; an Add or a requant
+    // shares the buffer of an operand whose buffer (every value in it) dies at this step.
     let mut root: Vec<usize> = (0..n).collect();
     let mut alias_of = vec![None; n];
+    let mut input_of = vec![None; n];
+    // Per root: the last step any value sharing its buffer is read.
+    let mut end = own_end.clone();
     for (i, node) in graph.nodes.iter().enumerate() {
-        if matches!(node.op, IntOp::Reshape) {
-            let r = root[node.inputs[0].index()];
+        let shared = match &node.op {
+            IntOp::QuantizeInput { input } => {
+                input_of[i] = Some(*input);
+                None
+            }
+            IntOp::Reshape => Some(root[node.inputs[0].index()]),
+            _ => in_place_operands(node).iter().find_map(|&slot| {
+                let v = node.inputs[slot].index();
+                let r = root[v];
+                let fits = graph.nodes[v].ty.elem.size_bytes() == node.ty.elem.size_bytes()
+                    && sizes[v] == sizes[i];
+                (fits && input_of[r].is_none() && end[r] == i).then_some(r)
+            }),
+        };
+        if let Some(r) = shared {
             root[i] = r;
             alias_of[i] = Some(r);
+            input_of[i] = input_of[r];
+            end[r] = end[r].max(own_end[i]);
         }
     }
-    // A root's buffer lives from its definition to the last use of it or any alias.
-    let mut end: Vec<usize> = (0..n).map(|i| last_use[i].unwrap_or(i)).collect();
-    for i in 0..n {
-        let r = root[i];
-        end[r] = end[r].max(last_use[i].unwrap_or(i));
-    }
-    let roots: Vec<usize> = (0..n).filter(|&i| root[i] == i).collect();
+    let roots: Vec<usize> = (0..n)
+        .filter(|&i| root[i] == i && input_of[i].is_none())
+        .collect();
     let buffers: Vec<Buffer> = roots
         .iter()
         .map(|&i| Buffer {
@@ -141,12 +182,16 @@ pub fn plan_memory(graph: &IntGraph) -> MemoryPlan {
         })
         .max()
         .unwrap_or(0);
-    let naive_sum = buffers.iter().map(|b| b.size).sum();
+    let naive_sum = (0..n)
+        .filter(|&i| input_of[i].is_none() && !matches!(graph.nodes[i].op, IntOp::Reshape))
+        .map(|i| sizes[i])
+        .sum();
     MemoryPlan {
         offsets,
         sizes,
         live,
         alias_of,
+        input_of,
         arena_size,
         lower_bound,
         naive_sum,
@@ -170,8 +215,10 @@ impl MemoryPlan {
                 self.offsets[i]
             )
             .unwrap();
-            if let Some(r) = self.alias_of[i] {
-                write!(s, "  (aliases %{r})").unwrap();
+            if let Some(k) = self.input_of[i] {
+                write!(s, "  (caller's input {k})").unwrap();
+            } else if let Some(r) = self.alias_of[i] {
+                write!(s, "  (shares %{r})").unwrap();
             }
             writeln!(s, "  ; {}", node.name).unwrap();
         }

@@ -91,12 +91,15 @@ fn bundled_fashion_nets_get_a_valid_plan_near_the_lower_bound() {
         );
         let n = g.nodes.len();
         for i in 0..n {
+            if plan.input_of[i].is_some() {
+                continue;
+            }
             if let Some(r) = plan.alias_of[i] {
                 assert_eq!(plan.offsets[i], plan.offsets[r], "{name}: alias %{i}");
                 continue;
             }
             for j in 0..i {
-                if plan.alias_of[j].is_some() {
+                if plan.alias_of[j].is_some() || plan.input_of[j].is_some() {
                     continue;
                 }
                 let ((a0, a1), (b0, b1)) = (plan.live[i], plan.live[j]);
@@ -113,5 +116,13 @@ fn bundled_fashion_nets_get_a_valid_plan_near_the_lower_bound() {
             "{name}"
         );
         assert!(plan.dump(&g).contains("lower bound"));
+        // Both nets have residual adds whose operand dies there: they run in place.
+        let in_place = g.nodes.iter().enumerate().any(|(i, n)| {
+            matches!(n.op, lutq_ir::int::IntOp::Add(_))
+                && plan.alias_of[i].is_some_and(|r| plan.offsets[r] == plan.offsets[i])
+        });
+        assert!(in_place, "{name}: no add runs in place");
+        // The quantized input stays in the caller's buffer.
+        assert!(plan.input_of[0].is_some(), "{name}");
     }
 }

@@ -3,6 +3,7 @@
 //! This binary is a thin layer over the library crates: it reads files, drives progress
 //! bars and prints results; every numeric decision lives in a library.
 
+mod compile;
 mod eval;
 mod inspect;
 mod pipeline;
@@ -89,6 +90,22 @@ parallel on all cores. Integer inputs (u8, i64, …) are converted to float32 as
 The fp32 row is the float model itself (after the exact rewrites). Quantization runs
 once per mode; calibration data should look like the evaluation data but not be it.")]
     Eval(eval::EvalArgs),
+
+    /// Compile a model to integer-only code: quantize it (--calib, --mode) and write
+    /// standalone C99 for microcontrollers with a static memory plan.
+    #[command(after_help = "Examples:
+  lutq compile models/fashion_resnet8.onnx --calib data/fashion_mnist/train_x.npy -o out/
+      out/fashion_resnet8.h, .c and _weights.c; the header #defines the arena size, the
+      input and output shapes, types and exponents
+  lutq compile models/fashion_resnet8.onnx --calib data/fashion_mnist/train_x.npy -o out/ \\
+      --harness && make -C out
+      plus main.c and a Makefile: `out/fashion_resnet8 in.bin out.bin` runs raw tensors
+
+API: int NAME_run(const NAME_input0_t *input0, NAME_output0_t *output0, uint8_t *arena).
+Inputs are quantized by the caller (real = q * 2^-NAME_INPUT0_EXP; --float-io generates
+the conversion); the caller owns the arena. No malloc, no floating point, no recursion.
+`lutq run --backend c` builds and runs the same code on the host.")]
+    Compile(compile::CompileArgs),
 }
 
 /// The model file and how to bind its dimensions; shared by every command.
@@ -257,6 +274,7 @@ fn main() -> std::process::ExitCode {
         Command::Dump(args) => dump(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Run(args) => run::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Eval(args) => eval::eval(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Compile(args) => compile::compile(args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -3,7 +3,8 @@
 
 use lutq_ir::infer::infer;
 use lutq_ir::int::{
-    IntCheckError, IntElem, IntGraph, IntNode, IntOp, QAdd, QWeights, clamp, rshift_round,
+    IntCheckError, IntElem, IntGraph, IntNode, IntOp, QAdd, QWeights, clamp, quantize_input,
+    rshift_round,
 };
 use lutq_ir::{Op, Pool, TensorType};
 
@@ -101,7 +102,7 @@ pub(super) fn exec_with(
             IntData::from_i32(
                 out.elem,
                 x.iter()
-                    .map(|&v| quantize(v, out.exp, t_lo, t_hi))
+                    .map(|&v| quantize_input(v, out.exp, t_lo, t_hi))
                     .collect(),
             )
         }
@@ -173,17 +174,6 @@ pub(super) fn exec_with(
     debug_assert_eq!(result.len(), out.num_elements());
     debug_assert_eq!(result.elem(), out.elem);
     Ok(result)
-}
-
-/// `clamp(floor(x · 2^exp + 0.5), lo, hi)`, exactly: `x · 2^exp` is exact in f64 (a power
-/// of two times an f32) and so is adding 0.5 for every `|x · 2^exp| < 2^52`, beyond which
-/// the clamp decides anyway. (In f32 the addition would round: 0.49999997 + 0.5 is 1.0.)
-/// ±∞ saturate to `hi` / `lo`; NaN quantizes as 0 (then clamped), like Rust's float →
-/// integer cast.
-pub(super) fn quantize(x: f32, exp: i32, lo: i32, hi: i32) -> i32 {
-    let v = (x as f64 * (exp.clamp(-1074, 1023) as f64).exp2() + 0.5).floor();
-    // `as i64` saturates ±∞ and maps NaN to 0.
-    clamp(v as i64, lo, hi)
 }
 
 fn add(a: &QAdd, x: &IntData, y: &IntData, elem: IntElem) -> IntData {

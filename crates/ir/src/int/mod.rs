@@ -110,6 +110,18 @@ pub fn rshift_round(a: i64, s: i32) -> i64 {
     }
 }
 
+/// `QuantizeInput`'s rounding: `clamp(floor(x · 2^exp + 0.5), lo, hi)`, exactly.
+/// `x · 2^exp` is exact in f64 (a power of two times an f32) and so is adding 0.5 for
+/// every `|x · 2^exp| < 2^52`, beyond which the clamp decides anyway. (In f32 the
+/// addition would round: 0.49999997 + 0.5 is 1.0.) ±∞ saturate to `hi` / `lo`; NaN
+/// quantizes as 0 (then clamped), like Rust's float → integer cast. Every backend's
+/// float boundary (the C backend's `--float-io` helpers included) must match this.
+pub fn quantize_input(x: f32, exp: i32, lo: i32, hi: i32) -> i32 {
+    let v = (x as f64 * (exp.clamp(-1074, 1023) as f64).exp2() + 0.5).floor();
+    // `as i64` saturates ±∞ and maps NaN to 0.
+    clamp(v as i64, lo, hi)
+}
+
 /// Saturates `v` to `[lo, hi]`.
 #[inline]
 pub fn clamp(v: i64, lo: i32, hi: i32) -> i32 {

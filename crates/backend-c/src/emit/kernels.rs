@@ -1,0 +1,411 @@
+//! One C function per op, specialised: every size, stride, pad, shift and clamp bound is
+//! a literal, so the compiler unrolls the small loops and folds the index arithmetic.
+//!
+//! Conventions: a kernel is `static void layer_<i>(inputs…, output)`; 8-bit values are
+//! `int8_t` / `uint8_t` pointers, 32-bit values raw bytes (`lutq_load_i32` /
+//! `lutq_store_i32`). Elementwise kernels may run in place (the memory plan lets an add
+//! or a requant overwrite a dying operand): each reads element `i` of its operands
+//! before writing element `i`, and no pointer is `restrict`.
+//!
+//! Linear layers decode the 4-bit codes of one output channel into a stack row of int8
+//! weights (`K` bytes) once and reuse it for every output pixel; decoding in the
+//! innermost loop would redo the same table lookups `OH·OW` times. Padding is handled
+//! outside the hot loop: output pixels whose window lies inside the input run a loop
+//! without bounds checks, only the border pixels test each tap.
+
+use std::fmt::Write as _;
+
+use lutq_ir::Pool;
+use lutq_ir::int::{IntElem, IntGraph, IntNode, IntOp, QLinear, QWeights, Rescale};
+
+use super::c_elem;
+use super::weights::{RescaleForm, rescale_form};
+use crate::error::CError;
+
+/// The C function computing node `i`, or `None` for ops without code (`quantize_input`:
+/// the caller quantizes; `reshape`: a view of the same bytes).
+pub(crate) fn emit_kernel(graph: &IntGraph, i: usize, p: &str) -> Result<Option<String>, CError> {
+    let node = &graph.nodes[i];
+    let ins: Vec<&lutq_ir::int::QType> = node.inputs.iter().map(|&v| graph.ty(v)).collect();
+    let mut c = format!("/* %{i} {} '{}' */\n", node.op.name(), comment(&node.name));
+    let params = params(graph, node);
+    writeln!(c, "static void layer_{i}({params})\n{{").unwrap();
+    match &node.op {
+        IntOp::QuantizeInput { .. } | IntOp::Reshape => return Ok(None),
+        IntOp::Linear(layer) => linear(&mut c, graph, i, p, layer)?,
+        IntOp::Add(a) => {
+            let n = node.ty.num_elements();
+            let sum = format!(
+                "(int64_t){} * {} + (int64_t){} * {}",
+                read(ins[0].elem, "x0", "i"),
+                1i64 << a.align_a,
+                read(ins[1].elem, "x1", "i"),
+                1i64 << a.align_b
+            );
+            let v = format!(
+                "lutq_clamp(lutq_rshift({sum}, {}), {}, {})",
+                a.shift, a.lo, a.hi
+            );
+            writeln!(
+                c,
+                "    long i;\n    for (i = 0; i < {n}; ++i) {{\n        {}\n    }}",
+                write(node.ty.elem, "y", "i", &v)
+            )
+            .unwrap();
+        }
+        IntOp::Requant { rescale, lo, hi } => {
+            let n = node.ty.num_elements();
+            let v = format!(
+                "lutq_clamp({}, {lo}, {hi})",
+                rescale_literal(*rescale, &read(ins[0].elem, "x0", "i"))
+            );
+            writeln!(
+                c,
+                "    long i;\n    for (i = 0; i < {n}; ++i) {{\n        {}\n    }}",
+                write(node.ty.elem, "y", "i", &v)
+            )
+            .unwrap();
+        }
+        IntOp::Concat { axis, shifts } => {
+            let out = &node.ty;
+            let outer: usize = out.shape[..*axis].iter().product();
+            let inner: usize = out.shape[axis + 1..].iter().product();
+            let total = out.shape[*axis] * inner;
+            let (lo, hi) = out.elem.range();
+            writeln!(c, "    long o, i;\n    for (o = 0; o < {outer}; ++o) {{").unwrap();
+            let mut offset = 0;
+            for (j, (t, &s)) in ins.iter().zip(shifts).enumerate() {
+                let chunk = t.shape[*axis] * inner;
+                let src = format!("o * {chunk} + i");
+                let dst = format!("o * {total} + {offset} + i");
+                let v = format!(
+                    "lutq_clamp(lutq_rshift({}, {s}), {lo}, {hi})",
+                    read(t.elem, &format!("x{j}"), &src)
+                );
+                writeln!(
+                    c,
+                    "        for (i = 0; i < {chunk}; ++i) {{\n            {}\n        }}",
+                    write(out.elem, "y", &dst, &v)
+                )
+                .unwrap();
+                offset += chunk;
+            }
+            c.push_str("    }\n");
+        }
+        IntOp::MaxPool(pool) => {
+            let (type_min, _) = node.ty.elem.range();
+            pool_loops(
+                &mut c,
+                pool,
+                &ins[0].shape,
+                &node.ty.shape,
+                &format!("int32_t m = {type_min};"),
+                "if (v > m) {\n                        m = v;\n                    }",
+                &write(node.ty.elem, "y", "(c * OH + oy) * OW + ox", "m"),
+            );
+        }
+        IntOp::SumPool {
+            pool,
+            shift,
+            lo,
+            hi,
+        } => {
+            let area = (pool.kernel[0] * pool.kernel[1]) as u64;
+            if area * 255 > i32::MAX as u64 {
+                return Err(unsupported(
+                    node,
+                    "the pooling window is too large for an i32 sum",
+                ));
+            }
+            pool_loops(
+                &mut c,
+                pool,
+                &ins[0].shape,
+                &node.ty.shape,
+                "int32_t m = 0;",
+                "m += v;",
+                &write(
+                    node.ty.elem,
+                    "y",
+                    "(c * OH + oy) * OW + ox",
+                    &format!("lutq_clamp(lutq_rshift(m, {shift}), {lo}, {hi})"),
+                ),
+            );
+        }
+    }
+    c.push_str("}\n");
+    Ok(Some(c))
+}
+
+fn comment(s: &str) -> String {
+    s.replace("*/", "* /")
+}
+
+fn unsupported(node: &IntNode, message: &str) -> CError {
+    CError::Unsupported {
+        node: node.name.clone(),
+        op: node.op.name(),
+        message: message.into(),
+    }
+}
+
+fn params(graph: &IntGraph, node: &IntNode) -> String {
+    let mut ps: Vec<String> = node
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| format!("const {} *x{k}", c_elem(graph.ty(v).elem)))
+        .collect();
+    ps.push(format!("{} *y", c_elem(node.ty.elem)));
+    ps.join(", ")
+}
+
+/// Element `index` of `ptr`, as an integer expression.
+fn read(elem: IntElem, ptr: &str, index: &str) -> String {
+    match elem {
+        IntElem::I32 => format!("lutq_load_i32({ptr} + 4 * ({index}))"),
+        _ => format!("{ptr}[{index}]"),
+    }
+}
+
+/// A statement storing `value` (already clamped into the type) at element `index`.
+fn write(elem: IntElem, ptr: &str, index: &str, value: &str) -> String {
+    match elem {
+        IntElem::I32 => format!("lutq_store_i32({ptr} + 4 * ({index}), {value});"),
+        IntElem::I8 => format!("{ptr}[{index}] = (int8_t){value};"),
+        IntElem::U8 => format!("{ptr}[{index}] = (uint8_t){value};"),
+    }
+}
+
+/// `rescale(x)` with the constants as literals.
+fn rescale_literal(r: Rescale, x: &str) -> String {
+    match r {
+        Rescale::Shift(s) => format!("lutq_rshift({x}, {s})"),
+        Rescale::Multiplier { multiplier, shift } => {
+            format!("lutq_rshift((int64_t)({x}) * {multiplier}, {})", 31 + shift)
+        }
+    }
+}
+
+/// Loops over every output element of a pooling op: `init` starts a window, `step`
+/// folds tap `v` into `m`, `store` writes the result.
+fn pool_loops(
+    c: &mut String,
+    pool: &Pool,
+    x: &[usize],
+    out: &[usize],
+    init: &str,
+    step: &str,
+    store: &str,
+) {
+    let (planes, h, w) = (x[0] * x[1], x[2], x[3]);
+    let (oh, ow) = (out[2], out[3]);
+    let [kh, kw] = pool.kernel;
+    let [sy, sx] = pool.strides;
+    let [dy, dx] = pool.dilations;
+    let (pt, pl) = (pool.pads[0], pool.pads[1]);
+    writeln!(
+        c,
+        "    enum {{ H = {h}, W = {w}, OH = {oh}, OW = {ow} }};\n    \
+         long c, oy, ox, ky, kx;\n    \
+         for (c = 0; c < {planes}; ++c) {{\n        \
+         for (oy = 0; oy < OH; ++oy) {{\n            \
+         for (ox = 0; ox < OW; ++ox) {{\n                \
+         {init}\n                \
+         for (ky = 0; ky < {kh}; ++ky) {{\n                    \
+         const long iy = oy * {sy} - {pt} + ky * {dy};\n                    \
+         if (iy < 0 || iy >= H) {{\n                        continue;\n                    }}\n                    \
+         for (kx = 0; kx < {kw}; ++kx) {{\n                        \
+         const long ix = ox * {sx} - {pl} + kx * {dx};\n                        \
+         int32_t v;\n                        \
+         if (ix < 0 || ix >= W) {{\n                            continue;\n                        }}\n                        \
+         v = x0[(c * H + iy) * W + ix];\n                        \
+         {}\n                    }}\n                }}\n                \
+         {store}\n            }}\n        }}\n    }}",
+        step.replace("\n        ", "\n            ")
+    )
+    .unwrap();
+}
+
+/// Output positions along one axis whose whole window lies inside the input:
+/// `lo..hi` (empty when none does).
+fn interior(
+    out: usize,
+    len: usize,
+    kernel: usize,
+    stride: usize,
+    dil: usize,
+    pad: usize,
+) -> (usize, usize) {
+    let lo = pad.div_ceil(stride);
+    let span = (kernel - 1) * dil;
+    // o·s − pad + span ≤ len − 1  ⇔  o ≤ (len − 1 + pad − span) / s
+    let hi = match (len + pad).checked_sub(1 + span) {
+        Some(v) => (v / stride + 1).min(out),
+        None => 0,
+    };
+    (lo.min(hi), hi)
+}
+
+fn linear(
+    c: &mut String,
+    graph: &IntGraph,
+    i: usize,
+    p: &str,
+    layer: &QLinear,
+) -> Result<(), CError> {
+    let node = &graph.nodes[i];
+    let [o_n, i_g, kh, kw] = layer.weights.shape();
+    let k_n = layer.weights.row_len();
+    let out_elem = node.ty.elem;
+    // Per output channel: the weight row `w` and the bias, then the pixels.
+    if matches!(layer.weights, QWeights::Lut { .. }) {
+        writeln!(c, "    int8_t w[{k_n}];").unwrap();
+    }
+    writeln!(c, "    long o;\n    for (o = 0; o < {o_n}; ++o) {{").unwrap();
+    match &layer.weights {
+        QWeights::Lut { luts, .. } => {
+            let rb = k_n.div_ceil(2);
+            let table = if luts.len() == 1 { "" } else { " + 16 * o" };
+            writeln!(
+                c,
+                "        const uint8_t *codes = {p}_codes_{i} + o * {rb};\n        \
+                 const int8_t *lut = {p}_lut_{i}{table};\n        \
+                 long k;\n        \
+                 for (k = 0; k < {}; ++k) {{\n            \
+                 const uint8_t b = codes[k];\n            \
+                 w[2 * k] = lut[b & 15];\n            \
+                 w[2 * k + 1] = lut[b >> 4];\n        }}",
+                k_n / 2
+            )
+            .unwrap();
+            if k_n % 2 == 1 {
+                writeln!(c, "        w[{}] = lut[codes[{}] & 15];", k_n - 1, k_n / 2).unwrap();
+            }
+        }
+        QWeights::Int8 { .. } => {
+            writeln!(c, "        const int8_t *w = {p}_w_{i} + o * {k_n};").unwrap();
+        }
+    }
+    writeln!(c, "        const int32_t bias = {p}_bias_{i}[o];").unwrap();
+    let rescaled = match rescale_form(&layer.rescale) {
+        RescaleForm::Shift(s) => format!("lutq_rshift(acc, {s})"),
+        RescaleForm::Multiplier { multiplier, shift } => {
+            format!("lutq_rshift((int64_t)acc * {multiplier}, {})", 31 + shift)
+        }
+        RescaleForm::ShiftTable => {
+            writeln!(c, "        const int s = {p}_shift_{i}[o];").unwrap();
+            "lutq_rshift(acc, s)".into()
+        }
+        RescaleForm::MultiplierTable => {
+            writeln!(
+                c,
+                "        const int64_t m = {p}_mult_{i}[o];\n        const int s = {p}_shift_{i}[o];"
+            )
+            .unwrap();
+            "lutq_rshift(acc * m, s)".into()
+        }
+    };
+    let value = format!("lutq_clamp({rescaled}, {}, {})", layer.lo, layer.hi);
+    match &layer.conv {
+        None => {
+            writeln!(
+                c,
+                "        int32_t acc = bias;\n        \
+                 long k2;\n        \
+                 for (k2 = 0; k2 < {k_n}; ++k2) {{\n            \
+                 acc += w[k2] * x0[k2];\n        }}\n        {}",
+                write(out_elem, "y", "o", &value)
+            )
+            .unwrap();
+        }
+        Some(g) => {
+            let x = &graph.ty(node.inputs[0]).shape;
+            let (h, w) = (x[2], x[3]);
+            let (oh, ow) = (node.ty.shape[2], node.ty.shape[3]);
+            let [sy, sx] = g.strides;
+            let [dy, dx] = g.dilations;
+            let (pt, pl) = (g.pads[0], g.pads[1]);
+            let og = o_n / g.group;
+            let (y0, y1) = interior(oh, h, kh, sy, dy, pt);
+            let (x0, x1) = interior(ow, w, kw, sx, dx, pl);
+            let mut inside = Vec::new();
+            if y0 > 0 {
+                inside.push(format!("oy >= {y0}"));
+            }
+            if y1 < oh {
+                inside.push(format!("oy < {y1}"));
+            }
+            if x0 > 0 {
+                inside.push(format!("ox >= {x0}"));
+            }
+            if x1 < ow {
+                inside.push(format!("ox < {x1}"));
+            }
+            let group_base = if g.group == 1 {
+                "x0".to_string()
+            } else {
+                format!("x0 + (o / {og}) * {}", i_g * h * w)
+            };
+            writeln!(
+                c,
+                "        const {} *xg = {group_base};\n        \
+                 long oy, ox;\n        \
+                 for (oy = 0; oy < {oh}; ++oy) {{\n            \
+                 for (ox = 0; ox < {ow}; ++ox) {{\n                \
+                 int32_t acc = bias;\n                \
+                 long ic, ky, kx;",
+                c_elem(graph.ty(node.inputs[0]).elem)
+            )
+            .unwrap();
+            let fast = format!(
+                "const {elem} *xp = xg + (oy * {sy} - {pt}) * {w} + (ox * {sx} - {pl});\n\
+                 const int8_t *wp = w;\n\
+                 for (ic = 0; ic < {i_g}; ++ic) {{\n    \
+                 for (ky = 0; ky < {kh}; ++ky) {{\n        \
+                 for (kx = 0; kx < {kw}; ++kx) {{\n            \
+                 acc += *wp++ * xp[(ic * {h} + ky * {dy}) * {w} + kx * {dx}];\n        }}\n    }}\n}}",
+                elem = c_elem(graph.ty(node.inputs[0]).elem)
+            );
+            let checked = format!(
+                "for (ic = 0; ic < {i_g}; ++ic) {{\n    \
+                 for (ky = 0; ky < {kh}; ++ky) {{\n        \
+                 const long iy = oy * {sy} - {pt} + ky * {dy};\n        \
+                 if (iy < 0 || iy >= {h}) {{\n            continue;\n        }}\n        \
+                 for (kx = 0; kx < {kw}; ++kx) {{\n            \
+                 const long ix = ox * {sx} - {pl} + kx * {dx};\n            \
+                 if (ix < 0 || ix >= {w}) {{\n                continue;\n            }}\n            \
+                 acc += w[(ic * {kh} + ky) * {kw} + kx] * xg[(ic * {h} + iy) * {w} + ix];\n        }}\n    }}\n}}"
+            );
+            let indent = |s: &str, n: usize| -> String {
+                let pad = " ".repeat(n);
+                s.lines().map(|l| format!("{pad}{l}\n")).collect()
+            };
+            if inside.is_empty() {
+                c.push_str(&indent(&format!("{{\n{}}}", indent(&fast, 4)), 16));
+            } else if y0 >= y1 || x0 >= x1 {
+                // No output pixel has its whole window inside the input.
+                c.push_str(&indent(&format!("{{\n{}}}", indent(&checked, 4)), 16));
+            } else {
+                writeln!(c, "                if ({}) {{", inside.join(" && ")).unwrap();
+                c.push_str(&indent(&fast, 20));
+                c.push_str("                } else {\n");
+                c.push_str(&indent(&checked, 20));
+                c.push_str("                }\n");
+            }
+            writeln!(
+                c,
+                "                {}\n            }}\n        }}",
+                write(
+                    out_elem,
+                    "y",
+                    &format!("(o * {oh} + oy) * {ow} + ox"),
+                    &value
+                )
+            )
+            .unwrap();
+        }
+    }
+    c.push_str("    }\n");
+    Ok(())
+}

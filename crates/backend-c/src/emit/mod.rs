@@ -1,0 +1,525 @@
+//! The C emitter: an [`IntGraph`] as three C99 files (plus a harness on request).
+//!
+//! * `NAME.h`: the API and every size a caller needs as `#define`s.
+//! * `NAME.c`: one `static` function per op, specialised at compile time (shapes,
+//!   strides, padding, shifts and clamp bounds are literals), and `NAME_run`, the
+//!   schedule: the ops in program order on fixed arena offsets ([`plan_memory`]).
+//! * `NAME_weights.c`: packed 4-bit codes, tables, biases and rescales as `const`
+//!   arrays, so that a microcontroller keeps them in flash.
+//!
+//! The API is `int NAME_run(const NAME_input0_t *input0, …, NAME_output0_t *output0, …,
+//! uint8_t *arena)`: inputs arrive **already quantized** (the graph's `quantize_input`
+//! is the caller's job, with the `NAME_quantize_input0` helper of `--float-io` or on
+//! the sensor side), so the generated code has no floating point at all; the outputs are
+//! the raw integers of the graph outputs (`real = q · 2^-NAME_OUTPUT0_EXP`). The caller
+//! owns the arena (`NAME_ARENA_SIZE` bytes, any alignment: 32-bit values are accessed
+//! with `memcpy`). No malloc, no recursion, no VLAs, no writable globals.
+//!
+//! The arithmetic is the numeric contract, op by op, written as the golden interpreter
+//! computes it (`lutq_interp::int`): accumulation in `int32_t` (the graph's
+//! [`validate`](IntGraph::validate) proves it cannot overflow), rescales in `int64_t`,
+//! `rshift_round` ties toward +∞ with an arithmetic right shift (checked at compile time
+//! by a negative-array-size trick), left shifts as multiplications (a left shift of a
+//! negative value is undefined in C).
+
+mod harness;
+mod kernels;
+mod weights;
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use lutq_ir::int::{IntElem, IntGraph, IntOp};
+
+use crate::error::CError;
+use crate::memory::{MemoryPlan, plan_memory};
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct EmitOptions {
+    /// Names the files and prefixes every external symbol (a C identifier).
+    pub prefix: String,
+    /// Also write `main.c` and a `Makefile`: a program that reads raw input tensors and
+    /// writes raw outputs.
+    pub harness: bool,
+    /// Also generate `NAME_quantize_inputK` / `NAME_dequantize_outputK` (the only
+    /// floating point of the generated code).
+    pub float_io: bool,
+    /// One line for the file headers (e.g. the model and the quantization mode).
+    pub description: String,
+}
+
+impl EmitOptions {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        EmitOptions {
+            prefix: prefix.into(),
+            harness: false,
+            float_io: false,
+            description: String::new(),
+        }
+    }
+}
+
+/// The generated files, by name.
+#[derive(Clone, Debug)]
+pub struct CSources {
+    pub files: Vec<(String, String)>,
+    /// Sizes the header also states.
+    pub summary: CSummary,
+}
+
+/// Sizes of the generated program.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CSummary {
+    pub prefix: String,
+    /// Bytes of constant data: codes, tables, biases, rescales.
+    pub weight_bytes: usize,
+    /// What the same weights take as int8 (1 byte per weight), plus the same biases and
+    /// rescales: an int8 build's flash for constants.
+    pub int8_weight_bytes: usize,
+    pub arena_size: usize,
+    pub arena_lower_bound: usize,
+    pub arena_naive: usize,
+    pub macs: u64,
+}
+
+impl CSources {
+    /// Writes every file into `dir` (created if missing).
+    pub fn write_to(&self, dir: &Path) -> Result<(), CError> {
+        std::fs::create_dir_all(dir).map_err(|source| CError::Io {
+            what: format!("cannot create {}", dir.display()),
+            source,
+        })?;
+        for (name, text) in &self.files {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|source| CError::Io {
+                what: format!("cannot write {}", path.display()),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The C files to compile (the harness's `main.c` included when present).
+    pub fn c_files(&self) -> Vec<&str> {
+        self.files
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| n.ends_with(".c"))
+            .collect()
+    }
+}
+
+/// `name` made into a C identifier (for a default prefix from a file name).
+pub fn c_identifier(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert_str(0, "model_");
+    }
+    s
+}
+
+fn is_c_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// C type of an element as kernels see it: 8-bit values by type, 32-bit values as raw
+/// bytes (read and written with `memcpy`, so the arena needs no alignment and no
+/// strict-aliasing rule is bent).
+pub(crate) fn c_elem(elem: IntElem) -> &'static str {
+    match elem {
+        IntElem::I8 => "int8_t",
+        IntElem::U8 => "uint8_t",
+        IntElem::I32 => "uint8_t",
+    }
+}
+
+/// The type a caller's buffer has (`int32_t` for 32-bit outputs).
+fn c_api_elem(elem: IntElem) -> &'static str {
+    match elem {
+        IntElem::I8 => "int8_t",
+        IntElem::U8 => "uint8_t",
+        IntElem::I32 => "int32_t",
+    }
+}
+
+/// One graph input as the C API sees it: the value its `quantize_input` produces.
+struct ApiInput {
+    node: usize,
+}
+
+/// Emits `graph` as C (see the module docs).
+pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError> {
+    graph.validate()?;
+    let p = &options.prefix;
+    if !is_c_identifier(p) {
+        return Err(CError::BadPrefix(p.clone()));
+    }
+    let inputs = api_inputs(graph)?;
+    let plan = plan_memory(graph);
+    let w = weights::emit_weights(graph, p)?;
+    let summary = CSummary {
+        prefix: p.clone(),
+        weight_bytes: w.bytes,
+        int8_weight_bytes: w.int8_bytes,
+        arena_size: plan.arena_size,
+        arena_lower_bound: plan.lower_bound,
+        arena_naive: plan.naive_sum,
+        macs: graph.macs(),
+    };
+    let header = emit_header(graph, options, &inputs, &summary);
+    let source = emit_source(graph, options, &inputs, &plan, &w.declarations)?;
+    let banner = banner(graph, options);
+    let mut files = vec![
+        (format!("{p}.h"), header),
+        (format!("{p}.c"), source),
+        (
+            format!("{p}_weights.c"),
+            format!("{banner}#include <stdint.h>\n\n{}", w.definitions),
+        ),
+    ];
+    if options.harness {
+        files.push(("main.c".into(), harness::main_c(graph, p, &banner)));
+        files.push(("Makefile".into(), harness::makefile(p)));
+    }
+    Ok(CSources { files, summary })
+}
+
+fn banner(graph: &IntGraph, options: &EmitOptions) -> String {
+    let mut s = format!(
+        "/* Generated by lutq {} from model '{}'.",
+        env!("CARGO_PKG_VERSION"),
+        graph.name.replace("*/", "* /")
+    );
+    if !options.description.is_empty() {
+        write!(s, "\n * {}", options.description.replace("*/", "* /")).unwrap();
+    }
+    s.push_str("\n * Do not edit: regenerate with `lutq compile --target c`. */\n\n");
+    s
+}
+
+fn api_inputs(graph: &IntGraph) -> Result<Vec<ApiInput>, CError> {
+    graph
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(k, inp)| {
+            let nodes: Vec<usize> = graph
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| matches!(n.op, IntOp::QuantizeInput { input } if input == k))
+                .map(|(i, _)| i)
+                .collect();
+            match nodes[..] {
+                [node] => Ok(ApiInput { node }),
+                [] => Err(CError::Unsupported {
+                    node: inp.name.clone(),
+                    op: "input",
+                    message: "no node reads this graph input; remove it from the model".into(),
+                }),
+                _ => Err(CError::Unsupported {
+                    node: inp.name.clone(),
+                    op: "input",
+                    message: "the input is quantized twice (two exponents); the C API takes \
+                              each input once"
+                        .into(),
+                }),
+            }
+        })
+        .collect()
+}
+
+fn emit_header(
+    graph: &IntGraph,
+    options: &EmitOptions,
+    inputs: &[ApiInput],
+    summary: &CSummary,
+) -> String {
+    let p = &options.prefix;
+    let up = p.to_ascii_uppercase();
+    let mut h = banner(graph, options);
+    writeln!(h, "#ifndef {up}_H\n#define {up}_H\n\n#include <stdint.h>\n").unwrap();
+    writeln!(
+        h,
+        "/* Bytes the caller's arena must have (any alignment). The plan's lower bound\n \
+         * (most bytes live at once) is {up}_ARENA_LOWER_BOUND. */\n\
+         #define {up}_ARENA_SIZE {}\n\
+         #define {up}_ARENA_LOWER_BOUND {}\n\
+         /* Constant data (codes, tables, biases, rescales) in {p}_weights.c. */\n\
+         #define {up}_WEIGHT_BYTES {}\n\
+         /* Multiply-accumulates per inference. */\n\
+         #define {up}_MACS {}\n",
+        summary.arena_size, summary.arena_lower_bound, summary.weight_bytes, summary.macs
+    )
+    .unwrap();
+    writeln!(
+        h,
+        "#define {up}_NUM_INPUTS {}\n#define {up}_NUM_OUTPUTS {}\n",
+        inputs.len(),
+        graph.outputs.len()
+    )
+    .unwrap();
+    let describe = |h: &mut String, kind: &str, k: usize, name: &str, v: usize| {
+        let ty = &graph.nodes[v].ty;
+        let shape: Vec<String> = ty.shape.iter().map(|d| d.to_string()).collect();
+        let kind_up = kind.to_ascii_uppercase();
+        writeln!(
+            h,
+            "/* {kind} {k} '{}': {} [{}], real value = q * 2^-{up}_{kind_up}{k}_EXP. */\n\
+             typedef {} {p}_{kind}{k}_t;\n\
+             #define {up}_{kind_up}{k}_SIZE {}\n\
+             #define {up}_{kind_up}{k}_EXP {}\n\
+             #define {up}_{kind_up}{k}_MIN {}\n\
+             #define {up}_{kind_up}{k}_MAX {}\n\
+             #define {up}_{kind_up}{k}_RANK {}\n\
+             #define {up}_{kind_up}{k}_SHAPE {{ {} }}\n",
+            name.replace("*/", "* /"),
+            ty.elem.name(),
+            shape.join(", "),
+            c_api_elem(ty.elem),
+            ty.num_elements(),
+            ty.exp,
+            ty.elem.range().0,
+            ty.elem.range().1,
+            ty.shape.len(),
+            shape.join(", "),
+        )
+        .unwrap();
+    };
+    for (k, inp) in inputs.iter().enumerate() {
+        describe(&mut h, "input", k, &graph.inputs[k].name, inp.node);
+    }
+    for (k, out) in graph.outputs.iter().enumerate() {
+        describe(&mut h, "output", k, &out.name, out.value.index());
+    }
+    writeln!(
+        h,
+        "/* Runs one inference: reads the quantized inputs, writes the outputs, uses\n \
+         * arena[0 .. {up}_ARENA_SIZE) as scratch. Returns 0, or -1 if a pointer is NULL. */\n\
+         int {p}_run({});\n",
+        run_params(graph, p, inputs.len())
+    )
+    .unwrap();
+    if options.float_io {
+        for (k, inp) in inputs.iter().enumerate() {
+            let _ = inp;
+            writeln!(
+                h,
+                "/* x (float) -> q = clamp(floor(x * 2^EXP + 0.5)); NaN -> 0, +-inf saturate. */\n\
+                 void {p}_quantize_input{k}(const float *x, {p}_input{k}_t *q);"
+            )
+            .unwrap();
+        }
+        for k in 0..graph.outputs.len() {
+            writeln!(
+                h,
+                "/* q -> q * 2^-EXP as float. */\n\
+                 void {p}_dequantize_output{k}(const {p}_output{k}_t *q, float *y);"
+            )
+            .unwrap();
+        }
+        h.push('\n');
+    }
+    writeln!(h, "#endif /* {up}_H */").unwrap();
+    h
+}
+
+fn run_params(graph: &IntGraph, p: &str, num_inputs: usize) -> String {
+    let mut params: Vec<String> = (0..num_inputs)
+        .map(|k| format!("const {p}_input{k}_t *input{k}"))
+        .collect();
+    params.extend((0..graph.outputs.len()).map(|k| format!("{p}_output{k}_t *output{k}")));
+    params.push("uint8_t *arena".into());
+    params.join(", ")
+}
+
+/// Where value `v` lives, as a pointer expression of the kernels' parameter type.
+fn value_ptr(graph: &IntGraph, plan: &MemoryPlan, v: usize, writable: bool) -> String {
+    let elem = c_elem(graph.nodes[v].ty.elem);
+    let konst = if writable { "" } else { "const " };
+    match plan.input_of[v] {
+        Some(k) => format!("({konst}{elem} *)input{k}"),
+        None if elem == "uint8_t" => format!("arena + {}", plan.offsets[v]),
+        None => format!("({konst}{elem} *)(arena + {})", plan.offsets[v]),
+    }
+}
+
+/// The arithmetic-shift check every file needs.
+const SHIFT_CHECK: &str = r#"/* rshift_round needs an arithmetic right shift of negative values (implementation-
+ * defined in C99; every compiler lutq targets does it): refuse to build otherwise. */
+typedef char lutq_requires_arithmetic_shift[((-1) >> 1) == -1 ? 1 : -1];
+"#;
+
+/// Helper functions by name, emitted only where a kernel calls them (clang warns about
+/// unused static functions, and the generated code must build with `-Werror`).
+const HELPERS: [(&str, &str); 4] = [
+    (
+        "lutq_clamp",
+        r#"static inline int32_t lutq_clamp(int64_t v, int32_t lo, int32_t hi)
+{
+    return v < lo ? lo : v > hi ? hi : (int32_t)v;
+}
+"#,
+    ),
+    (
+        "lutq_rshift",
+        r#"/* The contract's rounding shift: (a + 2^(s-1)) >> s for s > 0 (ties toward +inf),
+ * a * 2^-s for s < 0. */
+static inline int64_t lutq_rshift(int64_t a, int s)
+{
+    if (s > 62) {
+        return 0;
+    }
+    if (s > 0) {
+        return (a + ((int64_t)1 << (s - 1))) >> s;
+    }
+    return a * ((int64_t)1 << (s < -62 ? 62 : -s));
+}
+"#,
+    ),
+    (
+        "lutq_load_i32",
+        r#"static inline int32_t lutq_load_i32(const uint8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+"#,
+    ),
+    (
+        "lutq_store_i32",
+        r#"static inline void lutq_store_i32(uint8_t *p, int32_t v)
+{
+    memcpy(p, &v, sizeof v);
+}
+"#,
+    ),
+];
+
+fn emit_source(
+    graph: &IntGraph,
+    options: &EmitOptions,
+    inputs: &[ApiInput],
+    plan: &MemoryPlan,
+    weight_declarations: &str,
+) -> Result<String, CError> {
+    let p = &options.prefix;
+    let mut c = banner(graph, options);
+    writeln!(c, "#include \"{p}.h\"\n\n#include <string.h>\n").unwrap();
+    c.push_str(SHIFT_CHECK);
+    c.push('\n');
+    let mut schedule = String::new();
+    let mut kernel_text = String::new();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let Some(kernel) = kernels::emit_kernel(graph, i, p)? else {
+            continue;
+        };
+        kernel_text.push_str(&kernel);
+        kernel_text.push('\n');
+        let mut args: Vec<String> = node
+            .inputs
+            .iter()
+            .map(|v| value_ptr(graph, plan, v.index(), false))
+            .collect();
+        args.push(value_ptr(graph, plan, i, true));
+        writeln!(
+            schedule,
+            "    layer_{i}({}); /* {} */",
+            args.join(", "),
+            node.name.replace("*/", "* /")
+        )
+        .unwrap();
+    }
+    for (name, helper) in HELPERS {
+        if kernel_text.contains(&format!("{name}(")) {
+            c.push_str(helper);
+            c.push('\n');
+        }
+    }
+    c.push_str(weight_declarations);
+    c.push('\n');
+    c.push_str(&kernel_text);
+    let up = p.to_ascii_uppercase();
+    writeln!(c, "int {p}_run({})\n{{", run_params(graph, p, inputs.len())).unwrap();
+    let mut null_checks: Vec<String> = (0..inputs.len()).map(|k| format!("!input{k}")).collect();
+    null_checks.extend((0..graph.outputs.len()).map(|k| format!("!output{k}")));
+    null_checks.push("!arena".into());
+    writeln!(
+        c,
+        "    if ({}) {{\n        return -1;\n    }}",
+        null_checks.join(" || ")
+    )
+    .unwrap();
+    c.push_str(&schedule);
+    for (k, out) in graph.outputs.iter().enumerate() {
+        let v = out.value.index();
+        let src = match plan.input_of[v] {
+            Some(j) => format!("input{j}"),
+            None => format!("arena + {}", plan.offsets[v]),
+        };
+        writeln!(
+            c,
+            "    memcpy(output{k}, {src}, {up}_OUTPUT{k}_SIZE * sizeof *output{k});"
+        )
+        .unwrap();
+    }
+    c.push_str("    return 0;\n}\n");
+    if options.float_io {
+        c.push('\n');
+        c.push_str(&float_io(graph, p, inputs));
+    }
+    Ok(c)
+}
+
+/// `2^e` as an exact C double literal.
+fn pow2_literal(e: i32) -> String {
+    format!("0x1p{e}")
+}
+
+fn float_io(graph: &IntGraph, p: &str, inputs: &[ApiInput]) -> String {
+    let up = p.to_ascii_uppercase();
+    let mut c = String::new();
+    for (k, inp) in inputs.iter().enumerate() {
+        let ty = &graph.nodes[inp.node].ty;
+        let (lo, hi) = ty.elem.range();
+        // Mirrors lutq_ir::int::quantize_input: exact in double (x * 2^exp is exact, and
+        // so is + 0.5 while it matters); the comparisons come first so that no
+        // out-of-range double is converted to an integer (undefined in C).
+        writeln!(
+            c,
+            "void {p}_quantize_input{k}(const float *x, {p}_input{k}_t *q)\n{{\n    \
+             long i;\n    \
+             for (i = 0; i < {up}_INPUT{k}_SIZE; ++i) {{\n        \
+             const double v = (double)x[i] * {} + 0.5;\n        \
+             long r;\n        \
+             if (v != v) {{\n            r = 0 < {lo} ? {lo} : 0 > {hi} ? {hi} : 0;\n        \
+             }} else if (v < {lo}.0) {{\n            r = {lo};\n        \
+             }} else if (v >= {hi}.0) {{\n            r = {hi};\n        \
+             }} else {{\n            r = (long)v;\n            \
+             if ((double)r > v) {{\n                r -= 1;\n            }}\n        }}\n        \
+             q[i] = ({p}_input{k}_t)r;\n    }}\n}}\n",
+            pow2_literal(ty.exp.clamp(-1074, 1023)),
+        )
+        .unwrap();
+    }
+    for (k, out) in graph.outputs.iter().enumerate() {
+        let ty = &graph.nodes[out.value.index()].ty;
+        writeln!(
+            c,
+            "void {p}_dequantize_output{k}(const {p}_output{k}_t *q, float *y)\n{{\n    \
+             long i;\n    \
+             for (i = 0; i < {up}_OUTPUT{k}_SIZE; ++i) {{\n        \
+             y[i] = (float)((double)q[i] * {});\n    }}\n}}\n",
+            pow2_literal(-ty.exp.clamp(-1023, 1074)),
+        )
+        .unwrap();
+    }
+    c
+}

@@ -1,0 +1,196 @@
+//! The generated C, built with the host compiler, against the golden interpreter: every
+//! output integer of every sample of the committed data, for every quantization mode.
+
+use std::path::{Path, PathBuf};
+
+use lutq_backend_c::{HostProgram, decode_outputs, quantize_samples};
+use lutq_interp::int::IntInterpreter;
+use lutq_ir::Tensor;
+use lutq_ir::int::IntGraph;
+use lutq_quant::{Mode, QuantOptions};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Samples `skip..skip + limit` of an NPY file.
+fn samples(path: &str, skip: usize, limit: usize) -> Tensor {
+    let a = lutq_dataio::NpyArray::from_npy_file(root().join(path)).unwrap();
+    let per = a.data.len() / a.shape[0];
+    let n = limit.min(a.shape[0] - skip);
+    let mut shape = a.shape.clone();
+    shape[0] = n;
+    Tensor::f32(shape, a.data[skip * per..(skip + n) * per].to_vec()).unwrap()
+}
+
+fn quantized(model: &str, mode: Mode, calib: &Tensor) -> IntGraph {
+    let bytes = std::fs::read(root().join(format!("models/{model}.onnx"))).unwrap();
+    let graph = lutq_onnx::import(&bytes, &Default::default()).unwrap();
+    let graph = lutq_opt::optimize(&graph, &Default::default()).unwrap().0;
+    let g = lutq_quant::quantize(&graph, calib, &QuantOptions::new(mode), &|_| {})
+        .unwrap()
+        .0;
+    lutq_opt::optimize_int(&g, &Default::default()).unwrap().0
+}
+
+/// Runs `data` through the interpreter and through the C program built with `compiler`
+/// and `flags`; asserts that every output integer agrees and returns how many samples
+/// were compared.
+fn assert_bit_exact(
+    g: &IntGraph,
+    data: &Tensor,
+    compiler: &str,
+    flags: &[&str],
+    what: &str,
+) -> usize {
+    let program = HostProgram::build(g, "model", compiler, flags, None)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let x = data.as_f32().unwrap();
+    let n = data.shape()[0];
+    let per = x.len() / n;
+    let rows: Vec<Vec<&[f32]>> = x.chunks(per).map(|r| vec![r]).collect();
+    let bytes = quantize_samples(g, &rows).unwrap();
+    let interp = IntInterpreter::new(g).unwrap();
+    // The C program and the interpreter run side by side (two processes' worth of work).
+    let (c_out, expected) = std::thread::scope(|scope| {
+        let c = scope.spawn(|| decode_outputs(g, &program.run(&bytes).unwrap()).unwrap());
+        let expected: Vec<Vec<Vec<i32>>> = rows
+            .iter()
+            .map(|row| {
+                interp
+                    .run(row)
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.to_i32())
+                    .collect()
+            })
+            .collect();
+        (c.join().unwrap(), expected)
+    });
+    assert_eq!(c_out.len(), n, "{what}: sample count");
+    for (s, (c, e)) in c_out.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            c, e,
+            "{what}: sample {s} differs from the golden interpreter"
+        );
+    }
+    n
+}
+
+/// A compiler that must be installed (CI installs it); elsewhere a missing one skips the
+/// check with a note, unless `LUTQ_REQUIRE_TOOLS` is set.
+fn optional_tool(name: &str) -> bool {
+    let found = std::process::Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("LUTQ_REQUIRE_TOOLS").is_none(),
+            "{name} is not installed (apt-get install {name})"
+        );
+        eprintln!("note: {name} is not installed; skipping its check (apt-get install {name})");
+    }
+    found
+}
+
+/// The modes the backend must support (the list) and the baselines with
+/// fixed-point multipliers.
+const REQUIRED: [Mode; 4] = [
+    Mode::Lut4PotLayer,
+    Mode::Lut4PotChannel,
+    Mode::Int4PotChannel,
+    Mode::Int8PotChannel,
+];
+const OTHERS: [Mode; 3] = [Mode::Int4PotLayer, Mode::Int8Pc, Mode::Int4Pc];
+
+const FASHION: [&str; 2] = ["fashion_resnet8", "fashion_mobilenetv2"];
+
+fn fashion_calib() -> Tensor {
+    samples("data/fashion_mnist/train_x.npy", 0, 32)
+}
+
+#[test]
+fn fashion_nets_are_bit_exact_on_the_whole_slice() {
+    let calib = fashion_calib();
+    let test = samples("data/fashion_mnist/test_x.npy", 0, 1000);
+    for model in FASHION {
+        for mode in REQUIRED {
+            let g = quantized(model, mode, &calib);
+            let what = format!("{model} {mode}");
+            let n = assert_bit_exact(&g, &test, "cc", &["-O3", "-march=native"], &what);
+            assert_eq!(n, 1000);
+        }
+    }
+}
+
+#[test]
+fn fashion_nets_are_bit_exact_with_multipliers_and_layer_shifts() {
+    let calib = fashion_calib();
+    let test = samples("data/fashion_mnist/test_x.npy", 0, 200);
+    for model in FASHION {
+        for mode in OTHERS {
+            let g = quantized(model, mode, &calib);
+            assert_bit_exact(&g, &test, "cc", &["-O2"], &format!("{model} {mode}"));
+        }
+    }
+}
+
+#[test]
+fn clang_builds_every_mode_warning_free_and_bit_exact() {
+    if !optional_tool("clang") {
+        return;
+    }
+    let calib = fashion_calib();
+    let test = samples("data/fashion_mnist/test_x.npy", 0, 50);
+    for model in FASHION {
+        for mode in REQUIRED.iter().chain(&OTHERS) {
+            let g = quantized(model, *mode, &calib);
+            assert_bit_exact(
+                &g,
+                &test,
+                "clang",
+                &["-O2"],
+                &format!("{model} {mode} clang"),
+            );
+        }
+    }
+}
+
+#[test]
+fn sanitizers_find_nothing() {
+    // ASan: every arena, input, output and weight access in bounds; UBSan: no signed
+    // overflow, no invalid shift, no misaligned access. Any report aborts the program,
+    // which fails the run.
+    let calib = fashion_calib();
+    let test = samples("data/fashion_mnist/test_x.npy", 0, 20);
+    let flags = [
+        "-O1",
+        "-g",
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=all",
+        "-fno-omit-frame-pointer",
+    ];
+    for model in FASHION {
+        for mode in [Mode::Lut4PotChannel, Mode::Int8Pc] {
+            let g = quantized(model, mode, &calib);
+            assert_bit_exact(
+                &g,
+                &test,
+                "cc",
+                &flags,
+                &format!("{model} {mode} sanitized"),
+            );
+        }
+    }
+}
+
+#[test]
+fn mobilenet_v2_is_bit_exact_on_every_bundled_photo() {
+    // Calibrate on the first 3 photos only: the point is the arithmetic, not accuracy.
+    let calib = samples("data/photos/photos.npy", 0, 3);
+    let photos = samples("data/photos/photos.npy", 0, 100);
+    let g = quantized("mobilenet_v2", Mode::Lut4PotChannel, &calib);
+    let what = "mobilenet_v2 lut4-pot-channel";
+    assert_eq!(assert_bit_exact(&g, &photos, "cc", &["-O2"], what), 11);
+}
