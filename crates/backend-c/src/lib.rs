@@ -6,6 +6,8 @@
 //!   `NAME_weights.c`, optionally a harness), kernels specialised per layer.
 //! * [`host`]: building the generated code with the system C compiler and piping
 //!   samples through it (`lutq run --backend c`, the bit-exactness tests).
+//! * [`mcu`]: the same code cross-compiled for a Cortex-M4 and run under QEMU, with
+//!   section sizes and instruction counts.
 //!
 //! Invariant: the generated code computes, for every input, exactly the integers the
 //! golden interpreter (`lutq_interp::int`) computes.
@@ -13,6 +15,7 @@
 pub mod emit;
 mod error;
 pub mod host;
+pub mod mcu;
 pub mod memory;
 
 pub use emit::{CSources, CSummary, EmitOptions, c_identifier, emit};

@@ -1,0 +1,113 @@
+//! The generated C on an emulated Cortex-M4 (QEMU mps2-an386): bit-exact with the golden
+//! interpreter, and instruction counts that do not drift between runs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lutq_backend_c::mcu::run_on_cortex_m4;
+use lutq_backend_c::quantize_samples;
+use lutq_interp::int::IntInterpreter;
+use lutq_ir::Tensor;
+use lutq_quant::{Mode, QuantOptions};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn samples(path: &str, limit: usize) -> Tensor {
+    let a = lutq_dataio::NpyArray::from_npy_file(root().join(path)).unwrap();
+    let per = a.data.len() / a.shape[0];
+    let mut shape = a.shape.clone();
+    shape[0] = limit;
+    Tensor::f32(shape, a.data[..limit * per].to_vec()).unwrap()
+}
+
+/// The cross toolchain and QEMU must be installed (CI installs them); elsewhere their
+/// absence skips the test with a note, unless `LUTQ_REQUIRE_TOOLS` is set.
+fn tools_present() -> bool {
+    let missing: Vec<&str> = ["arm-none-eabi-gcc", "qemu-system-arm"]
+        .into_iter()
+        .filter(|t| {
+            !std::process::Command::new(t)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("LUTQ_REQUIRE_TOOLS").is_none(),
+        "not installed: {missing:?} (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)"
+    );
+    eprintln!("note: {missing:?} not installed; skipping the Cortex-M4 test");
+    false
+}
+
+#[test]
+fn fashion_resnet8_runs_bit_exact_on_a_cortex_m4() {
+    if !tools_present() {
+        return;
+    }
+    let calib = samples("data/fashion_mnist/train_x.npy", 32);
+    let test = samples("data/fashion_mnist/test_x.npy", 4);
+    let bytes = std::fs::read(root().join("models/fashion_resnet8.onnx")).unwrap();
+    let graph = lutq_onnx::import(&bytes, &Default::default()).unwrap();
+    let graph = lutq_opt::optimize(&graph, &Default::default()).unwrap().0;
+    let options = QuantOptions::new(Mode::Lut4PotChannel);
+    let g = lutq_quant::quantize(&graph, &calib, &options, &|_| {})
+        .unwrap()
+        .0;
+    let x = test.as_f32().unwrap();
+    let rows: Vec<Vec<&[f32]>> = x.chunks(784).map(|r| vec![r]).collect();
+    let quantized = quantize_samples(&g, &rows).unwrap();
+    let dir = std::env::temp_dir().join(format!("lutq-mcu-test-{}", std::process::id()));
+    let report = run_on_cortex_m4(
+        &g,
+        "net",
+        &quantized,
+        rows.len(),
+        &dir,
+        Duration::from_secs(300),
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let interp = IntInterpreter::new(&g).unwrap();
+    for (s, row) in rows.iter().enumerate() {
+        let expected: Vec<Vec<i32>> = interp
+            .run(row)
+            .unwrap()
+            .iter()
+            .map(|d| d.to_i32())
+            .collect();
+        assert_eq!(report.outputs[s], expected, "sample {s}");
+    }
+    // Every sample runs the same instructions: the kernels have no data-dependent
+    // branches except the clamps, which cost at most a few instructions per output.
+    let (lo, hi) = (
+        *report.instructions.iter().min().unwrap(),
+        *report.instructions.iter().max().unwrap(),
+    );
+    assert!(
+        lo > g.macs(),
+        "fewer instructions ({lo}) than MACs ({})",
+        g.macs()
+    );
+    assert!((hi - lo) as f64 <= 0.01 * lo as f64, "{lo}..{hi}");
+    // The model's constants are in flash (.text/.rodata), nothing in writable data.
+    assert_eq!(report.model.data, 0, "{:?}", report.model);
+    assert_eq!(report.model.bss, 0, "{:?}", report.model);
+    // Constants: what the emitter counted, plus at most alignment padding per array.
+    let counted = report.summary.weight_bytes as u64;
+    assert!(
+        (counted..counted + 256).contains(&report.weights.text),
+        "{} vs {counted}",
+        report.weights.text
+    );
+    eprintln!(
+        "fashion_resnet8 on Cortex-M4: {:.2} instructions per MAC, model {:?}",
+        lo as f64 / g.macs() as f64,
+        report.model
+    );
+}
