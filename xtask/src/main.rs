@@ -9,6 +9,7 @@ mod conformance;
 mod data;
 mod docs;
 mod gen_proto;
+mod mcu;
 
 const USAGE: &str = "usage: cargo xtask <task> [args]
 
@@ -18,6 +19,8 @@ tasks:
   bench-quant [--help]    time to quantize MobileNetV2 on 256 calibration images
   accuracy [--help]       every quantization mode on the reference models and data
                           (docs/results.md), with onnxruntime int8 as reference
+  mcu [--help]            the C backend on every bundled model: flash, arena, host
+                          (callgrind) and Cortex-M4 (QEMU) instructions, bit-exact checks
   gen-proto [--check]     regenerate crates/onnx/src/generated/onnx.rs from onnx.proto
   conformance [--data DIR] | --vendor [--from ONNX_PACKAGE_DIR]
                           run the ONNX backend tests (per-op table, docs/conformance.md),
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         "bench-float" => bench_float::run(rest),
         "accuracy" => accuracy::run(rest),
         "bench-quant" => bench_quant::run(rest),
+        "mcu" => mcu::run(rest),
         _ => bail!("unknown task '{task}'\n\n{USAGE}"),
     }
 }

@@ -22,6 +22,8 @@ pub const STRICT_FLAGS: &[&str] = &["-std=c99", "-Wall", "-Wextra", "-Werror", "
 
 /// A compiled harness in its own directory (removed on drop unless kept).
 pub struct HostProgram {
+    /// The prefix of the generated files and symbols.
+    pub prefix: String,
     dir: PathBuf,
     exe: PathBuf,
     keep: bool,
@@ -74,6 +76,7 @@ impl HostProgram {
             .arg(&exe)
             .args(sources.c_files());
         let program = HostProgram {
+            prefix: prefix.to_string(),
             dir,
             exe,
             keep,

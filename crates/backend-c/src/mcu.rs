@@ -206,6 +206,52 @@ fn inputs_c(graph: &IntGraph, p: &str, quantized: &[u8], samples: usize) -> Stri
     c
 }
 
+/// Compiles C files of `dir` for the Cortex-M4 ([`MCU_FLAGS`]) and returns their objects.
+fn cross_compile(dir: &Path, units: &[String]) -> Result<Vec<PathBuf>, CError> {
+    let mut objects = Vec::new();
+    for unit in units {
+        let obj = dir.join(unit.replace(".c", ".o"));
+        // The start-up file is platform code (a vector table mixes the stack address
+        // with function pointers, and semihosting needs inline assembly): GNU C.
+        let flags: Vec<&str> = if unit == "startup.c" {
+            MCU_FLAGS
+                .iter()
+                .map(|&f| if f == "-std=c99" { "-std=gnu99" } else { f })
+                .filter(|&f| f != "-pedantic")
+                .collect()
+        } else {
+            MCU_FLAGS.to_vec()
+        };
+        run_tool(
+            Command::new("arm-none-eabi-gcc")
+                .current_dir(dir)
+                .args(flags)
+                .arg("-c")
+                .arg(unit)
+                .arg("-o")
+                .arg(&obj),
+            unit,
+        )?;
+        objects.push(obj);
+    }
+    Ok(objects)
+}
+
+/// The Cortex-M4 flash of the generated model in `dir` (`NAME.c` + `NAME_weights.c`,
+/// as written by [`crate::CSources::write_to`]): code and constants, from
+/// `arm-none-eabi-size`. `None` when the cross compiler is not installed.
+pub fn cortex_m4_flash(dir: &Path, prefix: &str) -> Result<Option<Sizes>, CError> {
+    let present = Command::new("arm-none-eabi-gcc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        return Ok(None);
+    }
+    let objects = cross_compile(dir, &[format!("{prefix}.c"), format!("{prefix}_weights.c")])?;
+    size_of(&objects).map(Some)
+}
+
 /// Builds the firmware for `graph` in `dir` with the quantized samples `quantized`
 /// (`samples` of them, see [`crate::quantize_samples`]) and runs it under QEMU (killed
 /// after `timeout`).
@@ -243,32 +289,7 @@ pub fn run_on_cortex_m4(
         "mcu_main.c".into(),
         "mcu_inputs.c".into(),
     ];
-    let mut objects = Vec::new();
-    for unit in &units {
-        let obj = dir.join(unit.replace(".c", ".o"));
-        // The start-up file is platform code (a vector table mixes the stack address
-        // with function pointers, and semihosting needs inline assembly): GNU C.
-        let flags: Vec<&str> = if unit == "startup.c" {
-            MCU_FLAGS
-                .iter()
-                .map(|&f| if f == "-std=c99" { "-std=gnu99" } else { f })
-                .filter(|&f| f != "-pedantic")
-                .collect()
-        } else {
-            MCU_FLAGS.to_vec()
-        };
-        run_tool(
-            Command::new("arm-none-eabi-gcc")
-                .current_dir(dir)
-                .args(flags)
-                .arg("-c")
-                .arg(unit)
-                .arg("-o")
-                .arg(&obj),
-            unit,
-        )?;
-        objects.push(obj);
-    }
+    let objects = cross_compile(dir, &units)?;
     let elf = dir.join("firmware.elf");
     run_tool(
         Command::new("arm-none-eabi-gcc")

@@ -38,12 +38,40 @@ pub struct EvalArgs {
     quant: QuantArgs,
     #[command(flatten)]
     cle: crate::CleArgs,
+    /// What runs the integer modes: the golden interpreter, or the generated C built with
+    /// the system compiler ($CC, else cc; -O2) — the whole job an MCU user ships, with its
+    /// constant and arena bytes in the table.
+    #[arg(long, value_enum, default_value = "interp")]
+    backend: IntBackend,
     /// Also print the SQNR of every layer's output (on the first 32 samples).
     #[arg(long)]
     per_layer: bool,
     /// Print the results as JSON on standard output.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IntBackend {
+    /// The golden integer interpreter.
+    Interp,
+    /// The generated C99 (`lutq compile --target c`), built and run on the host.
+    C,
+}
+
+/// Memory of the generated C (`--backend c`).
+#[derive(Serialize)]
+struct CFootprint {
+    /// Cortex-M4 flash of the model: code + constants (`arm-none-eabi-size`; absent
+    /// when the cross compiler is not installed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flash_bytes: Option<u64>,
+    /// Constants (codes, tables, biases, shifts).
+    constant_bytes: usize,
+    /// The same constants with int8 weights (1 byte per weight).
+    int8_constant_bytes: usize,
+    arena_bytes: usize,
+    arena_lower_bound: usize,
 }
 
 #[derive(Serialize)]
@@ -61,6 +89,8 @@ struct ModeResult {
     seconds: f64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     layers: Vec<LayerSqnr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    c: Option<CFootprint>,
 }
 
 #[derive(Serialize)]
@@ -77,6 +107,8 @@ struct EvalSummary {
     calibration_samples: usize,
     /// `on`, `off` or `auto`.
     cle: String,
+    /// `interp` or `c`.
+    backend: String,
     results: Vec<ModeResult>,
 }
 
@@ -148,6 +180,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         let progress = |done: usize| bar.set_position(done as u64);
         let mut cle_used = false;
+        let mut footprint = None;
         let (outputs, weight_bytes, layers) = if mode == Mode::Fp32 {
             // With CLE on, the fp32 row shows what ReLU6 -> ReLU did to the float model.
             let float = if args.cle.cle == crate::CleMode::On {
@@ -169,16 +202,40 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             let (int_graph, report) = (&compiled.int_graph, &compiled.report);
             cle_used = compiled.cle_used;
             calibration_samples = report.calibration_samples;
-            let interp = IntInterpreter::new(int_graph)?;
-            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            let out = interp.run_batch(&data, Some(&progress))?;
+            let out = match args.backend {
+                IntBackend::Interp => {
+                    let interp = IntInterpreter::new(int_graph)?;
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    interp.run_batch(&data, Some(&progress))?.swap_remove(0)
+                }
+                IntBackend::C => {
+                    let program = pipeline::build_c(int_graph, &args.model.model)?;
+                    let s = &program.sources.summary;
+                    let flash =
+                        lutq_backend_c::mcu::cortex_m4_flash(program.dir(), &program.prefix)?;
+                    footprint = Some(CFootprint {
+                        flash_bytes: flash.map(|f| f.text + f.data),
+                        constant_bytes: s.weight_bytes,
+                        int8_constant_bytes: s.int8_weight_bytes,
+                        arena_bytes: s.arena_size,
+                        arena_lower_bound: s.arena_lower_bound,
+                    });
+                    if !args.json {
+                        eprintln!(
+                            "{}: running the generated C on {samples} samples",
+                            mode.name()
+                        );
+                    }
+                    pipeline::run_c(&program, int_graph, &data)?
+                }
+            };
             let layers = if args.per_layer {
                 per_layer(&compiled.float_graph, int_graph, &data)?
             } else {
                 Vec::new()
             };
             (
-                out[0].as_f32().context("output")?.to_vec(),
+                out.as_f32().context("output")?.to_vec(),
                 report.weight_bytes,
                 layers,
             )
@@ -198,6 +255,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             weight_bytes,
             seconds,
             layers,
+            c: footprint,
         });
         if !args.json {
             eprintln!("{} done in {:.1} s", mode.name(), seconds);
@@ -208,6 +266,10 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         samples,
         calibration_samples,
         cle: format!("{:?}", args.cle.cle).to_lowercase(),
+        backend: match args.backend {
+            IntBackend::Interp => "interp".into(),
+            IntBackend::C => "c".into(),
+        },
         results,
     };
     if args.json {
@@ -220,19 +282,35 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
 
 fn print_table(s: &EvalSummary) {
     println!(
-        "{}: {} samples, {} calibration samples, CLE {}",
-        s.model, s.samples, s.calibration_samples, s.cle
+        "{}: {} samples, {} calibration samples, CLE {}, integer modes run by {}",
+        s.model,
+        s.samples,
+        s.calibration_samples,
+        s.cle,
+        if s.backend == "c" {
+            "the generated C"
+        } else {
+            "the golden interpreter"
+        }
     );
-    println!(
+    let with_c = s.results.iter().any(|r| r.c.is_some());
+    print!(
         "{:<18} {:>8} {:>10} {:>9} {:>11}",
         "mode", "top-1", "agree", "SQNR dB", "weights KB"
     );
+    if with_c {
+        print!(
+            " {:>9} {:>9} {:>9} {:>16}",
+            "flash B", "consts B", "int8 B", "arena B (bound)"
+        );
+    }
+    println!();
     for r in &s.results {
         let top1 = r
             .top1_accuracy
             .map_or("-".to_string(), |a| format!("{:.2} %", 100.0 * a));
         let sqnr = r.sqnr_db.map_or("inf".to_string(), |v| format!("{v:.2}"));
-        println!(
+        print!(
             "{:<18} {:>8} {:>8.2} % {:>9} {:>11.1}",
             r.mode,
             top1,
@@ -240,9 +318,24 @@ fn print_table(s: &EvalSummary) {
             sqnr,
             r.weight_bytes as f64 / 1024.0
         );
+        if let Some(c) = &r.c {
+            let flash = c.flash_bytes.map_or("-".to_string(), |f| f.to_string());
+            print!(
+                " {:>9} {:>9} {:>9} {:>8} ({})",
+                flash, c.constant_bytes, c.int8_constant_bytes, c.arena_bytes, c.arena_lower_bound
+            );
+        }
+        println!();
         for l in &r.layers {
             println!("    {:<40} {:<10} {:>7.2} dB", l.name, l.op, l.sqnr_db);
         }
+    }
+    if with_c {
+        println!(
+            "flash B: Cortex-M4 code + constants (arm-none-eabi-gcc -O2; '-' if not installed); \
+             consts B: codes, tables, biases, shifts; int8 B: the same constants with 1 byte \
+             per weight; arena B: the caller's scratch buffer, (bound) the most bytes live at once"
+        );
     }
 }
 

@@ -264,3 +264,47 @@ pub fn check_sample_shape(
     }
     Ok(())
 }
+
+/// The generated C of `graph`, built for the host with the system compiler (`$CC`, else
+/// `cc`; `-O2` and the strict warning flags) in a temporary directory.
+pub fn build_c(
+    graph: &IntGraph,
+    model: &std::path::Path,
+) -> anyhow::Result<lutq_backend_c::HostProgram> {
+    let prefix = crate::compile::default_prefix(model);
+    let compiler = lutq_backend_c::host::default_compiler();
+    Ok(lutq_backend_c::HostProgram::build(
+        graph,
+        &prefix,
+        &compiler,
+        &["-O2"],
+        None,
+    )?)
+}
+
+/// Runs every sample of `input` through the generated C program and returns the
+/// dequantized outputs (the first graph output), shaped `[samples, …]`.
+pub fn run_c(
+    program: &lutq_backend_c::HostProgram,
+    graph: &lutq_ir::int::IntGraph,
+    input: &Tensor,
+) -> anyhow::Result<Tensor> {
+    let x = input.as_f32().context("the input is not float32")?;
+    let samples = input.shape()[0];
+    let per = x.len() / samples.max(1);
+    let rows: Vec<Vec<&[f32]>> = x.chunks(per.max(1)).map(|r| vec![r]).collect();
+    let bytes = lutq_backend_c::quantize_samples(graph, &rows)?;
+    let outputs = lutq_backend_c::decode_outputs(graph, &program.run(&bytes)?)?;
+    let Some(first) = graph.outputs.first() else {
+        bail!("the model has no outputs");
+    };
+    let ty = graph.ty(first.value);
+    let step = ty.step();
+    let values: Vec<f32> = outputs
+        .iter()
+        .flat_map(|o| o[0].iter().map(|&q| (q as f64 * step) as f32))
+        .collect();
+    let mut shape = vec![samples];
+    shape.extend_from_slice(&ty.shape[1..]);
+    Ok(Tensor::f32(shape, values)?)
+}

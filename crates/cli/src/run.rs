@@ -108,12 +108,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             let int_graph =
                 crate::pipeline::compile(&graph, args.cle, args.mode, &args.quant, false)?
                     .int_graph;
-            let prefix = crate::compile::default_prefix(&args.model.model);
-            let compiler = lutq_backend_c::host::default_compiler();
-            let program =
-                lutq_backend_c::HostProgram::build(&int_graph, &prefix, &compiler, &["-O2"], None)?;
+            let program = crate::pipeline::build_c(&int_graph, &args.model.model)?;
             start = Instant::now();
-            run_c(&program, &int_graph, &input)?
+            crate::pipeline::run_c(&program, &int_graph, &input)?
         }
         Backend::Interp => {
             if args.mode == lutq_quant::Mode::Fp32 {
@@ -207,33 +204,6 @@ fn print_summary(s: &RunSummary, output: &std::path::Path) {
             .collect();
         println!("sample {i}: {}", text.join(", "));
     }
-}
-
-/// Runs every sample of `input` through the generated C program and returns the
-/// dequantized outputs (the first graph output), shaped `[samples, …]`.
-fn run_c(
-    program: &lutq_backend_c::HostProgram,
-    graph: &lutq_ir::int::IntGraph,
-    input: &Tensor,
-) -> anyhow::Result<Tensor> {
-    let x = input.as_f32().context("the input is not float32")?;
-    let samples = input.shape()[0];
-    let per = x.len() / samples.max(1);
-    let rows: Vec<Vec<&[f32]>> = x.chunks(per.max(1)).map(|r| vec![r]).collect();
-    let bytes = lutq_backend_c::quantize_samples(graph, &rows)?;
-    let outputs = lutq_backend_c::decode_outputs(graph, &program.run(&bytes)?)?;
-    let Some(first) = graph.outputs.first() else {
-        bail!("the model has no outputs");
-    };
-    let ty = graph.ty(first.value);
-    let step = ty.step();
-    let values: Vec<f32> = outputs
-        .iter()
-        .flat_map(|o| o[0].iter().map(|&q| (q as f64 * step) as f32))
-        .collect();
-    let mut shape = vec![samples];
-    shape.extend_from_slice(&ty.shape[1..]);
-    Ok(Tensor::f32(shape, values)?)
 }
 
 /// Indices of the `k` largest values, best first (ties: lower index first).

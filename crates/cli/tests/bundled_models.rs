@@ -455,3 +455,124 @@ fn cli_dump_memory_reports_the_arena_next_to_its_bounds() {
     };
     assert!(lower <= arena && arena < naive, "{text}");
 }
+
+#[test]
+fn cli_c_backend_agrees_with_the_interpreter_in_run_eval_and_compile() {
+    // `run --backend c` writes exactly what `run --backend interp` writes; `eval --backend
+    // c` reports the same accuracy plus the C footprint; `compile --harness` writes files
+    // that `make` builds and whose header states the arena the summary reports.
+    let dir = std::env::temp_dir().join(format!("lutq-cli-c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let common = [
+        "--calib",
+        "data/fashion_mnist/train_x.npy",
+        "--calib-limit",
+        "64",
+        "--mode",
+        "lut4-pot-layer",
+    ];
+    let mut outputs = Vec::new();
+    let mut accuracies = Vec::new();
+    for backend in ["interp", "c"] {
+        let output = dir.join(format!("{backend}.npy"));
+        let mut args = vec![
+            "run",
+            "models/fashion_mobilenetv2.onnx",
+            "--backend",
+            backend,
+            "--input",
+            "data/fashion_mnist/test_x.npy",
+            "--output",
+            output.to_str().unwrap(),
+            "--labels",
+            "data/fashion_mnist/test_y.npy",
+            "--json",
+        ];
+        args.extend(common);
+        let out = lutq(&args);
+        assert!(
+            out.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        accuracies.push(summary["top1_accuracy"].clone());
+        outputs.push(NpyArray::from_npy_file(&output).unwrap());
+    }
+    assert_eq!(outputs[0].shape, outputs[1].shape);
+    assert_eq!(
+        outputs[0].data, outputs[1].data,
+        "run --backend c vs interp"
+    );
+
+    let mut args = vec![
+        "eval",
+        "models/fashion_mobilenetv2.onnx",
+        "--data",
+        "data/fashion_mnist/test_x.npy",
+        "--labels",
+        "data/fashion_mnist/test_y.npy",
+        "--backend",
+        "c",
+        "--json",
+    ];
+    args.extend(
+        common
+            .iter()
+            .map(|a| if *a == "--mode" { "--modes" } else { a }),
+    );
+    let out = lutq(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eval: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &eval["results"][0];
+    assert_eq!(row["top1_accuracy"], accuracies[0], "{eval}");
+    let arena = row["c"]["arena_bytes"].as_u64().unwrap();
+    let bound = row["c"]["arena_lower_bound"].as_u64().unwrap();
+    let consts = row["c"]["constant_bytes"].as_u64().unwrap();
+    let int8 = row["c"]["int8_constant_bytes"].as_u64().unwrap();
+    assert!(bound <= arena && arena > 0, "{eval}");
+    assert!(
+        2 * consts < int8 + int8 / 4,
+        "4-bit constants {consts} vs int8 {int8}"
+    );
+
+    let src = dir.join("src");
+    let mut args = vec![
+        "compile",
+        "models/fashion_mobilenetv2.onnx",
+        "-o",
+        src.to_str().unwrap(),
+        "--prefix",
+        "fmv2",
+        "--harness",
+        "--float-io",
+        "--json",
+    ];
+    args.extend(common);
+    let out = lutq(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["arena_size"].as_u64(), Some(arena));
+    let header = std::fs::read_to_string(src.join("fmv2.h")).unwrap();
+    assert!(
+        header.contains(&format!("#define FMV2_ARENA_SIZE {arena}\n")),
+        "{header}"
+    );
+    assert!(header.contains("void fmv2_quantize_input0(const float *x, fmv2_input0_t *q);"));
+    let make = Command::new("make").arg("-C").arg(&src).output().unwrap();
+    assert!(
+        make.status.success(),
+        "{}",
+        String::from_utf8_lossy(&make.stderr)
+    );
+    assert!(src.join("fmv2").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -227,26 +227,6 @@ fn pool_loops(
     .unwrap();
 }
 
-/// Output positions along one axis whose whole window lies inside the input:
-/// `lo..hi` (empty when none does).
-fn interior(
-    out: usize,
-    len: usize,
-    kernel: usize,
-    stride: usize,
-    dil: usize,
-    pad: usize,
-) -> (usize, usize) {
-    let lo = pad.div_ceil(stride);
-    let span = (kernel - 1) * dil;
-    // o·s − pad + span ≤ len − 1  ⇔  o ≤ (len − 1 + pad − span) / s
-    let hi = match (len + pad).checked_sub(1 + span) {
-        Some(v) => (v / stride + 1).min(out),
-        None => 0,
-    };
-    (lo.min(hi), hi)
-}
-
 fn linear(
     c: &mut String,
     graph: &IntGraph,
@@ -307,105 +287,252 @@ fn linear(
         }
     };
     let value = format!("lutq_clamp({rescaled}, {}, {})", layer.lo, layer.hi);
+    let x_elem = c_elem(graph.ty(node.inputs[0]).elem);
     match &layer.conv {
         None => {
             writeln!(
                 c,
-                "        int32_t acc = bias;\n        \
-                 long k2;\n        \
-                 for (k2 = 0; k2 < {k_n}; ++k2) {{\n            \
-                 acc += w[k2] * x0[k2];\n        }}\n        {}",
+                "        int32_t acc = bias;\n        const int8_t *wp = w;\n        const {x_elem} *xp = x0;\n{}        {}",
+                dot_loop(k_n, 1, 8),
                 write(out_elem, "y", "o", &value)
             )
             .unwrap();
         }
         Some(g) => {
             let x = &graph.ty(node.inputs[0]).shape;
-            let (h, w) = (x[2], x[3]);
-            let (oh, ow) = (node.ty.shape[2], node.ty.shape[3]);
-            let [sy, sx] = g.strides;
-            let [dy, dx] = g.dilations;
-            let (pt, pl) = (g.pads[0], g.pads[1]);
-            let og = o_n / g.group;
-            let (y0, y1) = interior(oh, h, kh, sy, dy, pt);
-            let (x0, x1) = interior(ow, w, kw, sx, dx, pl);
-            let mut inside = Vec::new();
-            if y0 > 0 {
-                inside.push(format!("oy >= {y0}"));
-            }
-            if y1 < oh {
-                inside.push(format!("oy < {y1}"));
-            }
-            if x0 > 0 {
-                inside.push(format!("ox >= {x0}"));
-            }
-            if x1 < ow {
-                inside.push(format!("ox < {x1}"));
-            }
+            let geom = ConvLoops {
+                h: x[2],
+                w: x[3],
+                oh: node.ty.shape[2],
+                ow: node.ty.shape[3],
+                kh,
+                kw,
+                i_g,
+                strides: g.strides,
+                dilations: g.dilations,
+                pads: [g.pads[0], g.pads[1]],
+            };
             let group_base = if g.group == 1 {
                 "x0".to_string()
             } else {
-                format!("x0 + (o / {og}) * {}", i_g * h * w)
+                format!("x0 + (o / {}) * {}", o_n / g.group, i_g * geom.h * geom.w)
             };
-            writeln!(
-                c,
-                "        const {} *xg = {group_base};\n        \
-                 long oy, ox;\n        \
-                 for (oy = 0; oy < {oh}; ++oy) {{\n            \
-                 for (ox = 0; ox < {ow}; ++ox) {{\n                \
-                 int32_t acc = bias;\n                \
-                 long ic, ky, kx;",
-                c_elem(graph.ty(node.inputs[0]).elem)
-            )
-            .unwrap();
-            let fast = format!(
-                "const {elem} *xp = xg + (oy * {sy} - {pt}) * {w} + (ox * {sx} - {pl});\n\
-                 const int8_t *wp = w;\n\
-                 for (ic = 0; ic < {i_g}; ++ic) {{\n    \
-                 for (ky = 0; ky < {kh}; ++ky) {{\n        \
-                 for (kx = 0; kx < {kw}; ++kx) {{\n            \
-                 acc += *wp++ * xp[(ic * {h} + ky * {dy}) * {w} + kx * {dx}];\n        }}\n    }}\n}}",
-                elem = c_elem(graph.ty(node.inputs[0]).elem)
-            );
-            let checked = format!(
-                "for (ic = 0; ic < {i_g}; ++ic) {{\n    \
-                 for (ky = 0; ky < {kh}; ++ky) {{\n        \
-                 const long iy = oy * {sy} - {pt} + ky * {dy};\n        \
-                 if (iy < 0 || iy >= {h}) {{\n            continue;\n        }}\n        \
-                 for (kx = 0; kx < {kw}; ++kx) {{\n            \
-                 const long ix = ox * {sx} - {pl} + kx * {dx};\n            \
-                 if (ix < 0 || ix >= {w}) {{\n                continue;\n            }}\n            \
-                 acc += w[(ic * {kh} + ky) * {kw} + kx] * xg[(ic * {h} + iy) * {w} + ix];\n        }}\n    }}\n}}"
-            );
-            let indent = |s: &str, n: usize| -> String {
-                let pad = " ".repeat(n);
-                s.lines().map(|l| format!("{pad}{l}\n")).collect()
-            };
-            if inside.is_empty() {
-                c.push_str(&indent(&format!("{{\n{}}}", indent(&fast, 4)), 16));
-            } else if y0 >= y1 || x0 >= x1 {
-                // No output pixel has its whole window inside the input.
-                c.push_str(&indent(&format!("{{\n{}}}", indent(&checked, 4)), 16));
-            } else {
-                writeln!(c, "                if ({}) {{", inside.join(" && ")).unwrap();
-                c.push_str(&indent(&fast, 20));
-                c.push_str("                } else {\n");
-                c.push_str(&indent(&checked, 20));
-                c.push_str("                }\n");
-            }
-            writeln!(
-                c,
-                "                {}\n            }}\n        }}",
-                write(
+            writeln!(c, "        const {x_elem} *xg = {group_base};").unwrap();
+            c.push_str(&geom.pixels(
+                x_elem,
+                &write(
                     out_elem,
                     "y",
-                    &format!("(o * {oh} + oy) * {ow} + ox"),
-                    &value
-                )
-            )
-            .unwrap();
+                    &format!("(o * {} + oy) * {} + ox", geom.oh, geom.ow),
+                    &value,
+                ),
+            ));
         }
     }
     c.push_str("    }\n");
     Ok(())
+}
+
+/// `acc += Σ_k wp[k] · xp[k · stride]` over `n` terms, unrolled by `unroll` (the fan-in
+/// of a dense layer, the input channels of a pointwise conv). Indented for a channel
+/// loop body.
+fn dot_loop(n: usize, stride: usize, unroll: usize) -> String {
+    let mut c = String::from("        long j;\n");
+    let main = n - n % unroll;
+    if main > 0 {
+        let terms: Vec<String> = (0..unroll)
+            .map(|j| format!("wp[{j}] * xp[{}]", j * stride))
+            .collect();
+        writeln!(
+            c,
+            "        for (j = 0; j < {main}; j += {unroll}) {{\n            \
+             acc += {};\n            wp += {unroll};\n            xp += {};\n        }}",
+            terms.join(" + "),
+            unroll * stride
+        )
+        .unwrap();
+    }
+    if n > main {
+        writeln!(
+            c,
+            "        for (j = {main}; j < {n}; ++j) {{\n            \
+             acc += *wp++ * *xp;\n            xp += {stride};\n        }}"
+        )
+        .unwrap();
+    }
+    c
+}
+
+/// The loops of one output channel of a convolution, every size a literal.
+struct ConvLoops {
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    i_g: usize,
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    /// top, left.
+    pads: [usize; 2],
+}
+
+/// Kernels up to this many taps per input channel get their taps unrolled.
+const MAX_UNROLLED_TAPS: usize = 25;
+
+impl ConvLoops {
+    /// Output positions along one axis whose whole window lies inside the input: `lo..hi`
+    /// (empty when none does).
+    fn interior(
+        out: usize,
+        len: usize,
+        kernel: usize,
+        stride: usize,
+        dil: usize,
+        pad: usize,
+    ) -> (usize, usize) {
+        let lo = pad.div_ceil(stride);
+        let span = (kernel - 1) * dil;
+        // o·s − pad + span ≤ len − 1  ⇔  o ≤ (len − 1 + pad − span) / s
+        let hi = match (len + pad).checked_sub(1 + span) {
+            Some(v) => (v / stride + 1).min(out),
+            None => 0,
+        };
+        (lo.min(hi), hi)
+    }
+
+    /// Every output pixel of channel `o`: the window's accumulation into `acc` (starting
+    /// at `bias`), then `store`. Interior pixels run a loop without bounds checks (taps
+    /// unrolled for small kernels); border pixels loop over the taps inside the input
+    /// only (ranges computed once per row and per pixel, no test per tap).
+    fn pixels(&self, x_elem: &str, store: &str) -> String {
+        let ConvLoops {
+            h,
+            w,
+            oh,
+            ow,
+            kh,
+            kw,
+            i_g,
+            strides: [sy, sx],
+            dilations: [dy, dx],
+            pads: [pt, pl],
+        } = *self;
+        let (y0, y1) = Self::interior(oh, h, kh, sy, dy, pt);
+        let (x0, x1) = Self::interior(ow, w, kw, sx, dx, pl);
+        let plane = h * w;
+        let pointwise = kh == 1 && kw == 1;
+        // Interior: the window starts at xp; taps at literal offsets.
+        let fast = if pointwise {
+            format!(
+                "const {x_elem} *xp = xg + iy0 * {w} + ix0;\nconst int8_t *wp = w;\n{}",
+                dot_loop(i_g, plane, 4)
+                    .lines()
+                    .map(|l| format!("{}\n", l.trim_start_matches("        ")))
+                    .collect::<String>()
+            )
+        } else if kh * kw <= MAX_UNROLLED_TAPS {
+            let terms: Vec<String> = (0..kh)
+                .flat_map(|ky| {
+                    (0..kw).map(move |kx| {
+                        format!("wp[{}] * xp[{}]", ky * kw + kx, ky * dy * w + kx * dx)
+                    })
+                })
+                .collect();
+            let sum = terms
+                .chunks(3)
+                .map(|t| t.join(" + "))
+                .collect::<Vec<_>>()
+                .join("\n         + ");
+            format!(
+                "const {x_elem} *xp = xg + iy0 * {w} + ix0;\nconst int8_t *wp = w;\nlong ic;\n\
+                 for (ic = 0; ic < {i_g}; ++ic) {{\n    \
+                 acc += {sum};\n    wp += {};\n    xp += {plane};\n}}",
+                kh * kw
+            )
+        } else {
+            format!(
+                "const {x_elem} *xp = xg + iy0 * {w} + ix0;\nconst int8_t *wp = w;\nlong ic, ky, kx;\n\
+                 for (ic = 0; ic < {i_g}; ++ic) {{\n    \
+                 for (ky = 0; ky < {kh}; ++ky) {{\n        \
+                 for (kx = 0; kx < {kw}; ++kx) {{\n            \
+                 acc += *wp++ * xp[(ic * {h} + ky * {dy}) * {w} + kx * {dx}];\n        }}\n    }}\n}}"
+            )
+        };
+        // Border: only the taps inside the input, by range.
+        let range = |var: &str, pos: &str, k: usize, d: usize, len: usize| {
+            format!(
+                "const long {var}0 = {pos} < 0 ? (-{pos} + {}) / {d} : 0;\n\
+                 const long {var}1 = {pos} >= {len} ? 0 : ({len} - {pos} + {}) / {d} < {k} ? ({len} - {pos} + {}) / {d} : {k};",
+                d - 1,
+                d - 1,
+                d - 1
+            )
+        };
+        let checked = format!(
+            "{}\nlong ic, ky, kx;\n\
+             for (ic = 0; ic < {i_g}; ++ic) {{\n    \
+             for (ky = ky0; ky < ky1; ++ky) {{\n        \
+             const int8_t *wr = w + (ic * {kh} + ky) * {kw};\n        \
+             const long row = (ic * {h} + iy0 + ky * {dy}) * {w} + ix0;\n        \
+             for (kx = kx0; kx < kx1; ++kx) {{\n            \
+             acc += wr[kx] * xg[row + kx * {dx}];\n        }}\n    }}\n}}",
+            range("kx", "ix0", kw, dx, w)
+        );
+        let indent = |s: &str, n: usize| -> String {
+            let pad = " ".repeat(n);
+            s.lines()
+                .map(|l| {
+                    if l.is_empty() {
+                        "\n".to_string()
+                    } else {
+                        format!("{pad}{l}\n")
+                    }
+                })
+                .collect()
+        };
+        let mut inside = Vec::new();
+        if y0 > 0 {
+            inside.push(format!("oy >= {y0}"));
+        }
+        if y1 < oh {
+            inside.push(format!("oy < {y1}"));
+        }
+        if x0 > 0 {
+            inside.push(format!("ox >= {x0}"));
+        }
+        if x1 < ow {
+            inside.push(format!("ox < {x1}"));
+        }
+        let mut c = format!(
+            "        long oy, ox;\n        for (oy = 0; oy < {oh}; ++oy) {{\n            \
+             const long iy0 = oy * {sy} - {pt};\n"
+        );
+        let needs_border = !inside.is_empty();
+        if needs_border {
+            c.push_str(&indent(&range("ky", "iy0", kh, dy, h), 12));
+        }
+        writeln!(
+            c,
+            "            for (ox = 0; ox < {ow}; ++ox) {{\n                \
+             const long ix0 = ox * {sx} - {pl};\n                \
+             int32_t acc = bias;"
+        )
+        .unwrap();
+        if !needs_border {
+            c.push_str(&indent(&format!("{{\n{}}}", indent(&fast, 4)), 16));
+        } else if y0 >= y1 || x0 >= x1 {
+            // No output pixel has its whole window inside the input.
+            c.push_str(&indent(&format!("{{\n{}}}", indent(&checked, 4)), 16));
+        } else {
+            writeln!(c, "                if ({}) {{", inside.join(" && ")).unwrap();
+            c.push_str(&indent(&fast, 20));
+            c.push_str("                } else {\n");
+            c.push_str(&indent(&checked, 20));
+            c.push_str("                }\n");
+        }
+        writeln!(c, "                {store}\n            }}\n        }}").unwrap();
+        c
+    }
 }
