@@ -212,3 +212,109 @@ fn mobilenet_v2_is_bit_exact_on_every_bundled_photo() {
     let what = "mobilenet_v2 lut4-pot-channel";
     assert_eq!(assert_bit_exact(&g, &photos, "cc", &["-O2"], what), 11);
 }
+
+#[test]
+fn float_io_helpers_round_exactly_like_the_ir() {
+    // NAME_quantize_input0 (--float-io) against lutq_ir::int::quantize_input on values
+    // that stress the rounding: exact halves, the f32 just below a half, ±0, ±∞, NaN,
+    // values far outside the range, and random ones. MobileNetV2's input is i8 (negative
+    // values), Fashion ResNet-8's u8.
+    let cases = [
+        (
+            "mobilenet_v2",
+            quantized(
+                "mobilenet_v2",
+                Mode::Lut4PotChannel,
+                &samples("data/photos/photos.npy", 0, 3),
+            ),
+        ),
+        (
+            "fashion_resnet8",
+            quantized("fashion_resnet8", Mode::Lut4PotChannel, &fashion_calib()),
+        ),
+    ];
+    for (model, g) in cases {
+        let node = g
+            .nodes
+            .iter()
+            .find(|n| matches!(n.op, lutq_ir::int::IntOp::QuantizeInput { .. }))
+            .unwrap();
+        let (exp, size) = (node.ty.exp, node.ty.num_elements());
+        let (lo, hi) = node.ty.elem.range();
+        let step = (-(exp as f32)).exp2();
+        let mut values = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            0.499_999_97 * step,
+            -0.499_999_97 * step,
+        ];
+        for k in -300..300 {
+            values.push((k as f32 + 0.5) * step);
+            values.push(k as f32 * step);
+            values.push(f32::from_bits((k as f32 + 0.5).to_bits() - 1) * step);
+        }
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        while values.len() % size != 0 || values.len() < size {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            values.push(((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 600.0 * step);
+        }
+        let mut options = lutq_backend_c::EmitOptions::new("m");
+        options.float_io = true;
+        let sources = lutq_backend_c::emit(&g, &options).unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("lutq-float-io-{model}-{}", std::process::id()));
+        sources.write_to(&dir).unwrap();
+        std::fs::write(
+            dir.join("main.c"),
+            "#include <stdio.h>\n#include \"m.h\"\n\
+             static float x[M_INPUT0_SIZE];\nstatic m_input0_t q[M_INPUT0_SIZE];\n\
+             int main(void)\n{\n    \
+             while (fread(x, sizeof x[0], M_INPUT0_SIZE, stdin) == M_INPUT0_SIZE) {\n        \
+             m_quantize_input0(x, q);\n        fwrite(q, sizeof q[0], M_INPUT0_SIZE, stdout);\n    }\n    \
+             return 0;\n}\n",
+        )
+        .unwrap();
+        let exe = dir.join("quantize");
+        let cc = std::process::Command::new("cc")
+            .current_dir(&dir)
+            .args(lutq_backend_c::host::STRICT_FLAGS)
+            .args(["-O2", "-o"])
+            .arg(&exe)
+            .args(["main.c", "m.c", "m_weights.c"])
+            .output()
+            .unwrap();
+        assert!(
+            cc.status.success(),
+            "{}",
+            String::from_utf8_lossy(&cc.stderr)
+        );
+        let input: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        let mut child = std::process::Command::new(&exe)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || {
+            use std::io::Write as _;
+            stdin.write_all(&input).unwrap();
+        });
+        let out = child.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(out.stdout.len(), values.len(), "{model}");
+        for (v, &b) in values.iter().zip(&out.stdout) {
+            let got = if lo < 0 { b as i8 as i32 } else { b as i32 };
+            let want = lutq_ir::int::quantize_input(*v, exp, lo, hi);
+            assert_eq!(got, want, "{model}: quantize_input({v:e}) at exp {exp}");
+        }
+    }
+}

@@ -269,13 +269,13 @@ fn linear(
     }
     writeln!(c, "        const int32_t bias = {p}_bias_{i}[o];").unwrap();
     let rescaled = match rescale_form(&layer.rescale) {
-        RescaleForm::Shift(s) => format!("lutq_rshift(acc, {s})"),
+        RescaleForm::Shift(s) => format!("lutq_rshift(ACC, {s})"),
         RescaleForm::Multiplier { multiplier, shift } => {
-            format!("lutq_rshift((int64_t)acc * {multiplier}, {})", 31 + shift)
+            format!("lutq_rshift((int64_t)ACC * {multiplier}, {})", 31 + shift)
         }
         RescaleForm::ShiftTable => {
             writeln!(c, "        const int s = {p}_shift_{i}[o];").unwrap();
-            "lutq_rshift(acc, s)".into()
+            "lutq_rshift(ACC, s)".into()
         }
         RescaleForm::MultiplierTable => {
             writeln!(
@@ -283,7 +283,7 @@ fn linear(
                 "        const int64_t m = {p}_mult_{i}[o];\n        const int s = {p}_shift_{i}[o];"
             )
             .unwrap();
-            "lutq_rshift(acc * m, s)".into()
+            "lutq_rshift(ACC * m, s)".into()
         }
     };
     let value = format!("lutq_clamp({rescaled}, {}, {})", layer.lo, layer.hi);
@@ -294,7 +294,7 @@ fn linear(
                 c,
                 "        int32_t acc = bias;\n        const int8_t *wp = w;\n        const {x_elem} *xp = x0;\n{}        {}",
                 dot_loop(k_n, 1, 8),
-                write(out_elem, "y", "o", &value)
+                write(out_elem, "y", "o", &value.replace("ACC", "acc"))
             )
             .unwrap();
         }
@@ -318,12 +318,13 @@ fn linear(
                 format!("x0 + (o / {}) * {}", o_n / g.group, i_g * geom.h * geom.w)
             };
             writeln!(c, "        const {x_elem} *xg = {group_base};").unwrap();
+            // ACC and OX are filled in per pixel (one or two per iteration).
             c.push_str(&geom.pixels(
                 x_elem,
                 &write(
                     out_elem,
                     "y",
-                    &format!("(o * {} + oy) * {} + ox", geom.oh, geom.ow),
+                    &format!("(o * {} + oy) * {} + OX", geom.oh, geom.ow),
                     &value,
                 ),
             ));
@@ -423,43 +424,77 @@ impl ConvLoops {
         let (x0, x1) = Self::interior(ow, w, kw, sx, dx, pl);
         let plane = h * w;
         let pointwise = kh == 1 && kw == 1;
-        // Interior: the window starts at xp; taps at literal offsets.
-        let fast = if pointwise {
-            format!(
-                "const {x_elem} *xp = xg + iy0 * {w} + ix0;\nconst int8_t *wp = w;\n{}",
-                dot_loop(i_g, plane, 4)
-                    .lines()
-                    .map(|l| format!("{}\n", l.trim_start_matches("        ")))
-                    .collect::<String>()
-            )
-        } else if kh * kw <= MAX_UNROLLED_TAPS {
-            let terms: Vec<String> = (0..kh)
-                .flat_map(|ky| {
-                    (0..kw).map(move |kx| {
-                        format!("wp[{}] * xp[{}]", ky * kw + kx, ky * dy * w + kx * dx)
-                    })
-                })
-                .collect();
-            let sum = terms
-                .chunks(3)
-                .map(|t| t.join(" + "))
-                .collect::<Vec<_>>()
-                .join("\n         + ");
-            format!(
-                "const {x_elem} *xp = xg + iy0 * {w} + ix0;\nconst int8_t *wp = w;\nlong ic;\n\
-                 for (ic = 0; ic < {i_g}; ++ic) {{\n    \
-                 acc += {sum};\n    wp += {};\n    xp += {plane};\n}}",
-                kh * kw
-            )
-        } else {
-            format!(
-                "const {x_elem} *xp = xg + iy0 * {w} + ix0;\nconst int8_t *wp = w;\nlong ic, ky, kx;\n\
-                 for (ic = 0; ic < {i_g}; ++ic) {{\n    \
-                 for (ky = 0; ky < {kh}; ++ky) {{\n        \
-                 for (kx = 0; kx < {kw}; ++kx) {{\n            \
-                 acc += *wp++ * xp[(ic * {h} + ky * {dy}) * {w} + kx * {dx}];\n        }}\n    }}\n}}"
-            )
+        // Interior: the window starts at xp; taps at literal offsets. `pair`: two
+        // horizontally adjacent pixels at once (`acc0`, `acc1`), so that every weight
+        // load feeds two multiply-accumulates.
+        let sums = |taps: &[(usize, usize)], pair: bool| -> String {
+            let sum = |accum: &str, shift: usize| {
+                let terms: Vec<String> = taps
+                    .iter()
+                    .map(|&(wi, xo)| format!("wp[{wi}] * xp[{}]", xo + shift))
+                    .collect();
+                let body = terms
+                    .chunks(3)
+                    .map(|t| t.join(" + "))
+                    .collect::<Vec<_>>()
+                    .join("\n    + ");
+                format!("{accum} += {body};")
+            };
+            if pair {
+                format!("{}\n{}", sum("acc0", 0), sum("acc1", sx))
+            } else {
+                sum("acc", 0)
+            }
         };
+        let fast_for = |pair: bool| -> Option<String> {
+            let head =
+                format!("const {x_elem} *xp = xg + iy0 * {w} + ix0;\nconst int8_t *wp = w;\n");
+            if pointwise {
+                let unroll = 4;
+                let main = i_g - i_g % unroll;
+                let taps: Vec<(usize, usize)> = (0..unroll).map(|j| (j, j * plane)).collect();
+                let mut c = format!("{head}long j;\n");
+                if main > 0 {
+                    writeln!(
+                        c,
+                        "for (j = 0; j < {main}; j += {unroll}) {{\n{}\n    wp += {unroll};\n    xp += {};\n}}",
+                        indent_by(&sums(&taps, pair), 4),
+                        unroll * plane
+                    )
+                    .unwrap();
+                }
+                if i_g > main {
+                    writeln!(
+                        c,
+                        "for (j = {main}; j < {i_g}; ++j) {{\n{}\n    wp += 1;\n    xp += {plane};\n}}",
+                        indent_by(&sums(&[(0, 0)], pair), 4)
+                    )
+                    .unwrap();
+                }
+                Some(c)
+            } else if kh * kw <= MAX_UNROLLED_TAPS {
+                let taps: Vec<(usize, usize)> = (0..kh)
+                    .flat_map(|ky| (0..kw).map(move |kx| (ky * kw + kx, ky * dy * w + kx * dx)))
+                    .collect();
+                Some(format!(
+                    "{head}long ic;\nfor (ic = 0; ic < {i_g}; ++ic) {{\n{}\n    wp += {};\n    xp += {plane};\n}}",
+                    indent_by(&sums(&taps, pair), 4),
+                    kh * kw
+                ))
+            } else if pair {
+                None
+            } else {
+                Some(format!(
+                    "{head}long ic, ky, kx;\n\
+                     for (ic = 0; ic < {i_g}; ++ic) {{\n    \
+                     for (ky = 0; ky < {kh}; ++ky) {{\n        \
+                     for (kx = 0; kx < {kw}; ++kx) {{\n            \
+                     acc += *wp++ * xp[(ic * {h} + ky * {dy}) * {w} + kx * {dx}];\n        }}\n    }}\n}}"
+                ))
+            }
+        };
+        let fast = fast_for(false).expect("single pixels always have a fast path");
+        let fast_pair = fast_for(true);
         // Border: only the taps inside the input, by range.
         let range = |var: &str, pos: &str, k: usize, d: usize, len: usize| {
             format!(
@@ -513,13 +548,37 @@ impl ConvLoops {
         if needs_border {
             c.push_str(&indent(&range("ky", "iy0", kh, dy, h), 12));
         }
+        let store_at = |accum: &str, ox: &str| store.replace("ACC", accum).replace("OX", ox);
         writeln!(
             c,
             "            for (ox = 0; ox < {ow}; ++ox) {{\n                \
-             const long ix0 = ox * {sx} - {pl};\n                \
-             int32_t acc = bias;"
+             const long ix0 = ox * {sx} - {pl};"
         )
         .unwrap();
+        // Two interior pixels at once where both windows lie inside the input.
+        if let Some(pair) = &fast_pair
+            && y0 < y1
+            && x0 + 1 < x1
+        {
+            let mut cond = inside.clone();
+            cond.retain(|t| !t.starts_with("ox <"));
+            cond.push(format!("ox + 1 < {x1}"));
+            writeln!(
+                c,
+                "                if ({}) {{\n                    int32_t acc0 = bias;\n                    int32_t acc1 = bias;",
+                cond.join(" && ")
+            )
+            .unwrap();
+            c.push_str(&indent(&format!("{{\n{}}}", indent(pair, 4)), 20));
+            writeln!(
+                c,
+                "                    {}\n                    {}\n                    ++ox;\n                    continue;\n                }}",
+                store_at("acc0", "ox"),
+                store_at("acc1", "(ox + 1)")
+            )
+            .unwrap();
+        }
+        c.push_str("                int32_t acc = bias;\n");
         if !needs_border {
             c.push_str(&indent(&format!("{{\n{}}}", indent(&fast, 4)), 16));
         } else if y0 >= y1 || x0 >= x1 {
@@ -532,7 +591,21 @@ impl ConvLoops {
             c.push_str(&indent(&checked, 20));
             c.push_str("                }\n");
         }
-        writeln!(c, "                {store}\n            }}\n        }}").unwrap();
+        writeln!(
+            c,
+            "                {}\n            }}\n        }}",
+            store_at("acc", "ox")
+        )
+        .unwrap();
         c
     }
+}
+
+/// `s` with every line indented by `n` spaces, without a final newline.
+fn indent_by(s: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    s.lines()
+        .map(|l| format!("{pad}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -74,6 +74,10 @@ pub struct CSummary {
     pub prefix: String,
     /// Bytes of constant data: codes, tables, biases, rescales.
     pub weight_bytes: usize,
+    /// The weights alone: packed codes and tables (or int8 values).
+    pub packed_weight_bytes: usize,
+    /// Number of weights (what int8 weights take in bytes).
+    pub weight_count: usize,
     /// What the same weights take as int8 (1 byte per weight), plus the same biases and
     /// rescales: an int8 build's flash for constants.
     pub int8_weight_bytes: usize,
@@ -166,6 +170,22 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
     let summary = CSummary {
         prefix: p.clone(),
         weight_bytes: w.bytes,
+        packed_weight_bytes: graph
+            .nodes
+            .iter()
+            .map(|n| match &n.op {
+                IntOp::Linear(l) => l.weights.size_bytes(),
+                _ => 0,
+            })
+            .sum(),
+        weight_count: graph
+            .nodes
+            .iter()
+            .map(|n| match &n.op {
+                IntOp::Linear(l) => l.weights.shape()[0] * l.weights.row_len(),
+                _ => 0,
+            })
+            .sum(),
         int8_weight_bytes: w.int8_bytes,
         arena_size: plan.arena_size,
         arena_lower_bound: plan.lower_bound,
