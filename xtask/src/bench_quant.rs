@@ -24,14 +24,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--write" => write = Some(it.next().context("--write needs a file")?.into()),
-            "--modes" => {
-                modes = it
-                    .next()
-                    .context("--modes needs a list")?
-                    .split(',')
-                    .map(|m| m.parse().map_err(anyhow::Error::msg))
-                    .collect::<anyhow::Result<_>>()?
-            }
+            "--modes" => modes = crate::parse_modes(it.next())?,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(());

@@ -44,3 +44,11 @@ fn main() -> anyhow::Result<()> {
         _ => bail!("unknown task '{task}'\n\n{USAGE}"),
     }
 }
+
+/// The value of a `--modes m1,m2,…` argument.
+fn parse_modes(list: Option<&String>) -> anyhow::Result<Vec<lutq_quant::Mode>> {
+    list.ok_or_else(|| anyhow::anyhow!("--modes needs a comma-separated list"))?
+        .split(',')
+        .map(|m| m.parse().map_err(anyhow::Error::msg))
+        .collect()
+}

@@ -179,14 +179,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "--write" => write = Some(it.next().context("--write needs a file")?.into()),
             "--samples" => n = it.next().context("--samples needs N")?.parse()?,
             "--skip-mobilenet" => mobilenet = false,
-            "--modes" => {
-                modes = it
-                    .next()
-                    .context("--modes needs a list")?
-                    .split(',')
-                    .map(|m| m.parse().map_err(anyhow::Error::msg))
-                    .collect::<anyhow::Result<_>>()?
-            }
+            "--modes" => modes = crate::parse_modes(it.next())?,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(());
