@@ -12,7 +12,7 @@ use lutq_backend_c::{HostProgram, decode_outputs, quantize_samples};
 use lutq_interp::int::IntInterpreter;
 use lutq_ir::Tensor;
 use lutq_ir::int::IntGraph;
-use lutq_quant::{Mode, QuantOptions};
+use lutq_quant::Mode;
 
 const USAGE: &str =
     "cargo xtask mcu [--samples N] [--modes m1,m2,…] [--skip-mobilenet] [--write FILE.md]
@@ -45,26 +45,6 @@ struct Row {
     naive: usize,
     host_instructions: u64,
     m4_instructions: u64,
-}
-
-fn samples(path: &str, skip: usize, limit: usize) -> anyhow::Result<Tensor> {
-    let a = lutq_dataio::NpyArray::from_npy_file(path).with_context(|| path.to_string())?;
-    let per = a.data.len() / a.shape[0];
-    let n = limit.min(a.shape[0] - skip);
-    let mut shape = a.shape.clone();
-    shape[0] = n;
-    Ok(Tensor::f32(
-        shape,
-        a.data[skip * per..(skip + n) * per].to_vec(),
-    )?)
-}
-
-fn quantized(model: &str, mode: Mode, calib: &Tensor) -> anyhow::Result<IntGraph> {
-    let bytes = std::fs::read(format!("models/{model}.onnx"))?;
-    let graph = lutq_onnx::import(&bytes, &Default::default())?;
-    let graph = lutq_opt::optimize(&graph, &Default::default())?.0;
-    let g = lutq_quant::quantize(&graph, calib, &QuantOptions::new(mode), &|_| {})?.0;
-    Ok(lutq_opt::optimize_int(&g, &Default::default())?.0)
 }
 
 fn expected(g: &IntGraph, rows: &[Vec<&[f32]>]) -> anyhow::Result<Vec<Vec<Vec<i32>>>> {
@@ -111,10 +91,9 @@ fn measure(
     callgrind_samples: usize,
 ) -> anyhow::Result<Row> {
     eprintln!("{model} {mode}: quantizing");
-    let g = quantized(model, mode, calib)?;
-    let x = data.as_f32().context("float data")?;
+    let g = lutq_bundled::lowered(model, mode, calib)?;
     let n = data.shape()[0];
-    let rows: Vec<Vec<&[f32]>> = x.chunks(x.len() / n).map(|r| vec![r]).collect();
+    let rows: Vec<Vec<&[f32]>> = lutq_bundled::rows(data).into_iter().map(|r| vec![r]).collect();
     let want = expected(&g, &rows)?;
     let prefix = "model";
 
@@ -187,16 +166,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             other => bail!("unknown argument {other}\n\n{USAGE}"),
         }
     }
-    let fashion_calib = samples("data/fashion_mnist/train_x.npy", 0, 256)?;
-    let fashion_test = samples("data/fashion_mnist/test_x.npy", 0, n)?;
+    let fashion_calib = lutq_bundled::fashion_calib(256)?;
+    let fashion_test = lutq_bundled::fashion_test(n)?;
     let mut rows = Vec::new();
-    for model in ["fashion_resnet8", "fashion_mobilenetv2"] {
+    for model in lutq_bundled::FASHION_MODELS {
         for &mode in &modes {
             rows.push(measure(model, mode, &fashion_calib, &fashion_test, n, 3)?);
         }
     }
     if mobilenet {
-        let photos = samples("data/photos/photos.npy", 0, 11)?;
+        let photos = lutq_bundled::photos(11)?;
         for &mode in &modes {
             rows.push(measure("mobilenet_v2", mode, &photos, &photos, 1, 1)?);
         }

@@ -2,28 +2,13 @@
 //! output integer of every sample of the committed data, for every quantization mode.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use lutq_backend_c::{HostProgram, decode_outputs, quantize_samples};
 use lutq_interp::int::IntInterpreter;
 use lutq_ir::Tensor;
 use lutq_ir::int::IntGraph;
-use lutq_quant::{Mode, QuantOptions};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Samples `skip..skip + limit` of an NPY file.
-fn samples(path: &str, skip: usize, limit: usize) -> Tensor {
-    let a = lutq_dataio::NpyArray::from_npy_file(root().join(path)).unwrap();
-    let per = a.data.len() / a.shape[0];
-    let n = limit.min(a.shape[0] - skip);
-    let mut shape = a.shape.clone();
-    shape[0] = n;
-    Tensor::f32(shape, a.data[skip * per..(skip + n) * per].to_vec()).unwrap()
-}
+use lutq_quant::Mode;
 
 /// The lowered integer program of a bundled model, quantized on `calib` — once per
 /// (model, mode, calibration size) for the whole test binary: several tests build the
@@ -39,16 +24,8 @@ fn quantized(model: &str, mode: Mode, calib: &Tensor) -> Arc<IntGraph> {
         .entry(key)
         .or_default()
         .clone();
-    cell.get_or_init(|| {
-        let bytes = std::fs::read(root().join(format!("models/{model}.onnx"))).unwrap();
-        let graph = lutq_onnx::import(&bytes, &Default::default()).unwrap();
-        let graph = lutq_opt::optimize(&graph, &Default::default()).unwrap().0;
-        let g = lutq_quant::quantize(&graph, calib, &QuantOptions::new(mode), &|_| {})
-            .unwrap()
-            .0;
-        Arc::new(lutq_opt::optimize_int(&g, &Default::default()).unwrap().0)
-    })
-    .clone()
+    cell.get_or_init(|| Arc::new(lutq_bundled::lowered(model, mode, calib).unwrap()))
+        .clone()
 }
 
 /// Runs `data` through the interpreter and through the C program built with `compiler`
@@ -63,10 +40,11 @@ fn assert_bit_exact(
 ) -> usize {
     let program = HostProgram::build(g, "model", compiler, flags, None)
         .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let x = data.as_f32().unwrap();
     let n = data.shape()[0];
-    let per = x.len() / n;
-    let rows: Vec<Vec<&[f32]>> = x.chunks(per).map(|r| vec![r]).collect();
+    let rows: Vec<Vec<&[f32]>> = lutq_bundled::rows(data)
+        .into_iter()
+        .map(|r| vec![r])
+        .collect();
     let bytes = quantize_samples(g, &rows).unwrap();
     let interp = IntInterpreter::new(g).unwrap();
     // The C program and the interpreter run side by side (two processes' worth of work).
@@ -122,10 +100,14 @@ const REQUIRED: [Mode; 4] = [
 ];
 const OTHERS: [Mode; 3] = [Mode::Int4PotLayer, Mode::Int8Pc, Mode::Int4Pc];
 
-const FASHION: [&str; 2] = ["fashion_resnet8", "fashion_mobilenetv2"];
+const FASHION: [&str; 2] = lutq_bundled::FASHION_MODELS;
 
 fn fashion_calib() -> Tensor {
-    samples("data/fashion_mnist/train_x.npy", 0, 32)
+    lutq_bundled::fashion_calib(32).unwrap()
+}
+
+fn samples(rel: &str, skip: usize, limit: usize) -> Tensor {
+    lutq_bundled::samples(rel, skip, limit).unwrap()
 }
 
 #[test]

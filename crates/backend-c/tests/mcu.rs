@@ -1,26 +1,12 @@
 //! The generated C on an emulated Cortex-M4 (QEMU mps2-an386): bit-exact with the golden
 //! interpreter, and instruction counts that do not drift between runs.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lutq_backend_c::mcu::run_on_cortex_m4;
 use lutq_backend_c::quantize_samples;
 use lutq_interp::int::IntInterpreter;
-use lutq_ir::Tensor;
-use lutq_quant::{Mode, QuantOptions};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn samples(path: &str, limit: usize) -> Tensor {
-    let a = lutq_dataio::NpyArray::from_npy_file(root().join(path)).unwrap();
-    let per = a.data.len() / a.shape[0];
-    let mut shape = a.shape.clone();
-    shape[0] = limit;
-    Tensor::f32(shape, a.data[..limit * per].to_vec()).unwrap()
-}
+use lutq_quant::Mode;
 
 /// The cross toolchain and QEMU must be installed (CI installs them); elsewhere their
 /// absence skips the test with a note, unless `LUTQ_REQUIRE_TOOLS` is set.
@@ -50,18 +36,14 @@ fn fashion_nets_run_bit_exact_on_a_cortex_m4() {
     if !tools_present() {
         return;
     }
-    let calib = samples("data/fashion_mnist/train_x.npy", 32);
-    let test = samples("data/fashion_mnist/test_x.npy", 4);
-    for model in ["fashion_resnet8", "fashion_mobilenetv2"] {
-        let bytes = std::fs::read(root().join(format!("models/{model}.onnx"))).unwrap();
-        let graph = lutq_onnx::import(&bytes, &Default::default()).unwrap();
-        let graph = lutq_opt::optimize(&graph, &Default::default()).unwrap().0;
-        let options = QuantOptions::new(Mode::Lut4PotChannel);
-        let g = lutq_quant::quantize(&graph, &calib, &options, &|_| {})
-            .unwrap()
-            .0;
-        let x = test.as_f32().unwrap();
-        let rows: Vec<Vec<&[f32]>> = x.chunks(784).map(|r| vec![r]).collect();
+    let calib = lutq_bundled::fashion_calib(32).unwrap();
+    let test = lutq_bundled::fashion_test(4).unwrap();
+    for model in lutq_bundled::FASHION_MODELS {
+        let g = lutq_bundled::lowered(model, Mode::Lut4PotChannel, &calib).unwrap();
+        let rows: Vec<Vec<&[f32]>> = lutq_bundled::rows(&test)
+            .into_iter()
+            .map(|r| vec![r])
+            .collect();
         let quantized = quantize_samples(&g, &rows).unwrap();
         let dir = std::env::temp_dir().join(format!("lutq-mcu-{model}-{}", std::process::id()));
         let report = run_on_cortex_m4(

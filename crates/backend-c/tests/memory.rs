@@ -74,16 +74,9 @@ fn a_chain_needs_only_two_buffers() {
 
 #[test]
 fn bundled_fashion_nets_get_a_valid_plan_near_the_lower_bound() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let calib =
-        lutq_dataio::NpyArray::from_npy_file(root.join("data/fashion_mnist/train_x.npy")).unwrap();
-    let calib = lutq_ir::Tensor::f32([16, 1, 28, 28], calib.data[..16 * 784].to_vec()).unwrap();
-    for name in ["fashion_resnet8", "fashion_mobilenetv2"] {
-        let bytes = std::fs::read(root.join(format!("models/{name}.onnx"))).unwrap();
-        let graph = lutq_onnx::import(&bytes, &Default::default()).unwrap();
-        let graph = lutq_opt::optimize(&graph, &Default::default()).unwrap().0;
-        let options = lutq_quant::QuantOptions::new(lutq_quant::Mode::Lut4PotChannel);
-        let (g, _) = lutq_quant::quantize(&graph, &calib, &options, &|_| {}).unwrap();
+    let calib = lutq_bundled::fashion_calib(16).unwrap();
+    for name in lutq_bundled::FASHION_MODELS {
+        let g = lutq_bundled::lowered(name, lutq_quant::Mode::Lut4PotChannel, &calib).unwrap();
         let plan = lutq_backend_c::plan_memory(&g);
         eprintln!(
             "{name}: arena {} B, lower bound {} B, naive {} B",
