@@ -78,6 +78,9 @@ pub struct CSummary {
     pub packed_weight_bytes: usize,
     /// Number of weights (what int8 weights take in bytes).
     pub weight_count: usize,
+    /// The largest stack buffer of a kernel: one decoded weight row (the fan-in of the
+    /// widest LUT layer), in bytes.
+    pub stack_row_bytes: usize,
     /// What the same weights take as int8 (1 byte per weight), plus the same biases and
     /// rescales: an int8 build's flash for constants.
     pub int8_weight_bytes: usize,
@@ -187,6 +190,17 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
             })
             .sum(),
         int8_weight_bytes: w.int8_bytes,
+        stack_row_bytes: graph
+            .nodes
+            .iter()
+            .map(|n| match &n.op {
+                IntOp::Linear(l) if matches!(l.weights, lutq_ir::int::QWeights::Lut { .. }) => {
+                    l.weights.row_len()
+                }
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0),
         arena_size: plan.arena_size,
         arena_lower_bound: plan.lower_bound,
         arena_naive: plan.naive_sum,
@@ -274,8 +288,15 @@ fn emit_header(
          /* Constant data (codes, tables, biases, rescales) in {p}_weights.c. */\n\
          #define {up}_WEIGHT_BYTES {}\n\
          /* Multiply-accumulates per inference. */\n\
-         #define {up}_MACS {}\n",
-        summary.arena_size, summary.arena_lower_bound, summary.weight_bytes, summary.macs
+         #define {up}_MACS {}\n\
+         /* The largest kernel stack buffer (one decoded weight row); budget a few hundred\n \
+         * bytes more for {p}_run's frames. */\n\
+         #define {up}_STACK_ROW_BYTES {}\n",
+        summary.arena_size,
+        summary.arena_lower_bound,
+        summary.weight_bytes,
+        summary.macs,
+        summary.stack_row_bytes
     )
     .unwrap();
     writeln!(
