@@ -269,13 +269,13 @@ fn linear(
     }
     writeln!(c, "        const int32_t bias = {p}_bias_{i}[o];").unwrap();
     let rescaled = match rescale_form(&layer.rescale) {
-        RescaleForm::Shift(s) => format!("lutq_rshift(ACC, {s})"),
+        RescaleForm::Shift(s) => format!("lutq_rshift32(ACC, {s})"),
         RescaleForm::Multiplier { multiplier, shift } => {
             format!("lutq_rshift((int64_t)ACC * {multiplier}, {})", 31 + shift)
         }
         RescaleForm::ShiftTable => {
             writeln!(c, "        const int s = {p}_shift_{i}[o];").unwrap();
-            "lutq_rshift(ACC, s)".into()
+            "lutq_rshift32(ACC, s)".into()
         }
         RescaleForm::MultiplierTable => {
             writeln!(
@@ -286,7 +286,13 @@ fn linear(
             "lutq_rshift(ACC * m, s)".into()
         }
     };
-    let value = format!("lutq_clamp({rescaled}, {}, {})", layer.lo, layer.hi);
+    // Power-of-two rescales stay in 32 bits (see lutq_rshift32); multipliers need 64.
+    let clamp = if rescaled.starts_with("lutq_rshift32") {
+        "lutq_clamp32"
+    } else {
+        "lutq_clamp"
+    };
+    let value = format!("{clamp}({rescaled}, {}, {})", layer.lo, layer.hi);
     let x_elem = c_elem(graph.ty(node.inputs[0]).elem);
     match &layer.conv {
         None => {
@@ -424,10 +430,10 @@ impl ConvLoops {
         let (x0, x1) = Self::interior(ow, w, kw, sx, dx, pl);
         let plane = h * w;
         let pointwise = kh == 1 && kw == 1;
-        // Interior: the window starts at xp; taps at literal offsets. `pair`: two
-        // horizontally adjacent pixels at once (`acc0`, `acc1`), so that every weight
-        // load feeds two multiply-accumulates.
-        let sums = |taps: &[(usize, usize)], pair: bool| -> String {
+        // Interior: the window starts at xp; taps at literal offsets. `lanes` > 1:
+        // that many horizontally adjacent pixels at once (`acc0`, `acc1`, …), so that
+        // every weight load feeds `lanes` multiply-accumulates.
+        let sums = |taps: &[(usize, usize)], lanes: usize| -> String {
             let sum = |accum: &str, shift: usize| {
                 let terms: Vec<String> = taps
                     .iter()
@@ -440,13 +446,16 @@ impl ConvLoops {
                     .join("\n    + ");
                 format!("{accum} += {body};")
             };
-            if pair {
-                format!("{}\n{}", sum("acc0", 0), sum("acc1", sx))
-            } else {
+            if lanes == 1 {
                 sum("acc", 0)
+            } else {
+                (0..lanes)
+                    .map(|l| sum(&format!("acc{l}"), l * sx))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             }
         };
-        let fast_for = |pair: bool| -> Option<String> {
+        let fast_for = |lanes: usize| -> Option<String> {
             let head =
                 format!("const {x_elem} *xp = xg + iy0 * {w} + ix0;\nconst int8_t *wp = w;\n");
             if pointwise {
@@ -458,7 +467,7 @@ impl ConvLoops {
                     writeln!(
                         c,
                         "for (j = 0; j < {main}; j += {unroll}) {{\n{}\n    wp += {unroll};\n    xp += {};\n}}",
-                        indent_by(&sums(&taps, pair), 4),
+                        indent_by(&sums(&taps, lanes), 4),
                         unroll * plane
                     )
                     .unwrap();
@@ -467,7 +476,7 @@ impl ConvLoops {
                     writeln!(
                         c,
                         "for (j = {main}; j < {i_g}; ++j) {{\n{}\n    wp += 1;\n    xp += {plane};\n}}",
-                        indent_by(&sums(&[(0, 0)], pair), 4)
+                        indent_by(&sums(&[(0, 0)], lanes), 4)
                     )
                     .unwrap();
                 }
@@ -478,10 +487,10 @@ impl ConvLoops {
                     .collect();
                 Some(format!(
                     "{head}long ic;\nfor (ic = 0; ic < {i_g}; ++ic) {{\n{}\n    wp += {};\n    xp += {plane};\n}}",
-                    indent_by(&sums(&taps, pair), 4),
+                    indent_by(&sums(&taps, lanes), 4),
                     kh * kw
                 ))
-            } else if pair {
+            } else if lanes > 1 {
                 None
             } else {
                 Some(format!(
@@ -493,8 +502,11 @@ impl ConvLoops {
                 ))
             }
         };
-        let fast = fast_for(false).expect("single pixels always have a fast path");
-        let fast_pair = fast_for(true);
+        let fast = fast_for(1).expect("single pixels always have a fast path");
+        // Pointwise: 4 pixels share each weight load (registers: 4 accumulators, two
+        // pointers); larger kernels: 2 (their unrolled taps need registers too).
+        let lanes = if pointwise { 4 } else { 2 };
+        let fast_lanes = fast_for(lanes);
         // Border: only the taps inside the input, by range.
         let range = |var: &str, pos: &str, k: usize, d: usize, len: usize| {
             format!(
@@ -555,26 +567,36 @@ impl ConvLoops {
              const long ix0 = ox * {sx} - {pl};"
         )
         .unwrap();
-        // Two interior pixels at once where both windows lie inside the input.
-        if let Some(pair) = &fast_pair
+        // `lanes` interior pixels at once where all their windows lie inside the input.
+        if let Some(block) = &fast_lanes
             && y0 < y1
-            && x0 + 1 < x1
+            && x0 + lanes <= x1
         {
             let mut cond = inside.clone();
             cond.retain(|t| !t.starts_with("ox <"));
-            cond.push(format!("ox + 1 < {x1}"));
+            cond.push(format!("ox + {} < {x1}", lanes - 1));
+            writeln!(c, "                if ({}) {{", cond.join(" && ")).unwrap();
+            for l in 0..lanes {
+                writeln!(c, "                    int32_t acc{l} = bias;").unwrap();
+            }
+            c.push_str(&indent(&format!("{{\n{}}}", indent(block, 4)), 20));
+            for l in 0..lanes {
+                let ox = if l == 0 {
+                    "ox".to_string()
+                } else {
+                    format!("(ox + {l})")
+                };
+                writeln!(
+                    c,
+                    "                    {}",
+                    store_at(&format!("acc{l}"), &ox)
+                )
+                .unwrap();
+            }
             writeln!(
                 c,
-                "                if ({}) {{\n                    int32_t acc0 = bias;\n                    int32_t acc1 = bias;",
-                cond.join(" && ")
-            )
-            .unwrap();
-            c.push_str(&indent(&format!("{{\n{}}}", indent(pair, 4)), 20));
-            writeln!(
-                c,
-                "                    {}\n                    {}\n                    ++ox;\n                    continue;\n                }}",
-                store_at("acc0", "ox"),
-                store_at("acc1", "(ox + 1)")
+                "                    ox += {};\n                    continue;\n                }}",
+                lanes - 1
             )
             .unwrap();
         }

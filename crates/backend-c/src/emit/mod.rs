@@ -399,7 +399,7 @@ typedef char lutq_requires_arithmetic_shift[((-1) >> 1) == -1 ? 1 : -1];
 
 /// Helper functions by name, emitted only where a kernel calls them (clang warns about
 /// unused static functions, and the generated code must build with `-Werror`).
-const HELPERS: [(&str, &str); 4] = [
+const HELPERS: [(&str, &str); 6] = [
     (
         "lutq_clamp",
         r#"static inline int32_t lutq_clamp(int64_t v, int32_t lo, int32_t hi)
@@ -421,6 +421,28 @@ static inline int64_t lutq_rshift(int64_t a, int s)
         return (a + ((int64_t)1 << (s - 1))) >> s;
     }
     return a * ((int64_t)1 << (s < -62 ? 62 : -s));
+}
+"#,
+    ),
+    (
+        "lutq_rshift32",
+        r#"/* rshift_round of a linear layer's accumulator: the graph's overflow proof
+ * (IntGraph::validate) bounds |acc| + 2^(s-1) and |acc| * 2^-s by 2^31 - 1, so 32-bit
+ * arithmetic is exact here (s <= 31; a left shift of 31 or more only ever meets 0). */
+static inline int32_t lutq_rshift32(int32_t a, int s)
+{
+    if (s > 0) {
+        return (a + ((int32_t)1 << (s - 1))) >> s;
+    }
+    return s < -30 ? 0 : a * ((int32_t)1 << -s);
+}
+"#,
+    ),
+    (
+        "lutq_clamp32",
+        r#"static inline int32_t lutq_clamp32(int32_t v, int32_t lo, int32_t hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
 }
 "#,
     ),
