@@ -4,6 +4,7 @@ use anyhow::bail;
 
 mod accuracy;
 mod bench_float;
+mod bench_int;
 mod bench_quant;
 mod conformance;
 mod data;
@@ -17,6 +18,8 @@ tasks:
   data [--help]           full-size NPY data sets under data/full/ from the installed packages
   bench-float [--help]    float interpreter vs onnxruntime fp32, single thread
   bench-quant [--help]    time to quantize MobileNetV2 on 256 calibration images
+  bench-int [--help]      integer inference speed: lutq-jit vs golden interpreter vs generated
+                          C vs onnxruntime fp32/int8 vs tract fp32, single thread
   accuracy [--help]       every quantization mode on the reference models and data
                           (docs/results.md), with onnxruntime int8 as reference
   mcu [--help]            the C backend on every bundled model: flash, arena, host
@@ -41,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         "accuracy" => accuracy::run(rest),
         "bench-quant" => bench_quant::run(rest),
         "mcu" => mcu::run(rest),
+        "bench-int" => bench_int::run(rest),
         _ => bail!("unknown task '{task}'\n\n{USAGE}"),
     }
 }

@@ -93,7 +93,10 @@ fn measure(
     eprintln!("{model} {mode}: quantizing");
     let g = lutq_bundled::lowered(model, mode, calib)?;
     let n = data.shape()[0];
-    let rows: Vec<Vec<&[f32]>> = lutq_bundled::rows(data).into_iter().map(|r| vec![r]).collect();
+    let rows: Vec<Vec<&[f32]>> = lutq_bundled::rows(data)
+        .into_iter()
+        .map(|r| vec![r])
+        .collect();
     let want = expected(&g, &rows)?;
     let prefix = "model";
 

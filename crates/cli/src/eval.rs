@@ -38,9 +38,9 @@ pub struct EvalArgs {
     quant: QuantArgs,
     #[command(flatten)]
     cle: crate::CleArgs,
-    /// What runs the integer modes: the golden interpreter, or the generated C built with
+    /// What runs the integer modes: the golden interpreter, the generated C built with
     /// the system compiler ($CC, else cc; -O2) — the whole job an MCU user ships, with its
-    /// constant and arena bytes in the table.
+    /// flash, constant and arena bytes in the table — or the Cranelift JIT.
     #[arg(long, value_enum, default_value = "interp")]
     backend: IntBackend,
     /// Also print the SQNR of every layer's output (on the first 32 samples).
@@ -57,6 +57,8 @@ pub enum IntBackend {
     Interp,
     /// The generated C99 (`lutq compile --target c`), built and run on the host.
     C,
+    /// The Cranelift JIT.
+    Jit,
 }
 
 /// Memory of the generated C (`--backend c`).
@@ -228,6 +230,11 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
                     }
                     pipeline::run_c(&program, int_graph, &data)?
                 }
+                IntBackend::Jit => {
+                    let mut model = lutq_backend_jit::compile(int_graph)?;
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    pipeline::run_jit(&mut model, int_graph, &data, Some(&progress))?
+                }
             };
             let layers = if args.per_layer {
                 per_layer(&compiled.float_graph, int_graph, &data)?
@@ -269,6 +276,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         backend: match args.backend {
             IntBackend::Interp => "interp".into(),
             IntBackend::C => "c".into(),
+            IntBackend::Jit => "jit".into(),
         },
         results,
     };
@@ -287,10 +295,10 @@ fn print_table(s: &EvalSummary) {
         s.samples,
         s.calibration_samples,
         s.cle,
-        if s.backend == "c" {
-            "the generated C"
-        } else {
-            "the golden interpreter"
+        match s.backend.as_str() {
+            "c" => "the generated C",
+            "jit" => "the Cranelift JIT",
+            _ => "the golden interpreter",
         }
     );
     let with_c = s.results.iter().any(|r| r.c.is_some());

@@ -308,3 +308,31 @@ pub fn run_c(
     shape.extend_from_slice(&ty.shape[1..]);
     Ok(Tensor::f32(shape, values)?)
 }
+
+/// Runs every sample of `input` through the JIT-compiled program (one thread: the model
+/// owns one arena) and returns the dequantized first output, shaped `[samples, …]`.
+pub fn run_jit(
+    model: &mut lutq_backend_jit::JitModel,
+    graph: &IntGraph,
+    input: &Tensor,
+    progress: Option<&dyn Fn(usize)>,
+) -> anyhow::Result<Tensor> {
+    let x = input.as_f32().context("the input is not float32")?;
+    let samples = input.shape()[0];
+    let per = x.len() / samples.max(1);
+    let Some(first) = graph.outputs.first() else {
+        bail!("the model has no outputs");
+    };
+    let ty = graph.ty(first.value);
+    let mut values = Vec::with_capacity(samples * ty.num_elements());
+    for (i, row) in x.chunks(per.max(1)).enumerate() {
+        let out = model.run(&[row])?;
+        values.extend(out[0].to_f32(ty.exp));
+        if let Some(p) = progress {
+            p(i + 1);
+        }
+    }
+    let mut shape = vec![samples];
+    shape.extend_from_slice(&ty.shape[1..]);
+    Ok(Tensor::f32(shape, values)?)
+}

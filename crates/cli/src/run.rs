@@ -23,6 +23,9 @@ pub enum Backend {
     /// ($CC, else cc; -O2) in a temporary directory and run on the samples; outputs are
     /// dequantized to float. Bit-exact with `interp`.
     C,
+    /// The integer program compiled to native code with Cranelift (x86-64, 128-bit
+    /// vectors); outputs are dequantized to float. Bit-exact with `interp`.
+    Jit,
 }
 
 #[derive(Args)]
@@ -59,6 +62,9 @@ pub struct RunArgs {
     /// Print the summary as JSON on standard output.
     #[arg(long)]
     json: bool,
+    /// Report compile steps on standard error (the JIT's compile time).
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 #[derive(Serialize)]
@@ -111,6 +117,29 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             let program = crate::pipeline::build_c(&int_graph, &args.model.model)?;
             start = Instant::now();
             crate::pipeline::run_c(&program, &int_graph, &input)?
+        }
+        Backend::Jit => {
+            if args.mode == lutq_quant::Mode::Fp32 {
+                bail!(
+                    "--backend jit runs integer code: pick an integer --mode, e.g. lut4-pot-channel"
+                );
+            }
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            let int_graph =
+                crate::pipeline::compile(&graph, args.cle, args.mode, &args.quant, false)?
+                    .int_graph;
+            let mut model = lutq_backend_jit::compile(&int_graph)?;
+            if args.verbose {
+                eprintln!(
+                    "jit: compiled {} nodes in {:.1} ms ({} arena bytes)",
+                    int_graph.nodes.len(),
+                    model.compile_time().as_secs_f64() * 1e3,
+                    model.arena_bytes()
+                );
+            }
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            start = Instant::now();
+            crate::pipeline::run_jit(&mut model, &int_graph, &input, Some(&progress))?
         }
         Backend::Interp => {
             if args.mode == lutq_quant::Mode::Fp32 {

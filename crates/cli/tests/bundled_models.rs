@@ -457,9 +457,9 @@ fn cli_dump_memory_reports_the_arena_next_to_its_bounds() {
 }
 
 #[test]
-fn cli_c_backend_agrees_with_the_interpreter_in_run_eval_and_compile() {
-    // `run --backend c` writes exactly what `run --backend interp` writes; `eval --backend
-    // c` reports the same accuracy plus the C footprint; `compile --harness` writes files
+fn cli_c_and_jit_backends_agree_with_the_interpreter_in_run_eval_and_compile() {
+    // `run --backend c` and `--backend jit` write exactly what `run --backend interp`
+    // writes; `eval --backend c` reports the same accuracy plus the C footprint; `compile --harness` writes files
     // that `make` builds and whose header states the arena the summary reports.
     let dir = std::env::temp_dir().join(format!("lutq-cli-c-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -473,7 +473,7 @@ fn cli_c_backend_agrees_with_the_interpreter_in_run_eval_and_compile() {
     ];
     let mut outputs = Vec::new();
     let mut accuracies = Vec::new();
-    for backend in ["interp", "c"] {
+    for backend in ["interp", "c", "jit"] {
         let output = dir.join(format!("{backend}.npy"));
         let mut args = vec![
             "run",

@@ -1,0 +1,182 @@
+//! Code for every op but the linear layers: element-wise ops (`Add`, `Requant`),
+//! `Concat` and the pools. Scalar code in i64 (each op's definition, literally), with a
+//! vector path for `Add`, the one of them that touches many elements in real models.
+
+use cranelift_codegen::ir::{InstBuilder, Value};
+use lutq_ir::Pool;
+use lutq_ir::int::{IntElem, QAdd, QType, Rescale};
+
+use crate::emit::Emitter;
+
+/// Where a node's operands and result live in the arena.
+pub(crate) struct Operand<'t> {
+    pub offset: usize,
+    pub ty: &'t QType,
+}
+
+/// `rescale(v)` on an i64 ([`Rescale::apply`]), the rescale known at compile time.
+pub(crate) fn emit_rescale(e: &mut Emitter, v: Value, r: Rescale) -> Value {
+    match r {
+        Rescale::Shift(s) => e.rshift_round(v, s),
+        Rescale::Multiplier { multiplier, shift } => {
+            let v = e.muli(v, multiplier as i64);
+            e.rshift_round(v, 31 + shift)
+        }
+    }
+}
+
+pub(crate) fn requant(e: &mut Emitter, x: &Operand, y: &Operand, r: Rescale, lo: i32, hi: i32) {
+    let (xe, ye) = (x.ty.elem, y.ty.elem);
+    let (xs, ys) = (xe.size_bytes() as i64, ye.size_bytes() as i64);
+    let xb = e.arena(x.offset);
+    let yb = e.arena(y.offset);
+    e.for_each(0, y.ty.num_elements() as i64, |e, i| {
+        let a = e.index(xb, i, xs);
+        let v = e.load_elem(xe, a);
+        let v = emit_rescale(e, v, r);
+        let v = e.clamp(v, lo, hi);
+        let d = e.index(yb, i, ys);
+        e.store_elem(ye, v, d);
+    });
+}
+
+pub(crate) fn add(
+    e: &mut Emitter,
+    a: &Operand,
+    b: &Operand,
+    y: &Operand,
+    q: &QAdd,
+    vectorize: bool,
+) {
+    let n = y.ty.num_elements() as i64;
+    let (ae, be, ye) = (a.ty.elem, b.ty.elem, y.ty.elem);
+    let ab = e.arena(a.offset);
+    let bb = e.arena(b.offset);
+    let yb = e.arena(y.offset);
+    let done = if vectorize && crate::simd::add_fits_i32(q) && ye != IntElem::I32 {
+        crate::simd::add_vector(e, (ab, ae), (bb, be), (yb, ye), q, n)
+    } else {
+        0
+    };
+    e.for_each(done, n, |e, i| {
+        let pa = e.index(ab, i, ae.size_bytes() as i64);
+        let va = e.load_elem(ae, pa);
+        let pb = e.index(bb, i, be.size_bytes() as i64);
+        let vb = e.load_elem(be, pb);
+        let va = e.b.ins().ishl_imm_u(va, q.align_a.clamp(0, 63) as i64);
+        let vb = e.b.ins().ishl_imm_u(vb, q.align_b.clamp(0, 63) as i64);
+        let s = e.add(va, vb);
+        let s = e.rshift_round(s, q.shift);
+        let s = e.clamp(s, q.lo, q.hi);
+        let py = e.index(yb, i, ye.size_bytes() as i64);
+        e.store_elem(ye, s, py);
+    });
+}
+
+/// Concatenation along `axis`: `outer` blocks, each the inputs' chunks in order.
+pub(crate) fn concat(
+    e: &mut Emitter,
+    inputs: &[Operand],
+    shifts: &[i32],
+    axis: usize,
+    y: &Operand,
+) {
+    let (lo, hi) = y.ty.elem.range();
+    let ye = y.ty.elem;
+    let outer: usize = y.ty.shape[..axis].iter().product();
+    let inner: usize = y.ty.shape[axis + 1..].iter().product();
+    let row: usize = y.ty.shape[axis] * inner;
+    let yb = e.arena(y.offset);
+    let mut col = 0usize;
+    for (x, &shift) in inputs.iter().zip(shifts) {
+        let chunk = x.ty.shape[axis] * inner;
+        let xe = x.ty.elem;
+        let xb = e.arena(x.offset);
+        let col0 = col;
+        e.for_each(0, outer as i64, |e, o| {
+            let src = e.index(xb, o, (chunk * xe.size_bytes()) as i64);
+            let dst0 = e.index(yb, o, (row * ye.size_bytes()) as i64);
+            let dst = e.addi(dst0, (col0 * ye.size_bytes()) as i64);
+            e.for_each(0, chunk as i64, |e, i| {
+                let p = e.index(src, i, xe.size_bytes() as i64);
+                let v = e.load_elem(xe, p);
+                let v = e.rshift_round(v, shift);
+                let v = e.clamp(v, lo, hi);
+                let q = e.index(dst, i, ye.size_bytes() as i64);
+                e.store_elem(ye, v, q);
+            });
+        });
+        col += chunk;
+    }
+}
+
+/// What a pool does with its window.
+pub(crate) enum PoolKind {
+    /// Max over taps inside the input, the type's minimum for an empty window.
+    Max,
+    /// `clamp(rshift_round(Σ taps, shift), lo, hi)`.
+    Sum { shift: i32, lo: i32, hi: i32 },
+}
+
+/// Max- or sum-pool, scalar: every window tap is bounds-checked (a tap outside the input
+/// reads a harmless in-range element and is then discarded).
+pub(crate) fn pool(e: &mut Emitter, p: &Pool, kind: &PoolKind, x: &Operand, y: &Operand) {
+    let (xs, ys) = (&x.ty.shape, &y.ty.shape);
+    let (h, w) = (xs[2] as i64, xs[3] as i64);
+    let (oh, ow) = (ys[2] as i64, ys[3] as i64);
+    let planes = (xs[0] * xs[1]) as i64;
+    let (xe, ye) = (x.ty.elem, y.ty.elem);
+    let (xz, yz) = (xe.size_bytes() as i64, ye.size_bytes() as i64);
+    let [sy, sx] = p.strides.map(|v| v as i64);
+    let [dy, dx] = p.dilations.map(|v| v as i64);
+    let [kh, kw] = p.kernel.map(|v| v as i64);
+    let (pt, pl) = (p.pads[0] as i64, p.pads[1] as i64);
+    let xb = e.arena(x.offset);
+    let yb = e.arena(y.offset);
+    let (type_min, _) = xe.range();
+    e.for_each(0, planes, |e, plane| {
+        let xp = e.index(xb, plane, h * w * xz);
+        let yp = e.index(yb, plane, oh * ow * yz);
+        e.for_each(0, oh, |e, oy| {
+            let y0 = e.muli(oy, sy);
+            let y0 = e.addi(y0, -pt);
+            e.for_each(0, ow, |e, ox| {
+                let x0 = e.muli(ox, sx);
+                let x0 = e.addi(x0, -pl);
+                let init = match kind {
+                    PoolKind::Max => e.c64(type_min as i64),
+                    PoolKind::Sum { .. } => e.c64(0),
+                };
+                let r = e.for_range(0, kh, 1, &[init], |e, ky, acc| {
+                    let iy = e.index(y0, ky, dy);
+                    let oky = e.ult(iy, h);
+                    e.for_range(0, kw, 1, acc, |e, kx, acc| {
+                        let ix = e.index(x0, kx, dx);
+                        let okx = e.ult(ix, w);
+                        let ok = e.b.ins().band(oky, okx);
+                        let lin = e.index(ix, iy, w);
+                        let zero = e.c64(0);
+                        let lin = e.b.ins().select(ok, lin, zero);
+                        let a = e.index(xp, lin, xz);
+                        let v = e.load_elem(xe, a);
+                        let next = match kind {
+                            PoolKind::Max => e.b.ins().smax(acc[0], v),
+                            PoolKind::Sum { .. } => e.add(acc[0], v),
+                        };
+                        vec![e.b.ins().select(ok, next, acc[0])]
+                    })
+                });
+                let v = match kind {
+                    PoolKind::Max => r[0],
+                    PoolKind::Sum { shift, lo, hi } => {
+                        let v = e.rshift_round(r[0], *shift);
+                        e.clamp(v, *lo, *hi)
+                    }
+                };
+                let out = e.index(yp, oy, ow * yz);
+                let out = e.index(out, ox, yz);
+                e.store_elem(ye, v, out);
+            });
+        });
+    });
+}

@@ -1,0 +1,81 @@
+//! The bundled models, quantized in every weight mode, give bit for bit the
+//! interpreter's outputs on all the bundled data.
+
+use std::time::Instant;
+
+use lutq_backend_jit::{CompileOptions, compile_with};
+use lutq_interp::int::IntInterpreter;
+use lutq_ir::Tensor;
+use lutq_ir::int::IntGraph;
+use lutq_quant::Mode;
+
+/// Runs every sample of `data` through the interpreter and the JIT and compares.
+fn check(int_graph: &IntGraph, data: &Tensor, what: &str) {
+    check_with(int_graph, data, what, &CompileOptions::default());
+}
+
+fn check_with(int_graph: &IntGraph, data: &Tensor, what: &str, options: &CompileOptions) {
+    let interp = IntInterpreter::new(int_graph).unwrap();
+    let mut jit = compile_with(int_graph, options).unwrap();
+    for (i, sample) in lutq_bundled::rows(data).into_iter().enumerate() {
+        let expected = interp.run(&[sample]).unwrap();
+        let got = jit.run(&[sample]).unwrap();
+        assert!(got == expected, "{what}: sample {i} differs");
+    }
+}
+
+fn fashion(name: &str) {
+    let calib = lutq_bundled::fashion_calib(32).unwrap();
+    // The whole committed test slice (1,000 images).
+    let test = lutq_bundled::fashion_test(usize::MAX).unwrap();
+    for mode in [
+        Mode::Lut4PotChannel,
+        Mode::Lut4PotLayer,
+        Mode::Int4PotChannel,
+        Mode::Int8PotChannel,
+        Mode::Int8Pc,
+    ] {
+        let t = Instant::now();
+        let int_graph = lutq_bundled::lowered(name, mode, &calib).unwrap();
+        let tq = t.elapsed();
+        let t = Instant::now();
+        check(&int_graph, &test, &format!("{name} {mode}"));
+        if mode == Mode::Lut4PotChannel {
+            // The scalar kernels too (slower: fewer samples).
+            let few = lutq_bundled::fashion_test(10).unwrap();
+            let scalar = CompileOptions { vectorize: false };
+            check_with(&int_graph, &few, &format!("{name} {mode} scalar"), &scalar);
+        }
+        eprintln!(
+            "{name} {mode}: quantized in {tq:.2?}, {} samples compared in {:.2?}",
+            test.shape()[0],
+            t.elapsed()
+        );
+    }
+}
+
+#[test]
+fn fashion_resnet8_is_bit_exact() {
+    fashion("fashion_resnet8");
+}
+
+#[test]
+fn fashion_mobilenetv2_is_bit_exact() {
+    fashion("fashion_mobilenetv2");
+}
+
+#[test]
+fn mobilenet_v2_is_bit_exact() {
+    let calib = lutq_bundled::photos(8).unwrap();
+    let photos = lutq_bundled::photos(usize::MAX).unwrap();
+    let t = Instant::now();
+    let int_graph = lutq_bundled::lowered("mobilenet_v2", Mode::Lut4PotChannel, &calib).unwrap();
+    let tq = t.elapsed();
+    let t = Instant::now();
+    check(&int_graph, &photos, "mobilenet_v2 lut4-pot-channel");
+    eprintln!(
+        "mobilenet_v2: quantized in {tq:.2?}, {} photos compared in {:.2?}",
+        photos.shape()[0],
+        t.elapsed()
+    );
+}

@@ -1,0 +1,202 @@
+//! `cargo xtask bench-int`: integer inference speed, single thread, batch 1, warm — the
+//! Cranelift JIT against the golden interpreter, the generated C (gcc -O3
+//! -march=native), onnxruntime fp32 / int8 (static QDQ, per-channel) and tract fp32, on
+//! the same model and the same machine in one run.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use lutq_backend_c::{HostProgram, quantize_samples};
+use lutq_interp::int::IntInterpreter;
+use lutq_ir::int::IntGraph;
+use lutq_quant::Mode;
+
+const USAGE: &str = "cargo xtask bench-int [--iters N] [--write FILE.md]
+
+Median milliseconds per inference (batch 1, warm, one thread) of lutq-jit, the golden
+integer interpreter, the generated C built with gcc -O3 -march=native, and onnxruntime
+fp32 and int8 (scripts/ort_bench.py; PyPI onnxruntime) on the bundled models, all in
+lut4-pot-channel for lutq, and tract fp32 (bench/tract, built on first use: minutes). Also
+the JIT's MAC rate.";
+
+struct Bench {
+    name: &'static str,
+    calib: &'static str,
+    calib_limit: usize,
+}
+
+const MODELS: [Bench; 3] = [
+    Bench {
+        name: "mobilenet_v2",
+        calib: "data/photos/photos.npy",
+        calib_limit: 11,
+    },
+    Bench {
+        name: "fashion_resnet8",
+        calib: "data/fashion_mnist/train_x.npy",
+        calib_limit: 256,
+    },
+    Bench {
+        name: "fashion_mobilenetv2",
+        calib: "data/fashion_mnist/train_x.npy",
+        calib_limit: 256,
+    },
+];
+
+fn median_ms(iters: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    for _ in 0..3 {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// The generated C's time per inference: the harness on `n` copies of one sample minus
+/// the harness on one copy (process start and I/O cancel out), divided by `n - 1`.
+fn c_ms(g: &IntGraph, x: &[f32], n: usize) -> anyhow::Result<f64> {
+    let program = HostProgram::build(g, "bench", "gcc", &["-O3", "-march=native"], None)?;
+    let one = quantize_samples(g, &[vec![x]])?;
+    let many: Vec<u8> = one.iter().copied().cycle().take(one.len() * n).collect();
+    let time = |input: &[u8]| -> anyhow::Result<f64> {
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let t = Instant::now();
+            program.run(input)?;
+            best = best.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(best)
+    };
+    Ok((time(&many)? - time(&one)?) / (n - 1) as f64)
+}
+
+/// tract fp32 (crate `tract-onnx`), from the separate crate in `bench/tract` (outside the
+/// workspace: it takes minutes to build, which the normal build should not pay). Built on
+/// first use; `None` with a note when it cannot be built.
+fn tract_ms(model: &str, iters: usize) -> Option<f64> {
+    let out = Command::new("cargo")
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--manifest-path",
+            "bench/tract/Cargo.toml",
+            "--",
+        ])
+        .arg(format!("models/{model}.onnx"))
+        .arg(iters.to_string())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().parse().ok(),
+        Ok(o) => {
+            eprintln!(
+                "note: tract timing failed:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("note: cannot run cargo for tract: {e}");
+            None
+        }
+    }
+}
+
+fn ort_ms(model: &str, calib: &str, iters: usize) -> anyhow::Result<(f64, f64)> {
+    let out = Command::new("python3")
+        .arg("scripts/ort_bench.py")
+        .arg(format!("models/{model}.onnx"))
+        .arg(calib)
+        .arg(iters.to_string())
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .context("cannot start python3 (needs PyPI onnxruntime and numpy)")?;
+    if !out.status.success() {
+        bail!(
+            "scripts/ort_bench.py failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    Ok((
+        v["fp32_ms"].as_f64().context("fp32_ms")?,
+        v["int8_ms"].as_f64().context("int8_ms")?,
+    ))
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let mut iters = 30usize;
+    let mut write: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--iters" => iters = it.next().context("--iters needs N")?.parse()?,
+            "--write" => write = Some(it.next().context("--write needs a file")?.into()),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other}\n\n{USAGE}"),
+        }
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let mut table = String::from(
+        "| model | MACs | lutq-jit ms | golden interp ms | generated C ms | onnxruntime fp32 ms | onnxruntime int8 ms | tract fp32 ms | jit / ort int8 | jit / ort fp32 | jit GMAC/s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for b in &MODELS {
+        eprintln!("{}: quantizing", b.name);
+        let calib = lutq_bundled::samples(b.calib, 0, b.calib_limit)?;
+        let g = lutq_bundled::lowered(b.name, Mode::Lut4PotChannel, &calib)?;
+        let x = lutq_bundled::rows(&calib)[0];
+        let macs = g.macs();
+
+        eprintln!("{}: timing", b.name);
+        let (jit, interp) = pool.install(|| -> anyhow::Result<(f64, f64)> {
+            let mut model = lutq_backend_jit::compile(&g)?;
+            let jit = median_ms(iters, || {
+                model.run(&[x])?;
+                Ok(())
+            })?;
+            let interpreter = IntInterpreter::new(&g)?;
+            let interp = median_ms(iters.min(10), || {
+                interpreter.run(&[x])?;
+                Ok(())
+            })?;
+            Ok((jit, interp))
+        })?;
+        let c = c_ms(&g, x, 20)?;
+        let (ort_fp32, ort_int8) = ort_ms(b.name, b.calib, iters)?;
+        let tract = tract_ms(b.name, iters).map_or("–".to_string(), |t| format!("{t:.3}"));
+        let row = format!(
+            "| {} | {macs} | {jit:.3} | {interp:.3} | {c:.3} | {ort_fp32:.3} | {ort_int8:.3} | {tract} | {:.2}× | {:.2}× | {:.2} |\n",
+            b.name,
+            jit / ort_int8,
+            jit / ort_fp32,
+            macs as f64 / jit / 1e6
+        );
+        print!("{row}");
+        table.push_str(&row);
+    }
+    if let Some(path) = write {
+        let body = format!(
+            "Regenerate: `cargo xtask bench-int --iters {iters} --write docs/results.md`.\n\n\
+             Median of {iters} warm runs (the interpreter: of {}), batch 1, one thread each, on\n\
+             {}; lutq in `lut4-pot-channel`, onnxruntime int8 = static QDQ per-channel\n\
+             quantization calibrated on the same images. The generated C: the harness on 20\n\
+             copies of one sample minus the harness on one, per copy. The machines are\n\
+             shared: compare the ratios within a row.\n\n{table}",
+            iters.min(10),
+            crate::bench_float::cpu_name()
+        );
+        crate::docs::replace_section(&path, "bench-int", "Integer inference speed", &body)?;
+    }
+    Ok(())
+}
