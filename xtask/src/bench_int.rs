@@ -80,7 +80,7 @@ fn c_ms(g: &IntGraph, x: &[f32], n: usize) -> anyhow::Result<f64> {
 /// tract fp32 (crate `tract-onnx`), from the separate crate in `bench/tract` (outside the
 /// workspace: it takes minutes to build, which the normal build should not pay). Built on
 /// first use; `None` with a note when it cannot be built.
-fn tract_ms(model: &str, iters: usize) -> Option<f64> {
+fn tract_ms(model: &str, iters: usize, shape: &[usize]) -> Option<f64> {
     let out = Command::new("cargo")
         .args([
             "run",
@@ -92,6 +92,13 @@ fn tract_ms(model: &str, iters: usize) -> Option<f64> {
         ])
         .arg(format!("models/{model}.onnx"))
         .arg(iters.to_string())
+        .arg(
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
         .output();
     match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().parse().ok(),
@@ -174,7 +181,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         })?;
         let c = c_ms(&g, x, 20)?;
         let (ort_fp32, ort_int8) = ort_ms(b.name, b.calib, iters)?;
-        let tract = tract_ms(b.name, iters).map_or("–".to_string(), |t| format!("{t:.3}"));
+        let tract = tract_ms(b.name, iters, &g.inputs[0].shape)
+            .map_or("–".to_string(), |t| format!("{t:.3}"));
         let row = format!(
             "| {} | {macs} | {jit:.3} | {interp:.3} | {c:.3} | {ort_fp32:.3} | {ort_int8:.3} | {tract} | {:.2}× | {:.2}× | {:.2} |\n",
             b.name,

@@ -1,5 +1,6 @@
 //! Median milliseconds per inference of tract (fp32, single thread, batch 1, warm) on an
-//! ONNX model with a random input of its shape: `lutq-bench-tract MODEL.onnx ITERS`.
+//! ONNX model with a random input of the given shape:
+//! `lutq-bench-tract MODEL.onnx ITERS N,C,H,W`.
 
 use std::time::Instant;
 
@@ -7,20 +8,21 @@ use tract_onnx::prelude::*;
 
 fn main() -> TractResult<()> {
     let args: Vec<String> = std::env::args().collect();
-    let (path, iters) = match &args[..] {
-        [_, path, iters] => (path.clone(), iters.parse::<usize>()?),
+    let (path, iters, shape) = match &args[..] {
+        [_, path, iters, shape] => (
+            path.clone(),
+            iters.parse::<usize>()?,
+            shape
+                .split(',')
+                .map(|d| d.parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
         _ => {
-            eprintln!("usage: lutq-bench-tract MODEL.onnx ITERS");
+            eprintln!("usage: lutq-bench-tract MODEL.onnx ITERS N,C,H,W");
             std::process::exit(2);
         }
     };
     let model = tract_onnx::onnx().model_for_path(&path)?;
-    let fact = model.input_fact(0)?.clone();
-    let shape: Vec<usize> = fact
-        .shape
-        .iter()
-        .map(|d| d.to_usize().unwrap_or(1))
-        .collect();
     let model = model
         .with_input_fact(0, f32::fact(&shape).into())?
         .into_optimized()?
