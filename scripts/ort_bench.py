@@ -13,11 +13,9 @@ import tempfile
 import time
 
 import numpy as np
-from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ort_int8 import Reader, session  # noqa: E402
+from ort_int8 import quantize_int8, session  # noqa: E402
 
 
 def median_ms(sess, x, iters):
@@ -40,13 +38,7 @@ def main():
     fp32 = session(model)
     result = {"fp32_ms": median_ms(fp32, x, iters)}
     with tempfile.TemporaryDirectory() as tmp:
-        pre = os.path.join(tmp, "pre.onnx")
-        out = os.path.join(tmp, "int8.onnx")
-        quant_pre_process(model, pre)
-        quantize_static(pre, out, Reader(fp32.get_inputs()[0].name, calib_x),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-        result["int8_ms"] = median_ms(session(out), x, iters)
+        result["int8_ms"] = median_ms(session(quantize_int8(model, calib_x, tmp)), x, iters)
     print(json.dumps(result))
 
 

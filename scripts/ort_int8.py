@@ -37,6 +37,20 @@ class Reader(CalibrationDataReader):
         return next(self.items, None)
 
 
+def quantize_int8(model, calib_x, tmp):
+    """onnxruntime's static int8 QDQ quantization of `model` (per-channel int8 weights,
+    int8 activations) calibrated on `calib_x`; returns the path of the quantized model
+    inside the directory `tmp`."""
+    pre = os.path.join(tmp, "pre.onnx")
+    out = os.path.join(tmp, "int8.onnx")
+    quant_pre_process(model, pre)
+    name = session(model).get_inputs()[0].name
+    quantize_static(pre, out, Reader(name, calib_x),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return out
+
+
 def main():
     model, calib, data = sys.argv[1:4]
     labels = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] != "-" else None
@@ -46,13 +60,7 @@ def main():
     fp32 = session(model)
     ref = run(fp32, x)
     with tempfile.TemporaryDirectory() as tmp:
-        pre = os.path.join(tmp, "pre.onnx")
-        out = os.path.join(tmp, "int8.onnx")
-        quant_pre_process(model, pre)
-        quantize_static(pre, out, Reader(fp32.get_inputs()[0].name, calib_x),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-        q = run(session(out), x)
+        q = run(session(quantize_int8(model, calib_x, tmp)), x)
     ref = ref.reshape(len(x), -1)
     q = q.reshape(len(x), -1)
     result = {

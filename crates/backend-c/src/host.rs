@@ -112,37 +112,43 @@ impl HostProgram {
     /// Runs the harness on `input` (samples' raw bytes, see [`quantize_samples`]) and
     /// returns what it wrote.
     pub fn run(&self, input: &[u8]) -> Result<Vec<u8>, CError> {
-        let mut child = Command::new(&self.exe)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| CError::Io {
-                what: format!("cannot start {}", self.exe.display()),
-                source,
-            })?;
-        // Feed stdin from a thread: the harness writes while it reads, and a full stdout
-        // pipe would otherwise deadlock both sides.
-        let mut stdin = child.stdin.take().expect("piped");
-        let data = input.to_vec();
-        let feeder = std::thread::spawn(move || stdin.write_all(&data));
-        let output = child.wait_with_output().map_err(|source| CError::Io {
-            what: format!("cannot run {}", self.exe.display()),
-            source,
-        })?;
-        let fed = feeder.join().expect("feeder thread");
-        if !output.status.success() {
-            return Err(CError::RunFailed {
-                status: output.status.to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            });
-        }
-        fed.map_err(|source| CError::Io {
-            what: "cannot feed the harness".into(),
-            source,
-        })?;
-        Ok(output.stdout)
+        pipe_through(&self.exe, input)
     }
+}
+
+/// Runs the program `exe` with `input` on its standard input and returns its standard
+/// output; a non-zero exit is an error carrying its standard error.
+pub fn pipe_through(exe: &Path, input: &[u8]) -> Result<Vec<u8>, CError> {
+    let mut child = Command::new(exe)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| CError::Io {
+            what: format!("cannot start {}", exe.display()),
+            source,
+        })?;
+    // Feed stdin from a thread: the program writes while it reads, and a full stdout
+    // pipe would otherwise deadlock both sides.
+    let mut stdin = child.stdin.take().expect("piped");
+    let data = input.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&data));
+    let output = child.wait_with_output().map_err(|source| CError::Io {
+        what: format!("cannot run {}", exe.display()),
+        source,
+    })?;
+    let fed = feeder.join().expect("feeder thread");
+    if !output.status.success() {
+        return Err(CError::RunFailed {
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    fed.map_err(|source| CError::Io {
+        what: format!("cannot feed {}", exe.display()),
+        source,
+    })?;
+    Ok(output.stdout)
 }
 
 impl Drop for HostProgram {

@@ -279,21 +279,10 @@ fn float_io_helpers_round_exactly_like_the_ir() {
             String::from_utf8_lossy(&cc.stderr)
         );
         let input: Vec<u8> = values.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        let mut child = std::process::Command::new(&exe)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let feeder = std::thread::spawn(move || {
-            use std::io::Write as _;
-            stdin.write_all(&input).unwrap();
-        });
-        let out = child.wait_with_output().unwrap();
-        feeder.join().unwrap();
+        let stdout = lutq_backend_c::host::pipe_through(&exe, &input).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(out.stdout.len(), values.len(), "{model}");
-        for (v, &b) in values.iter().zip(&out.stdout) {
+        assert_eq!(stdout.len(), values.len(), "{model}");
+        for (v, &b) in values.iter().zip(&stdout) {
             let got = if lo < 0 { b as i8 as i32 } else { b as i32 };
             let want = lutq_ir::int::quantize_input(*v, exp, lo, hi);
             assert_eq!(got, want, "{model}: quantize_input({v:e}) at exp {exp}");

@@ -4,7 +4,7 @@
 //! translation unit with its own prefix), so the compiler runs once.
 
 use std::fmt::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use lutq_backend_c::{EmitOptions, decode_outputs, emit, quantize_samples};
 use lutq_bundled::random::{Rng, random_graph};
@@ -124,30 +124,13 @@ fn random_programs_match_the_interpreter_under_sanitizers() {
         "{}",
         String::from_utf8_lossy(&cc.stderr)
     );
-    let mut child = Command::new(&exe)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        use std::io::Write as _;
-        stdin.write_all(&input).unwrap();
-    });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = lutq_backend_c::host::pipe_through(&exe, &input).unwrap_or_else(|e| panic!("{e}"));
     std::fs::remove_dir_all(&dir).unwrap();
 
     let mut at = 0;
     for (k, (g, x)) in cases.iter().enumerate() {
         let bytes: usize = g.outputs.iter().map(|o| g.ty(o.value).size_bytes()).sum();
-        let got = decode_outputs(g, &out.stdout[at..at + bytes]).unwrap();
+        let got = decode_outputs(g, &stdout[at..at + bytes]).unwrap();
         at += bytes;
         let expected: Vec<Vec<i32>> = IntInterpreter::new(g)
             .unwrap()
@@ -158,5 +141,5 @@ fn random_programs_match_the_interpreter_under_sanitizers() {
             .collect();
         assert_eq!(got[0], expected, "case {k}: {g:#?}");
     }
-    assert_eq!(at, out.stdout.len());
+    assert_eq!(at, stdout.len());
 }
