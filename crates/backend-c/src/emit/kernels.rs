@@ -137,7 +137,8 @@ pub(crate) fn emit_kernel(graph: &IntGraph, i: usize, p: &str) -> Result<Option<
     Ok(Some(c))
 }
 
-fn comment(s: &str) -> String {
+/// `s` made safe inside a C block comment (a name containing `*/` would end it).
+pub(crate) fn comment(s: &str) -> String {
     s.replace("*/", "* /")
 }
 

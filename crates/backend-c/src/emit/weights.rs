@@ -90,7 +90,7 @@ pub(crate) fn emit_weights(graph: &IntGraph, p: &str) -> Result<Weights, CError>
         writeln!(
             w.definitions,
             "/* %{i} '{}' */",
-            node.name.replace("*/", "* /")
+            super::kernels::comment(&node.name)
         )
         .unwrap();
         let before = w.bytes;
