@@ -6,12 +6,19 @@
 //! padding, which reads the input in place), so that over wide positions
 //! `q = oy · cols + ox` every tap `(ic, ky, kx)` is a contiguous run of bytes starting at
 //! a compile-time offset. Stage B gathers, for a tile of wide positions, the taps in
-//! pairs, interleaved as i16 (`panel[pair][q] = (x_a, x_b)`), and stage C multiplies
-//! blocks of 6 output channels × 8 positions with `pmaddwd` (Cranelift's
-//! `iadd_pairwise(imul(swiden_low ..), imul(swiden_high ..))`), which multiplies and adds
-//! one pair of taps for 4 positions per instruction in exact i32. Pairs run over
-//! input channels where there are two (same tap), over taps of the last channel
-//! otherwise, with a zero partner for an odd count. Depthwise layers (one input and one
+//! groups, chunk by chunk of 8 positions (`panel[chunk][group]`, so stage C reads it in
+//! order), and stage C multiplies blocks of 6 output channels × 8 positions:
+//! - **quads** ([`Dot::Quads`], on CPUs with VNNI): four taps' bytes interleaved per
+//!   position, multiplied by four int8 weights with Cranelift's widening product tree
+//!   that it folds into one `vpdpbusd` (16 MACs). The instruction takes unsigned
+//!   activations: an i8 input is flipped to `x + 128` in stage B and the accumulators
+//!   start at `−128 · Σ w`; i32 sums wrap, so the total is exact.
+//! - **pairs** ([`Dot::Pairs`]): two taps widened to i16 and interleaved, multiplied with
+//!   `pmaddwd` (Cranelift's `iadd_pairwise(imul(swiden_low ..), imul(swiden_high ..))`),
+//!   8 MACs per instruction in exact i32.
+//!
+//! Groups run over input channels where there are enough (same tap), then over the
+//! remaining channels' taps, with zero partners to fill the last. Depthwise layers (one input and one
 //! output channel per group) skip the panel: each pair is interleaved in registers
 //! (`punpcklwd`/`punpckhwd`) and multiplied at once, since no other output channel would
 //! reuse it. Stage A copies rows 16 bytes at a time (stride 1) or de-interleaves even
@@ -30,7 +37,7 @@
 //! once). **Add** is element-wise in i32 lanes when its shifts keep every intermediate
 //! within i32.
 
-use cranelift_codegen::ir::types::{I8X16, I16X8, I32, I32X4, I64, I64X2};
+use cranelift_codegen::ir::types::{I8, I8X16, I16X8, I32, I32X4, I64, I64X2};
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Value};
 use lutq_ir::int::{IntElem, QAdd, QLinear, Rescale};
 
@@ -51,14 +58,29 @@ const OB: usize = 6;
 /// Bytes per stored weight pair: 4 (one i16 pair, splatted at run time) or 16 (the pair
 /// stored splatted).
 const PAIR_BYTES: usize = 16;
+/// Bytes per stored weight quad of the dot-product kernel: 4 int8, splatted as they are
+/// loaded (`vbroadcastss` from memory is a plain load).
+const QUAD_BYTES: usize = 4;
 /// Largest buffer the vector kernels address with 32-bit immediate offsets.
 const MAX_OFFSET: usize = 1 << 30;
 /// Target size of a stage-B panel (bytes): a tile of positions stays in L2.
 const PANEL_BYTES: usize = 256 * 1024;
 
-/// Where a tap pair's two rows start, relative to the group's first channel, in bytes of
-/// the (stage-A or input) channel buffers; `None` is a zero partner.
-type PairSrc = (usize, Option<usize>);
+/// Where the rows of a group of taps (a pair, or a quad for the dot-product kernel)
+/// start, relative to the group's first channel, in bytes of the (stage-A or input)
+/// channel buffers; `None` is a zero partner. Only the first `width` entries are used.
+type TapGroup = [Option<usize>; 4];
+
+/// How the reduction is multiplied in stage C.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dot {
+    /// `pmaddwd`: pairs of taps widened to i16, 8 MACs per instruction.
+    Pairs,
+    /// `vpdpbusd` (VNNI): quads of u8 activations × int8 weights, 16 MACs per
+    /// instruction. An i8 input is flipped to u8 (`x + 128`) in stage B and the
+    /// accumulators start at `−128 · Σ w` per channel, which wraps to the exact sum.
+    Quads,
+}
 
 pub(crate) struct ConvPlan {
     c: usize,
@@ -80,9 +102,13 @@ pub(crate) struct ConvPlan {
     chan_len: usize,
     /// Byte offset of each tap `(ky, kx)` inside a channel buffer.
     taps: Vec<usize>,
-    /// Pairs: first `i_g / 2 · taps` channel pairs (loop), then the odd channel's tap
-    /// pairs.
-    tail: Vec<PairSrc>,
+    /// Pairs or quads (`width` taps each).
+    dot: Dot,
+    width: usize,
+    /// Groups: first `i_g / width · taps` channel groups (loop), then the remaining
+    /// channels' taps in groups.
+    tail: Vec<TapGroup>,
+    /// Tap groups per output channel.
     kp: usize,
     /// Wide positions, rounded up to whole chunks.
     q8: usize,
@@ -90,8 +116,10 @@ pub(crate) struct ConvPlan {
     qt: usize,
     /// Write results straight into the output value.
     direct: bool,
-    /// `[O][Kp]` i16 pairs.
+    /// `[O][Kp]` i16 pairs (splatted, `PAIR_BYTES` each) or int8 quads (`QUAD_BYTES`).
     wpairs: *const u8,
+    /// `[O]` i32 initial accumulators (`Quads` on an i8 input: `−128 · Σ w`).
+    acc_init: Option<*const u8>,
     /// `[O][4]` i32 `(bias, lsh, add, rsh)` for the vector epilogue, if it applies, and
     /// whether no channel shifts left (see `vector_table`).
     vtab: Option<(*const u8, bool)>,
@@ -164,6 +192,7 @@ pub(crate) fn plan_linear(
     layer: &QLinear,
     x: &Operand,
     y: &Operand,
+    dot: Dot,
     host: &mut dyn FnMut(&[u8]) -> *const u8,
 ) -> LinearPlan {
     let [o_n, i_g, kh, kw] = layer.weights.shape();
@@ -209,45 +238,86 @@ pub(crate) fn plan_linear(
         })
         .collect();
     let n_t = taps.len();
-    let last = (i_g - 1) * chan_len;
-    let tail: Vec<PairSrc> = if i_g % 2 == 1 {
-        taps.chunks(2)
-            .map(|p| (last + p[0], p.get(1).map(|&o| last + o)))
-            .collect()
-    } else {
-        Vec::new()
+    // Depthwise layers keep the pair kernel: their pairs are built in registers, and
+    // nine taps fill five pairs but three quads with three zero partners.
+    let depthwise = i_g == 1 && o_n == g.group;
+    let dot = if depthwise { Dot::Pairs } else { dot };
+    let width = match dot {
+        Dot::Pairs => 2,
+        Dot::Quads => 4,
     };
-    let kp = (i_g / 2) * n_t + tail.len();
-    // Weight pairs in the same order: k = (ic · kh + ky) · kw + kx = ic · n_t + t.
-    let mut pairs_k: Vec<(usize, Option<usize>)> = Vec::with_capacity(kp);
-    for m in 0..i_g / 2 {
-        for t in 0..n_t {
-            pairs_k.push(((2 * m) * n_t + t, Some((2 * m + 1) * n_t + t)));
+    // The reduction in tap groups: `width` channels at one tap while whole channel
+    // groups remain, then the remaining channels' `(channel, tap)` in order. Each entry
+    // is (source offset, weight index k = ic · n_t + t).
+    let full = i_g / width;
+    let mut groups: Vec<[Option<(usize, usize)>; 4]> = Vec::new();
+    for m in 0..full {
+        for (t, &off) in taps.iter().enumerate() {
+            let mut grp = [None; 4];
+            for (j, slot) in grp.iter_mut().enumerate().take(width) {
+                let ic = m * width + j;
+                *slot = Some((ic * chan_len + off, ic * n_t + t));
+            }
+            groups.push(grp);
         }
     }
-    if i_g % 2 == 1 {
-        for p in (0..n_t).collect::<Vec<_>>().chunks(2) {
-            pairs_k.push((
-                (i_g - 1) * n_t + p[0],
-                p.get(1).map(|&t| (i_g - 1) * n_t + t),
-            ));
+    let rest: Vec<(usize, usize)> = (full * width..i_g)
+        .flat_map(|ic| {
+            taps.iter()
+                .enumerate()
+                .map(move |(t, &off)| (ic * chan_len + off, ic * n_t + t))
+        })
+        .collect();
+    for chunk in rest.chunks(width) {
+        let mut grp = [None; 4];
+        for (slot, &src) in grp.iter_mut().zip(chunk) {
+            *slot = Some(src);
         }
+        groups.push(grp);
     }
+    let kp = groups.len();
+    let tail: Vec<TapGroup> = groups[full * n_t..]
+        .iter()
+        .map(|grp| grp.map(|src| src.map(|(off, _)| off)))
+        .collect();
+    let group_bytes = match dot {
+        Dot::Pairs => PAIR_BYTES,
+        Dot::Quads => QUAD_BYTES,
+    };
     // Offsets inside the kernels are 32-bit immediates.
-    if o_n * kp * PAIR_BYTES > MAX_OFFSET || c * chan_len > MAX_OFFSET {
+    if o_n * kp * group_bytes > MAX_OFFSET || c * chan_len > MAX_OFFSET {
         return LinearPlan::Scalar;
     }
-    let mut wp = Vec::with_capacity(o_n * kp * PAIR_BYTES);
+    let mut wp = Vec::with_capacity(o_n * kp * group_bytes);
     for o in 0..o_n {
-        for &(a, b) in &pairs_k {
-            let wa = decoded[o * k_n + a] as i16;
-            let wb = b.map_or(0, |b| decoded[o * k_n + b] as i16);
-            for _ in 0..PAIR_BYTES / 4 {
-                wp.extend_from_slice(&wa.to_le_bytes());
-                wp.extend_from_slice(&wb.to_le_bytes());
+        for grp in &groups {
+            let w = grp.map(|src| src.map_or(0, |(_, k)| decoded[o * k_n + k]));
+            match dot {
+                Dot::Pairs => {
+                    for _ in 0..PAIR_BYTES / 4 {
+                        wp.extend_from_slice(&(w[0] as i16).to_le_bytes());
+                        wp.extend_from_slice(&(w[1] as i16).to_le_bytes());
+                    }
+                }
+                Dot::Quads => wp.extend(w.map(|v| v as u8)),
             }
         }
     }
+    // The quad kernel multiplies unsigned activations: an i8 input is flipped to
+    // `x + 128` and every channel starts from `−128 · Σ w` (i32 sums wrap, and the exact
+    // result fits i32 by the overflow proof, so the wrapped sum is exact).
+    let acc_init = (dot == Dot::Quads && x.ty.elem == IntElem::I8).then(|| {
+        let t: Vec<u8> = (0..o_n)
+            .flat_map(|o| {
+                let sum: i32 = decoded[o * k_n..(o + 1) * k_n]
+                    .iter()
+                    .map(|&v| v as i32)
+                    .sum();
+                sum.wrapping_mul(-128).to_le_bytes()
+            })
+            .collect();
+        host(&t)
+    });
     let q = oh * cols;
     let q8 = round_up(q, CHUNK);
     let qt = (PANEL_BYTES / (kp * 4) / CHUNK * CHUNK).clamp(CHUNK, q8);
@@ -278,12 +348,15 @@ pub(crate) fn plan_linear(
         stage_a,
         chan_len,
         taps,
+        dot,
+        width,
         tail,
         kp,
         q8,
         qt,
         direct,
         wpairs: host(&wp),
+        acc_init,
         vtab,
         panel_off,
         wide_off,
@@ -339,6 +412,28 @@ fn madd(e: &mut Emitter, a: Value, b: Value) -> Value {
     let (ah, bh) = (e.b.ins().swiden_high(a), e.b.ins().swiden_high(b));
     let hi = e.b.ins().imul(ah, bh);
     e.b.ins().iadd_pairwise(lo, hi)
+}
+
+/// `acc + Σ` of four adjacent `u8(x) · i8(w)` products per i32 lane: the tree Cranelift
+/// folds into one `vpdpbusd` on a CPU with VNNI (AVX-VNNI or AVX512-VNNI), and
+/// computes exactly as written elsewhere (every product fits i16; sums wrap in i32).
+fn dot_quads(e: &mut Emitter, acc: Value, x: Value, w: Value) -> Value {
+    let b = &mut e.b;
+    let lo = {
+        let (a, x) = (b.ins().swiden_low(w), b.ins().uwiden_low(x));
+        b.ins().imul(a, x)
+    };
+    let hi = {
+        let (a, x) = (b.ins().swiden_high(w), b.ins().uwiden_high(x));
+        b.ins().imul(a, x)
+    };
+    let sum4 = |e: &mut Emitter, v: Value| {
+        let (l, h) = (e.b.ins().swiden_low(v), e.b.ins().swiden_high(v));
+        e.b.ins().iadd_pairwise(l, h)
+    };
+    let (l, h) = (sum4(e, lo), sum4(e, hi));
+    let s = e.b.ins().iadd_pairwise(l, h);
+    e.b.ins().iadd(s, acc)
 }
 
 fn shuffle(e: &mut Emitter, a: Value, b: Value, mask: [u8; 16]) -> Value {
@@ -424,7 +519,8 @@ fn depthwise(
             let (xq, d) = (cur[0], cur[1]);
             let zero = splat32(e, 0);
             let mut acc = [zero, zero];
-            for (&(a, b), &w) in p.tail.iter().zip(&ws) {
+            for (grp, &w) in p.tail.iter().zip(&ws) {
+                let (a, b) = (grp[0].expect("a group's first tap"), grp[1]);
                 let va = load_widened_at(e, xe, xq, a);
                 let vb = match b {
                     Some(b) => load_widened_at(e, xe, xq, b),
@@ -627,10 +723,12 @@ fn copy_bytes(e: &mut Emitter, src: Value, dst: Value, n: usize) {
 }
 
 const EVEN_ODD: [u8; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15];
+const LO_BYTES: [u8; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
 const LO_WORDS: [u8; 16] = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
 const HI_WORDS: [u8; 16] = [8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31];
 
-/// Stage B: `panel[pair][q − q0]` for `nc` chunks from `q0`, interleaved i16 pairs.
+/// Stage B: `panel[chunk][group]`, 8 positions from `q0 + 8 · chunk` for `nc` chunks:
+/// interleaved i16 pairs (`Pairs`) or byte quads, flipped to unsigned (`Quads`).
 fn stage_b(
     e: &mut Emitter,
     p: &ConvPlan,
@@ -640,53 +738,86 @@ fn stage_b(
     q0: Value,
     nc: usize,
 ) {
-    let row_bytes = (p.qt * 4) as i64;
-    let emit_pair = |e: &mut Emitter, a: Value, b: Option<Value>, kp: Value| {
-        let prow = e.index(panel, kp, row_bytes);
-        let a = e.add(a, q0);
-        let b = b.map(|b| e.add(b, q0));
+    // Chunk-major: a chunk's groups are contiguous, so stage C reads the panel in order.
+    let chunk_bytes = (p.kp * CHUNK * 4) as i64;
+    let emit_group = |e: &mut Emitter, srcs: [Option<Value>; 4], kp: Value| {
+        let prow = e.index(panel, kp, (CHUNK * 4) as i64);
+        let srcs = srcs.map(|s| s.map(|s| e.add(s, q0)));
         e.for_each(0, nc as i64, |e, c| {
             let off = e.muli(c, CHUNK as i64);
-            let pa = e.add(a, off);
-            let va = load_widened(e, xe, pa);
-            let vb = match b {
-                Some(b) => {
-                    let pb = e.add(b, off);
-                    load_widened(e, xe, pb)
+            let d = e.index(prow, c, chunk_bytes);
+            let (lo, hi) = match p.dot {
+                Dot::Pairs => {
+                    let v = srcs[..2].iter().map(|s| match s {
+                        Some(s) => {
+                            let a = e.add(*s, off);
+                            let v = load_widened(e, xe, a);
+                            e.b.ins().bitcast(I8X16, le(), v)
+                        }
+                        None => zero8(e),
+                    });
+                    let v: Vec<Value> = v.collect();
+                    (
+                        shuffle(e, v[0], v[1], LO_WORDS),
+                        shuffle(e, v[0], v[1], HI_WORDS),
+                    )
                 }
-                None => {
-                    let z = e.b.ins().iconst(cranelift_codegen::ir::types::I16, 0);
-                    e.b.ins().splat(I16X8, z)
+                Dot::Quads => {
+                    let v: Vec<Value> = srcs
+                        .iter()
+                        .map(|s| match s {
+                            Some(s) => {
+                                let a = e.add(*s, off);
+                                let v = e.load(I64, a, 0);
+                                let v = e.b.ins().scalar_to_vector(I64X2, v);
+                                e.b.ins().bitcast(I8X16, le(), v)
+                            }
+                            None => zero8(e),
+                        })
+                        .collect();
+                    let ab = shuffle(e, v[0], v[1], LO_BYTES);
+                    let cd = shuffle(e, v[2], v[3], LO_BYTES);
+                    let mut lo = shuffle(e, ab, cd, LO_WORDS);
+                    let mut hi = shuffle(e, ab, cd, HI_WORDS);
+                    if xe == IntElem::I8 {
+                        let k = e.b.ins().iconst(I8, -128);
+                        let flip = e.b.ins().splat(I8X16, k);
+                        lo = e.b.ins().bxor(lo, flip);
+                        hi = e.b.ins().bxor(hi, flip);
+                    }
+                    (lo, hi)
                 }
             };
-            let ba = e.b.ins().bitcast(I8X16, le(), va);
-            let bb = e.b.ins().bitcast(I8X16, le(), vb);
-            let lo = shuffle(e, ba, bb, LO_WORDS);
-            let hi = shuffle(e, ba, bb, HI_WORDS);
-            let d = e.index(prow, c, (CHUNK * 4) as i64);
             e.store(lo, d, 0);
             e.store(hi, d, 16);
         });
     };
     let n_t = p.taps.len() as i64;
-    e.for_each(0, (p.i_g / 2) as i64, |e, m| {
-        let ca = e.index(xg, m, 2 * p.chan_len as i64);
-        let cb = e.addi(ca, p.chan_len as i64);
+    let w = p.width;
+    e.for_each(0, (p.i_g / w) as i64, |e, m| {
+        let c0 = e.index(xg, m, (w * p.chan_len) as i64);
         for (t, &off) in p.taps.iter().enumerate() {
             let kp = e.muli(m, n_t);
             let kp = e.addi(kp, t as i64);
-            let a = e.addi(ca, off as i64);
-            let b = e.addi(cb, off as i64);
-            emit_pair(e, a, Some(b), kp);
+            let mut srcs = [None; 4];
+            for (j, s) in srcs.iter_mut().enumerate().take(w) {
+                *s = Some(e.addi(c0, (j * p.chan_len + off) as i64));
+            }
+            emit_group(e, srcs, kp);
         }
     });
-    let base = (p.i_g / 2) * p.taps.len();
-    for (i, &(a, b)) in p.tail.iter().enumerate() {
+    let base = (p.i_g / w) * p.taps.len();
+    for (i, grp) in p.tail.iter().enumerate() {
         let kp = e.c64((base + i) as i64);
-        let a = e.addi(xg, a as i64);
-        let b = b.map(|b| e.addi(xg, b as i64));
-        emit_pair(e, a, b, kp);
+        let srcs = grp.map(|s| s.map(|s| e.addi(xg, s as i64)));
+        emit_group(e, srcs, kp);
     }
+}
+
+/// An all-zero byte vector.
+fn zero8(e: &mut Emitter) -> Value {
+    let z = e.b.ins().iconst(I8, 0);
+    e.b.ins().splat(I8X16, z)
 }
 
 /// Stage C: for every block of output channels of group `g`, `nc` chunks of 8 positions
@@ -731,11 +862,15 @@ fn block(
     (out, plane, ye): (Value, usize, IntElem),
 ) {
     let ez = ye.size_bytes() as i64;
+    let group_bytes = match p.dot {
+        Dot::Pairs => PAIR_BYTES,
+        Dot::Quads => QUAD_BYTES,
+    };
     let wbase = e.host(p.wpairs);
     let wrows: Vec<Value> = (0..ob)
         .map(|j| {
             let oj = e.addi(o, j as i64);
-            e.index(wbase, oj, (p.kp * PAIR_BYTES) as i64)
+            e.index(wbase, oj, (p.kp * group_bytes) as i64)
         })
         .collect();
     let dsts: Vec<Value> = (0..ob)
@@ -755,32 +890,57 @@ fn block(
     let (lo, hi) = (layer.lo, layer.hi);
     let vlo = splat32(e, lo);
     let vhi = splat32(e, hi);
-    let row_bytes = (p.qt * 4) as i64;
+    let row_bytes = (CHUNK * 4) as i64;
     e.for_each(0, nc as i64, |e, c| {
         let zero = splat32(e, 0);
-        let pc = e.index(panel, c, (CHUNK * 4) as i64);
+        let pc = e.index(panel, c, (p.kp * CHUNK * 4) as i64);
         // Loop-carried pointers (panel row, first channel's weight pair); the other
         // channels' weights are at constant offsets. (Unrolling this loop by 2 or 4
         // measured 5–8 % slower on MobileNetV2: register pressure with 12 accumulators.)
         let mut init = vec![pc, wrows[0]];
-        init.extend(std::iter::repeat_n(zero, 2 * ob));
-        let wstride = (p.kp * PAIR_BYTES) as i32;
-        let step = |e: &mut Emitter, pr: Value, pw: Value, u: usize, acc: &mut [Value]| {
-            let x0 = e.load(I16X8, pr, (u as i64 * row_bytes) as i32);
-            let x1 = e.load(I16X8, pr, (u as i64 * row_bytes) as i32 + 16);
-            for j in 0..ob {
-                let wv = weight_pair(e, pw, j as i32 * wstride + (PAIR_BYTES * u) as i32);
-                let m0 = madd(e, x0, wv);
-                let m1 = madd(e, x1, wv);
-                acc[2 * j] = e.b.ins().iadd(acc[2 * j], m0);
-                acc[2 * j + 1] = e.b.ins().iadd(acc[2 * j + 1], m1);
+        match p.acc_init {
+            Some(t) => {
+                let tb = e.host(t);
+                for j in 0..ob {
+                    let oj = e.addi(o, j as i64);
+                    let a = e.index(tb, oj, 4);
+                    let v = e.load_const(I32, a, 0);
+                    let v = e.b.ins().splat(I32X4, v);
+                    init.extend([v, v]);
+                }
+            }
+            None => init.extend(std::iter::repeat_n(zero, 2 * ob)),
+        }
+        let wstride = (p.kp * group_bytes) as i32;
+        let step = |e: &mut Emitter, pr: Value, pw: Value, acc: &mut [Value]| match p.dot {
+            Dot::Pairs => {
+                let x0 = e.load(I16X8, pr, 0);
+                let x1 = e.load(I16X8, pr, 16);
+                for j in 0..ob {
+                    let wv = weight_pair(e, pw, j as i32 * wstride);
+                    let m0 = madd(e, x0, wv);
+                    let m1 = madd(e, x1, wv);
+                    acc[2 * j] = e.b.ins().iadd(acc[2 * j], m0);
+                    acc[2 * j + 1] = e.b.ins().iadd(acc[2 * j + 1], m1);
+                }
+            }
+            Dot::Quads => {
+                let x0 = e.load(I8X16, pr, 0);
+                let x1 = e.load(I8X16, pr, 16);
+                for j in 0..ob {
+                    let wv = e.load_const(I32, pw, j as i32 * wstride);
+                    let wv = e.b.ins().splat(I32X4, wv);
+                    let wv = e.b.ins().bitcast(I8X16, le(), wv);
+                    acc[2 * j] = dot_quads(e, acc[2 * j], x0, wv);
+                    acc[2 * j + 1] = dot_quads(e, acc[2 * j + 1], x1, wv);
+                }
             }
         };
         let carried = e.for_range(0, p.kp as i64, 1, &init, |e, _, cur| {
             let (pr, pw) = (cur[0], cur[1]);
             let mut acc = cur[2..].to_vec();
-            step(e, pr, pw, 0, &mut acc);
-            let mut next = vec![e.addi(pr, row_bytes), e.addi(pw, PAIR_BYTES as i64)];
+            step(e, pr, pw, &mut acc);
+            let mut next = vec![e.addi(pr, row_bytes), e.addi(pw, group_bytes as i64)];
             next.extend(acc);
             next
         });

@@ -43,8 +43,19 @@ fn fashion(name: &str) {
         if mode == Mode::Lut4PotChannel {
             // The scalar kernels too (slower: fewer samples).
             let few = lutq_bundled::fashion_test(10).unwrap();
-            let scalar = CompileOptions { vectorize: false };
+            let scalar = CompileOptions {
+                vectorize: false,
+                ..CompileOptions::default()
+            };
             check_with(&int_graph, &few, &format!("{name} {mode} scalar"), &scalar);
+            // The other dot-product kernel (pmaddwd pairs or VNNI quads).
+            let other = CompileOptions {
+                vnni: !CompileOptions::default().vnni,
+                ..CompileOptions::default()
+            };
+            let some = lutq_bundled::fashion_test(100).unwrap();
+            let what = format!("{name} {mode} vnni={}", other.vnni);
+            check_with(&int_graph, &some, &what, &other);
         }
         eprintln!(
             "{name} {mode}: quantized in {tq:.2?}, {} samples compared in {:.2?}",

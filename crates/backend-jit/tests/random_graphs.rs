@@ -25,6 +25,19 @@ fn random_graphs_match_the_interpreter() {
         // The arena is reused: a second run gives the same result.
         let again = model.run(&[&x]).unwrap();
         assert_eq!(again, expected, "case {tested} (second run)");
+        // Both dot-product kernels, whatever this CPU has (without VNNI, Cranelift
+        // expands the quad product tree: same values, more instructions).
+        let other = CompileOptions {
+            vnni: !CompileOptions::default().vnni,
+            ..CompileOptions::default()
+        };
+        let mut model = compile_with(&g, &other).unwrap();
+        assert_eq!(
+            model.run(&[&x]).unwrap(),
+            expected,
+            "case {tested} (vnni: {})",
+            other.vnni
+        );
         for n in &g.nodes {
             let key = match &n.op {
                 IntOp::Linear(l) => match (&l.conv, &l.weights) {
@@ -41,7 +54,10 @@ fn random_graphs_match_the_interpreter() {
             *seen.entry(key).or_insert(0usize) += 1;
         }
         // Also through the quantized entry point.
-        let scalar = CompileOptions { vectorize: false };
+        let scalar = CompileOptions {
+            vectorize: false,
+            ..CompileOptions::default()
+        };
         let mut model = compile_with(&g, &scalar).unwrap();
         assert_eq!(
             model.run(&[&x]).unwrap(),
