@@ -18,10 +18,11 @@
 //!   8 MACs per instruction in exact i32.
 //!
 //! Groups run over input channels where there are enough (same tap), then over the
-//! remaining channels' taps, with zero partners to fill the last. Depthwise layers (one input and one
-//! output channel per group) skip the panel: each pair is interleaved in registers
-//! (`punpcklwd`/`punpckhwd`) and multiplied at once, since no other output channel would
-//! reuse it. Stage A copies rows 16 bytes at a time (stride 1) or de-interleaves even
+//! remaining channels' taps, with zero partners to fill the last. Depthwise layers (one
+//! input and one output channel per group) skip the panel: each group of taps is
+//! interleaved in registers and multiplied at once, since no other output channel would
+//! reuse it (quads: 16 positions per step, four tap rows transposed with byte then word
+//! interleaves; pairs: 8 positions, `punpcklwd`/`punpckhwd`). Stage A copies rows 16 bytes at a time (stride 1) or de-interleaves even
 //! and odd columns with one byte shuffle (stride 2). Columns `ox ≥ OW` of
 //! the wide plane are computed and thrown away: results go to a wide buffer and are
 //! compacted, except when the wide plane is the output plane (pointwise, stride 1,
@@ -58,9 +59,9 @@ const OB: usize = 6;
 /// Bytes per stored weight pair: 4 (one i16 pair, splatted at run time) or 16 (the pair
 /// stored splatted).
 const PAIR_BYTES: usize = 16;
-/// Bytes per stored weight quad of the dot-product kernel: 4 int8, splatted as they are
-/// loaded (`vbroadcastss` from memory is a plain load).
-const QUAD_BYTES: usize = 4;
+/// Bytes per stored weight quad of the dot-product kernel: 4 (four int8, splatted as
+/// they are loaded) or 16 (stored splatted).
+const QUAD_BYTES: usize = 16;
 /// Largest buffer the vector kernels address with 32-bit immediate offsets.
 const MAX_OFFSET: usize = 1 << 30;
 /// Target size of a stage-B panel (bytes): a tile of positions stays in L2.
@@ -238,10 +239,7 @@ pub(crate) fn plan_linear(
         })
         .collect();
     let n_t = taps.len();
-    // Depthwise layers keep the pair kernel: their pairs are built in registers, and
-    // nine taps fill five pairs but three quads with three zero partners.
     let depthwise = i_g == 1 && o_n == g.group;
-    let dot = if depthwise { Dot::Pairs } else { dot };
     let width = match dot {
         Dot::Pairs => 2,
         Dot::Quads => 4,
@@ -299,7 +297,11 @@ pub(crate) fn plan_linear(
                         wp.extend_from_slice(&(w[1] as i16).to_le_bytes());
                     }
                 }
-                Dot::Quads => wp.extend(w.map(|v| v as u8)),
+                Dot::Quads => {
+                    for _ in 0..QUAD_BYTES / 4 {
+                        wp.extend(w.map(|v| v as u8));
+                    }
+                }
             }
         }
     }
@@ -319,7 +321,15 @@ pub(crate) fn plan_linear(
         host(&t)
     });
     let q = oh * cols;
-    let q8 = round_up(q, CHUNK);
+    // The depthwise quad kernel steps 16 positions at a time.
+    let q8 = round_up(
+        q,
+        if depthwise && dot == Dot::Quads {
+            16
+        } else {
+            CHUNK
+        },
+    );
     let qt = (PANEL_BYTES / (kp * 4) / CHUNK * CHUNK).clamp(CHUNK, q8);
     let direct = cols == ow && q == q8;
     let ez = y.ty.elem.size_bytes();
@@ -405,6 +415,17 @@ fn weight_pair(e: &mut Emitter, addr: Value, offset: i32) -> Value {
     }
 }
 
+/// The weight quad at `addr + offset`, in all four i32 lanes.
+fn weight_quad(e: &mut Emitter, addr: Value, offset: i32) -> Value {
+    if QUAD_BYTES == 16 {
+        e.load_const(I8X16, addr, offset)
+    } else {
+        let w = e.load_const(I32, addr, offset);
+        let w = e.b.ins().splat(I32X4, w);
+        e.b.ins().bitcast(I8X16, le(), w)
+    }
+}
+
 /// `pmaddwd`: `a`, `b` i16x8 → i32x4 of adjacent products summed.
 fn madd(e: &mut Emitter, a: Value, b: Value) -> Value {
     let (al, bl) = (e.b.ins().swiden_low(a), e.b.ins().swiden_low(b));
@@ -482,7 +503,10 @@ fn conv(
         (e.arena(scratch + p.wide_off), p.q8)
     };
     if p.i_g == 1 && p.o_per_g == 1 {
-        depthwise(e, layer, p, data, x.ty.elem, src, (out, plane, ye));
+        match p.dot {
+            Dot::Pairs => depthwise(e, layer, p, data, x.ty.elem, src, (out, plane, ye)),
+            Dot::Quads => depthwise_quads(e, layer, p, data, x.ty.elem, src, (out, plane, ye)),
+        }
     } else {
         tiled(e, layer, p, data, x.ty.elem, src, panel, (out, plane, ye));
     }
@@ -541,6 +565,79 @@ fn depthwise(
             }
             ep.store(e, acc, (lo, hi), (vlo, vhi), ye, d);
             vec![e.addi(xq, CHUNK as i64), e.addi(d, CHUNK as i64 * ez)]
+        });
+    });
+}
+
+/// Depthwise with quads: per 16 positions, each quad of taps is loaded as four rows of
+/// 16 bytes and transposed in registers (byte then word interleaves) into four vectors
+/// of 4 positions × 4 taps, each multiplied at once by the splatted weight quad.
+fn depthwise_quads(
+    e: &mut Emitter,
+    layer: &QLinear,
+    p: &ConvPlan,
+    data: &LinearData,
+    xe: IntElem,
+    src: Value,
+    (out, plane, ye): (Value, usize, IntElem),
+) {
+    let ez = ye.size_bytes() as i64;
+    let (lo, hi) = (layer.lo, layer.hi);
+    let wbase = e.host(p.wpairs);
+    e.for_each(0, p.group as i64, |e, g| {
+        let xg = e.index(src, g, p.chan_len as i64);
+        let wg = e.index(wbase, g, (p.kp * QUAD_BYTES) as i64);
+        let ws: Vec<Value> = (0..p.tail.len())
+            .map(|i| weight_quad(e, wg, (QUAD_BYTES * i) as i32))
+            .collect();
+        let init = match p.acc_init {
+            Some(t) => {
+                let tb = e.host(t);
+                let a = e.index(tb, g, 4);
+                let v = e.load_const(I32, a, 0);
+                e.b.ins().splat(I32X4, v)
+            }
+            None => splat32(e, 0),
+        };
+        let ep = Ep::load(e, p, data, g);
+        let vlo = splat32(e, lo);
+        let vhi = splat32(e, hi);
+        let d0 = e.index(out, g, plane as i64 * ez);
+        e.for_range(0, (p.q8 / 16) as i64, 1, &[xg, d0], |e, _, cur| {
+            let (xq, d) = (cur[0], cur[1]);
+            let mut acc = [init; 4];
+            for (grp, &w) in p.tail.iter().zip(&ws) {
+                let v = grp.map(|s| match s {
+                    Some(off) => {
+                        let v = e.load(I8X16, xq, off as i32);
+                        if xe == IntElem::I8 {
+                            let k = e.b.ins().iconst(I8, -128);
+                            let flip = e.b.ins().splat(I8X16, k);
+                            e.b.ins().bxor(v, flip)
+                        } else {
+                            v
+                        }
+                    }
+                    None => zero8(e),
+                });
+                let ab = [
+                    shuffle(e, v[0], v[1], LO_BYTES),
+                    shuffle(e, v[0], v[1], HI_BYTES),
+                ];
+                let cd = [
+                    shuffle(e, v[2], v[3], LO_BYTES),
+                    shuffle(e, v[2], v[3], HI_BYTES),
+                ];
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let words = if i % 2 == 0 { LO_WORDS } else { HI_WORDS };
+                    let quads = shuffle(e, ab[i / 2], cd[i / 2], words);
+                    *a = dot_quads(e, *a, quads, w);
+                }
+            }
+            ep.store(e, [acc[0], acc[1]], (lo, hi), (vlo, vhi), ye, d);
+            let d8 = e.addi(d, CHUNK as i64 * ez);
+            ep.store(e, [acc[2], acc[3]], (lo, hi), (vlo, vhi), ye, d8);
+            vec![e.addi(xq, 16), e.addi(d, 16 * ez)]
         });
     });
 }
@@ -724,6 +821,7 @@ fn copy_bytes(e: &mut Emitter, src: Value, dst: Value, n: usize) {
 
 const EVEN_ODD: [u8; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15];
 const LO_BYTES: [u8; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
+const HI_BYTES: [u8; 16] = [8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31];
 const LO_WORDS: [u8; 16] = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
 const HI_WORDS: [u8; 16] = [8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31];
 
@@ -928,9 +1026,7 @@ fn block(
                 let x0 = e.load(I8X16, pr, 0);
                 let x1 = e.load(I8X16, pr, 16);
                 for j in 0..ob {
-                    let wv = e.load_const(I32, pw, j as i32 * wstride);
-                    let wv = e.b.ins().splat(I32X4, wv);
-                    let wv = e.b.ins().bitcast(I8X16, le(), wv);
+                    let wv = weight_quad(e, pw, j as i32 * wstride);
                     acc[2 * j] = dot_quads(e, acc[2 * j], x0, wv);
                     acc[2 * j + 1] = dot_quads(e, acc[2 * j + 1], x1, wv);
                 }
