@@ -3,8 +3,9 @@
 //! -march=native), onnxruntime fp32 / int8 (static QDQ, per-channel) and tract fp32, on
 //! the same model and the same machine in one run.
 
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
@@ -20,6 +21,9 @@ integer interpreter, the generated C built with gcc -O3 -march=native, and onnxr
 fp32 and int8 (scripts/ort_bench.py; PyPI onnxruntime) on the bundled models, all in
 lut4-pot-channel for lutq, and tract fp32 (bench/tract, built on first use: minutes). Also
 the JIT's MAC rate.";
+
+/// Turns the JIT and onnxruntime take (after one warm-up round).
+const ROUNDS: usize = 5;
 
 struct Bench {
     name: &'static str,
@@ -116,26 +120,65 @@ fn tract_ms(model: &str, iters: usize, shape: &[usize]) -> Option<f64> {
     }
 }
 
-fn ort_ms(model: &str, calib: &str, iters: usize) -> anyhow::Result<(f64, f64)> {
-    let out = Command::new("python3")
-        .arg("scripts/ort_bench.py")
-        .arg(format!("models/{model}.onnx"))
-        .arg(calib)
-        .arg(iters.to_string())
-        .env("OMP_NUM_THREADS", "1")
-        .output()
-        .context("cannot start python3 (needs PyPI onnxruntime and numpy)")?;
-    if !out.status.success() {
-        bail!(
-            "scripts/ort_bench.py failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+/// onnxruntime, served by `scripts/ort_bench.py` so its runs interleave with the JIT's.
+struct Ort {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Ort {
+    fn start(model: &str, calib: &str, calib_limit: usize) -> anyhow::Result<Ort> {
+        let mut child = Command::new("python3")
+            .arg("scripts/ort_bench.py")
+            .arg(format!("models/{model}.onnx"))
+            .arg(calib)
+            .arg(calib_limit.to_string())
+            .env("OMP_NUM_THREADS", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("cannot start python3 (needs PyPI onnxruntime and numpy)")?;
+        let mut out = BufReader::new(child.stdout.take().context("ort stdout")?);
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        if line.trim() != "ready" {
+            bail!("scripts/ort_bench.py failed to start (its error is above)");
+        }
+        Ok(Ort { child, out })
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    Ok((
-        v["fp32_ms"].as_f64().context("fp32_ms")?,
-        v["int8_ms"].as_f64().context("int8_ms")?,
-    ))
+
+    /// `n` timed runs of the `kind` ("fp32" or "int8") session, in ms.
+    fn times(&mut self, kind: &str, n: usize) -> anyhow::Result<Vec<f64>> {
+        let stdin = self.child.stdin.as_mut().context("ort stdin")?;
+        writeln!(stdin, "{kind} {n}")?;
+        stdin.flush()?;
+        let mut line = String::new();
+        self.out.read_line(&mut line)?;
+        serde_json::from_str(&line).with_context(|| format!("ort answered {line:?}"))
+    }
+}
+
+impl Drop for Ort {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `n` timed runs of `f`, in ms.
+fn times_ms(n: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Vec<f64>> {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f()?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect()
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -166,21 +209,38 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let macs = g.macs();
 
         eprintln!("{}: timing", b.name);
-        let (jit, interp) = pool.install(|| -> anyhow::Result<(f64, f64)> {
-            let mut model = lutq_backend_jit::compile(&g)?;
-            let jit = median_ms(iters, || {
-                model.run(&[x])?;
-                Ok(())
+        // The JIT and onnxruntime take turns, ROUNDS times, so that the load of this
+        // shared machine weighs on both alike.
+        let mut ort = Ort::start(b.name, b.calib, b.calib_limit)?;
+        let mut model = lutq_backend_jit::compile(&g)?;
+        let per_round = iters.div_ceil(ROUNDS);
+        let (mut jit, mut ort_fp32, mut ort_int8) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..=ROUNDS {
+            let jit_times = pool.install(|| {
+                times_ms(per_round, || {
+                    model.run(&[x])?;
+                    Ok(())
+                })
             })?;
+            let fp32 = ort.times("fp32", per_round)?;
+            let int8 = ort.times("int8", per_round)?;
+            // Round 0 warms up.
+            if round > 0 {
+                jit.extend(jit_times);
+                ort_fp32.extend(fp32);
+                ort_int8.extend(int8);
+            }
+        }
+        drop(ort);
+        let (jit, ort_fp32, ort_int8) = (median(jit), median(ort_fp32), median(ort_int8));
+        let interp = pool.install(|| -> anyhow::Result<f64> {
             let interpreter = IntInterpreter::new(&g)?;
-            let interp = median_ms(iters.min(10), || {
+            median_ms(iters.min(10), || {
                 interpreter.run(&[x])?;
                 Ok(())
-            })?;
-            Ok((jit, interp))
+            })
         })?;
         let c = c_ms(&g, x, 20)?;
-        let (ort_fp32, ort_int8) = ort_ms(b.name, b.calib, iters)?;
         let tract = tract_ms(b.name, iters, &g.inputs[0].shape)
             .map_or("–".to_string(), |t| format!("{t:.3}"));
         let row = format!(
@@ -200,9 +260,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
              {}; lutq in `lut4-pot-channel`, onnxruntime int8 = static QDQ per-channel\n\
              quantization calibrated on the same images. The generated C: the harness on 20\n\
              copies of one sample minus the harness on one, per copy. The machines are\n\
-             shared: compare the ratios within a row.\n\n{table}",
+             shared: compare the ratios within a row. The JIT and onnxruntime take turns\n\
+             ({ROUNDS} rounds of {} runs each, after a warm-up round), so that a busy moment\n\
+             weighs on both.\n\n{table}",
             iters.min(10),
-            crate::bench_float::cpu_name()
+            crate::bench_float::cpu_name(),
+            iters.div_ceil(ROUNDS)
         );
         crate::docs::replace_section(&path, "bench-int", "Integer inference speed", &body)?;
     }

@@ -52,6 +52,18 @@ fn main() {
     for (t, d) in &rows {
         println!("{:>10.1?} {d}", t);
     }
+    let mut whole: Vec<Duration> = (0..20)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            jit.run(&[sample]).unwrap();
+            t.elapsed()
+        })
+        .collect();
+    whole.sort();
+    println!(
+        "run(): median {:.2?} (input quantization and output decoding included)",
+        whole[10]
+    );
     println!(
         "total {total:.2?}; {} compiled nodes, arena {:.1} MB, constants {:.1} MB, compiled in {:.2?}",
         n,

@@ -109,7 +109,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 use lutq_interp::int::IntData;
-use lutq_ir::int::{IntCheckError, IntElem, IntGraph, IntNode, IntOp, QWeights, quantize_input};
+use lutq_ir::int::{InputQuantizer, IntCheckError, IntElem, IntGraph, IntNode, IntOp, QWeights};
 
 use emit::Emitter;
 use ops::Operand;
@@ -552,8 +552,9 @@ impl JitModel {
             // graph input's size, checked above).
             unsafe {
                 let dst = base.add(q.offset);
+                let quantizer = InputQuantizer::new(q.exp, q.lo, q.hi);
                 for (i, &v) in x.iter().enumerate() {
-                    let v = quantize_input(v, q.exp, q.lo, q.hi);
+                    let v = quantizer.apply(v);
                     match q.elem {
                         IntElem::I8 | IntElem::U8 => *dst.add(i) = v as u8,
                         IntElem::I32 => dst.cast::<i32>().add(i).write_unaligned(v),

@@ -3,7 +3,7 @@
 
 use lutq_ir::infer::infer;
 use lutq_ir::int::{
-    IntCheckError, IntElem, IntGraph, IntNode, IntOp, QAdd, QWeights, clamp, quantize_input,
+    InputQuantizer, IntCheckError, IntElem, IntGraph, IntNode, IntOp, QAdd, QWeights, clamp,
     rshift_round,
 };
 use lutq_ir::{Op, Pool, TensorType};
@@ -99,12 +99,8 @@ pub(super) fn exec_with(
                     actual: TensorType::f32([x.len()]),
                 });
             }
-            IntData::from_i32(
-                out.elem,
-                x.iter()
-                    .map(|&v| quantize_input(v, out.exp, t_lo, t_hi))
-                    .collect(),
-            )
+            let quantizer = InputQuantizer::new(out.exp, t_lo, t_hi);
+            IntData::from_i32(out.elem, x.iter().map(|&v| quantizer.apply(v)).collect())
         }
         IntOp::Linear(layer) => {
             let x_shape = in_shape(0);

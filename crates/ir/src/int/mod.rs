@@ -117,9 +117,41 @@ pub fn rshift_round(a: i64, s: i32) -> i64 {
 /// quantizes as 0 (then clamped), like Rust's float → integer cast. Every backend's
 /// float boundary (the C backend's `--float-io` helpers included) must match this.
 pub fn quantize_input(x: f32, exp: i32, lo: i32, hi: i32) -> i32 {
-    let v = (x as f64 * (exp.clamp(-1074, 1023) as f64).exp2() + 0.5).floor();
-    // `as i64` saturates ±∞ and maps NaN to 0.
-    clamp(v as i64, lo, hi)
+    InputQuantizer::new(exp, lo, hi).apply(x)
+}
+
+/// [`quantize_input`] with `2^exp` computed once, for whole tensors.
+#[derive(Clone, Copy, Debug)]
+pub struct InputQuantizer {
+    scale: f64,
+    lo: i32,
+    hi: i32,
+}
+
+impl InputQuantizer {
+    pub fn new(exp: i32, lo: i32, hi: i32) -> Self {
+        InputQuantizer {
+            scale: (exp.clamp(-1074, 1023) as f64).exp2(),
+            lo,
+            hi,
+        }
+    }
+
+    /// `clamp(floor(x · 2^exp + 0.5), lo, hi)`, exactly (see [`quantize_input`]).
+    #[inline]
+    pub fn apply(&self, x: f32) -> i32 {
+        let v = x as f64 * self.scale + 0.5;
+        // floor without a libm call (x86-64's baseline has no `roundsd`): truncate, then
+        // step down where truncation went up, i.e. for negative non-integers. `as i64`
+        // saturates ±∞ (and every |v| ≥ 2^63, already an integer) and maps NaN to 0.
+        let t = v as i64;
+        let t = if (t as f64) > v {
+            t.saturating_sub(1)
+        } else {
+            t
+        };
+        clamp(t, self.lo, self.hi)
+    }
 }
 
 /// Saturates `v` to `[lo, hi]`.

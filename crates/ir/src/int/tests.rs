@@ -215,3 +215,44 @@ fn dump_is_stable_and_serde_round_trips() {
     assert_eq!(back, g);
     assert_eq!(back.dump(), text);
 }
+
+#[test]
+fn input_quantizer_floors_exactly_like_f64_floor() {
+    // The definition spelled with `f64::floor`, over random bit patterns (every class:
+    // normals, subnormals, ±0, ±∞, NaN) and exponents from tiny to huge.
+    let naive = |x: f32, exp: i32, lo: i32, hi: i32| {
+        let v = (x as f64 * (exp.clamp(-1074, 1023) as f64).exp2() + 0.5).floor();
+        clamp(v as i64, lo, hi)
+    };
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let specials = [
+        0.0f32,
+        -0.0,
+        0.5,
+        -0.5,
+        1.5,
+        -1.5,
+        -2.5,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+    ];
+    for exp in [-1100, -200, -8, -1, 0, 1, 3, 7, 30, 60, 200, 2000] {
+        for (lo, hi) in [(-128, 127), (0, 255), (i32::MIN, i32::MAX)] {
+            let q = InputQuantizer::new(exp, lo, hi);
+            for i in 0..4000 {
+                let x = match specials.get(i) {
+                    Some(&v) => v,
+                    None => f32::from_bits(next() as u32),
+                };
+                let want = naive(x, exp, lo, hi);
+                assert_eq!(q.apply(x), want, "x {x:e} ({:#x}) exp {exp}", x.to_bits());
+            }
+        }
+    }
+}
