@@ -46,16 +46,18 @@
 //!   (64 indirect calls per run) is negligible.
 //! * **Memory**: one buffer per value in one 64-byte aligned arena (a `Reshape` shares
 //!   its input's buffer and has no code), each followed by 256 spare bytes that the
-//!   vector kernels may over-read, plus one scratch area shared by all layers (padded
-//!   copies, panels, wide outputs). Simple rather than minimal: MobileNetV2 needs 8.7 MB.
+//!   vector kernels may over-read; then each padded or strided convolution's own
+//!   zero-padded input copy (zeroed once with the arena: only its interior is ever
+//!   written, so it is never refilled); then one scratch area shared by all layers
+//!   (panels, wide outputs). Simple rather than minimal: MobileNetV2 needs 12.3 MB.
 //! * **Weights** are decoded at compile time (4-bit LUT codes → int8, once) and re-laid
-//!   out for the kernel that uses them: int8 rows for dense layers, and for convolutions
-//!   i16 pairs stored already splatted to a whole vector (16 bytes per pair), which
-//!   saves the inner loop two instructions per output channel and pair step (~5 %
-//!   faster on MobileNetV2) at the price of memory: 20 MB of constants for
-//!   MobileNetV2's 3.5 M weights (`simd::PAIR_BYTES = 4` stores them unsplatted,
-//!   ~7 MB). There is no run-time table lookup left to do: decoding the LUT at compile
-//!   time beats a `pshufb` per use.
+//!   out for the kernel that uses them: int8 rows for dense layers; for convolutions,
+//!   int8 quads (VNNI) or i16 pairs, stored already splatted to a whole vector (16
+//!   bytes per group), which saves the inner loop a broadcast per output channel and
+//!   step (measured ~20 % faster than 4-byte quads broadcast from memory: Cranelift
+//!   broadcasts through a general register) at the price of memory: 11 MB of constants
+//!   for MobileNetV2's 3.5 M weights with quads, 20 MB with pairs. There is no run-time
+//!   table lookup left to do: decoding the LUT at compile time beats a `pshufb` per use.
 //! * **Kernels**: a scalar kernel for every op (the definition, every tap
 //!   bounds-checked; `CompileOptions { vectorize: false, .. }` compiles only those), and
 //!   128-bit vector kernels — Cranelift lowers only 128-bit vectors on x86-64 — for
@@ -271,6 +273,49 @@ pub fn compile_with(graph: &IntGraph, options: &CompileOptions) -> Result<JitMod
         offsets[i] = end;
         end = (end + n.ty.size_bytes() + SLACK).next_multiple_of(ALIGN);
     }
+    let operand = |v: lutq_ir::int::ValueId| Operand {
+        offset: offsets[v.index()],
+        ty: graph.ty(v),
+    };
+
+    // Plans of the linear layers, then each one's own zero-padded input buffer (if it
+    // pads or strides) after the values, then the scratch area they share.
+    let mut consts: Vec<Vec<u128>> = Vec::new();
+    let dot = if options.vnni {
+        simd::Dot::Quads
+    } else {
+        simd::Dot::Pairs
+    };
+    let mut plans: Vec<Option<simd::LinearPlan>> = graph
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| match &node.op {
+            IntOp::Linear(layer) if options.vectorize => {
+                let out = Operand {
+                    offset: offsets[i],
+                    ty: &node.ty,
+                };
+                let host = &mut |b: &[u8]| host_bytes(&mut consts, b);
+                Some(simd::plan_linear(
+                    layer,
+                    &operand(node.inputs[0]),
+                    &out,
+                    dot,
+                    host,
+                ))
+            }
+            IntOp::Linear(_) => Some(simd::LinearPlan::Scalar),
+            _ => None,
+        })
+        .collect();
+    for plan in plans.iter_mut().flatten() {
+        let bytes = plan.padded_bytes();
+        if bytes > 0 {
+            plan.set_padded_at(end);
+            end = (end + bytes + SLACK).next_multiple_of(ALIGN);
+        }
+    }
     let scratch = end;
 
     let mut flag_builder = settings::builder();
@@ -289,17 +334,12 @@ pub fn compile_with(graph: &IntGraph, options: &CompileOptions) -> Result<JitMod
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
 
-    let mut consts: Vec<Vec<u128>> = Vec::new();
     let mut funcs: Vec<FuncId> = Vec::new();
     let mut kernel_nodes = Vec::new();
     let mut quantize = Vec::new();
     let mut scratch_need = 0usize;
 
     for (i, node) in graph.nodes.iter().enumerate() {
-        let operand = |v: lutq_ir::int::ValueId| Operand {
-            offset: offsets[v.index()],
-            ty: graph.ty(v),
-        };
         let out = Operand {
             offset: offsets[i],
             ty: &node.ty,
@@ -322,18 +362,7 @@ pub fn compile_with(graph: &IntGraph, options: &CompileOptions) -> Result<JitMod
             IntOp::Reshape => continue,
             IntOp::Linear(layer) => {
                 let x = operand(node.inputs[0]);
-                let plan = if options.vectorize {
-                    {
-                        let dot = if options.vnni {
-                            simd::Dot::Quads
-                        } else {
-                            simd::Dot::Pairs
-                        };
-                        simd::plan_linear(layer, &x, &out, dot, &mut |b| host_bytes(&mut consts, b))
-                    }
-                } else {
-                    simd::LinearPlan::Scalar
-                };
+                let plan = plans[i].take().expect("every linear layer is planned");
                 // The scalar kernel's weights, only where it runs.
                 let weights = match plan {
                     simd::LinearPlan::Scalar => {

@@ -124,6 +124,11 @@ pub(crate) struct ConvPlan {
     /// `[O][4]` i32 `(bias, lsh, add, rsh)` for the vector epilogue, if it applies, and
     /// whether no channel shifts left (see `vector_table`).
     vtab: Option<(*const u8, bool)>,
+    /// Bytes of the stage-A buffer, which is the layer's own (not in the shared scratch),
+    /// and its arena offset (set once the arena is laid out): the arena starts zeroed and
+    /// stage A rewrites the same interior bytes on every run, so its padding stays zero.
+    padded_bytes: usize,
+    padded_at: usize,
     // Scratch layout, relative to the scratch base.
     panel_off: usize,
     wide_off: usize,
@@ -144,6 +149,21 @@ pub(crate) enum LinearPlan {
 }
 
 impl LinearPlan {
+    /// Bytes of the layer's own zero-padded input copy (stage A), 0 if none.
+    pub fn padded_bytes(&self) -> usize {
+        match self {
+            LinearPlan::Conv(p) => p.padded_bytes,
+            _ => 0,
+        }
+    }
+
+    /// Places the stage-A buffer at arena offset `at`.
+    pub fn set_padded_at(&mut self, at: usize) {
+        if let LinearPlan::Conv(p) = self {
+            p.padded_at = at;
+        }
+    }
+
     pub fn scratch_bytes(&self) -> usize {
         match self {
             LinearPlan::Scalar => 0,
@@ -338,7 +358,7 @@ pub(crate) fn plan_linear(
     } else {
         0
     };
-    let panel_off = a_bytes;
+    let panel_off = 0;
     let wide_off = panel_off + round_up(kp * qt * 4, 64);
     let total = wide_off + if direct { 0 } else { o_n * q8 * ez } + 64;
     let vtab = vector_table(layer).map(|(t, no_lsh)| (host(&t), no_lsh));
@@ -368,6 +388,8 @@ pub(crate) fn plan_linear(
         wpairs: host(&wp),
         acc_init,
         vtab,
+        padded_bytes: a_bytes,
+        padded_at: 0,
         panel_off,
         wide_off,
         total,
@@ -489,7 +511,7 @@ fn conv(
 ) {
     let xb = e.arena(x.offset);
     let src = if p.stage_a {
-        let buf = e.arena(scratch);
+        let buf = e.arena(p.padded_at);
         stage_a(e, p, xb, buf);
         buf
     } else {
@@ -702,8 +724,8 @@ fn compact(e: &mut Emitter, p: &ConvPlan, out: Value, plane: usize, y: &Operand)
 fn stage_a(e: &mut Emitter, p: &ConvPlan, xb: Value, buf: Value) {
     let [sy, sx] = p.strides;
     let [pt, pl] = p.pads;
-    let bytes = round_up(p.c * p.chan_len, 16);
-    zero_fill(e, buf, bytes);
+    // No zero fill: the buffer is this layer's own, zero from the start, and only its
+    // interior is ever written.
     // Input rows that land in a phase row `a < rows`.
     let iy_end = p.h.min((p.rows * sy).saturating_sub(pt));
     let (rows, cols, w) = (p.rows as i64, p.cols as i64, p.w as i64);
