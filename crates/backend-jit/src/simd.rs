@@ -105,6 +105,8 @@ pub(crate) struct ConvPlan {
     taps: Vec<usize>,
     /// Pairs or quads (`width` taps each).
     dot: Dot,
+    /// Depthwise by runs of consecutive taps (`depthwise_runs`); the groups are runs.
+    tap_runs: bool,
     width: usize,
     /// Groups: first `i_g / width · taps` channel groups (loop), then the remaining
     /// channels' taps in groups.
@@ -286,12 +288,34 @@ pub(crate) fn plan_linear(
                 .map(move |(t, &off)| (ic * chan_len + off, ic * n_t + t))
         })
         .collect();
-    for chunk in rest.chunks(width) {
-        let mut grp = [None; 4];
-        for (slot, &src) in grp.iter_mut().zip(chunk) {
-            *slot = Some(src);
+    // Depthwise with quads and a vector epilogue to 8 bits: runs of taps at consecutive
+    // offsets instead (see `depthwise_runs`); slot j holds the tap at `base + j`.
+    let vtab = vector_table(layer);
+    let tap_runs = depthwise
+        && dot == Dot::Quads
+        && matches!(y.ty.elem, IntElem::I8 | IntElem::U8)
+        && vtab.is_some();
+    if tap_runs {
+        let mut sorted = rest.clone();
+        sorted.sort_unstable();
+        let mut i = 0;
+        while i < sorted.len() {
+            let base = sorted[i].0;
+            let mut grp = [None; 4];
+            while i < sorted.len() && sorted[i].0 < base + 4 {
+                grp[sorted[i].0 - base] = Some(sorted[i]);
+                i += 1;
+            }
+            groups.push(grp);
         }
-        groups.push(grp);
+    } else {
+        for chunk in rest.chunks(width) {
+            let mut grp = [None; 4];
+            for (slot, &src) in grp.iter_mut().zip(chunk) {
+                *slot = Some(src);
+            }
+            groups.push(grp);
+        }
     }
     let kp = groups.len();
     let tail: Vec<TapGroup> = groups[full * n_t..]
@@ -361,7 +385,7 @@ pub(crate) fn plan_linear(
     let panel_off = 0;
     let wide_off = panel_off + round_up(kp * qt * 4, 64);
     let total = wide_off + if direct { 0 } else { o_n * q8 * ez } + 64;
-    let vtab = vector_table(layer).map(|(t, no_lsh)| (host(&t), no_lsh));
+    let vtab = vtab.map(|(t, no_lsh)| (host(&t), no_lsh));
     LinearPlan::Conv(Box::new(ConvPlan {
         c,
         h,
@@ -379,6 +403,7 @@ pub(crate) fn plan_linear(
         chan_len,
         taps,
         dot,
+        tap_runs,
         width,
         tail,
         kp,
@@ -527,6 +552,9 @@ fn conv(
     if p.i_g == 1 && p.o_per_g == 1 {
         match p.dot {
             Dot::Pairs => depthwise(e, layer, p, data, x.ty.elem, src, (out, plane, ye)),
+            Dot::Quads if p.tap_runs => {
+                depthwise_runs(e, layer, p, data, x.ty.elem, src, (out, plane, ye))
+            }
             Dot::Quads => depthwise_quads(e, layer, p, data, x.ty.elem, src, (out, plane, ye)),
         }
     } else {
@@ -659,6 +687,79 @@ fn depthwise_quads(
             ep.store(e, [acc[0], acc[1]], (lo, hi), (vlo, vhi), ye, d);
             let d8 = e.addi(d, CHUNK as i64 * ez);
             ep.store(e, [acc[2], acc[3]], (lo, hi), (vlo, vhi), ye, d8);
+            vec![e.addi(xq, 16), e.addi(d, 16 * ez)]
+        });
+    });
+}
+
+/// Depthwise by runs of taps, without any shuffle in the loop. A run is up to four taps
+/// at consecutive offsets `base + j` of the wide plane (a kernel row at stride 1; the taps
+/// of one stride phase otherwise), its weights one quad `(w_0, w_1, w_2, w_3)` (0 where
+/// no tap). The 16 bytes loaded from `base + k` give, in lane i, the run's four inputs for
+/// position `4i + k`, so four loads (`k = 0..3`) and four dot products per run leave
+/// accumulator k with positions `k, k + 4, k + 8, k + 12`; the epilogue narrows the four
+/// to 16 bytes and one byte shuffle restores position order.
+fn depthwise_runs(
+    e: &mut Emitter,
+    layer: &QLinear,
+    p: &ConvPlan,
+    data: &LinearData,
+    xe: IntElem,
+    src: Value,
+    (out, plane, ye): (Value, usize, IntElem),
+) {
+    let ez = ye.size_bytes() as i64;
+    debug_assert_eq!(ez, 1);
+    let (lo, hi) = (layer.lo, layer.hi);
+    let wbase = e.host(p.wpairs);
+    let bases: Vec<usize> = p
+        .tail
+        .iter()
+        .map(|grp| grp[0].expect("a run starts at a tap"))
+        .collect();
+    e.for_each(0, p.group as i64, |e, g| {
+        let xg = e.index(src, g, p.chan_len as i64);
+        let wg = e.index(wbase, g, (p.kp * QUAD_BYTES) as i64);
+        let ws: Vec<Value> = (0..bases.len())
+            .map(|i| weight_quad(e, wg, (QUAD_BYTES * i) as i32))
+            .collect();
+        let init = match p.acc_init {
+            Some(t) => {
+                let tb = e.host(t);
+                let a = e.index(tb, g, 4);
+                let v = e.load_const(I32, a, 0);
+                e.b.ins().splat(I32X4, v)
+            }
+            None => splat32(e, 0),
+        };
+        let ep = Ep::load(e, p, data, g);
+        let vlo = splat32(e, lo);
+        let vhi = splat32(e, hi);
+        let d0 = e.index(out, g, plane as i64 * ez);
+        e.for_range(0, (p.q8 / 16) as i64, 1, &[xg, d0], |e, _, cur| {
+            let (xq, d) = (cur[0], cur[1]);
+            let mut acc = [init; 4];
+            for (&base, &w) in bases.iter().zip(&ws) {
+                for (k, a) in acc.iter_mut().enumerate() {
+                    let mut v = e.load(I8X16, xq, (base + k) as i32);
+                    if xe == IntElem::I8 {
+                        let m = e.b.ins().iconst(I8, -128);
+                        let flip = e.b.ins().splat(I8X16, m);
+                        v = e.b.ins().bxor(v, flip);
+                    }
+                    *a = dot_quads(e, *a, v, w);
+                }
+            }
+            let v = acc.map(|a| ep.rescale_lanes(e, a, (lo, hi), (vlo, vhi), ye));
+            let n01 = e.b.ins().snarrow(v[0], v[1]);
+            let n23 = e.b.ins().snarrow(v[2], v[3]);
+            let n = if ye == IntElem::U8 {
+                e.b.ins().unarrow(n01, n23)
+            } else {
+                e.b.ins().snarrow(n01, n23)
+            };
+            let n = shuffle(e, n, n, UNSTRIDE4);
+            e.store(n, d, 0);
             vec![e.addi(xq, 16), e.addi(d, 16 * ez)]
         });
     });
@@ -844,6 +945,8 @@ fn copy_bytes(e: &mut Emitter, src: Value, dst: Value, n: usize) {
 const EVEN_ODD: [u8; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15];
 const LO_BYTES: [u8; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
 const HI_BYTES: [u8; 16] = [8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31];
+/// Bytes `[p0, p4, p8, p12, p1, p5, …]` back to `[p0, p1, p2, …]`.
+const UNSTRIDE4: [u8; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
 const LO_WORDS: [u8; 16] = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
 const HI_WORDS: [u8; 16] = [8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31];
 
@@ -1116,6 +1219,36 @@ impl Ep {
         }
     }
 
+    /// The vector epilogue of 4 accumulators (bias not included): rescaled and clamped
+    /// i32 lanes, except the clamp at `ye`'s own bounds, which the narrowing that follows
+    /// does for free (it saturates).
+    fn rescale_lanes(
+        &self,
+        e: &mut Emitter,
+        acc: Value,
+        (lo, hi): (i32, i32),
+        (vlo, vhi): (Value, Value),
+        ye: IntElem,
+    ) -> Value {
+        let Ep::Vector { bias, lsh, rsh } = self else {
+            unreachable!("rescale_lanes needs the vector epilogue")
+        };
+        let (t_lo, t_hi) = ye.range();
+        let mut v = e.b.ins().iadd(acc, *bias);
+        if let Some((lsh, add)) = lsh {
+            v = e.b.ins().ishl(v, *lsh);
+            v = e.b.ins().iadd(v, *add);
+        }
+        v = e.b.ins().sshr(v, *rsh);
+        if lo != t_lo {
+            v = e.b.ins().smax(v, vlo);
+        }
+        if hi != t_hi {
+            v = e.b.ins().smin(v, vhi);
+        }
+        v
+    }
+
     /// Finishes 8 accumulators (two i32x4, bias not included) and stores them at `d`.
     fn store(
         &self,
@@ -1128,24 +1261,8 @@ impl Ep {
     ) {
         let ez = ye.size_bytes() as i64;
         match self {
-            Ep::Vector { bias, lsh, rsh } => {
-                // The narrowing to 8 bits saturates: a clamp at the type's bound is free.
-                let (t_lo, t_hi) = ye.range();
-                let v = accs.map(|acc| {
-                    let mut v = e.b.ins().iadd(acc, *bias);
-                    if let Some((lsh, add)) = lsh {
-                        v = e.b.ins().ishl(v, *lsh);
-                        v = e.b.ins().iadd(v, *add);
-                    }
-                    v = e.b.ins().sshr(v, *rsh);
-                    if lo != t_lo {
-                        v = e.b.ins().smax(v, vlo);
-                    }
-                    if hi != t_hi {
-                        v = e.b.ins().smin(v, vhi);
-                    }
-                    v
-                });
+            Ep::Vector { .. } => {
+                let v = accs.map(|acc| self.rescale_lanes(e, acc, (lo, hi), (vlo, vhi), ye));
                 store8(e, ye, v[0], v[1], d);
             }
             Ep::Scalar(ep) => {
