@@ -399,12 +399,14 @@ pub fn compile_with(graph: &IntGraph, options: &CompileOptions) -> Result<JitMod
                 hi,
             } => {
                 let x = operand(node.inputs[0]);
-                let kind = ops::PoolKind::Sum {
-                    shift: *shift,
-                    lo: *lo,
-                    hi: *hi,
-                };
-                Box::new(move |e: &mut Emitter| ops::pool(e, pool, &kind, &x, &out))
+                let (shift, lo, hi) = (*shift, *lo, *hi);
+                let kind = ops::PoolKind::Sum { shift, lo, hi };
+                let vectorize = options.vectorize;
+                Box::new(move |e: &mut Emitter| {
+                    if !(vectorize && simd::global_sum_pool(e, pool, (shift, lo, hi), &x, &out)) {
+                        ops::pool(e, pool, &kind, &x, &out)
+                    }
+                })
             }
             IntOp::Requant { rescale, lo, hi } => {
                 let x = operand(node.inputs[0]);

@@ -1440,3 +1440,72 @@ pub(crate) fn add_vector(
     });
     done
 }
+
+/// Global sum-pool (the window is the whole plane, as in `GlobalAveragePool`) of 8-bit
+/// values: each plane summed 16 bytes at a time (pairs, then quads, widened by
+/// `pmaddubsw` / `pmaddwd` against ones: Cranelift's extending pairwise adds), the last
+/// partial vector masked to the plane. `false` if the pool is not of that kind.
+pub(crate) fn global_sum_pool(
+    e: &mut Emitter,
+    p: &lutq_ir::Pool,
+    (shift, lo, hi): (i32, i32, i32),
+    x: &Operand,
+    y: &Operand,
+) -> bool {
+    let (xs, ys) = (&x.ty.shape, &y.ty.shape);
+    let (h, w) = (xs[2], xs[3]);
+    let global =
+        ys[2] == 1 && ys[3] == 1 && p.kernel == [h, w] && p.pads == [0; 4] && p.dilations == [1, 1];
+    let xe = x.ty.elem;
+    // Lanes of i32 add at most 4 · 255 per vector: no overflow below 2^21 elements.
+    let n = h * w;
+    if !global || !matches!(xe, IntElem::I8 | IntElem::U8) || n == 0 || n >= 1 << 21 {
+        return false;
+    }
+    let ye = y.ty.elem;
+    let xb = e.arena(x.offset);
+    let yb = e.arena(y.offset);
+    let (full, rest) = (n / 16, n % 16);
+    let mask: Vec<u8> = (0..16).map(|i| if i < rest { 0xff } else { 0 }).collect();
+    let mask = {
+        let imm = e.b.func.dfg.constants.insert(ConstantData::from(&mask[..]));
+        e.b.ins().vconst(I8X16, imm)
+    };
+    let widen = |e: &mut Emitter, v: Value| {
+        let (l, h) = match xe {
+            IntElem::U8 => (e.b.ins().uwiden_low(v), e.b.ins().uwiden_high(v)),
+            _ => (e.b.ins().swiden_low(v), e.b.ins().swiden_high(v)),
+        };
+        let pairs = e.b.ins().iadd_pairwise(l, h);
+        let (l, h) = (e.b.ins().swiden_low(pairs), e.b.ins().swiden_high(pairs));
+        e.b.ins().iadd_pairwise(l, h)
+    };
+    e.for_each(0, (xs[0] * xs[1]) as i64, |e, plane| {
+        let xp = e.index(xb, plane, n as i64);
+        let zero = splat32(e, 0);
+        let acc = e.for_range(0, full as i64, 1, &[xp, zero], |e, _, cur| {
+            let v = e.load(I8X16, cur[0], 0);
+            let s = widen(e, v);
+            vec![e.addi(cur[0], 16), e.b.ins().iadd(cur[1], s)]
+        });
+        let mut acc = acc[1];
+        if rest > 0 {
+            let last = e.addi(xp, (full * 16) as i64);
+            let v = e.load(I8X16, last, 0);
+            let v = e.b.ins().band(v, mask);
+            let s = widen(e, v);
+            acc = e.b.ins().iadd(acc, s);
+        }
+        let mut sum = e.b.ins().extractlane(acc, 0);
+        for lane in 1..4u8 {
+            let l = e.b.ins().extractlane(acc, lane);
+            sum = e.b.ins().iadd(sum, l);
+        }
+        let sum = e.b.ins().sextend(I64, sum);
+        let v = e.rshift_round(sum, shift);
+        let v = e.clamp(v, lo, hi);
+        let d = e.index(yb, plane, ye.size_bytes() as i64);
+        e.store_elem(ye, v, d);
+    });
+    true
+}
