@@ -874,6 +874,56 @@ fn stage_a(e: &mut Emitter, p: &ConvPlan, xb: Value, buf: Value) {
                     ix_start = 16 * nj;
                 }
             }
+            // The rest of a stride-2 row in whole chunks too (16 bytes, or 8 for rows
+            // shorter than 16), the last one ending at the row's end (it rewrites some
+            // columns with the same values), where every chunk's columns land inside
+            // their phase rows; else column by column below.
+            let size = if p.w >= 16 { 16 } else { 8 };
+            if sx == 2 && ix_start < p.w && p.w >= size {
+                let mut starts: Vec<usize> = (ix_start..p.w - size).step_by(size).collect();
+                starts.push(p.w - size);
+                // Bytes at even offsets from `ix0` go to phase (ix0 + pl) % 2 from
+                // b = (ix0 + pl) / 2; odd offsets to the other phase, from
+                // (ix0 + 1 + pl) / 2.
+                let fits = |ix0: usize| {
+                    (ix0 + pl) / 2 + size / 2 <= p.cols && (ix0 + 1 + pl) / 2 + size / 2 <= p.cols
+                };
+                if starts.iter().all(|&ix0| fits(ix0)) {
+                    for ix0 in starts {
+                        let dst = |e: &mut Emitter, c: usize| {
+                            let rx = (c + pl) % 2;
+                            let ph = e.muli(ry, 2);
+                            let ph = e.addi(ph, rx as i64);
+                            let ph = e.muli(ph, rows);
+                            let ph = e.add(ph, a);
+                            let row = e.index(bc, ph, cols);
+                            e.addi(row, ((c + pl) / 2) as i64)
+                        };
+                        let (de, d_o) = (dst(e, ix0), dst(e, ix0 + 1));
+                        let sa = e.addi(srow, ix0 as i64);
+                        if size == 16 {
+                            let v = e.load(I8X16, sa, 0);
+                            let v = shuffle(e, v, v, EVEN_ODD);
+                            let v = e.b.ins().bitcast(I64X2, le(), v);
+                            let lo = e.b.ins().extractlane(v, 0);
+                            let hi = e.b.ins().extractlane(v, 1);
+                            e.store(lo, de, 0);
+                            e.store(hi, d_o, 0);
+                        } else {
+                            let v = e.load(I64, sa, 0);
+                            let v = e.b.ins().scalar_to_vector(I64X2, v);
+                            let v = e.b.ins().bitcast(I8X16, le(), v);
+                            let v = shuffle(e, v, v, EVEN_ODD8);
+                            let v = e.b.ins().bitcast(I32X4, le(), v);
+                            let lo = e.b.ins().extractlane(v, 0);
+                            let hi = e.b.ins().extractlane(v, 1);
+                            e.store(lo, de, 0);
+                            e.store(hi, d_o, 0);
+                        }
+                    }
+                    ix_start = p.w;
+                }
+            }
             for rx in 0..sx {
                 // Phase column b holds input column b·sx + rx − pl: the first such input
                 // column at or after `ix_start`.
@@ -943,6 +993,8 @@ fn copy_bytes(e: &mut Emitter, src: Value, dst: Value, n: usize) {
 }
 
 const EVEN_ODD: [u8; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15];
+/// The even then the odd bytes of the low 8 (the high 8 bytes are don't-cares).
+const EVEN_ODD8: [u8; 16] = [0, 2, 4, 6, 1, 3, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 const LO_BYTES: [u8; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
 const HI_BYTES: [u8; 16] = [8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31];
 /// Bytes `[p0, p4, p8, p12, p1, p5, …]` back to `[p0, p1, p2, …]`.
