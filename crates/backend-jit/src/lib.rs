@@ -584,11 +584,17 @@ impl JitModel {
             unsafe {
                 let dst = base.add(q.offset);
                 let quantizer = InputQuantizer::new(q.exp, q.lo, q.hi);
-                for (i, &v) in x.iter().enumerate() {
-                    let v = quantizer.apply(v);
-                    match q.elem {
-                        IntElem::I8 | IntElem::U8 => *dst.add(i) = v as u8,
-                        IntElem::I32 => dst.cast::<i32>().add(i).write_unaligned(v),
+                match q.elem {
+                    IntElem::I8 | IntElem::U8 => {
+                        let dst = std::slice::from_raw_parts_mut(dst, x.len());
+                        for (d, &v) in dst.iter_mut().zip(x.iter()) {
+                            *d = quantizer.apply(v) as u8;
+                        }
+                    }
+                    IntElem::I32 => {
+                        for (i, &v) in x.iter().enumerate() {
+                            dst.cast::<i32>().add(i).write_unaligned(quantizer.apply(v));
+                        }
                     }
                 }
             }
