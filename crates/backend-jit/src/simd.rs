@@ -62,6 +62,10 @@ const PAIR_BYTES: usize = 16;
 /// Bytes per stored weight quad of the dot-product kernel: 4 (four int8, splatted as
 /// they are loaded) or 16 (stored splatted).
 const QUAD_BYTES: usize = 16;
+/// Most blocks of `OB` output channels for which stage C is unrolled with the epilogue
+/// parameters as immediates (code grows with it; the small-K layers it helps most have
+/// few channels).
+const UNROLL_BLOCKS: usize = 16;
 /// Largest buffer the vector kernels address with 32-bit immediate offsets.
 const MAX_OFFSET: usize = 1 << 30;
 /// Target size of a stage-B panel (bytes): a tile of positions stays in L2.
@@ -126,6 +130,10 @@ pub(crate) struct ConvPlan {
     /// `[O][4]` i32 `(bias, lsh, add, rsh)` for the vector epilogue, if it applies, and
     /// whether no channel shifts left (see `vector_table`).
     vtab: Option<(*const u8, bool)>,
+    /// The same table as compile-time values, when stage C is unrolled over blocks of
+    /// output channels (one group, at most `UNROLL_BLOCKS` blocks): every channel's
+    /// epilogue then has its bias and shifts as immediates.
+    const_ep: Option<Vec<[i32; 4]>>,
     /// Bytes of the stage-A buffer, which is the layer's own (not in the shared scratch),
     /// and its arena offset (set once the arena is laid out): the arena starts zeroed and
     /// stage A rewrites the same interior bytes on every run, so its padding stays zero.
@@ -385,6 +393,18 @@ pub(crate) fn plan_linear(
     let panel_off = 0;
     let wide_off = panel_off + round_up(kp * qt * 4, 64);
     let total = wide_off + if direct { 0 } else { o_n * q8 * ez } + 64;
+    let const_ep = match &vtab {
+        Some((t, _)) if g.group == 1 && o_n.div_ceil(OB) <= UNROLL_BLOCKS && !depthwise => Some(
+            t.chunks_exact(16)
+                .map(|c| {
+                    std::array::from_fn(|i| {
+                        i32::from_le_bytes(c[4 * i..4 * i + 4].try_into().expect("4 bytes"))
+                    })
+                })
+                .collect(),
+        ),
+        _ => None,
+    };
     let vtab = vtab.map(|(t, no_lsh)| (host(&t), no_lsh));
     LinearPlan::Conv(Box::new(ConvPlan {
         c,
@@ -413,6 +433,7 @@ pub(crate) fn plan_linear(
         wpairs: host(&wp),
         acc_init,
         vtab,
+        const_ep,
         padded_bytes: a_bytes,
         padded_at: 0,
         panel_off,
@@ -1110,16 +1131,48 @@ fn stage_c(
     nc: usize,
     (out, plane, ye): (Value, usize, IntElem),
 ) {
-    let o_base = e.muli(g, p.o_per_g as i64);
     let full = p.o_per_g / OB;
     let rem = p.o_per_g % OB;
+    if p.const_ep.is_some() {
+        // One group: every block's first channel is a constant.
+        for blk in 0..p.o_per_g.div_ceil(OB) {
+            let o = e.c64((blk * OB) as i64);
+            let ob = if blk < full { OB } else { rem };
+            let at = (o, Some(blk * OB));
+            block(e, layer, p, data, at, ob, panel, q0, nc, (out, plane, ye));
+        }
+        return;
+    }
+    let o_base = e.muli(g, p.o_per_g as i64);
     e.for_each(0, full as i64, |e, blk| {
         let o = e.index(o_base, blk, OB as i64);
-        block(e, layer, p, data, o, OB, panel, q0, nc, (out, plane, ye));
+        block(
+            e,
+            layer,
+            p,
+            data,
+            (o, None),
+            OB,
+            panel,
+            q0,
+            nc,
+            (out, plane, ye),
+        );
     });
     if rem > 0 {
         let o = e.addi(o_base, (full * OB) as i64);
-        block(e, layer, p, data, o, rem, panel, q0, nc, (out, plane, ye));
+        block(
+            e,
+            layer,
+            p,
+            data,
+            (o, None),
+            rem,
+            panel,
+            q0,
+            nc,
+            (out, plane, ye),
+        );
     }
 }
 
@@ -1129,7 +1182,7 @@ fn block(
     layer: &QLinear,
     p: &ConvPlan,
     data: &LinearData,
-    o: Value,
+    (o, o_const): (Value, Option<usize>),
     ob: usize,
     panel: Value,
     q0: Value,
@@ -1157,9 +1210,20 @@ fn block(
         .collect();
     // Per-channel epilogue parameters, loaded once per block.
     let eps: Vec<Ep> = (0..ob)
-        .map(|j| {
-            let oj = e.addi(o, j as i64);
-            Ep::load(e, p, data, oj)
+        .map(|j| match (&p.const_ep, o_const) {
+            (Some(t), Some(o0)) => {
+                let [bias, lsh, add, rsh] = t[o0 + j];
+                let no_lsh = p.vtab.is_some_and(|(_, no_lsh)| no_lsh);
+                Ep::Const {
+                    bias,
+                    lsh: (!no_lsh).then_some((lsh, add)),
+                    rsh,
+                }
+            }
+            _ => {
+                let oj = e.addi(o, j as i64);
+                Ep::load(e, p, data, oj)
+            }
         })
         .collect();
     let (lo, hi) = (layer.lo, layer.hi);
@@ -1242,6 +1306,12 @@ enum Ep {
         lsh: Option<(Value, Value)>,
         rsh: Value,
     },
+    /// `Vector` with the values known at compile time (immediates).
+    Const {
+        bias: i32,
+        lsh: Option<(i32, i32)>,
+        rsh: i32,
+    },
     /// Lane by lane in i64.
     Scalar(Epilogue),
 }
@@ -1282,16 +1352,28 @@ impl Ep {
         (vlo, vhi): (Value, Value),
         ye: IntElem,
     ) -> Value {
-        let Ep::Vector { bias, lsh, rsh } = self else {
-            unreachable!("rescale_lanes needs the vector epilogue")
-        };
         let (t_lo, t_hi) = ye.range();
-        let mut v = e.b.ins().iadd(acc, *bias);
-        if let Some((lsh, add)) = lsh {
-            v = e.b.ins().ishl(v, *lsh);
-            v = e.b.ins().iadd(v, *add);
-        }
-        v = e.b.ins().sshr(v, *rsh);
+        let mut v = match self {
+            Ep::Vector { bias, lsh, rsh } => {
+                let mut v = e.b.ins().iadd(acc, *bias);
+                if let Some((lsh, add)) = lsh {
+                    v = e.b.ins().ishl(v, *lsh);
+                    v = e.b.ins().iadd(v, *add);
+                }
+                e.b.ins().sshr(v, *rsh)
+            }
+            Ep::Const { bias, lsh, rsh } => {
+                let b = splat32(e, *bias);
+                let mut v = e.b.ins().iadd(acc, b);
+                if let Some((lsh, add)) = *lsh {
+                    v = e.b.ins().ishl_imm_u(v, lsh as i64);
+                    let a = splat32(e, add);
+                    v = e.b.ins().iadd(v, a);
+                }
+                e.b.ins().sshr_imm_u(v, *rsh as i64)
+            }
+            Ep::Scalar(_) => unreachable!("rescale_lanes needs a vector epilogue"),
+        };
         if lo != t_lo {
             v = e.b.ins().smax(v, vlo);
         }
@@ -1313,7 +1395,7 @@ impl Ep {
     ) {
         let ez = ye.size_bytes() as i64;
         match self {
-            Ep::Vector { .. } => {
+            Ep::Vector { .. } | Ep::Const { .. } => {
                 let v = accs.map(|acc| self.rescale_lanes(e, acc, (lo, hi), (vlo, vhi), ye));
                 store8(e, ye, v[0], v[1], d);
             }
