@@ -44,12 +44,14 @@
 //!   Per-node functions keep Cranelift's compile time linear and small (MobileNetV2:
 //!   150–250 ms for 64 functions) and give per-node timings for free; the call overhead
 //!   (64 indirect calls per run) is negligible.
-//! * **Memory**: one buffer per value in one 64-byte aligned arena (a `Reshape` shares
-//!   its input's buffer and has no code), each followed by 256 spare bytes that the
-//!   vector kernels may over-read; then each padded or strided convolution's own
-//!   zero-padded input copy (zeroed once with the arena: only its interior is ever
-//!   written, so it is never refilled); then one scratch area shared by all layers
-//!   (panels, wide outputs). Simple rather than minimal: MobileNetV2 needs 12.3 MB.
+//! * **Memory**: one 64-byte aligned arena. Each value gets a buffer followed by 256
+//!   spare bytes that the vector kernels may over-read, reused once the value's last
+//!   reader has run (best fit; a `Reshape` shares its input's buffer and has no code;
+//!   graph inputs and outputs are never reused). Then the zero-padded input copies of
+//!   padded or strided convolutions (stage A), one per input geometry and kept apart:
+//!   zeroed once with the arena, only their interiors are ever written, so they are
+//!   never refilled. Then one scratch area shared by all layers (panels, wide
+//!   outputs). MobileNetV2: 6.5 MB (one buffer per value: 12.3 MB).
 //! * **Weights** are decoded at compile time (4-bit LUT codes → int8, once) and re-laid
 //!   out for the kernel that uses them: int8 rows for dense layers; for convolutions,
 //!   int8 quads (VNNI) or i16 pairs, stored already splatted to a whole vector (16
@@ -262,17 +264,7 @@ pub fn compile_with(graph: &IntGraph, options: &CompileOptions) -> Result<JitMod
     let start = Instant::now();
     graph.validate()?;
 
-    // Arena: one buffer per value (a reshape shares its input's), then the scratch area.
-    let mut offsets = vec![0usize; graph.nodes.len()];
-    let mut end = 0usize;
-    for (i, n) in graph.nodes.iter().enumerate() {
-        if matches!(n.op, IntOp::Reshape) {
-            offsets[i] = offsets[n.inputs[0].index()];
-            continue;
-        }
-        offsets[i] = end;
-        end = (end + n.ty.size_bytes() + SLACK).next_multiple_of(ALIGN);
-    }
+    let (offsets, mut end) = plan_values(graph);
     let operand = |v: lutq_ir::int::ValueId| Operand {
         offset: offsets[v.index()],
         ty: graph.ty(v),
@@ -309,12 +301,19 @@ pub fn compile_with(graph: &IntGraph, options: &CompileOptions) -> Result<JitMod
             _ => None,
         })
         .collect();
+    // Layers whose stage A writes the same positions (same input and padding geometry)
+    // share one buffer: the padding stays zero all the same.
+    let mut padded: std::collections::HashMap<simd::PaddedKey, usize> = Default::default();
     for plan in plans.iter_mut().flatten() {
-        let bytes = plan.padded_bytes();
-        if bytes > 0 {
-            plan.set_padded_at(end);
-            end = (end + bytes + SLACK).next_multiple_of(ALIGN);
-        }
+        let Some(key) = plan.padded_key() else {
+            continue;
+        };
+        let at = *padded.entry(key).or_insert_with(|| {
+            let at = end;
+            end = (end + plan.padded_bytes() + SLACK).next_multiple_of(ALIGN);
+            at
+        });
+        plan.set_padded_at(at);
     }
     let scratch = end;
 
@@ -464,6 +463,76 @@ pub fn compile_with(graph: &IntGraph, options: &CompileOptions) -> Result<JitMod
         arena_bytes,
         timing: None,
     })
+}
+
+/// Arena offsets of every value, and the bytes they take. A value's buffer (its size
+/// plus `SLACK`, 64-byte aligned) is reused once its last reader has run: best fit among
+/// the freed buffers, split if larger, else a new one at the end. A `Reshape` shares its
+/// input's buffer (its readers keep that buffer alive); the graph's quantized inputs are
+/// written before any kernel runs, so they are placed first; its outputs are never
+/// freed. A node's output never shares a buffer with its inputs (they are freed after it
+/// is placed).
+fn plan_values(graph: &IntGraph) -> (Vec<usize>, usize) {
+    let n = graph.nodes.len();
+    let mut root: Vec<usize> = (0..n).collect();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if matches!(node.op, IntOp::Reshape) {
+            root[i] = root[node.inputs[0].index()];
+        }
+    }
+    let mut last: Vec<usize> = (0..n).collect();
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for v in &node.inputs {
+            let r = root[v.index()];
+            last[r] = last[r].max(i);
+        }
+    }
+    for o in &graph.outputs {
+        last[root[o.value.index()]] = usize::MAX;
+    }
+    let bytes = |i: usize| (graph.nodes[i].ty.size_bytes() + SLACK).next_multiple_of(ALIGN);
+    let mut offsets = vec![0usize; n];
+    let mut end = 0usize;
+    let mut free: Vec<(usize, usize)> = Vec::new();
+    let is_input = |i: usize| matches!(graph.nodes[i].op, IntOp::QuantizeInput { .. });
+    for i in (0..n).filter(|&i| is_input(i)) {
+        offsets[i] = end;
+        end += bytes(i);
+    }
+    for (i, node) in graph.nodes.iter().enumerate() {
+        if root[i] != i {
+            offsets[i] = offsets[root[i]];
+        } else if !is_input(i) {
+            let need = bytes(i);
+            let fit = (0..free.len())
+                .filter(|&k| free[k].1 >= need)
+                .min_by_key(|&k| free[k].1);
+            offsets[i] = match fit {
+                Some(k) => {
+                    let (at, size) = free.swap_remove(k);
+                    if size > need {
+                        free.push((at + need, size - need));
+                    }
+                    at
+                }
+                None => {
+                    end += need;
+                    end - need
+                }
+            };
+        }
+        // Buffers whose last reader is this node (or, unread, this node itself).
+        let mut dying: Vec<usize> = node.inputs.iter().map(|v| root[v.index()]).collect();
+        dying.push(root[i]);
+        dying.sort_unstable();
+        dying.dedup();
+        for r in dying {
+            if last[r] == i {
+                free.push((offsets[r], bytes(r)));
+            }
+        }
+    }
+    (offsets, end)
 }
 
 /// Compiles one node's code as a function `fn(arena: *mut u8)`.

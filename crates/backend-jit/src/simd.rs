@@ -90,6 +90,9 @@ pub(crate) enum Dot {
     Quads,
 }
 
+/// See [`LinearPlan::padded_key`].
+pub(crate) type PaddedKey = ([usize; 7], [usize; 2], [usize; 2]);
+
 pub(crate) struct ConvPlan {
     c: usize,
     h: usize,
@@ -167,6 +170,19 @@ impl LinearPlan {
         match self {
             LinearPlan::Conv(p) => p.padded_bytes,
             _ => 0,
+        }
+    }
+
+    /// What decides which bytes of the stage-A buffer are written (and so which stay
+    /// zero): layers with equal keys can share one buffer. `None` without stage A.
+    pub fn padded_key(&self) -> Option<PaddedKey> {
+        match self {
+            LinearPlan::Conv(p) if p.padded_bytes > 0 => Some((
+                [p.c, p.h, p.w, p.rows, p.cols, p.chan_len, p.padded_bytes],
+                p.strides,
+                p.pads,
+            )),
+            _ => None,
         }
     }
 
