@@ -165,6 +165,71 @@ impl Drop for Ort {
     }
 }
 
+/// The JIT's MAC rate per kind of linear layer (sum of per-node medians over `iters`
+/// timed runs), against this CPU's 128-bit int8 peak: 32 MACs per cycle with VNNI (two
+/// `vpdpbusd` of 16), 16 without (two `pmaddwd` of 8), at the nominal clock in the CPU's
+/// name.
+fn layer_rates(g: &IntGraph, x: &[f32], iters: usize) -> anyhow::Result<String> {
+    let mut model = lutq_backend_jit::compile(g)?;
+    let runs: Vec<_> = (0..iters)
+        .map(|_| model.run_timed(&[x]).map(|r| r.1))
+        .collect::<Result<_, _>>()?;
+    let peak_macs_per_cycle = if lutq_backend_jit::host_has_vnni() {
+        32.0
+    } else {
+        16.0
+    };
+    let ghz: Option<f64> = crate::bench_float::cpu_name()
+        .rsplit('@')
+        .next()
+        .and_then(|s| s.trim().strip_suffix("GHz"))
+        .and_then(|s| s.trim().parse().ok());
+    let mut kinds: Vec<(&str, u64, f64)> = Vec::new();
+    for (i, (name, _)) in runs[0].iter().enumerate() {
+        let Some(node) = g.nodes.iter().find(|n| &n.name == name) else {
+            continue;
+        };
+        let lutq_ir::int::IntOp::Linear(l) = &node.op else {
+            continue;
+        };
+        let [o, i_g, kh, kw] = l.weights.shape();
+        let kind = match &l.conv {
+            None => "dense",
+            Some(c) if i_g == 1 && c.group == o => "depthwise conv",
+            Some(c) if c.group == 1 && kh * kw == 1 => "pointwise conv",
+            Some(_) => "other conv",
+        };
+        let macs = (node.ty.num_elements() * l.weights.row_len()) as u64;
+        let ms = median(runs.iter().map(|r| r[i].1.as_secs_f64() * 1e3).collect());
+        match kinds.iter_mut().find(|k| k.0 == kind) {
+            Some(k) => {
+                k.1 += macs;
+                k.2 += ms;
+            }
+            None => kinds.push((kind, macs, ms)),
+        }
+    }
+    let mut out = String::from(
+        "| layers | MMAC | ms (sum of per-node medians) | GMAC/s | of 128-bit int8 peak |\n|---|---:|---:|---:|---:|\n",
+    );
+    for (kind, macs, ms) in kinds {
+        let rate = macs as f64 / ms / 1e6;
+        let share = ghz.map_or("–".to_string(), |ghz| {
+            format!("{:.0} %", 100.0 * rate / (peak_macs_per_cycle * ghz))
+        });
+        out.push_str(&format!(
+            "| {kind} | {:.1} | {ms:.3} | {rate:.1} | {share} |\n",
+            macs as f64 / 1e6
+        ));
+    }
+    let peak = ghz.map_or("unknown (no clock in the CPU name)".to_string(), |ghz| {
+        format!("{:.0} GMAC/s", peak_macs_per_cycle * ghz)
+    });
+    Ok(format!(
+        "Peak: {peak} ({peak_macs_per_cycle} MACs per cycle at the nominal clock).\n\n{out}"
+    ))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -197,6 +262,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let mut rates = String::new();
     let mut table = String::from(
         "| model | MACs | lutq-jit ms | golden interp ms | generated C ms | onnxruntime fp32 ms | onnxruntime int8 ms | tract fp32 ms | jit / ort int8 | jit / ort fp32 | jit GMAC/s |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
@@ -252,6 +318,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
         print!("{row}");
         table.push_str(&row);
+        if b.name == "mobilenet_v2" {
+            rates = pool.install(|| layer_rates(&g, x, iters))?;
+            print!("{rates}");
+        }
     }
     if let Some(path) = write {
         let body = format!(
@@ -262,7 +332,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
              copies of one sample minus the harness on one, per copy. The machines are\n\
              shared: compare the ratios within a row. The JIT and onnxruntime take turns\n\
              ({ROUNDS} rounds of {} runs each, after a warm-up round), so that a busy moment\n\
-             weighs on both.\n\n{table}",
+             weighs on both.\n\n{table}\n\
+             The JIT's MAC rate by kind of layer on mobilenet_v2 (`run_timed`, {iters}\n\
+             runs, measured right after the table's runs: a busier or quieter moment than\n\
+             the table's shows in every rate alike):\n\n{rates}",
             iters.min(10),
             crate::bench_float::cpu_name(),
             iters.div_ceil(ROUNDS)

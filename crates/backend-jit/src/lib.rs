@@ -42,7 +42,7 @@
 //!   shape, stride, offset, shift and clamp bound is a constant in the code; weights and
 //!   per-channel tables live in buffers the model owns, their addresses constants too.
 //!   Per-node functions keep Cranelift's compile time linear and small (MobileNetV2:
-//!   150–250 ms for 64 functions) and give per-node timings for free; the call overhead
+//!   ~0.45 s for 64 functions, most of it the unrolled small layers) and give per-node timings for free; the call overhead
 //!   (64 indirect calls per run) is negligible.
 //! * **Memory**: one 64-byte aligned arena. Each value gets a buffer followed by 256
 //!   spare bytes that the vector kernels may over-read, reused once the value's last
@@ -63,40 +63,42 @@
 //! * **Kernels**: a scalar kernel for every op (the definition, every tap
 //!   bounds-checked; `CompileOptions { vectorize: false, .. }` compiles only those), and
 //!   128-bit vector kernels — Cranelift lowers only 128-bit vectors on x86-64 — for
-//!   convolutions of any geometry (a `pmaddwd` GEMM over a zero-padded, stride-phase-split
-//!   "wide plane", with a fused variant for depthwise layers), dense layers (`pmaddwd`
-//!   dot products, 4 rows sharing each input load) and `Add`. Pools, `Concat` and
-//!   `Requant` stay scalar: together they are well under 1 % of MobileNetV2's time. See
-//!   the `simd` module for the kernels.
+//!   convolutions of any geometry (a GEMM over a zero-padded, stride-phase-split "wide
+//!   plane" with VNNI `vpdpbusd` quads, or `pmaddwd` pairs on CPUs without VNNI;
+//!   depthwise layers by runs of consecutive taps, no shuffle in the loop), dense layers
+//!   (`pmaddwd` dot products, 4 rows sharing each input load), `Add` and global
+//!   sum-pools. Other pools, `Concat` and `Requant` stay scalar: well under 1 % of
+//!   MobileNetV2's time. See the `simd` module for the kernels.
 //!
 //! # Measurements
 //!
 //! `cargo xtask bench-int` measures the JIT against the interpreter, the generated C and
-//! onnxruntime (table in docs/results.md). During development (single thread, batch 1,
-//! warm, lut4-pot-channel, interpreter and JIT interleaved in the same run; Xeon @ 2.5
-//! GHz with AVX-512, shared with other jobs, so absolute times vary by ±30 %):
+//! onnxruntime, interleaving the JIT's and onnxruntime's runs, and the JIT's MAC rate per
+//! kind of layer (tables in docs/results.md). The machine is shared: the same binary
+//! runs MobileNetV2 in 8.3 ms in a quiet moment and 19 ms in a busy one, so compare
+//! ratios measured in the same run, and per-node times within one `examples/profile.rs`
+//! run.
 //!
-//! ```text
-//! model (median)          MMAC   compile     interp        jit  jit-scalar   ratio ratio-min   GMAC/s   interp
-//! fashion_resnet8         9.35   66.64ms     4.29ms     1.19ms     40.05ms   3.59x     3.35x     7.84     2.18
-//! fashion_mobilenetv2     6.45   64.81ms     2.60ms     1.16ms     20.56ms   2.24x     2.26x     5.57     2.48
-//! mobilenet_v2          300.77  224.47ms    74.00ms    24.23ms    590.40ms   3.05x     2.67x    12.41     4.06
-//! ```
+//! What the choices bought on MobileNetV2 (`examples/profile.rs`, sum of per-node
+//! medians; before → after, in the same quiet-or-busy state, from the commits):
+//! - the panel GEMM, stage-A vector copies, the fused depthwise kernel, 6 channels per
+//!   block and splatted weight pairs (pmaddwd): ~450 ms scalar → ~22–35 ms;
+//! - VNNI quads for the GEMM (the same loop with `vpdpbusd`): pointwise layers 10 → 22
+//!   GMAC/s (busy), total 36 → 20 ms; weight quads stored splatted rather than
+//!   broadcast from 4 bytes: pointwise ~20 % faster (Cranelift broadcasts through a
+//!   general register: 3 µops, two of them on the shuffle port);
+//! - depthwise by runs of taps instead of transposing quads in registers: depthwise
+//!   layers ~30 % faster (the transposition kept the shuffle port busy and spilled);
+//! - the input quantization with `2^exp` computed once and a branch-free floor: ~0.8 ms
+//!   less per run (it called `exp2` and `floor` from libm per element);
+//! - stride-2 stage A in whole chunks to the row's end (28→14 and 14→7 depthwise layers
+//!   1.2–1.8× faster), a vector global sum-pool (163 → 13 µs);
+//! - stage C unrolled over the output-channel blocks of small layers, with the epilogue
+//!   parameters as immediates: those layers ~13–17 % faster, compile time 0.2 → 0.45 s;
+//! - arena buffers reused after their last reader: arena 12.3 → 6.5 MB.
 //!
-//! (Load average 4–5 on 2 cores during that run; on a quieter moment MobileNetV2 ran in
-//! 25 ms against 57 ms, fashion_resnet8 in 0.66 ms against 2.4 ms. The ratios hold within
-//! about ±15 % from run to run.) The scalar kernels alone are 8–10× slower than the
-//! interpreter's multiversioned i32 loops, which is what the vector kernels are for.
-//!
-//! What the choices bought, on MobileNetV2 (sum of per-node medians,
-//! `examples/profile.rs`): scalar kernels only ~450 ms; the panel GEMM for every
-//! convolution 27.4 ms; vector copies in stage A and the compaction 24.4 ms; the fused
-//! depthwise kernel and the stride-2 shuffle 22.9 ms (the 112×112 stride-2 depthwise
-//! layer went from 2.2 ms to 0.8 ms); 6 instead of 4 output channels per block and
-//! weight loads marked read-only (so Cranelift keeps them next to their use) ~22 ms;
-//! weight pairs stored splatted ~21 ms.
-//! Pointwise layers run at 12–17 GMAC/s, depthwise ones at 3–6 GMAC/s (their cost is
-//! the interleaving, 1 shuffle per pair of taps).
+//! In a quiet moment: pointwise layers ~49 GMAC/s, depthwise ~9, the first (3-channel)
+//! convolution ~31, in all 8.3 ms (36 GMAC/s) against 37 ms when the JIT landed.
 
 mod emit;
 mod linear;
