@@ -19,11 +19,13 @@
 //!
 //! Groups run over input channels where there are enough (same tap), then over the
 //! remaining channels' taps, with zero partners to fill the last. Depthwise layers (one
-//! input and one output channel per group) skip the panel: each group of taps is
-//! interleaved in registers and multiplied at once, since no other output channel would
-//! reuse it (quads: 16 positions per step, four tap rows transposed with byte then word
-//! interleaves; pairs: 8 positions, `punpcklwd`/`punpckhwd`). Stage A copies rows 16 bytes at a time (stride 1) or de-interleaves even
-//! and odd columns with one byte shuffle (stride 2). Columns `ox ≥ OW` of
+//! input and one output channel per group) skip the panel, since no other output
+//! channel would reuse it: with VNNI they go by runs of consecutive taps, whose inputs
+//! for four positions are already adjacent bytes (`depthwise_runs`, no shuffle); else
+//! (and for i32 outputs or fixed-point multipliers) pairs of taps are interleaved in
+//! registers (`punpcklwd`/`punpckhwd`), 8 positions per step. Stage A copies rows 16
+//! bytes at a time (stride 1) or de-interleaves even and odd columns with one byte
+//! shuffle (stride 2), rows ending in an overlapping chunk. Columns `ox ≥ OW` of
 //! the wide plane are computed and thrown away: results go to a wide buffer and are
 //! compacted, except when the wide plane is the output plane (pointwise, stride 1,
 //! `OH · OW` a multiple of 8), where they are stored in place.
@@ -289,6 +291,19 @@ pub(crate) fn plan_linear(
         .collect();
     let n_t = taps.len();
     let depthwise = i_g == 1 && o_n == g.group;
+    // Depthwise with quads and a vector epilogue to 8 bits: runs of taps at consecutive
+    // offsets (see `depthwise_runs`; slot j of a group holds the tap at `base + j`).
+    // Other depthwise layers (i32 outputs, fixed-point multipliers) take the pair kernel.
+    let vtab = vector_table(layer);
+    let tap_runs = depthwise
+        && dot == Dot::Quads
+        && matches!(y.ty.elem, IntElem::I8 | IntElem::U8)
+        && vtab.is_some();
+    let dot = if depthwise && !tap_runs {
+        Dot::Pairs
+    } else {
+        dot
+    };
     let width = match dot {
         Dot::Pairs => 2,
         Dot::Quads => 4,
@@ -315,13 +330,6 @@ pub(crate) fn plan_linear(
                 .map(move |(t, &off)| (ic * chan_len + off, ic * n_t + t))
         })
         .collect();
-    // Depthwise with quads and a vector epilogue to 8 bits: runs of taps at consecutive
-    // offsets instead (see `depthwise_runs`); slot j holds the tap at `base + j`.
-    let vtab = vector_table(layer);
-    let tap_runs = depthwise
-        && dot == Dot::Quads
-        && matches!(y.ty.elem, IntElem::I8 | IntElem::U8)
-        && vtab.is_some();
     if tap_runs {
         let mut sorted = rest.clone();
         sorted.sort_unstable();
@@ -590,12 +598,10 @@ fn conv(
         (e.arena(scratch + p.wide_off), p.q8)
     };
     if p.i_g == 1 && p.o_per_g == 1 {
-        match p.dot {
-            Dot::Pairs => depthwise(e, layer, p, data, x.ty.elem, src, (out, plane, ye)),
-            Dot::Quads if p.tap_runs => {
-                depthwise_runs(e, layer, p, data, x.ty.elem, src, (out, plane, ye))
-            }
-            Dot::Quads => depthwise_quads(e, layer, p, data, x.ty.elem, src, (out, plane, ye)),
+        if p.tap_runs {
+            depthwise_runs(e, layer, p, data, x.ty.elem, src, (out, plane, ye))
+        } else {
+            depthwise(e, layer, p, data, x.ty.elem, src, (out, plane, ye))
         }
     } else {
         tiled(e, layer, p, data, x.ty.elem, src, panel, (out, plane, ye));
@@ -655,79 +661,6 @@ fn depthwise(
             }
             ep.store(e, acc, (lo, hi), (vlo, vhi), ye, d);
             vec![e.addi(xq, CHUNK as i64), e.addi(d, CHUNK as i64 * ez)]
-        });
-    });
-}
-
-/// Depthwise with quads: per 16 positions, each quad of taps is loaded as four rows of
-/// 16 bytes and transposed in registers (byte then word interleaves) into four vectors
-/// of 4 positions × 4 taps, each multiplied at once by the splatted weight quad.
-fn depthwise_quads(
-    e: &mut Emitter,
-    layer: &QLinear,
-    p: &ConvPlan,
-    data: &LinearData,
-    xe: IntElem,
-    src: Value,
-    (out, plane, ye): (Value, usize, IntElem),
-) {
-    let ez = ye.size_bytes() as i64;
-    let (lo, hi) = (layer.lo, layer.hi);
-    let wbase = e.host(p.wpairs);
-    e.for_each(0, p.group as i64, |e, g| {
-        let xg = e.index(src, g, p.chan_len as i64);
-        let wg = e.index(wbase, g, (p.kp * QUAD_BYTES) as i64);
-        let ws: Vec<Value> = (0..p.tail.len())
-            .map(|i| weight_quad(e, wg, (QUAD_BYTES * i) as i32))
-            .collect();
-        let init = match p.acc_init {
-            Some(t) => {
-                let tb = e.host(t);
-                let a = e.index(tb, g, 4);
-                let v = e.load_const(I32, a, 0);
-                e.b.ins().splat(I32X4, v)
-            }
-            None => splat32(e, 0),
-        };
-        let ep = Ep::load(e, p, data, g);
-        let vlo = splat32(e, lo);
-        let vhi = splat32(e, hi);
-        let d0 = e.index(out, g, plane as i64 * ez);
-        e.for_range(0, (p.q8 / 16) as i64, 1, &[xg, d0], |e, _, cur| {
-            let (xq, d) = (cur[0], cur[1]);
-            let mut acc = [init; 4];
-            for (grp, &w) in p.tail.iter().zip(&ws) {
-                let v = grp.map(|s| match s {
-                    Some(off) => {
-                        let v = e.load(I8X16, xq, off as i32);
-                        if xe == IntElem::I8 {
-                            let k = e.b.ins().iconst(I8, -128);
-                            let flip = e.b.ins().splat(I8X16, k);
-                            e.b.ins().bxor(v, flip)
-                        } else {
-                            v
-                        }
-                    }
-                    None => zero8(e),
-                });
-                let ab = [
-                    shuffle(e, v[0], v[1], LO_BYTES),
-                    shuffle(e, v[0], v[1], HI_BYTES),
-                ];
-                let cd = [
-                    shuffle(e, v[2], v[3], LO_BYTES),
-                    shuffle(e, v[2], v[3], HI_BYTES),
-                ];
-                for (i, a) in acc.iter_mut().enumerate() {
-                    let words = if i % 2 == 0 { LO_WORDS } else { HI_WORDS };
-                    let quads = shuffle(e, ab[i / 2], cd[i / 2], words);
-                    *a = dot_quads(e, *a, quads, w);
-                }
-            }
-            ep.store(e, [acc[0], acc[1]], (lo, hi), (vlo, vhi), ye, d);
-            let d8 = e.addi(d, CHUNK as i64 * ez);
-            ep.store(e, [acc[2], acc[3]], (lo, hi), (vlo, vhi), ye, d8);
-            vec![e.addi(xq, 16), e.addi(d, 16 * ez)]
         });
     });
 }
@@ -1036,7 +969,6 @@ const EVEN_ODD: [u8; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15
 /// The even then the odd bytes of the low 8 (the high 8 bytes are don't-cares).
 const EVEN_ODD8: [u8; 16] = [0, 2, 4, 6, 1, 3, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 const LO_BYTES: [u8; 16] = [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23];
-const HI_BYTES: [u8; 16] = [8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31];
 /// Bytes `[p0, p4, p8, p12, p1, p5, …]` back to `[p0, p1, p2, …]`.
 const UNSTRIDE4: [u8; 16] = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15];
 const LO_WORDS: [u8; 16] = [0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23];
