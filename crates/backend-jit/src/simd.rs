@@ -154,9 +154,13 @@ pub(crate) struct ConvPlan {
 }
 
 pub(crate) struct DensePlan {
+    /// `K` rounded up to the step: 8 (pairs) or 16 (quads).
     k8: usize,
-    /// `[O][K8]` int8 weights (zeros after `K`), widened as they are loaded.
+    /// `[O][K8]` int8 weights (zeros after `K`), widened as they are loaded (pairs).
     w8: *const u8,
+    /// `vpdpbusd` on the input flipped to u8, 16 weights per instruction; then `[O]`
+    /// i32 corrections `−128 · Σ w` for an i8 input.
+    quads: Option<Option<*const u8>>,
 }
 
 /// How a linear layer is computed.
@@ -251,7 +255,8 @@ pub(crate) fn plan_linear(
     let k_n = i_g * kh * kw;
     let decoded = layer.weights.decode();
     let Some(g) = &layer.conv else {
-        let k8 = round_up(k_n, CHUNK);
+        let quads = dot == Dot::Quads && matches!(x.ty.elem, IntElem::I8 | IntElem::U8);
+        let k8 = round_up(k_n, if quads { 16 } else { CHUNK });
         if o_n * k8 > MAX_OFFSET {
             return LinearPlan::Scalar;
         }
@@ -261,7 +266,25 @@ pub(crate) fn plan_linear(
                 w8[o * k8 + k] = decoded[o * k_n + k] as u8;
             }
         }
-        return LinearPlan::Dense(DensePlan { k8, w8: host(&w8) });
+        let quads = quads.then(|| {
+            (x.ty.elem == IntElem::I8).then(|| {
+                let t: Vec<u8> = (0..o_n)
+                    .flat_map(|o| {
+                        let sum: i32 = decoded[o * k_n..(o + 1) * k_n]
+                            .iter()
+                            .map(|&v| v as i32)
+                            .sum();
+                        sum.wrapping_mul(-128).to_le_bytes()
+                    })
+                    .collect();
+                host(&t)
+            })
+        });
+        return LinearPlan::Dense(DensePlan {
+            k8,
+            w8: host(&w8),
+            quads,
+        });
     };
     let (c, h, w) = (x.ty.shape[1], x.ty.shape[2], x.ty.shape[3]);
     let (oh, ow) = (y.ty.shape[2], y.ty.shape[3]);
@@ -1387,6 +1410,10 @@ fn store8(e: &mut Emitter, ye: IntElem, v0: Value, v1: Value, d: Value) {
     }
 }
 
+/// Dense layers: dot products over `K`, 4 rows sharing each input load. Pairs: the
+/// input widened to i16 once, `pmaddwd` against weights widened as they are loaded.
+/// Quads: the input copied as u8 (an i8 input flipped to `x + 128`, each row's sum then
+/// corrected by `−128 · Σ w`), 16 products per `vpdpbusd`.
 fn dense(
     e: &mut Emitter,
     layer: &QLinear,
@@ -1397,36 +1424,51 @@ fn dense(
     scratch: usize,
 ) {
     let [o_n, i_g, ..] = layer.weights.shape();
-    let xe = x.ty.elem;
-    let ye = y.ty.elem;
+    let (xe, ye) = (x.ty.elem, y.ty.elem);
     let xb = e.arena(x.offset);
     let xw = e.arena(scratch);
-    zero_fill(e, xw, round_up(2 * p.k8, 16));
+    let quads = p.quads.is_some();
+    let (x_bytes, step) = if quads { (1, 16) } else { (2, CHUNK) };
+    zero_fill(e, xw, round_up(x_bytes * p.k8, 16));
     e.for_each(0, i_g as i64, |e, k| {
         let a = e.index(xb, k, xe.size_bytes() as i64);
-        let v = e.load_elem(xe, a);
-        let d = e.index(xw, k, 2);
-        e.b.ins().istore16(flags(), v, d, 0);
+        let mut v = e.load_elem(xe, a);
+        let d = e.index(xw, k, x_bytes as i64);
+        if quads {
+            if xe == IntElem::I8 {
+                v = e.addi(v, 128);
+            }
+            e.b.ins().istore8(flags(), v, d, 0);
+        } else {
+            e.b.ins().istore16(flags(), v, d, 0);
+        }
     });
     let wb = e.host(p.w8);
     let tb = e.host(data.table);
     let yb = e.arena(y.offset);
     let k8 = p.k8 as i64;
-    // Blocks of 4 output rows share every load of `x`; pointers are loop-carried and
-    // the rows are at constant offsets.
+    let corrections = p.quads.flatten();
+    // Pointers are loop-carried and the rows are at constant offsets.
     let rows = |e: &mut Emitter, o: Value, n: usize| {
         let wrow = e.index(wb, o, k8);
         let zero = splat32(e, 0);
         let mut init = vec![xw, wrow];
         init.extend(std::iter::repeat_n(zero, n));
-        let acc = e.for_range(0, k8, CHUNK as i64, &init, |e, _, cur| {
+        let acc = e.for_range(0, k8, step as i64, &init, |e, _, cur| {
             let (xp, wp) = (cur[0], cur[1]);
-            let xv = e.load(I16X8, xp, 0);
-            let mut next = vec![e.addi(xp, 2 * CHUNK as i64), e.addi(wp, CHUNK as i64)];
+            let x_step = (x_bytes * step) as i64;
+            let mut next = vec![e.addi(xp, x_step), e.addi(wp, step as i64)];
+            let xv = e.load(if quads { I8X16 } else { I16X8 }, xp, 0);
             for j in 0..n {
-                let wv = e.b.ins().sload8x8(flags(), wp, (j as i64 * k8) as i32);
-                let m = madd(e, xv, wv);
-                next.push(e.b.ins().iadd(cur[2 + j], m));
+                let at = (j as i64 * k8) as i32;
+                next.push(if quads {
+                    let wv = e.load_const(I8X16, wp, at);
+                    dot_quads(e, cur[2 + j], xv, wv)
+                } else {
+                    let wv = e.b.ins().sload8x8(flags(), wp, at);
+                    let m = madd(e, xv, wv);
+                    e.b.ins().iadd(cur[2 + j], m)
+                });
             }
             next
         });
@@ -1436,6 +1478,12 @@ fn dense(
             for lane in 1..4u8 {
                 let l = e.b.ins().extractlane(v, lane);
                 s = e.b.ins().iadd(s, l);
+            }
+            if let Some(t) = corrections {
+                let t = e.host(t);
+                let a = e.index(t, oj, 4);
+                let c = e.load_const(I32, a, 0);
+                s = e.b.ins().iadd(s, c);
             }
             let s = e.b.ins().sextend(I64, s);
             let ep = Epilogue::load(e, tb, oj);
