@@ -244,6 +244,18 @@ fn vector_table(layer: &QLinear) -> Option<(Vec<u8>, bool)> {
     Some((t, no_lsh))
 }
 
+/// Per output row of `decoded` (`k_n` weights each), `−128 · Σ w` as i32 bytes: what
+/// flipping an i8 input to `x + 128` adds to a dot product, taken back.
+fn flip_corrections(decoded: &[i8], o_n: usize, k_n: usize) -> Vec<u8> {
+    (0..o_n)
+        .flat_map(|o| {
+            let row = &decoded[o * k_n..(o + 1) * k_n];
+            let sum: i32 = row.iter().map(|&v| v as i32).sum();
+            sum.wrapping_mul(-128).to_le_bytes()
+        })
+        .collect()
+}
+
 pub(crate) fn plan_linear(
     layer: &QLinear,
     x: &Operand,
@@ -267,18 +279,7 @@ pub(crate) fn plan_linear(
             }
         }
         let quads = quads.then(|| {
-            (x.ty.elem == IntElem::I8).then(|| {
-                let t: Vec<u8> = (0..o_n)
-                    .flat_map(|o| {
-                        let sum: i32 = decoded[o * k_n..(o + 1) * k_n]
-                            .iter()
-                            .map(|&v| v as i32)
-                            .sum();
-                        sum.wrapping_mul(-128).to_le_bytes()
-                    })
-                    .collect();
-                host(&t)
-            })
+            (x.ty.elem == IntElem::I8).then(|| host(&flip_corrections(&decoded, o_n, k_n)))
         });
         return LinearPlan::Dense(DensePlan {
             k8,
@@ -410,18 +411,8 @@ pub(crate) fn plan_linear(
     // The quad kernel multiplies unsigned activations: an i8 input is flipped to
     // `x + 128` and every channel starts from `−128 · Σ w` (i32 sums wrap, and the exact
     // result fits i32 by the overflow proof, so the wrapped sum is exact).
-    let acc_init = (dot == Dot::Quads && x.ty.elem == IntElem::I8).then(|| {
-        let t: Vec<u8> = (0..o_n)
-            .flat_map(|o| {
-                let sum: i32 = decoded[o * k_n..(o + 1) * k_n]
-                    .iter()
-                    .map(|&v| v as i32)
-                    .sum();
-                sum.wrapping_mul(-128).to_le_bytes()
-            })
-            .collect();
-        host(&t)
-    });
+    let acc_init = (dot == Dot::Quads && x.ty.elem == IntElem::I8)
+        .then(|| host(&flip_corrections(&decoded, o_n, k_n)));
     let q = oh * cols;
     // The depthwise quad kernel steps 16 positions at a time.
     let q8 = round_up(
