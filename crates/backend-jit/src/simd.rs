@@ -67,9 +67,10 @@ const QUAD_BYTES: usize = 16;
 /// Whether stage C is unrolled over its `blocks` blocks of `OB` output channels, with
 /// the epilogue parameters as immediates: the fewer tap groups `kp` per channel, the
 /// larger the epilogue's share (~13 % faster on MobileNetV2's layers with K ≤ 32); code
-/// and compile time grow with the blocks.
-fn unroll_blocks(blocks: usize, kp: usize) -> bool {
-    blocks <= 16 || (kp <= 16 && blocks <= 48)
+/// and compile time grow with the blocks, so only layers of at least
+/// [`CompileOptions::unroll_min_macs`](crate::CompileOptions) multiply-accumulates.
+fn unroll_blocks(blocks: usize, kp: usize, macs: usize, min_macs: usize) -> bool {
+    macs >= min_macs && (blocks <= 16 || (kp <= 16 && blocks <= 48))
 }
 /// Largest buffer the vector kernels address with 32-bit immediate offsets.
 const MAX_OFFSET: usize = 1 << 30;
@@ -261,6 +262,7 @@ pub(crate) fn plan_linear(
     x: &Operand,
     y: &Operand,
     dot: Dot,
+    unroll_min_macs: usize,
     host: &mut dyn FnMut(&[u8]) -> *const u8,
 ) -> LinearPlan {
     let [o_n, i_g, kh, kw] = layer.weights.shape();
@@ -435,15 +437,21 @@ pub(crate) fn plan_linear(
     let wide_off = panel_off + round_up(kp * qt * 4, 64);
     let total = wide_off + if direct { 0 } else { o_n * q8 * ez } + 64;
     let const_ep = match &vtab {
-        Some((t, _)) if g.group == 1 && !depthwise && unroll_blocks(o_n.div_ceil(OB), kp) => Some(
-            t.chunks_exact(16)
-                .map(|c| {
-                    std::array::from_fn(|i| {
-                        i32::from_le_bytes(c[4 * i..4 * i + 4].try_into().expect("4 bytes"))
+        Some((t, _))
+            if g.group == 1
+                && !depthwise
+                && unroll_blocks(o_n.div_ceil(OB), kp, oh * ow * o_n * k_n, unroll_min_macs) =>
+        {
+            Some(
+                t.chunks_exact(16)
+                    .map(|c| {
+                        std::array::from_fn(|i| {
+                            i32::from_le_bytes(c[4 * i..4 * i + 4].try_into().expect("4 bytes"))
+                        })
                     })
-                })
-                .collect(),
-        ),
+                    .collect(),
+            )
+        }
         _ => None,
     };
     let vtab = vtab.map(|(t, no_lsh)| (host(&t), no_lsh));

@@ -1,7 +1,7 @@
 //! Property test: random small integer graphs (every op, every weight format, odd
 //! geometries) give bit for bit the interpreter's outputs.
 
-use lutq_backend_jit::{CompileOptions, compile, compile_with};
+use lutq_backend_jit::{CompileOptions, compile_with};
 use lutq_bundled::random::{Rng, random_graph};
 use lutq_interp::int::{IntData, IntInterpreter, exec_node};
 use lutq_ir::int::{IntOp, QWeights};
@@ -19,14 +19,21 @@ fn random_graphs_match_the_interpreter() {
         }
         tested += 1;
         let expected = IntInterpreter::new(&g).unwrap().run(&[&x]).unwrap();
-        let mut model = compile(&g).unwrap_or_else(|e| panic!("case {tested}: {e}\n{g:#?}"));
+        // Every layer unrolled (immediate epilogues), however small.
+        let unrolled = CompileOptions {
+            unroll_min_macs: 0,
+            ..CompileOptions::default()
+        };
+        let mut model =
+            compile_with(&g, &unrolled).unwrap_or_else(|e| panic!("case {tested}: {e}\n{g:#?}"));
         let got = model.run(&[&x]).unwrap();
         assert_eq!(got, expected, "case {tested}: {g:#?}");
         // The arena is reused: a second run gives the same result.
         let again = model.run(&[&x]).unwrap();
         assert_eq!(again, expected, "case {tested} (second run)");
         // Both dot-product kernels, whatever this CPU has (without VNNI, Cranelift
-        // expands the quad product tree: same values, more instructions).
+        // expands the quad product tree: same values, more instructions), and the
+        // default unrolling.
         let other = CompileOptions {
             vnni: !CompileOptions::default().vnni,
             ..CompileOptions::default()
