@@ -67,7 +67,7 @@
 //!   convolutions of any geometry (a GEMM over a zero-padded, stride-phase-split "wide
 //!   plane" with VNNI `vpdpbusd` quads, or `pmaddwd` pairs on CPUs without VNNI;
 //!   depthwise layers by runs of consecutive taps, no shuffle in the loop), dense layers
-//!   (`pmaddwd` dot products, 4 rows sharing each input load), `Add` and global
+//!   (quad or pair dot products, 4 rows sharing each input load), `Add` and global
 //!   sum-pools. Other pools, `Concat` and `Requant` stay scalar: well under 1 % of
 //!   MobileNetV2's time. See the `simd` module for the kernels.
 //!

@@ -36,8 +36,9 @@
 //! interpreter's i64 values. Fixed-point multipliers (`*-pc` modes) take the scalar i64
 //! epilogue lane by lane.
 //!
-//! **Dense layers** are dot products over `K` with `pmaddwd` (the input widened to i16
-//! once). **Add** is element-wise in i32 lanes when its shifts keep every intermediate
+//! **Dense layers** are dot products over `K`: `vpdpbusd` quads (the input copied once
+//! as u8, flipped if i8) or `pmaddwd` pairs (the input widened to i16 once). **Global
+//! sum-pools** sum each plane 16 bytes at a time. **Add** is element-wise in i32 lanes when its shifts keep every intermediate
 //! within i32.
 
 use cranelift_codegen::ir::types::{I8, I8X16, I16X8, I32, I32X4, I64, I64X2};
