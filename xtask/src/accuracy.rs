@@ -59,8 +59,12 @@ const BENCHMARKS: &[Benchmark] = &[
 /// Extra rows: the paper's mode with one lever each, to show what each buys.
 const LEVERS: &[(&str, &[&str])] = &[
     (
-        "lut4-pot-channel, plain fit (no GPTQ, no bias correction)",
+        "lut4-pot-channel, plain fit (no GPTQ, no float targets, no bias correction)",
         &["--no-data-aware", "--no-bias-correction"],
+    ),
+    (
+        "lut4-pot-channel, weight targets (no upstream compensation)",
+        &["--no-float-target"],
     ),
     (
         "lut4-pot-channel + int8 first & depthwise layers",

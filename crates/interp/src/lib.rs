@@ -29,7 +29,7 @@ pub mod float;
 pub mod int;
 mod layout;
 mod sgemm;
-pub use sgemm::accumulate_gram;
+pub use sgemm::{accumulate_cross_gram, accumulate_gram};
 mod shape;
 mod simd;
 

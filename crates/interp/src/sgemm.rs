@@ -108,15 +108,27 @@ pub(crate) fn sgemm(
 /// the quantizer's layer objective needs (second moment of a layer's input patches),
 /// accumulated into `gram` (`+=`). Single-threaded.
 pub fn accumulate_gram(x: &[f32], rows: usize, cols: usize, gram: &mut [f32]) {
+    accumulate_cross_gram(x, x, rows, cols, gram);
+}
+
+/// `XᵀY` of two row-major `rows × cols` matrices (`cols × cols`, row-major), accumulated
+/// into `out` (`+=`): the cross moment of a layer's quantized and float input patches.
+/// Single-threaded.
+pub fn accumulate_cross_gram(x: &[f32], y: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
     assert_eq!(
         x.len(),
         rows * cols,
-        "accumulate_gram: x has the wrong size"
+        "accumulate_cross_gram: x has the wrong size"
     );
     assert_eq!(
-        gram.len(),
+        y.len(),
+        rows * cols,
+        "accumulate_cross_gram: y has the wrong size"
+    );
+    assert_eq!(
+        out.len(),
         cols * cols,
-        "accumulate_gram: gram has the wrong size"
+        "accumulate_cross_gram: out has the wrong size"
     );
     sgemm(
         cols,
@@ -125,10 +137,10 @@ pub fn accumulate_gram(x: &[f32], rows: usize, cols: usize, gram: &mut [f32]) {
         1.0,
         x,
         transposed(cols),
-        x,
+        y,
         row_major(cols),
         true,
-        gram,
+        out,
         row_major(cols),
     );
 }

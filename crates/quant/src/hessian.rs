@@ -28,6 +28,26 @@ impl PatchGeometry {
     fn patch(&self, x: &[f32], g: usize, oy: usize, ox: usize, out: &mut [f32]) {
         let cg = self.channels / self.groups;
         let [kh, kw] = self.kernel;
+        let iy0 = (oy * self.strides[0]) as isize - self.pads[0] as isize;
+        let ix0 = (ox * self.strides[1]) as isize - self.pads[1] as isize;
+        let last_y = iy0 + ((kh - 1) * self.dilations[0]) as isize;
+        let last_x = ix0 + ((kw - 1) * self.dilations[1]) as isize;
+        if iy0 >= 0 && ix0 >= 0 && last_y < self.height as isize && last_x < self.width as isize {
+            // Interior window (most positions): no padding checks.
+            let (iy0, ix0) = (iy0 as usize, ix0 as usize);
+            let mut i = 0;
+            for ic in g * cg..(g + 1) * cg {
+                let plane = &x[ic * self.height * self.width..(ic + 1) * self.height * self.width];
+                for ky in 0..kh {
+                    let row = (iy0 + ky * self.dilations[0]) * self.width + ix0;
+                    for kx in 0..kw {
+                        out[i] = plane[row + kx * self.dilations[1]];
+                        i += 1;
+                    }
+                }
+            }
+            return;
+        }
         let mut i = 0;
         for ic in g * cg..(g + 1) * cg {
             let plane = &x[ic * self.height * self.width..(ic + 1) * self.height * self.width];
@@ -109,6 +129,10 @@ pub struct PatchStatistics {
     pub hessians: Vec<Vec<f64>>,
     /// Mean patch over every position of every sample.
     pub means: Vec<Vec<f64>>,
+    /// With float targets: `Σ x̂ xᵀ` over the same patches (`x̂` the quantized input's
+    /// patch, `x` the float model's at the same position), `patch_len²` row-major per
+    /// group; empty without.
+    pub cross: Vec<Vec<f64>>,
 }
 
 /// Patches above this length go through the GEMM in blocks; shorter ones (depthwise
@@ -121,23 +145,32 @@ const CHUNK: usize = 4;
 struct Partial {
     gram: Vec<Vec<f32>>,
     small: Vec<Vec<f64>>,
+    cross_gram: Vec<Vec<f32>>,
+    cross_small: Vec<Vec<f64>>,
     sums: Vec<Vec<f64>>,
     positions: usize,
 }
 
 /// Statistics of the patches of `samples` (each `[C][H][W]`, real values): `H` from at
 /// most `max_patches` positions spread evenly over all samples, means from all of them.
+/// With `targets` (the float model's values of the same tensor, one per sample), also the
+/// cross moment `Σ x̂ xᵀ` over the same positions.
 pub fn patch_statistics(
     geom: &PatchGeometry,
     samples: &[Vec<f32>],
+    targets: Option<&[Vec<f32>]>,
     max_patches: usize,
 ) -> PatchStatistics {
+    if let Some(t) = targets {
+        assert_eq!(t.len(), samples.len(), "one float target per sample");
+    }
     let k = geom.patch_len();
     let groups = geom.groups;
     let per_sample = geom.out_height * geom.out_width;
     let total = per_sample * samples.len();
     let stride = total.div_ceil(max_patches.max(1)).max(1);
     let big = k >= GEMM_MIN_LEN;
+    let crossed = targets.is_some();
     let empty = || Partial {
         gram: if big {
             vec![vec![0f32; k * k]; groups]
@@ -149,42 +182,93 @@ pub fn patch_statistics(
         } else {
             vec![vec![0f64; k * k]; groups]
         },
+        cross_gram: if big && crossed {
+            vec![vec![0f32; k * k]; groups]
+        } else {
+            Vec::new()
+        },
+        cross_small: if !big && crossed {
+            vec![vec![0f64; k * k]; groups]
+        } else {
+            Vec::new()
+        },
         sums: vec![vec![0f64; k]; groups],
         positions: 0,
     };
     let add_sample = |mut acc: Partial, s: usize, x: &Vec<f32>| -> Partial {
         geom.add_patch_sums(x, &mut acc.sums);
+        let target = targets.map(|t| t[s].as_slice());
         let mut patch = vec![0f32; k];
+        let mut tpatch = vec![0f32; k];
         let mut block: Vec<Vec<f32>> = vec![Vec::new(); groups];
+        let mut tblock: Vec<Vec<f32>> = vec![Vec::new(); groups];
+        let flush = |acc: &mut Partial, g: usize, rows: &[f32], trows: &[f32]| {
+            let n = rows.len() / k;
+            lutq_interp::accumulate_gram(rows, n, k, &mut acc.gram[g]);
+            if !trows.is_empty() {
+                lutq_interp::accumulate_cross_gram(rows, trows, n, k, &mut acc.cross_gram[g]);
+            }
+        };
         // Global positions t = s · per_sample + p with t % stride == 0.
         let first = (stride - (s * per_sample) % stride) % stride;
-        for p in (first..per_sample).step_by(stride) {
-            let (oy, ox) = (p / geom.out_width, p % geom.out_width);
-            for (g, rows) in block.iter_mut().enumerate() {
-                geom.patch(x, g, oy, ox, &mut patch);
-                if big {
-                    rows.extend_from_slice(&patch);
-                    if rows.len() == BLOCK_ROWS * k {
-                        lutq_interp::accumulate_gram(rows, BLOCK_ROWS, k, &mut acc.gram[g]);
-                        rows.clear();
+        let positions: Vec<(usize, usize)> = (first..per_sample)
+            .step_by(stride)
+            .map(|p| (p / geom.out_width, p % geom.out_width))
+            .collect();
+        if big {
+            for &(oy, ox) in &positions {
+                for g in 0..groups {
+                    geom.patch(x, g, oy, ox, &mut patch);
+                    block[g].extend_from_slice(&patch);
+                    if let Some(t) = target {
+                        geom.patch(t, g, oy, ox, &mut tpatch);
+                        tblock[g].extend_from_slice(&tpatch);
                     }
-                } else {
-                    let h = &mut acc.small[g];
-                    for i in 0..k {
-                        let pi = patch[i] as f64;
-                        if pi == 0.0 {
-                            continue;
-                        }
-                        for j in 0..k {
-                            h[i * k + j] += pi * patch[j] as f64;
-                        }
+                    if block[g].len() == BLOCK_ROWS * k {
+                        flush(&mut acc, g, &block[g], &tblock[g]);
+                        block[g].clear();
+                        tblock[g].clear();
                     }
                 }
             }
-        }
-        for (rows, gram) in block.iter().zip(&mut acc.gram) {
-            if !rows.is_empty() {
-                lutq_interp::accumulate_gram(rows, rows.len() / k, k, gram);
+            for g in 0..groups {
+                if !block[g].is_empty() {
+                    flush(&mut acc, g, &block[g], &tblock[g]);
+                }
+            }
+        } else {
+            // Short patches (depthwise 3×3: 9 elements, hundreds of groups): per group,
+            // this sample's patches column by column, then one contiguous dot product
+            // per matrix entry (vectorized), the upper triangle of the symmetric `H` only.
+            let n = positions.len();
+            let mut cols = vec![0f32; k * n];
+            let mut tcols = vec![0f32; if target.is_some() { k * n } else { 0 }];
+            for g in 0..groups {
+                for (q, &(oy, ox)) in positions.iter().enumerate() {
+                    geom.patch(x, g, oy, ox, &mut patch);
+                    for (i, v) in patch.iter().enumerate() {
+                        cols[i * n + q] = *v;
+                    }
+                    if let Some(t) = target {
+                        geom.patch(t, g, oy, ox, &mut tpatch);
+                        for (i, v) in tpatch.iter().enumerate() {
+                            tcols[i * n + q] = *v;
+                        }
+                    }
+                }
+                let h = &mut acc.small[g];
+                for i in 0..k {
+                    let ci = &cols[i * n..(i + 1) * n];
+                    for j in i..k {
+                        h[i * k + j] += dot32(ci, &cols[j * n..(j + 1) * n]);
+                    }
+                    if target.is_some() {
+                        let c = &mut acc.cross_small[g];
+                        for j in 0..k {
+                            c[i * k + j] += dot32(ci, &tcols[j * n..(j + 1) * n]);
+                        }
+                    }
+                }
             }
         }
         acc.positions += per_sample;
@@ -213,6 +297,16 @@ pub fn patch_statistics(
                 *u += v;
             }
         }
+        for (x, y) in a.cross_gram.iter_mut().zip(&b.cross_gram) {
+            for (u, v) in x.iter_mut().zip(y) {
+                *u += v;
+            }
+        }
+        for (x, y) in a.cross_small.iter_mut().zip(&b.cross_small) {
+            for (u, v) in x.iter_mut().zip(y) {
+                *u += v;
+            }
+        }
         for (x, y) in a.sums.iter_mut().zip(&b.sums) {
             for (u, v) in x.iter_mut().zip(y) {
                 *u += v;
@@ -230,24 +324,58 @@ pub fn patch_statistics(
                 .map(|h| h.into_iter().map(f64::from).collect())
                 .collect()
         } else {
-            partial.small
+            // Only the upper triangle was accumulated.
+            let mut small = partial.small;
+            for h in &mut small {
+                for i in 0..k {
+                    for j in 0..i {
+                        h[i * k + j] = h[j * k + i];
+                    }
+                }
+            }
+            small
         },
         means: partial
             .sums
             .into_iter()
             .map(|s| s.into_iter().map(|v| v / n).collect())
             .collect(),
+        cross: if big {
+            partial
+                .cross_gram
+                .into_iter()
+                .map(|h| h.into_iter().map(f64::from).collect())
+                .collect()
+        } else {
+            partial.cross_small
+        },
     }
+}
+
+/// `Σ a_i b_i` in f32 lanes (the compiler vectorizes the 8 independent partial sums),
+/// returned as f64 for accumulation across samples.
+fn dot32(a: &[f32], b: &[f32]) -> f64 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn statistics_match_a_direct_computation() {
-        let geom = PatchGeometry {
-            channels: 4,
+    /// Geometry of the direct-computation test: 4 or 12 channels in 2 groups, patches of
+    /// 12 (summed directly) or 36 (through the GEMM) elements.
+    fn test_geometry(channels: usize) -> PatchGeometry {
+        PatchGeometry {
+            channels,
             height: 5,
             width: 6,
             kernel: [3, 2],
@@ -257,35 +385,62 @@ mod tests {
             groups: 2,
             out_height: 3,
             out_width: 5,
-        };
+        }
+    }
+
+    #[test]
+    fn statistics_match_a_direct_computation() {
+        for channels in [4, 12] {
+            check_against_direct_computation(&test_geometry(channels));
+        }
+    }
+
+    fn check_against_direct_computation(geom: &PatchGeometry) {
+        let len = geom.channels * 30;
         let samples: Vec<Vec<f32>> = (0..3)
             .map(|s| {
-                (0..120)
+                (0..len)
                     .map(|i| ((i * 7 + s * 13) % 11) as f32 - 5.0)
                     .collect()
             })
             .collect();
-        let stats = patch_statistics(&geom, &samples, usize::MAX);
+        let targets: Vec<Vec<f32>> = samples
+            .iter()
+            .map(|x| x.iter().map(|v| v * 0.5 + 1.0).collect())
+            .collect();
+        let stats = patch_statistics(geom, &samples, Some(&targets), usize::MAX);
+        assert!(
+            patch_statistics(geom, &samples, None, usize::MAX)
+                .cross
+                .is_empty()
+        );
         let k = geom.patch_len();
         for g in 0..2 {
             let mut h = vec![0f64; k * k];
+            let mut c = vec![0f64; k * k];
             let mut m = vec![0f64; k];
             let mut patch = vec![0f32; k];
-            for x in &samples {
+            let mut tpatch = vec![0f32; k];
+            for (x, t) in samples.iter().zip(&targets) {
                 for oy in 0..3 {
                     for ox in 0..5 {
                         geom.patch(x, g, oy, ox, &mut patch);
+                        geom.patch(t, g, oy, ox, &mut tpatch);
                         for i in 0..k {
                             m[i] += patch[i] as f64 / 45.0;
                             for j in 0..k {
                                 h[i * k + j] += patch[i] as f64 * patch[j] as f64;
+                                c[i * k + j] += patch[i] as f64 * tpatch[j] as f64;
                             }
                         }
                     }
                 }
             }
             for (a, b) in stats.hessians[g].iter().zip(&h) {
-                assert!((a - b).abs() < 1e-6, "{a} {b}");
+                assert!((a - b).abs() < 1e-6 * (1.0 + b.abs()), "{a} {b}");
+            }
+            for (a, b) in stats.cross[g].iter().zip(&c) {
+                assert!((a - b).abs() < 1e-6 * (1.0 + b.abs()), "{a} {b}");
             }
             for (a, b) in stats.means[g].iter().zip(&m) {
                 assert!((a - b).abs() < 1e-9);
@@ -295,6 +450,6 @@ mod tests {
         let mut patch = vec![0f32; k];
         geom.patch(&samples[0], 1, 0, 0, &mut patch);
         assert_eq!(patch[0], 0.0);
-        assert_eq!(patch[2], samples[0][2 * 30]);
+        assert_eq!(patch[2], samples[0][geom.channels / 2 * 30]);
     }
 }

@@ -140,6 +140,14 @@ pub struct QuantOptions {
     /// (16 more bytes of flash per channel; each channel's table spans its own range at
     /// full 8-bit resolution).
     pub lut_per_channel: bool,
+    /// With `data_aware`: fit each layer's weights so that, on the *quantized* input, they
+    /// reproduce the float model's output on the float input (`W x ≈ Ŵ x̂`), compensating
+    /// the error of the layers upstream, instead of fitting the float weights on the
+    /// quantized input (`fit::float_target_rows`). Costs one float pass over the
+    /// calibration set and a cross moment per layer; layers with fewer than
+    /// `fit::TARGET_MIN_PATCHES_PER_INPUT` sampled patches per input keep the float
+    /// weights as the target.
+    pub float_target: bool,
     /// Most input patches per layer that enter `H = Σ x xᵀ` (sampled evenly over the
     /// calibration set); bias correction always uses every position.
     pub max_patches: usize,
@@ -153,6 +161,7 @@ impl QuantOptions {
             bias_correction: true,
             keep_8bit: Vec::new(),
             lut_per_channel: false,
+            float_target: true,
             max_patches: 32_768,
         }
     }

@@ -153,6 +153,12 @@ struct Lowering<'a> {
     float_readers: HashMap<NodeId, usize>,
     /// Readers left per value; its data is dropped at zero.
     readers: HashMap<ValueId, usize>,
+    /// With `QuantOptions::float_target`: the float model's value of each node on every
+    /// calibration sample, while some reader still needs it, computed in step with the
+    /// lowering (so only live tensors are held).
+    float_values: HashMap<NodeId, Vec<Vec<f32>>>,
+    /// Readers left per float node; its float values are dropped at zero.
+    float_left: HashMap<NodeId, usize>,
     report: QuantReport,
 }
 
@@ -183,6 +189,8 @@ pub fn lower(
         data: HashMap::new(),
         float_readers: HashMap::new(),
         readers: HashMap::new(),
+        float_values: HashMap::new(),
+        float_left: HashMap::new(),
         report: QuantReport {
             mode: options.mode.name().into(),
             calibration_samples: stats.samples,
@@ -194,6 +202,7 @@ pub fn lower(
         n += graph.outputs().iter().filter(|o| o.node == id).count();
         l.float_readers.insert(id, n);
     }
+    l.float_left = l.float_readers.clone();
     let order: Vec<NodeId> = graph
         .topo_order()
         .into_iter()
@@ -205,10 +214,13 @@ pub fn lower(
             total: order.len(),
             node: &graph.node(id).name,
         });
-        if l.lowered.contains_key(&id) {
-            continue; // an activation fused into its producer
+        // (An activation fused into its producer is already lowered.)
+        if !l.lowered.contains_key(&id) {
+            l.lower_node(id)?;
         }
-        l.lower_node(id)?;
+        if options.float_target && options.data_aware {
+            l.run_float(id)?;
+        }
     }
     for o in graph.outputs() {
         let value = l.lowered[&o.node];
@@ -273,12 +285,48 @@ impl<'a> Lowering<'a> {
         self.lowered.insert(last, value);
         self.readers.insert(value, self.float_readers[&last]);
         self.data.insert(value, data);
-        for i in self.graph.node_inputs(id) {
+        let mut inputs = self.graph.node_inputs(id);
+        inputs.sort_unstable();
+        inputs.dedup(); // `users` counts a reader once, however many slots it reads
+        for i in inputs {
             if let Some(&v) = self.lowered.get(&i) {
                 let n = self.readers.entry(v).or_default();
                 *n = n.saturating_sub(1);
                 if *n == 0 {
                     self.data.remove(&v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs float node `id` on every calibration sample (after its inputs) and releases
+    /// the float values nobody reads any more.
+    fn run_float(&mut self, id: NodeId) -> Result<(), QuantError> {
+        let graph = self.graph;
+        let values: Vec<Vec<f32>> = if matches!(graph.node(id).op, Op::Input) {
+            self.samples.iter().map(|s| s.to_vec()).collect()
+        } else {
+            let (step, inputs) = single_node_graph(graph, id)?;
+            let interp = lutq_interp::Interpreter::new(&step)?;
+            let data: Vec<&Vec<Vec<f32>>> = inputs.iter().map(|i| &self.float_values[i]).collect();
+            (0..self.samples.len())
+                .into_par_iter()
+                .map(|s| {
+                    let slices: Vec<&[f32]> = data.iter().map(|d| d[s].as_slice()).collect();
+                    Ok(interp.run_slices(&slices, None)?.swap_remove(0))
+                })
+                .collect::<Result<_, QuantError>>()?
+        };
+        self.float_values.insert(id, values);
+        let mut inputs = graph.node_inputs(id);
+        inputs.sort_unstable();
+        inputs.dedup();
+        for i in inputs {
+            if let Some(n) = self.float_left.get_mut(&i) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.float_values.remove(&i);
                 }
             }
         }
@@ -602,8 +650,24 @@ impl<'a> Lowering<'a> {
             .par_iter()
             .map(|d| d.to_f32(xt.exp))
             .collect();
-        let patch = patch_statistics(&patch_geom, &real, self.options.max_patches);
+        // With float targets (enough samples per input, see `fit/target.rs`): the float
+        // model's values of the same input, for the cross moment `Σ x̂ xᵀ`.
+        let sampled = (self.samples.len() * patch_geom.out_height * patch_geom.out_width)
+            .min(self.options.max_patches);
+        let targets = self
+            .float_values
+            .get(&graph.node_inputs(id)[0])
+            .filter(|_| sampled >= fit::TARGET_MIN_PATCHES_PER_INPUT * patch_geom.patch_len())
+            .map(|v| v.as_slice());
+        let patch = patch_statistics(&patch_geom, &real, targets, self.options.max_patches);
         drop(real);
+        // Fit the rows that reproduce the float output from the quantized input; bias
+        // correction still aims at the float model's channel means.
+        let target_rows = if patch.cross.is_empty() {
+            rows.clone()
+        } else {
+            fit::float_target_rows(&rows, o_n, k_n, &patch.hessians, &patch.cross)
+        };
 
         // Fit the weights.
         let depthwise = geom
@@ -632,7 +696,7 @@ impl<'a> Lowering<'a> {
         };
         let fitted = fit::fit_layer(
             &LayerProblem {
-                weights: &rows,
+                weights: &target_rows,
                 rows: o_n,
                 row_len: k_n,
                 hessians: &patch.hessians,
@@ -817,6 +881,33 @@ impl<'a> Lowering<'a> {
         self.emit(id, int_node, None)?;
         Ok(())
     }
+}
+
+/// A graph computing float node `id` alone: its non-constant inputs become graph inputs
+/// (returned in order), its constant inputs stay constants.
+fn single_node_graph(graph: &Graph, id: NodeId) -> Result<(Graph, Vec<NodeId>), QuantError> {
+    let node = graph.node(id);
+    let mut step = Graph::new(node.name.clone());
+    let mut map: HashMap<NodeId, NodeId> = HashMap::new();
+    let mut inputs = Vec::new();
+    for i in graph.node_inputs(id) {
+        if map.contains_key(&i) {
+            continue;
+        }
+        let n = graph.node(i);
+        let new = match graph.constant(i) {
+            Some(t) => step.add_constant(n.name.clone(), t.clone()),
+            None => {
+                inputs.push(i);
+                step.add_input(n.name.clone(), n.ty.clone())
+            }
+        };
+        map.insert(i, new);
+    }
+    let ins: Vec<NodeId> = graph.node_inputs(id).iter().map(|i| map[i]).collect();
+    let out = step.add_node(node.name.clone(), node.op.clone(), &ins)?;
+    step.add_output(node.name.clone(), out)?;
+    Ok((step, inputs))
 }
 
 type LinearParams = (

@@ -2,8 +2,8 @@
 //! calibration inputs, built with a small deterministic PRNG.
 
 use lutq_quant::fit::{
-    FitOptions, Fitted, LayerProblem, RowScale, ScaleKind, WeightFormat, fit_layer, kmeans_lut,
-    output_error,
+    FitOptions, Fitted, LayerProblem, RowScale, ScaleKind, TARGET_DAMP, WeightFormat, fit_layer,
+    float_target_rows, kmeans_lut, output_error,
 };
 
 /// xorshift64*.
@@ -735,5 +735,94 @@ fn timing_per_channel_1000x1280() {
             res[1].1 / res[0].1
         );
         assert!(res[1].1 <= res[0].1);
+    }
+}
+
+/// `Σ_p x̂_p x_pᵀ` of two equally long patch sets.
+fn cross_moment(xq: &[f64], x: &[f64], k: usize) -> Vec<f64> {
+    let n = x.len() / k;
+    let mut c = vec![0.0; k * k];
+    for p in 0..n {
+        for i in 0..k {
+            for j in 0..k {
+                c[i * k + j] += xq[p * k + i] * x[p * k + j];
+            }
+        }
+    }
+    c
+}
+
+#[test]
+fn float_targets_are_the_weights_when_the_input_is_exact() {
+    let mut rng = Rng::new(31);
+    let (rows, k) = (6, 12);
+    let x = patches(&mut rng, 200, k);
+    let h = second_moment(&x, k);
+    let w: Vec<f32> = (0..rows * k).map(|_| rng.laplace() as f32 * 0.1).collect();
+    let hs = [h];
+    let t = float_target_rows(&w, rows, k, &hs, &hs);
+    for (a, b) in t.iter().zip(&w) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+}
+
+#[test]
+fn float_targets_undo_upstream_error() {
+    // The quantized input is the float input with a per-column gain error and noise:
+    // the float-target rows applied to it reproduce `W x` better than `W` does, and
+    // they minimise the damped end-to-end objective (a perturbation only raises it).
+    let mut rng = Rng::new(32);
+    let (rows, k, n, groups) = (4, 10, 400, 2);
+    let w: Vec<f32> = (0..rows * k).map(|_| rng.laplace() as f32 * 0.1).collect();
+    let mut hs = Vec::new();
+    let mut cs = Vec::new();
+    let mut data = Vec::new();
+    for _ in 0..groups {
+        let x = patches(&mut rng, n, k);
+        let gain: Vec<f64> = (0..k).map(|_| 1.0 + 0.1 * rng.normal()).collect();
+        let xq: Vec<f64> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * gain[i % k] + 0.02 * rng.normal())
+            .collect();
+        hs.push(second_moment(&xq, k));
+        cs.push(cross_moment(&xq, &x, k));
+        data.push((x, xq));
+    }
+    let t = float_target_rows(&w, rows, k, &hs, &cs);
+    let rpg = rows / groups;
+    for o in 0..rows {
+        let g = o / rpg;
+        let (x, xq) = &data[g];
+        let lambda = TARGET_DAMP * (0..k).map(|i| hs[g][i * k + i]).sum::<f64>() / k as f64;
+        let w_o: Vec<f64> = w[o * k..(o + 1) * k].iter().map(|&v| v as f64).collect();
+        // Σ_p (w·x − v·x̂)² + λ‖v − w‖².
+        let objective = |v: &[f64]| {
+            let mut e = 0.0;
+            for p in 0..n {
+                let (xp, qp) = (&x[p * k..(p + 1) * k], &xq[p * k..(p + 1) * k]);
+                let d: f64 = (0..k).map(|i| w_o[i] * xp[i] - v[i] * qp[i]).sum();
+                e += d * d;
+            }
+            e + lambda
+                * v.iter()
+                    .zip(&w_o)
+                    .map(|(a, b)| (a - b).powi(2))
+                    .sum::<f64>()
+        };
+        let t_o: Vec<f64> = t[o * k..(o + 1) * k].iter().map(|&v| v as f64).collect();
+        let best = objective(&t_o);
+        assert!(
+            best < 0.5 * objective(&w_o),
+            "row {o}: {best} vs {}",
+            objective(&w_o)
+        );
+        for i in 0..k {
+            for step in [-1e-3, 1e-3] {
+                let mut v = t_o.clone();
+                v[i] += step;
+                assert!(objective(&v) >= best * (1.0 - 1e-9), "row {o}, column {i}");
+            }
+        }
     }
 }

@@ -31,10 +31,12 @@ mod linalg;
 mod problem;
 mod refit;
 mod search;
+mod target;
 
 pub use exponent::{EXP_LIMIT, max_fit_exponent};
 pub use gptq::{DAMP, GptqFactor};
 pub use kmeans::{KMeans, LUT_SIZE, kmeans_lut};
+pub use target::{TARGET_DAMP, TARGET_MIN_PATCHES_PER_INPUT, float_target_rows};
 
 /// One layer's fitting problem.
 pub struct LayerProblem<'a> {
