@@ -46,13 +46,15 @@ const BENCHMARKS: &[Benchmark] = &[
     Benchmark {
         name: "mobilenet_v2",
         model: "models/mobilenet_v2.onnx",
-        calib: "data/full/photos/calib.npy",
+        calib: "data/full/photos/calib_mirrored.npy",
         data: "data/full/photos/eval.npy",
         labels: None,
         calib_limit: 256,
         note: "ImageNet MobileNetV2 on the bundled natural-photo crops (no labels: top-1 \
-               agreement with fp32 and SQNR); 128 calibration crops, 96 evaluation crops \
-               from disjoint recipes (some sources overlap in pixels, see data/README.md)",
+               agreement with fp32 and SQNR); calibration: the 128 calibration crops and \
+               their mirror images (256 images, as in `cargo xtask bench-quant`), 96 \
+               evaluation crops from disjoint recipes (no mirrored calibration crop is an \
+               evaluation crop; some sources overlap in pixels, see data/README.md)",
     },
 ];
 

@@ -3,7 +3,7 @@
 //! (the machines are shared: the ratio travels, the seconds less so).
 //!
 //! MobileNetV2 on 256 calibration images: the 128 bundled calibration crops and their
-//! mirror images (`cargo xtask data` writes the crops).
+//! mirror images (`cargo xtask data` writes them, `data/full/photos/calib_mirrored.npy`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,8 +13,9 @@ use lutq_quant::{Mode, QuantOptions};
 
 const USAGE: &str = "cargo xtask bench-quant [--write FILE.md] [--modes m1,m2,…]
 
-Times lutq-quant on MobileNetV2 with 256 calibration images (data/full/photos/calib.npy
-and its mirror images; run `cargo xtask data` first), all cores, next to one float
+Times lutq-quant on MobileNetV2 with 256 calibration images (data/full/photos/
+calib_mirrored.npy: the calibration crops and their mirror images; run `cargo xtask data`
+first), all cores, next to one float
 interpreter pass over the same images.";
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
@@ -32,18 +33,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             other => bail!("unknown argument {other}\n\n{USAGE}"),
         }
     }
-    let calib_path = "data/full/photos/calib.npy";
-    let crops = lutq_dataio::NpyArray::from_npy_file(calib_path)
+    let calib_path = format!("data/full/photos/{}", crate::data::CALIB_MIRRORED);
+    let crops = lutq_dataio::NpyArray::from_npy_file(&calib_path)
         .with_context(|| format!("cannot read {calib_path}: run `cargo xtask data` first"))?;
-    let [n, c, h, w] = crops.shape[..] else {
-        bail!("{calib_path}: expected NCHW crops");
-    };
-    // The crops and their mirror images: 256 distinct calibration images.
-    let mut data = crops.data.clone();
-    for row in crops.data.chunks(w) {
-        data.extend(row.iter().rev());
-    }
-    let calib = lutq_ir::Tensor::f32([2 * n, c, h, w], data)?;
+    let calib = lutq_ir::Tensor::f32(crops.shape.clone(), crops.data)?;
 
     let bytes = std::fs::read("models/mobilenet_v2.onnx").context("models/mobilenet_v2.onnx")?;
     let graph = lutq_onnx::import(&bytes, &lutq_onnx::ImportOptions::default())?;

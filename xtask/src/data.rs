@@ -5,7 +5,8 @@
 //!   float32 `(N,1,28,28)` = pixel / 255, labels as int64 `(N,)`: the same encoding as the
 //!   committed 1000-image slices in `data/fashion_mnist/`.
 //! * `data/full/photos/{calib,eval}.npy`: the calibration and evaluation photo crops listed in
-//!   `data/photos/crops.csv`, cut from `data/photos/sources/`, float32 `(N,3,224,224)`.
+//!   `data/photos/crops.csv`, cut from `data/photos/sources/`, float32 `(N,3,224,224)`;
+//!   `calib_mirrored.npy`: the calibration crops followed by their mirror images (256).
 //!
 //! `data/full` is git-ignored. See data/README.md.
 //!
@@ -126,6 +127,36 @@ fn photo_crops(photos_dir: &Path, out: &Path) -> anyhow::Result<()> {
             .write_npy_file(&path)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("{}: {:?} float32", path.display(), batch.shape);
+        if split == Split::Calib {
+            let mirrored = with_mirror_images(&batch)?;
+            let path = out.join(CALIB_MIRRORED);
+            mirrored
+                .write_npy_file(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("{}: {:?} float32", path.display(), mirrored.shape);
+        }
     }
     Ok(())
+}
+
+/// The calibration crops followed by their left-right mirror images, in
+/// `data/full/photos/`: the 256 calibration images of `cargo xtask accuracy` and
+/// `cargo xtask bench-quant`. No mirrored crop is an evaluation crop (the recipe of a
+/// mirror is its crop's with `flip` inverted; checked when this was introduced: none of
+/// the 128 is in the evaluation split).
+pub const CALIB_MIRRORED: &str = "calib_mirrored.npy";
+
+/// `batch` (`N, C, H, W`) followed by its images mirrored left-right.
+fn with_mirror_images(batch: &lutq_dataio::NpyArray) -> anyhow::Result<lutq_dataio::NpyArray> {
+    let [n, c, h, w] = batch.shape[..] else {
+        bail!("expected NCHW crops, got shape {:?}", batch.shape);
+    };
+    let mut data = batch.data.clone();
+    for row in batch.data.chunks(w) {
+        data.extend(row.iter().rev());
+    }
+    Ok(lutq_dataio::NpyArray {
+        shape: vec![2 * n, c, h, w],
+        data,
+    })
 }

@@ -178,7 +178,9 @@ pub fn compile(
     Ok(if s_on > s_off { on } else { off })
 }
 
-/// The quantizer's report as a table: one line per linear layer.
+/// The quantizer's report as a table: one line per linear layer. `target`: `float` when
+/// the layer's weights were fitted to float targets (compensating the error upstream),
+/// `w` when to the float weights.
 pub fn report_text(r: &QuantReport) -> String {
     let mut s = format!(
         "quant: {} on {} calibration samples in {:.1} s; weights {:.1} KB (fp32 {:.1} KB)\n",
@@ -188,10 +190,10 @@ pub fn report_text(r: &QuantReport) -> String {
         r.weight_bytes as f64 / 1024.0,
         r.float_weight_bytes as f64 / 1024.0
     );
-    s.push_str("  layer                                    weights  f_x  f_w      f_y  out  rel.err  bias-corr  acc-headroom\n");
+    s.push_str("  layer                                    weights  f_x  f_w      f_y  out  target  rel.err  bias-corr  acc-headroom\n");
     for l in &r.layers {
         s.push_str(&format!(
-            "  {:<40} {:<7} {:>4} {:>3}..{:<3} {:>3}  {:<4} {:>7.4} {:>8.2} st {:>9.3}\n",
+            "  {:<40} {:<7} {:>4} {:>3}..{:<3} {:>3}  {:<4} {:<6} {:>8.4} {:>8.2} st {:>9.3}\n",
             l.name,
             l.weights,
             l.input_exp,
@@ -199,6 +201,7 @@ pub fn report_text(r: &QuantReport) -> String {
             l.weight_exp_max,
             l.output_exp,
             l.output_type,
+            if l.float_target { "float" } else { "w" },
             l.relative_output_error,
             l.bias_correction_steps,
             l.accumulator_headroom

@@ -28,8 +28,12 @@ pub struct LayerReport {
     pub output_type: String,
     pub weight_exp_min: i32,
     pub weight_exp_max: i32,
-    /// The fit objective `Σ (w − ŵ)ᵀ H (w − ŵ)` relative to `Σ wᵀ H w`.
+    /// The fit objective `Σ (w* − ŵ)ᵀ H (w* − ŵ)` relative to `Σ wᵀ H w` (`w*` the fit's
+    /// target rows: the float targets when used, else the float weights `w`).
     pub relative_output_error: f64,
+    /// Whether the weights were fitted to float targets (compensating the error
+    /// upstream; see `fit/target.rs`).
+    pub float_target: bool,
     /// Largest |bias change| from bias correction, in units of the layer's output step.
     pub bias_correction_steps: f64,
     /// Worst-case accumulator magnitude over 2^31 − 1.
@@ -851,6 +855,7 @@ impl<'a> Lowering<'a> {
             weight_exp_min: w_exps.iter().copied().min().unwrap_or(0),
             weight_exp_max: w_exps.iter().copied().max().unwrap_or(0),
             relative_output_error: fitted.output_error / reference_energy.max(f64::MIN_POSITIVE),
+            float_target: !patch.cross.is_empty(),
             bias_correction_steps: max_correction,
             accumulator_headroom: bound.rescaled as f64 / i32::MAX as f64,
             weight_bytes: layer.weights.size_bytes() + 8 * o_n,
