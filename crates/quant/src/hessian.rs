@@ -287,42 +287,18 @@ pub fn patch_statistics(
         })
         .collect();
     let partial = partials.into_iter().fold(empty(), |mut a, b| {
-        for (x, y) in a.gram.iter_mut().zip(&b.gram) {
-            for (u, v) in x.iter_mut().zip(y) {
-                *u += v;
-            }
-        }
-        for (x, y) in a.small.iter_mut().zip(&b.small) {
-            for (u, v) in x.iter_mut().zip(y) {
-                *u += v;
-            }
-        }
-        for (x, y) in a.cross_gram.iter_mut().zip(&b.cross_gram) {
-            for (u, v) in x.iter_mut().zip(y) {
-                *u += v;
-            }
-        }
-        for (x, y) in a.cross_small.iter_mut().zip(&b.cross_small) {
-            for (u, v) in x.iter_mut().zip(y) {
-                *u += v;
-            }
-        }
-        for (x, y) in a.sums.iter_mut().zip(&b.sums) {
-            for (u, v) in x.iter_mut().zip(y) {
-                *u += v;
-            }
-        }
+        add_into(&mut a.gram, &b.gram);
+        add_into(&mut a.small, &b.small);
+        add_into(&mut a.cross_gram, &b.cross_gram);
+        add_into(&mut a.cross_small, &b.cross_small);
+        add_into(&mut a.sums, &b.sums);
         a.positions += b.positions;
         a
     });
     let n = partial.positions.max(1) as f64;
     PatchStatistics {
         hessians: if big {
-            partial
-                .gram
-                .into_iter()
-                .map(|h| h.into_iter().map(f64::from).collect())
-                .collect()
+            widen(partial.gram)
         } else {
             // Only the upper triangle was accumulated.
             let mut small = partial.small;
@@ -341,15 +317,27 @@ pub fn patch_statistics(
             .map(|s| s.into_iter().map(|v| v / n).collect())
             .collect(),
         cross: if big {
-            partial
-                .cross_gram
-                .into_iter()
-                .map(|h| h.into_iter().map(f64::from).collect())
-                .collect()
+            widen(partial.cross_gram)
         } else {
             partial.cross_small
         },
     }
+}
+
+/// `a += b`, matrix by matrix, element by element.
+fn add_into<T: Copy + std::ops::AddAssign>(a: &mut [Vec<T>], b: &[Vec<T>]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        for (u, v) in x.iter_mut().zip(y) {
+            *u += *v;
+        }
+    }
+}
+
+/// f32 GEMM accumulators as f64 matrices.
+fn widen(m: Vec<Vec<f32>>) -> Vec<Vec<f64>> {
+    m.into_iter()
+        .map(|h| h.into_iter().map(f64::from).collect())
+        .collect()
 }
 
 /// `Σ a_i b_i` in f32 lanes (the compiler vectorizes the 8 independent partial sums),
