@@ -289,10 +289,7 @@ impl<'a> Lowering<'a> {
         self.lowered.insert(last, value);
         self.readers.insert(value, self.float_readers[&last]);
         self.data.insert(value, data);
-        let mut inputs = self.graph.node_inputs(id);
-        inputs.sort_unstable();
-        inputs.dedup(); // `users` counts a reader once, however many slots it reads
-        for i in inputs {
+        for i in distinct_inputs(self.graph, id) {
             if let Some(&v) = self.lowered.get(&i) {
                 let n = self.readers.entry(v).or_default();
                 *n = n.saturating_sub(1);
@@ -323,10 +320,7 @@ impl<'a> Lowering<'a> {
                 .collect::<Result<_, QuantError>>()?
         };
         self.float_values.insert(id, values);
-        let mut inputs = graph.node_inputs(id);
-        inputs.sort_unstable();
-        inputs.dedup();
-        for i in inputs {
+        for i in distinct_inputs(graph, id) {
             if let Some(n) = self.float_left.get_mut(&i) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -667,10 +661,10 @@ impl<'a> Lowering<'a> {
         drop(real);
         // Fit the rows that reproduce the float output from the quantized input; bias
         // correction still aims at the float model's channel means.
-        let target_rows = if patch.cross.is_empty() {
-            rows.clone()
+        let target_rows: std::borrow::Cow<'_, [f32]> = if patch.cross.is_empty() {
+            rows.as_slice().into()
         } else {
-            fit::float_target_rows(&rows, o_n, k_n, &patch.hessians, &patch.cross)
+            fit::float_target_rows(&rows, o_n, k_n, &patch.hessians, &patch.cross).into()
         };
 
         // Fit the weights.
@@ -886,6 +880,15 @@ impl<'a> Lowering<'a> {
         self.emit(id, int_node, None)?;
         Ok(())
     }
+}
+
+/// The inputs of `id`, each once: `Graph::users` counts a reader once however many of
+/// its slots read the same node, so reader counts drop once per distinct input.
+fn distinct_inputs(graph: &Graph, id: NodeId) -> Vec<NodeId> {
+    let mut inputs = graph.node_inputs(id);
+    inputs.sort_unstable();
+    inputs.dedup();
+    inputs
 }
 
 /// A graph computing float node `id` alone: its non-constant inputs become graph inputs
