@@ -139,7 +139,7 @@ def export_effnet(out_dir: Path, x_eval: np.ndarray) -> dict:
         raise SystemExit(f"unexpected shape sub-graphs: {res}")
     top = np.bincount(ref.argmax(1), minlength=1000)
     res["eval_top1_classes"] = {int(k): int(top[k]) for k in np.argsort(-top)[:8] if top[k]}
-    res["weights"] = str(wp)
+    res["weights"] = Path(wp).as_posix().split("site-packages/")[-1]
     return res
 
 
@@ -168,7 +168,7 @@ def export_mtcnn(which: str, out: Path, x_eval: np.ndarray) -> dict:
         ref = net(torch.from_numpy(x_eval))
     ys = ort_run(out, x_eval)
     y8 = ort_run(out, x_eval, batch=8)
-    res = {"samples": int(len(x_eval)), "weights": str(p)}
+    res = {"samples": int(len(x_eval)), "weights": p.as_posix().split("site-packages/")[-1]}
     for k, name in enumerate(MTCNN_OUTPUTS[which]):
         res[f"max_abs_torch_vs_ort[{name}]"] = max_abs(ref[k].numpy(), ys[k])
         res[f"max_abs_ort_batch1_vs_batch8[{name}]"] = max_abs(ys[k], y8[k])
