@@ -107,7 +107,7 @@ pub struct MemoryPlan {
 fn in_place_operands(node: &lutq_ir::int::IntNode) -> &'static [usize] {
     match node.op {
         IntOp::Add(_) => &[0, 1],
-        IntOp::Requant { .. } => &[0],
+        IntOp::Requant { .. } | IntOp::Table(_) | IntOp::Mul(_) => &[0],
         _ => &[],
     }
 }

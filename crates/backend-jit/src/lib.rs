@@ -423,6 +423,38 @@ pub fn compile_with(graph: &IntGraph, options: &CompileOptions) -> Result<JitMod
                 let (r, lo, hi) = (*rescale, *lo, *hi);
                 Box::new(move |e: &mut Emitter| ops::requant(e, &x, &out, r, lo, hi))
             }
+            IntOp::Table(t) => {
+                let x = operand(node.inputs[0]);
+                let bytes: Vec<u8> = t.entries.iter().map(|&v| v as u8).collect();
+                let tables = host_bytes(&mut consts, &bytes);
+                let count = t.tables();
+                Box::new(move |e: &mut Emitter| ops::table(e, &x, &out, tables, count))
+            }
+            IntOp::Mul(q) => {
+                let (a, b) = (operand(node.inputs[0]), operand(node.inputs[1]));
+                Box::new(move |e: &mut Emitter| ops::mul(e, &a, &b, &out, q))
+            }
+            IntOp::Softmax(sm) => {
+                let x = operand(node.inputs[0]);
+                let bytes: Vec<u8> = sm.exp_table.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let exp = host_bytes(&mut consts, &bytes);
+                let axis = sm.axis;
+                Box::new(move |e: &mut Emitter| ops::softmax(e, &x, &out, axis, exp))
+            }
+            IntOp::Transpose { perm } => {
+                let x = operand(node.inputs[0]);
+                let sources: Vec<u8> = lutq_ir::int::transpose_sources(&x.ty.shape, perm)
+                    .into_iter()
+                    .flat_map(|i| (i as u32).to_le_bytes())
+                    .collect();
+                let sources = host_bytes(&mut consts, &sources);
+                Box::new(move |e: &mut Emitter| ops::gather(e, &x, &out, sources))
+            }
+            IntOp::Slice { axis, start, step } => {
+                let x = operand(node.inputs[0]);
+                let (axis, start, step) = (*axis, *start, *step);
+                Box::new(move |e: &mut Emitter| ops::slice(e, &x, &out, axis, start, step))
+            }
         };
         kernel_nodes.push(node.name.clone());
         funcs.push(define(

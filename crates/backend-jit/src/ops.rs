@@ -4,7 +4,7 @@
 
 use cranelift_codegen::ir::{InstBuilder, Value};
 use lutq_ir::Pool;
-use lutq_ir::int::{IntElem, QAdd, QType, Rescale};
+use lutq_ir::int::{IntElem, QAdd, QMul, QType, Rescale};
 
 use crate::emit::Emitter;
 
@@ -176,6 +176,171 @@ pub(crate) fn pool(e: &mut Emitter, p: &Pool, kind: &PoolKind, x: &Operand, y: &
                 let out = e.index(yp, oy, ow * yz);
                 let out = e.index(out, ox, yz);
                 e.store_elem(ye, v, out);
+            });
+        });
+    });
+}
+
+/// Table lookup ([`lutq_ir::int::QTable`]): `y[i] = T[c][x[i] − x_min]`, the tables as
+/// bytes at `tables` (one, or one per channel of axis 1, 256 bytes each).
+pub(crate) fn table(e: &mut Emitter, x: &Operand, y: &Operand, tables: *const u8, count: usize) {
+    let shape = &y.ty.shape;
+    let outer = shape.first().copied().unwrap_or(1) as i64;
+    let channels = shape.get(1).copied().unwrap_or(1) as i64;
+    let plane: i64 = shape.iter().skip(2).product::<usize>() as i64;
+    let (xe, ye) = (x.ty.elem, y.ty.elem);
+    let (x_min, _) = xe.range();
+    let xb = e.arena(x.offset);
+    let yb = e.arena(y.offset);
+    let tb = e.host(tables);
+    e.for_each(0, outer, |e, n| {
+        e.for_each(0, channels, |e, c| {
+            let t = if count == 1 { tb } else { e.index(tb, c, 256) };
+            let row = e.muli(n, channels);
+            let row = e.add(row, c);
+            let xp = e.index(xb, row, plane);
+            let yp = e.index(yb, row, plane);
+            e.for_each(0, plane, |e, j| {
+                let a = e.index(xp, j, 1);
+                let v = e.load_elem(xe, a);
+                let v = e.addi(v, -(x_min as i64));
+                let a = e.index(t, v, 1);
+                let v = e.load_elem(ye, a);
+                let d = e.index(yp, j, 1);
+                e.store_elem(ye, v, d);
+            });
+        });
+    });
+}
+
+/// Product of two activations ([`lutq_ir::int::QMul`]), `b` broadcast over `a`'s
+/// trailing dimensions.
+pub(crate) fn mul(e: &mut Emitter, a: &Operand, b: &Operand, y: &Operand, q: &QMul) {
+    let n = y.ty.num_elements() as i64;
+    let outer = b.ty.num_elements().max(1) as i64;
+    let inner = n / outer;
+    let (ae, be, ye) = (a.ty.elem, b.ty.elem, y.ty.elem);
+    let ab = e.arena(a.offset);
+    let bb = e.arena(b.offset);
+    let yb = e.arena(y.offset);
+    e.for_each(0, outer, |e, o| {
+        let pg = e.index(bb, o, be.size_bytes() as i64);
+        let g = e.load_elem(be, pg);
+        let base = e.muli(o, inner);
+        e.for_each(0, inner, |e, j| {
+            let i = e.add(base, j);
+            let pa = e.index(ab, i, ae.size_bytes() as i64);
+            let v = e.load_elem(ae, pa);
+            let p = e.b.ins().imul(v, g);
+            let p = e.rshift_round(p, q.shift);
+            let p = e.clamp(p, q.lo, q.hi);
+            let py = e.index(yb, i, ye.size_bytes() as i64);
+            e.store_elem(ye, p, py);
+        });
+    });
+}
+
+/// Integer softmax ([`lutq_ir::int::QSoftmax`]); the exp table as 256 little-endian
+/// i32 at `exp`.
+pub(crate) fn softmax(e: &mut Emitter, x: &Operand, y: &Operand, axis: usize, exp: *const u8) {
+    let shape = &x.ty.shape;
+    let n = shape[axis] as i64;
+    let inner = shape[axis + 1..].iter().product::<usize>() as i64;
+    let outer = x.ty.num_elements() as i64 / (n * inner).max(1);
+    let (xe, ye) = (x.ty.elem, y.ty.elem);
+    let xb = e.arena(x.offset);
+    let yb = e.arena(y.offset);
+    let tb = e.host(exp);
+    e.for_each(0, outer, |e, o| {
+        e.for_each(0, inner, |e, j| {
+            let row = e.muli(o, n * inner);
+            let row = e.add(row, j);
+            let xr = e.index(xb, row, xe.size_bytes() as i64);
+            let yr = e.index(yb, row, ye.size_bytes() as i64);
+            let stride = inner * xe.size_bytes() as i64;
+            let first = e.load_elem(xe, xr);
+            let m = e.for_range(1, n, 1, &[first], |e, k, acc| {
+                let p = e.index(xr, k, stride);
+                let v = e.load_elem(xe, p);
+                vec![e.b.ins().smax(acc[0], v)]
+            })[0];
+            let exp_of = |e: &mut Emitter, k: Value| {
+                let p = e.index(xr, k, stride);
+                let v = e.load_elem(xe, p);
+                let d = e.b.ins().isub(m, v);
+                let a = e.index(tb, d, 4);
+                let t = e.load_const(cranelift_codegen::ir::types::I32, a, 0);
+                e.b.ins().sextend(cranelift_codegen::ir::types::I64, t)
+            };
+            let zero = e.c64(0);
+            let s = e.for_range(0, n, 1, &[zero], |e, k, acc| {
+                let v = exp_of(e, k);
+                vec![e.add(acc[0], v)]
+            })[0];
+            let half = e.b.ins().sshr_imm_u(s, 1);
+            e.for_each(0, n, |e, k| {
+                let v = exp_of(e, k);
+                let v = e.muli(v, 256);
+                let v = e.add(v, half);
+                let q = e.b.ins().sdiv(v, s);
+                let q = e.clamp(q, 0, 255);
+                let p = e.index(yr, k, inner * ye.size_bytes() as i64);
+                e.store_elem(ye, q, p);
+            });
+        });
+    });
+}
+
+/// A gather by a constant index table (`u32` source element indices at `sources`):
+/// `y[i] = x[sources[i]]`, used for transposes.
+pub(crate) fn gather(e: &mut Emitter, x: &Operand, y: &Operand, sources: *const u8) {
+    let (xe, ye) = (x.ty.elem, y.ty.elem);
+    let xb = e.arena(x.offset);
+    let yb = e.arena(y.offset);
+    let sb = e.host(sources);
+    e.for_each(0, y.ty.num_elements() as i64, |e, i| {
+        let a = e.index(sb, i, 4);
+        let s = e.load_const(cranelift_codegen::ir::types::I32, a, 0);
+        let s = e.b.ins().uextend(cranelift_codegen::ir::types::I64, s);
+        let p = e.index(xb, s, xe.size_bytes() as i64);
+        let v = e.load_elem(xe, p);
+        let d = e.index(yb, i, ye.size_bytes() as i64);
+        e.store_elem(ye, v, d);
+    });
+}
+
+/// Elements `start + k · step` along `axis` ([`lutq_ir::int::IntOp::Slice`]).
+pub(crate) fn slice(
+    e: &mut Emitter,
+    x: &Operand,
+    y: &Operand,
+    axis: usize,
+    start: usize,
+    step: usize,
+) {
+    let s = &x.ty.shape;
+    let inner = s[axis + 1..].iter().product::<usize>() as i64;
+    let outer = s[..axis].iter().product::<usize>() as i64;
+    let (n_in, n_out) = (s[axis] as i64, y.ty.shape[axis] as i64);
+    let (xe, ye) = (x.ty.elem, y.ty.elem);
+    let (xz, yz) = (xe.size_bytes() as i64, ye.size_bytes() as i64);
+    let xb = e.arena(x.offset);
+    let yb = e.arena(y.offset);
+    e.for_each(0, outer, |e, o| {
+        e.for_each(0, n_out, |e, k| {
+            let src = e.muli(o, n_in);
+            let kk = e.muli(k, step as i64);
+            let src = e.add(src, kk);
+            let src = e.addi(src, start as i64);
+            let xr = e.index(xb, src, inner * xz);
+            let dst = e.muli(o, n_out);
+            let dst = e.add(dst, k);
+            let yr = e.index(yb, dst, inner * yz);
+            e.for_each(0, inner, |e, j| {
+                let p = e.index(xr, j, xz);
+                let v = e.load_elem(xe, p);
+                let d = e.index(yr, j, yz);
+                e.store_elem(ye, v, d);
             });
         });
     });

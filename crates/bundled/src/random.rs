@@ -5,8 +5,8 @@
 
 use lutq_ir::infer::infer;
 use lutq_ir::int::{
-    ConvGeom, IntElem, IntGraph, IntInput, IntNode, IntOp, IntOutput, QAdd, QLinear, QType,
-    QWeights, Rescale, ValueId,
+    ConvGeom, IntElem, IntGraph, IntInput, IntNode, IntOp, IntOutput, QAdd, QLinear, QMul,
+    QSoftmax, QTable, QType, QWeights, Rescale, ValueId,
 };
 use lutq_ir::{Op, Pool, TensorType};
 
@@ -224,7 +224,7 @@ pub fn random_graph(r: &mut Rng) -> (IntGraph, Vec<f32>) {
     for _ in 0..steps {
         let name = format!("n{}", g.nodes.len());
         let s = g.ty(cur).shape.clone();
-        match r.below(8) {
+        match r.below(12) {
             0..=2 => {
                 if let Some(v) = push_conv(r, &mut g, cur, None) {
                     cur = v;
@@ -300,6 +300,69 @@ pub fn random_graph(r: &mut Rng) -> (IntGraph, Vec<f32>) {
                 };
                 cur = g.push(node(name, op, vec![cur], elem, t.shape));
             }
+            7 => {
+                // An element-wise table, one per layer or one per channel.
+                let elem = elem8(r);
+                let count = if r.chance(50) { 1 } else { s[1] };
+                let (lo, hi) = elem.range();
+                let entries = (0..256 * count)
+                    .map(|_| r.range(lo as i64, hi as i64) as i32)
+                    .collect();
+                let op = IntOp::Table(QTable { entries });
+                cur = g.push(node(name, op, vec![cur], elem, s));
+            }
+            8 => {
+                // Squeeze-and-excitation: a per-channel gate from a global sum-pool.
+                let elem = elem8(r);
+                let gate = g.push(node(
+                    format!("{name}_gate"),
+                    IntOp::SumPool {
+                        pool: Pool::new([s[2], s[3]]),
+                        shift: r.range(0, 6) as i32,
+                        lo: 0,
+                        hi: 255,
+                    },
+                    vec![cur],
+                    IntElem::U8,
+                    vec![1, s[1], 1, 1],
+                ));
+                let (lo, hi) = clamp_for(r, elem);
+                let op = IntOp::Mul(QMul {
+                    shift: r.range(0, 12) as i32,
+                    lo,
+                    hi,
+                });
+                cur = g.push(node(name, op, vec![cur, gate], elem, s));
+            }
+            9 => {
+                let perm = match r.below(3) {
+                    0 => vec![0, 2, 3, 1],
+                    1 => vec![0, 3, 1, 2],
+                    _ => vec![0, 1, 3, 2],
+                };
+                let ty = g.ty(cur).clone();
+                let shape = perm.iter().map(|&p| s[p]).collect();
+                cur = g.push(IntNode {
+                    name,
+                    op: IntOp::Transpose { perm },
+                    inputs: vec![cur],
+                    ty: QType { shape, ..ty },
+                });
+            }
+            10 => {
+                let axis = r.range(1, 3) as usize;
+                let step = r.range(1, 2) as usize;
+                let start = r.below(s[axis]);
+                let mut shape = s.clone();
+                shape[axis] = (s[axis] - start).div_ceil(step);
+                let ty = g.ty(cur).clone();
+                cur = g.push(IntNode {
+                    name,
+                    op: IntOp::Slice { axis, start, step },
+                    inputs: vec![cur],
+                    ty: QType { shape, ..ty },
+                });
+            }
             _ => {
                 let elem = elem8(r);
                 let (lo, hi) = clamp_for(r, elem);
@@ -350,6 +413,24 @@ pub fn random_graph(r: &mut Rng) -> (IntGraph, Vec<f32>) {
             vec![1, o],
         ));
         outputs = vec![d];
+        if !wide && r.chance(50) {
+            // A classifier's softmax over the dense outputs.
+            let exp = g.ty(d).exp;
+            let exp_table = (0..256)
+                .map(|k| ((-(k as f64) * (-(exp as f64)).exp2()).exp() * 65536.0).round() as i32)
+                .collect();
+            let sm = g.push(IntNode {
+                name: "softmax".into(),
+                op: IntOp::Softmax(QSoftmax { axis: 1, exp_table }),
+                inputs: vec![d],
+                ty: QType {
+                    elem: IntElem::U8,
+                    shape: vec![1, o],
+                    exp: QSoftmax::OUT_EXP,
+                },
+            });
+            outputs = vec![sm];
+        }
         if r.chance(50) {
             outputs.push(cur);
         }

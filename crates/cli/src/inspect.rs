@@ -49,6 +49,9 @@ struct IrReport {
     stats: GraphStats,
     /// Bytes of all constants stored as f32.
     parameter_bytes_f32: u64,
+    /// What will run as integers after the rewrites (before any calibration), or why
+    /// the rewrites failed.
+    integer: Result<lutq_quant::IntegerForms, String>,
 }
 
 pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
@@ -93,12 +96,16 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             );
             let stats = graph.stats();
             let parameter_bytes_f32 = 4 * stats.parameters;
+            let integer = lutq_opt::optimize(&graph, &Default::default())
+                .map(|(opt, _)| lutq_quant::integer_forms(&opt))
+                .map_err(|e| format!("{e:#}"));
             (
                 Some(IrReport {
                     inputs,
                     outputs,
                     stats,
                     parameter_bytes_f32,
+                    integer,
                 }),
                 None,
             )
@@ -182,6 +189,28 @@ fn print_report(r: &Report) {
             ir.parameter_bytes_f32 as f64 / 1e6
         );
         println!("MACs       {} per inference", group_digits(ir.stats.macs));
+        match &ir.integer {
+            Ok(f) => {
+                let ops: Vec<String> = f.ops.iter().map(|(op, n)| format!("{op} {n}")).collect();
+                println!("integer program (after the rewrites, every mode)");
+                println!("  {}", ops.join(", "));
+                if f.inside_tables + f.fused > 0 {
+                    println!(
+                        "  ({} element-wise ops folded into tables, {} activations into their producer's clamp)",
+                        f.inside_tables, f.fused
+                    );
+                }
+                if f.unsupported.is_empty() {
+                    println!("  every op has an integer form");
+                } else {
+                    println!("  cannot run as integers ({}):", f.unsupported.len());
+                    for p in &f.unsupported {
+                        println!("    {p}");
+                    }
+                }
+            }
+            Err(e) => println!("integer program: the rewrites failed: {e}"),
+        }
     }
     if !s.required_constants.is_empty() {
         println!(

@@ -1218,3 +1218,208 @@ fn int_conv_throughput() {
         total_macs / total_s / 1e9
     );
 }
+
+// ---------------------------------------------------------------- tables, products, softmax, data movement
+
+#[test]
+fn tables_index_by_code_per_layer_and_per_channel() {
+    let mut rng = Rng(21);
+    for _ in 0..40 {
+        let in_elem = rng.pick(&[IntElem::U8, IntElem::I8]);
+        let out_elem = rng.pick(&[IntElem::U8, IntElem::I8]);
+        let shape = [1, rng.usize(1, 5), rng.usize(1, 3), rng.usize(1, 4)];
+        let channels = shape[1];
+        let tables = if rng.bool() { 1 } else { channels };
+        let entries = random_q(&mut rng, out_elem, 256 * tables);
+        let mut g = IntGraph::new("t");
+        let x = input(&mut g, "x", in_elem, &shape, 2);
+        let op = IntOp::Table(lutq_ir::int::QTable {
+            entries: entries.iter().map(|&v| v as i32).collect(),
+        });
+        let y = node(&mut g, "t", op, &[x], qtype(out_elem, &shape, 5));
+        output(&mut g, y);
+        let n: usize = shape.iter().product();
+        let q = random_q(&mut rng, in_elem, n);
+        let plane = shape[2] * shape[3];
+        let (x_min, _) = range(in_elem);
+        let expected: Vec<i64> = (0..n)
+            .map(|i| {
+                let t = if tables == 1 { 0 } else { i / plane };
+                entries[t * 256 + (q[i] - x_min) as usize]
+            })
+            .collect();
+        assert_eq!(values(&run1(&g, &[&dequant(&q, 2)])[0]), expected);
+    }
+}
+
+#[test]
+fn products_broadcast_the_second_operand_and_round() {
+    let mut rng = Rng(22);
+    for _ in 0..40 {
+        let (ea, eb) = (
+            rng.pick(&[IntElem::U8, IntElem::I8]),
+            rng.pick(&[IntElem::U8, IntElem::I8]),
+        );
+        let a_shape = [1, rng.usize(1, 6), rng.usize(1, 3), rng.usize(1, 3)];
+        let k = rng.usize(0, 4);
+        let b_shape: Vec<usize> = (0..4).map(|d| if d < k { a_shape[d] } else { 1 }).collect();
+        let shift = rng.usize(0, 12) as i32;
+        let (lo, hi) = range(rng.pick(&[IntElem::U8, IntElem::I8]));
+        let out_elem = if lo == 0 { IntElem::U8 } else { IntElem::I8 };
+        let mut g = IntGraph::new("m");
+        let a = input(&mut g, "a", ea, &a_shape, 3);
+        let b = input(&mut g, "b", eb, &b_shape, 4);
+        let op = IntOp::Mul(lutq_ir::int::QMul {
+            shift,
+            lo: lo as i32,
+            hi: hi as i32,
+        });
+        let y = node(
+            &mut g,
+            "m",
+            op,
+            &[a, b],
+            qtype(out_elem, &a_shape, 7 - shift),
+        );
+        output(&mut g, y);
+        let na: usize = a_shape.iter().product();
+        let nb: usize = b_shape.iter().product();
+        let (qa, qb) = (random_q(&mut rng, ea, na), random_q(&mut rng, eb, nb));
+        // Broadcast by coordinates: b's index keeps a's coordinate where b's dim is not 1.
+        let expected: Vec<i64> = (0..na)
+            .map(|i| {
+                let mut rest = i;
+                let mut coords = [0usize; 4];
+                for d in (0..4).rev() {
+                    coords[d] = rest % a_shape[d];
+                    rest /= a_shape[d];
+                }
+                let mut j = 0;
+                for d in 0..4 {
+                    j = j * b_shape[d] + if b_shape[d] == 1 { 0 } else { coords[d] };
+                }
+                clamp_ref(shift_ref(qa[i] as i128 * qb[j] as i128, shift), lo, hi)
+            })
+            .collect();
+        let out = run1(&g, &[&dequant(&qa, 3), &dequant(&qb, 4)]);
+        assert_eq!(values(&out[0]), expected);
+    }
+}
+
+#[test]
+fn softmax_normalizes_each_row_with_one_division() {
+    let mut rng = Rng(23);
+    for _ in 0..30 {
+        let in_elem = rng.pick(&[IntElem::U8, IntElem::I8]);
+        let shape = [1, rng.usize(1, 12), rng.usize(1, 3)];
+        let axis = rng.usize(1, 2);
+        let exp = rng.usize(0, 5) as i32;
+        let table: Vec<i32> = (0..256)
+            .map(|d| ((-(d as f64) * (-(exp as f64)).exp2()).exp() * 65536.0).round() as i32)
+            .collect();
+        let mut g = IntGraph::new("s");
+        let x = input(&mut g, "x", in_elem, &shape, exp);
+        let op = IntOp::Softmax(lutq_ir::int::QSoftmax {
+            axis,
+            exp_table: table.clone(),
+        });
+        let y = node(&mut g, "s", op, &[x], qtype(IntElem::U8, &shape, 8));
+        output(&mut g, y);
+        let n: usize = shape.iter().product();
+        let q = random_q(&mut rng, in_elem, n);
+        let at = |i: usize, j: usize, k: usize| (i * shape[1] + j) * shape[2] + k;
+        let mut expected = vec![0i64; n];
+        for other in 0..shape[3 - axis] {
+            let idx = |t: usize| {
+                if axis == 1 {
+                    at(0, t, other)
+                } else {
+                    at(0, other, t)
+                }
+            };
+            let len = shape[axis];
+            let m = (0..len).map(|t| q[idx(t)]).max().unwrap();
+            let e: Vec<i64> = (0..len)
+                .map(|t| table[(m - q[idx(t)]) as usize] as i64)
+                .collect();
+            let s: i64 = e.iter().sum();
+            for t in 0..len {
+                expected[idx(t)] = ((e[t] * 256 + s / 2) / s).min(255);
+            }
+        }
+        let out = run1(&g, &[&dequant(&q, exp)]);
+        assert_eq!(values(&out[0]), expected);
+        // Each row's probabilities sum to about 256 (one code of rounding per element).
+        let row_sum: i64 = (0..shape[axis])
+            .map(|t| expected[if axis == 1 { at(0, t, 0) } else { at(0, 0, t) }])
+            .sum();
+        assert!((row_sum - 256).abs() <= shape[axis] as i64 + 1, "{row_sum}");
+    }
+}
+
+#[test]
+fn transpose_and_slice_move_elements() {
+    let mut rng = Rng(24);
+    for _ in 0..30 {
+        let shape = [1, rng.usize(1, 4), rng.usize(1, 4), rng.usize(1, 4)];
+        let mut perm = vec![0usize, 1, 2, 3];
+        for i in (1..4).rev() {
+            let j = rng.usize(0, i);
+            perm.swap(i, j);
+        }
+        let t_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let axis = rng.usize(1, 3);
+        let step = rng.usize(1, 2);
+        let start = rng.usize(0, shape[axis] - 1);
+        let len = (shape[axis] - start).div_ceil(step);
+        let mut s_shape = shape.to_vec();
+        s_shape[axis] = len;
+        let mut g = IntGraph::new("mv");
+        let x = input(&mut g, "x", IntElem::I8, &shape, 0);
+        let t = node(
+            &mut g,
+            "t",
+            IntOp::Transpose { perm: perm.clone() },
+            &[x],
+            qtype(IntElem::I8, &t_shape, 0),
+        );
+        let s = node(
+            &mut g,
+            "s",
+            IntOp::Slice { axis, start, step },
+            &[x],
+            qtype(IntElem::I8, &s_shape, 0),
+        );
+        output(&mut g, t);
+        output(&mut g, s);
+        let n: usize = shape.iter().product();
+        let q = random_q(&mut rng, IntElem::I8, n);
+        let flat =
+            |c: [usize; 4], sh: &[usize]| ((c[0] * sh[1] + c[1]) * sh[2] + c[2]) * sh[3] + c[3];
+        let mut want_t = vec![0i64; n];
+        let mut want_s = vec![0i64; s_shape.iter().product()];
+        for a in 0..shape[0] {
+            for b in 0..shape[1] {
+                for c in 0..shape[2] {
+                    for d in 0..shape[3] {
+                        let src = [a, b, c, d];
+                        let dst: [usize; 4] = std::array::from_fn(|k| src[perm[k]]);
+                        want_t[flat(dst, &t_shape)] = q[flat(src, &shape)];
+                        if src[axis] >= start && (src[axis] - start).is_multiple_of(step) {
+                            let mut o = src;
+                            o[axis] = (src[axis] - start) / step;
+                            want_s[flat(o, &s_shape)] = q[flat(src, &shape)];
+                        }
+                    }
+                }
+            }
+        }
+        let out = run1(&g, &[&dequant(&q, 0)]);
+        assert_eq!(values(&out[0]), want_t, "perm {perm:?}");
+        assert_eq!(
+            values(&out[1]),
+            want_s,
+            "axis {axis} start {start} step {step}"
+        );
+    }
+}

@@ -18,6 +18,7 @@
 //! algorithm and its objective.
 
 pub mod calib;
+mod elementwise;
 pub mod fit;
 mod hessian;
 mod lower;
@@ -27,7 +28,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-pub use lower::{LayerReport, QuantReport};
+pub use lower::{IntegerForms, LayerReport, QuantReport, integer_forms};
 
 use fit::{ScaleKind, WeightFormat};
 use lutq_ir::int::IntGraph;

@@ -5,14 +5,15 @@ use std::time::Instant;
 
 use lutq_interp::int::{IntData, exec_node};
 use lutq_ir::int::{
-    ConvGeom, IntElem, IntGraph, IntInput, IntNode, IntOp, IntOutput, QAdd, QLinear, QType,
-    QWeights, Rescale, ValueId,
+    ConvGeom, IntElem, IntGraph, IntInput, IntNode, IntOp, IntOutput, QAdd, QLinear, QMul,
+    QSoftmax, QType, QWeights, Rescale, ValueId,
 };
 use lutq_ir::{Activation, BinaryOp, FusedActivation, Graph, NodeId, Op, Pool, Tensor};
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::calib::{Calibration, LogHistogram};
+use crate::elementwise::{self, Regions};
 use crate::fit::{self, FitOptions, LayerProblem, RowScale, ScaleKind, WeightFormat};
 use crate::hessian::{PatchGeometry, patch_statistics};
 use crate::{Progress, QuantError, QuantOptions};
@@ -62,6 +63,80 @@ const ALIGN_MSE_SLACK: f64 = 1.5;
 
 /// Checks every op before any work, reporting all problems at once.
 pub fn check_supported(graph: &Graph) -> Result<(), QuantError> {
+    let problems = unsupported(graph);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(QuantError::Unsupported(problems))
+    }
+}
+
+/// What the integer program of an optimized float graph will consist of, before any
+/// calibration (`lutq inspect`): integer ops by kind, and every node that has no
+/// integer form, with the reason.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct IntegerForms {
+    /// Integer op (`IntOp::name`) → how many float nodes become one.
+    pub ops: std::collections::BTreeMap<&'static str, usize>,
+    /// Element-wise float nodes folded into a table (not materialized).
+    pub inside_tables: usize,
+    /// Activations folded into their producer's clamp.
+    pub fused: usize,
+    pub unsupported: Vec<String>,
+}
+
+/// [`IntegerForms`] of `graph` (optimized, batch 1).
+pub fn integer_forms(graph: &Graph) -> IntegerForms {
+    let regions = Regions::analyze(graph);
+    let mut forms = IntegerForms {
+        unsupported: unsupported(graph),
+        ..Default::default()
+    };
+    for id in graph.topo_order() {
+        let node = graph.node(id);
+        let form = match &node.op {
+            Op::Constant(_) => continue,
+            Op::Input => "quantize_input",
+            _ if regions.root(id).is_some() => {
+                let root = regions.root(id).unwrap_or(id);
+                let producer = &graph.node(root).op;
+                let fusable = matches!(
+                    producer,
+                    Op::Conv(_) | Op::Gemm(_) | Op::MatMul | Op::Binary(_)
+                ) && graph.users(root).len() == 1;
+                if elementwise::is_plain_clamp(graph, id, root) && fusable {
+                    forms.fused += 1;
+                    continue;
+                } else if elementwise::is_plain_clamp(graph, id, root) {
+                    "requant"
+                } else if regions.is_interior(id) {
+                    forms.inside_tables += 1;
+                    continue;
+                } else {
+                    "table"
+                }
+            }
+            Op::Conv(_) => "conv",
+            Op::Gemm(_) | Op::MatMul => "dense",
+            Op::Binary(BinaryOp::Add) => "add",
+            Op::Binary(BinaryOp::Mul) => "mul",
+            Op::Softmax { .. } => "softmax",
+            Op::Transpose { .. } => "transpose",
+            Op::Reshape { .. } => "reshape",
+            Op::Concat { .. } => "concat",
+            Op::MaxPool(_) => "max_pool",
+            Op::AveragePool(_) | Op::SumPool(_) | Op::GlobalAveragePool | Op::GlobalSumPool => {
+                "sum_pool"
+            }
+            _ => continue,
+        };
+        *forms.ops.entry(form).or_default() += 1;
+    }
+    forms
+}
+
+/// Every problem [`check_supported`] reports, one line each.
+fn unsupported(graph: &Graph) -> Vec<String> {
     let mut problems = Vec::new();
     if graph.inputs().len() != 1 {
         problems.push(format!(
@@ -69,6 +144,7 @@ pub fn check_supported(graph: &Graph) -> Result<(), QuantError> {
             graph.inputs().len()
         ));
     }
+    let regions = Regions::analyze(graph);
     for id in graph.topo_order() {
         let node = graph.node(id);
         let inputs = graph.node_inputs(id);
@@ -77,6 +153,19 @@ pub fn check_supported(graph: &Graph) -> Result<(), QuantError> {
         let problem = match &node.op {
             Op::Input | Op::Constant(_) => None,
             _ if batch != 1 => Some("the quantizer works on batch-1 graphs (import with --batch 1)".to_string()),
+            // Element-wise functions of one tensor: one table per region exit.
+            _ if regions.root(id).is_some() => None,
+            Op::Binary(BinaryOp::Mul) if !is_const(0) && !is_const(1) => {
+                let [a, b] = [inputs[0], inputs[1]];
+                let (sa, sb) = (&graph.node(a).ty.shape, &graph.node(b).ty.shape);
+                (product_order(sa, sb).is_none()).then(|| format!(
+                    "product of activations {sa:?} × {sb:?}: one operand must be the result's shape and the other broadcast over its trailing dimensions (e.g. [1, C, 1, 1] × [1, C, H, W])"
+                ))
+            }
+            Op::Softmax { axis } => (graph.node(inputs[0]).ty.shape[*axis] > lutq_ir::int::QSoftmax::MAX_ROW).then(|| {
+                format!("softmax over more than {} elements", lutq_ir::int::QSoftmax::MAX_ROW)
+            }),
+            Op::Transpose { .. } => None,
             Op::Conv(_) if !is_const(1) || (inputs.len() > 2 && !is_const(2)) => {
                 Some("weights and bias must be constants".into())
             }
@@ -110,8 +199,11 @@ pub fn check_supported(graph: &Graph) -> Result<(), QuantError> {
             }
             Op::Activation(Activation::Relu) => None,
             Op::Activation(Activation::Clip { min, max }) if min.unwrap_or(f32::MIN) == 0.0 && max.is_none_or(|m| m > 0.0) => None,
+            _ if crate::elementwise::constant_layout(graph, id).is_err() => {
+                crate::elementwise::constant_layout(graph, id).err()
+            }
             op => Some(format!(
-                "op '{}' has no integer form; supported: conv, gemm, matmul, add, concat, max/avg/sum pools, reshape, relu, clip(0, m)",
+                "op '{}' has no integer form; supported: conv, gemm, matmul, add, mul, concat, max/avg/sum pools, reshape, transpose, softmax, and element-wise functions of one tensor (tables)",
                 op.name()
             )),
         };
@@ -119,11 +211,7 @@ pub fn check_supported(graph: &Graph) -> Result<(), QuantError> {
             problems.push(format!("node '{}' ({}): {p}", node.name, node.op.name()));
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(QuantError::Unsupported(problems))
-    }
+    problems
 }
 
 /// The divisor of an AveragePool as a power of two (`log2`), or why it is not one.
@@ -145,6 +233,7 @@ fn avg_divisor(p: &Pool, input: &[usize]) -> Result<i32, String> {
 
 struct Lowering<'a> {
     graph: &'a Graph,
+    regions: Regions,
     stats: &'a Calibration,
     options: &'a QuantOptions,
     samples: Vec<&'a [f32]>,
@@ -185,6 +274,7 @@ pub fn lower(
         .ok_or_else(|| QuantError::Calibration("calibration data must be float32".into()))?;
     let mut l = Lowering {
         graph,
+        regions: Regions::analyze(graph),
         stats,
         options,
         samples: data.chunks(per_sample).collect(),
@@ -204,9 +294,9 @@ pub fn lower(
     for id in graph.node_ids() {
         let mut n = graph.users(id).len();
         n += graph.outputs().iter().filter(|o| o.node == id).count();
-        l.float_readers.insert(id, n);
+        l.float_left.insert(id, n);
+        l.float_readers.insert(id, l.regions.readers(id));
     }
-    l.float_left = l.float_readers.clone();
     let order: Vec<NodeId> = graph
         .topo_order()
         .into_iter()
@@ -289,13 +379,14 @@ impl<'a> Lowering<'a> {
         self.lowered.insert(last, value);
         self.readers.insert(value, self.float_readers[&last]);
         self.data.insert(value, data);
-        for i in distinct_inputs(self.graph, id) {
-            if let Some(&v) = self.lowered.get(&i) {
-                let n = self.readers.entry(v).or_default();
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.data.remove(&v);
-                }
+        let mut inputs = self.out.node(value).inputs.clone();
+        inputs.sort_unstable();
+        inputs.dedup();
+        for v in inputs {
+            let n = self.readers.entry(v).or_default();
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.data.remove(&v);
             }
         }
         Ok(())
@@ -360,7 +451,53 @@ impl<'a> Lowering<'a> {
     fn lower_node(&mut self, id: NodeId) -> Result<(), QuantError> {
         let node = self.graph.node(id);
         let name = node.name.clone();
+        if let Some(root) = self.regions.root(id)
+            && !elementwise::is_plain_clamp(self.graph, id, root)
+        {
+            if self.regions.is_interior(id) {
+                return Ok(());
+            }
+            return self.lower_table(id, root);
+        }
         match &node.op {
+            Op::Binary(BinaryOp::Mul) => self.lower_product(id)?,
+            Op::Softmax { axis } => {
+                let (x, t) = self.input(id, 0);
+                let step = t.step();
+                let exp_table = (0..256)
+                    .map(|d| {
+                        let e = (-(d as f64) * step).exp() * QSoftmax::ONE as f64;
+                        e.round().clamp(0.0, QSoftmax::ONE as f64) as i32
+                    })
+                    .collect();
+                let n = IntNode {
+                    name,
+                    op: IntOp::Softmax(QSoftmax {
+                        axis: *axis,
+                        exp_table,
+                    }),
+                    inputs: vec![x],
+                    ty: QType {
+                        elem: IntElem::U8,
+                        shape: node.ty.shape.clone(),
+                        exp: QSoftmax::OUT_EXP,
+                    },
+                };
+                self.emit(id, n, None)?;
+            }
+            Op::Transpose { perm } => {
+                let (x, t) = self.input(id, 0);
+                let n = IntNode {
+                    name,
+                    op: IntOp::Transpose { perm: perm.clone() },
+                    inputs: vec![x],
+                    ty: QType {
+                        shape: node.ty.shape.clone(),
+                        ..t
+                    },
+                };
+                self.emit(id, n, None)?;
+            }
             Op::Input => {
                 let h = self.hist(id)?;
                 let elem = if h.min >= 0.0 {
@@ -562,6 +699,85 @@ impl<'a> Lowering<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A region exit ([`crate::elementwise`]): one table from the root's codes to the
+    /// exit's, at the exit's calibrated exponent.
+    fn lower_table(&mut self, id: NodeId, root: NodeId) -> Result<(), QuantError> {
+        let node = self.graph.node(id);
+        let x = self.lowered[&root];
+        let xt = self.out.ty(x).clone();
+        let hist = self.hist(id)?;
+        let elem = if hist.min >= 0.0 {
+            IntElem::U8
+        } else {
+            IntElem::I8
+        };
+        let (lo, hi) = elem.range();
+        let exp = hist.choose_exponent(lo, hi);
+        let ty = QType {
+            elem,
+            shape: node.ty.shape.clone(),
+            exp,
+        };
+        let table = elementwise::build_table(self.graph, root, id, &xt, &ty, (lo, hi));
+        let n = IntNode {
+            name: node.name.clone(),
+            op: IntOp::Table(table),
+            inputs: vec![x],
+            ty,
+        };
+        self.emit(id, n, None)
+    }
+
+    /// The product of two activations (squeeze-and-excitation gating): the operand of
+    /// the result's shape first, the broadcast one second.
+    fn lower_product(&mut self, id: NodeId) -> Result<(), QuantError> {
+        let node = self.graph.node(id);
+        let ((va, ta), (vb, tb)) = (self.input(id, 0), self.input(id, 1));
+        let Some(swap) = product_order(&ta.shape, &tb.shape) else {
+            return Err(QuantError::Unsupported(vec![format!(
+                "node '{}' (mul): operands {:?} and {:?} do not broadcast as a product of activations",
+                node.name, ta.shape, tb.shape
+            )]));
+        };
+        let ((va, ta), (vb, tb)) = if swap {
+            ((vb, tb), (va, ta))
+        } else {
+            ((va, ta), (vb, tb))
+        };
+        let fused = self.fusable_activation(id);
+        let stat_node = fused.map_or(id, |(u, _)| u);
+        let hist = self.hist(stat_node)?;
+        let elem = if fused.is_some() || hist.min >= 0.0 {
+            IntElem::U8
+        } else {
+            IntElem::I8
+        };
+        let (lo, hi) = elem.range();
+        // The product's own resolution is 2^-(f_a + f_b): a finer output would only
+        // shift left.
+        let product_exp = ta.exp + tb.exp;
+        let exp = hist
+            .choose_exponent(lo, hi)
+            .clamp(product_exp - 30, product_exp);
+        let (lo, hi) = act_bounds(fused.map(|f| f.1), elem, exp);
+        let name = fused.map_or(node.name.clone(), |(u, _)| self.graph.node(u).name.clone());
+        let n = IntNode {
+            name,
+            op: IntOp::Mul(QMul {
+                shift: product_exp - exp,
+                lo,
+                hi,
+            }),
+            inputs: vec![va, vb],
+            ty: QType {
+                elem,
+                shape: ta.shape.clone(),
+                exp,
+            },
+        };
+        self.emit(id, n, fused.map(|f| f.0))
     }
 
     /// Requantize-shift alignment at residual Adds: when `id`'s only reader is an Add
@@ -879,6 +1095,23 @@ impl<'a> Lowering<'a> {
         }
         self.emit(id, int_node, None)?;
         Ok(())
+    }
+}
+
+/// For a product `a · b` of activations: `Some(false)` if `b` broadcasts over `a`'s
+/// trailing dimensions (`b` = a prefix of `a`'s shape, then ones), `Some(true)` if `a`
+/// over `b`'s, `None` if neither.
+fn product_order(a: &[usize], b: &[usize]) -> Option<bool> {
+    let over = |full: &[usize], part: &[usize]| {
+        full.len() == part.len()
+            && (0..=full.len()).any(|k| part[..k] == full[..k] && part[k..].iter().all(|&d| d == 1))
+    };
+    if over(a, b) {
+        Some(false)
+    } else if over(b, a) {
+        Some(true)
+    } else {
+        None
     }
 }
 

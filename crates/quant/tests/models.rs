@@ -255,14 +255,29 @@ fn a_layer_that_could_overflow_is_refused_with_its_name() {
 
 #[test]
 fn unsupported_ops_are_reported_together_before_any_work() {
+    // A quotient of two activations, and a product with a constant that varies over
+    // space: neither has an integer form (a table varies along channels only).
     let mut g = Graph::new("odd");
-    let x = g.add_input("x", TensorType::f32([1, 4]));
-    let s = g
-        .add_node("squash", Op::Activation(Activation::Sigmoid), &[x])
+    let x = g.add_input("x", TensorType::f32([1, 2, 2, 2]));
+    let w = g.add_constant(
+        "w",
+        Tensor::f32([2, 2, 1, 1], vec![1.0, 0.5, -0.5, 1.0]).unwrap(),
+    );
+    let c = g
+        .add_node("mix", Op::Conv(lutq_ir::Conv::default()), &[x, w])
         .unwrap();
-    let p = g.add_node("probs", Op::Softmax { axis: 1 }, &[s]).unwrap();
+    let s = g
+        .add_node("squash", Op::Binary(lutq_ir::BinaryOp::Div), &[x, c])
+        .unwrap();
+    let ramp = g.add_constant(
+        "ramp",
+        Tensor::f32([1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap(),
+    );
+    let p = g
+        .add_node("probs", Op::Binary(lutq_ir::BinaryOp::Mul), &[s, ramp])
+        .unwrap();
     g.add_output("y", p).unwrap();
-    let calib = Tensor::f32([1, 4], vec![0.0; 4]).unwrap();
+    let calib = Tensor::f32([1, 2, 2, 2], vec![0.5; 8]).unwrap();
     let err = quantize(
         &g,
         &calib,

@@ -92,6 +92,120 @@ pub(crate) fn emit_kernel(graph: &IntGraph, i: usize, p: &str) -> Result<Option<
             }
             c.push_str("    }\n");
         }
+        IntOp::Table(t) => {
+            // Channel `c`'s table at `256 · c` (one table: every channel reads table 0).
+            let shape = &node.ty.shape;
+            let (outer, channels) = (
+                shape.first().copied().unwrap_or(1),
+                shape.get(1).copied().unwrap_or(1),
+            );
+            let plane: usize = shape.iter().skip(2).product();
+            let (x_min, _) = ins[0].elem.range();
+            let table = format!("{p}_table_{i}");
+            let per_channel = if t.tables() == 1 { "0" } else { "256 * c" };
+            let v = format!("t[{} - ({x_min})]", read(ins[0].elem, "x0", "j"));
+            writeln!(
+                c,
+                "    long n, c, j;\n    for (n = 0; n < {outer}; ++n) {{\n        \
+                 for (c = 0; c < {channels}; ++c) {{\n            \
+                 const {} *t = {table} + {per_channel};\n            \
+                 const long base = (n * {channels} + c) * {plane};\n            \
+                 for (j = base; j < base + {plane}; ++j) {{\n                {}\n            }}\n        }}\n    }}",
+                super::c_elem(node.ty.elem),
+                write(node.ty.elem, "y", "j", &v)
+            )
+            .unwrap();
+        }
+        IntOp::Mul(m) => {
+            let n = node.ty.num_elements();
+            let inner = n / ins[1].num_elements().max(1);
+            let outer = n / inner.max(1);
+            let v = format!(
+                "lutq_clamp32(lutq_rshift32((int32_t){} * g, {}), {}, {})",
+                read(ins[0].elem, "x0", "j"),
+                m.shift,
+                m.lo,
+                m.hi
+            );
+            writeln!(
+                c,
+                "    long o, j;\n    for (o = 0; o < {outer}; ++o) {{\n        \
+                 const int32_t g = {};\n        \
+                 for (j = o * {inner}; j < (o + 1) * {inner}; ++j) {{\n            {}\n        }}\n    }}",
+                read(ins[1].elem, "x1", "o"),
+                write(node.ty.elem, "y", "j", &v)
+            )
+            .unwrap();
+        }
+        IntOp::Softmax(sm) => {
+            let shape = &ins[0].shape;
+            let n = shape[sm.axis];
+            let inner: usize = shape[sm.axis + 1..].iter().product();
+            let outer = ins[0].num_elements() / (n * inner).max(1);
+            let table = format!("{p}_exp_{i}");
+            let at = format!("(o * {n} + k) * {inner} + j");
+            let x = read(ins[0].elem, "x0", &at);
+            writeln!(
+                c,
+                "    long o, j, k;\n    for (o = 0; o < {outer}; ++o) {{\n        \
+                 for (j = 0; j < {inner}; ++j) {{\n            \
+                 int32_t m = {x_first}, s = 0;\n            \
+                 for (k = 1; k < {n}; ++k) {{\n                \
+                 const int32_t v = {x};\n                \
+                 if (v > m) {{\n                    m = v;\n                }}\n            }}\n            \
+                 for (k = 0; k < {n}; ++k) {{\n                s += {table}[m - {x}];\n            }}\n            \
+                 for (k = 0; k < {n}; ++k) {{\n                \
+                 const int32_t q = ({table}[m - {x}] * 256 + s / 2) / s;\n                \
+                 {}\n            }}\n        }}\n    }}",
+                write(node.ty.elem, "y", &at, "(q > 255 ? 255 : q)"),
+                x_first = read(ins[0].elem, "x0", &format!("o * {n} * {inner} + j")),
+            )
+            .unwrap();
+        }
+        IntOp::Transpose { perm } => {
+            // Loops over the output in order; the source index advances by each output
+            // axis's input stride.
+            let in_shape = &ins[0].shape;
+            let rank = in_shape.len();
+            let mut in_strides = vec![1usize; rank];
+            for d in (0..rank.saturating_sub(1)).rev() {
+                in_strides[d] = in_strides[d + 1] * in_shape[d + 1];
+            }
+            let vars: Vec<String> = (0..rank).map(|d| format!("i{d}")).collect();
+            writeln!(c, "    long j = 0, {};", vars.join(", ")).unwrap();
+            let mut close = String::new();
+            for (d, (v, n)) in vars.iter().zip(&node.ty.shape).enumerate() {
+                let pad = "    ".repeat(d + 1);
+                writeln!(c, "{pad}for ({v} = 0; {v} < {n}; ++{v}) {{").unwrap();
+                close = format!("{pad}}}\n{close}");
+            }
+            let src: Vec<String> = (0..rank)
+                .map(|d| format!("{} * {}", vars[d], in_strides[perm[d]]))
+                .collect();
+            let pad = "    ".repeat(rank + 1);
+            let v = read(ins[0].elem, "x0", &src.join(" + "));
+            writeln!(c, "{pad}{}\n{pad}++j;", write(node.ty.elem, "y", "j", &v)).unwrap();
+            c.push_str(&close);
+        }
+        IntOp::Slice { axis, start, step } => {
+            let s = &ins[0].shape;
+            let inner: usize = s[axis + 1..].iter().product();
+            let outer: usize = s[..*axis].iter().product();
+            let (n_in, n_out) = (s[*axis], node.ty.shape[*axis]);
+            let v = read(
+                ins[0].elem,
+                "x0",
+                &format!("(o * {n_in} + {start} + k * {step}) * {inner} + j"),
+            );
+            writeln!(
+                c,
+                "    long o, k, j;\n    for (o = 0; o < {outer}; ++o) {{\n        \
+                 for (k = 0; k < {n_out}; ++k) {{\n            \
+                 for (j = 0; j < {inner}; ++j) {{\n                {}\n            }}\n        }}\n    }}",
+                write(node.ty.elem, "y", &format!("(o * {n_out} + k) * {inner} + j"), &v)
+            )
+            .unwrap();
+        }
         IntOp::MaxPool(pool) => {
             let (type_min, _) = node.ty.elem.range();
             pool_loops(

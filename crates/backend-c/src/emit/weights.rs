@@ -84,8 +84,32 @@ pub(crate) fn emit_weights(graph: &IntGraph, p: &str) -> Result<Weights, CError>
         int8_bytes: 0,
     };
     for (i, node) in graph.nodes.iter().enumerate() {
-        let IntOp::Linear(layer) = &node.op else {
-            continue;
+        let layer = match &node.op {
+            IntOp::Linear(layer) => layer,
+            IntOp::Table(t) => {
+                writeln!(
+                    w.definitions,
+                    "/* %{i} '{}' */",
+                    super::kernels::comment(&node.name)
+                )
+                .unwrap();
+                let ty = super::c_elem(node.ty.elem);
+                Writer { w: &mut w }.array(ty, &format!("{p}_table_{i}"), &t.entries, 1);
+                w.int8_bytes += t.entries.len();
+                continue;
+            }
+            IntOp::Softmax(sm) => {
+                writeln!(
+                    w.definitions,
+                    "/* %{i} '{}' */",
+                    super::kernels::comment(&node.name)
+                )
+                .unwrap();
+                Writer { w: &mut w }.array("int32_t", &format!("{p}_exp_{i}"), &sm.exp_table, 4);
+                w.int8_bytes += 4 * sm.exp_table.len();
+                continue;
+            }
+            _ => continue,
         };
         writeln!(
             w.definitions,

@@ -3,8 +3,8 @@
 
 use lutq_ir::infer::infer;
 use lutq_ir::int::{
-    InputQuantizer, IntCheckError, IntElem, IntGraph, IntNode, IntOp, QAdd, QWeights, clamp,
-    rshift_round,
+    InputQuantizer, IntCheckError, IntElem, IntGraph, IntNode, IntOp, QAdd, QTable, QWeights,
+    clamp, rshift_round,
 };
 use lutq_ir::{Op, Pool, TensorType};
 
@@ -165,6 +165,102 @@ pub(super) fn exec_with(
                 return Err(invalid(node, "reshape keeps element count and type"));
             }
             inputs[0].clone()
+        }
+        IntOp::Table(t) => {
+            let x = inputs[0];
+            let channels = out.shape.get(1).copied().unwrap_or(1);
+            let ok = x.len() == out.num_elements()
+                && x.elem() != IntElem::I32
+                && (t.tables() == 1 || t.tables() == channels)
+                && t.entries.len() == t.tables() * QTable::LEN;
+            if !ok {
+                return Err(invalid(node, "table does not fit its input"));
+            }
+            let (x_min, _) = x.elem().range();
+            let plane: usize = out.shape.iter().skip(2).product();
+            IntData::from_i32(
+                out.elem,
+                (0..x.len())
+                    .map(|i| t.lookup((i / plane) % channels, x.get(i), x_min))
+                    .collect(),
+            )
+        }
+        IntOp::Mul(m) => {
+            let (a, b) = (inputs[0], inputs[1]);
+            if a.len() != out.num_elements() || b.is_empty() || a.len() % b.len() != 0 {
+                return Err(invalid(
+                    node,
+                    "b must broadcast over a's trailing dimensions",
+                ));
+            }
+            let inner = a.len() / b.len();
+            IntData::from_i32(
+                out.elem,
+                (0..a.len())
+                    .map(|i| {
+                        let p = a.get(i) as i64 * b.get(i / inner) as i64;
+                        clamp(rshift_round(p, m.shift), m.lo, m.hi)
+                    })
+                    .collect(),
+            )
+        }
+        IntOp::Softmax(sm) => {
+            let x = inputs[0];
+            let shape = in_shape(0);
+            if sm.axis >= shape.len() || x.len() != out.num_elements() || sm.exp_table.len() != 256
+            {
+                return Err(invalid(node, "softmax axis or table does not fit"));
+            }
+            let n = shape[sm.axis];
+            let inner: usize = shape[sm.axis + 1..].iter().product();
+            let outer = x.len() / (n * inner).max(1);
+            let mut values = vec![0i32; x.len()];
+            for o in 0..outer {
+                for j in 0..inner {
+                    let at = |k: usize| (o * n + k) * inner + j;
+                    let row: Vec<i32> = (0..n).map(|k| x.get(at(k))).collect();
+                    for (k, v) in sm.row(&row).into_iter().enumerate() {
+                        values[at(k)] = v;
+                    }
+                }
+            }
+            IntData::from_i32(out.elem, values)
+        }
+        IntOp::Transpose { perm } => {
+            let x = inputs[0];
+            let Some(shape) = lutq_ir::int::transposed_shape(in_shape(0), perm) else {
+                return Err(invalid(
+                    node,
+                    "perm is not a permutation of the input's axes",
+                ));
+            };
+            if shape != out.shape || x.len() != out.num_elements() {
+                return Err(invalid(node, "output shape does not match the permutation"));
+            }
+            let src = lutq_ir::int::transpose_sources(in_shape(0), perm);
+            IntData::from_i32(out.elem, src.iter().map(|&i| x.get(i)).collect())
+        }
+        IntOp::Slice { axis, start, step } => {
+            let x = inputs[0];
+            let s = in_shape(0);
+            let fits = *axis < s.len()
+                && out.shape.len() == s.len()
+                && out.shape[*axis] >= 1
+                && start + (out.shape[*axis] - 1) * step < s[*axis];
+            if !fits {
+                return Err(invalid(node, "slice does not fit its input"));
+            }
+            let inner: usize = s[axis + 1..].iter().product();
+            let (n_in, n_out) = (s[*axis], out.shape[*axis]);
+            let outer: usize = s[..*axis].iter().product();
+            let mut values = Vec::with_capacity(out.num_elements());
+            for o in 0..outer {
+                for k in 0..n_out {
+                    let row = (o * n_in + start + k * step) * inner;
+                    values.extend((row..row + inner).map(|i| x.get(i)));
+                }
+            }
+            IntData::from_i32(out.elem, values)
         }
     };
     debug_assert_eq!(result.len(), out.num_elements());

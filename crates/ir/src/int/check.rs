@@ -1,6 +1,6 @@
 //! Validation of integer graphs, including the proof that no accumulator overflows.
 
-use super::{IntElem, IntGraph, IntNode, IntOp, QLinear, QWeights, Rescale};
+use super::{IntElem, IntGraph, IntNode, IntOp, QLinear, QSoftmax, QTable, QWeights, Rescale};
 use crate::infer::infer;
 use crate::op::Op;
 use crate::tensor::TensorType;
@@ -112,7 +112,13 @@ impl IntGraph {
             // the contract's "add in i32") rely on it.
             let eight_bit_operands = !matches!(
                 node.op,
-                IntOp::Add(_) | IntOp::Concat { .. } | IntOp::MaxPool(_) | IntOp::SumPool { .. }
+                IntOp::Add(_)
+                    | IntOp::Concat { .. }
+                    | IntOp::MaxPool(_)
+                    | IntOp::SumPool { .. }
+                    | IntOp::Table(_)
+                    | IntOp::Mul(_)
+                    | IntOp::Softmax(_)
             ) || inputs.iter().all(|t| t.elem != IntElem::I32);
             if !eight_bit_operands {
                 return Err(fail("operands must be 8-bit".into()));
@@ -220,6 +226,106 @@ impl IntGraph {
                         return Err(fail("requant keeps the shape".into()));
                     }
                 }
+                IntOp::Table(t) => {
+                    arity(1)?;
+                    if inputs[0].shape != node.ty.shape || node.ty.elem == IntElem::I32 {
+                        return Err(fail(
+                            "a table keeps the shape and has an 8-bit output".into(),
+                        ));
+                    }
+                    let channels = node.ty.shape.get(1).copied().unwrap_or(1);
+                    let n = t.tables();
+                    if t.entries.len() != n * QTable::LEN || !(n == 1 || n == channels) {
+                        return Err(fail(format!(
+                            "needs 256 entries, or 256 per channel ({channels}), has {}",
+                            t.entries.len()
+                        )));
+                    }
+                    if t.entries.iter().any(|&v| v < lo_t || v > hi_t) {
+                        return Err(fail(format!(
+                            "table entries must lie in {}'s range",
+                            node.ty.elem.name()
+                        )));
+                    }
+                }
+                IntOp::Mul(m) => {
+                    arity(2)?;
+                    check_clamp(m.lo, m.hi)?;
+                    let (a, b) = (&inputs[0].shape, &inputs[1].shape);
+                    let prefix = (0..=a.len()).any(|k| {
+                        b.len() == a.len() && b[..k] == a[..k] && b[k..].iter().all(|&d| d == 1)
+                    });
+                    if *a != node.ty.shape || !prefix {
+                        return Err(fail(format!(
+                            "operand b {b:?} must be a prefix of a {a:?} followed by ones, and a the output's shape"
+                        )));
+                    }
+                    if !(0..=30).contains(&m.shift) {
+                        return Err(fail("the product's shift must be in 0..=30".into()));
+                    }
+                }
+                IntOp::Softmax(sm) => {
+                    arity(1)?;
+                    let shape = &inputs[0].shape;
+                    if *shape != node.ty.shape
+                        || node.ty.elem != IntElem::U8
+                        || node.ty.exp != QSoftmax::OUT_EXP
+                    {
+                        return Err(fail(
+                            "output must be u8 with exponent 8, of the input's shape".into(),
+                        ));
+                    }
+                    if sm.axis >= shape.len() || shape[sm.axis] > QSoftmax::MAX_ROW {
+                        return Err(fail(format!(
+                            "axis {} must exist and hold at most {} elements",
+                            sm.axis,
+                            QSoftmax::MAX_ROW
+                        )));
+                    }
+                    if sm.exp_table.len() != 256
+                        || sm.exp_table[0] < 1
+                        || sm
+                            .exp_table
+                            .iter()
+                            .any(|&e| !(0..=QSoftmax::ONE).contains(&e))
+                    {
+                        return Err(fail(
+                            "the exp table needs 256 entries in 0..=65536, the first ≥ 1".into(),
+                        ));
+                    }
+                }
+                IntOp::Transpose { perm } => {
+                    arity(1)?;
+                    let t = inputs[0];
+                    match transposed_shape(&t.shape, perm) {
+                        Some(s)
+                            if s == node.ty.shape
+                                && t.elem == node.ty.elem
+                                && t.exp == node.ty.exp => {}
+                        _ => {
+                            return Err(fail(format!(
+                                "perm {perm:?} is not a permutation of {:?}'s axes giving the output",
+                                t.shape
+                            )));
+                        }
+                    }
+                }
+                IntOp::Slice { axis, start, step } => {
+                    arity(1)?;
+                    let t = inputs[0];
+                    let (s, o) = (&t.shape, &node.ty.shape);
+                    let fits = *axis < s.len()
+                        && o.len() == s.len()
+                        && *step >= 1
+                        && (0..s.len()).all(|d| d == *axis || s[d] == o[d])
+                        && o[*axis] >= 1
+                        && start + (o[*axis] - 1) * step < s[*axis];
+                    if !fits || t.elem != node.ty.elem || t.exp != node.ty.exp {
+                        return Err(fail(format!(
+                            "slice axis {axis} from {start} by {step} does not fit {s:?} -> {o:?}"
+                        )));
+                    }
+                }
                 IntOp::Reshape => {
                     arity(1)?;
                     let t = inputs[0];
@@ -245,6 +351,47 @@ impl IntGraph {
         }
         Ok(())
     }
+}
+
+/// The shape of a tensor of `shape` with its axes permuted by `perm` (output axis `d` is
+/// input axis `perm[d]`), or `None` if `perm` is not a permutation of its axes.
+pub fn transposed_shape(shape: &[usize], perm: &[usize]) -> Option<Vec<usize>> {
+    let mut seen = vec![false; shape.len()];
+    if perm.len() != shape.len() {
+        return None;
+    }
+    for &p in perm {
+        if p >= shape.len() || std::mem::replace(&mut seen[p], true) {
+            return None;
+        }
+    }
+    Some(perm.iter().map(|&p| shape[p]).collect())
+}
+
+/// For every element of the transposed tensor (row-major), the index of its source
+/// element in the input of `shape` (`perm` must be a permutation of its axes).
+pub fn transpose_sources(shape: &[usize], perm: &[usize]) -> Vec<usize> {
+    let rank = shape.len();
+    let mut in_strides = vec![1usize; rank];
+    for d in (0..rank.saturating_sub(1)).rev() {
+        in_strides[d] = in_strides[d + 1] * shape[d + 1];
+    }
+    let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+    let strides: Vec<usize> = perm.iter().map(|&p| in_strides[p]).collect();
+    let total: usize = shape.iter().product();
+    let mut idx = vec![0usize; rank];
+    let mut out = Vec::with_capacity(total);
+    for _ in 0..total {
+        out.push(idx.iter().zip(&strides).map(|(i, s)| i * s).sum());
+        for d in (0..rank).rev() {
+            idx[d] += 1;
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
 }
 
 fn pool_shape(op: Op, input: &[usize]) -> Result<Vec<usize>, String> {

@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::op::Pool;
 
-pub use check::{AccumulatorBound, IntCheckError, accumulator_bound};
+pub use check::{
+    AccumulatorBound, IntCheckError, accumulator_bound, transpose_sources, transposed_shape,
+};
 
 /// Element type of an integer tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -334,6 +336,92 @@ pub struct QAdd {
     pub hi: i32,
 }
 
+/// An element-wise function of one 8-bit value, as 256-entry lookup tables (the
+/// contract's table op): `y = table[t][x − min(x's type)]`, i.e. indexed by `x + 128`
+/// for an `i8` input and by `x` for a `u8` one. `entries` holds one table (256 values,
+/// for every element) or one per channel of axis 1 (`256 · C` values, channel `c`'s
+/// table at `256 · c`). Every entry lies in the output type's range, so nothing is
+/// clamped at run time. The quantizer builds the tables from the float function as
+/// `T[q] = clamp(floor(f(q · 2^-f_x) · 2^f_y + 0.5), lo, hi)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QTable {
+    pub entries: Vec<i32>,
+}
+
+impl QTable {
+    /// Entries per table.
+    pub const LEN: usize = 256;
+
+    /// Number of tables (1, or one per channel).
+    pub fn tables(&self) -> usize {
+        self.entries.len() / Self::LEN
+    }
+
+    /// `T[x]` for an element of channel `channel` whose input type's minimum is `x_min`.
+    #[inline]
+    pub fn lookup(&self, channel: usize, x: i32, x_min: i32) -> i32 {
+        let t = if self.tables() == 1 { 0 } else { channel };
+        self.entries[t * Self::LEN + (x - x_min) as usize]
+    }
+}
+
+/// The product of two 8-bit values (squeeze-and-excitation gating):
+/// `y = clamp(rshift_round(a · b, shift), lo, hi)`, the product in i32 (at most
+/// 255 · 255). `b` is broadcast over `a`'s trailing dimensions: its shape is a prefix of
+/// `a`'s followed by ones (`[1, C, 1, 1]` against `[1, C, H, W]`), so element `i` of `a`
+/// meets element `i / (len(a) / len(b))` of `b`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QMul {
+    pub shift: i32,
+    pub lo: i32,
+    pub hi: i32,
+}
+
+/// Softmax along `axis` of an 8-bit value, integer only; output `u8` with exponent 8.
+/// For each row (the `n` elements along `axis`, others fixed):
+///
+/// ```text
+/// m    = max_i x_i
+/// e_i  = exp_table[m − x_i]                  (m − x_i in 0..=255)
+/// s    = Σ_i e_i                             (i32)
+/// y_i  = min(255, (e_i · 256 + s / 2) / s)   (operands ≥ 0: / is floor division)
+/// ```
+///
+/// `exp_table[d] = round(2^16 · exp(−d · 2^-f_x))`: 256 entries in `0..=2^16`,
+/// `exp_table[0] ≥ 1` (so `s ≥ 1`), and `n ≤ 2^14` so that `e_i · 256 + s / 2` fits
+/// i32. This is the one integer division of the contract; a probability of 1 saturates
+/// to 255 (0.996).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QSoftmax {
+    pub axis: usize,
+    pub exp_table: Vec<i32>,
+}
+
+impl QSoftmax {
+    /// Largest table entry (`2^16`: the probability weight of the row's maximum).
+    pub const ONE: i32 = 1 << 16;
+    /// Most elements along the axis (keeps `e · 256 + s / 2` within i32).
+    pub const MAX_ROW: usize = 1 << 14;
+    /// The output exponent.
+    pub const OUT_EXP: i32 = 8;
+
+    /// The op's definition on one row of codes (the golden arithmetic every backend
+    /// reproduces).
+    pub fn row(&self, x: &[i32]) -> Vec<i32> {
+        let m = x.iter().copied().max().unwrap_or(0);
+        let e: Vec<i32> = x
+            .iter()
+            .map(|&v| self.exp_table[(m - v).clamp(0, 255) as usize])
+            .collect();
+        // i64 so that an unvalidated op cannot overflow here; within the validated
+        // bounds every intermediate fits i32, as the backends compute it.
+        let s: i64 = e.iter().map(|&v| v as i64).sum::<i64>().max(1);
+        e.iter()
+            .map(|&v| ((v as i64 * 256 + s / 2) / s).min(255) as i32)
+            .collect()
+    }
+}
+
 /// An integer op. Inputs per variant in slot order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IntOp {
@@ -362,6 +450,22 @@ pub enum IntOp {
     Requant { rescale: Rescale, lo: i32, hi: i32 },
     /// Same elements, new shape. Inputs: x.
     Reshape,
+    /// Element-wise lookup tables ([`QTable`]). Inputs: x (8-bit).
+    Table(QTable),
+    /// Product of two activations, `b` broadcast ([`QMul`]). Inputs: a, b (8-bit).
+    Mul(QMul),
+    /// Integer softmax ([`QSoftmax`]). Inputs: x (8-bit); output `u8`, exponent 8.
+    Softmax(QSoftmax),
+    /// Axes permuted (output axis `d` is input axis `perm[d]`); same element type and
+    /// exponent. Inputs: x.
+    Transpose { perm: Vec<usize> },
+    /// Elements `start, start + step, …` along `axis` (as many as the output's `axis`
+    /// dimension); same element type and exponent. Inputs: x.
+    Slice {
+        axis: usize,
+        start: usize,
+        step: usize,
+    },
 }
 
 impl IntOp {
@@ -376,6 +480,11 @@ impl IntOp {
             IntOp::SumPool { .. } => "sum_pool",
             IntOp::Requant { .. } => "requant",
             IntOp::Reshape => "reshape",
+            IntOp::Table(_) => "table",
+            IntOp::Mul(_) => "mul",
+            IntOp::Softmax(_) => "softmax",
+            IntOp::Transpose { .. } => "transpose",
+            IntOp::Slice { .. } => "slice",
         }
     }
 }
@@ -468,6 +577,9 @@ impl IntGraph {
             .iter()
             .map(|n| match &n.op {
                 IntOp::Linear(l) => l.weights.size_bytes() + 4 * l.bias.len() + 4 * l.rescale.len(),
+                // 8-bit tables; the softmax's exp table holds 17-bit values.
+                IntOp::Table(t) => t.entries.len(),
+                IntOp::Softmax(s) => 4 * s.exp_table.len(),
                 _ => 0,
             })
             .sum()

@@ -149,6 +149,24 @@ impl IntGraph {
                 )
                 .unwrap(),
                 IntOp::Reshape => {}
+                IntOp::Table(t) => {
+                    let h = fnv(t.entries.iter().map(|&v| v as u8));
+                    let (lo, hi) = (
+                        t.entries.iter().min().copied().unwrap_or(0),
+                        t.entries.iter().max().copied().unwrap_or(0),
+                    );
+                    write!(out, " tables={}x#{h:08x}[{lo},{hi}]", t.tables()).unwrap();
+                }
+                IntOp::Mul(m) => {
+                    write!(out, " shift={} clamp=[{},{}]", m.shift, m.lo, m.hi).unwrap()
+                }
+                IntOp::Softmax(sm) => {
+                    write!(out, " axis={} exp_table={}", sm.axis, ints(&sm.exp_table)).unwrap()
+                }
+                IntOp::Transpose { perm } => write!(out, " perm={perm:?}").unwrap(),
+                IntOp::Slice { axis, start, step } => {
+                    write!(out, " axis={axis} start={start} step={step}").unwrap()
+                }
             }
             write!(out, " : {}", qtype(&node.ty)).unwrap();
             if !node.name.is_empty() {

@@ -53,6 +53,11 @@ define_language! {
         "sum_pool" = SumPool(Box<[Id]>),
         "requant" = Requant(Box<[Id]>),
         "reshape" = Reshape(Box<[Id]>),
+        "table" = Table(Box<[Id]>),
+        "mul" = Mul(Box<[Id]>),
+        "softmax" = Softmax(Box<[Id]>),
+        "transpose" = Transpose(Box<[Id]>),
+        "slice" = Slice(Box<[Id]>),
         Attr(IntAttrId),
     }
 }
@@ -108,6 +113,22 @@ mod tests {
                 hi: 0,
             },
             IntOp::Reshape,
+            IntOp::Table(lutq_ir::int::QTable { entries: vec![] }),
+            IntOp::Mul(lutq_ir::int::QMul {
+                shift: 0,
+                lo: 0,
+                hi: 0,
+            }),
+            IntOp::Softmax(lutq_ir::int::QSoftmax {
+                axis: 1,
+                exp_table: vec![],
+            }),
+            IntOp::Transpose { perm: vec![] },
+            IntOp::Slice {
+                axis: 1,
+                start: 0,
+                step: 1,
+            },
         ];
         for op in ops {
             let node = IntLang::from_op(operator(&op), vec![Id::from(0usize)]).unwrap();
