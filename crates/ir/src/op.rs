@@ -89,14 +89,15 @@ pub enum ResizeMode {
 }
 
 /// ONNX `coordinate_transformation_mode`: the input coordinate `x_in` of output
-/// coordinate `x` for a scale `s`, input length `n_in` and output length `n_out`.
+/// coordinate `x` for a scale `s`, input length `n_in`, output length `n_out` and scaled
+/// length `l = n_in · s` (not rounded, as the ONNX reference and onnxruntime use it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CoordMode {
     /// `(x + 0.5) / s - 0.5`.
     HalfPixel,
-    /// `n_out > 1 ? (x + 0.5) / s - 0.5 : 0`.
+    /// `l > 1 ? (x + 0.5) / s - 0.5 : 0`.
     PytorchHalfPixel,
-    /// `x · (n_in - 1) / (n_out - 1)` (0 when `n_out == 1`).
+    /// `x · (n_in - 1) / (l - 1)` (0 when `l == 1`).
     AlignCorners,
     /// `x / s`.
     Asymmetric,
@@ -132,20 +133,21 @@ impl CoordMode {
     /// The input coordinate of output coordinate `x`, computed in f32 as onnxruntime does.
     pub fn input_coord(self, x: usize, scale: f32, n_in: usize, n_out: usize) -> f32 {
         let x = x as f32;
+        let scaled = n_in as f32 * scale;
         match self {
             CoordMode::HalfPixel => (x + 0.5) / scale - 0.5,
             CoordMode::PytorchHalfPixel => {
-                if n_out > 1 {
+                if scaled > 1.0 {
                     (x + 0.5) / scale - 0.5
                 } else {
                     0.0
                 }
             }
             CoordMode::AlignCorners => {
-                if n_out == 1 {
+                if scaled == 1.0 {
                     0.0
                 } else {
-                    x * (n_in as f32 - 1.0) / (n_out as f32 - 1.0)
+                    x * (n_in as f32 - 1.0) / (scaled - 1.0)
                 }
             }
             CoordMode::Asymmetric => x / scale,
