@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", 32])
 y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
 nodes = [
-    helper.make_node("Resize", ["x", "", "scales"], ["r"], name="up0", mode="nearest"),
+    helper.make_node("Resize", ["x", "", "scales"], ["r"], name="up0", mode="cubic"),
     helper.make_node("Pad", ["r", "pads"], ["p"], name="pad_reflect", mode="reflect"),
     helper.make_node("LSTM", ["p"], ["y"], name="lstm"),
 ]

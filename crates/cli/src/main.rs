@@ -113,9 +113,34 @@ the conversion); the caller owns the arena. No malloc, no floating point, no rec
 struct ModelArgs {
     /// The ONNX model file.
     model: PathBuf,
-    /// Batch size to bind a symbolic first input dimension to.
+    /// Batch size to bind a symbolic first input dimension to (unless --input-shape
+    /// gives it).
     #[arg(long, default_value_t = 1, value_name = "N")]
     batch: usize,
+    /// Every dimension of graph input NAME, e.g. `--input-shape x=1,3,48,192`: fixes
+    /// symbolic sizes (dynamic H/W) so that shape computations fold at import. Repeat it
+    /// for several inputs.
+    #[arg(long = "input-shape", value_name = "NAME=D0,D1,…", value_parser = parse_input_shape)]
+    input_shape: Vec<(String, Vec<usize>)>,
+}
+
+/// `NAME=D0,D1,…`.
+fn parse_input_shape(s: &str) -> Result<(String, Vec<usize>), String> {
+    let (name, dims) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("'{s}' is not NAME=D0,D1,… (e.g. x=1,3,48,192)"))?;
+    if name.is_empty() {
+        return Err(format!("'{s}' has no input name before '='"));
+    }
+    let dims = dims
+        .split(',')
+        .map(|d| {
+            d.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("'{d}' in '{s}' is not a dimension (a non-negative integer)"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((name.to_string(), dims))
 }
 
 impl ModelArgs {
@@ -126,8 +151,15 @@ impl ModelArgs {
     /// Imports the model into the float IR.
     fn import(&self) -> anyhow::Result<lutq_ir::Graph> {
         let bytes = self.bytes()?;
+        let mut input_shapes = std::collections::BTreeMap::new();
+        for (name, dims) in &self.input_shape {
+            if input_shapes.insert(name.clone(), dims.clone()).is_some() {
+                anyhow::bail!("--input-shape gives '{name}' twice");
+            }
+        }
         let options = lutq_onnx::ImportOptions {
             batch: self.batch,
+            input_shapes,
             ..Default::default()
         };
         lutq_onnx::import(&bytes, &options)

@@ -391,6 +391,90 @@ fn activations_match_ir_definitions() {
     );
 }
 
+/// The element-wise math ops against naive f64 definitions (the ONNX formulas), on
+/// inputs inside each function's domain.
+#[test]
+fn element_wise_math_matches_naive_definitions() {
+    let mut rng = Rng::new(41);
+    let erf = |x: f64| {
+        // Abramowitz–Stegun 7.1.26 is too coarse; integrate e^{-t²} with Simpson's rule.
+        let n = 2000;
+        let h = x / n as f64;
+        let f = |t: f64| (-t * t).exp();
+        let mut s = f(0.0) + f(x);
+        for i in 1..n {
+            s += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+        }
+        s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+    };
+    type Naive = Box<dyn Fn(f64) -> f64>;
+    let cases: Vec<(Activation, Naive, bool)> = vec![
+        (Activation::Tanh, Box::new(f64::tanh), false),
+        (Activation::Exp, Box::new(f64::exp), false),
+        (Activation::Erf, Box::new(erf), false),
+        (
+            Activation::Gelu { tanh: false },
+            Box::new(move |x| 0.5 * x * (1.0 + erf(x / 2f64.sqrt()))),
+            false,
+        ),
+        (
+            Activation::Gelu { tanh: true },
+            Box::new(|x| {
+                0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+            }),
+            false,
+        ),
+        (Activation::Softplus, Box::new(|x| (1.0 + x.exp()).ln()), false),
+        (
+            Activation::Elu { alpha: 0.7 },
+            Box::new(|x| if x < 0.0 { 0.7 * (x.exp() - 1.0) } else { x }),
+            false,
+        ),
+        (
+            Activation::Selu {
+                alpha: 1.673_263_2,
+                gamma: 1.050_701,
+            },
+            Box::new(|x| {
+                let (a, g) = (1.673_263_2f32 as f64, 1.050_701f32 as f64);
+                if x <= 0.0 { g * (a * x.exp() - a) } else { g * x }
+            }),
+            false,
+        ),
+        (Activation::Neg, Box::new(|x| -x), false),
+        (Activation::Abs, Box::new(f64::abs), false),
+        (Activation::Sqrt, Box::new(f64::sqrt), true),
+        (Activation::Reciprocal, Box::new(|x| 1.0 / x), true),
+        (Activation::Log, Box::new(f64::ln), true),
+        (Activation::Floor, Box::new(f64::floor), false),
+        (Activation::Ceil, Box::new(f64::ceil), false),
+        (Activation::Round, Box::new(f64::round_ties_even), false),
+    ];
+    for (act, naive, positive) in cases {
+        let mut xs: Vec<f32> = rng.vec(60).iter().map(|v| v * 6.0).collect();
+        xs.extend([0.5, 1.5, 2.5, -0.5, -2.5]);
+        if positive {
+            xs.iter_mut().for_each(|v| *v = v.abs() + 0.05);
+        }
+        let n = xs.len();
+        let g = single_op(Op::Activation(act), &[&[n]]);
+        let got = run1(&g, &[Tensor::f32([n], xs.clone()).unwrap()]);
+        let want: Vec<f32> = xs.iter().map(|&x| naive(x as f64) as f32).collect();
+        assert_close(got.as_f32().unwrap(), &want, 2e-6, &format!("{act:?}"));
+    }
+    // Pow with a broadcast exponent, positive bases.
+    let g = single_op(Op::Binary(BinaryOp::Pow), &[&[2, 3], &[3]]);
+    let a = Tensor::f32([2, 3], vec![0.5, 2.0, 3.0, 1.5, 4.0, 9.0]).unwrap();
+    let b = Tensor::f32([3], vec![2.0, -1.0, 0.5]).unwrap();
+    let got = run1(&g, &[a, b]);
+    assert_close(
+        got.as_f32().unwrap(),
+        &[0.25, 0.5, 3f32.sqrt(), 2.25, 0.25, 3.0],
+        1e-7,
+        "pow",
+    );
+}
+
 #[test]
 fn prelu_broadcasts_slope() {
     let mut rng = Rng::new(5);
@@ -453,7 +537,14 @@ fn binary_ops_broadcast_like_numpy() {
     let mut rng = Rng::new(6);
     for case in 0..300 {
         let (sa, sb, so) = broadcast_pair(&mut rng);
-        let op = rng.pick(&[BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div]);
+        let op = rng.pick(&[
+            BinaryOp::Add,
+            BinaryOp::Sub,
+            BinaryOp::Mul,
+            BinaryOp::Div,
+            BinaryOp::Max,
+            BinaryOp::Min,
+        ]);
         let g = single_op(Op::Binary(op), &[&sa, &sb]);
         assert_eq!(g.node(g.outputs()[0].node).ty.shape, so);
         let at = rng.tensor(&sa);

@@ -164,6 +164,43 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<TensorType, InferError> 
             let shape: Vec<usize> = (0..r).map(|d| x.shape[d] + pads[d] + pads[d + r]).collect();
             Ok(TensorType::new(x.elem, shape))
         }
+        Op::Slice {
+            axis,
+            start,
+            end,
+            step,
+        } => {
+            arity(1, 1)?;
+            let x = inputs[0];
+            if *axis >= x.rank() {
+                return Err(format!("axis {axis} out of range for {x}"));
+            }
+            if *step == 0 || start > end || *end > x.shape[*axis] {
+                return Err(format!(
+                    "slice {start}..{end} step {step} does not fit axis {axis} of {x}"
+                ));
+            }
+            let mut shape = x.shape.clone();
+            shape[*axis] = (end - start).div_ceil(*step);
+            Ok(TensorType::new(x.elem, shape))
+        }
+        Op::Resize(r) => {
+            arity(1, 1)?;
+            all_f32(inputs)?;
+            let x = inputs[0];
+            if x.rank() != 4 {
+                return Err(format!("input must be [N, C, H, W], got {x}"));
+            }
+            if r.out.contains(&0) || r.scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(format!(
+                    "output size {:?} and scales {:?} must be positive",
+                    r.out, r.scales
+                ));
+            }
+            Ok(TensorType::f32(vec![
+                x.shape[0], x.shape[1], r.out[0], r.out[1],
+            ]))
+        }
         Op::Softmax { axis } => {
             arity(1, 1)?;
             all_f32(inputs)?;

@@ -15,7 +15,10 @@ mod print;
 mod tensor;
 
 pub use graph::{Graph, GraphStats, Node, NodeId, Output};
-pub use op::{Activation, BinaryOp, Conv, FusedActivation, Gemm, Op, Pool};
+pub use op::{
+    Activation, BinaryOp, Conv, CoordMode, FusedActivation, Gemm, NearestMode, Op, Pool, Resize,
+    ResizeMode,
+};
 pub use tensor::{ElemType, Tensor, TensorData, TensorSummary, TensorType};
 
 pub mod int;

@@ -63,6 +63,147 @@ pub enum Op {
     Identity,
     /// Inference-mode dropout, i.e. identity. Input: x.
     Dropout,
+    /// Elements `start, start + step, …` below `end` along `axis` (ONNX Slice with its
+    /// bounds resolved at import: `start <= end <= dim`, `step >= 1`); the output has
+    /// `ceil((end - start) / step)` elements on that axis. Input: x.
+    Slice {
+        axis: usize,
+        start: usize,
+        end: usize,
+        step: usize,
+    },
+    /// Spatial resize of an NCHW tensor to `out = [h, w]` (ONNX Resize/Upsample with
+    /// constant scales or sizes). `scales` are the factors the coordinate transform uses
+    /// (the given scales, or `out / in` when sizes were given), as onnxruntime does.
+    /// Input: x `[N, C, H, W]`.
+    Resize(Resize),
+}
+
+/// How [`Op::Resize`] samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResizeMode {
+    /// The nearest input pixel, rounded by [`NearestMode`].
+    Nearest,
+    /// Bilinear interpolation of the four neighbours.
+    Linear,
+}
+
+/// ONNX `coordinate_transformation_mode`: the input coordinate `x_in` of output
+/// coordinate `x` for a scale `s`, input length `n_in`, output length `n_out` and scaled
+/// length `l = n_in · s` (not rounded, as the ONNX reference and onnxruntime use it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordMode {
+    /// `(x + 0.5) / s - 0.5`.
+    HalfPixel,
+    /// `l > 1 ? (x + 0.5) / s - 0.5 : 0`.
+    PytorchHalfPixel,
+    /// `x · (n_in - 1) / (l - 1)` (0 when `l == 1`).
+    AlignCorners,
+    /// `x / s`.
+    Asymmetric,
+    /// `(x + 0.5) / s` (nearest only).
+    TfHalfPixelForNearest,
+    /// Opset 19: `(n_in / 2)·(1 - n_out / (s·n_in)) + (x + 0.5) / s - 0.5`.
+    HalfPixelSymmetric,
+}
+
+/// ONNX `nearest_mode`: how a fractional input coordinate picks a pixel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NearestMode {
+    RoundPreferFloor,
+    RoundPreferCeil,
+    Floor,
+    Ceil,
+}
+
+/// [`Op::Resize`] attributes.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resize {
+    pub mode: ResizeMode,
+    pub coord: CoordMode,
+    /// Used by [`ResizeMode::Nearest`] only.
+    pub nearest_mode: NearestMode,
+    /// Output height and width.
+    pub out: [usize; 2],
+    /// Scale factors on H and W used by the coordinate transform.
+    pub scales: [f32; 2],
+}
+
+impl CoordMode {
+    /// The input coordinate of output coordinate `x`, computed in f32 as onnxruntime does.
+    pub fn input_coord(self, x: usize, scale: f32, n_in: usize, n_out: usize) -> f32 {
+        let x = x as f32;
+        let scaled = n_in as f32 * scale;
+        match self {
+            CoordMode::HalfPixel => (x + 0.5) / scale - 0.5,
+            CoordMode::PytorchHalfPixel => {
+                if scaled > 1.0 {
+                    (x + 0.5) / scale - 0.5
+                } else {
+                    0.0
+                }
+            }
+            CoordMode::AlignCorners => {
+                if scaled == 1.0 {
+                    0.0
+                } else {
+                    x * (n_in as f32 - 1.0) / (scaled - 1.0)
+                }
+            }
+            CoordMode::Asymmetric => x / scale,
+            CoordMode::TfHalfPixelForNearest => (x + 0.5) / scale,
+            CoordMode::HalfPixelSymmetric => {
+                let adjustment = n_out as f32 / (scale * n_in as f32);
+                let center = n_in as f32 / 2.0;
+                let offset = center * (1.0 - adjustment);
+                offset + (x + 0.5) / scale - 0.5
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            CoordMode::HalfPixel => "half_pixel",
+            CoordMode::PytorchHalfPixel => "pytorch_half_pixel",
+            CoordMode::AlignCorners => "align_corners",
+            CoordMode::Asymmetric => "asymmetric",
+            CoordMode::TfHalfPixelForNearest => "tf_half_pixel_for_nearest",
+            CoordMode::HalfPixelSymmetric => "half_pixel_symmetric",
+        }
+    }
+}
+
+impl NearestMode {
+    /// The pixel a fractional coordinate picks (before clamping to the input).
+    pub fn pick(self, c: f32) -> f32 {
+        match self {
+            NearestMode::RoundPreferFloor => {
+                if c == c.floor() + 0.5 {
+                    c.floor()
+                } else {
+                    c.round()
+                }
+            }
+            NearestMode::RoundPreferCeil => {
+                if c == c.floor() + 0.5 {
+                    c.ceil()
+                } else {
+                    c.round()
+                }
+            }
+            NearestMode::Floor => c.floor(),
+            NearestMode::Ceil => c.ceil(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            NearestMode::RoundPreferFloor => "round_prefer_floor",
+            NearestMode::RoundPreferCeil => "round_prefer_ceil",
+            NearestMode::Floor => "floor",
+            NearestMode::Ceil => "ceil",
+        }
+    }
 }
 
 /// Elementwise activation functions.
@@ -85,9 +226,63 @@ pub enum Activation {
     /// `x · max(0, min(1, x/6 + 1/2))`.
     HardSwish,
     Sigmoid,
+    Tanh,
+    /// `e^x`.
+    Exp,
+    /// The error function.
+    Erf,
+    /// `x/2 · (1 + erf(x/√2))`, or with `tanh`: `x/2 · (1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    Gelu {
+        tanh: bool,
+    },
+    /// `ln(1 + e^x)`.
+    Softplus,
+    /// `x < 0 ? alpha·(e^x - 1) : x`.
+    Elu {
+        alpha: f32,
+    },
+    /// `gamma · (x <= 0 ? alpha·(e^x - 1) : x)`.
+    Selu {
+        alpha: f32,
+        gamma: f32,
+    },
+    /// `-x`.
+    Neg,
+    /// `|x|`.
+    Abs,
+    /// `√x` (NaN below 0).
+    Sqrt,
+    /// `1/x`.
+    Reciprocal,
+    /// Natural logarithm (NaN below 0, -inf at 0).
+    Log,
+    Floor,
+    Ceil,
+    /// Round half to even.
+    Round,
+}
+
+/// The error function in f32, from the complementary error function's Chebyshev fit
+/// (Numerical Recipes `erfcc`, fractional error below 1.2e-7) evaluated in f64.
+fn erf(x: f32) -> f32 {
+    let z = (x as f64).abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * poly.exp();
+    let r = 1.0 - erfc;
+    (if x < 0.0 { -r } else { r }) as f32
 }
 
 impl Activation {
+    /// The function itself, on one element: every activation is a pure scalar function
+    /// (the integer side tabulates it over the 256 codes of its input).
     pub fn apply(self, x: f32) -> f32 {
         match self {
             Activation::Relu => x.max(0.0),
@@ -105,6 +300,48 @@ impl Activation {
             Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Tanh => x.tanh(),
+            Activation::Exp => x.exp(),
+            Activation::Erf => erf(x),
+            Activation::Gelu { tanh: false } => {
+                (0.5 * x as f64 * (1.0 + erf((x as f64 / std::f64::consts::SQRT_2) as f32) as f64))
+                    as f32
+            }
+            Activation::Gelu { tanh: true } => {
+                let x = x as f64;
+                let k = (2.0 / std::f64::consts::PI).sqrt();
+                (0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())) as f32
+            }
+            // As onnxruntime: log1p(e^-|x|) + max(x, 0), stable for large |x|.
+            Activation::Softplus => {
+                if x > 0.0 {
+                    x + (-x).exp().ln_1p()
+                } else {
+                    x.exp().ln_1p()
+                }
+            }
+            Activation::Elu { alpha } => {
+                if x < 0.0 {
+                    alpha * (x.exp() - 1.0)
+                } else {
+                    x
+                }
+            }
+            Activation::Selu { alpha, gamma } => {
+                if x <= 0.0 {
+                    gamma * (alpha * x.exp() - alpha)
+                } else {
+                    gamma * x
+                }
+            }
+            Activation::Neg => -x,
+            Activation::Abs => x.abs(),
+            Activation::Sqrt => x.sqrt(),
+            Activation::Reciprocal => 1.0 / x,
+            Activation::Log => x.ln(),
+            Activation::Floor => x.floor(),
+            Activation::Ceil => x.ceil(),
+            Activation::Round => x.round_ties_even(),
         }
     }
 
@@ -116,6 +353,21 @@ impl Activation {
             Activation::HardSigmoid { .. } => "hard_sigmoid",
             Activation::HardSwish => "hard_swish",
             Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+            Activation::Exp => "exp",
+            Activation::Erf => "erf",
+            Activation::Gelu { .. } => "gelu",
+            Activation::Softplus => "softplus",
+            Activation::Elu { .. } => "elu",
+            Activation::Selu { .. } => "selu",
+            Activation::Neg => "neg",
+            Activation::Abs => "abs",
+            Activation::Sqrt => "sqrt",
+            Activation::Reciprocal => "reciprocal",
+            Activation::Log => "log",
+            Activation::Floor => "floor",
+            Activation::Ceil => "ceil",
+            Activation::Round => "round",
         }
     }
 
@@ -133,7 +385,30 @@ impl Activation {
             Activation::HardSigmoid { alpha, beta } => {
                 write!(out, " alpha={alpha} beta={beta}").unwrap()
             }
-            Activation::Relu | Activation::HardSwish | Activation::Sigmoid => {}
+            Activation::Gelu { tanh } => {
+                if tanh {
+                    out.push_str(" approximate=tanh");
+                }
+            }
+            Activation::Elu { alpha } => write!(out, " alpha={alpha}").unwrap(),
+            Activation::Selu { alpha, gamma } => {
+                write!(out, " alpha={alpha} gamma={gamma}").unwrap()
+            }
+            Activation::Relu
+            | Activation::HardSwish
+            | Activation::Sigmoid
+            | Activation::Tanh
+            | Activation::Exp
+            | Activation::Erf
+            | Activation::Softplus
+            | Activation::Neg
+            | Activation::Abs
+            | Activation::Sqrt
+            | Activation::Reciprocal
+            | Activation::Log
+            | Activation::Floor
+            | Activation::Ceil
+            | Activation::Round => {}
         }
     }
 }
@@ -144,6 +419,12 @@ pub enum BinaryOp {
     Sub,
     Mul,
     Div,
+    /// The larger operand (NaN if either is NaN, as onnxruntime).
+    Max,
+    /// The smaller operand (NaN if either is NaN, as onnxruntime).
+    Min,
+    /// `a^b` (`powf`).
+    Pow,
 }
 
 impl BinaryOp {
@@ -153,6 +434,21 @@ impl BinaryOp {
             BinaryOp::Sub => a - b,
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
+            BinaryOp::Max => {
+                if a.is_nan() || b.is_nan() {
+                    f32::NAN
+                } else {
+                    a.max(b)
+                }
+            }
+            BinaryOp::Min => {
+                if a.is_nan() || b.is_nan() {
+                    f32::NAN
+                } else {
+                    a.min(b)
+                }
+            }
+            BinaryOp::Pow => a.powf(b),
         }
     }
 }
@@ -284,6 +580,9 @@ impl Op {
             Op::Binary(BinaryOp::Sub) => "sub",
             Op::Binary(BinaryOp::Mul) => "mul",
             Op::Binary(BinaryOp::Div) => "div",
+            Op::Binary(BinaryOp::Max) => "max",
+            Op::Binary(BinaryOp::Min) => "min",
+            Op::Binary(BinaryOp::Pow) => "pow",
             Op::MaxPool(_) => "max_pool",
             Op::AveragePool(_) => "average_pool",
             Op::SumPool(_) => "sum_pool",
@@ -298,6 +597,8 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::Identity => "identity",
             Op::Dropout => "dropout",
+            Op::Slice { .. } => "slice",
+            Op::Resize(_) => "resize",
         }
     }
 
@@ -356,6 +657,29 @@ impl Op {
             Op::Transpose { perm } => write!(s, " perm={}", list(perm)).unwrap(),
             Op::Concat { axis } | Op::Softmax { axis } => write!(s, " axis={axis}").unwrap(),
             Op::Pad { pads, value } => write!(s, " pads={} value={value}", list(pads)).unwrap(),
+            Op::Slice {
+                axis,
+                start,
+                end,
+                step,
+            } => write!(s, " axis={axis} start={start} end={end} step={step}").unwrap(),
+            Op::Resize(r) => {
+                let mode = match r.mode {
+                    ResizeMode::Nearest => "nearest",
+                    ResizeMode::Linear => "linear",
+                };
+                write!(
+                    s,
+                    " mode={mode} coord={} out={} scales={}",
+                    r.coord.name(),
+                    list(&r.out),
+                    list(&r.scales)
+                )
+                .unwrap();
+                if r.mode == ResizeMode::Nearest {
+                    write!(s, " nearest_mode={}", r.nearest_mode.name()).unwrap();
+                }
+            }
             Op::Input
             | Op::Constant(_)
             | Op::PRelu

@@ -104,6 +104,12 @@ pub enum ImportError {
     #[error("constant input '{name}': {message}")]
     ConstantInput { name: String, message: String },
 
+    /// [`crate::ImportOptions::input_shapes`] names a tensor that is not a graph input, or
+    /// gives a shape of the wrong rank or one that contradicts a declared static
+    /// dimension. The caller's problem.
+    #[error("input shape for '{name}': {message}")]
+    InputShape { name: String, message: String },
+
     /// The model is valid ONNX but uses features lutq does not support. Lists every such
     /// problem found in the whole model, one per line. The model's limitation, not a bug.
     #[error("{}", UnsupportedList(.0))]
@@ -197,7 +203,8 @@ pub enum DiagnosticKind {
     /// An input that must be a compile-time constant (Reshape's shape, Clip's bounds, …)
     /// is computed at run time or is a graph input.
     NonConstantInput,
-    /// A graph input dimension other than the first that is symbolic or unknown.
+    /// A graph input dimension other than the first that is symbolic or unknown (and not
+    /// fixed by [`crate::ImportOptions::input_shapes`]).
     DynamicDimension,
     /// An optional output (MaxPool Indices, Dropout mask, BatchNormalization training
     /// statistics) that the model uses.
@@ -207,7 +214,8 @@ pub enum DiagnosticKind {
     /// Tensor data stored outside the model file, or some other storage form lutq does
     /// not read.
     UnsupportedStorage,
-    /// A graph input too large for lutq's size limits.
+    /// A graph input too large for lutq's size limits, or a constant folded at import
+    /// larger than the folding limit.
     TooLarge,
 }
 

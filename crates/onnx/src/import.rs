@@ -43,6 +43,11 @@ pub struct ImportOptions {
     /// operands (Reshape shapes, Clip bounds, Pad pads, …) as graph inputs, as the ONNX
     /// backend tests do. A bound input is not an input of the imported graph.
     pub constant_inputs: BTreeMap<String, ConstValue>,
+    /// Every dimension of a graph input, by name (CLI `--input-shape NAME=D0,D1,…`): fixes
+    /// symbolic dimensions (dynamic H/W), so that shape computations fold at import. The
+    /// rank must match the declared one and a declared static dimension must agree.
+    /// Overrides [`ImportOptions::batch`] for that input.
+    pub input_shapes: BTreeMap<String, Vec<usize>>,
 }
 
 impl Default for ImportOptions {
@@ -50,6 +55,7 @@ impl Default for ImportOptions {
         ImportOptions {
             batch: 1,
             constant_inputs: BTreeMap::new(),
+            input_shapes: BTreeMap::new(),
         }
     }
 }
@@ -257,6 +263,23 @@ impl<'m> Importer<'m> {
                 });
             }
         }
+        let names: Vec<&str> = info.inputs.iter().map(|vi| vi.name()).collect();
+        for (name, dims) in &options.input_shapes {
+            let Some(vi) = info.inputs.iter().find(|vi| vi.name() == name) else {
+                return Err(ImportError::InputShape {
+                    name: name.clone(),
+                    message: format!(
+                        "the model has no graph input of this name; its inputs are {}",
+                        names
+                            .iter()
+                            .map(|n| format!("'{n}'"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            };
+            check_input_shape(vi, dims)?;
+        }
         let uses = input_uses(info);
         for vi in &info.inputs {
             let name = vi.name();
@@ -270,7 +293,7 @@ impl<'m> Importer<'m> {
                 // value does not matter: not an input of the imported graph.
                 Value::Unbound
             } else {
-                match input_type(vi, options.batch) {
+                match input_type(vi, options.batch, options.input_shapes.get(name)) {
                     Ok(ty) => Value::Tensor(self.graph.add_input(name, ty)),
                     Err(diags) => {
                         self.diagnostics.extend(diags);
@@ -311,6 +334,47 @@ impl<'m> Importer<'m> {
             self.poison_outputs(node);
             return;
         };
+        if def.eval_const.is_some() && self.poisoned_constants(node) {
+            // Would have been folded but for a poisoned (already reported) input: its
+            // constant operands are not data, so converting it would report them.
+            self.poison_outputs(node);
+            return;
+        }
+        if let Some(eval) = def.eval_const
+            && let Some(consts) = self.constant_inputs(node)
+        {
+            let mut cx = NodeCx {
+                imp: self,
+                node,
+                name,
+                failed: false,
+                outputs: vec![None; node.output.len()],
+            };
+            match eval(&mut cx, &consts) {
+                Ok(None) => {}
+                Ok(Some(values)) => {
+                    let failed = cx.failed;
+                    let mut values = values.into_iter();
+                    for out in &node.output {
+                        let v = values.next();
+                        if out.is_empty() {
+                            continue;
+                        }
+                        let v = match v {
+                            Some(c) if !failed => Value::Const(Rc::new(c)),
+                            _ => Value::Poisoned,
+                        };
+                        self.values.insert(out.as_str(), v);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.fail(e);
+                    self.poison_outputs(node);
+                    return;
+                }
+            }
+        }
         let mut cx = NodeCx {
             imp: self,
             node,
@@ -329,6 +393,40 @@ impl<'m> Importer<'m> {
                     .insert(out.as_str(), value.unwrap_or(Value::Poisoned));
             }
         }
+    }
+
+    /// The node's inputs by slot when every present one is a constant of the import and
+    /// at least one is present.
+    fn constant_inputs(&self, node: &NodeProto) -> Option<Vec<Option<Rc<ConstValue>>>> {
+        let mut any = false;
+        let mut consts = Vec::with_capacity(node.input.len());
+        for name in &node.input {
+            if name.is_empty() {
+                consts.push(None);
+                continue;
+            }
+            match self.values.get(name.as_str()) {
+                Some(Value::Const(c)) => {
+                    any = true;
+                    consts.push(Some(Rc::clone(c)));
+                }
+                _ => return None,
+            }
+        }
+        any.then_some(consts)
+    }
+
+    /// Whether every present input is a constant or poisoned, and one is poisoned.
+    fn poisoned_constants(&self, node: &NodeProto) -> bool {
+        let mut poisoned = false;
+        for name in node.input.iter().filter(|n| !n.is_empty()) {
+            match self.values.get(name.as_str()) {
+                Some(Value::Const(_)) => {}
+                Some(Value::Poisoned) | None => poisoned = true,
+                _ => return false,
+            }
+        }
+        poisoned
     }
 
     fn poison_outputs(&mut self, node: &'m NodeProto) {
@@ -420,7 +518,11 @@ fn node_location(node: &NodeProto, name: &str) -> Location {
 }
 
 /// The IR type of a graph input, or every reason it has none.
-fn input_type(vi: &ValueInfoProto, batch: usize) -> Result<TensorType, Vec<Diagnostic>> {
+fn input_type(
+    vi: &ValueInfoProto,
+    batch: usize,
+    fixed: Option<&Vec<usize>>,
+) -> Result<TensorType, Vec<Diagnostic>> {
     let name = vi.name();
     let diag = |kind, message: String, fix: &str| Diagnostic {
         location: Location::GraphInput {
@@ -459,6 +561,21 @@ fn input_type(vi: &ValueInfoProto, batch: usize) -> Result<TensorType, Vec<Diagn
             "export the model with float32 inputs (or bind this input as a constant if it is a shape)",
         ));
     }
+    if let Some(dims) = fixed {
+        // Checked against the declaration by `check_input_shape`.
+        if diags.is_empty() && element_count(dims).is_none() {
+            diags.push(diag(
+                DiagnosticKind::TooLarge,
+                format!("shape {dims:?} has more than {MAX_ELEMENTS} elements"),
+                "use a smaller input size",
+            ));
+        }
+        return if diags.is_empty() {
+            Ok(TensorType::new(ElemType::F32, dims.clone()))
+        } else {
+            Err(diags)
+        };
+    }
     let Some(shape) = &tensor.shape else {
         diags.push(diag(
             DiagnosticKind::DynamicDimension,
@@ -467,6 +584,7 @@ fn input_type(vi: &ValueInfoProto, batch: usize) -> Result<TensorType, Vec<Diagn
         ));
         return Err(diags);
     };
+    let suggestion = suggested_shape(shape, batch);
     let mut dims = Vec::with_capacity(shape.dim.len());
     for (i, d) in shape.dim.iter().enumerate() {
         use crate::proto::tensor_shape_proto::dimension::Value as D;
@@ -484,8 +602,12 @@ fn input_type(vi: &ValueInfoProto, batch: usize) -> Result<TensorType, Vec<Diagn
                 };
                 diags.push(diag(
                     DiagnosticKind::DynamicDimension,
-                    format!("dimension {i} is {what}; only the first (batch) dimension may be dynamic"),
-                    "export with a fixed input size, or fix the dimension with onnx.tools.update_model_dims",
+                    format!(
+                        "dimension {i} is {what}; only the first (batch) dimension may be dynamic unless the input's shape is given"
+                    ),
+                    &format!(
+                        "pass --input-shape {name}={suggestion} with the sizes to compile for (ImportOptions::input_shapes), or export with a fixed input size"
+                    ),
                 ));
             }
         }
@@ -502,6 +624,59 @@ fn input_type(vi: &ValueInfoProto, batch: usize) -> Result<TensorType, Vec<Diagn
     } else {
         Err(diags)
     }
+}
+
+/// `D0,D1,…` for `--input-shape`: static dims as declared, a symbolic first dim as the
+/// batch, other symbolic dims by their name (or `?`).
+fn suggested_shape(shape: &crate::proto::TensorShapeProto, batch: usize) -> String {
+    use crate::proto::tensor_shape_proto::dimension::Value as D;
+    shape
+        .dim
+        .iter()
+        .enumerate()
+        .map(|(i, d)| match &d.value {
+            Some(D::DimValue(v)) if *v >= 0 => v.to_string(),
+            _ if i == 0 => batch.to_string(),
+            Some(D::DimParam(p)) if !p.is_empty() => p.clone(),
+            _ => "?".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A shape given in [`ImportOptions::input_shapes`] must have the declared rank and agree
+/// with every declared static dimension.
+fn check_input_shape(vi: &ValueInfoProto, dims: &[usize]) -> Result<(), ImportError> {
+    use crate::proto::tensor_shape_proto::dimension::Value as D;
+    let err = |message: String| ImportError::InputShape {
+        name: vi.name().to_string(),
+        message,
+    };
+    let Some(type_proto::Value::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Ok(());
+    };
+    let Some(shape) = &t.shape else {
+        return Ok(());
+    };
+    if shape.dim.len() != dims.len() {
+        return Err(err(format!(
+            "the given shape {dims:?} has rank {}, the input is declared with rank {} ({})",
+            dims.len(),
+            shape.dim.len(),
+            suggested_shape(shape, 1)
+        )));
+    }
+    for (i, (d, &given)) in shape.dim.iter().zip(dims).enumerate() {
+        if let Some(D::DimValue(v)) = d.value
+            && v != given as i64
+        {
+            return Err(err(format!(
+                "dimension {i} is given as {given}, but the model declares it {v}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A bound constant must agree with the input's declared element type and static dims.
@@ -528,7 +703,9 @@ fn check_bound_input(vi: &ValueInfoProto, c: &ConstValue) -> Result<(), ImportEr
         .any(|&d| d as i32 == elem);
     let ok = match c.data() {
         crate::tensor::ConstData::F32(_) => float_like || elem == 0,
-        crate::tensor::ConstData::I64(_) => int_like || elem == 0,
+        crate::tensor::ConstData::I64(_) | crate::tensor::ConstData::Bool(_) => {
+            int_like || elem == 0
+        }
     };
     if !ok {
         return Err(err(format!(
@@ -637,6 +814,40 @@ impl<'m> NodeCx<'_, 'm> {
             format!("attribute '{attr}': {message}"),
             fix,
         );
+    }
+
+    /// The walk's value of input `slot` (`None` for an absent or empty slot).
+    pub fn input_value(&self, slot: usize) -> Option<Value> {
+        self.input_name(slot).map(|n| self.value(n))
+    }
+
+    /// Whether the tensor named by output `slot` is read by some node or is a graph
+    /// output.
+    pub fn output_used(&self, slot: usize) -> bool {
+        self.node.output.get(slot).is_some_and(|out| {
+            !out.is_empty()
+                && (self.imp.info.uses.get(out.as_str()).copied().unwrap_or(0) > 0
+                    || self.imp.info.graph_outputs.contains(out.as_str()))
+        })
+    }
+
+    /// Number of output slots, empty ones included.
+    pub fn output_count(&self) -> usize {
+        self.node.output.len()
+    }
+
+    /// The IR constant node for a value this handler made (e.g. an integer operand
+    /// converted to f32), named `{node}:{suffix}`. `None` (and the node failed) when it
+    /// cannot be represented.
+    pub fn constant_node(&mut self, suffix: &str, c: &ConstValue) -> Option<NodeId> {
+        let name = format!("{}:{suffix}", self.name);
+        match self.imp.materialize(&name, c) {
+            Ok(id) => Some(id),
+            Err((message, fix)) => {
+                self.unsupported(DiagnosticKind::UnsupportedType, message, fix);
+                None
+            }
+        }
     }
 
     fn value(&self, name: &str) -> Value {

@@ -11,8 +11,9 @@ use crate::error::ImportError;
 use crate::proto::TensorProto;
 use crate::proto::tensor_proto::{DataLocation, DataType};
 
-/// A constant tensor as the importer holds it before it enters the IR: f32 data, or i64
-/// for shape-like operands (Reshape shapes, Pad pads, axes).
+/// A constant tensor as the importer holds it before it enters the IR: f32 data, i64 for
+/// shape-like operands (Reshape shapes, Pad pads, axes; INT32 is widened to i64), or
+/// booleans (masks of shape sub-graphs folded at import).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConstValue {
     shape: Vec<usize>,
@@ -24,6 +25,7 @@ pub struct ConstValue {
 pub enum ConstData {
     F32(Vec<f32>),
     I64(Vec<i64>),
+    Bool(Vec<bool>),
 }
 
 impl ConstData {
@@ -31,6 +33,7 @@ impl ConstData {
         match self {
             ConstData::F32(v) => v.len(),
             ConstData::I64(v) => v.len(),
+            ConstData::Bool(v) => v.len(),
         }
     }
 
@@ -43,6 +46,16 @@ impl ConstData {
         match self {
             ConstData::F32(_) => "FLOAT",
             ConstData::I64(_) => "INT64",
+            ConstData::Bool(_) => "BOOL",
+        }
+    }
+
+    /// The elements at the given flat indices (each `< len()`), in that order.
+    pub(crate) fn select(&self, idx: &[usize]) -> ConstData {
+        match self {
+            ConstData::F32(v) => ConstData::F32(idx.iter().map(|&i| v[i]).collect()),
+            ConstData::I64(v) => ConstData::I64(idx.iter().map(|&i| v[i]).collect()),
+            ConstData::Bool(v) => ConstData::Bool(idx.iter().map(|&i| v[i]).collect()),
         }
     }
 }
@@ -70,6 +83,10 @@ impl ConstValue {
         Self::new(shape, ConstData::I64(data))
     }
 
+    pub fn bool(shape: impl Into<Vec<usize>>, data: Vec<bool>) -> Result<Self, lutq_ir::IrError> {
+        Self::new(shape, ConstData::Bool(data))
+    }
+
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
@@ -89,15 +106,27 @@ impl ConstValue {
     pub fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {
             ConstData::F32(v) => Some(v),
-            ConstData::I64(_) => None,
+            _ => None,
         }
     }
 
     pub fn as_i64(&self) -> Option<&[i64]> {
         match &self.data {
             ConstData::I64(v) => Some(v),
-            ConstData::F32(_) => None,
+            _ => None,
         }
+    }
+
+    pub fn as_bool(&self) -> Option<&[bool]> {
+        match &self.data {
+            ConstData::Bool(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Consumes the value into its shape and data.
+    pub(crate) fn into_parts(self) -> (Vec<usize>, ConstData) {
+        (self.shape, self.data)
     }
 
     /// The IR tensor of an f32 constant (`None` for i64 data, which the float IR does not
@@ -232,13 +261,22 @@ pub(crate) fn tensor_value(t: &TensorProto) -> Result<ConstValue, TensorIssue> {
                 .map(|&x| x as i64)
                 .collect(),
         }),
+        Ok(DataType::Bool) => ConstData::Bool(match raw {
+            Some(raw) => le_chunks::<1>(raw, count, "BOOL")?
+                .map(|b| b[0] != 0)
+                .collect(),
+            None => typed(&t.int32_data, count, "int32_data")?
+                .iter()
+                .map(|&x| x != 0)
+                .collect(),
+        }),
         Ok(DataType::Undefined) => {
             return Err(TensorIssue::Malformed("data_type is not set".into()));
         }
         _ => {
             return Err(TensorIssue::Unsupported {
                 message: format!(
-                    "element type {} is not supported (lutq's float IR holds f32 data; i64/i32 only as shapes and axes)",
+                    "element type {} is not supported (lutq's float IR holds f32 data; i64/i32/bool only as shapes, axes and masks)",
                     data_type_name(code)
                 ),
                 fix: "export the model in float32: lutq quantizes it itself".into(),

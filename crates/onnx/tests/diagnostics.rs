@@ -20,7 +20,7 @@ fn three_unsupported_things_are_reported_in_one_error() {
         .weight("w", &[4, 3, 3, 3])
         .named_node("conv1", "Conv", &["x", "w"], &["c"], vec![])
         // 2. an op lutq does not have.
-        .named_node("act", "Tanh", &["c"], &["t"], vec![])
+        .named_node("act", "Hardmax", &["c"], &["t"], vec![])
         // 3. an attribute value it does not support.
         .named_node(
             "pad",
@@ -46,10 +46,10 @@ fn three_unsupported_things_are_reported_in_one_error() {
     assert_eq!(lines[0], "the model uses 3 features lutq does not support:");
     assert_eq!(
         lines[1],
-        "  graph input 'x': dimension 2 is symbolic ('H'); only the first (batch) dimension may be dynamic; fix: export with a fixed input size, or fix the dimension with onnx.tools.update_model_dims"
+        "  graph input 'x': dimension 2 is symbolic ('H'); only the first (batch) dimension may be dynamic unless the input's shape is given; fix: pass --input-shape x=1,3,H,8 with the sizes to compile for (ImportOptions::input_shapes), or export with a fixed input size"
     );
     assert!(
-        lines[2].starts_with("  node 'act' (Tanh): op type 'Tanh' is not supported; fix: "),
+        lines[2].starts_with("  node 'act' (Hardmax): op type 'Hardmax' is not supported; fix: "),
         "{}",
         lines[2]
     );
@@ -205,7 +205,7 @@ fn summarize_lists_diagnostics_without_failing() {
             DataType::Float,
             vec![D::S("batch"), D::N(4), D::Unknown],
         )
-        .named_node("t", "Tanh", &["x"], &["y"], vec![])
+        .named_node("t", "Hardmax", &["x"], &["y"], vec![])
         .named_node("r", "Relu", &["y"], &["z"], vec![])
         .output("z");
     let s = lutq_onnx::summarize(&m.bytes()).unwrap();
@@ -221,7 +221,7 @@ fn summarize_lists_diagnostics_without_failing() {
         .map(|d| d.to_string())
         .collect();
     assert_eq!(dims, ["batch", "4", "?"]);
-    assert_eq!(s.op_histogram["Tanh"], 1);
+    assert_eq!(s.op_histogram["Hardmax"], 1);
     assert_eq!(s.op_histogram["Relu"], 1);
     assert_eq!(s.diagnostics.len(), 2);
     assert!(s.error.is_none());
@@ -251,6 +251,10 @@ fn the_first_dimension_alone_may_be_dynamic() {
     let d = diagnostics(&m);
     assert_eq!(
         d[0].message,
-        "dimension 1 is unknown; only the first (batch) dimension may be dynamic"
+        "dimension 1 is unknown; only the first (batch) dimension may be dynamic unless the input's shape is given"
+    );
+    assert_eq!(
+        d[0].fix,
+        "pass --input-shape x=1,? with the sizes to compile for (ImportOptions::input_shapes), or export with a fixed input size"
     );
 }

@@ -217,7 +217,7 @@ fn malformed_errors_wait_for_unsupported_ones() {
     let m = Model::new(13)
         .input("a", &[2, 3])
         .input("b", &[4])
-        .named_node("t", "Tanh", &["a"], &["t_out"], vec![])
+        .named_node("t", "Hardmax", &["a"], &["t_out"], vec![])
         .named_node("sum", "Add", &["a", "b"], &["y"], vec![])
         .output("y")
         .output("t_out");

@@ -72,11 +72,29 @@ define_language! {
         "hard_sigmoid" = HardSigmoid(Box<[Id]>),
         "hard_swish" = HardSwish(Box<[Id]>),
         "sigmoid" = Sigmoid(Box<[Id]>),
+        "tanh" = Tanh(Box<[Id]>),
+        "exp" = Exp(Box<[Id]>),
+        "erf" = Erf(Box<[Id]>),
+        "gelu" = Gelu(Box<[Id]>),
+        "softplus" = Softplus(Box<[Id]>),
+        "elu" = Elu(Box<[Id]>),
+        "selu" = Selu(Box<[Id]>),
+        "neg" = Neg(Box<[Id]>),
+        "abs" = Abs(Box<[Id]>),
+        "sqrt" = Sqrt(Box<[Id]>),
+        "reciprocal" = Reciprocal(Box<[Id]>),
+        "log" = Log(Box<[Id]>),
+        "floor" = Floor(Box<[Id]>),
+        "ceil" = Ceil(Box<[Id]>),
+        "round" = Round(Box<[Id]>),
         "prelu" = PRelu(Box<[Id]>),
         "add" = Add(Box<[Id]>),
         "sub" = Sub(Box<[Id]>),
         "mul" = Mul(Box<[Id]>),
         "div" = Div(Box<[Id]>),
+        "max" = Max(Box<[Id]>),
+        "min" = Min(Box<[Id]>),
+        "pow" = Pow(Box<[Id]>),
         "max_pool" = MaxPool(Box<[Id]>),
         "average_pool" = AveragePool(Box<[Id]>),
         "sum_pool" = SumPool(Box<[Id]>),
@@ -91,6 +109,8 @@ define_language! {
         "softmax" = Softmax(Box<[Id]>),
         "identity" = Identity(Box<[Id]>),
         "dropout" = Dropout(Box<[Id]>),
+        "slice" = Slice(Box<[Id]>),
+        "resize" = Resize(Box<[Id]>),
         Input(InputId),
         Const(ConstId),
         Attr(AttrId),
@@ -107,7 +127,9 @@ impl IrLang {
 #[cfg(test)]
 mod tests {
     use egg::{FromOp, Id};
-    use lutq_ir::{Activation, BinaryOp, Conv, Gemm, Op, Pool};
+    use lutq_ir::{
+        Activation, BinaryOp, Conv, CoordMode, Gemm, NearestMode, Op, Pool, Resize, ResizeMode,
+    };
 
     use super::*;
 
@@ -128,11 +150,32 @@ mod tests {
             }),
             Op::Activation(Activation::HardSwish),
             Op::Activation(Activation::Sigmoid),
+            Op::Activation(Activation::Tanh),
+            Op::Activation(Activation::Exp),
+            Op::Activation(Activation::Erf),
+            Op::Activation(Activation::Gelu { tanh: true }),
+            Op::Activation(Activation::Softplus),
+            Op::Activation(Activation::Elu { alpha: 1.0 }),
+            Op::Activation(Activation::Selu {
+                alpha: 1.0,
+                gamma: 1.0,
+            }),
+            Op::Activation(Activation::Neg),
+            Op::Activation(Activation::Abs),
+            Op::Activation(Activation::Sqrt),
+            Op::Activation(Activation::Reciprocal),
+            Op::Activation(Activation::Log),
+            Op::Activation(Activation::Floor),
+            Op::Activation(Activation::Ceil),
+            Op::Activation(Activation::Round),
             Op::PRelu,
             Op::Binary(BinaryOp::Add),
             Op::Binary(BinaryOp::Sub),
             Op::Binary(BinaryOp::Mul),
             Op::Binary(BinaryOp::Div),
+            Op::Binary(BinaryOp::Max),
+            Op::Binary(BinaryOp::Min),
+            Op::Binary(BinaryOp::Pow),
             Op::MaxPool(Pool::new([2, 2])),
             Op::AveragePool(Pool::new([2, 2])),
             Op::SumPool(Pool::new([2, 2])),
@@ -150,6 +193,19 @@ mod tests {
             Op::Softmax { axis: 0 },
             Op::Identity,
             Op::Dropout,
+            Op::Slice {
+                axis: 0,
+                start: 0,
+                end: 1,
+                step: 1,
+            },
+            Op::Resize(Resize {
+                mode: ResizeMode::Linear,
+                coord: CoordMode::HalfPixel,
+                nearest_mode: NearestMode::Floor,
+                out: [2, 2],
+                scales: [2.0, 2.0],
+            }),
         ];
         for op in ops {
             let node = IrLang::from_op(op.name(), vec![Id::from(0usize)]).unwrap();

@@ -119,6 +119,9 @@ pub(crate) fn binary(f: BinFn, a: Operand, b: Operand, out: &mut [f32], out_shap
         BinFn::Op(BinaryOp::Sub) => binary_with(|x, y| x - y, a, b, out, out_shape),
         BinFn::Op(BinaryOp::Mul) => binary_with(|x, y| x * y, a, b, out, out_shape),
         BinFn::Op(BinaryOp::Div) => binary_with(|x, y| x / y, a, b, out, out_shape),
+        BinFn::Op(op @ (BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow)) => {
+            binary_with(move |x, y| op.apply(x, y), a, b, out, out_shape)
+        }
         BinFn::PRelu => binary_with(|x, s| if x < 0.0 { s * x } else { x }, a, b, out, out_shape),
     }
 }

@@ -8,7 +8,7 @@ use lutq_ir::Op;
 use super::conv::{self, ConvGeom, Epilogue, Stage};
 use super::elementwise::{self, BatchNormParams, BinFn, Operand};
 use super::plan::{Fused, Step, conv_has_bias};
-use super::{Interpreter, Observer, TensorView, linalg, pooling};
+use super::{Interpreter, Observer, TensorView, linalg, pooling, spatial};
 use crate::{InterpError, layout};
 
 /// A tensor's elements during a run.
@@ -361,6 +361,26 @@ impl<'g> Interpreter<'g> {
             Op::Pad { pads, value } => {
                 let mut out = pool.take(out_len);
                 layout::pad(ins[0], in_shapes[0], pads, *value, &mut out, out_shape);
+                out
+            }
+            Op::Slice {
+                axis, start, step, ..
+            } => {
+                let mut out = pool.take(out_len);
+                spatial::slice(
+                    ins[0],
+                    in_shapes[0],
+                    *axis,
+                    *start,
+                    *step,
+                    &mut out,
+                    out_shape,
+                );
+                out
+            }
+            Op::Resize(r) => {
+                let mut out = pool.take(out_len);
+                spatial::resize(r, ins[0], in_shapes[0], &mut out);
                 out
             }
             Op::Input | Op::Constant(_) | Op::Reshape { .. } | Op::Identity | Op::Dropout => {

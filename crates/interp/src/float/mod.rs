@@ -21,6 +21,7 @@ mod exec;
 mod linalg;
 mod plan;
 mod pooling;
+mod spatial;
 
 use lutq_ir::{ElemType, Graph, NodeId, Op, Tensor, TensorType};
 

@@ -12,6 +12,7 @@ pub(crate) const OPS: &[OpDef] = &[OpDef {
     convert: conv,
     const_inputs: no_const,
     ignored_inputs: &[],
+    eval_const: None,
 }];
 
 /// Conv-1/11/22: `X [N,C,H,W]`, `W [M,C/group,kH,kW]`, optional `B [M]`. Only 2-D.

@@ -12,12 +12,14 @@ pub(crate) const OPS: &[OpDef] = &[
         convert: gemm,
         const_inputs: no_const,
         ignored_inputs: &[],
+        eval_const: None,
     },
     OpDef {
         op_type: "MatMul",
         convert: matmul,
         const_inputs: no_const,
         ignored_inputs: &[],
+        eval_const: None,
     },
 ];
 

@@ -8,15 +8,32 @@
 //! To add an op: write the handler in the topic file, add a row to its `OPS` table with the
 //! input slots that must be constant, and add a test in `tests/ops.rs`.
 
+mod constant;
 mod conv;
 mod elementwise;
 mod linalg;
 mod nn;
 mod pool;
+mod resize;
 mod shape;
+
+use std::rc::Rc;
 
 use crate::error::ImportError;
 use crate::import::NodeCx;
+use crate::tensor::ConstValue;
+
+/// Evaluates a node whose every present input is a constant of the import (the inputs
+/// are given by slot, `None` for empty slots), as tract's `prop_const` and onnx-simplifier
+/// do: `Ok(Some(outputs))` makes the node's outputs constants, so it never enters the IR;
+/// `Ok(None)` declines (e.g. a result above [`constant::MAX_FOLD_ELEMENTS`] of an op that
+/// has an IR form) and the node is converted as usual. Unsupported cases are reported
+/// with [`NodeCx::unsupported`] (the outputs are then poisoned), malformed ones returned
+/// as errors.
+pub(crate) type EvalConst = fn(
+    &mut NodeCx<'_, '_>,
+    &[Option<Rc<ConstValue>>],
+) -> Result<Option<Vec<ConstValue>>, ImportError>;
 
 /// One supported ONNX op (default domain).
 pub(crate) struct OpDef {
@@ -29,6 +46,8 @@ pub(crate) struct OpDef {
     /// Input slots whose value the import ignores (Dropout's ratio): graph inputs read only
     /// there are dropped from the imported graph.
     pub ignored_inputs: &'static [usize],
+    /// Constant evaluation when every input is known at import (see [`EvalConst`]).
+    pub eval_const: Option<EvalConst>,
 }
 
 /// For ops without constant operands.
@@ -43,6 +62,8 @@ const TABLES: &[&[OpDef]] = &[
     linalg::OPS,
     shape::OPS,
     nn::OPS,
+    constant::OPS,
+    resize::OPS,
 ];
 
 /// The handler for an op, if supported.
@@ -180,6 +201,6 @@ mod tests {
         let mut dedup = ops.clone();
         dedup.dedup();
         assert_eq!(ops, dedup);
-        assert_eq!(ops.len(), 29);
+        assert_eq!(ops.len(), 77);
     }
 }

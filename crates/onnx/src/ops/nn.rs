@@ -15,30 +15,35 @@ pub(crate) const OPS: &[OpDef] = &[
         convert: batch_norm,
         const_inputs: no_const,
         ignored_inputs: &[],
+        eval_const: None,
     },
     OpDef {
         op_type: "Softmax",
         convert: softmax,
         const_inputs: no_const,
         ignored_inputs: &[],
+        eval_const: None,
     },
     OpDef {
         op_type: "Dropout",
         convert: dropout,
         const_inputs: |opset| if opset >= 12 { &[2] } else { &[] },
         ignored_inputs: &[1],
+        eval_const: None,
     },
     OpDef {
         op_type: "Identity",
         convert: identity,
         const_inputs: no_const,
         ignored_inputs: &[],
+        eval_const: Some(super::shape::eval_reshape),
     },
     OpDef {
         op_type: "Constant",
         convert: constant,
         const_inputs: no_const,
         ignored_inputs: &[],
+        eval_const: None,
     },
 ];
 

@@ -1,10 +1,12 @@
-//! MaxPool, AveragePool, GlobalAveragePool.
+//! MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, and ReduceMean / ReduceMax
+//! over the spatial axes of NCHW (a global pool, plus a Reshape for keepdims=0).
 
 use lutq_ir::{Op, Pool};
 
+use super::constant::{self, Red, reduce_axes_18};
 use super::{OpDef, auto_pad, no_const, window_pads};
 use crate::error::{DiagnosticKind, ImportError};
-use crate::import::NodeCx;
+use crate::import::{NodeCx, Value};
 
 pub(crate) const OPS: &[OpDef] = &[
     OpDef {
@@ -12,20 +14,133 @@ pub(crate) const OPS: &[OpDef] = &[
         convert: max_pool,
         const_inputs: no_const,
         ignored_inputs: &[],
+        eval_const: None,
     },
     OpDef {
         op_type: "AveragePool",
         convert: average_pool,
         const_inputs: no_const,
         ignored_inputs: &[],
+        eval_const: None,
     },
     OpDef {
         op_type: "GlobalAveragePool",
         convert: global_average_pool,
         const_inputs: no_const,
         ignored_inputs: &[],
+        eval_const: None,
+    },
+    OpDef {
+        op_type: "GlobalMaxPool",
+        convert: global_max_pool,
+        const_inputs: no_const,
+        ignored_inputs: &[],
+        eval_const: None,
+    },
+    OpDef {
+        op_type: "ReduceMean",
+        convert: |cx| reduce_spatial(cx, Red::Mean),
+        const_inputs: reduce_axes_18,
+        ignored_inputs: &[],
+        eval_const: Some(|cx, ins| eval_reduce(cx, ins, Red::Mean)),
+    },
+    OpDef {
+        op_type: "ReduceMax",
+        convert: |cx| reduce_spatial(cx, Red::Max),
+        const_inputs: reduce_axes_18,
+        ignored_inputs: &[],
+        eval_const: Some(|cx, ins| eval_reduce(cx, ins, Red::Max)),
     },
 ];
+
+fn eval_reduce(
+    cx: &mut NodeCx<'_, '_>,
+    ins: constant::Inputs<'_>,
+    op: Red,
+) -> Result<Option<Vec<crate::ConstValue>>, ImportError> {
+    let x = constant::input(cx, ins, 0, "data")?;
+    let axes = constant::reduce_axes(cx, x.shape().len(), 18)?;
+    let keep = cx.attrs().flag("keepdims", true)?;
+    Ok(Some(vec![constant::reduce(cx, x, &axes, keep, op)?]))
+}
+
+/// Max over the whole plane: a MaxPool whose kernel is the plane.
+fn global_max(
+    cx: &mut NodeCx<'_, '_>,
+    x: lutq_ir::NodeId,
+    aux: bool,
+) -> Result<lutq_ir::NodeId, ImportError> {
+    let shape = cx.ty(x).shape;
+    if shape.len() != 4 {
+        return Err(cx.invalid(format!("input must be [N, C, H, W], got {shape:?}")));
+    }
+    let op = Op::MaxPool(Pool::new([shape[2], shape[3]]));
+    if aux {
+        cx.emit_aux("max", op, &[x])
+    } else {
+        cx.emit(op, &[x])
+    }
+}
+
+/// GlobalMaxPool-1/22 (2-D only): a MaxPool with the whole plane as its window.
+fn global_max_pool(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
+    let x = cx.tensor(0, "X")?;
+    match x {
+        Some(x) if !cx.failed() => {
+            let y = global_max(cx, x, false)?;
+            cx.set_output(0, Value::Tensor(y));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// ReduceMean / ReduceMax-1/11/13/18 of run-time data: only over the spatial axes
+/// `[2, 3]` of a rank-4 tensor (GlobalAveragePool, or a plane-sized MaxPool), with a
+/// Reshape to `[N, C]` for keepdims=0.
+fn reduce_spatial(cx: &mut NodeCx<'_, '_>, op: Red) -> Result<(), ImportError> {
+    let x = cx.tensor(0, "data")?;
+    let keep = cx.attrs().flag("keepdims", true)?;
+    let Some(x) = x else {
+        return Ok(());
+    };
+    let shape = cx.ty(x).shape;
+    let axes = constant::reduce_axes(cx, shape.len(), 18)?;
+    if cx.failed() {
+        return Ok(());
+    }
+    if axes.is_empty() {
+        cx.set_output(0, Value::Tensor(x));
+        return Ok(());
+    }
+    if shape.len() != 4 || axes != [2, 3] {
+        cx.unsupported(
+            DiagnosticKind::UnsupportedAttribute,
+            format!(
+                "reducing axes {axes:?} of a {shape:?} tensor is not supported (only the spatial axes [2, 3] of NCHW)"
+            ),
+            "reduce over H and W (axes [2, 3] or [-2, -1]) of a rank-4 tensor",
+        );
+        return Ok(());
+    }
+    let y = match (op, keep) {
+        (Red::Mean, true) => cx.emit(Op::GlobalAveragePool, &[x])?,
+        (Red::Mean, false) => cx.emit_aux("mean", Op::GlobalAveragePool, &[x])?,
+        (_, keep) => global_max(cx, x, !keep)?,
+    };
+    let y = if keep {
+        y
+    } else {
+        cx.emit(
+            Op::Reshape {
+                shape: vec![shape[0], shape[1]],
+            },
+            &[y],
+        )?
+    };
+    cx.set_output(0, Value::Tensor(y));
+    Ok(())
+}
 
 /// MaxPool-1/8/10/11/12/22. `storage_order` only affects the Indices output, which is
 /// unsupported.

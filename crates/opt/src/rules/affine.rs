@@ -89,6 +89,8 @@ pub enum NotAffine {
     NotPerChannel,
     /// Division by a constant with a zero.
     DivisionByZero,
+    /// Max, Min or Pow: not an affine function of `x`.
+    NonLinear,
 }
 
 impl fmt::Display for NotAffine {
@@ -97,6 +99,7 @@ impl fmt::Display for NotAffine {
             NotAffine::Reciprocal => "constant divided by a tensor is not affine",
             NotAffine::NotPerChannel => "the constant is not per-channel (axis 1) or scalar",
             NotAffine::DivisionByZero => "division by a constant with a zero",
+            NotAffine::NonLinear => "max, min and pow are not affine",
         })
     }
 }
@@ -113,6 +116,9 @@ pub(crate) fn binary_affine(
     if op == BinaryOp::Div && !x_lhs {
         return Err(NotAffine::Reciprocal);
     }
+    if matches!(op, BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow) {
+        return Err(NotAffine::NonLinear);
+    }
     let v = per_channel(x_shape, c).ok_or(NotAffine::NotPerChannel)?;
     let n = v.len();
     let (k, shift) = match (op, x_lhs) {
@@ -126,6 +132,7 @@ pub(crate) fn binary_affine(
         (BinaryOp::Add, _) => (vec![1.0; n], v),
         (BinaryOp::Sub, true) => (vec![1.0; n], v.iter().map(|&c| -c).collect()),
         (BinaryOp::Sub, false) => (vec![-1.0; n], v),
+        (BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow, _) => return Err(NotAffine::NonLinear),
     };
     Ok(Affine {
         k,
@@ -519,7 +526,7 @@ pub fn explain_kept(graph: &Graph) -> (Vec<Kept>, Vec<Kept>) {
                 let shape = &graph.node(x).ty.shape;
                 match binary_affine(*op, x_lhs, shape, c, &node.name) {
                     Ok(a) => affine.push(kept(why_kept(graph, id, x, a.has_offset()))),
-                    Err(NotAffine::Reciprocal) => {}
+                    Err(NotAffine::Reciprocal | NotAffine::NonLinear) => {}
                     Err(e) => affine.push(kept(e.to_string())),
                 }
             }
