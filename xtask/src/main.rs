@@ -11,6 +11,7 @@ mod data;
 mod docs;
 mod gen_proto;
 mod mcu;
+mod zoo;
 
 const USAGE: &str = "usage: cargo xtask <task> [args]
 
@@ -24,6 +25,8 @@ tasks:
                           (docs/results.md), with onnxruntime int8 as reference
   mcu [--help]            the C backend on every bundled model: flash, arena, host
                           (callgrind) and Cortex-M4 (QEMU) instructions, bit-exact checks
+  zoo [--help]            every model of models/zoo in every integer mode: agreement and
+                          SQNR vs fp32, C and JIT bit-exact (docs/results.md)
   gen-proto [--check]     regenerate crates/onnx/src/generated/onnx.rs from onnx.proto
   conformance [--data DIR] | --vendor [--from ONNX_PACKAGE_DIR]
                           run the ONNX backend tests (per-op table, docs/conformance.md),
@@ -45,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         "bench-quant" => bench_quant::run(rest),
         "mcu" => mcu::run(rest),
         "bench-int" => bench_int::run(rest),
+        "zoo" => zoo::run(rest),
         _ => bail!("unknown task '{task}'\n\n{USAGE}"),
     }
 }

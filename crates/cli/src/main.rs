@@ -148,21 +148,25 @@ impl ModelArgs {
         std::fs::read(&self.model).with_context(|| format!("cannot read {}", self.model.display()))
     }
 
-    /// Imports the model into the float IR.
-    fn import(&self) -> anyhow::Result<lutq_ir::Graph> {
-        let bytes = self.bytes()?;
+    /// The import options `--batch` and `--input-shape` give.
+    fn import_options(&self) -> anyhow::Result<lutq_onnx::ImportOptions> {
         let mut input_shapes = std::collections::BTreeMap::new();
         for (name, dims) in &self.input_shape {
             if input_shapes.insert(name.clone(), dims.clone()).is_some() {
                 anyhow::bail!("--input-shape gives '{name}' twice");
             }
         }
-        let options = lutq_onnx::ImportOptions {
+        Ok(lutq_onnx::ImportOptions {
             batch: self.batch,
             input_shapes,
             ..Default::default()
-        };
-        lutq_onnx::import(&bytes, &options)
+        })
+    }
+
+    /// Imports the model into the float IR.
+    fn import(&self) -> anyhow::Result<lutq_ir::Graph> {
+        let bytes = self.bytes()?;
+        lutq_onnx::import(&bytes, &self.import_options()?)
             .with_context(|| format!("cannot import {}", self.model.display()))
     }
 }

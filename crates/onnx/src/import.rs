@@ -668,7 +668,10 @@ fn check_input_shape(vi: &ValueInfoProto, dims: &[usize]) -> Result<(), ImportEr
         )));
     }
     for (i, (d, &given)) in shape.dim.iter().zip(dims).enumerate() {
+        // A negative declared size (Paddle writes -1 for a dynamic batch) is as unknown
+        // as a symbol.
         if let Some(D::DimValue(v)) = d.value
+            && v >= 0
             && v != given as i64
         {
             return Err(err(format!(

@@ -107,6 +107,15 @@ fn value_summary(vi: &ValueInfoProto) -> ValueSummary {
 /// Summarizes a model. Fails only when the bytes do not decode; a model that is
 /// malformed in other ways is summarized with [`ModelSummary::error`] set.
 pub fn summarize(model_bytes: &[u8]) -> Result<ModelSummary, ImportError> {
+    summarize_with(model_bytes, &ImportOptions::default())
+}
+
+/// [`summarize`], with the problems an import with `options` would report (bound input
+/// shapes, batch).
+pub fn summarize_with(
+    model_bytes: &[u8],
+    options: &ImportOptions,
+) -> Result<ModelSummary, ImportError> {
     let model = ModelProto::decode(model_bytes)?;
     let empty = crate::proto::GraphProto::default();
     let graph = model.graph.as_ref().unwrap_or(&empty);
@@ -151,7 +160,7 @@ pub fn summarize(model_bytes: &[u8]) -> Result<ModelSummary, ImportError> {
         Err(e) => summary.error = Some(e.to_string()),
         Ok(info) => {
             summary.required_constants = required_constants(&info);
-            match convert(&info, &ImportOptions::default()) {
+            match convert(&info, options) {
                 Err(e) => summary.error = Some(e.to_string()),
                 Ok(outcome) => {
                     summary.diagnostics = outcome.diagnostics;

@@ -863,3 +863,37 @@ fn offset_folds_into_unpadded_grouped_conv() {
     assert_eq!(ops(&opt), ["conv"]);
     assert!(opt.dump().contains("; sub.folded_bias"), "{}", opt.dump());
 }
+
+// ---- fold-zero-pad ----------------------------------------------------------------
+
+#[test]
+fn zero_pad_folds_into_the_conv_pads() {
+    let mut b = Builder::new("fold_zero_pad");
+    let x = b.input(&[1, 3, 6, 6]);
+    let pads = vec![0, 0, 0, 1, 0, 0, 2, 1];
+    let p = b.op("pad", Op::Pad { pads, value: 0.0 }, &[x]);
+    let c = b.conv(p, 3, 4, true);
+    let (opt, _) = check("rule_fold_zero_pad", &b.output(c), &[("fold-zero-pad", 1)]);
+    assert_eq!(ops(&opt), ["conv"]);
+    let Op::Conv(conv) = &opt.node(opt.outputs()[0].node).op else {
+        panic!("not a conv")
+    };
+    // The builder's conv pads 1 on every side; the Pad adds (0, 1, 2, 1).
+    assert_eq!(conv.pads, [1, 2, 3, 2]);
+}
+
+#[test]
+fn nonzero_pad_does_not_fold() {
+    let mut b = Builder::new("no_fold_pad");
+    let x = b.input(&[1, 3, 6, 6]);
+    let pads = vec![0, 0, 1, 1, 0, 0, 1, 1];
+    let p = b.op("pad", Op::Pad { pads, value: 0.5 }, &[x]);
+    let c = b.conv(p, 3, 4, true);
+    let (opt, report) = optimize(&b.output(c), &OptOptions::default()).unwrap();
+    assert_eq!(
+        report.rules.get("fold-zero-pad").copied().unwrap_or(0),
+        0,
+        "{report}"
+    );
+    assert_eq!(ops(&opt), ["pad", "conv"]);
+}

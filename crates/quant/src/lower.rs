@@ -122,6 +122,7 @@ pub fn integer_forms(graph: &Graph) -> IntegerForms {
             Op::Binary(BinaryOp::Mul) => "mul",
             Op::Softmax { .. } => "softmax",
             Op::Transpose { .. } => "transpose",
+            Op::Slice { .. } => "slice",
             Op::Reshape { .. } => "reshape",
             Op::Concat { .. } => "concat",
             Op::MaxPool(_) => "max_pool",
@@ -165,7 +166,7 @@ fn unsupported(graph: &Graph) -> Vec<String> {
             Op::Softmax { axis } => (graph.node(inputs[0]).ty.shape[*axis] > lutq_ir::int::QSoftmax::MAX_ROW).then(|| {
                 format!("softmax over more than {} elements", lutq_ir::int::QSoftmax::MAX_ROW)
             }),
-            Op::Transpose { .. } => None,
+            Op::Transpose { .. } | Op::Slice { .. } => None,
             Op::Conv(_) if !is_const(1) || (inputs.len() > 2 && !is_const(2)) => {
                 Some("weights and bias must be constants".into())
             }
@@ -481,6 +482,25 @@ impl<'a> Lowering<'a> {
                         elem: IntElem::U8,
                         shape: node.ty.shape.clone(),
                         exp: QSoftmax::OUT_EXP,
+                    },
+                };
+                self.emit(id, n, None)?;
+            }
+            Op::Slice {
+                axis, start, step, ..
+            } => {
+                let (x, t) = self.input(id, 0);
+                let n = IntNode {
+                    name,
+                    op: IntOp::Slice {
+                        axis: *axis,
+                        start: *start,
+                        step: *step,
+                    },
+                    inputs: vec![x],
+                    ty: QType {
+                        shape: node.ty.shape.clone(),
+                        ..t
                     },
                 };
                 self.emit(id, n, None)?;

@@ -7,6 +7,7 @@ pub mod activation;
 pub mod affine;
 pub mod bn_fold;
 pub mod cleanup;
+pub mod pad;
 pub mod pool;
 
 use egg::{Id, SearchMatches, Searcher, Subst, Var};
@@ -23,6 +24,7 @@ pub fn all() -> Vec<Rule> {
     rules.extend(activation::rules());
     rules.extend(cleanup::rules());
     rules.extend(pool::rules());
+    rules.extend(pad::rules());
     rules.extend(affine::rules());
     rules
 }
