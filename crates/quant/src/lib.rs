@@ -18,6 +18,7 @@
 //! algorithm and its objective.
 
 pub mod calib;
+pub mod checks;
 pub mod fit;
 mod hessian;
 mod lower;
@@ -27,7 +28,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-pub use lower::{LayerReport, QuantReport};
+pub use lower::{CalibratedInput, LayerReport, QuantReport};
 
 use fit::{ScaleKind, WeightFormat};
 use lutq_ir::int::IntGraph;
@@ -175,6 +176,10 @@ pub enum QuantError {
     Unsupported(Vec<String>),
     #[error("calibration: {0}")]
     Calibration(String),
+    /// A NaN or infinite value in the calibration data (a user data error). The CLI
+    /// names the file: `calibration data 'calib.npy': sample 3, element 1027 (…) is NaN`.
+    #[error("calibration data: {0}")]
+    NonFinite(checks::NonFiniteValue),
     #[error("fp32 is the float model itself: there is nothing to quantize (use the float backend)")]
     Fp32,
     #[error(transparent)]
@@ -210,9 +215,13 @@ pub fn quantize(
         return Err(QuantError::Fp32);
     }
     lower::check_supported(graph)?;
+    checks::check_finite(graph, calib)?;
+    let warnings = checks::input_warnings(graph, calib);
     let total = calib.shape().first().copied().unwrap_or(0);
     let stats = calib::calibrate(graph, calib, &|done| {
         progress(Progress::Calibrating { done, total })
     })?;
-    lower::lower(graph, calib, &stats, options, progress)
+    let (int_graph, mut report) = lower::lower(graph, calib, &stats, options, progress)?;
+    report.warnings.splice(0..0, warnings);
+    Ok((int_graph, report))
 }

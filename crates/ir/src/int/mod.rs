@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::op::Pool;
 
-pub use check::{AccumulatorBound, IntCheckError, accumulator_bound};
+pub use check::{
+    AccumulatorBound, IntCheckError, accumulator_bound, channel_bound, input_magnitude,
+};
 
 /// Element type of an integer tensor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
