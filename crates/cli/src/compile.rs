@@ -67,6 +67,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     }
     let graph = args.model.import()?;
     let compiled = crate::pipeline::compile(&graph, args.cle, args.mode, &args.quant, false)?;
+    crate::pipeline::print_warnings(&compiled.report.warnings, &mut Default::default());
     let prefix = args
         .prefix
         .clone()

@@ -100,6 +100,13 @@ struct LayerSqnr {
     name: String,
     op: String,
     sqnr_db: f64,
+    /// Linear layers: output channels the quantizer treated as constants (weights
+    /// zero, bias kept) and channels whose weight exponent it capped so their i32
+    /// arithmetic fits (`lutq_quant::LayerReport`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    constant_channels: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capped_exponents: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -111,6 +118,9 @@ struct EvalSummary {
     cle: String,
     /// `interp` or `c`.
     backend: String,
+    /// The quantizer's and the input-range warnings, each once (also on standard error).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
     results: Vec<ModeResult>,
 }
 
@@ -176,6 +186,8 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
 
     let mut results = Vec::new();
     let mut calibration_samples = 0;
+    let mut seen = std::collections::HashSet::new();
+    let mut warnings = Vec::new();
     for &mode in &args.modes {
         let start = Instant::now();
         let bar = pipeline::bar(samples, "evaluating");
@@ -204,6 +216,13 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             let (int_graph, report) = (&compiled.int_graph, &compiled.report);
             cle_used = compiled.cle_used;
             calibration_samples = report.calibration_samples;
+            let range = pipeline::input_range_warnings(int_graph, report, &data, &args.data);
+            for w in report.warnings.iter().chain(&range) {
+                if !warnings.contains(w) {
+                    warnings.push(w.clone());
+                }
+            }
+            pipeline::print_warnings(report.warnings.iter().chain(&range), &mut seen);
             let out = match args.backend {
                 IntBackend::Interp => {
                     let interp = IntInterpreter::new(int_graph)?;
@@ -237,7 +256,14 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
                 }
             };
             let layers = if args.per_layer {
-                per_layer(&compiled.float_graph, int_graph, &data)?
+                let mut layers = per_layer(&compiled.float_graph, int_graph, &data)?;
+                for l in &mut layers {
+                    if let Some(r) = report.layers.iter().find(|r| r.name == l.name) {
+                        l.constant_channels = Some(r.constant_channels);
+                        l.capped_exponents = Some(r.capped_exponents);
+                    }
+                }
+                layers
             } else {
                 Vec::new()
             };
@@ -278,6 +304,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             IntBackend::C => "c".into(),
             IntBackend::Jit => "jit".into(),
         },
+        warnings,
         results,
     };
     if args.json {
@@ -335,7 +362,16 @@ fn print_table(s: &EvalSummary) {
         }
         println!();
         for l in &r.layers {
-            println!("    {:<40} {:<10} {:>7.2} dB", l.name, l.op, l.sqnr_db);
+            let channels = match (l.constant_channels, l.capped_exponents) {
+                (Some(c), Some(e)) if c > 0 || e > 0 => {
+                    format!("  {c} constant channels, {e} capped exponents")
+                }
+                _ => String::new(),
+            };
+            println!(
+                "    {:<40} {:<10} {:>7.2} dB{channels}",
+                l.name, l.op, l.sqnr_db
+            );
         }
     }
     if with_c {
@@ -395,6 +431,8 @@ fn per_layer(
             name: int_graph.nodes[v].name.clone(),
             op: int_graph.nodes[v].op.name().into(),
             sqnr_db: 10.0 * (s / n).log10(),
+            constant_channels: None,
+            capped_exponents: None,
         })
         .collect();
     out.sort_by_key(|l| int_graph.nodes.iter().position(|n| n.name == l.name));

@@ -277,6 +277,7 @@ fn dump(args: &DumpArgs) -> anyhow::Result<()> {
                 &args.quant,
                 true,
             )?;
+            pipeline::print_warnings(&compiled.report.warnings, &mut Default::default());
             eprint!("{}", pipeline::report_text(&compiled.report));
             match args.stage {
                 Stage::Quant => compiled.quant_graph.dump(),

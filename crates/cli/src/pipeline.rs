@@ -190,10 +190,10 @@ pub fn report_text(r: &QuantReport) -> String {
         r.weight_bytes as f64 / 1024.0,
         r.float_weight_bytes as f64 / 1024.0
     );
-    s.push_str("  layer                                    weights  f_x  f_w      f_y  out  target  rel.err  bias-corr  acc-headroom\n");
+    s.push_str("  layer                                    weights  f_x  f_w      f_y  out  target  rel.err  bias-corr  acc-headroom  const  capped\n");
     for l in &r.layers {
         s.push_str(&format!(
-            "  {:<40} {:<7} {:>4} {:>3}..{:<3} {:>3}  {:<4} {:<6} {:>8.4} {:>8.2} st {:>9.3}\n",
+            "  {:<40} {:<7} {:>4} {:>3}..{:<3} {:>3}  {:<4} {:<6} {:>8.4} {:>8.2} st {:>9.3} {:>6} {:>7}\n",
             l.name,
             l.weights,
             l.input_exp,
@@ -204,7 +204,9 @@ pub fn report_text(r: &QuantReport) -> String {
             if l.float_target { "float" } else { "w" },
             l.relative_output_error,
             l.bias_correction_steps,
-            l.accumulator_headroom
+            l.accumulator_headroom,
+            l.constant_channels,
+            l.capped_exponents
         ));
     }
     s
@@ -249,8 +251,96 @@ pub fn quantize(
     let result = lutq_quant::quantize(graph, &calib, &options, &progress);
     calib_bar.finish_and_clear();
     lower_bar.finish_and_clear();
-    result.with_context(|| format!("cannot quantize in mode {mode}"))
+    match result {
+        Err(lutq_quant::QuantError::NonFinite(v)) => {
+            bail!("calibration data '{}': {v}", calib_path.display())
+        }
+        r => r.with_context(|| format!("cannot quantize in mode {mode}")),
+    }
 }
+
+/// Prints the quantizer's warnings on standard error, each once per `seen` set (`eval`
+/// quantizes once per mode and the calibration warnings repeat).
+pub fn print_warnings<'a>(
+    warnings: impl IntoIterator<Item = &'a String>,
+    seen: &mut std::collections::HashSet<String>,
+) {
+    for w in warnings {
+        if seen.insert(w.clone()) {
+            eprintln!("warning: {w}");
+        }
+    }
+}
+
+/// Inputs an integer backend will see far outside the range the model input was
+/// calibrated for: more than [`CLIP_WARN_FRACTION`] of the values clip in
+/// `quantize_input`, the largest `|x|` is over twice the calibrated one, or values are
+/// not finite (they quantize as 0 or the range's end). One message naming `path`, or none.
+pub fn input_range_warnings(
+    graph: &IntGraph,
+    report: &QuantReport,
+    data: &Tensor,
+    path: &std::path::Path,
+) -> Option<String> {
+    let quantizer = graph
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, lutq_ir::int::IntOp::QuantizeInput { input: 0 }))?;
+    let calibrated = report.calibrated_inputs.first()?;
+    let x = data.as_f32()?;
+    if x.is_empty() {
+        return None;
+    }
+    let (lo, hi) = quantizer.ty.elem.range();
+    let scale = (quantizer.ty.exp as f64).exp2();
+    let mut clipped = 0usize;
+    let mut non_finite = 0usize;
+    let mut largest = 0f32;
+    for &v in x {
+        if !v.is_finite() {
+            non_finite += 1;
+            continue;
+        }
+        largest = largest.max(v.abs());
+        let q = (v as f64 * scale + 0.5).floor();
+        if q < lo as f64 || q > hi as f64 {
+            clipped += 1;
+        }
+    }
+    let fraction = clipped as f64 / x.len() as f64;
+    let cal_max = calibrated.min.abs().max(calibrated.max.abs());
+    let far = cal_max > 0.0 && largest > 2.0 * cal_max;
+    if fraction <= CLIP_WARN_FRACTION && !far && non_finite == 0 {
+        return None;
+    }
+    let mut problems = vec![format!(
+        "{:.2} % of its values clip when quantized to [{}, {}] (the calibration data spanned \
+         [{}, {}])",
+        100.0 * fraction,
+        lo as f64 / scale,
+        hi as f64 / scale,
+        calibrated.min,
+        calibrated.max
+    )];
+    if far {
+        problems.push(format!(
+            "its largest |x| is {largest}, {:.1}× the calibrated {cal_max}",
+            largest / cal_max
+        ));
+    }
+    if non_finite > 0 {
+        problems.push(format!("{non_finite} values are NaN or infinite"));
+    }
+    Some(format!(
+        "input data '{}': {}; outputs on these inputs are unreliable. Fix: calibrate on data \
+         preprocessed like these inputs (same scaling and normalization)",
+        path.display(),
+        problems.join("; ")
+    ))
+}
+
+/// Fraction of clipped input values above which [`input_range_warnings`] warns.
+pub const CLIP_WARN_FRACTION: f64 = 0.02;
 
 /// Refuses sample files whose samples do not have the model input's shape.
 pub fn check_sample_shape(

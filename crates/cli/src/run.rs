@@ -111,9 +111,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 );
             }
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-            let int_graph =
-                crate::pipeline::compile(&graph, args.cle, args.mode, &args.quant, false)?
-                    .int_graph;
+            let int_graph = compile_checked(&graph, args, &input)?;
             let program = crate::pipeline::build_c(&int_graph, &args.model.model)?;
             start = Instant::now();
             crate::pipeline::run_c(&program, &int_graph, &input)?
@@ -125,9 +123,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 );
             }
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-            let int_graph =
-                crate::pipeline::compile(&graph, args.cle, args.mode, &args.quant, false)?
-                    .int_graph;
+            let int_graph = compile_checked(&graph, args, &input)?;
             let mut model = lutq_backend_jit::compile(&int_graph)?;
             if args.verbose {
                 eprintln!(
@@ -147,9 +143,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                 lutq_interp::run_batch(&optimized, &input, Some(&progress))?
             } else {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-                let int_graph =
-                    crate::pipeline::compile(&graph, args.cle, args.mode, &args.quant, false)?
-                        .int_graph;
+                let int_graph = compile_checked(&graph, args, &input)?;
                 bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                 let interp = lutq_interp::int::IntInterpreter::new(&int_graph)?;
                 start = Instant::now();
@@ -212,6 +206,26 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         print_summary(&summary, &args.output);
     }
     Ok(())
+}
+
+/// Quantizes the model for an integer backend, printing the quantizer's warnings and a
+/// warning when `input` lies far outside the calibrated input range.
+fn compile_checked(
+    graph: &lutq_ir::Graph,
+    args: &RunArgs,
+    input: &Tensor,
+) -> anyhow::Result<lutq_ir::int::IntGraph> {
+    let compiled = crate::pipeline::compile(graph, args.cle, args.mode, &args.quant, false)?;
+    let mut seen = std::collections::HashSet::new();
+    crate::pipeline::print_warnings(&compiled.report.warnings, &mut seen);
+    let range = crate::pipeline::input_range_warnings(
+        &compiled.int_graph,
+        &compiled.report,
+        input,
+        &args.input,
+    );
+    crate::pipeline::print_warnings(&range, &mut seen);
+    Ok(compiled.int_graph)
 }
 
 fn print_summary(s: &RunSummary, output: &std::path::Path) {

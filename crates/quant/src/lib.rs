@@ -18,6 +18,7 @@
 //! algorithm and its objective.
 
 pub mod calib;
+pub mod checks;
 mod elementwise;
 pub mod fit;
 mod hessian;
@@ -28,7 +29,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-pub use lower::{IntegerForms, LayerReport, QuantReport, integer_forms};
+pub use lower::{CalibratedInput, IntegerForms, LayerReport, QuantReport, integer_forms};
 
 use fit::{ScaleKind, WeightFormat};
 use lutq_ir::int::IntGraph;
@@ -176,6 +177,10 @@ pub enum QuantError {
     Unsupported(Vec<String>),
     #[error("calibration: {0}")]
     Calibration(String),
+    /// A NaN or infinite value in the calibration data (a user data error). The CLI
+    /// names the file: `calibration data 'calib.npy': sample 3, element 1027 (…) is NaN`.
+    #[error("calibration data: {0}")]
+    NonFinite(checks::NonFiniteValue),
     #[error("fp32 is the float model itself: there is nothing to quantize (use the float backend)")]
     Fp32,
     #[error(transparent)]
@@ -211,9 +216,13 @@ pub fn quantize(
         return Err(QuantError::Fp32);
     }
     lower::check_supported(graph)?;
+    checks::check_finite(graph, calib)?;
+    let warnings = checks::input_warnings(graph, calib);
     let total = calib.shape().first().copied().unwrap_or(0);
     let stats = calib::calibrate(graph, calib, &|done| {
         progress(Progress::Calibrating { done, total })
     })?;
-    lower::lower(graph, calib, &stats, options, progress)
+    let (int_graph, mut report) = lower::lower(graph, calib, &stats, options, progress)?;
+    report.warnings.splice(0..0, warnings);
+    Ok((int_graph, report))
 }

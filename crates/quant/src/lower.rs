@@ -18,6 +18,9 @@ use crate::fit::{self, FitOptions, LayerProblem, RowScale, ScaleKind, WeightForm
 use crate::hessian::{PatchGeometry, patch_statistics};
 use crate::{Progress, QuantError, QuantOptions};
 
+mod guard;
+mod warn;
+
 /// What the quantizer decided for one linear layer.
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerReport {
@@ -40,6 +43,13 @@ pub struct LayerReport {
     /// Worst-case accumulator magnitude over 2^31 − 1.
     pub accumulator_headroom: f64,
     pub weight_bytes: usize,
+    /// Output channels treated as constants: weights that move the output by less than
+    /// half an output step over the input range (BatchNorm with γ ≈ 0, zero rows),
+    /// quantized to zero, the bias carrying the channel.
+    pub constant_channels: usize,
+    /// Output channels whose weight exponent was lowered below the fitted one so that
+    /// their bias and accumulator fit i32 and their rescale is representable.
+    pub capped_exponents: usize,
 }
 
 /// What [`crate::quantize`] did.
@@ -55,6 +65,21 @@ pub struct QuantReport {
     /// All residual Adds.
     pub adds: usize,
     pub seconds: f64,
+    /// Problems with the calibration data or the fit that did not stop quantization
+    /// (constant inputs, too few samples or patches, constant layer inputs); the CLI
+    /// prints them before its results.
+    pub warnings: Vec<String>,
+    /// The range of every graph input over the calibration set (what `quantize_input`
+    /// was calibrated for), so callers can warn about inputs far outside it.
+    pub calibrated_inputs: Vec<CalibratedInput>,
+}
+
+/// A graph input's calibrated range.
+#[derive(Clone, Debug, Serialize)]
+pub struct CalibratedInput {
+    pub name: String,
+    pub min: f32,
+    pub max: f32,
 }
 
 /// How much more activation MSE [`Lowering::aligned_exponent`] accepts to save an Add's
@@ -527,6 +552,11 @@ impl<'a> Lowering<'a> {
                 };
                 let (lo, hi) = elem.range();
                 let exp = h.choose_exponent(lo, hi);
+                self.report.calibrated_inputs.push(CalibratedInput {
+                    name: name.clone(),
+                    min: h.min,
+                    max: h.max,
+                });
                 let index = self
                     .graph
                     .inputs()
@@ -894,16 +924,42 @@ impl<'a> Lowering<'a> {
             .filter(|_| sampled >= fit::TARGET_MIN_PATCHES_PER_INPUT * patch_geom.patch_len())
             .map(|v| v.as_slice());
         let patch = patch_statistics(&patch_geom, &real, targets, self.options.max_patches);
+        let wants_target = self.options.float_target && self.options.data_aware;
+        self.report.warnings.extend(warn::patch_warning(
+            &node.name,
+            sampled,
+            patch_geom.patch_len(),
+            patch_geom.out_height * patch_geom.out_width,
+            self.options.max_patches,
+            wants_target,
+        ));
+        let plane = patch_geom.height * patch_geom.width;
+        let still = warn::constant_channels(&real, patch_geom.channels, plane);
+        self.report.warnings.extend(warn::constant_input_warning(
+            &node.name,
+            &still,
+            patch_geom.channels,
+            real.len(),
+        ));
         drop(real);
-        // Fit the rows that reproduce the float output from the quantized input; bias
-        // correction still aims at the float model's channel means.
-        let target_rows: std::borrow::Cow<'_, [f32]> = if patch.cross.is_empty() {
-            rows.as_slice().into()
+        // Output type and exponent (a wide output's exponent follows from the fit).
+        let is_output = graph.outputs().iter().any(|o| o.node == id);
+        let wide = is_output && act.is_none() && graph.users(id).is_empty();
+        let (elem, planned_exp) = if wide {
+            (IntElem::I32, None)
         } else {
-            fit::float_target_rows(&rows, o_n, k_n, &patch.hessians, &patch.cross).into()
+            let elem = if act.is_some() {
+                IntElem::U8
+            } else {
+                IntElem::I8
+            };
+            let (lo, hi) = elem.range();
+            let hist = self.hist(id)?;
+            let best = hist.choose_exponent(lo, hi);
+            (elem, Some(self.aligned_exponent(id, hist, best, lo, hi)))
         };
 
-        // Fit the weights.
+        // The weight format and scale of this layer.
         let depthwise = geom
             .as_ref()
             .is_some_and(|g| g.group > 1 && g.group == in_shape[1] && shape4[1] == 1);
@@ -928,7 +984,55 @@ impl<'a> Lowering<'a> {
                 other => other,
             }
         };
-        let fitted = fit::fit_layer(
+
+        // Constant channels (BatchNorm with γ ≈ 0, zero rows): weights that move the
+        // output by less than half an output step over the whole input range are fitted
+        // as zeros and the bias carries the channel (`fit/dead.rs`, `lower/guard.rs`).
+        // A wide output's exponent follows the fit; the coarsest one the fit can reach
+        // (every row's max-fitting exponent less one) stands in for it, and is then the
+        // output's exponent at most when some channel is constant.
+        let x_step = (-(xt.exp as f64)).exp2();
+        let detect_exp = match planned_exp {
+            Some(e) => e,
+            None => {
+                let (lo, hi) = format.range();
+                xt.exp
+                    + rows
+                        .chunks(k_n.max(1))
+                        .filter_map(|r| {
+                            let (mn, mx) = r.iter().fold((0f64, 0f64), |(a, b), &v| {
+                                (a.min(v as f64), b.max(v as f64))
+                            });
+                            fit::max_fit_exponent(mn, mx, lo, hi)
+                        })
+                        .min()
+                        .map_or(0, |e| e - 1)
+            }
+        };
+        let x_max = lutq_ir::int::input_magnitude(xt.elem) as f64 * x_step;
+        let constant =
+            fit::constant_rows(&rows, o_n, k_n, x_max, 0.5 * (-(detect_exp as f64)).exp2());
+        let constant_channels = constant.iter().filter(|&&c| c).count();
+        let fit_rows: std::borrow::Cow<'_, [f32]> = if constant_channels == 0 {
+            rows.as_slice().into()
+        } else {
+            let mut r = rows.clone();
+            for (o, _) in constant.iter().enumerate().filter(|(_, c)| **c) {
+                r[o * k_n..(o + 1) * k_n].fill(0.0);
+            }
+            r.into()
+        };
+
+        // Fit the rows that reproduce the float output from the quantized input; bias
+        // correction still aims at the float model's channel means.
+        let target_rows: std::borrow::Cow<'_, [f32]> = if patch.cross.is_empty() {
+            fit_rows.clone()
+        } else {
+            fit::float_target_rows(&fit_rows, o_n, k_n, &patch.hessians, &patch.cross).into()
+        };
+
+        // Fit the weights.
+        let mut fitted = fit::fit_layer(
             &LayerProblem {
                 weights: &target_rows,
                 rows: o_n,
@@ -952,85 +1056,89 @@ impl<'a> Lowering<'a> {
         let zero = vec![0i8; o_n * k_n];
         let reference_energy = fit::output_error(&problem, &zero, &vec![RowScale::Pot(0); o_n]);
 
-        // Output type and exponent.
-        let is_output = graph.outputs().iter().any(|o| o.node == id);
-        let wide = is_output && act.is_none() && graph.users(id).is_empty();
-        let w_exps: Vec<i32> = fitted
-            .scales
-            .iter()
-            .map(|s| match s {
-                RowScale::Pot(e) => *e,
-                RowScale::Float(v) => (-v.log2()).floor() as i32,
-            })
-            .collect();
-        let (elem, exp) = if wide {
-            (
-                IntElem::I32,
-                xt.exp + w_exps.iter().copied().min().unwrap_or(0),
-            )
-        } else {
-            let elem = if act.is_some() {
-                IntElem::U8
-            } else {
-                IntElem::I8
-            };
-            let (lo, hi) = elem.range();
-            let hist = self.hist(id)?;
-            let best = hist.choose_exponent(lo, hi);
-            (elem, self.aligned_exponent(id, hist, best, lo, hi))
-        };
+        let exp = planned_exp.unwrap_or_else(|| {
+            // The finest exponent every live row's accumulator reaches by a right shift
+            // (with constant rows, at most the one they were detected for).
+            let live = (0..o_n)
+                .filter(|&o| !constant[o])
+                .map(|o| xt.exp + guard::scale_exponent(fitted.scales[o]))
+                .min();
+            match live {
+                Some(e) if constant_channels > 0 => e.min(detect_exp),
+                Some(e) => e,
+                None => detect_exp,
+            }
+        });
         let (lo, hi) = act_bounds(act, elem, exp);
-        let x_step = (-(xt.exp as f64)).exp2();
-        let acc_step: Vec<f64> = fitted.scales.iter().map(|s| x_step * s.value()).collect();
-        let out_step = (-(exp as f64)).exp2();
-        let rescale: Vec<Rescale> = (0..o_n)
-            .map(|o| match fitted.scales[o] {
-                RowScale::Pot(e) => Ok(Rescale::Shift(xt.exp + e - exp)),
-                RowScale::Float(_) => {
-                    Rescale::from_factor(acc_step[o] / out_step).ok_or_else(|| {
-                        QuantError::Calibration(format!(
-                            "node '{}': rescale factor out of range",
-                            node.name
-                        ))
-                    })
-                }
-            })
-            .collect::<Result<_, _>>()?;
 
         // Bias correction: the mean accumulator is exactly Σ_k ŵ_k · E[x_k] (linear in
         // x), so the mean patch gives it without running the layer.
         let groups = patch.means.len();
         let rows_per_group = o_n / groups;
-        let mut bias_real = bias.clone();
-        let mut max_correction: f64 = 0.0;
-        if let Some(target) = self
+        let target = self
             .stats
             .channel_means
             .get(&id)
-            .filter(|_| self.options.bias_correction)
-        {
-            for o in 0..o_n {
-                let mean = &patch.means[o / rows_per_group];
-                let levels = &fitted.levels[o * k_n..(o + 1) * k_n];
-                let mean_acc: f64 = levels
-                    .iter()
-                    .zip(mean)
-                    .map(|(&w, &m)| w as f64 * m)
-                    .sum::<f64>()
-                    / x_step;
-                let quantized_mean = mean_acc * acc_step[o] + bias[o];
-                let corrected = bias[o] + (target[o] - quantized_mean);
-                max_correction = max_correction.max((corrected - bias[o]).abs() / out_step);
-                bias_real[o] = corrected;
-            }
-        }
-        let bias_q: Vec<i32> = (0..o_n)
-            .map(|o| {
-                (bias_real[o] / acc_step[o])
-                    .round()
-                    .clamp(i32::MIN as f64, i32::MAX as f64) as i32
-            })
+            .filter(|_| self.options.bias_correction);
+        let corrected_bias = |o: usize, levels: &[i8], scale: f64| -> f64 {
+            let Some(target) = target else {
+                return bias[o];
+            };
+            let mean = &patch.means[o / rows_per_group];
+            let mean_acc: f64 = levels
+                .iter()
+                .zip(mean)
+                .map(|(&w, &m)| w as f64 * m)
+                .sum::<f64>()
+                / x_step;
+            let quantized_mean = mean_acc * (x_step * scale) + bias[o];
+            bias[o] + (target[o] - quantized_mean)
+        };
+
+        // Exponents capped so that every channel's i32 arithmetic fits and its rescale
+        // is representable; constant channels get an exponent for their bias.
+        let guarded = guard::guard_layer(
+            &guard::LayerGuard {
+                target_rows: &target_rows,
+                k: k_n,
+                format,
+                constant: &constant,
+                x_exp: xt.exp,
+                x_elem: xt.elem,
+                lo,
+                hi,
+                wide,
+                bias: &corrected_bias,
+            },
+            &mut fitted,
+            exp,
+        )
+        .map_err(|channel| lutq_ir::int::IntCheckError::Overflow {
+            node: node.name.clone(),
+            channel,
+            bound: i64::MAX,
+            detail: "no weight exponent keeps its bias and accumulator within i32 \
+                     (internal error: lutq bug, please report it with the model)"
+                .into(),
+        })?;
+        let exp = guarded.exp;
+        let (lo, hi) = act_bounds(act, elem, exp);
+        let out_step = (-(exp as f64)).exp2();
+        let max_correction = if target.is_some() {
+            (0..o_n)
+                .map(|o| (guarded.bias_real[o] - bias[o]).abs() / out_step)
+                .fold(0.0, f64::max)
+        } else {
+            0.0
+        };
+        let capped_exponents = (0..o_n).filter(|&o| guarded.capped[o]).count();
+        let w_exps: Vec<i32> = fitted
+            .scales
+            .iter()
+            .map(|&s| guard::scale_exponent(s))
             .collect();
+        let rescale = guarded.rescale;
+        let bias_q = guarded.bias_q;
 
         let weights = match (&fitted.codes, fitted.lut) {
             (Some(codes), Some(_)) => QWeights::Lut {
@@ -1089,6 +1197,8 @@ impl<'a> Lowering<'a> {
             bias_correction_steps: max_correction,
             accumulator_headroom: bound.rescaled as f64 / i32::MAX as f64,
             weight_bytes: layer.weights.size_bytes() + 8 * o_n,
+            constant_channels,
+            capped_exponents,
         });
         let int_node = IntNode {
             name: node.name.clone(),

@@ -39,15 +39,36 @@ pub struct AccumulatorBound {
     pub rescaled: i64,
 }
 
+/// The largest `|x|` of an input element type (`i8`: 128, `u8`: 255).
+pub fn input_magnitude(input: IntElem) -> i64 {
+    match input {
+        IntElem::I8 => 128,
+        IntElem::U8 => 255,
+        IntElem::I32 => i32::MAX as i64 + 1,
+    }
+}
+
+/// One output channel's worst case: `(accumulator, rescaled)` with accumulator
+/// `|bias| + Σ|w| · max|x|` (`sum_abs_w` = `Σ|w|` of the decoded weights) and rescaled its
+/// largest intermediate in the rescale (the accumulator plus the rounding term, or shifted
+/// left for a negative shift; a multiplier's product is i64 by contract). Both must fit
+/// i32. [`accumulator_bound`] applies it to every channel; the quantizer uses it to choose
+/// exponents that pass.
+pub fn channel_bound(sum_abs_w: i64, bias: i32, rescale: Rescale, input: IntElem) -> (i64, i64) {
+    let acc = sum_abs_w * input_magnitude(input) + (bias as i64).abs();
+    let rescaled = match rescale {
+        Rescale::Shift(s) if s > 0 => acc + (1i64 << (s - 1).min(40)),
+        Rescale::Shift(s) => acc << (-s).min(31),
+        // Computed in i64 by contract; only the accumulator must fit.
+        Rescale::Multiplier { .. } => acc,
+    };
+    (acc, rescaled)
+}
+
 /// Worst case over all inputs of the given element type: every product at its largest
 /// magnitude with the same sign (exact per channel: the sum of |decoded weight|, which is
 /// at most the LUT's extreme times the fan-in).
 pub fn accumulator_bound(layer: &QLinear, input: IntElem) -> AccumulatorBound {
-    let x_max: i64 = match input {
-        IntElem::I8 => 128,
-        IntElem::U8 => 255,
-        IntElem::I32 => i32::MAX as i64 + 1,
-    };
     let [o_n, ..] = layer.weights.shape();
     let k_n = layer.weights.row_len();
     let w = layer.weights.decode();
@@ -61,13 +82,7 @@ pub fn accumulator_bound(layer: &QLinear, input: IntElem) -> AccumulatorBound {
             .iter()
             .map(|&v| (v as i64).abs())
             .sum();
-        let acc = sum * x_max + (layer.bias[o] as i64).abs();
-        let rescaled = match layer.rescale[o] {
-            Rescale::Shift(s) if s > 0 => acc + (1i64 << (s - 1).min(40)),
-            Rescale::Shift(s) => acc << (-s).min(31),
-            // Computed in i64 by contract; only the accumulator must fit.
-            Rescale::Multiplier { .. } => acc,
-        };
+        let (acc, rescaled) = channel_bound(sum, layer.bias[o], layer.rescale[o], input);
         if rescaled > worst.rescaled {
             worst = AccumulatorBound {
                 channel: o,

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::op::Pool;
 
 pub use check::{
-    AccumulatorBound, IntCheckError, accumulator_bound, transpose_sources, transposed_shape,
+    AccumulatorBound, IntCheckError, accumulator_bound, channel_bound, input_magnitude,
+    transpose_sources, transposed_shape,
 };
 
 /// Element type of an integer tensor.

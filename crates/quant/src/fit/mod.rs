@@ -24,6 +24,7 @@
 //! (one table per output channel), `linalg.rs`.
 
 mod channel;
+mod dead;
 mod exponent;
 mod gptq;
 mod kmeans;
@@ -33,6 +34,8 @@ mod refit;
 mod search;
 mod target;
 
+pub use dead::constant_rows;
+pub(crate) use dead::requantize_row;
 pub use exponent::{EXP_LIMIT, max_fit_exponent};
 pub use gptq::{DAMP, GptqFactor};
 pub use kmeans::{KMeans, LUT_SIZE, kmeans_lut};
@@ -149,7 +152,8 @@ impl Fitted {
 }
 
 /// Fits `problem` in the given format. Never fails on finite weights: all-zero rows get
-/// level 0 and a neutral scale (`Float(1)`, or with `PotChannel` the layer's max-fitting
+/// level 0 in every format (a LUT they read gets an entry 0, see `dead.rs`) and a neutral
+/// scale (`Float(1)`, or with `PotChannel` the layer's max-fitting
 /// exponent, which every row whose levels all came out zero also gets, so that no
 /// meaningless exponent reaches the shift computation; with `PotLayer` all rows keep the
 /// one layer exponent).
@@ -189,11 +193,14 @@ pub fn fit_layer(problem: &LayerProblem<'_>, options: &FitOptions) -> Fitted {
             output_error: 0.0,
         };
     }
-    match options.format {
+    let mut fitted = match options.format {
         WeightFormat::Uniform { min, max } => search::fit_uniform(&prep, min, max, options),
         WeightFormat::Lut4 => search::fit_lut(&prep, options),
         WeightFormat::Lut4PerChannel => channel::fit_lut_per_channel(&prep, options),
-    }
+    };
+    // All-zero rows (constant channels) must come out as exact zeros in every format.
+    dead::zero_constant_rows(&prep, options.format, options.scale, &mut fitted);
+    fitted
 }
 
 /// The objective `E` of arbitrary levels and row scales on `problem` (the same function
