@@ -203,7 +203,7 @@ fn huge_biases_quantize_in_every_mode() {
             let row_sums = huge_bias_row_sums();
             let mut worst: f64 = 0.0;
             for s in 0..16 {
-                for o in 0..2 {
+                for (o, &row_sum) in row_sums.iter().enumerate().take(2) {
                     let i = s * 3 + o;
                     // Plus the f32 rounding of both sides. The i32 output's step is far
                     // finer than 4-bit weights: there the (live, capped) channel is also
@@ -212,7 +212,7 @@ fn huge_biases_quantize_in_every_mode() {
                     // are sparse, that is up to 3.4 here against Σ|w| · max x ≈ 4.5 (the
                     // error of dropping the weights); uniform grids and per-channel tables
                     // stay within f32 rounding.
-                    let weights = if relu { 0.0 } else { row_sums[o] };
+                    let weights = if relu { 0.0 } else { row_sum };
                     let tolerance =
                         step + weights + 2.0 * (float[i].abs() as f64) * f64::from(f32::EPSILON);
                     worst = worst.max((float[i] as f64 - int[i] as f64).abs() - step);

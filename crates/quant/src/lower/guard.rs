@@ -120,12 +120,12 @@ pub(super) fn guard_layer(
             bias_real: Vec::with_capacity(rows),
             capped: Vec::with_capacity(rows),
         };
-        for o in 0..rows {
+        for (o, first) in start.iter().enumerate() {
             let (rescale, bias_q, bias_real) = guard_row(g, fitted, o, exp).ok_or(o)?;
             out.rescale.push(rescale);
             out.bias_q.push(bias_q);
             out.bias_real.push(bias_real);
-            out.capped.push(fitted.scales[o] != start[o]);
+            out.capped.push(fitted.scales[o] != *first);
         }
         // A wide output keeps every shift ≥ 0: a row capped below the output exponent
         // lowers it (and the other rows are checked again at their larger shifts).
