@@ -1,0 +1,126 @@
+//! The committed models of the zoo (`models/zoo/manifest.json`: real MCU and mobile
+//! models lutq was not built with, with their own calibration and evaluation inputs):
+//! each imports with the manifest's input shape, quantizes in the default mode and in
+//! int8, tracks the float model on evaluation inputs from other source material, and
+//! runs bit for bit the same in the generated C and the JIT as in the golden
+//! interpreter. The whole zoo in every mode is `cargo xtask zoo`.
+
+use std::path::{Path, PathBuf};
+
+use lutq_backend_c::{HostProgram, decode_outputs, quantize_samples};
+use lutq_interp::Interpreter;
+use lutq_interp::int::IntInterpreter;
+use lutq_ir::{Graph, Tensor};
+use lutq_quant::{Mode, QuantOptions};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn load(rel: &str, limit: usize) -> Tensor {
+    let a = lutq_dataio::NpyArray::from_npy_file(root().join(rel)).unwrap();
+    let n = a.shape[0].min(limit);
+    let per = a.data.len() / a.shape[0];
+    let mut shape = a.shape.clone();
+    shape[0] = n;
+    Tensor::f32(shape, a.data[..n * per].to_vec()).unwrap()
+}
+
+fn committed() -> Vec<Value> {
+    let text = std::fs::read_to_string(root().join("models/zoo/manifest.json")).unwrap();
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    manifest["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["committed"] == true && m["data_committed"] == true)
+        .cloned()
+        .collect()
+}
+
+fn import(m: &Value) -> Graph {
+    let bytes = std::fs::read(root().join(m["path"].as_str().unwrap())).unwrap();
+    let mut options = lutq_onnx::ImportOptions::default();
+    let shape: Vec<usize> = m["input_shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
+    options
+        .input_shapes
+        .insert(m["input"].as_str().unwrap().to_string(), shape);
+    let g = lutq_onnx::import(&bytes, &options).unwrap_or_else(|e| panic!("{}: {e}", m["name"]));
+    lutq_opt::optimize(&g, &Default::default()).unwrap().0
+}
+
+fn sqnr_db(want: &[f32], got: &[f32]) -> f64 {
+    let signal: f64 = want.iter().map(|&v| (v as f64).powi(2)).sum();
+    let noise: f64 = want
+        .iter()
+        .zip(got)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
+    10.0 * (signal / noise.max(f64::MIN_POSITIVE)).log10()
+}
+
+#[test]
+fn committed_zoo_models_quantize_and_run_bit_exact_everywhere() {
+    let models = committed();
+    assert!(models.len() >= 4, "the zoo lost its committed models");
+    for m in &models {
+        let name = m["name"].as_str().unwrap();
+        // The multi-output detectors are checked on their first output only.
+        let float = import(m);
+        let calib = load(m["calib"].as_str().unwrap(), 32);
+        let eval = load(m["eval"].as_str().unwrap(), 8);
+        let want = Interpreter::new(&float)
+            .unwrap()
+            .run_batch(&eval, None)
+            .unwrap();
+        let want = want.as_f32().unwrap();
+        for mode in [Mode::Lut4PotChannel, Mode::Int8PotChannel] {
+            let what = format!("{name} {mode}");
+            let g = lutq_quant::quantize(&float, &calib, &QuantOptions::new(mode), &|_| {})
+                .unwrap_or_else(|e| panic!("{what}: {e}"))
+                .0;
+            let g = lutq_opt::optimize_int(&g, &Default::default()).unwrap().0;
+            let interp = IntInterpreter::new(&g).unwrap();
+            let got = interp.run_batch(&eval, None).unwrap();
+            let db = sqnr_db(want, got[0].as_f32().unwrap());
+            assert!(db > 4.0, "{what}: SQNR {db:.1} dB against fp32");
+            // Bit for bit: C (host compiler) and JIT against the interpreter.
+            let rows: Vec<Vec<&[f32]>> = lutq_bundled_rows(&eval)
+                .into_iter()
+                .take(3)
+                .map(|r| vec![r])
+                .collect();
+            let expected: Vec<Vec<Vec<i32>>> = rows
+                .iter()
+                .map(|r| interp.run(r).unwrap().iter().map(|d| d.to_i32()).collect())
+                .collect();
+            let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+            let program = HostProgram::build(&g, "model", &cc, &["-O1"], None)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let c = decode_outputs(
+                &g,
+                &program.run(&quantize_samples(&g, &rows).unwrap()).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(c, expected, "{what}: generated C");
+            let mut jit = lutq_backend_jit::compile(&g).unwrap();
+            for (k, r) in rows.iter().enumerate() {
+                let out: Vec<Vec<i32>> = jit.run(r).unwrap().iter().map(|d| d.to_i32()).collect();
+                assert_eq!(out, expected[k], "{what}: JIT sample {k}");
+            }
+        }
+    }
+}
+
+/// The samples of a batch as slices.
+fn lutq_bundled_rows(t: &Tensor) -> Vec<&[f32]> {
+    let data = t.as_f32().unwrap();
+    let per = data.len() / t.shape()[0];
+    data.chunks(per).collect()
+}
