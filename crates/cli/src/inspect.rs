@@ -64,7 +64,7 @@ pub fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         Stage::Import => {}
     }
     let bytes = args.model.bytes()?;
-    let onnx = lutq_onnx::summarize(&bytes).map_err(|e| {
+    let onnx = lutq_onnx::summarize_with(&bytes, &args.model.options()?).map_err(|e| {
         anyhow::anyhow!(
             "{} is not a readable ONNX model: {e}",
             args.model.model.display()

@@ -148,20 +148,25 @@ impl ModelArgs {
         std::fs::read(&self.model).with_context(|| format!("cannot read {}", self.model.display()))
     }
 
-    /// Imports the model into the float IR.
-    fn import(&self) -> anyhow::Result<lutq_ir::Graph> {
-        let bytes = self.bytes()?;
+    /// The import options these arguments give.
+    fn options(&self) -> anyhow::Result<lutq_onnx::ImportOptions> {
         let mut input_shapes = std::collections::BTreeMap::new();
         for (name, dims) in &self.input_shape {
             if input_shapes.insert(name.clone(), dims.clone()).is_some() {
                 anyhow::bail!("--input-shape gives '{name}' twice");
             }
         }
-        let options = lutq_onnx::ImportOptions {
+        Ok(lutq_onnx::ImportOptions {
             batch: self.batch,
             input_shapes,
             ..Default::default()
-        };
+        })
+    }
+
+    /// Imports the model into the float IR.
+    fn import(&self) -> anyhow::Result<lutq_ir::Graph> {
+        let bytes = self.bytes()?;
+        let options = self.options()?;
         lutq_onnx::import(&bytes, &options)
             .with_context(|| format!("cannot import {}", self.model.display()))
     }

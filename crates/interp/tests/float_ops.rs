@@ -420,11 +420,17 @@ fn element_wise_math_matches_naive_definitions() {
         (
             Activation::Gelu { tanh: true },
             Box::new(|x| {
-                0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
+                0.5 * x
+                    * (1.0
+                        + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh())
             }),
             false,
         ),
-        (Activation::Softplus, Box::new(|x| (1.0 + x.exp()).ln()), false),
+        (
+            Activation::Softplus,
+            Box::new(|x| (1.0 + x.exp()).ln()),
+            false,
+        ),
         (
             Activation::Elu { alpha: 0.7 },
             Box::new(|x| if x < 0.0 { 0.7 * (x.exp() - 1.0) } else { x }),
@@ -437,7 +443,11 @@ fn element_wise_math_matches_naive_definitions() {
             },
             Box::new(|x| {
                 let (a, g) = (1.673_263_2f32 as f64, 1.050_701f32 as f64);
-                if x <= 0.0 { g * (a * x.exp() - a) } else { g * x }
+                if x <= 0.0 {
+                    g * (a * x.exp() - a)
+                } else {
+                    g * x
+                }
             }),
             false,
         ),

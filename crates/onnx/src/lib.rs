@@ -42,7 +42,7 @@ pub use error::{Diagnostic, DiagnosticKind, ImportError, Location};
 pub use import::ImportOptions;
 pub use model::{MAX_OPSET, MIN_OPSET};
 pub use ops::supported_ops;
-pub use summary::{Dim, ModelSummary, OpsetImport, ValueSummary, summarize};
+pub use summary::{Dim, ModelSummary, OpsetImport, ValueSummary, summarize, summarize_with};
 pub use tensor::{ConstData, ConstValue, NamedTensor, decode_tensor};
 
 /// Imports a serialized ONNX model into a float IR graph.

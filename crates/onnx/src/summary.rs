@@ -33,7 +33,7 @@ pub struct ModelSummary {
     /// Graph inputs that feed operands lutq needs as constants (shapes, clip bounds, …):
     /// the model imports only with them bound ([`ImportOptions::constant_inputs`]).
     pub required_constants: Vec<String>,
-    /// Every unsupported feature, as [`crate::import`] would report it (with batch 1).
+    /// Every unsupported feature, as [`crate::import`] would report it (with the options given to [`summarize_with`]; batch 1 for [`summarize`]).
     pub diagnostics: Vec<Diagnostic>,
     /// Why the model is malformed, if it is (then `diagnostics` may be incomplete).
     pub error: Option<String>,
@@ -107,6 +107,15 @@ fn value_summary(vi: &ValueInfoProto) -> ValueSummary {
 /// Summarizes a model. Fails only when the bytes do not decode; a model that is
 /// malformed in other ways is summarized with [`ModelSummary::error`] set.
 pub fn summarize(model_bytes: &[u8]) -> Result<ModelSummary, ImportError> {
+    summarize_with(model_bytes, &ImportOptions::default())
+}
+
+/// [`summarize`], with the diagnostics of an import with `options` (batch, input
+/// shapes, bound constants).
+pub fn summarize_with(
+    model_bytes: &[u8],
+    options: &ImportOptions,
+) -> Result<ModelSummary, ImportError> {
     let model = ModelProto::decode(model_bytes)?;
     let empty = crate::proto::GraphProto::default();
     let graph = model.graph.as_ref().unwrap_or(&empty);
@@ -151,7 +160,7 @@ pub fn summarize(model_bytes: &[u8]) -> Result<ModelSummary, ImportError> {
         Err(e) => summary.error = Some(e.to_string()),
         Ok(info) => {
             summary.required_constants = required_constants(&info);
-            match convert(&info, &ImportOptions::default()) {
+            match convert(&info, options) {
                 Err(e) => summary.error = Some(e.to_string()),
                 Ok(outcome) => {
                     summary.diagnostics = outcome.diagnostics;
