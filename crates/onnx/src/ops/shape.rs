@@ -110,7 +110,7 @@ fn reshape(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
         }
         None => {
             // Still check the constant operands.
-            let _ = axes_or_shape_operands(cx)?;
+            axes_or_shape_operands(cx)?;
             None
         }
     };
