@@ -195,6 +195,47 @@ fn cli_reports_every_unsupported_part() {
 }
 
 #[test]
+fn cli_input_shape_fixes_symbolic_dims_on_every_command() {
+    // The example's symbolic H is fixed by --input-shape: its diagnostic disappears (the
+    // other unsupported parts remain).
+    for command in ["inspect", "dump"] {
+        let out = lutq(&[
+            command,
+            "examples/unsupported/model.onnx",
+            "--input-shape",
+            "x=1,3,16,32",
+        ]);
+        assert!(!out.status.success());
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains("dimension 2"), "{command}: {text}");
+        assert!(text.contains("node 'lstm' (LSTM)"), "{command}: {text}");
+    }
+    // An unknown name lists the model's inputs; a malformed value is a usage error.
+    let out = lutq(&[
+        "dump",
+        "models/fashion_resnet8.onnx",
+        "--input-shape",
+        "nope=1,2",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("input shape for 'nope'"), "{err}");
+    assert!(err.contains("its inputs are"), "{err}");
+    let out = lutq(&[
+        "dump",
+        "models/fashion_resnet8.onnx",
+        "--input-shape",
+        "x=1,a",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a dimension"));
+}
+
+#[test]
 fn cli_dump_opt_stage_has_no_batch_norm_left() {
     let out = lutq(&["dump", "models/fashion_mobilenetv2.onnx", "--stage", "opt"]);
     assert!(

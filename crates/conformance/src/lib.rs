@@ -676,11 +676,21 @@ mod tests {
         assert_eq!(node_test_op("test_convtranspose_1d"), None);
         assert_eq!(node_test_op("test_constant_pad_axes"), Some("Pad"));
         assert_eq!(node_test_op("test_constant"), Some("Constant"));
-        assert_eq!(node_test_op("test_constantofshape_int_zeros"), None);
+        assert_eq!(
+            node_test_op("test_constantofshape_int_zeros"),
+            Some("ConstantOfShape")
+        );
+        assert_eq!(node_test_op("test_expand_dim_changed"), Some("Expand"));
+        assert_eq!(node_test_op("test_exp"), Some("Exp"));
+        assert_eq!(node_test_op("test_max_example"), Some("Max"));
+        assert_eq!(node_test_op("test_maxpool_2d_pads"), Some("MaxPool"));
+        assert_eq!(node_test_op("test_logsoftmax_axis_0"), None);
+        assert_eq!(node_test_op("test_gather_elements_0"), None);
         assert_eq!(node_test_op("test_matmul_2d"), Some("MatMul"));
         assert_eq!(node_test_op("test_matmulinteger"), None);
         assert_eq!(node_test_op("test_softmax_cross_entropy_mean"), None);
-        assert_eq!(node_test_op("test_tanh"), None);
+        assert_eq!(node_test_op("test_tanh"), Some("Tanh"));
+        assert_eq!(node_test_op("test_hardmax_example"), None);
     }
 
     #[test]

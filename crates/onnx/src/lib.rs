@@ -13,7 +13,11 @@
 //!
 //! Supported: default-domain opsets 6–27 and the ops of [`supported_ops`]; f32 data
 //! (DOUBLE / FLOAT16 / BFLOAT16 initializers are converted), i64/i32 for shape operands.
-//! Graph inputs bind their first dimension, when symbolic, to [`ImportOptions::batch`].
+//! Graph inputs bind their first dimension, when symbolic, to [`ImportOptions::batch`],
+//! and every dimension to [`ImportOptions::input_shapes`] when given. Shape
+//! computations fold to constants during the walk (`Shape` of a static tensor, then
+//! every op whose inputs are all constants and that has a constant evaluator), as
+//! onnx-simplifier does; what only computes shapes never enters the IR.
 //! Flatten, Squeeze and Unsqueeze become static [`lutq_ir::Op::Reshape`]s, `auto_pad`
 //! becomes explicit pads, and every IR node has one output. IR node names are the ONNX
 //! node names (the first output's name for unnamed nodes); helper nodes of multi-node

@@ -33,7 +33,7 @@ pub struct ModelSummary {
     /// Graph inputs that feed operands lutq needs as constants (shapes, clip bounds, …):
     /// the model imports only with them bound ([`ImportOptions::constant_inputs`]).
     pub required_constants: Vec<String>,
-    /// Every unsupported feature, as [`crate::import`] would report it (with batch 1).
+    /// Every unsupported feature, as [`crate::import`] would report it (with the options given to [`summarize_with`]; batch 1 for [`summarize`]).
     pub diagnostics: Vec<Diagnostic>,
     /// Why the model is malformed, if it is (then `diagnostics` may be incomplete).
     pub error: Option<String>,
@@ -110,8 +110,8 @@ pub fn summarize(model_bytes: &[u8]) -> Result<ModelSummary, ImportError> {
     summarize_with(model_bytes, &ImportOptions::default())
 }
 
-/// [`summarize`], with the problems an import with `options` would report (bound input
-/// shapes, batch).
+/// [`summarize`], with the diagnostics of an import with `options` (batch, input
+/// shapes, bound constants).
 pub fn summarize_with(
     model_bytes: &[u8],
     options: &ImportOptions,

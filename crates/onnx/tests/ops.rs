@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use lutq_ir::{Op, Tensor};
+use lutq_ir::{Activation, Op, Tensor};
 use lutq_onnx::proto::tensor_proto::DataType;
 
 /// The op of the node named `name` (ONNX node names become IR node names).
@@ -558,4 +558,124 @@ fn constant_inputs_bind_graph_inputs() {
         lutq_onnx::import(&m.bytes(), &bad),
         Err(lutq_onnx::ImportError::ConstantInput { .. })
     ));
+}
+
+#[test]
+fn new_element_wise_ops_and_n_ary_max_min_sum_mean_pow() {
+    let m = Model::new(20)
+        .input("x", &[1, 2, 3, 3])
+        .input("z", &[1, 2, 1, 1])
+        .init_i64("two", &[], vec![2])
+        .node("Tanh", &["x"], &["a"], vec![])
+        .node("Gelu", &["a"], &["b"], vec![string("approximate", "tanh")])
+        .node("Elu", &["b"], &["c"], vec![float("alpha", 0.5)])
+        .node("Selu", &["c"], &["d"], vec![])
+        .node("Softplus", &["d"], &["e"], vec![])
+        .node("Erf", &["e"], &["f"], vec![])
+        .node("Exp", &["f"], &["g"], vec![])
+        .node("Max", &["g", "z", "x"], &["h"], vec![])
+        .node("Mean", &["h", "z"], &["i"], vec![])
+        .node("Pow", &["i", "two"], &["y"], vec![])
+        .output("y");
+    let g = snapshot!("new_element_wise_ops", m);
+    let x = Tensor::f32(
+        [1, 2, 3, 3],
+        (0..18).map(|i| i as f32 / 9.0 - 1.0).collect(),
+    )
+    .unwrap();
+    let z = Tensor::f32([1, 2, 1, 1], vec![0.3, 2.0]).unwrap();
+    let got = run(&g, &[x.clone(), z.clone()]);
+    let (xs, zs) = (x.as_f32().unwrap(), z.as_f32().unwrap());
+    let want: Vec<f32> = (0..18)
+        .map(|i| {
+            let v = xs[i];
+            let mut a = Activation::Tanh.apply(v);
+            for act in [
+                Activation::Gelu { tanh: true },
+                Activation::Elu { alpha: 0.5 },
+                Activation::Selu {
+                    alpha: 1.673_263_2,
+                    gamma: 1.050_701,
+                },
+                Activation::Softplus,
+                Activation::Erf,
+                Activation::Exp,
+            ] {
+                a = act.apply(a);
+            }
+            let zc = zs[i / 9];
+            let h = a.max(zc).max(v);
+            ((h + zc) / 2.0).powf(2.0)
+        })
+        .collect();
+    assert_close(&got, &want);
+}
+
+#[test]
+fn slice_split_reduce_and_resize_become_ir_ops() {
+    let m = Model::new(18)
+        .input("x", &[1, 4, 6, 8])
+        .init_i64("st", &[2], vec![1, 0])
+        .init_i64("en", &[2], vec![6, i64::MAX])
+        .init_i64("ax", &[2], vec![2, 3])
+        .init_i64("sp", &[2], vec![2, 3])
+        .init_i64("split", &[2], vec![1, 3])
+        .init_i64("raxes", &[2], vec![-2, -1])
+        .init_f32("scales", &[4], vec![1.0, 1.0, 2.0, 1.5])
+        .named_node(
+            "slice",
+            "Slice",
+            &["x", "st", "en", "ax", "sp"],
+            &["s"],
+            vec![],
+        )
+        .named_node(
+            "split",
+            "Split",
+            &["s", "split"],
+            &["p0", "p1"],
+            vec![int("axis", 1)],
+        )
+        .named_node(
+            "mean",
+            "ReduceMean",
+            &["p1", "raxes"],
+            &["m"],
+            vec![int("keepdims", 0)],
+        )
+        .named_node("max", "ReduceMax", &["p0", "raxes"], &["mx"], vec![])
+        .named_node(
+            "up",
+            "Resize",
+            &["p1", "", "scales"],
+            &["r"],
+            vec![
+                string("mode", "nearest"),
+                string("coordinate_transformation_mode", "asymmetric"),
+                string("nearest_mode", "floor"),
+            ],
+        )
+        .output("m")
+        .output("mx")
+        .output("r");
+    let g = snapshot!("slice_split_reduce_resize", m);
+    let x = Tensor::f32([1, 4, 6, 8], (0..192).map(|i| i as f32).collect()).unwrap();
+    let outs = lutq_interp::run(&g, &[x]).unwrap();
+    // Rows 1, 3, 5; columns 0, 3, 6 of each plane.
+    let at = |c: usize, r: usize, col: usize| (c * 48 + r * 8 + col) as f32;
+    let mean = |c: usize| {
+        let mut s = 0.0;
+        for r in [1, 3, 5] {
+            for col in [0, 3, 6] {
+                s += at(c, r, col);
+            }
+        }
+        s / 9.0
+    };
+    assert_close(outs[0].as_f32().unwrap(), &[mean(1), mean(2), mean(3)]);
+    assert_eq!(outs[1].as_f32().unwrap(), [at(0, 5, 6)]);
+    assert_eq!(outs[2].shape(), [1, 3, 6, 4]);
+    // Nearest, asymmetric, floor: output (y, x) reads (y / 2, floor(x / 1.5)).
+    let r = outs[2].as_f32().unwrap();
+    assert_eq!(r[4 + 3], at(1, [1, 3, 5][0], [0, 3, 6][2]));
 }

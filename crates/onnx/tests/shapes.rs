@@ -541,3 +541,22 @@ fn paddle_dynamic_hw_through_shape_slice_cast_folds_end_to_end() {
     let x = ramp(&[1, 2, 8, 7]);
     assert_eq!(run(&g, &x), run(&p, &x));
 }
+
+#[test]
+fn malformed_split_and_resize_sizes_are_errors_not_panics() {
+    let m = Model::new(13)
+        .input("x", &[1, 4, 2, 2])
+        .init_i64("split", &[2], vec![i64::MAX, i64::MAX])
+        .node("Split", &["x", "split"], &["a", "b"], vec![int("axis", 1)])
+        .output("a");
+    assert!(matches!(
+        import_with(&m, &options(1, &[])),
+        Err(ImportError::InvalidNode { .. })
+    ));
+    let m = Model::new(13)
+        .input("x", &[1, 1, 2, 2])
+        .init_f32("scales", &[4], vec![1.0, 1.0, 1e30, 1e30])
+        .node("Resize", &["x", "", "scales"], &["y"], vec![])
+        .output("y");
+    assert!(import_with(&m, &options(1, &[])).is_err());
+}

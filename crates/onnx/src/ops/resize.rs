@@ -226,6 +226,9 @@ fn resize(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
         );
         return Ok(());
     }
+    if out[2..].iter().any(|&n| n > crate::import::MAX_ELEMENTS) {
+        return Err(cx.invalid(format!("the output {out:?} is too large")));
+    }
     if out[2] == 0 || out[3] == 0 {
         return Err(cx.invalid(format!("the output {out:?} would be empty")));
     }

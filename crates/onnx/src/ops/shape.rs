@@ -110,7 +110,7 @@ fn reshape(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
         }
         None => {
             // Still check the constant operands.
-            let _ = axes_or_shape_operands(cx)?;
+            axes_or_shape_operands(cx)?;
             None
         }
     };
@@ -650,7 +650,7 @@ fn split_spec(
         Some(v) => {
             if v.len() != n_out
                 || v.iter().any(|&x| x < 0)
-                || v.iter().sum::<i64>() != shape[d] as i64
+                || v.iter().map(|&x| x as i128).sum::<i128>() != shape[d] as i128
             {
                 return Err(cx.invalid(format!(
                     "split {v:?} does not cut dimension {d} ({}) into {n_out} outputs",
