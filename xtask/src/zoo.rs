@@ -249,14 +249,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 fn table(rows: &[Row], missing: &[String], exact: usize) -> String {
     let ok = rows.iter().filter(|r| r.result.is_ok()).count();
     let mut s = format!(
-        "Regenerate: `python scripts/zoo/build_zoo.py && cargo xtask zoo --write docs/results.md`\n\
+        "Regenerate: `python scripts/zoo/build_zoo.py && cargo xtask zoo --exact {exact} --write docs/results.md`\n\
          (models, data and their provenance: models/zoo/README.md, data/zoo/README.md).\n\n\
          Every model with its own calibration set and an evaluation set from other source\n\
          material; **agree** = top-1 agreement with the fp32 model on the evaluation set,\n\
          **SQNR** of the first output against fp32; **exact** = evaluation samples checked\n\
          bit for bit in the generated C (host gcc -O2) and the JIT against the golden\n\
          interpreter (of {exact}); **flash** = weights, tables, biases and shifts; **arena** = the C\n\
-         backend's static plan over its lower bound. {ok} of {} model × mode runs pass.\n\n\
+         backend's static plan over its lower bound; **s** = wall seconds to quantize and\n\
+         check (release build, a shared 2-core AMD EPYC VM: a rough cost, not a benchmark).\n\
+         {ok} of {} model × mode runs pass.\n\n\
          | model | mode | agree | SQNR dB | flash B | arena B | arena / bound | MACs | exact | s | integer ops |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         rows.len()

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use lutq_dataio::NpyArray;
 use lutq_interp::int::IntInterpreter;
 use lutq_ir::int::{IntGraph, IntOp};
-use lutq_ir::{Activation, Graph, Op, Tensor, TensorType};
+use lutq_ir::{Graph, Op, Tensor, TensorType};
 use lutq_quant::{Mode, QuantError, QuantOptions, QuantReport, quantize};
 
 fn root() -> PathBuf {
