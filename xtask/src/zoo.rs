@@ -54,17 +54,6 @@ fn argmax(row: &[f32]) -> usize {
     (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b })
 }
 
-/// Signal over error power of `got` against `want`, in dB.
-fn sqnr_db(want: &[f32], got: &[f32]) -> f64 {
-    let signal: f64 = want.iter().map(|&v| (v as f64).powi(2)).sum();
-    let noise: f64 = want
-        .iter()
-        .zip(got)
-        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-        .sum();
-    10.0 * (signal / noise.max(f64::MIN_POSITIVE)).log10()
-}
-
 fn op_summary(g: &IntGraph) -> String {
     let mut counts = std::collections::BTreeMap::new();
     for n in &g.nodes {
@@ -127,7 +116,7 @@ fn measure(
     let plan = lutq_backend_c::plan_memory(&g);
     Ok(Measured {
         agreement: agree as f64 / n as f64,
-        sqnr_db: sqnr_db(want, got),
+        sqnr_db: lutq_interp::metrics::sqnr_db(want, got),
         flash_bytes: g.weight_bytes(),
         arena: plan.arena_size,
         lower_bound: plan.lower_bound,

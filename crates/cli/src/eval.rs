@@ -134,16 +134,7 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// `10 log10(Σ ref² / Σ (ref − x)²)`; infinite when identical.
-pub fn sqnr_db(reference: &[f32], x: &[f32]) -> f64 {
-    let signal: f64 = reference.iter().map(|&v| (v as f64).powi(2)).sum();
-    let noise: f64 = reference
-        .iter()
-        .zip(x)
-        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-        .sum();
-    10.0 * (signal / noise).log10()
-}
+pub use lutq_interp::metrics::sqnr_db;
 
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let imported = args.model.import()?;

@@ -55,16 +55,6 @@ fn import(m: &Value) -> Graph {
     lutq_opt::optimize(&g, &Default::default()).unwrap().0
 }
 
-fn sqnr_db(want: &[f32], got: &[f32]) -> f64 {
-    let signal: f64 = want.iter().map(|&v| (v as f64).powi(2)).sum();
-    let noise: f64 = want
-        .iter()
-        .zip(got)
-        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-        .sum();
-    10.0 * (signal / noise.max(f64::MIN_POSITIVE)).log10()
-}
-
 #[test]
 fn committed_zoo_models_quantize_and_run_bit_exact_everywhere() {
     let models = committed();
@@ -88,7 +78,7 @@ fn committed_zoo_models_quantize_and_run_bit_exact_everywhere() {
             let g = lutq_opt::optimize_int(&g, &Default::default()).unwrap().0;
             let interp = IntInterpreter::new(&g).unwrap();
             let got = interp.run_batch(&eval, None).unwrap();
-            let db = sqnr_db(want, got[0].as_f32().unwrap());
+            let db = lutq_interp::metrics::sqnr_db(want, got[0].as_f32().unwrap());
             assert!(db > 4.0, "{what}: SQNR {db:.1} dB against fp32");
             // Bit for bit: C (host compiler) and JIT against the interpreter.
             let rows: Vec<Vec<&[f32]>> = lutq_bundled_rows(&eval)

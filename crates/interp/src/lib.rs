@@ -28,6 +28,7 @@ mod error;
 pub mod float;
 pub mod int;
 mod layout;
+pub mod metrics;
 mod sgemm;
 pub use sgemm::{accumulate_cross_gram, accumulate_gram};
 mod shape;
