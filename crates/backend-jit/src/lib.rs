@@ -455,6 +455,24 @@ pub fn compile_with(graph: &IntGraph, options: &CompileOptions) -> Result<JitMod
                 let (axis, start, step) = (*axis, *start, *step);
                 Box::new(move |e: &mut Emitter| ops::slice(e, &x, &out, axis, start, step))
             }
+            IntOp::Resize(r) => {
+                let x = operand(node.inputs[0]);
+                let taps = |taps: &[lutq_ir::int::ResizeTap]| -> Vec<u8> {
+                    taps.iter()
+                        .flat_map(|t| [t.lo as i32, t.hi as i32, t.w_hi])
+                        .flat_map(i32::to_le_bytes)
+                        .collect()
+                };
+                let rows = host_bytes(&mut consts, &taps(&r.rows));
+                let cols = host_bytes(&mut consts, &taps(&r.cols));
+                let frac = r.frac;
+                Box::new(move |e: &mut Emitter| ops::resize(e, &x, &out, rows, cols, frac))
+            }
+            IntOp::Extremum { kind, shifts } => {
+                let xs: Vec<Operand> = node.inputs.iter().map(|&v| operand(v)).collect();
+                let kind = *kind;
+                Box::new(move |e: &mut Emitter| ops::extremum(e, &xs, &out, kind, shifts))
+            }
         };
         kernel_nodes.push(node.name.clone());
         funcs.push(define(

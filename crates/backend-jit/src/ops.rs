@@ -2,6 +2,7 @@
 //! `Concat` and the pools. Scalar code in i64 (each op's definition, literally), with a
 //! vector path for `Add`, the one of them that touches many elements in real models.
 
+use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use lutq_ir::Pool;
 use lutq_ir::int::{IntElem, QAdd, QMul, QType, Rescale};
@@ -343,5 +344,109 @@ pub(crate) fn slice(
                 e.store_elem(ye, v, d);
             });
         });
+    });
+}
+
+/// Spatial resize ([`lutq_ir::int::QResize`]); the row and column taps as
+/// little-endian i32 triples `(lo, hi, w_hi)` at `rows` and `cols`. Computed in i64,
+/// where the contract's i32 blend is exact.
+pub(crate) fn resize(
+    e: &mut Emitter,
+    x: &Operand,
+    y: &Operand,
+    rows: *const u8,
+    cols: *const u8,
+    frac: u32,
+) {
+    let (s, o) = (&x.ty.shape, &y.ty.shape);
+    let (h, w) = (s[2] as i64, s[3] as i64);
+    let (oh, ow) = (o[2] as i64, o[3] as i64);
+    let planes = (s[0] * s[1]) as i64;
+    let (xe, ye) = (x.ty.elem, y.ty.elem);
+    let (xz, yz) = (xe.size_bytes() as i64, ye.size_bytes() as i64);
+    let one = 1i64 << frac;
+    let xb = e.arena(x.offset);
+    let yb = e.arena(y.offset);
+    let rb = e.host(rows);
+    let cb = e.host(cols);
+    let tap = |e: &mut Emitter, base: Value, k: Value, field: i32| {
+        let p = e.index(base, k, 12);
+        let v = e.load_const(I32, p, 4 * field);
+        e.b.ins().sextend(I64, v)
+    };
+    e.for_each(0, planes, |e, p| {
+        let xp = e.index(xb, p, h * w * xz);
+        let yp = e.index(yb, p, oh * ow * yz);
+        e.for_each(0, oh, |e, oy| {
+            let lo = tap(e, rb, oy, 0);
+            let a = e.index(xp, lo, w * xz);
+            let yr = e.index(yp, oy, ow * yz);
+            let (b, wy) = if frac > 0 {
+                let hi = tap(e, rb, oy, 1);
+                (e.index(xp, hi, w * xz), tap(e, rb, oy, 2))
+            } else {
+                (a, a)
+            };
+            e.for_each(0, ow, |e, ox| {
+                let cl = tap(e, cb, ox, 0);
+                let at = |e: &mut Emitter, row: Value, col: Value| {
+                    let p = e.index(row, col, xz);
+                    e.load_elem(xe, p)
+                };
+                let v = if frac == 0 {
+                    at(e, a, cl)
+                } else {
+                    let ch = tap(e, cb, ox, 1);
+                    let wx = tap(e, cb, ox, 2);
+                    // (one − w) · lo + w · hi, as lo · one + w · (hi − lo).
+                    let lerp = |e: &mut Emitter, lo: Value, hi: Value, wt: Value| {
+                        let d = e.b.ins().isub(hi, lo);
+                        let d = e.b.ins().imul(d, wt);
+                        let l = e.muli(lo, one);
+                        e.add(l, d)
+                    };
+                    let (a0, a1) = (at(e, a, cl), at(e, a, ch));
+                    let (b0, b1) = (at(e, b, cl), at(e, b, ch));
+                    let top = lerp(e, a0, a1, wx);
+                    let bottom = lerp(e, b0, b1, wx);
+                    let v = lerp(e, top, bottom, wy);
+                    e.rshift_round(v, 2 * frac as i32)
+                };
+                let d = e.index(yr, ox, yz);
+                e.store_elem(ye, v, d);
+            });
+        });
+    });
+}
+
+/// Element-wise maximum or minimum of aligned operands ([`lutq_ir::int::IntOp::Extremum`]).
+pub(crate) fn extremum(
+    e: &mut Emitter,
+    xs: &[Operand],
+    y: &Operand,
+    kind: lutq_ir::int::Extremum,
+    shifts: &[i32],
+) {
+    let ye = y.ty.elem;
+    let (lo, hi) = ye.range();
+    let bases: Vec<Value> = xs.iter().map(|x| e.arena(x.offset)).collect();
+    let yb = e.arena(y.offset);
+    e.for_each(0, y.ty.num_elements() as i64, |e, i| {
+        let mut m = None;
+        for ((x, &base), &s) in xs.iter().zip(&bases).zip(shifts) {
+            let p = e.index(base, i, x.ty.elem.size_bytes() as i64);
+            let v = e.load_elem(x.ty.elem, p);
+            let v = e.rshift_round(v, s);
+            let v = e.clamp(v, lo, hi);
+            m = Some(match (m, kind) {
+                (None, _) => v,
+                (Some(m), lutq_ir::int::Extremum::Max) => e.b.ins().smax(m, v),
+                (Some(m), lutq_ir::int::Extremum::Min) => e.b.ins().smin(m, v),
+            });
+        }
+        if let Some(m) = m {
+            let d = e.index(yb, i, ye.size_bytes() as i64);
+            e.store_elem(ye, m, d);
+        }
     });
 }

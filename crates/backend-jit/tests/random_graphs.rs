@@ -80,4 +80,29 @@ fn random_graphs_match_the_interpreter() {
     }
     eprintln!("{tested} graphs ({rejected} invalid drawn), ops: {seen:?}");
     assert!(rejected < tested, "too many invalid graphs: {rejected}");
+    // Every op kind the generator draws was compared at least once.
+    for op in [
+        "conv-lut",
+        "conv-int8",
+        "depthwise",
+        "dense",
+        "add",
+        "concat",
+        "max_pool",
+        "sum_pool",
+        "requant",
+        "table",
+        "mul",
+        "softmax",
+        "transpose",
+        "slice",
+        "resize",
+        "max",
+        "min",
+    ] {
+        assert!(
+            seen.contains_key(op),
+            "no random program had a {op}: {seen:?}"
+        );
+    }
 }

@@ -5,8 +5,8 @@
 
 use lutq_ir::infer::infer;
 use lutq_ir::int::{
-    ConvGeom, IntElem, IntGraph, IntInput, IntNode, IntOp, IntOutput, QAdd, QLinear, QMul,
-    QSoftmax, QTable, QType, QWeights, Rescale, ValueId,
+    ConvGeom, Extremum, IntElem, IntGraph, IntInput, IntNode, IntOp, IntOutput, QAdd, QLinear,
+    QMul, QResize, QSoftmax, QTable, QType, QWeights, Rescale, ResizeTap, ValueId,
 };
 use lutq_ir::{Op, Pool, TensorType};
 
@@ -224,7 +224,7 @@ pub fn random_graph(r: &mut Rng) -> (IntGraph, Vec<f32>) {
     for _ in 0..steps {
         let name = format!("n{}", g.nodes.len());
         let s = g.ty(cur).shape.clone();
-        match r.below(12) {
+        match r.below(14) {
             0..=2 => {
                 if let Some(v) = push_conv(r, &mut g, cur, None) {
                     cur = v;
@@ -362,6 +362,48 @@ pub fn random_graph(r: &mut Rng) -> (IntGraph, Vec<f32>) {
                     inputs: vec![cur],
                     ty: QType { shape, ..ty },
                 });
+            }
+            11 => {
+                // A resize: arbitrary taps (the op's definition does not need them
+                // monotone), nearest (frac 0) or blended.
+                let frac = [0, 1, 2, 8][r.below(4)];
+                let mut taps = |n_in: usize| -> Vec<ResizeTap> {
+                    (0..r.range(1, 20))
+                        .map(|_| ResizeTap {
+                            lo: r.below(n_in) as u32,
+                            hi: r.below(n_in) as u32,
+                            w_hi: if frac == 0 {
+                                0
+                            } else {
+                                r.range(0, 1 << frac) as i32
+                            },
+                        })
+                        .collect()
+                };
+                let (rows, cols) = (taps(s[2]), taps(s[3]));
+                let ty = g.ty(cur).clone();
+                let shape = vec![s[0], s[1], rows.len(), cols.len()];
+                cur = g.push(IntNode {
+                    name,
+                    op: IntOp::Resize(QResize { rows, cols, frac }),
+                    inputs: vec![cur],
+                    ty: QType { shape, ..ty },
+                });
+            }
+            12 => {
+                // Max or min of the value and a same-shape branch, aligned by shifts.
+                let Some(b) = push_conv(r, &mut g, cur, Some(s[1])) else {
+                    continue;
+                };
+                let kind = if r.chance(50) {
+                    Extremum::Max
+                } else {
+                    Extremum::Min
+                };
+                let shifts = vec![r.range(-2, 3) as i32, r.range(-2, 3) as i32];
+                let elem = elem8(r);
+                let op = IntOp::Extremum { kind, shifts };
+                cur = g.push(node(name, op, vec![cur, b], elem, s));
             }
             _ => {
                 let elem = elem8(r);

@@ -1423,3 +1423,113 @@ fn transpose_and_slice_move_elements() {
         );
     }
 }
+
+#[test]
+fn resize_blends_four_neighbours_and_rounds_half_up() {
+    let mut rng = Rng(25);
+    for case in 0..40 {
+        let elem = rng.pick(&[IntElem::U8, IntElem::I8]);
+        let shape = [1, rng.usize(1, 3), rng.usize(1, 5), rng.usize(1, 5)];
+        let frac = rng.usize(0, 8) as u32;
+        let one = 1i64 << frac;
+        let mut taps = |n: usize, count: usize| -> Vec<lutq_ir::int::ResizeTap> {
+            (0..count)
+                .map(|_| lutq_ir::int::ResizeTap {
+                    lo: rng.usize(0, n - 1) as u32,
+                    hi: rng.usize(0, n - 1) as u32,
+                    w_hi: rng.int(0, one) as i32,
+                })
+                .collect()
+        };
+        let rows = taps(shape[2], 1 + case % 7);
+        let cols = taps(shape[3], 1 + case % 5);
+        let out_shape = [shape[0], shape[1], rows.len(), cols.len()];
+        let mut g = IntGraph::new("r");
+        let x = input(&mut g, "x", elem, &shape, 1);
+        let op = IntOp::Resize(lutq_ir::int::QResize {
+            rows: rows.clone(),
+            cols: cols.clone(),
+            frac,
+        });
+        let y = node(&mut g, "r", op, &[x], qtype(elem, &out_shape, 1));
+        output(&mut g, y);
+        g.validate().unwrap();
+        let n: usize = shape.iter().product();
+        let q = random_q(&mut rng, elem, n);
+        let (h, w) = (shape[2], shape[3]);
+        let mut expected = Vec::new();
+        for c in 0..shape[1] {
+            for r in &rows {
+                for k in &cols {
+                    let at = |y: u32, x: u32| q[c * h * w + y as usize * w + x as usize] as i128;
+                    let (wy, wx) = (r.w_hi as i128, k.w_hi as i128);
+                    let one = one as i128;
+                    let sum = (one - wy) * (one - wx) * at(r.lo, k.lo)
+                        + (one - wy) * wx * at(r.lo, k.hi)
+                        + wy * (one - wx) * at(r.hi, k.lo)
+                        + wy * wx * at(r.hi, k.hi);
+                    let v = shift_ref(sum, 2 * frac as i32) as i64;
+                    // A convex blend stays within its four neighbours.
+                    let four = [
+                        at(r.lo, k.lo),
+                        at(r.lo, k.hi),
+                        at(r.hi, k.lo),
+                        at(r.hi, k.hi),
+                    ];
+                    assert!(
+                        (*four.iter().min().unwrap() as i64..=*four.iter().max().unwrap() as i64)
+                            .contains(&v)
+                    );
+                    expected.push(v);
+                }
+            }
+        }
+        let out = run1(&g, &[&dequant(&q, 1)]);
+        assert_eq!(values(&out[0]), expected, "case {case}");
+    }
+}
+
+#[test]
+fn max_and_min_align_each_operand_then_pick() {
+    let mut rng = Rng(26);
+    for case in 0..40 {
+        let (ea, eb) = (
+            rng.pick(&[IntElem::U8, IntElem::I8]),
+            rng.pick(&[IntElem::U8, IntElem::I8]),
+        );
+        let out_elem = rng.pick(&[IntElem::U8, IntElem::I8]);
+        let shape = [1, rng.usize(1, 4), rng.usize(1, 3), rng.usize(1, 3)];
+        let shifts = vec![rng.int(-3, 3) as i32, rng.int(-3, 3) as i32];
+        let max = rng.bool();
+        let kind = if max {
+            lutq_ir::int::Extremum::Max
+        } else {
+            lutq_ir::int::Extremum::Min
+        };
+        // Exponents consistent with the shifts (shift = operand exponent − output exponent).
+        let out_exp = 3 - shifts[0];
+        let (ea_exp, eb_exp) = (3, out_exp + shifts[1]);
+        let mut g = IntGraph::new("m");
+        let a = input(&mut g, "a", ea, &shape, ea_exp);
+        let b = input(&mut g, "b", eb, &shape, eb_exp);
+        let op = IntOp::Extremum {
+            kind,
+            shifts: shifts.clone(),
+        };
+        let y = node(&mut g, "m", op, &[a, b], qtype(out_elem, &shape, out_exp));
+        output(&mut g, y);
+        g.validate().unwrap();
+        let n: usize = shape.iter().product();
+        let (qa, qb) = (random_q(&mut rng, ea, n), random_q(&mut rng, eb, n));
+        let (lo, hi) = range(out_elem);
+        let expected: Vec<i64> = (0..n)
+            .map(|i| {
+                let a = clamp_ref(shift_ref(qa[i] as i128, shifts[0]), lo, hi);
+                let b = clamp_ref(shift_ref(qb[i] as i128, shifts[1]), lo, hi);
+                if max { a.max(b) } else { a.min(b) }
+            })
+            .collect();
+        let out = run1(&g, &[&dequant(&qa, ea_exp), &dequant(&qb, eb_exp)]);
+        assert_eq!(values(&out[0]), expected, "case {case}");
+    }
+}

@@ -129,6 +129,42 @@ pub struct Resize {
     pub scales: [f32; 2],
 }
 
+impl Resize {
+    /// Per output coordinate of one axis: the two input indices and their weights (nearest:
+    /// the same index twice, weights 1 and 0).
+    pub fn axis_taps(&self, axis: usize, n_in: usize) -> Vec<(usize, usize, f32, f32)> {
+        let n_out = self.out[axis];
+        let scale = self.scales[axis];
+        let last = n_in as i64 - 1;
+        (0..n_out)
+            .map(|o| {
+                let c = self.coord.input_coord(o, scale, n_in, n_out);
+                match self.mode {
+                    ResizeMode::Nearest => {
+                        let p = (self.nearest_mode.pick(c) as i64).clamp(0, last) as usize;
+                        (p, p, 1.0, 0.0)
+                    }
+                    // As onnxruntime's bilinear kernel: the coordinate clamped to the input,
+                    // the two neighbours, weights |c - i2| and |c - i1| (0.5 each when they
+                    // coincide).
+                    ResizeMode::Linear => {
+                        let c = c.clamp(0.0, last as f32);
+                        let i1 = (c as i64).min(last);
+                        let i2 = (i1 + 1).min(last);
+                        let (mut d1, mut d2) = ((c - i1 as f32).abs(), (c - i2 as f32).abs());
+                        if i1 == i2 {
+                            d1 = 0.5;
+                            d2 = 0.5;
+                        }
+                        // weight of i1 is d2, of i2 is d1.
+                        (i1 as usize, i2 as usize, d2, d1)
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
 impl CoordMode {
     /// The input coordinate of output coordinate `x`, computed in f32 as onnxruntime does.
     pub fn input_coord(self, x: usize, scale: f32, n_in: usize, n_out: usize) -> f32 {

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use lutq_interp::int::{IntData, exec_node};
 use lutq_ir::int::{
-    ConvGeom, IntElem, IntGraph, IntInput, IntNode, IntOp, IntOutput, QAdd, QLinear, QMul,
-    QSoftmax, QType, QWeights, Rescale, ValueId,
+    ConvGeom, Extremum, IntElem, IntGraph, IntInput, IntNode, IntOp, IntOutput, QAdd, QLinear,
+    QMul, QResize, QSoftmax, QType, QWeights, Rescale, ValueId,
 };
 use lutq_ir::{Activation, BinaryOp, FusedActivation, Graph, NodeId, Op, Pool, Tensor};
 use rayon::prelude::*;
@@ -148,6 +148,9 @@ pub fn integer_forms(graph: &Graph) -> IntegerForms {
             Op::Softmax { .. } => "softmax",
             Op::Transpose { .. } => "transpose",
             Op::Slice { .. } => "slice",
+            Op::Resize(_) => "resize",
+            Op::Binary(BinaryOp::Max) => "max",
+            Op::Binary(BinaryOp::Min) => "min",
             Op::Reshape { .. } => "reshape",
             Op::Concat { .. } => "concat",
             Op::MaxPool(_) => "max_pool",
@@ -192,6 +195,15 @@ fn unsupported(graph: &Graph) -> Vec<String> {
                 format!("softmax over more than {} elements", lutq_ir::int::QSoftmax::MAX_ROW)
             }),
             Op::Transpose { .. } | Op::Slice { .. } => None,
+            Op::Resize(_) => (graph.node(inputs[0]).ty.rank() != 4)
+                .then(|| "resize of a tensor that is not [N, C, H, W]".to_string()),
+            Op::Binary(BinaryOp::Max | BinaryOp::Min) if !is_const(0) && !is_const(1) => {
+                let [a, b] = [inputs[0], inputs[1]];
+                let (sa, sb) = (&graph.node(a).ty.shape, &graph.node(b).ty.shape);
+                (sa != sb || *sa != node.ty.shape).then(|| format!(
+                    "maximum or minimum of activations {sa:?} and {sb:?}: the operands must have one shape (no broadcasting)"
+                ))
+            }
             Op::Conv(_) if !is_const(1) || (inputs.len() > 2 && !is_const(2)) => {
                 Some("weights and bias must be constants".into())
             }
@@ -229,7 +241,7 @@ fn unsupported(graph: &Graph) -> Vec<String> {
                 crate::elementwise::constant_layout(graph, id).err()
             }
             op => Some(format!(
-                "op '{}' has no integer form; supported: conv, gemm, matmul, add, mul, concat, max/avg/sum pools, reshape, transpose, softmax, and element-wise functions of one tensor (tables)",
+                "op '{}' has no integer form; supported: conv, gemm, matmul, add, mul, max, min, concat, max/avg/sum pools, reshape, transpose, slice, resize, softmax, and element-wise functions of one tensor (tables)",
                 op.name()
             )),
         };
@@ -526,6 +538,52 @@ impl<'a> Lowering<'a> {
                     ty: QType {
                         shape: node.ty.shape.clone(),
                         ..t
+                    },
+                };
+                self.emit(id, n, None)?;
+            }
+            Op::Resize(r) => {
+                let (x, t) = self.input(id, 0);
+                let q = QResize::from_float(r, [t.shape[2], t.shape[3]]);
+                let n = IntNode {
+                    name,
+                    op: IntOp::Resize(q),
+                    inputs: vec![x],
+                    ty: QType {
+                        shape: node.ty.shape.clone(),
+                        ..t
+                    },
+                };
+                self.emit(id, n, None)?;
+            }
+            Op::Binary(op @ (BinaryOp::Max | BinaryOp::Min)) => {
+                let kind = match op {
+                    BinaryOp::Max => Extremum::Max,
+                    _ => Extremum::Min,
+                };
+                let ins = [self.input(id, 0), self.input(id, 1)];
+                // The maximum of anything with a u8 is ≥ 0; the minimum only when both are.
+                let unsigned = match kind {
+                    Extremum::Max => ins.iter().any(|(_, t)| t.elem == IntElem::U8),
+                    Extremum::Min => ins.iter().all(|(_, t)| t.elem == IntElem::U8),
+                };
+                let elem = if unsigned { IntElem::U8 } else { IntElem::I8 };
+                let (lo, hi) = elem.range();
+                let exp = self.hist(id)?.choose_exponent(lo, hi);
+                let n = IntNode {
+                    name,
+                    op: IntOp::Extremum {
+                        kind,
+                        shifts: ins
+                            .iter()
+                            .map(|(_, t)| (t.exp - exp).clamp(-16, 16))
+                            .collect(),
+                    },
+                    inputs: ins.iter().map(|(v, _)| *v).collect(),
+                    ty: QType {
+                        elem,
+                        shape: node.ty.shape.clone(),
+                        exp,
                     },
                 };
                 self.emit(id, n, None)?;

@@ -16,7 +16,9 @@
 use std::fmt::Write as _;
 
 use lutq_ir::Pool;
-use lutq_ir::int::{IntElem, IntGraph, IntNode, IntOp, QLinear, QWeights, Rescale};
+use lutq_ir::int::{
+    Extremum, IntElem, IntGraph, IntNode, IntOp, QLinear, QResize, QWeights, Rescale, ResizeTap,
+};
 
 use super::c_elem;
 use super::weights::{RescaleForm, rescale_form};
@@ -206,6 +208,34 @@ pub(crate) fn emit_kernel(graph: &IntGraph, i: usize, p: &str) -> Result<Option<
             )
             .unwrap();
         }
+        IntOp::Resize(r) => resize(&mut c, node, &ins[0].shape, r),
+        IntOp::Extremum { kind, shifts } => {
+            let n = node.ty.num_elements();
+            let (lo, hi) = node.ty.elem.range();
+            let better = match kind {
+                Extremum::Max => ">",
+                Extremum::Min => "<",
+            };
+            let aligned = |k: usize| {
+                format!(
+                    "lutq_clamp(lutq_rshift({}, {}), {lo}, {hi})",
+                    read(ins[k].elem, &format!("x{k}"), "i"),
+                    shifts[k]
+                )
+            };
+            writeln!(c, "    long i;\n    for (i = 0; i < {n}; ++i) {{").unwrap();
+            writeln!(c, "        int32_t m = {};", aligned(0)).unwrap();
+            for k in 1..ins.len() {
+                writeln!(
+                    c,
+                    "        {{\n            const int32_t v = {};\n            \
+                     if (v {better} m) {{\n                m = v;\n            }}\n        }}",
+                    aligned(k)
+                )
+                .unwrap();
+            }
+            writeln!(c, "        {}\n    }}", write(node.ty.elem, "y", "i", "m")).unwrap();
+        }
         IntOp::MaxPool(pool) => {
             let (type_min, _) = node.ty.elem.range();
             pool_loops(
@@ -254,6 +284,87 @@ pub(crate) fn emit_kernel(graph: &IntGraph, i: usize, p: &str) -> Result<Option<
 /// `s` made safe inside a C block comment (a name containing `*/` would end it).
 pub(crate) fn comment(s: &str) -> String {
     s.replace("*/", "* /")
+}
+
+/// [`QResize`]: the row and column taps as constant arrays in the function, a loop over
+/// planes and output pixels; nearest neighbour (`frac = 0`) is a gather.
+fn resize(c: &mut String, node: &IntNode, in_shape: &[usize], r: &QResize) {
+    let (h, w) = (in_shape[2], in_shape[3]);
+    let planes = in_shape[0] * in_shape[1];
+    let (oh, ow) = (r.rows.len(), r.cols.len());
+    let index_type = if h.max(w) <= u16::MAX as usize {
+        "uint16_t"
+    } else {
+        "uint32_t"
+    };
+    let list = |v: Vec<String>| v.join(", ");
+    let mut arrays = |name: &str, taps: &[ResizeTap]| {
+        let lo = list(taps.iter().map(|t| t.lo.to_string()).collect());
+        writeln!(
+            c,
+            "    static const {index_type} {name}_lo[{}] = {{{lo}}};",
+            taps.len()
+        )
+        .unwrap();
+        if r.frac > 0 {
+            let hi = list(taps.iter().map(|t| t.hi.to_string()).collect());
+            let wt = list(taps.iter().map(|t| t.w_hi.to_string()).collect());
+            writeln!(
+                c,
+                "    static const {index_type} {name}_hi[{}] = {{{hi}}};",
+                taps.len()
+            )
+            .unwrap();
+            writeln!(
+                c,
+                "    static const int16_t {name}_w[{}] = {{{wt}}};",
+                taps.len()
+            )
+            .unwrap();
+        }
+    };
+    arrays("row", &r.rows);
+    arrays("col", &r.cols);
+    let elem = node.ty.elem;
+    let dst = "(p * {oh} + oy) * {ow} + ox"
+        .replace("{oh}", &oh.to_string())
+        .replace("{ow}", &ow.to_string());
+    let body = if r.frac == 0 {
+        let v = read(elem, "x0", "a + col_lo[ox]");
+        write(elem, "y", &dst, &v)
+    } else {
+        let one = 1i32 << r.frac;
+        let v = format!(
+            "lutq_rshift32(({one} - wy) * (({one} - wx) * {} + wx * {})\n                \
+             + wy * (({one} - wx) * {} + wx * {}), {})",
+            read(elem, "x0", "a + col_lo[ox]"),
+            read(elem, "x0", "a + col_hi[ox]"),
+            read(elem, "x0", "b + col_lo[ox]"),
+            read(elem, "x0", "b + col_hi[ox]"),
+            2 * r.frac
+        );
+        format!(
+            "const int32_t wx = col_w[ox];\n            {}",
+            write(elem, "y", &dst, &v)
+        )
+    };
+    let row_setup = if r.frac == 0 {
+        format!("const long a = p * {} + (long)row_lo[oy] * {w};", h * w)
+    } else {
+        format!(
+            "const long a = p * {hw} + (long)row_lo[oy] * {w};\n        \
+             const long b = p * {hw} + (long)row_hi[oy] * {w};\n        \
+             const int32_t wy = row_w[oy];",
+            hw = h * w
+        )
+    };
+    writeln!(
+        c,
+        "    long p, oy, ox;\n    for (p = 0; p < {planes}; ++p) {{\n    \
+         for (oy = 0; oy < {oh}; ++oy) {{\n        {row_setup}\n        \
+         for (ox = 0; ox < {ow}; ++ox) {{\n            {body}\n        }}\n    }}\n    }}"
+    )
+    .unwrap();
 }
 
 fn unsupported(node: &IntNode, message: &str) -> CError {

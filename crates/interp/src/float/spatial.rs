@@ -26,46 +26,12 @@ pub(crate) fn slice(
     }
 }
 
-/// Per output coordinate of one axis: the two input indices and their weights (nearest:
-/// the same index twice, weights 1 and 0).
-fn axis_taps(r: &Resize, axis: usize, n_in: usize) -> Vec<(usize, usize, f32, f32)> {
-    let n_out = r.out[axis];
-    let scale = r.scales[axis];
-    let last = n_in as i64 - 1;
-    (0..n_out)
-        .map(|o| {
-            let c = r.coord.input_coord(o, scale, n_in, n_out);
-            match r.mode {
-                ResizeMode::Nearest => {
-                    let p = (r.nearest_mode.pick(c) as i64).clamp(0, last) as usize;
-                    (p, p, 1.0, 0.0)
-                }
-                // As onnxruntime's bilinear kernel: the coordinate clamped to the input,
-                // the two neighbours, weights |c - i2| and |c - i1| (0.5 each when they
-                // coincide).
-                ResizeMode::Linear => {
-                    let c = c.clamp(0.0, last as f32);
-                    let i1 = (c as i64).min(last);
-                    let i2 = (i1 + 1).min(last);
-                    let (mut d1, mut d2) = ((c - i1 as f32).abs(), (c - i2 as f32).abs());
-                    if i1 == i2 {
-                        d1 = 0.5;
-                        d2 = 0.5;
-                    }
-                    // weight of i1 is d2, of i2 is d1.
-                    (i1 as usize, i2 as usize, d2, d1)
-                }
-            }
-        })
-        .collect()
-}
-
 /// Resizes every `[H, W]` plane of `x` (`[N, C, H, W]`) to `r.out`.
 pub(crate) fn resize(r: &Resize, x: &[f32], shape: &[usize], out: &mut [f32]) {
     let (h, w) = (shape[2], shape[3]);
     let (oh, ow) = (r.out[0], r.out[1]);
-    let ys = axis_taps(r, 0, h);
-    let xs = axis_taps(r, 1, w);
+    let ys = r.axis_taps(0, h);
+    let xs = r.axis_taps(1, w);
     let planes = shape[0] * shape[1];
     for p in 0..planes {
         let src = &x[p * h * w..(p + 1) * h * w];

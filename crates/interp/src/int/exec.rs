@@ -3,8 +3,8 @@
 
 use lutq_ir::infer::infer;
 use lutq_ir::int::{
-    InputQuantizer, IntCheckError, IntElem, IntGraph, IntNode, IntOp, QAdd, QTable, QWeights,
-    clamp, rshift_round,
+    Extremum, InputQuantizer, IntCheckError, IntElem, IntGraph, IntNode, IntOp, QAdd, QTable,
+    QWeights, clamp, rshift_round,
 };
 use lutq_ir::{Op, Pool, TensorType};
 
@@ -261,6 +261,52 @@ pub(super) fn exec_with(
                 }
             }
             IntData::from_i32(out.elem, values)
+        }
+        IntOp::Resize(r) => {
+            let x = inputs[0];
+            let s = in_shape(0);
+            let fits = s.len() == 4
+                && out.shape.len() == 4
+                && r.rows.len() == out.shape[2]
+                && r.cols.len() == out.shape[3]
+                && r.frac <= lutq_ir::int::QResize::MAX_FRAC
+                && r.rows.iter().all(|t| t.lo.max(t.hi) < s[2] as u32)
+                && r.cols.iter().all(|t| t.lo.max(t.hi) < s[3] as u32);
+            if !fits || x.len() != s.iter().product::<usize>() {
+                return Err(invalid(node, "resize taps do not fit the input"));
+            }
+            let (h, w) = (s[2], s[3]);
+            let planes = s[0] * s[1];
+            let mut values = Vec::with_capacity(out.num_elements());
+            for p in 0..planes {
+                let plane: Vec<i32> = (p * h * w..(p + 1) * h * w).map(|i| x.get(i)).collect();
+                for oy in 0..r.rows.len() {
+                    values.extend((0..r.cols.len()).map(|ox| r.blend(&plane, w, oy, ox)));
+                }
+            }
+            IntData::from_i32(out.elem, values)
+        }
+        IntOp::Extremum { kind, shifts } => {
+            let n = out.num_elements();
+            if shifts.len() != inputs.len() || inputs.iter().any(|x| x.len() != n) {
+                return Err(invalid(
+                    node,
+                    "needs one shift per input, all of the output's shape",
+                ));
+            }
+            let aligned = |k: usize, i: usize| {
+                clamp(rshift_round(inputs[k].get(i) as i64, shifts[k]), t_lo, t_hi)
+            };
+            let pick = |a: i32, b: i32| match kind {
+                Extremum::Max => a.max(b),
+                Extremum::Min => a.min(b),
+            };
+            IntData::from_i32(
+                out.elem,
+                (0..n)
+                    .map(|i| (1..inputs.len()).fold(aligned(0, i), |m, k| pick(m, aligned(k, i))))
+                    .collect(),
+            )
         }
     };
     debug_assert_eq!(result.len(), out.num_elements());

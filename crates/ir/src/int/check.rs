@@ -1,6 +1,9 @@
 //! Validation of integer graphs, including the proof that no accumulator overflows.
 
-use super::{IntElem, IntGraph, IntNode, IntOp, QLinear, QSoftmax, QTable, QWeights, Rescale};
+use super::{
+    IntElem, IntGraph, IntNode, IntOp, QLinear, QResize, QSoftmax, QTable, QWeights, Rescale,
+    ResizeTap,
+};
 use crate::infer::infer;
 use crate::op::Op;
 use crate::tensor::TensorType;
@@ -134,6 +137,8 @@ impl IntGraph {
                     | IntOp::Table(_)
                     | IntOp::Mul(_)
                     | IntOp::Softmax(_)
+                    | IntOp::Resize(_)
+                    | IntOp::Extremum { .. }
             ) || inputs.iter().all(|t| t.elem != IntElem::I32);
             if !eight_bit_operands {
                 return Err(fail("operands must be 8-bit".into()));
@@ -339,6 +344,50 @@ impl IntGraph {
                         return Err(fail(format!(
                             "slice axis {axis} from {start} by {step} does not fit {s:?} -> {o:?}"
                         )));
+                    }
+                }
+                IntOp::Resize(r) => {
+                    arity(1)?;
+                    let t = inputs[0];
+                    let (s, o) = (&t.shape, &node.ty.shape);
+                    let shaped = s.len() == 4
+                        && o.len() == 4
+                        && s[..2] == o[..2]
+                        && r.rows.len() == o[2]
+                        && r.cols.len() == o[3];
+                    if !shaped || t.elem != node.ty.elem || t.exp != node.ty.exp {
+                        return Err(fail(format!(
+                            "resize of {s:?} to {o:?} needs one tap per output row and column and keeps type and exponent"
+                        )));
+                    }
+                    if r.frac > QResize::MAX_FRAC {
+                        return Err(fail(format!(
+                            "weights have at most {} fraction bits",
+                            QResize::MAX_FRAC
+                        )));
+                    }
+                    let one = 1i32 << r.frac;
+                    let bad = |taps: &[ResizeTap], n: usize| {
+                        taps.iter().any(|t| {
+                            t.lo as usize >= n || t.hi as usize >= n || !(0..=one).contains(&t.w_hi)
+                        })
+                    };
+                    if bad(&r.rows, s[2]) || bad(&r.cols, s[3]) {
+                        return Err(fail(format!(
+                            "taps must index the input ({}×{}) with weights in 0..={one}",
+                            s[2], s[3]
+                        )));
+                    }
+                }
+                IntOp::Extremum { shifts, .. } => {
+                    if inputs.is_empty() || shifts.len() != inputs.len() {
+                        return Err(fail("needs one shift per input".into()));
+                    }
+                    if inputs.iter().any(|t| t.shape != node.ty.shape) {
+                        return Err(fail("operands and output must have one shape".into()));
+                    }
+                    if shifts.iter().any(|s| !(-16..=16).contains(s)) {
+                        return Err(fail("alignment shifts must be in -16..=16".into()));
                     }
                 }
                 IntOp::Reshape => {

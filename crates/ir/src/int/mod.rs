@@ -378,6 +378,98 @@ pub struct QMul {
     pub hi: i32,
 }
 
+/// One output coordinate of [`QResize`] along one axis: the two input indices it
+/// blends and the weight of `hi` in units of `2^-frac` (`lo` weighs `2^frac − w_hi`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResizeTap {
+    pub lo: u32,
+    pub hi: u32,
+    pub w_hi: i32,
+}
+
+/// Spatial resize of every `[H, W]` plane of an `[N, C, H, W]` tensor, separable: output
+/// `(oy, ox)` with row tap `r = rows[oy]` and column tap `c = cols[ox]` is
+///
+/// ```text
+/// y = rshift_round( (2^f − r.w_hi) · ((2^f − c.w_hi) · x[r.lo][c.lo] + c.w_hi · x[r.lo][c.hi])
+///                 +        r.w_hi  · ((2^f − c.w_hi) · x[r.hi][c.lo] + c.w_hi · x[r.hi][c.hi]),
+///                   2·f )
+/// ```
+///
+/// in i32 with `f = frac ≤ 8` (at most `2^16 · 255` before the shift). Nearest
+/// neighbour is `frac = 0`, `w_hi = 0`: a copy of `x[r.lo][c.lo]`. The weights are
+/// non-negative and sum to `2^(2f)`, so the result lies within the input's range: same
+/// element type and exponent, no clamp.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QResize {
+    /// One tap per output row.
+    pub rows: Vec<ResizeTap>,
+    /// One tap per output column.
+    pub cols: Vec<ResizeTap>,
+    pub frac: u32,
+}
+
+impl QResize {
+    /// Most fraction bits of a weight (keeps the blend within i32 with headroom).
+    pub const MAX_FRAC: u32 = 8;
+
+    /// The integer form of a float resize of `[H, W] = in_hw` planes: the same taps, the
+    /// weights in the fewest fraction bits that hold them exactly (bilinear ×2 with half
+    /// pixels: 0.25 / 0.75, 2 bits), else rounded to [`Self::MAX_FRAC`] bits (an error
+    /// of at most 2^-9 per weight, far below an 8-bit step).
+    pub fn from_float(r: &crate::op::Resize, in_hw: [usize; 2]) -> QResize {
+        let rows = r.axis_taps(0, in_hw[0]);
+        let cols = r.axis_taps(1, in_hw[1]);
+        let exact_in = |f: u32| {
+            rows.iter().chain(&cols).all(|&(lo, hi, _, w_hi)| {
+                let v = w_hi as f64 * (1u32 << f) as f64;
+                lo == hi || (v - v.round()).abs() < 1e-6
+            })
+        };
+        let frac = (0..=Self::MAX_FRAC)
+            .find(|&f| exact_in(f))
+            .unwrap_or(Self::MAX_FRAC);
+        let taps = |t: &[(usize, usize, f32, f32)]| -> Vec<ResizeTap> {
+            t.iter()
+                .map(|&(lo, hi, _, w_hi)| ResizeTap {
+                    lo: lo as u32,
+                    hi: hi as u32,
+                    // Equal neighbours blend to the same pixel: weight 0 keeps the form
+                    // of nearest neighbour.
+                    w_hi: if lo == hi {
+                        0
+                    } else {
+                        (w_hi as f64 * (1u32 << frac) as f64).round() as i32
+                    },
+                })
+                .collect()
+        };
+        QResize {
+            rows: taps(&rows),
+            cols: taps(&cols),
+            frac,
+        }
+    }
+
+    /// The op's definition for one output element of a plane `x` of width `w`.
+    #[inline]
+    pub fn blend(&self, x: &[i32], w: usize, oy: usize, ox: usize) -> i32 {
+        let (r, c) = (self.rows[oy], self.cols[ox]);
+        let one = 1i32 << self.frac;
+        let at = |y: u32, xx: u32| x[y as usize * w + xx as usize];
+        let row = |y: u32| (one - c.w_hi) * at(y, c.lo) + c.w_hi * at(y, c.hi);
+        let sum = (one - r.w_hi) * row(r.lo) + r.w_hi * row(r.hi);
+        rshift_round(sum as i64, 2 * self.frac as i32) as i32
+    }
+}
+
+/// Whether [`IntOp::Extremum`] takes the maximum or the minimum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Extremum {
+    Max,
+    Min,
+}
+
 /// Softmax along `axis` of an 8-bit value, integer only; output `u8` with exponent 8.
 /// For each row (the `n` elements along `axis`, others fixed):
 ///
@@ -467,6 +559,13 @@ pub enum IntOp {
         start: usize,
         step: usize,
     },
+    /// Spatial resize, nearest or bilinear ([`QResize`]); same element type and exponent.
+    /// Inputs: x `[N, C, H, W]`.
+    Resize(QResize),
+    /// Element-wise maximum or minimum of operands of the output's shape, each aligned
+    /// first: `y = max_i / min_i clamp(rshift_round(x_i, shifts[i]), lo, hi)` with the
+    /// output type's range (shifts in `-16..=16`). Inputs: one or more.
+    Extremum { kind: Extremum, shifts: Vec<i32> },
 }
 
 impl IntOp {
@@ -486,6 +585,15 @@ impl IntOp {
             IntOp::Softmax(_) => "softmax",
             IntOp::Transpose { .. } => "transpose",
             IntOp::Slice { .. } => "slice",
+            IntOp::Resize(_) => "resize",
+            IntOp::Extremum {
+                kind: Extremum::Max,
+                ..
+            } => "max",
+            IntOp::Extremum {
+                kind: Extremum::Min,
+                ..
+            } => "min",
         }
     }
 }

@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use super::{IntGraph, IntOp, QType, QWeights, Rescale};
+use super::{IntGraph, IntOp, QType, QWeights, Rescale, ResizeTap};
 
 fn fnv(bytes: impl IntoIterator<Item = u8>) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
@@ -167,6 +167,36 @@ impl IntGraph {
                 IntOp::Slice { axis, start, step } => {
                     write!(out, " axis={axis} start={start} step={step}").unwrap()
                 }
+                IntOp::Resize(r) => {
+                    // Long tap lists print as a count and a hash, like other large data.
+                    let taps = |t: &[ResizeTap]| {
+                        if t.len() > 16 {
+                            let bytes = t.iter().flat_map(|t| {
+                                [t.lo.to_le_bytes(), t.hi.to_le_bytes(), t.w_hi.to_le_bytes()]
+                                    .into_iter()
+                                    .flatten()
+                            });
+                            return format!("{}x#{:08x}", t.len(), fnv(bytes));
+                        }
+                        let v: Vec<String> = t
+                            .iter()
+                            .map(|t| match t.w_hi {
+                                0 => t.lo.to_string(),
+                                w => format!("{}:{}+{}", t.lo, t.hi, w),
+                            })
+                            .collect();
+                        format!("[{}]", v.join(","))
+                    };
+                    write!(
+                        out,
+                        " frac={} rows={} cols={}",
+                        r.frac,
+                        taps(&r.rows),
+                        taps(&r.cols)
+                    )
+                    .unwrap()
+                }
+                IntOp::Extremum { shifts, .. } => write!(out, " shifts={shifts:?}").unwrap(),
             }
             write!(out, " : {}", qtype(&node.ty)).unwrap();
             if !node.name.is_empty() {

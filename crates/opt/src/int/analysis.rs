@@ -117,7 +117,10 @@ fn op_range(op: &IntOp, ty: &QType, inputs: &[(i32, i32)]) -> (i32, i32) {
         IntOp::Linear(l) => (l.lo, l.hi),
         IntOp::Add(a) => (a.lo, a.hi),
         IntOp::SumPool { lo, hi, .. } | IntOp::Requant { lo, hi, .. } => (*lo, *hi),
-        IntOp::Reshape | IntOp::Transpose { .. } | IntOp::Slice { .. } => inputs[0],
+        // A resize blends with non-negative weights summing to one: within its input's range.
+        IntOp::Reshape | IntOp::Transpose { .. } | IntOp::Slice { .. } | IntOp::Resize(_) => {
+            inputs[0]
+        }
         IntOp::Table(t) => (
             t.entries.iter().copied().min().unwrap_or(t_lo),
             t.entries.iter().copied().max().unwrap_or(t_hi),
@@ -125,7 +128,7 @@ fn op_range(op: &IntOp, ty: &QType, inputs: &[(i32, i32)]) -> (i32, i32) {
         IntOp::Mul(m) => (m.lo, m.hi),
         IntOp::Softmax(_) => (0, 255),
         IntOp::MaxPool(_) => (t_lo, inputs[0].1),
-        IntOp::QuantizeInput { .. } | IntOp::Concat { .. } => (t_lo, t_hi),
+        IntOp::QuantizeInput { .. } | IntOp::Concat { .. } | IntOp::Extremum { .. } => (t_lo, t_hi),
     };
     // Stored values are saturated to the type in any case.
     (r.0.max(t_lo), r.1.min(t_hi))

@@ -58,6 +58,9 @@ define_language! {
         "softmax" = Softmax(Box<[Id]>),
         "transpose" = Transpose(Box<[Id]>),
         "slice" = Slice(Box<[Id]>),
+        "resize" = Resize(Box<[Id]>),
+        "max" = Max(Box<[Id]>),
+        "min" = Min(Box<[Id]>),
         Attr(IntAttrId),
     }
 }
@@ -128,6 +131,19 @@ mod tests {
                 axis: 1,
                 start: 0,
                 step: 1,
+            },
+            IntOp::Resize(lutq_ir::int::QResize {
+                rows: vec![],
+                cols: vec![],
+                frac: 0,
+            }),
+            IntOp::Extremum {
+                kind: lutq_ir::int::Extremum::Max,
+                shifts: vec![],
+            },
+            IntOp::Extremum {
+                kind: lutq_ir::int::Extremum::Min,
+                shifts: vec![],
             },
         ];
         for op in ops {
