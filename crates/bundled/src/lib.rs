@@ -3,11 +3,13 @@
 //! xtask tasks of the backends share these instead of each re-deriving paths and
 //! pipelines; the CLI does not use it (it takes paths from the user).
 //!
-//! [`random`] makes random small integer programs for property tests.
+//! [`random`] makes random small integer programs for property tests; [`synthetic`]
+//! small float networks for the ops no bundled model has.
 //!
 //! Errors are `anyhow`: every caller is a test or a developer task that reports and stops.
 
 pub mod random;
+pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 

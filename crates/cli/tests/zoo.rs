@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use lutq_backend_c::{HostProgram, decode_outputs, quantize_samples};
 use lutq_interp::Interpreter;
 use lutq_interp::int::IntInterpreter;
+use lutq_ir::int::IntGraph;
 use lutq_ir::{Graph, Tensor};
 use lutq_quant::{Mode, QuantOptions};
 use serde_json::Value;
@@ -80,31 +81,65 @@ fn committed_zoo_models_quantize_and_run_bit_exact_everywhere() {
             let got = interp.run_batch(&eval, None).unwrap();
             let db = lutq_interp::metrics::sqnr_db(want, got[0].as_f32().unwrap());
             assert!(db > 4.0, "{what}: SQNR {db:.1} dB against fp32");
-            // Bit for bit: C (host compiler) and JIT against the interpreter.
-            let rows: Vec<Vec<&[f32]>> = lutq_bundled_rows(&eval)
-                .into_iter()
-                .take(3)
-                .map(|r| vec![r])
-                .collect();
-            let expected: Vec<Vec<Vec<i32>>> = rows
-                .iter()
-                .map(|r| interp.run(r).unwrap().iter().map(|d| d.to_i32()).collect())
-                .collect();
-            let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-            let program = HostProgram::build(&g, "model", &cc, &["-O1"], None)
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
-            let c = decode_outputs(
-                &g,
-                &program.run(&quantize_samples(&g, &rows).unwrap()).unwrap(),
-            )
-            .unwrap();
-            assert_eq!(c, expected, "{what}: generated C");
-            let mut jit = lutq_backend_jit::compile(&g).unwrap();
-            for (k, r) in rows.iter().enumerate() {
-                let out: Vec<Vec<i32>> = jit.run(r).unwrap().iter().map(|d| d.to_i32()).collect();
-                assert_eq!(out, expected[k], "{what}: JIT sample {k}");
-            }
+            assert_bit_exact(&g, &interp, &eval, &what);
         }
+    }
+}
+
+/// Bit for bit on the first 3 samples of `eval`: C (host compiler) and JIT against the
+/// interpreter.
+fn assert_bit_exact(g: &IntGraph, interp: &IntInterpreter, eval: &Tensor, what: &str) {
+    let rows: Vec<Vec<&[f32]>> = lutq_bundled_rows(eval)
+        .into_iter()
+        .take(3)
+        .map(|r| vec![r])
+        .collect();
+    let expected: Vec<Vec<Vec<i32>>> = rows
+        .iter()
+        .map(|r| interp.run(r).unwrap().iter().map(|d| d.to_i32()).collect())
+        .collect();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let program = HostProgram::build(g, "model", &cc, &["-O1"], None)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let c = decode_outputs(
+        g,
+        &program.run(&quantize_samples(g, &rows).unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c, expected, "{what}: generated C");
+    let mut jit = lutq_backend_jit::compile(g).unwrap();
+    for (k, r) in rows.iter().enumerate() {
+        let out: Vec<Vec<i32>> = jit.run(r).unwrap().iter().map(|d| d.to_i32()).collect();
+        assert_eq!(out, expected[k], "{what}: JIT sample {k}");
+    }
+}
+
+/// The ops no zoo model has (nearest and bilinear Resize, Max and Min of activations,
+/// channel and pixel shuffles through rank-5 and rank-6 transposes), in a synthetic
+/// decoder calibrated on Fashion-MNIST training images and run on test images: every
+/// integer mode tracks the float model and runs bit-exact in C and the JIT.
+#[test]
+fn synthetic_decoder_runs_bit_exact_everywhere() {
+    let float = lutq_bundled::synthetic::decoder([1, 1, 28, 28]);
+    let float = lutq_opt::optimize(&float, &Default::default()).unwrap().0;
+    let calib = lutq_bundled::samples("data/fashion_mnist/train_x.npy", 0, 32).unwrap();
+    let eval = lutq_bundled::samples("data/fashion_mnist/test_x.npy", 0, 8).unwrap();
+    let want = Interpreter::new(&float)
+        .unwrap()
+        .run_batch(&eval, None)
+        .unwrap();
+    for mode in Mode::ALL.into_iter().filter(|&m| m != Mode::Fp32) {
+        let what = format!("decoder {mode}");
+        let g = lutq_quant::quantize(&float, &calib, &QuantOptions::new(mode), &|_| {})
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+            .0;
+        let g = lutq_opt::optimize_int(&g, &Default::default()).unwrap().0;
+        let interp = IntInterpreter::new(&g).unwrap();
+        let got = interp.run_batch(&eval, None).unwrap();
+        let db = lutq_interp::metrics::sqnr_db(want.as_f32().unwrap(), got[0].as_f32().unwrap());
+        eprintln!("{what}: SQNR {db:.1} dB");
+        assert!(db > 15.0, "{what}: SQNR {db:.1} dB against fp32");
+        assert_bit_exact(&g, &interp, &eval, &what);
     }
 }
 

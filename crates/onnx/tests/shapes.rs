@@ -560,3 +560,115 @@ fn malformed_split_and_resize_sizes_are_errors_not_panics() {
         .output("y");
     assert!(import_with(&m, &options(1, &[])).is_err());
 }
+
+/// Runs a one-input float model on `0, 1, 2, …`.
+fn run_arange(g: &Graph) -> Vec<f32> {
+    let shape = g.node(g.inputs()[0]).ty.shape.clone();
+    let n: usize = shape.iter().product();
+    let x = Tensor::f32(shape, (0..n).map(|v| v as f32).collect()).unwrap();
+    let y = lutq_interp::Interpreter::new(g)
+        .unwrap()
+        .run_batch(&x, None)
+        .unwrap();
+    y.as_f32().unwrap().to_vec()
+}
+
+#[test]
+fn run_time_expand_over_space_is_a_broadcast_copy() {
+    for dims in [
+        &[1i64, 3, 1, 1][..],
+        &[3, 1, 1],
+        &[1, 3, 4, 1],
+        &[1, 3, 1, 5],
+    ] {
+        let m = Model::new(13)
+            .input("x", dims)
+            .init_i64("shape", &[4], vec![1, 3, 4, 5])
+            .node("Expand", &["x", "shape"], &["y"], vec![])
+            .output("y");
+        let g = import(&m).unwrap_or_else(|e| panic!("{dims:?}: {e}"));
+        let got = run_arange(&g);
+        let padded: Vec<usize> = std::iter::repeat_n(1, 4 - dims.len())
+            .chain(dims.iter().map(|&d| d as usize))
+            .collect();
+        let mut want = Vec::new();
+        for c in 0..3 {
+            for h in 0..4 {
+                for w in 0..5 {
+                    let (sh, sw) = (h % padded[2], w % padded[3]);
+                    want.push(((c * padded[2] + sh) * padded[3] + sw) as f32);
+                }
+            }
+        }
+        assert_eq!(got, want, "{dims:?}");
+    }
+    // Broadcasting channels is not a spatial copy: refused with the reason.
+    let m = Model::new(13)
+        .input("x", &[1, 1, 4, 5])
+        .init_i64("shape", &[4], vec![1, 3, 4, 5])
+        .node("Expand", &["x", "shape"], &["y"], vec![])
+        .output("y");
+    let d = unsupported(import(&m));
+    assert!(
+        d[0].to_string().contains("only [N, C, 1 or H, 1 or W]"),
+        "{}",
+        d[0]
+    );
+}
+
+#[test]
+fn depth_to_space_and_space_to_depth_follow_the_onnx_definitions() {
+    let (n, c, h, w, b) = (1usize, 8usize, 2usize, 3usize, 2usize);
+    let c2 = c / (b * b);
+    for mode in ["DCR", "CRD"] {
+        let m = Model::new(13)
+            .input("x", &[n as i64, c as i64, h as i64, w as i64])
+            .node(
+                "DepthToSpace",
+                &["x"],
+                &["y"],
+                vec![int("blocksize", b as i64), string("mode", mode)],
+            )
+            .output("y");
+        let g = import(&m).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let got = run_arange(&g);
+        let mut want = vec![0.0; n * c * h * w];
+        for ci in 0..c2 {
+            for y in 0..h * b {
+                for x in 0..w * b {
+                    let (i, j) = (y % b, x % b);
+                    let src_c = match mode {
+                        "DCR" => (i * b + j) * c2 + ci,
+                        _ => ci * b * b + i * b + j,
+                    };
+                    want[(ci * h * b + y) * w * b + x] = ((src_c * h + y / b) * w + x / b) as f32;
+                }
+            }
+        }
+        assert_eq!(got, want, "{mode}");
+    }
+    let m = Model::new(13)
+        .input("x", &[1, 2, 4, 6])
+        .node("SpaceToDepth", &["x"], &["y"], vec![int("blocksize", 2)])
+        .output("y");
+    let g = import(&m).unwrap();
+    assert_eq!(g.node(g.outputs()[0].node).ty.shape, vec![1, 8, 2, 3]);
+    let got = run_arange(&g);
+    let mut want = vec![0.0; 48];
+    for ci in 0..2 {
+        for y in 0..4 {
+            for x in 0..6 {
+                let dst_c = ((y % 2) * 2 + x % 2) * 2 + ci;
+                want[(dst_c * 2 + y / 2) * 3 + x / 2] = ((ci * 4 + y) * 6 + x) as f32;
+            }
+        }
+    }
+    assert_eq!(got, want);
+    // A block that does not divide the input is an error naming the sizes.
+    let m = Model::new(13)
+        .input("x", &[1, 2, 5, 6])
+        .node("SpaceToDepth", &["x"], &["y"], vec![int("blocksize", 2)])
+        .output("y");
+    let e = import(&m).unwrap_err().to_string();
+    assert!(e.contains("5×6 does not divide"), "{e}");
+}

@@ -9,8 +9,7 @@ use lutq_interp::Interpreter;
 use lutq_interp::int::IntInterpreter;
 use lutq_ir::int::{IntGraph, IntOp};
 use lutq_ir::{
-    Activation, BinaryOp, Conv, CoordMode, Gemm, Graph, NearestMode, NodeId, Op, Resize,
-    ResizeMode, Tensor, TensorType,
+    Activation, BinaryOp, Conv, CoordMode, Gemm, Graph, NodeId, Op, ResizeMode, Tensor, TensorType,
 };
 use lutq_quant::{Mode, QuantOptions, quantize};
 
@@ -246,63 +245,9 @@ fn a_constant_varying_over_space_has_no_table_and_says_why() {
     );
 }
 
-fn resize(g: &mut Graph, name: &str, x: NodeId, mode: ResizeMode, coord: CoordMode) -> NodeId {
-    let s = g.node(x).ty.shape.clone();
-    let op = Op::Resize(Resize {
-        mode,
-        coord,
-        nearest_mode: NearestMode::RoundPreferFloor,
-        out: [s[2] * 2, s[3] * 2],
-        scales: [2.0, 2.0],
-    });
-    g.add_node(name, op, &[x]).unwrap()
-}
-
-/// A decoder in the style of FPN / U-Net heads: downsample, upsample by nearest and by
-/// bilinear interpolation, merge skips by maximum and minimum of two activations.
-fn decoder() -> Graph {
-    let mut r = Rng(0x5eed_1234_abcd_0002);
-    let mut g = Graph::new("decoder");
-    let x = g.add_input("x", TensorType::f32(vec![1, 3, 8, 8]));
-    let c1 = conv(&mut g, &mut r, "c1", x, 6, 3);
-    let c1 = unary(&mut g, "c1.relu", Activation::Relu, c1);
-    let mut pool = lutq_ir::Pool::new([2, 2]);
-    pool.strides = [2, 2];
-    let p = g.add_node("down", Op::MaxPool(pool), &[c1]).unwrap();
-    let c2 = conv(&mut g, &mut r, "c2", p, 6, 3);
-    let up = resize(
-        &mut g,
-        "up.nearest",
-        c2,
-        ResizeMode::Nearest,
-        CoordMode::Asymmetric,
-    );
-    let merged = binary(&mut g, "merge.max", BinaryOp::Max, up, c1);
-    let c3 = conv(&mut g, &mut r, "c3", merged, 4, 3);
-    let c3b = conv(&mut g, &mut r, "c3b", merged, 4, 1);
-    let low = binary(&mut g, "merge.min", BinaryOp::Min, c3, c3b);
-    let up2 = resize(
-        &mut g,
-        "up.linear",
-        low,
-        ResizeMode::Linear,
-        CoordMode::HalfPixel,
-    );
-    let up3 = resize(
-        &mut g,
-        "up.corners",
-        low,
-        ResizeMode::Linear,
-        CoordMode::AlignCorners,
-    );
-    let out = binary(&mut g, "sum", BinaryOp::Add, up2, up3);
-    g.add_output("y", out).unwrap();
-    g
-}
-
 #[test]
 fn upsampling_and_extrema_quantize_in_every_mode_and_track_the_float_model() {
-    let float = decoder();
+    let float = lutq_bundled::synthetic::decoder([1, 3, 8, 8]);
     let opt = lutq_opt::optimize(&float, &Default::default()).unwrap().0;
     let eval = data(16, 98);
     let expected = Interpreter::new(&float)
@@ -318,7 +263,7 @@ fn upsampling_and_extrema_quantize_in_every_mode_and_track_the_float_model() {
             .0;
         q.validate().unwrap();
         let names: Vec<&str> = q.nodes.iter().map(|n| n.op.name()).collect();
-        for op in ["resize", "max", "min"] {
+        for op in ["resize", "max", "min", "transpose"] {
             assert!(names.contains(&op), "{mode}: no {op} in {names:?}");
         }
         let got = IntInterpreter::new(&q)
@@ -329,11 +274,12 @@ fn upsampling_and_extrema_quantize_in_every_mode_and_track_the_float_model() {
             .unwrap()
             .to_vec();
         let sqnr = lutq_interp::metrics::sqnr_db(&expected, &got);
-        // Measured 38-43 dB in every mode (2026-12): a broken tap or shift falls far below.
+        // Measured 30 dB at 8 bits and 22-25 dB at 4 bits (2026-12): a broken tap, shift
+        // or permutation falls far below.
         let floor = if mode.to_string().contains("int8") {
-            30.0
-        } else {
             25.0
+        } else {
+            18.0
         };
         eprintln!("{mode}: SQNR {sqnr:.1} dB");
         assert!(sqnr > floor, "{mode}: SQNR {sqnr:.1} dB");
@@ -355,7 +301,7 @@ fn integer_resize_is_the_rounded_float_resize() {
     ] {
         let mut g = Graph::new("r");
         let x = g.add_input("x", TensorType::f32(vec![1, 2, 4, 5]));
-        let y = resize(&mut g, "r", x, mode, coord);
+        let y = lutq_bundled::synthetic::upsample(&mut g, "r", x, mode, coord);
         g.add_output("y", y).unwrap();
         let rz = match &g.node(y).op {
             Op::Resize(rz) => *rz,

@@ -17,6 +17,8 @@
 
 use std::rc::Rc;
 
+use lutq_ir::{CoordMode, NearestMode, Op, Resize, ResizeMode};
+
 use super::{EvalConst, OpDef, normalize_axis};
 use crate::error::{DiagnosticKind, ImportError};
 use crate::import::{NodeCx, Value};
@@ -988,12 +990,42 @@ fn expand(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
             Ok(())
         }
         Some(out) => {
-            cx.unsupported(
-                DiagnosticKind::UnsupportedAttribute,
-                format!("Expand of run-time data from {shape:?} to {out:?} is not supported (lutq has no broadcast-copy op)"),
-                "let the consumer broadcast (Add, Mul, … broadcast numpy-style), or expand before the model",
-            );
-            Ok(())
+            // A spatial broadcast of an [N, C, h, w] tensor (h, w each 1 or the target)
+            // is a nearest-neighbour resize whose taps all read row / column 0: it
+            // reuses Resize's form in every backend.
+            let padded: Vec<usize> = std::iter::repeat_n(1, out.len().saturating_sub(shape.len()))
+                .chain(shape.iter().copied())
+                .collect();
+            let spatial = out.len() == 4
+                && padded[..2] == out[..2]
+                && (2..4).all(|d| padded[d] == 1 || padded[d] == out[d]);
+            if !spatial {
+                cx.unsupported(
+                    DiagnosticKind::UnsupportedAttribute,
+                    format!("Expand of run-time data from {shape:?} to {out:?} is not supported (only [N, C, 1 or H, 1 or W] to [N, C, H, W] is)"),
+                    "let the consumer broadcast (Add, Mul, … broadcast numpy-style), or expand before the model",
+                );
+                return Ok(());
+            }
+            let x = if padded != shape {
+                cx.emit_aux(
+                    "rank",
+                    Op::Reshape {
+                        shape: padded.clone(),
+                    },
+                    &[x],
+                )?
+            } else {
+                x
+            };
+            let op = Op::Resize(Resize {
+                mode: ResizeMode::Nearest,
+                coord: CoordMode::Asymmetric,
+                nearest_mode: NearestMode::Floor,
+                out: [out[2], out[3]],
+                scales: [(out[2] / padded[2]) as f32, (out[3] / padded[3]) as f32],
+            });
+            cx.emit_output(op, &[x])
         }
         None => Err(cx.invalid(format!("{shape:?} does not broadcast to {target:?}"))),
     }

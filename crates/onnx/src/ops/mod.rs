@@ -201,6 +201,6 @@ mod tests {
         let mut dedup = ops.clone();
         dedup.dedup();
         assert_eq!(ops, dedup);
-        assert_eq!(ops.len(), 77);
+        assert_eq!(ops.len(), 79);
     }
 }

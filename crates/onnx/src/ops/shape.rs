@@ -77,6 +77,20 @@ pub(crate) const OPS: &[OpDef] = &[
         ignored_inputs: &[],
         eval_const: Some(eval_split),
     },
+    OpDef {
+        op_type: "DepthToSpace",
+        convert: depth_space,
+        const_inputs: no_const,
+        ignored_inputs: &[],
+        eval_const: None,
+    },
+    OpDef {
+        op_type: "SpaceToDepth",
+        convert: depth_space,
+        const_inputs: no_const,
+        ignored_inputs: &[],
+        eval_const: None,
+    },
 ];
 
 fn axes_input_from_13(opset: i64) -> &'static [usize] {
@@ -367,6 +381,64 @@ fn transpose(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
     }
     let perm = perm.unwrap_or_else(|| (0..cx.ty(x).rank()).rev().collect());
     cx.emit_output(Op::Transpose { perm }, &[x])
+}
+
+/// DepthToSpace-1/11/13 (`DCR` or `CRD`) and SpaceToDepth-1/13 of an `[N, C, H, W]`
+/// tensor: a rank-6 Reshape, a Transpose and a Reshape back, exactly as the ONNX
+/// definitions spell them, so both run as data movement in every backend (pixel shuffle
+/// in super-resolution heads, space-to-depth stems).
+fn depth_space(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
+    let a = cx.attrs();
+    let to_space = cx.op_type() == "DepthToSpace";
+    let block = a
+        .int("blocksize")?
+        .ok_or_else(|| a.error("blocksize", "is required"))?;
+    if !(1..=MAX_ATTR_VALUE as i64).contains(&block) {
+        return Err(a.error("blocksize", format!("{block} must be positive")));
+    }
+    let crd = match (to_space, a.string("mode")?) {
+        (true, None | Some("DCR")) | (false, None) => false,
+        (true, Some("CRD")) => true,
+        (_, Some(other)) => {
+            return Err(a.error("mode", format!("'{other}' is not DCR or CRD")));
+        }
+    };
+    let x = cx.tensor(0, "input")?;
+    let Some(x) = x else {
+        return Ok(());
+    };
+    if cx.failed() {
+        return Ok(());
+    }
+    let s = cx.ty(x).shape;
+    let &[n, c, h, w] = s.as_slice() else {
+        return Err(cx.invalid(format!("the input must be [N, C, H, W], got {s:?}")));
+    };
+    let b = block as usize;
+    let (split, perm, out) = if to_space {
+        if c % (b * b) != 0 {
+            return Err(cx.invalid(format!("{c} channels do not divide into blocks of {b}×{b}")));
+        }
+        let c2 = c / (b * b);
+        let out = vec![n, c2, h * b, w * b];
+        if crd {
+            (vec![n, c2, b, b, h, w], vec![0, 1, 4, 2, 5, 3], out)
+        } else {
+            (vec![n, b, b, c2, h, w], vec![0, 3, 4, 1, 5, 2], out)
+        }
+    } else {
+        if h % b != 0 || w % b != 0 {
+            return Err(cx.invalid(format!("{h}×{w} does not divide into blocks of {b}×{b}")));
+        }
+        (
+            vec![n, c, h / b, b, w / b, b],
+            vec![0, 3, 5, 1, 2, 4],
+            vec![n, c * b * b, h / b, w / b],
+        )
+    };
+    let r = cx.emit_aux("blocks", Op::Reshape { shape: split }, &[x])?;
+    let t = cx.emit_aux("permute", Op::Transpose { perm }, &[r])?;
+    cx.emit_output(Op::Reshape { shape: out }, &[t])
 }
 
 /// Concat-4/11/13: `axis` required, negative from 11.
