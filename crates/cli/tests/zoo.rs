@@ -138,7 +138,8 @@ fn synthetic_decoder_runs_bit_exact_everywhere() {
         let got = interp.run_batch(&eval, None).unwrap();
         let db = lutq_interp::metrics::sqnr_db(want.as_f32().unwrap(), got[0].as_f32().unwrap());
         eprintln!("{what}: SQNR {db:.1} dB");
-        assert!(db > 15.0, "{what}: SQNR {db:.1} dB against fp32");
+        // Measured 27-33 dB (2026-12).
+        assert!(db > 20.0, "{what}: SQNR {db:.1} dB against fp32");
         assert_bit_exact(&g, &interp, &eval, &what);
     }
 }
