@@ -296,6 +296,30 @@ pub enum Activation {
     Ceil,
     /// Round half to even.
     Round,
+    /// A QuantizeLinear → DequantizeLinear pair (QDQ) with one scale and zero point:
+    /// `(clamp(round_half_even(x / scale) + zero_point, lo, hi) − zero_point) · scale`,
+    /// `lo..=hi` the quantized type's range (int8, uint8, int4, uint4, …, narrowed by a
+    /// Clip between the two as Brevitas exports). Per-axis pairs only occur on constant
+    /// weights, which the importer folds.
+    FakeQuant {
+        scale: f32,
+        zero_point: i32,
+        lo: i32,
+        hi: i32,
+    },
+}
+
+/// ONNX QuantizeLinear then DequantizeLinear on one element, in f32 as onnxruntime
+/// computes them: the division rounded to f32, ties to even, saturation to the type.
+/// NaN quantizes to the zero point's code clamped (0 after dequantization).
+pub fn fake_quant(x: f32, scale: f32, zero_point: i32, lo: i32, hi: i32) -> f32 {
+    let q = (x / scale).round_ties_even();
+    let q = if q.is_nan() {
+        zero_point as f32
+    } else {
+        (q + zero_point as f32).clamp(lo as f32, hi as f32)
+    };
+    (q - zero_point as f32) * scale
 }
 
 /// The error function in f32, from the complementary error function's Chebyshev fit
@@ -378,6 +402,12 @@ impl Activation {
             Activation::Floor => x.floor(),
             Activation::Ceil => x.ceil(),
             Activation::Round => x.round_ties_even(),
+            Activation::FakeQuant {
+                scale,
+                zero_point,
+                lo,
+                hi,
+            } => fake_quant(x, scale, zero_point, lo, hi),
         }
     }
 
@@ -404,6 +434,7 @@ impl Activation {
             Activation::Floor => "floor",
             Activation::Ceil => "ceil",
             Activation::Round => "round",
+            Activation::FakeQuant { .. } => "fake_quant",
         }
     }
 
@@ -430,6 +461,16 @@ impl Activation {
             Activation::Selu { alpha, gamma } => {
                 write!(out, " alpha={alpha} gamma={gamma}").unwrap()
             }
+            Activation::FakeQuant {
+                scale,
+                zero_point,
+                lo,
+                hi,
+            } => write!(
+                out,
+                " scale={scale} zero_point={zero_point} range=[{lo},{hi}]"
+            )
+            .unwrap(),
             Activation::Relu
             | Activation::HardSwish
             | Activation::Sigmoid

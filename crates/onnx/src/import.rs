@@ -75,6 +75,35 @@ pub(crate) enum Value {
     Unbound,
     /// Produced by a node that was not built (already diagnosed).
     Poisoned,
+    /// The integer output of a QuantizeLinear on run-time data: not materialized; a
+    /// DequantizeLinear that reads it (directly or through a Clip) becomes one
+    /// fake-quantization op (`crate::ops::quantize`).
+    Quantized(Rc<Quantized>),
+}
+
+/// A [`Value::Quantized`]: `clamp(round(x / scale) + zero_point, lo, hi)`.
+#[derive(Debug)]
+pub(crate) struct Quantized {
+    pub x: NodeId,
+    pub scale: f32,
+    pub zero_point: i32,
+    pub lo: i32,
+    pub hi: i32,
+    /// The QuantizeLinear node, for messages.
+    pub producer: String,
+}
+
+impl Quantized {
+    /// Why an op other than DequantizeLinear (or Clip) cannot read it, and the fix.
+    pub(crate) fn misuse(&self) -> (String, String) {
+        (
+            format!(
+                "it is the integer output of QuantizeLinear '{}', which lutq imports only where a DequantizeLinear reads it (directly or through a Clip)",
+                self.producer
+            ),
+            "export QuantizeLinear → DequantizeLinear pairs around every op (the QDQ format of onnxruntime's quantize_static, PyTorch and Brevitas), or export the float model and let lutq quantize it".into(),
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -464,6 +493,18 @@ impl<'m> Importer<'m> {
                         kind: u.kind,
                         message: u.message.clone(),
                         fix: u.fix.clone(),
+                    });
+                    continue;
+                }
+                Value::Quantized(q) => {
+                    let (message, fix) = q.misuse();
+                    self.diagnostics.push(Diagnostic {
+                        location: Location::GraphOutput {
+                            name: name.to_string(),
+                        },
+                        kind: DiagnosticKind::UnsupportedType,
+                        message,
+                        fix,
                     });
                     continue;
                 }
@@ -962,6 +1003,15 @@ impl<'m> NodeCx<'_, 'm> {
                 );
                 None
             }
+            Value::Quantized(q) => {
+                let (message, fix) = q.misuse();
+                self.unsupported(
+                    DiagnosticKind::UnsupportedType,
+                    format!("input {slot} ({role}): {message}"),
+                    fix,
+                );
+                None
+            }
             Value::Poisoned => None,
         };
         if id.is_none() {
@@ -975,6 +1025,7 @@ impl<'m> NodeCx<'_, 'm> {
         match self.value(self.input_name(slot)?) {
             Value::Tensor(id) => Some(self.imp.graph.node(id).ty.shape.clone()),
             Value::Const(c) => Some(c.shape().to_vec()),
+            Value::Quantized(q) => Some(self.imp.graph.node(q.x).ty.shape.clone()),
             Value::Unusable(_) | Value::Unbound | Value::Poisoned => None,
         }
     }
@@ -1031,6 +1082,15 @@ impl<'m> NodeCx<'_, 'm> {
             }
             Value::Unusable(u) => {
                 self.report_unusable(slot, role, &u);
+                None
+            }
+            Value::Quantized(q) => {
+                let (message, fix) = q.misuse();
+                self.unsupported(
+                    DiagnosticKind::NonConstantInput,
+                    format!("input {slot} ({role}) '{name}' must be a constant: {message}"),
+                    fix,
+                );
                 None
             }
             Value::Poisoned => None,

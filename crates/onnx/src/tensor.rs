@@ -18,6 +18,10 @@ use crate::proto::tensor_proto::{DataLocation, DataType};
 pub struct ConstValue {
     shape: Vec<usize>,
     data: ConstData,
+    /// For integer data read from a narrow ONNX type (INT8, UINT8, INT16, UINT16, INT4,
+    /// UINT4) or made by QuantizeLinear: the type's range, which fixes the saturation of
+    /// a QuantizeLinear whose zero point this is.
+    int_range: Option<(i32, i32)>,
 }
 
 /// The elements of a [`ConstValue`], row-major.
@@ -72,7 +76,22 @@ impl ConstValue {
                 actual: data.len(),
             });
         }
-        Ok(ConstValue { shape, data })
+        Ok(ConstValue {
+            shape,
+            data,
+            int_range: None,
+        })
+    }
+
+    /// The same value, marked as holding integers of a narrow type with range `lo..=hi`.
+    pub(crate) fn with_int_range(mut self, range: (i32, i32)) -> Self {
+        self.int_range = Some(range);
+        self
+    }
+
+    /// The range of the narrow integer type the data came from, if any.
+    pub fn int_range(&self) -> Option<(i32, i32)> {
+        self.int_range
     }
 
     pub fn f32(shape: impl Into<Vec<usize>>, data: Vec<f32>) -> Result<Self, lutq_ir::IrError> {
@@ -261,6 +280,20 @@ pub(crate) fn tensor_value(t: &TensorProto) -> Result<ConstValue, TensorIssue> {
                 .map(|&x| x as i64)
                 .collect(),
         }),
+        Ok(
+            ty @ (DataType::Int8
+            | DataType::Uint8
+            | DataType::Int16
+            | DataType::Uint16
+            | DataType::Int4
+            | DataType::Uint4),
+        ) => {
+            let range = narrow_int_range(ty).unwrap_or((0, 0));
+            let values = narrow_ints(ty, raw, &t.int32_data, count)?;
+            return ConstValue::new(shape, ConstData::I64(values))
+                .map(|c| c.with_int_range(range))
+                .map_err(|e| TensorIssue::Malformed(e.to_string()));
+        }
         Ok(DataType::Bool) => ConstData::Bool(match raw {
             Some(raw) => le_chunks::<1>(raw, count, "BOOL")?
                 .map(|b| b[0] != 0)
@@ -276,7 +309,7 @@ pub(crate) fn tensor_value(t: &TensorProto) -> Result<ConstValue, TensorIssue> {
         _ => {
             return Err(TensorIssue::Unsupported {
                 message: format!(
-                    "element type {} is not supported (lutq's float IR holds f32 data; i64/i32/bool only as shapes, axes and masks)",
+                    "element type {} is not supported (lutq's float IR holds f32 data; integers only as shapes, axes, masks and QDQ weights)",
                     data_type_name(code)
                 ),
                 fix: "export the model in float32: lutq quantizes it itself".into(),
@@ -284,6 +317,99 @@ pub(crate) fn tensor_value(t: &TensorProto) -> Result<ConstValue, TensorIssue> {
         }
     };
     ConstValue::new(shape, data).map_err(|e| TensorIssue::Malformed(e.to_string()))
+}
+
+/// The range of a narrow integer ONNX type (the quantized types of QDQ models).
+pub(crate) fn narrow_int_range(ty: DataType) -> Option<(i32, i32)> {
+    Some(match ty {
+        DataType::Int8 => (-128, 127),
+        DataType::Uint8 => (0, 255),
+        DataType::Int16 => (-32768, 32767),
+        DataType::Uint16 => (0, 65535),
+        DataType::Int4 => (-8, 7),
+        DataType::Uint4 => (0, 15),
+        _ => return None,
+    })
+}
+
+/// The elements of a narrow integer tensor: 1 or 2 bytes each, or two 4-bit values per
+/// byte (low nibble first) for INT4 / UINT4, in `raw_data` or one per `int32_data`
+/// entry (one packed byte per entry for the 4-bit types).
+fn narrow_ints(
+    ty: DataType,
+    raw: Option<&[u8]>,
+    int32_data: &[i32],
+    count: usize,
+) -> Result<Vec<i64>, TensorIssue> {
+    let signed = matches!(ty, DataType::Int8 | DataType::Int16 | DataType::Int4);
+    let name = data_type_name(ty as i32);
+    match ty {
+        DataType::Int4 | DataType::Uint4 => {
+            let bytes: Vec<u8> = match raw {
+                Some(raw) => raw.to_vec(),
+                None => int32_data.iter().map(|&v| v as u8).collect(),
+            };
+            if bytes.len() != count.div_ceil(2) {
+                return Err(TensorIssue::Malformed(format!(
+                    "{name} data holds {} bytes, {count} elements need {}",
+                    bytes.len(),
+                    count.div_ceil(2)
+                )));
+            }
+            Ok((0..count)
+                .map(|i| {
+                    let nibble = (bytes[i / 2] >> (4 * (i % 2))) & 0xf;
+                    if signed && nibble >= 8 {
+                        nibble as i64 - 16
+                    } else {
+                        nibble as i64
+                    }
+                })
+                .collect())
+        }
+        DataType::Int16 | DataType::Uint16 => match raw {
+            Some(raw) => Ok(le_chunks::<2>(raw, count, name.as_str())?
+                .map(|b| {
+                    if signed {
+                        i16::from_le_bytes(b) as i64
+                    } else {
+                        u16::from_le_bytes(b) as i64
+                    }
+                })
+                .collect()),
+            None => Ok(typed(int32_data, count, "int32_data")?
+                .iter()
+                .map(|&v| {
+                    if signed {
+                        v as i16 as i64
+                    } else {
+                        v as u16 as i64
+                    }
+                })
+                .collect()),
+        },
+        _ => match raw {
+            Some(raw) => Ok(le_chunks::<1>(raw, count, name.as_str())?
+                .map(|b| {
+                    if signed {
+                        b[0] as i8 as i64
+                    } else {
+                        b[0] as i64
+                    }
+                })
+                .collect()),
+            None => Ok(typed(int32_data, count, "int32_data")?
+                .iter()
+                .map(|&v| {
+                    if signed {
+                        v as i8 as i64
+                    } else {
+                        v as u8 as i64
+                    }
+                })
+                .collect()),
+        },
+    }
 }
 
 /// Splits little-endian raw data into `count` elements of `N` bytes.
@@ -393,9 +519,27 @@ mod tests {
         let mut i = proto(DataType::Int32, &[2]);
         i.int32_data = vec![-1, 7];
         assert_eq!(tensor_value(&i).unwrap().as_i64().unwrap(), [-1, 7]);
-        let u = proto(DataType::Uint8, &[0]);
+        // Narrow integers (QDQ weights) widen to i64 and remember their type's range;
+        // 4-bit values come two per byte, low nibble first.
+        let mut u = proto(DataType::Uint8, &[2]);
+        u.raw_data = Some(vec![255, 3]);
+        let v = tensor_value(&u).unwrap();
+        assert_eq!(
+            (v.as_i64().unwrap(), v.int_range()),
+            (&[255, 3][..], Some((0, 255)))
+        );
+        let mut n = proto(DataType::Int4, &[3]);
+        n.raw_data = Some(vec![0x8f, 0x07]);
+        let v = tensor_value(&n).unwrap();
+        assert_eq!(
+            (v.as_i64().unwrap(), v.int_range()),
+            (&[-1, -8, 7][..], Some((-8, 7)))
+        );
+        n.raw_data = Some(vec![0x8f]);
+        assert!(matches!(tensor_value(&n), Err(TensorIssue::Malformed(m)) if m.contains("need 2")));
+        let c = proto(DataType::Complex64, &[0]);
         assert!(
-            matches!(tensor_value(&u), Err(TensorIssue::Unsupported { message, .. }) if message.contains("UINT8"))
+            matches!(tensor_value(&c), Err(TensorIssue::Unsupported { message, .. }) if message.contains("COMPLEX64"))
         );
     }
 

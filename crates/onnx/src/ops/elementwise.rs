@@ -67,7 +67,8 @@ pub(crate) const OPS: &[OpDef] = &[
         convert: clip,
         const_inputs: |opset| if opset >= 11 { &[1, 2] } else { &[] },
         ignored_inputs: &[],
-        eval_const: None,
+        // Integer constants only (QCDQ weights); float constants convert as usual.
+        eval_const: Some(super::quantize::eval_clip_ints),
     },
     OpDef {
         op_type: "PRelu",
@@ -352,6 +353,9 @@ fn hard_sigmoid(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
 /// Clip: bounds are attributes before opset 11 (Clip-6), optional constant scalar inputs
 /// from opset 11 (possibly empty names). A missing bound is open.
 fn clip(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
+    if cx.opset() >= 11 && super::quantize::clip_quantized(cx)?.is_some() {
+        return Ok(());
+    }
     let (min, max) = if cx.opset() < 11 {
         let a = cx.attrs();
         (a.float("min")?, a.float("max")?)

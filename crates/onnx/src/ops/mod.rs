@@ -14,6 +14,7 @@ mod elementwise;
 mod linalg;
 mod nn;
 mod pool;
+mod quantize;
 mod resize;
 mod shape;
 
@@ -64,6 +65,7 @@ const TABLES: &[&[OpDef]] = &[
     nn::OPS,
     constant::OPS,
     resize::OPS,
+    quantize::OPS,
 ];
 
 /// The handler for an op, if supported.
@@ -201,6 +203,6 @@ mod tests {
         let mut dedup = ops.clone();
         dedup.dedup();
         assert_eq!(ops, dedup);
-        assert_eq!(ops.len(), 79);
+        assert_eq!(ops.len(), 81);
     }
 }
