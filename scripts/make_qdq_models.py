@@ -7,8 +7,10 @@ Writes into models/qdq/:
   fashion_resnet8_pot_int4.onnx     a QDQ model with power-of-two scales only: int4
                                     per-channel weights (DequantizeLinear of INT4
                                     initializers), int8 activations (QuantizeLinear →
-                                    DequantizeLinear after the input and after every
-                                    Relu / Add), exponents from the same 64 images.
+                                    DequantizeLinear on every tensor an integer program
+                                    holds: the input, Relu / Add outputs, Conv outputs
+                                    no Relu reads), exponents from the same 64
+                                    images; biases int32 on the accumulator grid.
   fashion_resnet8_qdq_inputs.npy    the first 64 test images (float32, N×1×28×28).
   fashion_resnet8_ort_qdq_logits.npy   onnxruntime 1.32 outputs of each model on them,
   fashion_resnet8_pot_int4_logits.npy  CPUExecutionProvider, one thread, default graph
@@ -104,8 +106,25 @@ def pot_int4_model(float_model, calib):
     m = fold_bn(onnx.load(FLOAT) if float_model is None else float_model)
     g = m.graph
     inits = {t.name: t for t in g.initializer}
-    # Activation ranges on the calibration images: every tensor after the input, Relu, Add.
-    points = [g.input[0].name] + [n.output[0] for n in g.node if n.op_type in ("Relu", "Add")]
+    # Activation ranges on the calibration images: every tensor an integer program
+    # materializes (the input; Relu and Add outputs; Conv outputs that no Relu reads), so that the model is fully quantized as QAT exports are.
+    readers = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n.op_type)
+    graph_outputs = {o.name for o in g.output}
+
+    def materialized(n):
+        out = n.output[0]
+        if out in graph_outputs:
+            return False
+        # (Not the global pool: its 1/49 is no power of two, so lutq folds it into the
+        # classifier, which a QDQ pair between them would prevent.)
+        if n.op_type in ("Relu", "Add"):
+            return True
+        return n.op_type == "Conv" and readers.get(out, []) != ["Relu"]
+
+    points = [g.input[0].name] + [n.output[0] for n in g.node if materialized(n)]
     probe = onnx.load_from_string(m.SerializeToString())
     for p in points[1:]:
         probe.graph.output.append(helper.make_tensor_value_info(p, TensorProto.FLOAT, None))
@@ -128,8 +147,11 @@ def pot_int4_model(float_model, calib):
 
     qdq(points[0])
     for n in g.node:
+        x_exp = None
         for i, name in enumerate(n.input):
             if name in renames:
+                if i == 0:
+                    x_exp = pot_exponent(ranges[name], 127)
                 n.input[i] = renames[name]
         if n.op_type in ("Conv", "Gemm"):
             w = numpy_helper.to_array(inits[n.input[1]])
@@ -153,6 +175,22 @@ def pot_int4_model(float_model, calib):
                 helper.make_node("DequantizeLinear", [wq, wq + "_scale", wq + "_zp"], [wq + "_dq"], name=wq + "_dq", axis=0)
             )
             n.input[1] = wq + "_dq"
+            # The bias as int32 on the accumulator's grid (scale s_x · s_w), as QDQ
+            # exporters store it.
+            if len(n.input) > 2 and x_exp is not None:
+                b = numpy_helper.to_array(inits[n.input[2]]).astype(np.float64)
+                bias_scale = (2.0 ** -(x_exp + e)).astype(np.float32)
+                bq_name = n.input[2] + "_int32"
+                bq = np.round(b / bias_scale).astype(np.int32)
+                new_inits.append(numpy_helper.from_array(bq, bq_name))
+                new_inits.append(numpy_helper.from_array(bias_scale, bq_name + "_scale"))
+                new_inits.append(numpy_helper.from_array(np.zeros(len(bq), np.int32), bq_name + "_zp"))
+                new_nodes.append(
+                    helper.make_node(
+                        "DequantizeLinear", [bq_name, bq_name + "_scale", bq_name + "_zp"], [bq_name + "_dq"], name=bq_name + "_dq", axis=0
+                    )
+                )
+                n.input[2] = bq_name + "_dq"
         new_nodes.append(n)
         if n.output[0] in ranges and n.output[0] != points[0]:
             qdq(n.output[0])
