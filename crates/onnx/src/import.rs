@@ -470,45 +470,30 @@ impl<'m> Importer<'m> {
             let name = out.name();
             let value = self.values.get(name).cloned().unwrap_or(Value::Poisoned);
             let id = match value {
-                Value::Tensor(id) => id,
-                Value::Const(c) => match self.materialize(name, &c) {
-                    Ok(id) => id,
-                    Err((message, fix)) => {
-                        self.diagnostics.push(Diagnostic {
-                            location: Location::GraphOutput {
-                                name: name.to_string(),
-                            },
-                            kind: DiagnosticKind::UnsupportedType,
-                            message,
-                            fix,
-                        });
-                        continue;
-                    }
-                },
-                Value::Unusable(u) => {
-                    self.diagnostics.push(Diagnostic {
-                        location: Location::GraphOutput {
-                            name: name.to_string(),
-                        },
-                        kind: u.kind,
-                        message: u.message.clone(),
-                        fix: u.fix.clone(),
-                    });
-                    continue;
-                }
+                Value::Tensor(id) => Ok(id),
+                Value::Const(c) => self
+                    .materialize(name, &c)
+                    .map_err(|(message, fix)| (DiagnosticKind::UnsupportedType, message, fix)),
+                Value::Unusable(u) => Err((u.kind, u.message.clone(), u.fix.clone())),
                 Value::Quantized(q) => {
                     let (message, fix) = q.misuse();
+                    Err((DiagnosticKind::UnsupportedType, message, fix))
+                }
+                Value::Unbound | Value::Poisoned => continue,
+            };
+            let id = match id {
+                Ok(id) => id,
+                Err((kind, message, fix)) => {
                     self.diagnostics.push(Diagnostic {
                         location: Location::GraphOutput {
                             name: name.to_string(),
                         },
-                        kind: DiagnosticKind::UnsupportedType,
+                        kind,
                         message,
                         fix,
                     });
                     continue;
                 }
-                Value::Unbound | Value::Poisoned => continue,
             };
             if let Err(e) = self.graph.add_output(name, id) {
                 self.fail(ImportError::Malformed(format!(

@@ -561,32 +561,15 @@ impl<'a> Lowering<'a> {
                     BinaryOp::Max => Extremum::Max,
                     _ => Extremum::Min,
                 };
-                let ins = [self.input(id, 0), self.input(id, 1)];
                 // The maximum of anything with a u8 is ≥ 0; the minimum only when both are.
-                let unsigned = match kind {
+                let unsigned = |ins: &[(ValueId, QType)]| match kind {
                     Extremum::Max => ins.iter().any(|(_, t)| t.elem == IntElem::U8),
                     Extremum::Min => ins.iter().all(|(_, t)| t.elem == IntElem::U8),
                 };
-                let elem = if unsigned { IntElem::U8 } else { IntElem::I8 };
-                let (lo, hi) = elem.range();
-                let exp = self.hist(id)?.choose_exponent(lo, hi);
-                let n = IntNode {
-                    name,
-                    op: IntOp::Extremum {
-                        kind,
-                        shifts: ins
-                            .iter()
-                            .map(|(_, t)| (t.exp - exp).clamp(-16, 16))
-                            .collect(),
-                    },
-                    inputs: ins.iter().map(|(v, _)| *v).collect(),
-                    ty: QType {
-                        elem,
-                        shape: node.ty.shape.clone(),
-                        exp,
-                    },
-                };
-                self.emit(id, n, None)?;
+                self.lower_aligned(id, unsigned, |shifts| IntOp::Extremum {
+                    kind,
+                    shifts: shifts.into_iter().map(|s| s.clamp(-16, 16)).collect(),
+                })?;
             }
             Op::Transpose { perm } => {
                 let (x, t) = self.input(id, 0);
@@ -768,36 +751,12 @@ impl<'a> Lowering<'a> {
                 self.emit(id, n, None)?;
             }
             Op::Concat { axis } => {
-                let ins: Vec<(ValueId, QType)> = self
-                    .graph
-                    .node_inputs(id)
-                    .iter()
-                    .map(|i| {
-                        let v = self.lowered[i];
-                        (v, self.out.ty(v).clone())
-                    })
-                    .collect();
-                let elem = if ins.iter().all(|(_, t)| t.elem == IntElem::U8) {
-                    IntElem::U8
-                } else {
-                    IntElem::I8
-                };
-                let (lo, hi) = elem.range();
-                let exp = self.hist(id)?.choose_exponent(lo, hi);
-                let n = IntNode {
-                    name,
-                    op: IntOp::Concat {
-                        axis: *axis,
-                        shifts: ins.iter().map(|(_, t)| t.exp - exp).collect(),
-                    },
-                    inputs: ins.iter().map(|(v, _)| *v).collect(),
-                    ty: QType {
-                        elem,
-                        shape: node.ty.shape.clone(),
-                        exp,
-                    },
-                };
-                self.emit(id, n, None)?;
+                let unsigned =
+                    |ins: &[(ValueId, QType)]| ins.iter().all(|(_, t)| t.elem == IntElem::U8);
+                self.lower_aligned(id, unsigned, |shifts| IntOp::Concat {
+                    axis: *axis,
+                    shifts,
+                })?;
             }
             op => {
                 return Err(QuantError::Unsupported(vec![format!(
@@ -807,6 +766,39 @@ impl<'a> Lowering<'a> {
             }
         }
         Ok(())
+    }
+
+    /// An op over all of `id`'s inputs, each aligned to the output exponent by its own
+    /// shift (`op(shifts)`, shift = input exponent − output exponent): Concat, Max, Min.
+    /// The output is u8 when `unsigned(inputs)`, else i8.
+    fn lower_aligned(
+        &mut self,
+        id: NodeId,
+        unsigned: impl Fn(&[(ValueId, QType)]) -> bool,
+        op: impl FnOnce(Vec<i32>) -> IntOp,
+    ) -> Result<(), QuantError> {
+        let node = self.graph.node(id);
+        let ins: Vec<(ValueId, QType)> = (0..self.graph.node_inputs(id).len())
+            .map(|slot| self.input(id, slot))
+            .collect();
+        let elem = if unsigned(&ins) {
+            IntElem::U8
+        } else {
+            IntElem::I8
+        };
+        let (lo, hi) = elem.range();
+        let exp = self.hist(id)?.choose_exponent(lo, hi);
+        let n = IntNode {
+            name: node.name.clone(),
+            op: op(ins.iter().map(|(_, t)| t.exp - exp).collect()),
+            inputs: ins.iter().map(|(v, _)| *v).collect(),
+            ty: QType {
+                elem,
+                shape: node.ty.shape.clone(),
+                exp,
+            },
+        };
+        self.emit(id, n, None)
     }
 
     /// A region exit ([`crate::elementwise`]): one table from the root's codes to the
