@@ -24,6 +24,7 @@
 
 mod harness;
 mod kernels;
+mod linear_dsp;
 mod weights;
 
 use std::fmt::Write as _;
@@ -85,7 +86,11 @@ pub struct CSummary {
     /// What the same weights take as int8 (1 byte per weight), plus the same biases and
     /// rescales: an int8 build's flash for constants.
     pub int8_weight_bytes: usize,
+    /// `NAME_ARENA_SIZE`: the activations' plan plus [`scratch_bytes`](Self::scratch_bytes).
     pub arena_size: usize,
+    /// Kernel scratch at the end of the arena (im2col columns, 4-bit decode tables): the
+    /// largest any one kernel needs, since kernels run one at a time.
+    pub scratch_bytes: usize,
     pub arena_lower_bound: usize,
     pub arena_naive: usize,
     pub macs: u64,
@@ -170,6 +175,12 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
     }
     let inputs = api_inputs(graph)?;
     let plan = plan_memory(graph);
+    let scratch_bytes = graph
+        .nodes
+        .iter()
+        .map(linear_dsp::scratch_bytes)
+        .max()
+        .unwrap_or(0);
     let w = weights::emit_weights(graph, p)?;
     let summary = CSummary {
         prefix: p.clone(),
@@ -202,7 +213,8 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
             })
             .max()
             .unwrap_or(0),
-        arena_size: plan.arena_size,
+        arena_size: plan.arena_size + scratch_bytes,
+        scratch_bytes,
         arena_lower_bound: plan.lower_bound,
         arena_naive: plan.naive_sum,
         macs: graph.macs(),
@@ -399,7 +411,7 @@ typedef char lutq_requires_arithmetic_shift[((-1) >> 1) == -1 ? 1 : -1];
 
 /// Helper functions by name, emitted only where a kernel calls them (clang warns about
 /// unused static functions, and the generated code must build with `-Werror`).
-const HELPERS: [(&str, &str); 6] = [
+const HELPERS: [(&str, &str); 7] = [
     (
         "lutq_clamp",
         r#"static inline int32_t lutq_clamp(int64_t v, int32_t lo, int32_t hi)
@@ -444,6 +456,51 @@ static inline int32_t lutq_rshift32(int32_t a, int s)
 {
     return v < lo ? lo : v > hi ? hi : v;
 }
+"#,
+    ),
+    (
+        "lutq_dot2",
+        r#"/* Weight and column pairs: two int16 in one 32-bit word, tap 2j in the low half. */
+static inline uint32_t lutq_pair(int32_t lo, int32_t hi)
+{
+    return ((uint32_t)lo & 0xffffu) | (((uint32_t)hi & 0xffffu) << 16);
+}
+
+#if defined(__ARM_FEATURE_DSP) && !defined(__ARM_BIG_ENDIAN) && !defined(LUTQ_NO_DSP)
+#include <arm_acle.h>
+/* acc + w.lo * q[0] + w.hi * q[1]: one SMLAD (q is 4-byte aligned; the core is
+ * little-endian, so q[0] is the low half of the word). */
+static inline int32_t lutq_dot2(uint32_t w, const int16_t *q, int32_t acc)
+{
+    uint32_t x;
+    memcpy(&x, q, sizeof x);
+    return __smlad((int16x2_t)w, (int16x2_t)x, acc);
+}
+
+/* Four int8 weights as the pairs (w0, w2) and (w1, w3): one load, two SXTB16. */
+static inline void lutq_split4(const int8_t *w, uint32_t *w02, uint32_t *w13)
+{
+    uint32_t v;
+    memcpy(&v, w, sizeof v);
+    *w02 = (uint32_t)__sxtb16((int8x4_t)v);
+    *w13 = (uint32_t)__sxtb16((int8x4_t)(v >> 8));
+}
+#else
+/* The portable path: the same sums with two C multiplications (the halves read back
+ * as signed 16-bit values without implementation-defined conversions). */
+static inline int32_t lutq_dot2(uint32_t w, const int16_t *q, int32_t acc)
+{
+    const int32_t lo = (int32_t)(w & 0xffffu) - (int32_t)((w << 1) & 0x10000u);
+    const int32_t hi = (int32_t)(w >> 16) - (int32_t)((w >> 15) & 0x10000u);
+    return acc + lo * q[0] + hi * q[1];
+}
+
+static inline void lutq_split4(const int8_t *w, uint32_t *w02, uint32_t *w13)
+{
+    *w02 = lutq_pair(w[0], w[2]);
+    *w13 = lutq_pair(w[1], w[3]);
+}
+#endif
 "#,
     ),
     (
@@ -492,6 +549,10 @@ fn emit_source(
             .map(|v| value_ptr(graph, plan, v.index(), false))
             .collect();
         args.push(value_ptr(graph, plan, i, true));
+        if linear_dsp::scratch_bytes(node) > 0 {
+            // After every activation buffer: free whatever else is live.
+            args.push(format!("arena + {}", plan.arena_size));
+        }
         writeln!(
             schedule,
             "    layer_{i}({}); /* {} */",
