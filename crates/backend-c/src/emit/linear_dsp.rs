@@ -5,30 +5,32 @@
 //! blocks of [`LANES`] output pixels:
 //!
 //! 1. **im2col**: each pixel's window (`K = C·KH·KW` inputs, zeros where it hangs over
-//!    the border) is copied into an int16 column of the scratch. Only this copy knows
-//!    about padding, so the multiply-accumulate loop has no border case at all; the copy
-//!    costs `K` loads and stores per pixel, shared by every output channel.
-//! 2. **dot products**: every output channel runs over the `LANES` columns at once, two
-//!    taps per step: one weight pair (two int16 halves of a 32-bit word) against one
-//!    column pair each, `lutq_dot2` = one `SMLAD` on a core with the DSP extension.
+//!    the border) is copied into the scratch as pairs of int16 in 32-bit words
+//!    (`lutq_pair`). Only this copy knows about padding, so the multiply-accumulate loop
+//!    has no border case at all; it costs about one load per tap and one store per
+//!    pair, shared by every output channel. Pair `j` of lane `l` is word
+//!    `j · LANES + l`: the words one weight pair meets are adjacent.
+//! 2. **dot products**: every output channel runs over the `LANES` columns at once, one
+//!    weight pair (two int16 halves of a word) against one column word per lane:
+//!    `lutq_dot2` = one `SMLAD` on a core with the DSP extension.
 //!    * 4-bit weights: each code byte holds taps `2j` (low nibble) and `2j + 1`, so a
 //!      256-entry table built per layer in the scratch turns a byte into the pair
-//!      `(LUT[b & 15], LUT[b >> 4])` with one load: the decode is one load per two
-//!      weights, shared by the `LANES` pixels.
+//!      `(LUT[b & 15], LUT[b >> 4])` with one load: the decode is one byte load and one
+//!      word load per two weights, shared by the `LANES` pixels.
 //!    * int8 weights: four weights are one word; `SXTB16` splits it into the pairs
-//!      `(w0, w2)` and `(w1, w3)`, so the columns of an int8 layer store their taps in
-//!      the order 0, 2, 1, 3 within every group of four ([`int8_slot`]).
+//!      `(w0, w2)` and `(w1, w3)`, so the columns of an int8 layer pair their taps the
+//!      same way ([`pair_taps`]).
 //!
-//! Both paths compute the same i32 sums as the contract's loop: every product is exact
-//! and the sum of integers does not depend on the order, and no partial sum can
-//! overflow because `IntGraph::validate` bounds `|bias| + Σ|w|·max|x|` (SMLAD wraps
-//! modulo 2^32 anyway, so even its intermediate results could not make a difference).
+//! Both paths compute the contract's i32 sums: every product is exact, an integer sum
+//! does not depend on the order, and no partial sum can overflow because
+//! `IntGraph::validate` bounds `|bias| + Σ|w|·max|x|` (SMLAD wraps modulo 2^32 anyway,
+//! so not even its intermediate results could make a difference).
 //!
 //! Without `__ARM_FEATURE_DSP` (the host, a Cortex-M0/M3) the same loops run with the
-//! portable `lutq_dot2`, two C multiplications; `LUTQ_NO_DSP` forces that path.
+//! portable `lutq_dot2`, two C multiplications; `-DLUTQ_NO_DSP` forces that path.
 //!
-//! The scratch (256 words for the table, `LANES` columns of int16) lives in the arena
-//! after the activations ([`scratch_bytes`]).
+//! The scratch (the 1 KiB table, `LANES` columns) lives in the arena after the
+//! activations ([`scratch_bytes`]).
 
 use std::fmt::Write as _;
 
@@ -90,15 +92,22 @@ fn plan(node: &IntNode) -> Option<Plan> {
 /// of slack to align the 32-bit table and the columns.
 pub(crate) fn scratch_bytes(node: &IntNode) -> usize {
     match plan(node) {
+        // The columns: kp / 2 pairs of 32 bits per lane.
         Some(pl) => 3 + if pl.lut { PAIR_TABLE_BYTES } else { 0 } + LANES * pl.kp * 2,
         None => 0,
     }
 }
 
-/// Where tap `k` of an int8 layer's column lives: taps 0, 2, 1, 3 of each group of four,
-/// the order `SXTB16` yields the weights in (bits 0 and 1 of `k` swapped).
-fn int8_slot(k: usize) -> usize {
-    (k & !3) | ((k & 1) << 1) | ((k >> 1) & 1)
+/// The taps of column pair `j` (within a run of taps starting at a multiple of four):
+/// `(2j, 2j + 1)` for 4-bit layers, `(w0, w2)`, `(w1, w3)` of each group of four for
+/// int8 layers — the order `SXTB16` splits a word of weights into.
+fn pair_taps(j: usize, lut: bool) -> (usize, usize) {
+    if lut {
+        (2 * j, 2 * j + 1)
+    } else {
+        let first = 4 * (j / 2) + (j & 1);
+        (first, first + 2)
+    }
 }
 
 /// Emits the body of node `i`'s kernel (signature already written, `scratch` among its
@@ -111,14 +120,24 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
     let g = layer.conv.as_ref().expect("plan checked");
     let [o_n, i_g, kh, kw] = layer.weights.shape();
     let x = &graph.ty(node.inputs[0]).shape;
-    let (h, w) = (x[2], x[3]);
+    let geom = Geometry {
+        h: x[2],
+        w: x[3],
+        i_g,
+        kh,
+        kw,
+        dy: g.dilations[0],
+        dx: g.dilations[1],
+        lut,
+        k,
+    };
+    let (h, w) = (geom.h, geom.w);
     let (oh, ow) = (node.ty.shape[2], node.ty.shape[3]);
     let pixels = oh * ow;
     let [sy, sx] = g.strides;
-    let [dy, dx] = g.dilations;
     let (pt, pl) = (g.pads[0], g.pads[1]);
     let x_elem = c_elem(graph.ty(node.inputs[0]).elem);
-    let slot = |k: usize| if lut { k } else { int8_slot(k) };
+    let np = kp / 2;
 
     c.push_str(
         "    /* The scratch, 4-byte aligned (the arena has any alignment). */\n    \
@@ -128,11 +147,11 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
         writeln!(
             c,
             "    uint32_t *const pairs = (uint32_t *)(void *)base;\n    \
-             int16_t *const cols = (int16_t *)(void *)(base + {PAIR_TABLE_BYTES});"
+             uint32_t *const cols = (uint32_t *)(void *)(base + {PAIR_TABLE_BYTES});"
         )
         .unwrap();
     } else {
-        c.push_str("    int16_t *const cols = (int16_t *)(void *)base;\n");
+        c.push_str("    uint32_t *const cols = (uint32_t *)(void *)base;\n");
     }
     c.push_str("    long p, l, o;\n");
     if lut {
@@ -146,32 +165,25 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
         )
         .unwrap();
     }
-    // Column slots no tap fills (K rounded up) stay zero: their weights meet 0.
-    let unused: Vec<usize> = (k..kp).map(slot).collect();
-    if !unused.is_empty() {
-        writeln!(c, "    for (l = 0; l < {LANES}; ++l) {{").unwrap();
-        for s in &unused {
-            writeln!(c, "        cols[l * {kp} + {s}] = 0;").unwrap();
-        }
-        c.push_str("    }\n");
-    }
+    // Column pair j of lane l at cols[j * LANES + l]: the LANES words one weight pair
+    // meets are adjacent (one LDM / two LDRD).
     writeln!(
         c,
         "    for (p = 0; p < {pixels}; p += {LANES}) {{\n        \
          const long n = {pixels} - p < {LANES} ? {pixels} - p : {LANES};\n        \
          for (l = 0; l < {LANES}; ++l) {{\n            \
-         int16_t *const q = cols + l * {kp};\n            \
+         uint32_t *const q = cols + l;\n            \
          const long iy0 = (p + l) / {ow} * {sy} - {pt};\n            \
          const long ix0 = (p + l) % {ow} * {sx} - {pl};\n            \
          if (l >= n) {{\n                \
          /* Past the last pixel: zeros, computed and dropped. */\n                \
-         long k;\n                \
-         for (k = 0; k < {kp}; ++k) {{\n                    q[k] = 0;\n                }}\n                \
+         long j;\n                \
+         for (j = 0; j < {np}; ++j) {{\n                    q[j * {LANES}] = 0;\n                }}\n                \
          continue;\n            }}"
     )
     .unwrap();
-    let span_y = (kh - 1) * dy;
-    let span_x = (kw - 1) * dx;
+    let span_y = (kh - 1) * geom.dy;
+    let span_x = (kw - 1) * geom.dx;
     let mut inside = Vec::new();
     if pt > 0 {
         inside.push("iy0 >= 0".to_string());
@@ -186,207 +198,218 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
     if (ow - 1) * sx + span_x >= w + pl {
         inside.push(format!("ix0 + {span_x} < {w}"));
     }
-    let interior = interior_copy(x_elem, h, w, i_g, kh, kw, dy, dx, &slot);
-    let border = border_copy(h, w, i_g, kh, kw, dy, dx, lut);
+    let interior = geom.interior_copy(x_elem);
     if inside.is_empty() {
         c.push_str(&indent(&interior, 12));
     } else {
         writeln!(c, "            if ({}) {{", inside.join(" && ")).unwrap();
         c.push_str(&indent(&interior, 16));
         c.push_str("            } else {\n");
-        c.push_str(&indent(&border, 16));
+        c.push_str(&indent(&geom.tap_loop(true), 16));
         c.push_str("            }\n");
     }
     c.push_str("        }\n");
 
-    // The dot products, one output channel at a time over the LANES columns.
-    writeln!(c, "        for (o = 0; o < {o_n}; ++o) {{").unwrap();
-    writeln!(c, "            const int32_t bias = {p}_bias_{i}[o];").unwrap();
-    let value = linear_value(c, p, i, layer, 12);
-    let accs: Vec<String> = (0..LANES).map(|l| format!("acc{l} = bias")).collect();
-    writeln!(c, "            int32_t {};", accs.join(", ")).unwrap();
-    c.push_str("            const int16_t *q = cols;\n");
-    let lanes_at = |c: &mut String, w: &str, off: usize, pad: &str| {
-        for l in 0..LANES {
-            writeln!(
-                c,
-                "{pad}acc{l} = lutq_dot2({w}, q + {}, acc{l});",
-                l * kp + off
-            )
-            .unwrap();
-        }
+    // The dot products: OCS output channels at a time over the LANES columns (each
+    // column word loaded once feeds OCS SMLADs), then the channels left over.
+    // 4-bit layers: one channel (two would need the table base, two code pointers and
+    // eight accumulators: gcc spills); int8 layers: two (no table to hold).
+    let ocs = if lut { 1 } else { OCS };
+    let main = o_n - o_n % ocs;
+    let layer_dot = Dot {
+        p,
+        i,
+        layer,
+        out_elem: node.ty.elem,
+        pixels,
+        np,
+        k,
+        lut,
     };
-    if lut {
-        let rb = k.div_ceil(2);
-        writeln!(
-            c,
-            "            const uint8_t *cp = {p}_codes_{i} + o * {rb};"
-        )
-        .unwrap();
-        let unroll = 2;
-        let main = rb - rb % unroll;
-        if main > 0 {
-            writeln!(
-                c,
-                "            long j;\n            for (j = 0; j < {main}; j += {unroll}) {{"
-            )
-            .unwrap();
-            for u in 0..unroll {
-                writeln!(c, "                const uint32_t w{u} = pairs[cp[{u}]];").unwrap();
-            }
-            for u in 0..unroll {
-                lanes_at(c, &format!("w{u}"), 2 * u, "                ");
-            }
-            writeln!(
-                c,
-                "                cp += {unroll};\n                q += {};\n            }}",
-                2 * unroll
-            )
-            .unwrap();
-        }
-        if rb > main {
-            c.push_str("            {\n                const uint32_t w0 = pairs[cp[0]];\n");
-            lanes_at(c, "w0", 0, "                ");
-            c.push_str("            }\n");
-        }
-    } else {
-        let groups = k / 4;
-        writeln!(c, "            const int8_t *wp = {p}_w_{i} + o * {k};").unwrap();
-        if groups > 0 {
-            writeln!(
-                c,
-                "            long j;\n            for (j = 0; j < {groups}; ++j) {{\n                \
-                 uint32_t w02, w13;\n                \
-                 lutq_split4(wp, &w02, &w13);"
-            )
-            .unwrap();
-            lanes_at(c, "w02", 0, "                ");
-            lanes_at(c, "w13", 2, "                ");
-            c.push_str("                wp += 4;\n                q += 4;\n            }\n");
-        }
-        let r = k % 4;
-        if r > 0 {
-            // The last 1–3 weights of the row, one by one (a word load would read past
-            // the row, and past the array on the last channel).
-            let at = |t: usize| {
-                if t < r {
-                    format!("wp[{t}]")
-                } else {
-                    "0".into()
-                }
-            };
-            writeln!(
-                c,
-                "            {{\n                \
-                 const uint32_t w02 = lutq_pair({}, {});\n                \
-                 const uint32_t w13 = lutq_pair({}, {});",
-                at(0),
-                at(2),
-                at(1),
-                at(3)
-            )
-            .unwrap();
-            lanes_at(c, "w02", 0, "                ");
-            lanes_at(c, "w13", 2, "                ");
-            c.push_str("            }\n");
-        }
+    if main > 0 {
+        writeln!(c, "        for (o = 0; o < {main}; o += {ocs}) {{").unwrap();
+        layer_dot.channels(c, ocs);
+        c.push_str("        }\n");
     }
-    let out_elem = node.ty.elem;
-    for l in 0..LANES {
-        let store = write(
-            out_elem,
-            "y",
-            &format!("o * {pixels} + p + {l}"),
-            &value.replace("ACC", &format!("acc{l}")),
-        );
-        if l == 0 {
-            writeln!(c, "            {store}").unwrap();
-        } else {
-            writeln!(
-                c,
-                "            if (n > {l}) {{\n                {store}\n            }}"
-            )
-            .unwrap();
-        }
+    if o_n > main {
+        writeln!(c, "        for (o = {main}; o < {o_n}; ++o) {{").unwrap();
+        layer_dot.channels(c, 1);
+        c.push_str("        }\n");
     }
-    c.push_str("        }\n    }\n");
+    c.push_str("    }\n");
     true
 }
 
-/// The im2col copy of one pixel whose window lies inside the input: `q` (the column)
-/// and `iy0`, `ix0` (the window's corner) are in scope. Taps at literal offsets, input
-/// channels in steps that bring the slot pattern back to the start (int8 columns
-/// permute within groups of four).
-#[allow(clippy::too_many_arguments)]
-fn interior_copy(
-    x_elem: &str,
-    h: usize,
-    w: usize,
-    i_g: usize,
-    kh: usize,
-    kw: usize,
-    dy: usize,
-    dx: usize,
-    slot: &dyn Fn(usize) -> usize,
-) -> String {
-    let taps = kh * kw;
-    let plane = h * w;
-    let mut c = format!("const {x_elem} *xp = x0 + iy0 * {w} + ix0;\n");
-    if taps > MAX_UNROLLED_TAPS {
-        // Large kernels: loops, slot by slot.
-        writeln!(
-            c,
-            "long ic, ky, kx, k = 0;\n\
-             for (ic = 0; ic < {i_g}; ++ic) {{\n    \
-             for (ky = 0; ky < {kh}; ++ky) {{\n        \
-             for (kx = 0; kx < {kw}; ++kx) {{\n            \
-             q[{}] = xp[(ic * {h} + ky * {dy}) * {w} + kx * {dx}];\n            \
-             ++k;\n        }}\n    }}\n}}",
-            slot_expr(slot)
-        )
-        .unwrap();
-        return c;
-    }
-    // Channels per step: enough that the step's taps are a multiple of 4, at least 4.
-    let step = (4 / gcd(taps, 4)).max(if taps == 1 { 4 } else { 1 });
-    let offsets = |chans: usize| -> Vec<String> {
-        let mut lines = Vec::new();
-        for ic in 0..chans {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let k = (ic * kh + ky) * kw + kx;
-                    lines.push(format!(
-                        "qq[{}] = xp[{}];",
-                        slot(k),
-                        ic * plane + ky * dy * w + kx * dx
-                    ));
-                }
-            }
-        }
-        lines
-    };
-    let main = i_g - i_g % step;
-    c.push_str("int16_t *qq = q;\n");
-    if main > 0 {
-        writeln!(
-            c,
-            "long ic;\nfor (ic = 0; ic < {main}; ic += {step}) {{\n{}\n    qq += {};\n    xp += {};\n}}",
-            indent_by(&offsets(step).join("\n"), 4),
-            step * taps,
-            step * plane
-        )
-        .unwrap();
-    }
-    if i_g > main {
-        writeln!(c, "{}", offsets(i_g - main).join("\n")).unwrap();
-    }
-    c
+/// Output channels per step of the int8 dot-product loop: 2 channels × [`LANES`] pixels
+/// are 8 accumulators, what the Cortex-M4's general registers hold beside the pointers.
+const OCS: usize = 2;
+
+/// What the dot-product loops of a layer need.
+struct Dot<'a> {
+    p: &'a str,
+    i: usize,
+    layer: &'a QLinear,
+    out_elem: lutq_ir::int::IntElem,
+    pixels: usize,
+    np: usize,
+    k: usize,
+    lut: bool,
 }
 
-/// The im2col copy of a pixel whose window overlaps the border: every tap tested,
-/// zeros outside.
-#[allow(clippy::too_many_arguments)]
-fn border_copy(
+impl Dot<'_> {
+    /// Output channels `o .. o + ocs` over the LANES columns: accumulators `a{c}_{l}`,
+    /// then the stores. Indented for the body of the channel loop.
+    fn channels(&self, c: &mut String, ocs: usize) {
+        let Dot {
+            p,
+            i,
+            layer,
+            out_elem,
+            pixels,
+            np,
+            k,
+            lut,
+        } = *self;
+        let pad = "            ";
+        let at = |ch: usize| {
+            if ch == 0 {
+                "o".to_string()
+            } else {
+                format!("(o + {ch})")
+            }
+        };
+        for ch in 0..ocs {
+            let accs: Vec<String> = (0..LANES)
+                .map(|l| format!("a{ch}_{l} = {p}_bias_{i}[{}]", at(ch)))
+                .collect();
+            writeln!(c, "{pad}int32_t {};", accs.join(", ")).unwrap();
+        }
+        writeln!(c, "{pad}const uint32_t *q = cols;").unwrap();
+        // Weight pair `w{ch}` (per channel) against column pair `pair` of every lane.
+        let lanes_at = |c: &mut String, wv: &str, pair: usize, pad: &str| {
+            for l in 0..LANES {
+                writeln!(
+                    c,
+                    "{pad}{{\n{pad}    const uint32_t x = q[{}];",
+                    pair * LANES + l
+                )
+                .unwrap();
+                for ch in 0..ocs {
+                    writeln!(c, "{pad}    a{ch}_{l} = lutq_dot2({wv}{ch}, x, a{ch}_{l});").unwrap();
+                }
+                writeln!(c, "{pad}}}").unwrap();
+            }
+        };
+        let inner = "                ";
+        if lut {
+            writeln!(c, "{pad}const uint8_t *cp = {p}_codes_{i} + o * {np};").unwrap();
+            // One channel: 4 pairs per iteration; two: 1 (more would need registers the
+            // compiler spills).
+            let unroll = if ocs == 1 { 4 } else { 1 };
+            let main = np - np % unroll;
+            let load = |c: &mut String, u: usize, pad: &str| {
+                for ch in 0..ocs {
+                    writeln!(c, "{pad}const uint32_t w{ch} = pairs[cp[{}]];", ch * np + u).unwrap();
+                }
+            };
+            if main > 0 {
+                writeln!(
+                    c,
+                    "{pad}long j;\n{pad}for (j = 0; j < {main}; j += {unroll}) {{"
+                )
+                .unwrap();
+                for u in 0..unroll {
+                    writeln!(c, "{inner}{{").unwrap();
+                    load(c, u, &format!("{inner}    "));
+                    lanes_at(c, "w", u, &format!("{inner}    "));
+                    writeln!(c, "{inner}}}").unwrap();
+                }
+                writeln!(
+                    c,
+                    "{inner}cp += {unroll};\n{inner}q += {};\n{pad}}}",
+                    unroll * LANES
+                )
+                .unwrap();
+            }
+            for u in 0..np - main {
+                writeln!(c, "{pad}{{").unwrap();
+                load(c, u, inner);
+                lanes_at(c, "w", u, inner);
+                writeln!(c, "{pad}}}").unwrap();
+            }
+        } else {
+            let groups = k / 4;
+            writeln!(c, "{pad}const int8_t *wp = {p}_w_{i} + o * {k};").unwrap();
+            if groups > 0 {
+                writeln!(c, "{pad}long j;\n{pad}for (j = 0; j < {groups}; ++j) {{").unwrap();
+                for ch in 0..ocs {
+                    writeln!(
+                        c,
+                        "{inner}uint32_t w02{ch}, w13{ch};\n{inner}lutq_split4(wp + {}, &w02{ch}, &w13{ch});",
+                        ch * k
+                    )
+                    .unwrap();
+                }
+                lanes_at(c, "w02", 0, inner);
+                lanes_at(c, "w13", 1, inner);
+                writeln!(c, "{inner}wp += 4;\n{inner}q += {};\n{pad}}}", 2 * LANES).unwrap();
+            }
+            let r = k % 4;
+            if r > 0 {
+                // The last 1–3 weights of each row one by one (a word load would read
+                // past the row, and past the array on the last channel).
+                writeln!(c, "{pad}{{").unwrap();
+                for ch in 0..ocs {
+                    let w = |t: usize| {
+                        if t < r {
+                            format!("wp[{}]", ch * k + t)
+                        } else {
+                            "0".into()
+                        }
+                    };
+                    writeln!(
+                        c,
+                        "{inner}const uint32_t w02{ch} = lutq_pair({}, {});\n\
+                         {inner}const uint32_t w13{ch} = lutq_pair({}, {});",
+                        w(0),
+                        w(2),
+                        w(1),
+                        w(3)
+                    )
+                    .unwrap();
+                }
+                lanes_at(c, "w02", 0, inner);
+                lanes_at(c, "w13", 1, inner);
+                writeln!(c, "{pad}}}").unwrap();
+            }
+        }
+        // The stores, a block per channel (its rescale may declare locals).
+        for ch in 0..ocs {
+            writeln!(c, "{pad}{{").unwrap();
+            let mut decls = String::new();
+            let value =
+                linear_value(&mut decls, p, i, layer, 16).replace("[o]", &format!("[{}]", at(ch)));
+            c.push_str(&decls.replace("[o]", &format!("[{}]", at(ch))));
+            for l in 0..LANES {
+                let store = write(
+                    out_elem,
+                    "y",
+                    &format!("{} * {pixels} + p + {l}", at(ch)),
+                    &value.replace("ACC", &format!("a{ch}_{l}")),
+                );
+                if l == 0 {
+                    writeln!(c, "{inner}{store}").unwrap();
+                } else {
+                    writeln!(c, "{inner}if (n > {l}) {{\n{inner}    {store}\n{inner}}}").unwrap();
+                }
+            }
+            writeln!(c, "{pad}}}").unwrap();
+        }
+    }
+}
+
+/// A layer's window as the im2col copy sees it.
+struct Geometry {
     h: usize,
     w: usize,
     i_g: usize,
@@ -395,30 +418,131 @@ fn border_copy(
     dy: usize,
     dx: usize,
     lut: bool,
-) -> String {
-    let slot = if lut {
-        "k".to_string()
-    } else {
-        slot_expr(&int8_slot)
-    };
-    format!(
-        "long ic, ky, kx, k = 0;\n\
-         for (ic = 0; ic < {i_g}; ++ic) {{\n    \
-         for (ky = 0; ky < {kh}; ++ky) {{\n        \
-         const long iy = iy0 + ky * {dy};\n        \
-         for (kx = 0; kx < {kw}; ++kx) {{\n            \
-         const long ix = ix0 + kx * {dx};\n            \
-         q[{slot}] = (int16_t)(iy >= 0 && iy < {h} && ix >= 0 && ix < {w} ? x0[(ic * {h} + iy) * {w} + ix] : 0);\n            \
-         ++k;\n        }}\n    }}\n}}"
-    )
+    /// Taps per window.
+    k: usize,
 }
 
-/// The C expression of `slot(k)` for a run-time `k` (identity, or int8's permutation).
-fn slot_expr(slot: &dyn Fn(usize) -> usize) -> String {
-    if slot(1) == 1 {
-        "k".into()
-    } else {
-        "(k & ~3L) | ((k & 1) << 1) | ((k >> 1) & 1)".into()
+impl Geometry {
+    /// The im2col copy of one pixel whose window lies inside the input: `q` (lane
+    /// `l`'s first column word) and `iy0`, `ix0` (the window's corner) are in scope.
+    /// Small kernels: taps at literal offsets, input channels in steps whose taps are a
+    /// multiple of four (so the pair pattern repeats); large ones: [`Self::tap_loop`].
+    fn interior_copy(&self, x_elem: &str) -> String {
+        let Geometry {
+            h,
+            w,
+            i_g,
+            kh,
+            kw,
+            dy,
+            dx,
+            lut,
+            ..
+        } = *self;
+        let taps = kh * kw;
+        if taps > MAX_UNROLLED_TAPS {
+            return self.tap_loop(false);
+        }
+        let plane = h * w;
+        let offset = |k: usize| {
+            let (ic, t) = (k / taps, k % taps);
+            ic * plane + (t / kw) * dy * w + (t % kw) * dx
+        };
+        // The copy of `chans` channels' taps as literal pairs (taps past them: 0).
+        let copy = |chans: usize| -> String {
+            let n = chans * taps;
+            let group = if lut { 2 } else { 4 };
+            let words = n.next_multiple_of(group) / 2;
+            (0..words)
+                .map(|j| {
+                    let (a, b) = pair_taps(j, lut);
+                    let tap = |t: usize| {
+                        if t < n {
+                            format!("xp[{}]", offset(t))
+                        } else {
+                            "0".into()
+                        }
+                    };
+                    format!("qq[{}] = lutq_pair({}, {});", j * LANES, tap(a), tap(b))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let step = 4 / gcd(taps, 4);
+        let step = if taps == 1 { 4 } else { step };
+        let main = i_g - i_g % step;
+        let mut c = format!("const {x_elem} *xp = x0 + iy0 * {w} + ix0;\nuint32_t *qq = q;\n");
+        if main > 0 {
+            writeln!(
+                c,
+                "long ic;\nfor (ic = 0; ic < {main}; ic += {step}) {{\n{}\n    qq += {};\n    xp += {};\n}}",
+                indent_by(&copy(step), 4),
+                step * taps / 2 * LANES,
+                step * plane
+            )
+            .unwrap();
+        }
+        if i_g > main {
+            writeln!(c, "{}", copy(i_g - main)).unwrap();
+        }
+        c
+    }
+
+    /// The im2col copy tap by tap, `checked`: zeros where the window leaves the input.
+    /// Taps gather in `t` until a group (2 for 4-bit layers, 4 for int8) is complete,
+    /// then go out as pairs.
+    fn tap_loop(&self, checked: bool) -> String {
+        let Geometry {
+            h,
+            w,
+            i_g,
+            kh,
+            kw,
+            dy,
+            dx,
+            lut,
+            k,
+        } = *self;
+        let group = if lut { 2 } else { 4 };
+        let flush = |pad: &str| -> String {
+            (0..group / 2)
+                .map(|j| {
+                    let (a, b) = pair_taps(j, lut);
+                    format!("{pad}qq[{}] = lutq_pair(t[{a}], t[{b}]);\n", j * LANES)
+                })
+                .collect()
+        };
+        let value = if checked {
+            format!(
+                "iy >= 0 && iy < {h} && ix >= 0 && ix < {w} ? x0[(ic * {h} + iy) * {w} + ix] : 0"
+            )
+        } else {
+            format!("x0[(ic * {h} + iy) * {w} + ix]")
+        };
+        let mut c = format!(
+            "long ic, ky, kx, k = 0;\nint32_t t[{group}] = {{0}};\nuint32_t *qq = q;\n\
+             for (ic = 0; ic < {i_g}; ++ic) {{\n    \
+             for (ky = 0; ky < {kh}; ++ky) {{\n        \
+             const long iy = iy0 + ky * {dy};\n        \
+             for (kx = 0; kx < {kw}; ++kx) {{\n            \
+             const long ix = ix0 + kx * {dx};\n            \
+             t[k & {}] = {value};\n            \
+             if ((k & {}) == {}) {{\n{}                qq += {};\n            }}\n            \
+             ++k;\n        }}\n    }}\n}}\n",
+            group - 1,
+            group - 1,
+            group - 1,
+            flush("                "),
+            group / 2 * LANES
+        );
+        let r = k % group;
+        if r > 0 {
+            for t in r..group {
+                writeln!(c, "t[{t}] = 0;").unwrap();
+            }
+            c.push_str(&flush(""));
+        }
+        c
     }
 }
 

@@ -468,12 +468,9 @@ static inline uint32_t lutq_pair(int32_t lo, int32_t hi)
 
 #if defined(__ARM_FEATURE_DSP) && !defined(__ARM_BIG_ENDIAN) && !defined(LUTQ_NO_DSP)
 #include <arm_acle.h>
-/* acc + w.lo * q[0] + w.hi * q[1]: one SMLAD (q is 4-byte aligned; the core is
- * little-endian, so q[0] is the low half of the word). */
-static inline int32_t lutq_dot2(uint32_t w, const int16_t *q, int32_t acc)
+/* acc + w.lo * x.lo + w.hi * x.hi (halves as signed 16-bit values): one SMLAD. */
+static inline int32_t lutq_dot2(uint32_t w, uint32_t x, int32_t acc)
 {
-    uint32_t x;
-    memcpy(&x, q, sizeof x);
     return __smlad((int16x2_t)w, (int16x2_t)x, acc);
 }
 
@@ -486,13 +483,22 @@ static inline void lutq_split4(const int8_t *w, uint32_t *w02, uint32_t *w13)
     *w13 = (uint32_t)__sxtb16((int8x4_t)(v >> 8));
 }
 #else
-/* The portable path: the same sums with two C multiplications (the halves read back
- * as signed 16-bit values without implementation-defined conversions). */
-static inline int32_t lutq_dot2(uint32_t w, const int16_t *q, int32_t acc)
+/* A half of a pair as a signed 16-bit value, without implementation-defined
+ * conversions. */
+static inline int32_t lutq_lo16(uint32_t v)
 {
-    const int32_t lo = (int32_t)(w & 0xffffu) - (int32_t)((w << 1) & 0x10000u);
-    const int32_t hi = (int32_t)(w >> 16) - (int32_t)((w >> 15) & 0x10000u);
-    return acc + lo * q[0] + hi * q[1];
+    return (int32_t)(v & 0xffffu) - (int32_t)((v << 1) & 0x10000u);
+}
+
+static inline int32_t lutq_hi16(uint32_t v)
+{
+    return (int32_t)(v >> 16) - (int32_t)((v >> 15) & 0x10000u);
+}
+
+/* The portable path: the same sums with two C multiplications. */
+static inline int32_t lutq_dot2(uint32_t w, uint32_t x, int32_t acc)
+{
+    return acc + lutq_lo16(w) * lutq_lo16(x) + lutq_hi16(w) * lutq_hi16(x);
 }
 
 static inline void lutq_split4(const int8_t *w, uint32_t *w02, uint32_t *w13)
