@@ -28,7 +28,7 @@ pub(crate) fn emit_kernel(graph: &IntGraph, i: usize, p: &str) -> Result<Option<
     let node = &graph.nodes[i];
     let ins: Vec<&lutq_ir::int::QType> = node.inputs.iter().map(|&v| graph.ty(v)).collect();
     let mut c = format!("/* %{i} {} '{}' */\n", node.op.name(), comment(&node.name));
-    let params = params(graph, node);
+    let params = params(graph, i);
     writeln!(c, "static void layer_{i}({params})\n{{").unwrap();
     match &node.op {
         IntOp::QuantizeInput { .. } | IntOp::Reshape => return Ok(None),
@@ -264,7 +264,8 @@ fn unsupported(node: &IntNode, message: &str) -> CError {
     }
 }
 
-fn params(graph: &IntGraph, node: &IntNode) -> String {
+fn params(graph: &IntGraph, i: usize) -> String {
+    let node = &graph.nodes[i];
     let mut ps: Vec<String> = node
         .inputs
         .iter()
@@ -272,7 +273,7 @@ fn params(graph: &IntGraph, node: &IntNode) -> String {
         .map(|(k, &v)| format!("const {} *x{k}", c_elem(graph.ty(v).elem)))
         .collect();
     ps.push(format!("{} *y", c_elem(node.ty.elem)));
-    if linear_dsp::scratch_bytes(node) > 0 {
+    if linear_dsp::scratch_bytes(graph, i) > 0 {
         ps.push("uint8_t *scratch".into());
     }
     ps.join(", ")

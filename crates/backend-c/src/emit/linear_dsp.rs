@@ -90,11 +90,12 @@ fn plan(node: &IntNode) -> Option<Plan> {
 
 /// Scratch bytes the kernel of `node` needs in the arena (0: it uses none), with 3 bytes
 /// of slack to align the 32-bit table and the columns.
-pub(crate) fn scratch_bytes(node: &IntNode) -> usize {
+pub(crate) fn scratch_bytes(graph: &IntGraph, i: usize) -> usize {
+    let node = &graph.nodes[i];
     match plan(node) {
         // The columns: kp / 2 pairs of 32 bits per lane.
         Some(pl) => 3 + if pl.lut { PAIR_TABLE_BYTES } else { 0 } + LANES * pl.kp * 2,
-        None => 0,
+        None => super::depthwise_dsp::scratch_bytes(graph, i),
     }
 }
 
@@ -115,7 +116,7 @@ fn pair_taps(j: usize, lut: bool) -> (usize, usize) {
 pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &QLinear) -> bool {
     let node = &graph.nodes[i];
     let Some(Plan { lut, k, kp }) = plan(node) else {
-        return false;
+        return super::depthwise_dsp::emit(c, graph, i, p, layer);
     };
     let g = layer.conv.as_ref().expect("plan checked");
     let [o_n, i_g, kh, kw] = layer.weights.shape();

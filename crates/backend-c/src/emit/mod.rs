@@ -22,6 +22,7 @@
 //! by a negative-array-size trick), left shifts as multiplications (a left shift of a
 //! negative value is undefined in C).
 
+mod depthwise_dsp;
 mod harness;
 mod kernels;
 mod linear_dsp;
@@ -175,10 +176,8 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
     }
     let inputs = api_inputs(graph)?;
     let plan = plan_memory(graph);
-    let scratch_bytes = graph
-        .nodes
-        .iter()
-        .map(linear_dsp::scratch_bytes)
+    let scratch_bytes = (0..graph.nodes.len())
+        .map(|i| linear_dsp::scratch_bytes(graph, i))
         .max()
         .unwrap_or(0);
     let w = weights::emit_weights(graph, p)?;
@@ -459,7 +458,7 @@ static inline int32_t lutq_rshift32(int32_t a, int s)
 "#,
     ),
     (
-        "lutq_dot2",
+        "lutq_pair",
         r#"/* Weight and column pairs: two int16 in one 32-bit word, tap 2j in the low half. */
 static inline uint32_t lutq_pair(int32_t lo, int32_t hi)
 {
@@ -471,6 +470,15 @@ static inline uint32_t lutq_pair(int32_t lo, int32_t hi)
 /* acc + w.lo * x.lo + w.hi * x.hi (halves as signed 16-bit values): one SMLAD. */
 static inline int32_t lutq_dot2(uint32_t w, uint32_t x, int32_t acc)
 {
+    return __smlad((int16x2_t)w, (int16x2_t)x, acc);
+}
+
+/* acc + w.lo * q[0] + w.hi * q[1] with q anywhere 2-byte aligned: one (unaligned)
+ * LDR and one SMLAD. */
+static inline int32_t lutq_dot2m(uint32_t w, const int16_t *q, int32_t acc)
+{
+    uint32_t x;
+    memcpy(&x, q, sizeof x);
     return __smlad((int16x2_t)w, (int16x2_t)x, acc);
 }
 
@@ -499,6 +507,11 @@ static inline int32_t lutq_hi16(uint32_t v)
 static inline int32_t lutq_dot2(uint32_t w, uint32_t x, int32_t acc)
 {
     return acc + lutq_lo16(w) * lutq_lo16(x) + lutq_hi16(w) * lutq_hi16(x);
+}
+
+static inline int32_t lutq_dot2m(uint32_t w, const int16_t *q, int32_t acc)
+{
+    return acc + lutq_lo16(w) * q[0] + lutq_hi16(w) * q[1];
 }
 
 static inline void lutq_split4(const int8_t *w, uint32_t *w02, uint32_t *w13)
@@ -555,7 +568,7 @@ fn emit_source(
             .map(|v| value_ptr(graph, plan, v.index(), false))
             .collect();
         args.push(value_ptr(graph, plan, i, true));
-        if linear_dsp::scratch_bytes(node) > 0 {
+        if linear_dsp::scratch_bytes(graph, i) > 0 {
             // After every activation buffer: free whatever else is live.
             args.push(format!("arena + {}", plan.arena_size));
         }
