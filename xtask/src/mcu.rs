@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use lutq_backend_c::mcu::{McuReport, run_on_cortex_m4};
+use lutq_backend_c::mcu::{Core, McuReport, run_on_core, run_on_cortex_m4};
 use lutq_backend_c::{HostProgram, decode_outputs, quantize_samples};
 use lutq_interp::int::IntInterpreter;
 use lutq_ir::Tensor;
@@ -26,7 +26,10 @@ committed calibration slice), emits C, and
     interpreter; counts instructions per inference with valgrind --tool=callgrind;
   * cross-compiles it for Cortex-M4 (arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -O2), runs
     it under qemu-system-arm -M mps2-an386 with -icount shift=0, checks N samples (1 for
-    MobileNetV2) bit-exact and reads instructions per inference from SysTick;
+    MobileNetV2 and zoo models) bit-exact and reads instructions per inference from
+    SysTick (the generated code's DSP path: SMLAD);
+  * does the same for a Cortex-M3 (-mcpu=cortex-m3, no DSP extension: the portable
+    path) under -M mps2-an385, 1 sample;
   * reports flash (model code + constants, from arm-none-eabi-size), the constants an
     int8 build would store, and the arena next to its lower bound.
 
@@ -52,6 +55,7 @@ struct Row {
     naive: usize,
     host_instructions: u64,
     m4_instructions: u64,
+    m3_instructions: u64,
 }
 
 fn expected(g: &IntGraph, rows: &[Vec<&[f32]>]) -> anyhow::Result<Vec<Vec<Vec<i32>>>> {
@@ -145,6 +149,21 @@ fn measure(
     if report.outputs[..] != want[..m4_samples] {
         bail!("{model} {mode}: the Cortex-M4 run differs from the golden interpreter");
     }
+    // The portable path (no DSP extension) on a Cortex-M3, one sample.
+    eprintln!("{model} {mode}: Cortex-M3 under QEMU, 1 sample");
+    let m3 = run_on_core(
+        &g,
+        prefix,
+        &bytes[..per_sample],
+        1,
+        &dir,
+        Duration::from_secs(590),
+        Core::CortexM3,
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if m3.outputs[..] != want[..1] {
+        bail!("{model} {mode}: the Cortex-M3 run differs from the golden interpreter");
+    }
     let s = &report.summary;
     Ok(Row {
         model: model.to_string(),
@@ -161,6 +180,7 @@ fn measure(
         naive: s.arena_naive,
         host_instructions,
         m4_instructions: *report.instructions.iter().max().expect("samples"),
+        m3_instructions: m3.instructions[0],
     })
 }
 
@@ -301,13 +321,15 @@ fn table(rows: &[Row], n: usize) -> String {
          buffer), next to the lower bound (most bytes live at one step);\n\
          * **host instr** from `valgrind --tool=callgrind` on `gcc -O2` (x86-64), inside\n  \
          `NAME_run` only; **M4 instr** from SysTick under QEMU `-icount shift=0` (1 tick =\n  \
-         40 instructions).\n\n\
-         | model | mode | MACs | flash B | code B | weights B | weights / int8 | consts B | consts / int8 | arena B | lower bound B | arena / bound | naive B | host instr / inference | host instr / MAC | M4 instr / inference | M4 instr / MAC |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+         40 instructions): the DSP path (`SMLAD`); **M3 instr** the same on QEMU's\n  \
+         `mps2-an385` Cortex-M3 (`-mcpu=cortex-m3`, no DSP extension): the portable path,\n  \
+         checked bit-exact on 1 sample.\n\n\
+         | model | mode | MACs | flash B | code B | weights B | weights / int8 | consts B | consts / int8 | arena B | lower bound B | arena / bound | naive B | host instr / inference | host instr / MAC | M4 instr / inference | M4 instr / MAC | M3 instr / MAC |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.3} | {} | {:.3} | {} | {} | {:.3} | {} | {} | {:.2} | {} | {:.2} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.3} | {} | {:.3} | {} | {} | {:.3} | {} | {} | {:.2} | {} | {:.2} | {:.2} |\n",
             r.model,
             r.mode,
             r.macs,
@@ -325,6 +347,7 @@ fn table(rows: &[Row], n: usize) -> String {
             r.host_instructions as f64 / r.macs as f64,
             r.m4_instructions,
             r.m4_instructions as f64 / r.macs as f64,
+            r.m3_instructions as f64 / r.macs as f64,
         ));
     }
     s.push_str(

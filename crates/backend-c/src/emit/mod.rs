@@ -410,7 +410,7 @@ typedef char lutq_requires_arithmetic_shift[((-1) >> 1) == -1 ? 1 : -1];
 
 /// Helper functions by name, emitted only where a kernel calls them (clang warns about
 /// unused static functions, and the generated code must build with `-Werror`).
-const HELPERS: [(&str, &str); 7] = [
+const HELPERS: [(&str, &str); 10] = [
     (
         "lutq_clamp",
         r#"static inline int32_t lutq_clamp(int64_t v, int32_t lo, int32_t hi)
@@ -459,67 +459,70 @@ static inline int32_t lutq_rshift32(int32_t a, int s)
     ),
     (
         "lutq_pair",
-        r#"/* Weight and column pairs: two int16 in one 32-bit word, tap 2j in the low half. */
+        r#"/* The dual 16-bit multiply-accumulate kernels' DSP path: Arm cores with the DSP
+ * extension (Cortex-M4/M7/M33/M55), little-endian; -DLUTQ_NO_DSP forces the portable
+ * C path, which computes the same integers. */
+#if defined(__ARM_FEATURE_DSP) && !defined(__ARM_BIG_ENDIAN) && !defined(LUTQ_NO_DSP)
+#include <arm_acle.h>
+#define LUTQ_DSP 1
+#endif
+
+/* Weight and column pairs: two int16 in one 32-bit word, tap 2j in the low half. */
 static inline uint32_t lutq_pair(int32_t lo, int32_t hi)
 {
     return ((uint32_t)lo & 0xffffu) | (((uint32_t)hi & 0xffffu) << 16);
 }
-
-#if defined(__ARM_FEATURE_DSP) && !defined(__ARM_BIG_ENDIAN) && !defined(LUTQ_NO_DSP)
-#include <arm_acle.h>
-/* acc + w.lo * x.lo + w.hi * x.hi (halves as signed 16-bit values): one SMLAD. */
+"#,
+    ),
+    (
+        "lutq_dot2",
+        r#"/* acc + w.lo * x.lo + w.hi * x.hi, the halves as signed 16-bit values: one SMLAD.
+ * Portable: (v ^ 0x8000) - 0x8000 sign-extends a half without implementation-defined
+ * conversions. */
 static inline int32_t lutq_dot2(uint32_t w, uint32_t x, int32_t acc)
 {
+#ifdef LUTQ_DSP
     return __smlad((int16x2_t)w, (int16x2_t)x, acc);
+#else
+    return acc
+        + (((int32_t)(w & 0xffffu) ^ 0x8000) - 0x8000) * (((int32_t)(x & 0xffffu) ^ 0x8000) - 0x8000)
+        + (((int32_t)(w >> 16) ^ 0x8000) - 0x8000) * (((int32_t)(x >> 16) ^ 0x8000) - 0x8000);
+#endif
 }
-
-/* acc + w.lo * q[0] + w.hi * q[1] with q anywhere 2-byte aligned: one (unaligned)
- * LDR and one SMLAD. */
+"#,
+    ),
+    (
+        "lutq_dot2m",
+        r#"/* acc + w.lo * q[0] + w.hi * q[1], q anywhere 2-byte aligned: one (unaligned) LDR
+ * and one SMLAD. */
 static inline int32_t lutq_dot2m(uint32_t w, const int16_t *q, int32_t acc)
 {
+#ifdef LUTQ_DSP
     uint32_t x;
     memcpy(&x, q, sizeof x);
     return __smlad((int16x2_t)w, (int16x2_t)x, acc);
+#else
+    return acc + (((int32_t)(w & 0xffffu) ^ 0x8000) - 0x8000) * q[0]
+        + (((int32_t)(w >> 16) ^ 0x8000) - 0x8000) * q[1];
+#endif
 }
-
-/* Four int8 weights as the pairs (w0, w2) and (w1, w3): one load, two SXTB16. */
+"#,
+    ),
+    (
+        "lutq_split4",
+        r#"/* Four int8 weights as the pairs (w0, w2) and (w1, w3): one load, two SXTB16. */
 static inline void lutq_split4(const int8_t *w, uint32_t *w02, uint32_t *w13)
 {
+#ifdef LUTQ_DSP
     uint32_t v;
     memcpy(&v, w, sizeof v);
     *w02 = (uint32_t)__sxtb16((int8x4_t)v);
     *w13 = (uint32_t)__sxtb16((int8x4_t)(v >> 8));
-}
 #else
-/* A half of a pair as a signed 16-bit value, without implementation-defined
- * conversions. */
-static inline int32_t lutq_lo16(uint32_t v)
-{
-    return (int32_t)(v & 0xffffu) - (int32_t)((v << 1) & 0x10000u);
-}
-
-static inline int32_t lutq_hi16(uint32_t v)
-{
-    return (int32_t)(v >> 16) - (int32_t)((v >> 15) & 0x10000u);
-}
-
-/* The portable path: the same sums with two C multiplications. */
-static inline int32_t lutq_dot2(uint32_t w, uint32_t x, int32_t acc)
-{
-    return acc + lutq_lo16(w) * lutq_lo16(x) + lutq_hi16(w) * lutq_hi16(x);
-}
-
-static inline int32_t lutq_dot2m(uint32_t w, const int16_t *q, int32_t acc)
-{
-    return acc + lutq_lo16(w) * q[0] + lutq_hi16(w) * q[1];
-}
-
-static inline void lutq_split4(const int8_t *w, uint32_t *w02, uint32_t *w13)
-{
     *w02 = lutq_pair(w[0], w[2]);
     *w13 = lutq_pair(w[1], w[3]);
-}
 #endif
+}
 "#,
     ),
     (
