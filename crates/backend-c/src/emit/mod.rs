@@ -26,6 +26,7 @@ mod depthwise_dsp;
 mod harness;
 mod kernels;
 mod linear_dsp;
+mod scratch;
 mod weights;
 
 use std::fmt::Write as _;
@@ -87,10 +88,11 @@ pub struct CSummary {
     /// What the same weights take as int8 (1 byte per weight), plus the same biases and
     /// rescales: an int8 build's flash for constants.
     pub int8_weight_bytes: usize,
-    /// `NAME_ARENA_SIZE`: the activations' plan plus [`scratch_bytes`](Self::scratch_bytes).
+    /// `NAME_ARENA_SIZE`: the activations' plan and every kernel's scratch.
     pub arena_size: usize,
-    /// Kernel scratch at the end of the arena (im2col columns, 4-bit decode tables): the
-    /// largest any one kernel needs, since kernels run one at a time.
+    /// The largest kernel scratch (im2col columns, 4-bit decode tables, padded planes):
+    /// each kernel's lies in arena bytes no live activation uses at its step, past the
+    /// activations' plan only where no gap is large enough.
     pub scratch_bytes: usize,
     pub arena_lower_bound: usize,
     pub arena_naive: usize,
@@ -180,6 +182,8 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
         .map(|i| linear_dsp::scratch_bytes(graph, i))
         .max()
         .unwrap_or(0);
+    let (scratch_at, arena_size) =
+        scratch::place_scratch(&plan, |i| linear_dsp::scratch_bytes(graph, i));
     let w = weights::emit_weights(graph, p)?;
     let summary = CSummary {
         prefix: p.clone(),
@@ -212,14 +216,14 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
             })
             .max()
             .unwrap_or(0),
-        arena_size: plan.arena_size + scratch_bytes,
+        arena_size,
         scratch_bytes,
         arena_lower_bound: plan.lower_bound,
         arena_naive: plan.naive_sum,
         macs: graph.macs(),
     };
     let header = emit_header(graph, options, &inputs, &summary);
-    let source = emit_source(graph, options, &inputs, &plan, &w.declarations)?;
+    let source = emit_source(graph, options, &inputs, &plan, &scratch_at, &w.declarations)?;
     let banner = banner(graph, options);
     let mut files = vec![
         (format!("{p}.h"), header),
@@ -293,10 +297,13 @@ fn emit_header(
     writeln!(h, "#ifndef {up}_H\n#define {up}_H\n\n#include <stdint.h>\n").unwrap();
     writeln!(
         h,
-        "/* Bytes the caller's arena must have (any alignment). The plan's lower bound\n \
-         * (most bytes live at once) is {up}_ARENA_LOWER_BOUND. */\n\
+        "/* Bytes the caller's arena must have (any alignment). The activations' lower\n \
+         * bound (most bytes live at once) is {up}_ARENA_LOWER_BOUND; the arena also holds\n \
+         * the kernels' scratch (the largest: {up}_SCRATCH_BYTES), in bytes no live\n \
+         * activation uses where a gap is large enough. */\n\
          #define {up}_ARENA_SIZE {}\n\
          #define {up}_ARENA_LOWER_BOUND {}\n\
+         #define {up}_SCRATCH_BYTES {}\n\
          /* Constant data (codes, tables, biases, rescales) in {p}_weights.c. */\n\
          #define {up}_WEIGHT_BYTES {}\n\
          /* Multiply-accumulates per inference. */\n\
@@ -306,6 +313,7 @@ fn emit_header(
          #define {up}_STACK_ROW_BYTES {}\n",
         summary.arena_size,
         summary.arena_lower_bound,
+        summary.scratch_bytes,
         summary.weight_bytes,
         summary.macs,
         summary.stack_row_bytes
@@ -550,6 +558,7 @@ fn emit_source(
     options: &EmitOptions,
     inputs: &[ApiInput],
     plan: &MemoryPlan,
+    scratch_at: &[Option<usize>],
     weight_declarations: &str,
 ) -> Result<String, CError> {
     let p = &options.prefix;
@@ -571,9 +580,8 @@ fn emit_source(
             .map(|v| value_ptr(graph, plan, v.index(), false))
             .collect();
         args.push(value_ptr(graph, plan, i, true));
-        if linear_dsp::scratch_bytes(graph, i) > 0 {
-            // After every activation buffer: free whatever else is live.
-            args.push(format!("arena + {}", plan.arena_size));
+        if let Some(at) = scratch_at[i] {
+            args.push(format!("arena + {at}"));
         }
         writeln!(
             schedule,
