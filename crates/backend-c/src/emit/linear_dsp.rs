@@ -39,8 +39,13 @@ use lutq_ir::int::{IntGraph, IntNode, IntOp, QLinear, QWeights};
 use super::c_elem;
 use super::kernels::{linear_value, write};
 
-/// Output pixels per block: every weight pair loaded feeds this many `SMLAD`s.
-pub(crate) const LANES: usize = 4;
+/// Output pixels per block: every weight pair loaded feeds this many `SMLAD`s. 4-bit
+/// layers take 8 (the table lookup is shared by more pixels; 8 accumulators, the table
+/// base, two pointers, the pair and a column word fill the Cortex-M4's registers), int8
+/// layers 4 (their loop runs 2 channels × 4 pixels).
+pub(crate) fn lanes(lut: bool) -> usize {
+    if lut { 8 } else { 4 }
+}
 
 /// The 4-bit decode table: 256 32-bit weight pairs.
 const PAIR_TABLE_BYTES: usize = 256 * 4;
@@ -66,7 +71,7 @@ fn plan(node: &IntNode) -> Option<Plan> {
         return None;
     }
     let pixels = node.ty.shape[2] * node.ty.shape[3];
-    if pixels < LANES {
+    if pixels < lanes(true).min(lanes(false)) {
         return None;
     }
     let lut = match &layer.weights {
@@ -94,7 +99,7 @@ pub(crate) fn scratch_bytes(graph: &IntGraph, i: usize) -> usize {
     let node = &graph.nodes[i];
     match plan(node) {
         // The columns: kp / 2 pairs of 32 bits per lane.
-        Some(pl) => 3 + if pl.lut { PAIR_TABLE_BYTES } else { 0 } + LANES * pl.kp * 2,
+        Some(pl) => 3 + if pl.lut { PAIR_TABLE_BYTES } else { 0 } + lanes(pl.lut) * pl.kp * 2,
         None => super::depthwise_dsp::scratch_bytes(graph, i),
     }
 }
@@ -139,6 +144,7 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
     let (pt, pl) = (g.pads[0], g.pads[1]);
     let x_elem = c_elem(graph.ty(node.inputs[0]).elem);
     let np = kp / 2;
+    let lanes = lanes(lut);
 
     c.push_str(
         "    /* The scratch, 4-byte aligned (the arena has any alignment). */\n    \
@@ -170,16 +176,16 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
     // meets are adjacent (one LDM / two LDRD).
     writeln!(
         c,
-        "    for (p = 0; p < {pixels}; p += {LANES}) {{\n        \
-         const long n = {pixels} - p < {LANES} ? {pixels} - p : {LANES};\n        \
-         for (l = 0; l < {LANES}; ++l) {{\n            \
+        "    for (p = 0; p < {pixels}; p += {lanes}) {{\n        \
+         const long n = {pixels} - p < {lanes} ? {pixels} - p : {lanes};\n        \
+         for (l = 0; l < {lanes}; ++l) {{\n            \
          uint32_t *const q = cols + l;\n            \
          const long iy0 = (p + l) / {ow} * {sy} - {pt};\n            \
          const long ix0 = (p + l) % {ow} * {sx} - {pl};\n            \
          if (l >= n) {{\n                \
          /* Past the last pixel: zeros, computed and dropped. */\n                \
          long j;\n                \
-         for (j = 0; j < {np}; ++j) {{\n                    q[j * {LANES}] = 0;\n                }}\n                \
+         for (j = 0; j < {np}; ++j) {{\n                    q[j * {lanes}] = 0;\n                }}\n                \
          continue;\n            }}"
     )
     .unwrap();
@@ -271,6 +277,7 @@ impl Dot<'_> {
             k,
             lut,
         } = *self;
+        let lanes = lanes(lut);
         let pad = "            ";
         let at = |ch: usize| {
             if ch == 0 {
@@ -280,7 +287,7 @@ impl Dot<'_> {
             }
         };
         for ch in 0..ocs {
-            let accs: Vec<String> = (0..LANES)
+            let accs: Vec<String> = (0..lanes)
                 .map(|l| format!("a{ch}_{l} = {p}_bias_{i}[{}]", at(ch)))
                 .collect();
             writeln!(c, "{pad}int32_t {};", accs.join(", ")).unwrap();
@@ -288,11 +295,11 @@ impl Dot<'_> {
         writeln!(c, "{pad}const uint32_t *q = cols;").unwrap();
         // Weight pair `w{ch}` (per channel) against column pair `pair` of every lane.
         let lanes_at = |c: &mut String, wv: &str, pair: usize, pad: &str| {
-            for l in 0..LANES {
+            for l in 0..lanes {
                 writeln!(
                     c,
                     "{pad}{{\n{pad}    const uint32_t x = q[{}];",
-                    pair * LANES + l
+                    pair * lanes + l
                 )
                 .unwrap();
                 for ch in 0..ocs {
@@ -328,7 +335,7 @@ impl Dot<'_> {
                 writeln!(
                     c,
                     "{inner}cp += {unroll};\n{inner}q += {};\n{pad}}}",
-                    unroll * LANES
+                    unroll * lanes
                 )
                 .unwrap();
             }
@@ -353,7 +360,7 @@ impl Dot<'_> {
                 }
                 lanes_at(c, "w02", 0, inner);
                 lanes_at(c, "w13", 1, inner);
-                writeln!(c, "{inner}wp += 4;\n{inner}q += {};\n{pad}}}", 2 * LANES).unwrap();
+                writeln!(c, "{inner}wp += 4;\n{inner}q += {};\n{pad}}}", 2 * lanes).unwrap();
             }
             let r = k % 4;
             if r > 0 {
@@ -391,7 +398,7 @@ impl Dot<'_> {
             let value =
                 linear_value(&mut decls, p, i, layer, 16).replace("[o]", &format!("[{}]", at(ch)));
             c.push_str(&decls.replace("[o]", &format!("[{}]", at(ch))));
-            for l in 0..LANES {
+            for l in 0..lanes {
                 let store = write(
                     out_elem,
                     "y",
@@ -440,6 +447,7 @@ impl Geometry {
             lut,
             ..
         } = *self;
+        let lanes = lanes(lut);
         let taps = kh * kw;
         if taps > MAX_UNROLLED_TAPS {
             return self.tap_loop(false);
@@ -464,7 +472,7 @@ impl Geometry {
                             "0".into()
                         }
                     };
-                    format!("qq[{}] = lutq_pair({}, {});", j * LANES, tap(a), tap(b))
+                    format!("qq[{}] = lutq_pair({}, {});", j * lanes, tap(a), tap(b))
                 })
                 .collect::<Vec<_>>()
                 .join("\n")
@@ -478,7 +486,7 @@ impl Geometry {
                 c,
                 "long ic;\nfor (ic = 0; ic < {main}; ic += {step}) {{\n{}\n    qq += {};\n    xp += {};\n}}",
                 indent_by(&copy(step), 4),
-                step * taps / 2 * LANES,
+                step * taps / 2 * lanes,
                 step * plane
             )
             .unwrap();
@@ -504,12 +512,13 @@ impl Geometry {
             lut,
             k,
         } = *self;
+        let lanes = lanes(lut);
         let group = if lut { 2 } else { 4 };
         let flush = |pad: &str| -> String {
             (0..group / 2)
                 .map(|j| {
                     let (a, b) = pair_taps(j, lut);
-                    format!("{pad}qq[{}] = lutq_pair(t[{a}], t[{b}]);\n", j * LANES)
+                    format!("{pad}qq[{}] = lutq_pair(t[{a}], t[{b}]);\n", j * lanes)
                 })
                 .collect()
         };
@@ -534,7 +543,7 @@ impl Geometry {
             group - 1,
             group - 1,
             flush("                "),
-            group / 2 * LANES
+            group / 2 * lanes
         );
         let r = k % group;
         if r > 0 {
