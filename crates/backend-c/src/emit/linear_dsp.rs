@@ -29,8 +29,8 @@
 //! Without `__ARM_FEATURE_DSP` (the host, a Cortex-M0/M3) the same loops run with the
 //! portable `lutq_dot2`, two C multiplications; `-DLUTQ_NO_DSP` forces that path.
 //!
-//! The scratch (the 1 KiB table, `LANES` columns) lives in the arena after the
-//! activations ([`scratch_bytes`]).
+//! The scratch (the 1 KiB table, `LANES` columns, [`scratch_bytes`]) lives in the
+//! arena, in bytes no activation live at that step uses (`scratch::place_scratch`).
 
 use std::fmt::Write as _;
 
@@ -39,13 +39,11 @@ use lutq_ir::int::{IntGraph, IntNode, IntOp, QLinear, QWeights};
 use super::c_elem;
 use super::kernels::{linear_value, write};
 
-/// Output pixels per block: every weight pair loaded feeds this many `SMLAD`s. 4-bit
-/// layers take 8 (the table lookup is shared by more pixels; 8 accumulators, the table
-/// base, two pointers, the pair and a column word fill the Cortex-M4's registers), int8
-/// layers 4 (their loop runs 2 channels × 4 pixels).
-pub(crate) fn lanes(lut: bool) -> usize {
-    if lut { 8 } else { 4 }
-}
+/// Output pixels per block: every weight pair loaded feeds this many `SMLAD`s (8
+/// accumulators, the table base or second weight pair, two pointers, a pair and a
+/// column word fill the Cortex-M4's registers; 4 pixels measured worse: IC ResNet-8
+/// 1.81 vs 1.71 instructions per MAC with 4-bit weights).
+pub(crate) const LANES: usize = 8;
 
 /// The 4-bit decode table: 256 32-bit weight pairs.
 const PAIR_TABLE_BYTES: usize = 256 * 4;
@@ -71,7 +69,8 @@ fn plan(node: &IntNode) -> Option<Plan> {
         return None;
     }
     let pixels = node.ty.shape[2] * node.ty.shape[3];
-    if pixels < lanes(true).min(lanes(false)) {
+    // Fewer than half a block of pixels: mostly wasted lanes; the plain kernel.
+    if pixels < LANES / 2 {
         return None;
     }
     let lut = match &layer.weights {
@@ -99,7 +98,7 @@ pub(crate) fn scratch_bytes(graph: &IntGraph, i: usize) -> usize {
     let node = &graph.nodes[i];
     match plan(node) {
         // The columns: kp / 2 pairs of 32 bits per lane.
-        Some(pl) => 3 + if pl.lut { PAIR_TABLE_BYTES } else { 0 } + lanes(pl.lut) * pl.kp * 2,
+        Some(pl) => 3 + if pl.lut { PAIR_TABLE_BYTES } else { 0 } + LANES * pl.kp * 2,
         None => super::depthwise_dsp::scratch_bytes(graph, i),
     }
 }
@@ -144,7 +143,7 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
     let (pt, pl) = (g.pads[0], g.pads[1]);
     let x_elem = c_elem(graph.ty(node.inputs[0]).elem);
     let np = kp / 2;
-    let lanes = lanes(lut);
+    let lanes = LANES;
 
     c.push_str(
         "    /* The scratch, 4-byte aligned (the arena has any alignment). */\n    \
@@ -217,12 +216,10 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
     }
     c.push_str("        }\n");
 
-    // The dot products: OCS output channels at a time over the LANES columns (each
-    // column word loaded once feeds OCS SMLADs), then the channels left over.
-    // 4-bit layers: one channel (two would need the table base, two code pointers and
-    // eight accumulators: gcc spills); int8 layers: two (no table to hold).
-    let ocs = if lut { 1 } else { OCS };
-    let main = o_n - o_n % ocs;
+    // The dot products, one output channel at a time over the lanes. Two channels at a
+    // time (each column word feeding two SMLADs) measured worse: 16 accumulators do not
+    // fit, and 2 channels × 4 pixels made gcc spill (IC ResNet-8: 1.89 vs 1.79 for
+    // 4-bit layers, 1.84 vs 1.75 for int8).
     let layer_dot = Dot {
         p,
         i,
@@ -233,23 +230,11 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
         k,
         lut,
     };
-    if main > 0 {
-        writeln!(c, "        for (o = 0; o < {main}; o += {ocs}) {{").unwrap();
-        layer_dot.channels(c, ocs);
-        c.push_str("        }\n");
-    }
-    if o_n > main {
-        writeln!(c, "        for (o = {main}; o < {o_n}; ++o) {{").unwrap();
-        layer_dot.channels(c, 1);
-        c.push_str("        }\n");
-    }
-    c.push_str("    }\n");
+    writeln!(c, "        for (o = 0; o < {o_n}; ++o) {{").unwrap();
+    layer_dot.channels(c, 1);
+    c.push_str("        }\n    }\n");
     true
 }
-
-/// Output channels per step of the int8 dot-product loop: 2 channels × [`LANES`] pixels
-/// are 8 accumulators, what the Cortex-M4's general registers hold beside the pointers.
-const OCS: usize = 2;
 
 /// What the dot-product loops of a layer need.
 struct Dot<'a> {
@@ -277,7 +262,7 @@ impl Dot<'_> {
             k,
             lut,
         } = *self;
-        let lanes = lanes(lut);
+        let lanes = LANES;
         let pad = "            ";
         let at = |ch: usize| {
             if ch == 0 {
@@ -447,7 +432,7 @@ impl Geometry {
             lut,
             ..
         } = *self;
-        let lanes = lanes(lut);
+        let lanes = LANES;
         let taps = kh * kw;
         if taps > MAX_UNROLLED_TAPS {
             return self.tap_loop(false);
@@ -512,7 +497,7 @@ impl Geometry {
             lut,
             k,
         } = *self;
-        let lanes = lanes(lut);
+        let lanes = LANES;
         let group = if lut { 2 } else { 4 };
         let flush = |pad: &str| -> String {
             (0..group / 2)
