@@ -122,32 +122,67 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
                     t + 1
                 )
                 .unwrap();
-                body.push(format!("acc = lutq_dot2m(w{t}, xp + {at}, acc);"));
+                body.push((format!("w{t}"), at, true));
                 kx += 2;
             } else {
-                body.push(format!("acc += t{t} * xp[{at}];"));
+                body.push((format!("t{t}"), at, false));
                 kx += 1;
             }
         }
     }
     writeln!(c, "        const int32_t bias = {p}_bias_{i}[o];").unwrap();
-    let value = linear_value(c, p, i, layer, 8).replace("ACC", "acc");
-    let store = write(
-        node.ty.elem,
-        "y",
-        &format!("(o * {oh} + oy) * {ow} + ox"),
-        &value,
-    );
+    let value = linear_value(c, p, i, layer, 8);
+    // The taps of the pixel at xp + `shift` into `acc`.
+    let taps_into = |acc: &str, shift: usize| -> String {
+        body.iter()
+            .map(|(wv, at, pair)| {
+                let at = at + shift;
+                if *pair {
+                    format!("{acc} = lutq_dot2m({wv}, xp + {at}, {acc});")
+                } else {
+                    format!("{acc} += {wv} * xp[{at}];")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n                ")
+    };
+    let store = |acc: &str, ox: &str| {
+        write(
+            node.ty.elem,
+            "y",
+            &format!("(o * {oh} + oy) * {ow} + {ox}"),
+            &value.replace("ACC", acc),
+        )
+    };
+    // Two horizontally adjacent pixels per step: the channel's weights (more than the
+    // registers hold beside the pointers) are reloaded once per two pixels.
     writeln!(
         c,
         "        for (oy = 0; oy < {oh}; ++oy) {{\n            \
          const int16_t *const row = pad + oy * {};\n            \
-         for (ox = 0; ox < {ow}; ++ox) {{\n                \
+         for (ox = 0; ox + 1 < {ow}; ox += 2) {{\n                \
          const int16_t *const xp = row + ox * {sx};\n                \
-         int32_t acc = bias;\n                {}\n                {store}\n            }}\n        }}\n    }}",
+         int32_t acc0 = bias, acc1 = bias;\n                {}\n                {}\n                \
+         {}\n                {}\n            }}",
         sy * wp,
-        body.join("\n                ")
+        taps_into("acc0", 0),
+        taps_into("acc1", sx),
+        store("acc0", "ox"),
+        store("acc1", "ox + 1"),
     )
     .unwrap();
+    if ow % 2 == 1 {
+        writeln!(
+            c,
+            "            {{\n                \
+             const int16_t *const xp = row + {};\n                \
+             int32_t acc = bias;\n                {}\n                {}\n            }}",
+            (ow - 1) * sx,
+            taps_into("acc", 0),
+            store("acc", &(ow - 1).to_string()),
+        )
+        .unwrap();
+    }
+    c.push_str("        }\n    }\n");
     true
 }
