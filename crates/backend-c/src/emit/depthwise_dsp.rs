@@ -18,7 +18,8 @@ use std::fmt::Write as _;
 use lutq_ir::int::{IntGraph, IntOp, QLinear, QWeights};
 
 use super::c_elem;
-use super::kernels::{linear_value, write};
+use super::kernels::write;
+use super::linear_dsp::store_value;
 
 /// Kernels up to this many taps run unrolled (larger ones keep the old kernel).
 const MAX_TAPS: usize = 25;
@@ -131,7 +132,7 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
         }
     }
     writeln!(c, "        const int32_t bias = {p}_bias_{i}[o];").unwrap();
-    let value = linear_value(c, p, i, layer, 8);
+    let value = store_value(c, p, i, layer, 8);
     // The taps of the pixel at xp + `shift` into `acc`.
     let taps_into = |acc: &str, shift: usize| -> String {
         body.iter()

@@ -418,7 +418,7 @@ typedef char lutq_requires_arithmetic_shift[((-1) >> 1) == -1 ? 1 : -1];
 
 /// Helper functions by name, emitted only where a kernel calls them (clang warns about
 /// unused static functions, and the generated code must build with `-Werror`).
-const HELPERS: [(&str, &str); 10] = [
+const HELPERS: [(&str, &str); 12] = [
     (
         "lutq_clamp",
         r#"static inline int32_t lutq_clamp(int64_t v, int32_t lo, int32_t hi)
@@ -529,6 +529,32 @@ static inline void lutq_split4(const int8_t *w, uint32_t *w02, uint32_t *w13)
 #else
     *w02 = lutq_pair(w[0], w[2]);
     *w13 = lutq_pair(w[1], w[3]);
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_usat8",
+        r#"/* v clamped to 0..255: one USAT on a core with the DSP extension. */
+static inline int32_t lutq_usat8(int32_t v)
+{
+#ifdef LUTQ_DSP
+    return (int32_t)__usat(v, 8);
+#else
+    return v < 0 ? 0 : v > 255 ? 255 : v;
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_ssat8",
+        r#"/* v clamped to -128..127: one SSAT on a core with the DSP extension. */
+static inline int32_t lutq_ssat8(int32_t v)
+{
+#ifdef LUTQ_DSP
+    return __ssat(v, 8);
+#else
+    return v < -128 ? -128 : v > 127 ? 127 : v;
 #endif
 }
 "#,
