@@ -7,31 +7,41 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use lutq_backend_c::mcu::{McuReport, run_on_cortex_m4};
+use lutq_backend_c::mcu::{Core, McuReport, run_on_core, run_on_cortex_m4};
 use lutq_backend_c::{HostProgram, decode_outputs, quantize_samples};
 use lutq_interp::int::IntInterpreter;
 use lutq_ir::Tensor;
 use lutq_ir::int::IntGraph;
-use lutq_quant::Mode;
+use lutq_quant::{Mode, QuantOptions};
 
 const USAGE: &str =
-    "cargo xtask mcu [--samples N] [--modes m1,m2,…] [--skip-mobilenet] [--write FILE.md]
+    "cargo xtask mcu [--samples N] [--modes m1,m2,…] [--models a,b,…] [--skip-mobilenet]
+                [--zoo a,b,…] [--write FILE.md]
 
-For each bundled model and mode: quantizes it (Fashion nets: 256 committed training
-images; MobileNetV2: the 11 bundled photos), emits C, and
+For each bundled model, each zoo model named by --zoo (default: the MLPerf Tiny IC, KWS
+and VWW models of models/zoo/manifest.json) and each mode: quantizes it (Fashion nets:
+256 committed training images; MobileNetV2: the 11 bundled photos; zoo models: their
+committed calibration slice), emits C, and
   * builds it for the host (gcc -O2) and checks N samples bit-exact with the golden
     interpreter; counts instructions per inference with valgrind --tool=callgrind;
   * cross-compiles it for Cortex-M4 (arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -O2), runs
     it under qemu-system-arm -M mps2-an386 with -icount shift=0, checks N samples (1 for
-    MobileNetV2) bit-exact and reads instructions per inference from SysTick;
+    MobileNetV2 and zoo models) bit-exact and reads instructions per inference from
+    SysTick (the generated code's DSP path: SMLAD);
+  * does the same for a Cortex-M3 (-mcpu=cortex-m3, no DSP extension: the portable
+    path) under -M mps2-an385, 1 sample;
   * reports flash (model code + constants, from arm-none-eabi-size), the constants an
     int8 build would store, and the arena next to its lower bound.
 
 Needs gcc, valgrind, gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm
 (Debian packages).";
 
+/// The zoo models `cargo xtask mcu` measures unless `--zoo` says otherwise: the MLPerf
+/// Tiny benchmarks issue #15 compares against published Cortex-M4 figures.
+const DEFAULT_ZOO: &str = "mlperf_ic_resnet8,mlperf_kws_dscnn,mlperf_vww_mobilenetv1";
+
 struct Row {
-    model: &'static str,
+    model: String,
     mode: Mode,
     macs: u64,
     flash: u64,
@@ -45,6 +55,7 @@ struct Row {
     naive: usize,
     host_instructions: u64,
     m4_instructions: u64,
+    m3_instructions: u64,
 }
 
 fn expected(g: &IntGraph, rows: &[Vec<&[f32]>]) -> anyhow::Result<Vec<Vec<Vec<i32>>>> {
@@ -83,15 +94,22 @@ fn callgrind(program: &HostProgram, prefix: &str, input: &[u8], n: usize) -> any
 }
 
 fn measure(
-    model: &'static str,
+    model: &str,
     mode: Mode,
     calib: &Tensor,
     data: &Tensor,
     m4_samples: usize,
     callgrind_samples: usize,
+    zoo: Option<&lutq_ir::Graph>,
 ) -> anyhow::Result<Row> {
     eprintln!("{model} {mode}: quantizing");
-    let g = lutq_bundled::lowered(model, mode, calib)?;
+    let g = match zoo {
+        Some(float) => {
+            let g = lutq_quant::quantize(float, calib, &QuantOptions::new(mode), &|_| {})?.0;
+            lutq_opt::optimize_int(&g, &Default::default())?.0
+        }
+        None => lutq_bundled::lowered(model, mode, calib)?,
+    };
     let n = data.shape()[0];
     let rows: Vec<Vec<&[f32]>> = lutq_bundled::rows(data)
         .into_iter()
@@ -131,9 +149,24 @@ fn measure(
     if report.outputs[..] != want[..m4_samples] {
         bail!("{model} {mode}: the Cortex-M4 run differs from the golden interpreter");
     }
+    // The portable path (no DSP extension) on a Cortex-M3, one sample.
+    eprintln!("{model} {mode}: Cortex-M3 under QEMU, 1 sample");
+    let m3 = run_on_core(
+        &g,
+        prefix,
+        &bytes[..per_sample],
+        1,
+        &dir,
+        Duration::from_secs(590),
+        Core::CortexM3,
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if m3.outputs[..] != want[..1] {
+        bail!("{model} {mode}: the Cortex-M3 run differs from the golden interpreter");
+    }
     let s = &report.summary;
     Ok(Row {
-        model,
+        model: model.to_string(),
         mode,
         macs: s.macs,
         flash: report.model.text + report.model.data,
@@ -147,6 +180,7 @@ fn measure(
         naive: s.arena_naive,
         host_instructions,
         m4_instructions: *report.instructions.iter().max().expect("samples"),
+        m3_instructions: m3.instructions[0],
     })
 }
 
@@ -155,12 +189,32 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut n = 20;
     let mut modes = vec![Mode::Lut4PotChannel, Mode::Int8PotChannel];
     let mut mobilenet = true;
+    let mut only: Option<Vec<String>> = None;
+    let mut zoo: Vec<String> = DEFAULT_ZOO.split(',').map(str::to_string).collect();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--write" => write = Some(it.next().context("--write needs a file")?.into()),
             "--samples" => n = it.next().context("--samples needs N")?.parse()?,
             "--skip-mobilenet" => mobilenet = false,
+            "--models" => {
+                only = Some(
+                    it.next()
+                        .context("--models needs a list")?
+                        .split(',')
+                        .map(str::to_string)
+                        .collect(),
+                )
+            }
+            "--zoo" => {
+                zoo = it
+                    .next()
+                    .context("--zoo needs a list")?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }
             "--modes" => modes = crate::parse_modes(it.next())?,
             "--help" | "-h" => {
                 println!("{USAGE}");
@@ -171,16 +225,34 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let fashion_calib = lutq_bundled::fashion_calib(256)?;
     let fashion_test = lutq_bundled::fashion_test(n)?;
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|m| m == name));
     let mut rows = Vec::new();
     for model in lutq_bundled::FASHION_MODELS {
+        if !wanted(model) {
+            continue;
+        }
         for &mode in &modes {
-            rows.push(measure(model, mode, &fashion_calib, &fashion_test, n, 3)?);
+            rows.push(measure(
+                model,
+                mode,
+                &fashion_calib,
+                &fashion_test,
+                n,
+                3,
+                None,
+            )?);
         }
     }
-    if mobilenet {
+    if mobilenet && wanted("mobilenet_v2") {
         let photos = lutq_bundled::photos(11)?;
         for &mode in &modes {
-            rows.push(measure("mobilenet_v2", mode, &photos, &photos, 1, 1)?);
+            rows.push(measure("mobilenet_v2", mode, &photos, &photos, 1, 1, None)?);
+        }
+    }
+    for name in zoo.iter().filter(|z| wanted(z)) {
+        let (float, calib, eval) = zoo_model(name, n)?;
+        for &mode in &modes {
+            rows.push(measure(name, mode, &calib, &eval, 1, 1, Some(&float))?);
         }
     }
     let body = table(&rows, n);
@@ -195,6 +267,41 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         eprintln!("wrote section 'mcu' of {}", path.display());
     }
     Ok(())
+}
+
+/// Zoo model `name` (models/zoo/manifest.json): the optimized float graph at the
+/// manifest's static input shape, its committed calibration slice and the first `n`
+/// samples of its committed evaluation slice.
+fn zoo_model(name: &str, n: usize) -> anyhow::Result<(lutq_ir::Graph, Tensor, Tensor)> {
+    let root = lutq_bundled::root();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("models/zoo/manifest.json"))
+            .context("models/zoo/manifest.json")?,
+    )?;
+    let m = manifest["models"]
+        .as_array()
+        .context("manifest: models")?
+        .iter()
+        .find(|m| m["name"].as_str() == Some(name))
+        .with_context(|| format!("no zoo model named {name}"))?;
+    let field = |key: &str| -> anyhow::Result<&str> {
+        m[key]
+            .as_str()
+            .with_context(|| format!("manifest: {name} has no {key}"))
+    };
+    let path = root.join(field("path")?);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut options = lutq_onnx::ImportOptions::default();
+    if let Some(shape) = m["input_shape"].as_array() {
+        let dims = shape.iter().filter_map(|d| d.as_u64()).map(|d| d as usize);
+        options
+            .input_shapes
+            .insert(field("input")?.to_string(), dims.collect());
+    }
+    let float = lutq_opt::optimize(&lutq_onnx::import(&bytes, &options)?, &Default::default())?.0;
+    let calib = lutq_bundled::samples(field("calib")?, 0, usize::MAX)?;
+    let eval = lutq_bundled::samples(field("eval")?, 0, n)?;
+    Ok((float, calib, eval))
 }
 
 fn table(rows: &[Row], n: usize) -> String {
@@ -214,13 +321,15 @@ fn table(rows: &[Row], n: usize) -> String {
          buffer), next to the lower bound (most bytes live at one step);\n\
          * **host instr** from `valgrind --tool=callgrind` on `gcc -O2` (x86-64), inside\n  \
          `NAME_run` only; **M4 instr** from SysTick under QEMU `-icount shift=0` (1 tick =\n  \
-         40 instructions).\n\n\
-         | model | mode | MACs | flash B | code B | weights B | weights / int8 | consts B | consts / int8 | arena B | lower bound B | arena / bound | naive B | host instr / inference | host instr / MAC | M4 instr / inference | M4 instr / MAC |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+         40 instructions): the DSP path (`SMLAD`); **M3 instr** the same on QEMU's\n  \
+         `mps2-an385` Cortex-M3 (`-mcpu=cortex-m3`, no DSP extension): the portable path,\n  \
+         checked bit-exact on 1 sample.\n\n\
+         | model | mode | MACs | flash B | code B | weights B | weights / int8 | consts B | consts / int8 | arena B | lower bound B | arena / bound | naive B | host instr / inference | host instr / MAC | M4 instr / inference | M4 instr / MAC | M3 instr / MAC |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {:.3} | {} | {:.3} | {} | {} | {:.3} | {} | {} | {:.2} | {} | {:.2} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.3} | {} | {:.3} | {} | {} | {:.3} | {} | {} | {:.2} | {} | {:.2} | {:.2} |\n",
             r.model,
             r.mode,
             r.macs,
@@ -238,6 +347,7 @@ fn table(rows: &[Row], n: usize) -> String {
             r.host_instructions as f64 / r.macs as f64,
             r.m4_instructions,
             r.m4_instructions as f64 / r.macs as f64,
+            r.m3_instructions as f64 / r.macs as f64,
         ));
     }
     s.push_str(

@@ -39,6 +39,32 @@ pub const MCU_FLAGS: &[&str] = &[
     "-fdata-sections",
 ];
 
+/// The emulated cores: the generated code's DSP path runs on the Cortex-M4, its
+/// portable path on the Cortex-M3 (no DSP extension).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Core {
+    /// QEMU `mps2-an386`, `-mcpu=cortex-m4`.
+    CortexM4,
+    /// QEMU `mps2-an385`, `-mcpu=cortex-m3`: same memory map and SysTick as the AN386.
+    CortexM3,
+}
+
+impl Core {
+    fn mcpu(self) -> &'static str {
+        match self {
+            Core::CortexM4 => "-mcpu=cortex-m4",
+            Core::CortexM3 => "-mcpu=cortex-m3",
+        }
+    }
+
+    fn qemu(self) -> [&'static str; 4] {
+        match self {
+            Core::CortexM4 => ["-M", "mps2-an386", "-cpu", "cortex-m4"],
+            Core::CortexM3 => ["-M", "mps2-an385", "-cpu", "cortex-m3"],
+        }
+    }
+}
+
 /// Section sizes (bytes) from `arm-none-eabi-size`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Sizes {
@@ -206,8 +232,9 @@ fn inputs_c(graph: &IntGraph, p: &str, quantized: &[u8], samples: usize) -> Stri
     c
 }
 
-/// Compiles C files of `dir` for the Cortex-M4 ([`MCU_FLAGS`]) and returns their objects.
-fn cross_compile(dir: &Path, units: &[String]) -> Result<Vec<PathBuf>, CError> {
+/// Compiles C files of `dir` for `core` ([`MCU_FLAGS`] with its `-mcpu`) and returns
+/// their objects.
+fn cross_compile(dir: &Path, units: &[String], core: Core) -> Result<Vec<PathBuf>, CError> {
     let mut objects = Vec::new();
     for unit in units {
         let obj = dir.join(unit.replace(".c", ".o"));
@@ -222,6 +249,16 @@ fn cross_compile(dir: &Path, units: &[String]) -> Result<Vec<PathBuf>, CError> {
         } else {
             MCU_FLAGS.to_vec()
         };
+        let flags: Vec<&str> = flags
+            .into_iter()
+            .map(|f| {
+                if f.starts_with("-mcpu=") {
+                    core.mcpu()
+                } else {
+                    f
+                }
+            })
+            .collect();
         run_tool(
             Command::new("arm-none-eabi-gcc")
                 .current_dir(dir)
@@ -248,7 +285,11 @@ pub fn cortex_m4_flash(dir: &Path, prefix: &str) -> Result<Option<Sizes>, CError
     if !present {
         return Ok(None);
     }
-    let objects = cross_compile(dir, &[format!("{prefix}.c"), format!("{prefix}_weights.c")])?;
+    let objects = cross_compile(
+        dir,
+        &[format!("{prefix}.c"), format!("{prefix}_weights.c")],
+        Core::CortexM4,
+    )?;
     size_of(&objects).map(Some)
 }
 
@@ -262,6 +303,28 @@ pub fn run_on_cortex_m4(
     samples: usize,
     dir: &Path,
     timeout: Duration,
+) -> Result<McuReport, CError> {
+    run_on_core(
+        graph,
+        prefix,
+        quantized,
+        samples,
+        dir,
+        timeout,
+        Core::CortexM4,
+    )
+}
+
+/// [`run_on_cortex_m4`] on any emulated [`Core`]; the firmware stays in `dir`
+/// (`firmware.elf`).
+pub fn run_on_core(
+    graph: &IntGraph,
+    prefix: &str,
+    quantized: &[u8],
+    samples: usize,
+    dir: &Path,
+    timeout: Duration,
+    core: Core,
 ) -> Result<McuReport, CError> {
     if graph.inputs.len() != 1 || graph.outputs.len() != 1 {
         return Err(CError::Data(
@@ -289,12 +352,12 @@ pub fn run_on_cortex_m4(
         "mcu_main.c".into(),
         "mcu_inputs.c".into(),
     ];
-    let objects = cross_compile(dir, &units)?;
+    let objects = cross_compile(dir, &units, core)?;
     let elf = dir.join("firmware.elf");
     run_tool(
         Command::new("arm-none-eabi-gcc")
             .current_dir(dir)
-            .args(["-mcpu=cortex-m4", "-mthumb", "-nostartfiles"])
+            .args([core.mcpu(), "-mthumb", "-nostartfiles"])
             .args(["--specs=nano.specs", "-Tmps2_an386.ld", "-Wl,--gc-sections"])
             .args(&objects)
             .arg("-o")
@@ -305,7 +368,7 @@ pub fn run_on_cortex_m4(
     let weights = size_of(&objects[1..2])?;
     let firmware = size_of(std::slice::from_ref(&elf))?;
 
-    let stdout = run_qemu(&elf, timeout)?;
+    let stdout = run_qemu(&elf, timeout, core)?;
     let (outputs, instructions) = parse_firmware_output(graph, &stdout, samples)?;
     Ok(McuReport {
         outputs,
@@ -317,9 +380,9 @@ pub fn run_on_cortex_m4(
     })
 }
 
-fn run_qemu(elf: &Path, timeout: Duration) -> Result<String, CError> {
+fn run_qemu(elf: &Path, timeout: Duration, core: Core) -> Result<String, CError> {
     let mut child = Command::new("qemu-system-arm")
-        .args(["-M", "mps2-an386", "-cpu", "cortex-m4"])
+        .args(core.qemu())
         .args(["-nographic", "-monitor", "none", "-serial", "none"])
         .args(["-semihosting-config", "enable=on,target=native"])
         .args(["-icount", "shift=0,sleep=off"])

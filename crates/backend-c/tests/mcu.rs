@@ -94,3 +94,72 @@ fn fashion_nets_run_bit_exact_on_a_cortex_m4() {
         );
     }
 }
+
+/// Whether the firmware in `dir` contains an `SMLAD` (the DSP path was compiled in).
+fn has_smlad(dir: &std::path::Path) -> bool {
+    let out = std::process::Command::new("arm-none-eabi-objdump")
+        .arg("-d")
+        .arg(dir.join("firmware.elf"))
+        .output()
+        .expect("arm-none-eabi-objdump (binutils-arm-none-eabi) runs");
+    assert!(out.status.success(), "objdump failed");
+    String::from_utf8_lossy(&out.stdout).contains("smlad")
+}
+
+/// The DSP path (Cortex-M4: SMLAD, SXTB16) and the portable path (Cortex-M3, no DSP
+/// extension) both compute the golden interpreter's integers, on a net with every kind
+/// of convolution the dual-MAC kernels handle (padded 3×3, stride 2, pointwise,
+/// depthwise) and its dense layer, with 4-bit and with int8 weights.
+#[test]
+fn dsp_path_on_cortex_m4_and_portable_path_on_cortex_m3_are_bit_exact() {
+    use lutq_backend_c::mcu::{Core, run_on_core};
+    if !tools_present() {
+        return;
+    }
+    let calib = lutq_bundled::fashion_calib(32).unwrap();
+    let test = lutq_bundled::fashion_test(2).unwrap();
+    let rows: Vec<Vec<&[f32]>> = lutq_bundled::rows(&test)
+        .into_iter()
+        .map(|r| vec![r])
+        .collect();
+    for mode in [Mode::Lut4PotChannel, Mode::Int8PotChannel] {
+        let g = lutq_bundled::lowered("fashion_mobilenetv2", mode, &calib).unwrap();
+        let interp = IntInterpreter::new(&g).unwrap();
+        let expected: Vec<Vec<Vec<i32>>> = rows
+            .iter()
+            .map(|r| interp.run(r).unwrap().iter().map(|d| d.to_i32()).collect())
+            .collect();
+        let quantized = quantize_samples(&g, &rows).unwrap();
+        let mut instructions = Vec::new();
+        for core in [Core::CortexM4, Core::CortexM3] {
+            let dir = std::env::temp_dir().join(format!(
+                "lutq-mcu-paths-{mode}-{core:?}-{}",
+                std::process::id()
+            ));
+            let report = run_on_core(
+                &g,
+                "net",
+                &quantized,
+                rows.len(),
+                &dir,
+                Duration::from_secs(300),
+                core,
+            )
+            .unwrap();
+            let dsp = has_smlad(&dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            assert_eq!(report.outputs, expected, "{mode} on {core:?}");
+            assert_eq!(
+                dsp,
+                core == Core::CortexM4,
+                "{mode} on {core:?}: SMLAD present"
+            );
+            instructions.push(report.instructions[0]);
+        }
+        eprintln!(
+            "fashion_mobilenetv2 {mode}: {:.2} (M4, DSP) / {:.2} (M3, portable) instructions per MAC",
+            instructions[0] as f64 / g.macs() as f64,
+            instructions[1] as f64 / g.macs() as f64
+        );
+    }
+}

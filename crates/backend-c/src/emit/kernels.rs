@@ -20,8 +20,8 @@ use lutq_ir::int::{
     Extremum, IntElem, IntGraph, IntNode, IntOp, QLinear, QResize, QWeights, Rescale, ResizeTap,
 };
 
-use super::c_elem;
 use super::weights::{RescaleForm, rescale_form};
+use super::{c_elem, linear_dsp};
 use crate::error::CError;
 
 /// The C function computing node `i`, or `None` for ops without code (`quantize_input`:
@@ -30,7 +30,7 @@ pub(crate) fn emit_kernel(graph: &IntGraph, i: usize, p: &str) -> Result<Option<
     let node = &graph.nodes[i];
     let ins: Vec<&lutq_ir::int::QType> = node.inputs.iter().map(|&v| graph.ty(v)).collect();
     let mut c = format!("/* %{i} {} '{}' */\n", node.op.name(), comment(&node.name));
-    let params = params(graph, node);
+    let params = params(graph, i);
     writeln!(c, "static void layer_{i}({params})\n{{").unwrap();
     match &node.op {
         IntOp::QuantizeInput { .. } | IntOp::Reshape => return Ok(None),
@@ -375,7 +375,8 @@ fn unsupported(node: &IntNode, message: &str) -> CError {
     }
 }
 
-fn params(graph: &IntGraph, node: &IntNode) -> String {
+fn params(graph: &IntGraph, i: usize) -> String {
+    let node = &graph.nodes[i];
     let mut ps: Vec<String> = node
         .inputs
         .iter()
@@ -383,6 +384,9 @@ fn params(graph: &IntGraph, node: &IntNode) -> String {
         .map(|(k, &v)| format!("const {} *x{k}", c_elem(graph.ty(v).elem)))
         .collect();
     ps.push(format!("{} *y", c_elem(node.ty.elem)));
+    if linear_dsp::scratch_bytes(graph, i) > 0 {
+        ps.push("uint8_t *scratch".into());
+    }
     ps.join(", ")
 }
 
@@ -395,7 +399,7 @@ fn read(elem: IntElem, ptr: &str, index: &str) -> String {
 }
 
 /// A statement storing `value` (already clamped into the type) at element `index`.
-fn write(elem: IntElem, ptr: &str, index: &str, value: &str) -> String {
+pub(super) fn write(elem: IntElem, ptr: &str, index: &str, value: &str) -> String {
     match elem {
         IntElem::I32 => format!("lutq_store_i32({ptr} + 4 * ({index}), {value});"),
         IntElem::I8 => format!("{ptr}[{index}] = (int8_t){value};"),
@@ -460,6 +464,9 @@ fn linear(
     p: &str,
     layer: &QLinear,
 ) -> Result<(), CError> {
+    if linear_dsp::emit(c, graph, i, p, layer) {
+        return Ok(());
+    }
     let node = &graph.nodes[i];
     let [o_n, i_g, kh, kw] = layer.weights.shape();
     let k_n = layer.weights.row_len();
@@ -494,31 +501,7 @@ fn linear(
         }
     }
     writeln!(c, "        const int32_t bias = {p}_bias_{i}[o];").unwrap();
-    let rescaled = match rescale_form(&layer.rescale) {
-        RescaleForm::Shift(s) => format!("lutq_rshift32(ACC, {s})"),
-        RescaleForm::Multiplier { multiplier, shift } => {
-            format!("lutq_rshift((int64_t)ACC * {multiplier}, {})", 31 + shift)
-        }
-        RescaleForm::ShiftTable => {
-            writeln!(c, "        const int s = {p}_shift_{i}[o];").unwrap();
-            "lutq_rshift32(ACC, s)".into()
-        }
-        RescaleForm::MultiplierTable => {
-            writeln!(
-                c,
-                "        const int64_t m = {p}_mult_{i}[o];\n        const int s = {p}_shift_{i}[o];"
-            )
-            .unwrap();
-            "lutq_rshift(ACC * m, s)".into()
-        }
-    };
-    // Power-of-two rescales stay in 32 bits (see lutq_rshift32); multipliers need 64.
-    let clamp = if rescaled.starts_with("lutq_rshift32") {
-        "lutq_clamp32"
-    } else {
-        "lutq_clamp"
-    };
-    let value = format!("{clamp}({rescaled}, {}, {})", layer.lo, layer.hi);
+    let value = linear_value(c, p, i, layer, 8);
     let x_elem = c_elem(graph.ty(node.inputs[0]).elem);
     match &layer.conv {
         None => {
@@ -564,6 +547,44 @@ fn linear(
     }
     c.push_str("    }\n");
     Ok(())
+}
+
+/// The value a linear layer stores for output channel `o`: `ACC` (a placeholder for the
+/// accumulator's name) rescaled and clamped. Per-channel shifts and multipliers are read
+/// into locals declared here, indented by `indent` spaces, inside the channel loop.
+pub(super) fn linear_value(
+    c: &mut String,
+    p: &str,
+    i: usize,
+    layer: &QLinear,
+    indent: usize,
+) -> String {
+    let pad = " ".repeat(indent);
+    let rescaled = match rescale_form(&layer.rescale) {
+        RescaleForm::Shift(s) => format!("lutq_rshift32(ACC, {s})"),
+        RescaleForm::Multiplier { multiplier, shift } => {
+            format!("lutq_rshift((int64_t)ACC * {multiplier}, {})", 31 + shift)
+        }
+        RescaleForm::ShiftTable => {
+            writeln!(c, "{pad}const int s = {p}_shift_{i}[o];").unwrap();
+            "lutq_rshift32(ACC, s)".into()
+        }
+        RescaleForm::MultiplierTable => {
+            writeln!(
+                c,
+                "{pad}const int64_t m = {p}_mult_{i}[o];\n{pad}const int s = {p}_shift_{i}[o];"
+            )
+            .unwrap();
+            "lutq_rshift(ACC * m, s)".into()
+        }
+    };
+    // Power-of-two rescales stay in 32 bits (see lutq_rshift32); multipliers need 64.
+    let clamp = if rescaled.starts_with("lutq_rshift32") {
+        "lutq_clamp32"
+    } else {
+        "lutq_clamp"
+    };
+    format!("{clamp}({rescaled}, {}, {})", layer.lo, layer.hi)
 }
 
 /// `acc += Σ_k wp[k] · xp[k · stride]` over `n` terms, unrolled by `unroll` (the fan-in

@@ -22,8 +22,11 @@
 //! by a negative-array-size trick), left shifts as multiplications (a left shift of a
 //! negative value is undefined in C).
 
+mod depthwise_dsp;
 mod harness;
 mod kernels;
+mod linear_dsp;
+mod scratch;
 mod weights;
 
 use std::fmt::Write as _;
@@ -85,7 +88,12 @@ pub struct CSummary {
     /// What the same weights take as int8 (1 byte per weight), plus the same biases and
     /// rescales: an int8 build's flash for constants.
     pub int8_weight_bytes: usize,
+    /// `NAME_ARENA_SIZE`: the activations' plan and every kernel's scratch.
     pub arena_size: usize,
+    /// The largest kernel scratch (im2col columns, 4-bit decode tables, padded planes):
+    /// each kernel's lies in arena bytes no live activation uses at its step, past the
+    /// activations' plan only where no gap is large enough.
+    pub scratch_bytes: usize,
     pub arena_lower_bound: usize,
     pub arena_naive: usize,
     pub macs: u64,
@@ -170,6 +178,12 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
     }
     let inputs = api_inputs(graph)?;
     let plan = plan_memory(graph);
+    let scratch_bytes = (0..graph.nodes.len())
+        .map(|i| linear_dsp::scratch_bytes(graph, i))
+        .max()
+        .unwrap_or(0);
+    let (scratch_at, arena_size) =
+        scratch::place_scratch(&plan, |i| linear_dsp::scratch_bytes(graph, i));
     let w = weights::emit_weights(graph, p)?;
     let summary = CSummary {
         prefix: p.clone(),
@@ -202,13 +216,14 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
             })
             .max()
             .unwrap_or(0),
-        arena_size: plan.arena_size,
+        arena_size,
+        scratch_bytes,
         arena_lower_bound: plan.lower_bound,
         arena_naive: plan.naive_sum,
         macs: graph.macs(),
     };
     let header = emit_header(graph, options, &inputs, &summary);
-    let source = emit_source(graph, options, &inputs, &plan, &w.declarations)?;
+    let source = emit_source(graph, options, &inputs, &plan, &scratch_at, &w.declarations)?;
     let banner = banner(graph, options);
     let mut files = vec![
         (format!("{p}.h"), header),
@@ -282,10 +297,13 @@ fn emit_header(
     writeln!(h, "#ifndef {up}_H\n#define {up}_H\n\n#include <stdint.h>\n").unwrap();
     writeln!(
         h,
-        "/* Bytes the caller's arena must have (any alignment). The plan's lower bound\n \
-         * (most bytes live at once) is {up}_ARENA_LOWER_BOUND. */\n\
+        "/* Bytes the caller's arena must have (any alignment). The activations' lower\n \
+         * bound (most bytes live at once) is {up}_ARENA_LOWER_BOUND; the arena also holds\n \
+         * the kernels' scratch (the largest: {up}_SCRATCH_BYTES), in bytes no live\n \
+         * activation uses where a gap is large enough. */\n\
          #define {up}_ARENA_SIZE {}\n\
          #define {up}_ARENA_LOWER_BOUND {}\n\
+         #define {up}_SCRATCH_BYTES {}\n\
          /* Constant data (codes, tables, biases, rescales) in {p}_weights.c. */\n\
          #define {up}_WEIGHT_BYTES {}\n\
          /* Multiply-accumulates per inference. */\n\
@@ -295,6 +313,7 @@ fn emit_header(
          #define {up}_STACK_ROW_BYTES {}\n",
         summary.arena_size,
         summary.arena_lower_bound,
+        summary.scratch_bytes,
         summary.weight_bytes,
         summary.macs,
         summary.stack_row_bytes
@@ -399,7 +418,7 @@ typedef char lutq_requires_arithmetic_shift[((-1) >> 1) == -1 ? 1 : -1];
 
 /// Helper functions by name, emitted only where a kernel calls them (clang warns about
 /// unused static functions, and the generated code must build with `-Werror`).
-const HELPERS: [(&str, &str); 6] = [
+const HELPERS: [(&str, &str); 12] = [
     (
         "lutq_clamp",
         r#"static inline int32_t lutq_clamp(int64_t v, int32_t lo, int32_t hi)
@@ -447,6 +466,100 @@ static inline int32_t lutq_rshift32(int32_t a, int s)
 "#,
     ),
     (
+        "lutq_pair",
+        r#"/* The dual 16-bit multiply-accumulate kernels' DSP path: Arm cores with the DSP
+ * extension (Cortex-M4/M7/M33/M55), little-endian; -DLUTQ_NO_DSP forces the portable
+ * C path, which computes the same integers. */
+#if defined(__ARM_FEATURE_DSP) && !defined(__ARM_BIG_ENDIAN) && !defined(LUTQ_NO_DSP)
+#include <arm_acle.h>
+#define LUTQ_DSP 1
+#endif
+
+/* Weight and column pairs: two int16 in one 32-bit word, tap 2j in the low half. */
+static inline uint32_t lutq_pair(int32_t lo, int32_t hi)
+{
+    return ((uint32_t)lo & 0xffffu) | (((uint32_t)hi & 0xffffu) << 16);
+}
+"#,
+    ),
+    (
+        "lutq_dot2",
+        r#"/* acc + w.lo * x.lo + w.hi * x.hi, the halves as signed 16-bit values: one SMLAD.
+ * Portable: (v ^ 0x8000) - 0x8000 sign-extends a half without implementation-defined
+ * conversions. */
+static inline int32_t lutq_dot2(uint32_t w, uint32_t x, int32_t acc)
+{
+#ifdef LUTQ_DSP
+    return __smlad((int16x2_t)w, (int16x2_t)x, acc);
+#else
+    return acc
+        + (((int32_t)(w & 0xffffu) ^ 0x8000) - 0x8000) * (((int32_t)(x & 0xffffu) ^ 0x8000) - 0x8000)
+        + (((int32_t)(w >> 16) ^ 0x8000) - 0x8000) * (((int32_t)(x >> 16) ^ 0x8000) - 0x8000);
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_dot2m",
+        r#"/* acc + w.lo * q[0] + w.hi * q[1], q anywhere 2-byte aligned: one (unaligned) LDR
+ * and one SMLAD. */
+static inline int32_t lutq_dot2m(uint32_t w, const int16_t *q, int32_t acc)
+{
+#ifdef LUTQ_DSP
+    uint32_t x;
+    memcpy(&x, q, sizeof x);
+    return __smlad((int16x2_t)w, (int16x2_t)x, acc);
+#else
+    return acc + (((int32_t)(w & 0xffffu) ^ 0x8000) - 0x8000) * q[0]
+        + (((int32_t)(w >> 16) ^ 0x8000) - 0x8000) * q[1];
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_split4",
+        r#"/* Four int8 weights as the pairs (w0, w2) and (w1, w3): one load, two SXTB16. */
+static inline void lutq_split4(const int8_t *w, uint32_t *w02, uint32_t *w13)
+{
+#ifdef LUTQ_DSP
+    uint32_t v;
+    memcpy(&v, w, sizeof v);
+    *w02 = (uint32_t)__sxtb16((int8x4_t)v);
+    *w13 = (uint32_t)__sxtb16((int8x4_t)(v >> 8));
+#else
+    *w02 = lutq_pair(w[0], w[2]);
+    *w13 = lutq_pair(w[1], w[3]);
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_usat8",
+        r#"/* v clamped to 0..255: one USAT on a core with the DSP extension. */
+static inline int32_t lutq_usat8(int32_t v)
+{
+#ifdef LUTQ_DSP
+    return (int32_t)__usat(v, 8);
+#else
+    return v < 0 ? 0 : v > 255 ? 255 : v;
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_ssat8",
+        r#"/* v clamped to -128..127: one SSAT on a core with the DSP extension. */
+static inline int32_t lutq_ssat8(int32_t v)
+{
+#ifdef LUTQ_DSP
+    return __ssat(v, 8);
+#else
+    return v < -128 ? -128 : v > 127 ? 127 : v;
+#endif
+}
+"#,
+    ),
+    (
         "lutq_load_i32",
         r#"static inline int32_t lutq_load_i32(const uint8_t *p)
 {
@@ -471,6 +584,7 @@ fn emit_source(
     options: &EmitOptions,
     inputs: &[ApiInput],
     plan: &MemoryPlan,
+    scratch_at: &[Option<usize>],
     weight_declarations: &str,
 ) -> Result<String, CError> {
     let p = &options.prefix;
@@ -492,6 +606,9 @@ fn emit_source(
             .map(|v| value_ptr(graph, plan, v.index(), false))
             .collect();
         args.push(value_ptr(graph, plan, i, true));
+        if let Some(at) = scratch_at[i] {
+            args.push(format!("arena + {at}"));
+        }
         writeln!(
             schedule,
             "    layer_{i}({}); /* {} */",
