@@ -1,6 +1,7 @@
 //! `lutq report` end to end on the bundled ResNet-8: the page parses, lists every linear
 //! layer of the model, draws one chart mark per (layer, mode), refers to nothing outside
-//! itself, and agrees with the `--json` data, which round-trips through serde.
+//! itself, and agrees with the `--json` data, which round-trips through serde and equals
+//! what `lutq eval --per-layer` measures.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -126,6 +127,51 @@ fn report_on_resnet8_lists_every_layer_charts_every_mode_and_stays_offline() {
         // --lut-per-channel.
         assert_eq!(l.modes[1].luts, 1, "one table per layer: {l:?}");
         assert!(l.modes[1].weight_bytes < l.modes[0].weight_bytes, "{l:?}");
+    }
+
+    // The same numbers as `lutq eval --per-layer` on the same data (the report measures
+    // nothing its own way).
+    let eval = lutq(&[
+        "eval",
+        "models/fashion_resnet8.onnx",
+        "--calib",
+        "data/fashion_mnist/train_x.npy",
+        "--calib-limit",
+        "32",
+        "--data",
+        "data/fashion_mnist/test_x.npy",
+        "--labels",
+        "data/fashion_mnist/test_y.npy",
+        "--limit",
+        "48",
+        "--modes",
+        &modes.join(","),
+        "--per-layer",
+        "--json",
+    ]);
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let eval: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    for (m, e) in report.modes.iter().zip(eval["results"].as_array().unwrap()) {
+        assert_eq!(e["mode"], m.mode.as_str());
+        assert_eq!(e["top1_accuracy"].as_f64(), m.top1_accuracy);
+        assert_eq!(e["top1_agreement"].as_f64(), Some(m.top1_agreement));
+        assert_eq!(e["sqnr_db"].as_f64(), m.sqnr_db);
+        assert_eq!(e["weight_bytes"].as_u64(), Some(m.weight_bytes as u64));
+    }
+    for (k, e) in eval["results"].as_array().unwrap().iter().enumerate() {
+        for l in &report.layers {
+            let row = e["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == l.name.as_str())
+                .unwrap_or_else(|| panic!("eval measured no layer {}", l.name));
+            assert_eq!(row["sqnr_db"].as_f64(), l.modes[k].sqnr_db, "{}", l.name);
+        }
     }
 
     // The page.
