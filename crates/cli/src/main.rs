@@ -109,9 +109,9 @@ the conversion); the caller owns the arena. No malloc, no floating point, no rec
     Compile(compile::CompileArgs),
 
     /// Write one self-contained HTML page on what quantization did: per mode top-1,
-    /// agreement and SQNR, flash against an int8 build, arena against its lower bound;
-    /// per linear layer shapes, MACs, weight bytes, LUTs, exponents, shifts and SQNR, with
-    /// a chart of the per-layer SQNR across modes.
+    /// agreement and SQNR, constants (flash) against an int8 build, arena against its
+    /// lower bound; per linear layer shapes, MACs, weight bytes, LUTs, exponents, shifts
+    /// and SQNR, with a chart of the per-layer SQNR across modes.
     #[command(after_help = "Examples:
   lutq report models/fashion_resnet8.onnx --calib data/fashion_mnist/train_x.npy \\
       --data data/fashion_mnist/test_x.npy --labels data/fashion_mnist/test_y.npy \\
