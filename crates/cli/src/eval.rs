@@ -96,10 +96,10 @@ struct ModeResult {
 }
 
 #[derive(Serialize)]
-struct LayerSqnr {
-    name: String,
+pub(crate) struct LayerSqnr {
+    pub(crate) name: String,
     op: String,
-    sqnr_db: f64,
+    pub(crate) sqnr_db: f64,
     /// Linear layers: output channels the quantizer treated as constants (weights
     /// zero, bias kept) and channels whose weight exponent it capped so their i32
     /// arithmetic fits (`lutq_quant::LayerReport`).
@@ -124,7 +124,7 @@ struct EvalSummary {
     results: Vec<ModeResult>,
 }
 
-fn argmax(row: &[f32]) -> usize {
+pub(crate) fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {
@@ -376,7 +376,7 @@ fn print_table(s: &EvalSummary) {
 
 /// SQNR of every integer value against the float tensor of the node with the same name,
 /// over the first 32 samples.
-fn per_layer(
+pub(crate) fn per_layer(
     graph: &lutq_ir::Graph,
     int_graph: &lutq_ir::int::IntGraph,
     data: &Tensor,

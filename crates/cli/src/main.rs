@@ -7,6 +7,7 @@ mod compile;
 mod eval;
 mod inspect;
 mod pipeline;
+mod report;
 mod run;
 
 use std::path::{Path, PathBuf};
@@ -106,6 +107,26 @@ Inputs are quantized by the caller (real = q * 2^-NAME_INPUT0_EXP; --float-io ge
 the conversion); the caller owns the arena. No malloc, no floating point, no recursion.
 `lutq run --backend c` builds and runs the same code on the host.")]
     Compile(compile::CompileArgs),
+
+    /// Write one self-contained HTML page on what quantization did: per mode top-1,
+    /// agreement and SQNR, constants (flash) against an int8 build, arena against its
+    /// lower bound; per linear layer shapes, MACs, weight bytes, LUTs, exponents, shifts
+    /// and SQNR, with a chart of the per-layer SQNR across modes.
+    #[command(after_help = "Examples:
+  lutq report models/fashion_resnet8.onnx --calib data/fashion_mnist/train_x.npy \\
+      --data data/fashion_mnist/test_x.npy --labels data/fashion_mnist/test_y.npy \\
+      -o resnet8.html
+      the default modes (int8-pot-channel, lut4-pot-layer, lut4-pot-channel) side by side
+  lutq report models/mobilenet_v2.onnx --calib data/photos/photos.npy \\
+      --modes int8-pc,lut4-pot-channel --keep-8bit first,depthwise -o mnv2.html
+      without --data the calibration samples stand in (the page says so)
+  lutq report model.onnx --calib calib.npy --data eval.npy --json | jq '.layers[].name'
+      the same numbers for scripts
+
+The page opens offline: CSS and the chart (SVG) are inline, nothing is loaded from
+anywhere. Its numbers are those of `lutq eval --per-layer` (the golden interpreter;
+per-layer SQNR on the first 32 samples) and `lutq compile` (constants, arena, MACs).")]
+    Report(report::ReportArgs),
 }
 
 /// The model file and how to bind its dimensions; shared by every command.
@@ -312,6 +333,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Eval(args) => eval::eval(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Compile(args) => compile::compile(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Report(args) => report::report(args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

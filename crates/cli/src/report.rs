@@ -1,0 +1,174 @@
+//! `lutq report`: the page of `lutq_report`, from the numbers `eval --per-layer` and
+//! `compile` compute (this file only runs them and hands the results over).
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use lutq_interp::int::IntInterpreter;
+use lutq_quant::Mode;
+
+use crate::ModelArgs;
+use crate::eval::{argmax, per_layer, sqnr_db};
+use crate::pipeline::{self, QuantArgs};
+
+#[derive(Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Evaluation samples (NPY, first dimension = samples). Without it the calibration
+    /// samples stand in, and the page says so (they flatter every mode).
+    #[arg(long, value_name = "X.npy")]
+    data: Option<PathBuf>,
+    /// Integer class labels (NPY, one per sample of --data): adds top-1 accuracy.
+    #[arg(long, value_name = "Y.npy", requires = "data")]
+    labels: Option<PathBuf>,
+    /// Use at most this many evaluation samples (the first ones).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Integer modes to compare, comma separated (fp32 is always the reference).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "int8-pot-channel,lut4-pot-layer,lut4-pot-channel"
+    )]
+    modes: Vec<Mode>,
+    #[command(flatten)]
+    quant: QuantArgs,
+    #[command(flatten)]
+    cle: crate::CleArgs,
+    /// Write the HTML page here (one self-contained file: opens offline).
+    #[arg(short, long, value_name = "report.html")]
+    output: Option<PathBuf>,
+    /// Print the report's data as JSON on standard output (with or without -o).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
+    if args.output.is_none() && !args.json {
+        bail!("nothing to write: pass -o report.html for the page, --json for the data, or both");
+    }
+    if args.modes.is_empty() {
+        bail!("--modes lists no mode");
+    }
+    if args.modes.contains(&Mode::Fp32) {
+        bail!(
+            "--modes: fp32 is the reference every mode is measured against; list integer \
+             modes only (e.g. int8-pot-channel,lut4-pot-channel)"
+        );
+    }
+    let Some(calib_path) = &args.quant.calib else {
+        bail!(
+            "the report quantizes the model: pass --calib C.npy (a few hundred samples like \
+             the model's inputs)"
+        );
+    };
+    let imported = args.model.import()?;
+    // The reference: the float model before CLE (ReLU6 -> ReLU changes the function).
+    let graph = pipeline::optimize(
+        &imported,
+        crate::CleArgs {
+            cle: crate::CleMode::Off,
+            ..args.cle
+        },
+    )?;
+    let limit = args.limit.unwrap_or(usize::MAX);
+    let (data_path, data, which) = match &args.data {
+        Some(p) => (p, pipeline::read_samples(p, limit)?, "evaluation"),
+        None => (
+            calib_path,
+            pipeline::read_samples(calib_path, limit.min(args.quant.calib_limit))?,
+            "calibration",
+        ),
+    };
+    pipeline::check_sample_shape(&graph, &data, data_path)?;
+    let samples = data.shape()[0];
+    let labels = match &args.labels {
+        Some(path) => {
+            let labels = lutq_dataio::read_labels_file(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if labels.len() < samples {
+                bail!(
+                    "{} has {} labels for {samples} samples",
+                    path.display(),
+                    labels.len()
+                );
+            }
+            Some(labels[..samples].to_vec())
+        }
+        None => None,
+    };
+
+    let bar = pipeline::bar(samples, "fp32");
+    let reference =
+        lutq_interp::run_batch(&graph, &data, Some(&|d: usize| bar.set_position(d as u64)))?;
+    bar.finish_and_clear();
+    let reference = reference.as_f32().context("float output")?.to_vec();
+    let per = reference.len() / samples;
+    let ref_top: Vec<usize> = reference.chunks(per).map(argmax).collect();
+
+    let mut builder = lutq_report::ReportBuilder::new(
+        args.model.model.display().to_string(),
+        samples,
+        which,
+        format!("{:?}", args.cle.cle).to_lowercase(),
+        samples.min(32),
+    );
+    let mut seen = std::collections::HashSet::new();
+    let prefix = crate::compile::default_prefix(&args.model.model);
+    for (i, &mode) in args.modes.iter().enumerate() {
+        eprintln!("[{}/{}] {mode}", i + 1, args.modes.len());
+        let compiled = pipeline::compile(&imported, args.cle, mode, &args.quant, false)?;
+        let (int_graph, report) = (&compiled.int_graph, &compiled.report);
+        let range = pipeline::input_range_warnings(int_graph, report, &data, data_path);
+        pipeline::print_warnings(report.warnings.iter().chain(&range), &mut seen);
+        if let Some(w) = &range {
+            builder.warn(w);
+        }
+        let bar = pipeline::bar(samples, mode.name());
+        let out = IntInterpreter::new(int_graph)?
+            .run_batch(&data, Some(&|d: usize| bar.set_position(d as u64)))?
+            .swap_remove(0);
+        bar.finish_and_clear();
+        let outputs = out.as_f32().context("output")?;
+        let top: Vec<usize> = outputs.chunks(per).map(argmax).collect();
+        let agreement =
+            top.iter().zip(&ref_top).filter(|(a, b)| a == b).count() as f64 / samples as f64;
+        let accuracy = labels.as_ref().map(|l| {
+            top.iter().zip(l).filter(|(p, y)| **p as i64 == **y).count() as f64 / samples as f64
+        });
+        let layers: Vec<(String, f64)> = per_layer(&compiled.float_graph, int_graph, &data)?
+            .into_iter()
+            .map(|l| (l.name, l.sqnr_db))
+            .collect();
+        let c = lutq_backend_c::emit(int_graph, &lutq_backend_c::EmitOptions::new(prefix.clone()))
+            .context("cannot generate the C code the memory numbers come from")?;
+        builder.add_mode(lutq_report::ModeInput {
+            mode: mode.name(),
+            cle: compiled.cle_used,
+            graph: int_graph,
+            quant: report,
+            c: &c.summary,
+            top1_accuracy: accuracy,
+            top1_agreement: agreement,
+            sqnr_db: Some(sqnr_db(&reference, outputs)),
+            layer_sqnr: &layers,
+        })?;
+    }
+    let report = builder.finish();
+    if let Some(path) = &args.output {
+        std::fs::write(path, report.to_html())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!(
+            "wrote {} ({} modes, {} linear layers)",
+            path.display(),
+            report.modes.len(),
+            report.layers.len()
+        );
+    }
+    if args.json {
+        println!("{}", report.to_json());
+    }
+    Ok(())
+}

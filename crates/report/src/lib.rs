@@ -1,0 +1,386 @@
+//! `lutq report`'s library: what quantization did to a model, as data and as one page.
+//!
+//! A [`Report`] gathers, per quantization mode, the numbers the rest of lutq already
+//! computes — the quantizer's [`QuantReport`], the C backend's [`CSummary`] (constants
+//! against an int8 build, arena against its lower bound, MACs), the lowered
+//! [`IntGraph`]'s linear layers (shapes, weights, exponents, shifts) and the per-layer and
+//! output metrics the CLI's `eval` measures — and nothing else: this crate computes no
+//! metric of its own, so the page always agrees with `lutq eval`, `lutq compile` and
+//! `lutq dump`. [`ReportBuilder`] assembles it mode by mode; [`Report::to_html`] renders
+//! it; the same struct is the `--json` output (`serde`).
+//!
+//! # The page
+//! One HTML file that opens offline: CSS in a `<style>` element, the chart as inline SVG,
+//! no script, font, image or style sheet from anywhere else (the tests check that the
+//! page holds no URL at all). Sections: summary (model, modes, top-1 / agreement / SQNR
+//! per mode, constants against the int8 build, arena against its lower bound, MACs), the
+//! per-layer SQNR chart (one mark per layer and mode, a `<title>` on each for the
+//! browser's tooltip) and the per-layer table.
+//!
+//! # Why our own SVG
+//! plotters' SVG backend (the maintained Rust plotting crate) draws a point as an
+//! anonymous `<circle>`: no class, no `<title>`, no data attribute, so a mark can be
+//! neither hovered for its layer and value nor found by a test, and its text elements
+//! name fonts. The one chart here is a dot plot on a linear axis; writing it directly
+//! ([`chart`]) takes about a hundred lines with no dependency and gives each mark
+//! `class="mark" data-layer=… data-mode=…` and a tooltip. Revisit when the histogram
+//! and memory-plan charts of issue 18 arrive: those are where a plotting crate pays.
+//!
+//! **Invariant:** the report holds only values computed elsewhere in lutq (its builder
+//! copies, it never measures), and [`Report::to_html`] emits no reference to a resource
+//! outside the page.
+
+pub mod chart;
+mod html;
+
+use lutq_backend_c::CSummary;
+use lutq_ir::int::{IntGraph, IntOp, QWeights, Rescale};
+use lutq_quant::QuantReport;
+use serde::{Deserialize, Serialize};
+
+/// What can go wrong assembling or reading a report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A lutq bug: two modes of one model lowered to different linear layers (the
+    /// quantizer keeps the float graph's layers in every mode).
+    #[error(
+        "mode {mode}: linear layer '{layer}' is not among the first mode's layers (a lutq bug: every mode keeps the float graph's layers)"
+    )]
+    LayerMismatch { mode: String, layer: String },
+    /// A user error: the same mode given twice.
+    #[error("mode {0} is listed twice")]
+    DuplicateMode(String),
+    /// A user error: a `--json` file that is not a report.
+    #[error("not a lutq report: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Everything the page shows; also the `--json` output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The model file as the user named it.
+    pub model: String,
+    /// The samples top-1, agreement and output SQNR are measured on.
+    pub samples: usize,
+    /// `evaluation` (from `--data`) or `calibration` (no `--data`: the calibration
+    /// samples stand in, which flatters every mode).
+    pub data: String,
+    pub calibration_samples: usize,
+    /// Samples the per-layer SQNR is measured on (the first ones, as `eval --per-layer`).
+    pub per_layer_samples: usize,
+    /// `on`, `off` or `auto`.
+    pub cle: String,
+    /// Multiply-accumulates of one inference (every mode has the same).
+    pub macs: u64,
+    /// Parameters of the float model in bytes (fp32).
+    pub float_weight_bytes: usize,
+    pub modes: Vec<ModeSummary>,
+    /// The linear layers of the lowered program, in execution order.
+    pub layers: Vec<Layer>,
+    /// The quantizer's and the input-range warnings, each once.
+    pub warnings: Vec<String>,
+}
+
+/// One mode's results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModeSummary {
+    pub mode: String,
+    /// Whether this mode's model was equalized (with `--cle auto`, per mode).
+    pub cle: bool,
+    /// Top-1 accuracy against the labels (`--labels`).
+    pub top1_accuracy: Option<f64>,
+    /// Top-1 agreement with the float model.
+    pub top1_agreement: f64,
+    /// Output SQNR against the float model in dB (`None`: identical outputs).
+    pub sqnr_db: Option<f64>,
+    /// The quantizer's weight bytes (`QuantReport::weight_bytes`).
+    pub weight_bytes: usize,
+    /// The generated C's sizes (`lutq compile`'s summary).
+    pub c: CBuild,
+}
+
+/// Sizes of the generated C ([`CSummary`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CBuild {
+    /// Constants in flash: codes, tables, biases, rescales.
+    pub constant_bytes: usize,
+    /// The same constants with int8 weights: an int8 build's flash for constants.
+    pub int8_constant_bytes: usize,
+    /// The caller's scratch buffer.
+    pub arena_bytes: usize,
+    /// The most bytes live at once: no plan can use less.
+    pub arena_lower_bound: usize,
+    /// Every buffer separate.
+    pub arena_naive: usize,
+}
+
+impl From<&CSummary> for CBuild {
+    fn from(s: &CSummary) -> Self {
+        CBuild {
+            constant_bytes: s.weight_bytes,
+            int8_constant_bytes: s.int8_weight_bytes,
+            arena_bytes: s.arena_size,
+            arena_lower_bound: s.arena_lower_bound,
+            arena_naive: s.arena_naive,
+        }
+    }
+}
+
+/// A Conv or dense layer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Layer {
+    /// The float node's name (what `eval --per-layer` and `dump` print).
+    pub name: String,
+    /// `conv`, `dense` (the integer op's name); `depthwise` convolutions say so.
+    pub op: String,
+    pub input_shape: Vec<usize>,
+    pub output_shape: Vec<usize>,
+    pub macs: u64,
+    /// One entry per mode, in [`Report::modes`] order.
+    pub modes: Vec<LayerMode>,
+}
+
+/// A layer as one mode quantized it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerMode {
+    pub mode: String,
+    /// `lut4`, `int4` or `int8` (the quantizer's report).
+    pub weights: String,
+    /// Codes + tables or int8 values, biases and rescales (the quantizer's report).
+    pub weight_bytes: usize,
+    /// Lookup tables: 0 for int8 weights, 1 for one per layer, else one per channel.
+    pub luts: usize,
+    pub input_exp: i32,
+    pub output_exp: i32,
+    pub weight_exp_min: i32,
+    pub weight_exp_max: i32,
+    /// The requantization after the accumulator, over the output channels.
+    pub rescale: RescaleRange,
+    /// SQNR of this layer's output against the float model's in dB (`None`: not
+    /// measured — no float tensor of that name — or exact).
+    pub sqnr_db: Option<f64>,
+}
+
+/// The range of a layer's per-channel rescales.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RescaleRange {
+    /// Power-of-two: `rshift_round(acc, shift)`, shifts from `min` to `max`.
+    Shift { min: i32, max: i32 },
+    /// Fixed-point multipliers (the `*-pc` baselines): `31 + shift` from `min` to `max`.
+    Multiplier { min: i32, max: i32 },
+}
+
+impl RescaleRange {
+    fn of(rescale: &[Rescale]) -> RescaleRange {
+        let shifts = || {
+            rescale.iter().map(|r| match *r {
+                Rescale::Shift(s) => s,
+                Rescale::Multiplier { shift, .. } => 31 + shift,
+            })
+        };
+        let (min, max) = (shifts().min().unwrap_or(0), shifts().max().unwrap_or(0));
+        if rescale
+            .iter()
+            .any(|r| matches!(r, Rescale::Multiplier { .. }))
+        {
+            RescaleRange::Multiplier { min, max }
+        } else {
+            RescaleRange::Shift { min, max }
+        }
+    }
+}
+
+/// What one mode contributes; [`ReportBuilder::add_mode`] takes it.
+pub struct ModeInput<'a> {
+    pub mode: &'a str,
+    pub cle: bool,
+    /// The lowered program (what the backends compile).
+    pub graph: &'a IntGraph,
+    pub quant: &'a QuantReport,
+    pub c: &'a CSummary,
+    pub top1_accuracy: Option<f64>,
+    pub top1_agreement: f64,
+    pub sqnr_db: Option<f64>,
+    /// `(node name, SQNR dB)` of every layer `eval --per-layer` measured.
+    pub layer_sqnr: &'a [(String, f64)],
+}
+
+/// Assembles a [`Report`] mode by mode.
+pub struct ReportBuilder {
+    report: Report,
+}
+
+impl ReportBuilder {
+    /// `samples`: what the output metrics are measured on (`data`: `evaluation` or
+    /// `calibration`).
+    pub fn new(
+        model: impl Into<String>,
+        samples: usize,
+        data: impl Into<String>,
+        cle: impl Into<String>,
+        per_layer_samples: usize,
+    ) -> Self {
+        ReportBuilder {
+            report: Report {
+                model: model.into(),
+                samples,
+                data: data.into(),
+                calibration_samples: 0,
+                per_layer_samples,
+                cle: cle.into(),
+                macs: 0,
+                float_weight_bytes: 0,
+                modes: Vec::new(),
+                layers: Vec::new(),
+                warnings: Vec::new(),
+            },
+        }
+    }
+
+    /// Adds a warning (once).
+    pub fn warn(&mut self, warning: &str) {
+        if !self.report.warnings.iter().any(|w| w == warning) {
+            self.report.warnings.push(warning.to_string());
+        }
+    }
+
+    /// Adds one mode. The first mode fixes the layer rows; later modes must lower to
+    /// the same linear layers.
+    pub fn add_mode(&mut self, m: ModeInput<'_>) -> Result<(), ReportError> {
+        let r = &mut self.report;
+        if r.modes.iter().any(|s| s.mode == m.mode) {
+            return Err(ReportError::DuplicateMode(m.mode.to_string()));
+        }
+        let rows = layers_of(&m);
+        // Checked before anything changes: a refused mode leaves the report as it was.
+        if !r.modes.is_empty() {
+            let mismatch = |layer: &str| ReportError::LayerMismatch {
+                mode: m.mode.to_string(),
+                layer: layer.to_string(),
+            };
+            if let Some(extra) = rows
+                .iter()
+                .find(|row| !r.layers.iter().any(|l| l.name == row.name))
+            {
+                return Err(mismatch(&extra.name));
+            }
+            if let Some(missing) = r
+                .layers
+                .iter()
+                .find(|l| !rows.iter().any(|row| row.name == l.name))
+            {
+                return Err(mismatch(&missing.name));
+            }
+        }
+        if r.modes.is_empty() {
+            r.macs = m.c.macs;
+            r.float_weight_bytes = m.quant.float_weight_bytes;
+            r.calibration_samples = m.quant.calibration_samples;
+            r.layers = rows;
+        } else {
+            for row in rows {
+                let layer = r
+                    .layers
+                    .iter_mut()
+                    .find(|l| l.name == row.name)
+                    .expect("checked above");
+                layer.modes.extend(row.modes);
+            }
+        }
+        for w in &m.quant.warnings {
+            if !r.warnings.contains(w) {
+                r.warnings.push(w.clone());
+            }
+        }
+        r.modes.push(ModeSummary {
+            mode: m.mode.to_string(),
+            cle: m.cle,
+            top1_accuracy: m.top1_accuracy,
+            top1_agreement: m.top1_agreement,
+            sqnr_db: m.sqnr_db.filter(|s| s.is_finite()),
+            weight_bytes: m.quant.weight_bytes,
+            c: CBuild::from(m.c),
+        });
+        Ok(())
+    }
+
+    pub fn finish(self) -> Report {
+        self.report
+    }
+}
+
+/// The linear layers of one mode's program, each with this mode's entry.
+fn layers_of(m: &ModeInput<'_>) -> Vec<Layer> {
+    let mut rows = Vec::new();
+    for node in &m.graph.nodes {
+        let IntOp::Linear(l) = &node.op else {
+            continue;
+        };
+        let input = m.graph.ty(node.inputs[0]);
+        let quant = m.quant.layers.iter().find(|q| q.name == node.name);
+        let [o, i, _, _] = l.weights.shape();
+        let depthwise = l
+            .conv
+            .as_ref()
+            .is_some_and(|c| c.group > 1 && c.group == o && i == 1);
+        let entry = LayerMode {
+            mode: m.mode.to_string(),
+            weights: quant.map_or_else(
+                || match l.weights {
+                    QWeights::Lut { .. } => "lut4".into(),
+                    QWeights::Int8 { .. } => "int8".into(),
+                },
+                |q| q.weights.clone(),
+            ),
+            weight_bytes: quant.map_or_else(
+                || l.weights.size_bytes() + 4 * l.bias.len() + 4 * l.rescale.len(),
+                |q| q.weight_bytes,
+            ),
+            luts: match &l.weights {
+                QWeights::Lut { luts, .. } => luts.len(),
+                QWeights::Int8 { .. } => 0,
+            },
+            input_exp: input.exp,
+            output_exp: node.ty.exp,
+            weight_exp_min: l.weight_exps.iter().copied().min().unwrap_or(0),
+            weight_exp_max: l.weight_exps.iter().copied().max().unwrap_or(0),
+            rescale: RescaleRange::of(&l.rescale),
+            sqnr_db: m
+                .layer_sqnr
+                .iter()
+                .find(|(n, _)| *n == node.name)
+                .map(|(_, s)| *s)
+                .filter(|s| s.is_finite()),
+        };
+        rows.push(Layer {
+            name: node.name.clone(),
+            op: if depthwise {
+                "depthwise".into()
+            } else {
+                node.op.name().into()
+            },
+            input_shape: input.shape.clone(),
+            output_shape: node.ty.shape.clone(),
+            macs: (node.ty.num_elements() * l.weights.row_len()) as u64,
+            modes: vec![entry],
+        });
+    }
+    rows
+}
+
+impl Report {
+    /// The page: one self-contained HTML document (see the crate docs).
+    pub fn to_html(&self) -> String {
+        html::render(self)
+    }
+
+    /// The `--json` form.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serializes")
+    }
+
+    /// Reads the `--json` form back.
+    pub fn from_json(text: &str) -> Result<Report, ReportError> {
+        Ok(serde_json::from_str(text)?)
+    }
+}
