@@ -115,6 +115,7 @@ fn c_summary(constants: usize) -> CSummary {
         arena_size: 160,
         arena_lower_bound: 128,
         arena_naive: 200,
+        scratch_bytes: 0,
         macs: 64 * 18 + 192,
     }
 }
