@@ -1,10 +1,18 @@
-//! `cargo xtask accuracy`: the accuracy table of docs/results.md — every quantization
-//! mode on every reference model and data set, with CLE off and on, plus onnxruntime's
-//! static int8 quantization of the same models on the same data as a reference row.
+//! `cargo xtask accuracy`: the accuracy tables of docs/results.md — every quantization
+//! mode on every reference model and data set, plus onnxruntime's static int8
+//! quantization of the same models on the same data as a reference row.
 //!
-//! Runs the release `lutq eval --json` (so the table is what users get) and
-//! `scripts/ort_int8.py` (PyPI onnxruntime), and writes the tables into the
-//! `accuracy` section of the given Markdown file.
+//! * Fashion-MNIST nets (section `accuracy`): CLE off and on, the full test set;
+//!   the onnxruntime row comes from running `scripts/ort_int8.py`.
+//! * ImageNet MobileNetV2 (section `accuracy-imagenet`): the disjoint-photo protocol of
+//!   `scripts/prepare_protocol.py` (`data/protocol/`): calibration crops of 29 photos,
+//!   evaluation crops of 33 other photos, and — from the same quantized model — other
+//!   crops of the calibration photos, so that every row shows how much of its result is
+//!   fitted to the calibration photos. One table per calibration size (64 and 256 by
+//!   default); the onnxruntime row is read from the committed
+//!   `data/protocol/onnxruntime_int8.json` (`scripts/ort_protocol.py`).
+//!
+//! Runs the release `lutq eval --json` (so the tables are what users get).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +28,8 @@ struct Benchmark {
     calib: &'static str,
     data: &'static str,
     labels: Option<&'static str>,
+    /// A second evaluation set scored by the same quantized models (`--also-data`).
+    also: Option<&'static str>,
     calib_limit: usize,
     note: &'static str,
 }
@@ -31,6 +41,7 @@ const BENCHMARKS: &[Benchmark] = &[
         calib: "data/fashion_mnist/train_x.npy",
         data: "data/full/fashion_mnist/test_x.npy",
         labels: Some("data/full/fashion_mnist/test_y.npy"),
+        also: None,
         calib_limit: 1000,
         note: "full 10k test set; calibration: the first 1,000 training images",
     },
@@ -40,23 +51,31 @@ const BENCHMARKS: &[Benchmark] = &[
         calib: "data/fashion_mnist/train_x.npy",
         data: "data/full/fashion_mnist/test_x.npy",
         labels: Some("data/full/fashion_mnist/test_y.npy"),
+        also: None,
         calib_limit: 1000,
         note: "full 10k test set; calibration: the first 1,000 training images",
     },
-    Benchmark {
-        name: "mobilenet_v2",
-        model: "models/mobilenet_v2.onnx",
-        calib: "data/full/photos/calib_mirrored.npy",
-        data: "data/full/photos/eval.npy",
-        labels: None,
-        calib_limit: 256,
-        note: "ImageNet MobileNetV2 on the bundled natural-photo crops (no labels: top-1 \
-               agreement with fp32 and SQNR); calibration: the 128 calibration crops and \
-               their mirror images (256 images, as in `cargo xtask bench-quant`), 96 \
-               evaluation crops from disjoint recipes (no mirrored calibration crop is an \
-               evaluation crop; some sources overlap in pixels, see data/README.md)",
-    },
 ];
+
+/// The ImageNet protocol's files (`python scripts/prepare_protocol.py` writes the NPY
+/// files; `data/protocol/files.csv` holds their sha256).
+const IMAGENET_NAME: &str = "mobilenet_v2";
+const IMAGENET_MODEL: &str = "models/mobilenet_v2.onnx";
+/// Calibration crops of the calibration photos (256; the first N calibrate).
+const PROTOCOL_CALIB: &str = "data/full/protocol/calib.npy";
+/// Crops of the evaluation photos: the headline numbers.
+const PROTOCOL_EVAL: &str = "data/full/protocol/eval.npy";
+/// Other crops of the calibration photos: the old protocol's kind of evaluation.
+const PROTOCOL_EVAL_CALIB_PHOTOS: &str = "data/full/protocol/eval_calib_photos.npy";
+const PROTOCOL_FILES: &str = "data/protocol/files.csv";
+const PROTOCOL_ORT: &str = "data/protocol/onnxruntime_int8.json";
+
+/// Extra rows of the ImageNet tables beyond [`LEVERS`]: (label, mode, flags).
+const IMAGENET_LEVERS: &[(&str, &str, &[&str])] = &[(
+    "int8-pot-channel, weight targets (no upstream compensation)",
+    "int8-pot-channel",
+    &["--no-float-target"],
+)];
 
 /// Extra rows: the paper's mode with one lever each, to show what each buys.
 const LEVERS: &[(&str, &[&str])] = &[
@@ -80,12 +99,21 @@ const LEVERS: &[(&str, &[&str])] = &[
 
 const USAGE: &str =
     "cargo xtask accuracy [--write FILE.md] [--only NAME] [--limit N] [--modes m1,m2,…] [--no-ort]
+                     [--calib-sizes 64,256] [--cache DIR]
 
 Runs `lutq eval` (release build) for every mode on fashion_resnet8, fashion_mobilenetv2
-(full Fashion-MNIST test set) and mobilenet_v2 (bundled photo crops), CLE off and on, and
-onnxruntime's static int8 QDQ quantization (scripts/ort_int8.py) as a reference row.
-Needs `cargo xtask data` first (data/full/) and, for the reference row, PyPI onnxruntime.
---limit N evaluates only the first N samples (quick checks; not for the docs).";
+(full Fashion-MNIST test set; CLE off and on; onnxruntime's static int8 QDQ quantization,
+scripts/ort_int8.py, as a reference row) and on mobilenet_v2 with the disjoint-photo
+protocol (data/protocol/: calibration on the first N of 256 crops of 29 photos for each N
+of --calib-sizes, evaluation on 192 crops of 33 other photos and on 192 other crops of the
+calibration photos; CLE off; the onnxruntime row from data/protocol/onnxruntime_int8.json).
+Needs `cargo xtask data` (data/full/fashion_mnist), `python scripts/prepare_protocol.py`
+(data/full/protocol) and, for the Fashion-MNIST reference rows, PyPI onnxruntime.
+--only NAME runs one model (fashion_resnet8, fashion_mobilenetv2 or mobilenet_v2); with
+--write, only the sections of the models that ran are replaced.
+--limit N evaluates only the first N samples of each set (quick checks; not for the docs).
+--cache DIR keeps every `lutq eval` result in DIR, keyed by the lutq binary's sha256, the
+command line and its files' sizes and times, and reuses it: an interrupted run resumes.";
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut write: Option<PathBuf> = None;
@@ -93,6 +121,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut limit: Option<String> = None;
     let mut modes = "fp32,int8-pc,int4-pc,int8-pot-channel,int4-pot-layer,int4-pot-channel,lut4-pot-layer,lut4-pot-channel".to_string();
     let mut ort = true;
+    let mut calib_sizes = vec![64, 256];
+    let mut cache = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -101,6 +131,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "--limit" => limit = Some(it.next().context("--limit needs a number")?.clone()),
             "--modes" => modes = it.next().context("--modes needs a list")?.clone(),
             "--no-ort" => ort = false,
+            "--cache" => cache = Some(PathBuf::from(it.next().context("--cache needs a folder")?)),
+            "--calib-sizes" => {
+                calib_sizes = it
+                    .next()
+                    .context("--calib-sizes needs a list")?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .context("--calib-sizes: numbers, comma separated")?;
+            }
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -108,6 +148,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             other => bail!("unknown argument {other}\n\n{USAGE}"),
         }
     }
+    CACHE.get_or_init(|| cache);
     let status = Command::new("cargo")
         .args(["build", "--release", "--locked", "-p", "lutq-cli"])
         .status()
@@ -118,6 +159,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let lutq = Path::new("target/release/lutq");
 
     let mut page = String::new();
+    let mut imagenet_page = String::new();
+    let imagenet = only.as_deref().is_none_or(|o| o == IMAGENET_NAME);
+    if imagenet {
+        imagenet_page = imagenet_tables(lutq, &modes, &calib_sizes, limit.as_deref())?;
+    }
     for b in BENCHMARKS {
         if only.as_deref().is_some_and(|o| o != b.name) {
             continue;
@@ -167,8 +213,23 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             page.push_str(&per_layer(lutq, b, limit.as_deref())?);
         }
     }
-    print!("{page}");
+    print!("{page}{imagenet_page}");
     if let Some(path) = write {
+        if imagenet {
+            let body = format!(
+                "<!-- generated by `cargo xtask accuracy {}`; do not edit -->\n\n{imagenet_page}",
+                args.join(" ")
+            );
+            docs::replace_section(
+                &path,
+                "accuracy-imagenet",
+                "Quantization accuracy: ImageNet MobileNetV2 on photos the calibration never saw",
+                &body,
+            )?;
+        }
+        if page.is_empty() {
+            return Ok(());
+        }
         let body = format!(
             "<!-- generated by `cargo xtask accuracy {}`; do not edit -->\n\n\
              Columns: top-1 accuracy against the labels (Fashion-MNIST), top-1 agreement with\n\
@@ -181,6 +242,43 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         docs::replace_section(&path, "accuracy", "Quantization accuracy", &body)?;
     }
     Ok(())
+}
+
+/// `--cache DIR`: where `lutq eval` results are kept, keyed by the sha256 of the lutq
+/// binary, the command line and the length and modification time of every file it names.
+static CACHE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// The cache file of one `lutq eval` command line, if caching is on.
+fn cache_file(lutq: &Path, args: &[String]) -> anyhow::Result<Option<PathBuf>> {
+    use sha2::Digest as _;
+    let Some(Some(dir)) = CACHE.get() else {
+        return Ok(None);
+    };
+    static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let binary = match BINARY.get() {
+        Some(b) => b.clone(),
+        None => {
+            let bytes = std::fs::read(lutq).with_context(|| format!("{}", lutq.display()))?;
+            let b = format!("{:x}", sha2::Sha256::digest(&bytes));
+            BINARY.get_or_init(|| b).clone()
+        }
+    };
+    let mut key = sha2::Sha256::new();
+    key.update(binary.as_bytes());
+    for a in args {
+        key.update(b"\0");
+        key.update(a.as_bytes());
+        if let Ok(m) = std::fs::metadata(a) {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            key.update(format!("\0{}:{mtime}", m.len()).as_bytes());
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(Some(dir.join(format!("{:x}.json", key.finalize()))))
 }
 
 /// `lutq eval --json` on one benchmark.
@@ -207,8 +305,23 @@ fn eval(
     if let Some(l) = b.labels {
         cmd.args(["--labels", l]);
     }
+    if let Some(a) = b.also {
+        // Two evaluation sets of MobileNetV2: the JIT (bit-exact with the golden
+        // interpreter) runs them in a fraction of the interpreter's time.
+        cmd.args(["--also-data", a, "--backend", "jit"]);
+    }
     if let Some(n) = limit {
         cmd.args(["--limit", n]);
+    }
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let cached = cache_file(lutq, &args)?;
+    if let Some(path) = &cached
+        && let Ok(bytes) = std::fs::read(path)
+    {
+        return serde_json::from_slice(&bytes).context("cached lutq eval --json output");
     }
     let out = cmd.output().context("cannot run lutq")?;
     if !out.status.success() {
@@ -218,7 +331,12 @@ fn eval(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    serde_json::from_slice(&out.stdout).context("lutq eval --json output")
+    let value = serde_json::from_slice(&out.stdout).context("lutq eval --json output")?;
+    if let Some(path) = cached {
+        std::fs::write(&path, &out.stdout)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(value)
 }
 
 /// Where the error comes from: SQNR of every layer's output against the float model,
@@ -280,6 +398,156 @@ fn per_layer(lutq: &Path, b: &Benchmark, limit: Option<&str>) -> anyhow::Result<
     Ok(s)
 }
 
+/// The ImageNet tables: one per calibration size, each row with the evaluation photos,
+/// the calibration photos and the gap, then the per-layer SQNR at the first size.
+fn imagenet_tables(
+    lutq: &Path,
+    modes: &str,
+    calib_sizes: &[usize],
+    limit: Option<&str>,
+) -> anyhow::Result<String> {
+    let hashes = protocol_hashes()?;
+    let ort: Value =
+        serde_json::from_str(&std::fs::read_to_string(PROTOCOL_ORT).with_context(|| {
+            format!("{PROTOCOL_ORT} is missing: python3 scripts/ort_protocol.py")
+        })?)
+        .with_context(|| format!("{PROTOCOL_ORT}: not JSON"))?;
+    for (file, sha) in &hashes {
+        if ort["inputs"][file].as_str() != Some(sha) {
+            bail!(
+                "{PROTOCOL_ORT} was made from another {file}: rerun python3 scripts/ort_protocol.py"
+            );
+        }
+    }
+    let mut page = format!(
+        "ImageNet MobileNetV2 (BN folded by lutq; no labels: top-1 agreement with fp32 and \
+         logit SQNR against fp32, in dB), on the disjoint-photo protocol of \
+         `scripts/prepare_protocol.py` (photos, licences and crop recipes: data/README.md, \
+         `data/protocol/`): calibration on the first N of 256 crops of **29 calibration \
+         photos**; **new photos** = 192 crops of **33 other photos** (no photo, and no \
+         scene, in both sets); **calibration photos** = 192 other crops (other windows) \
+         of the 29 calibration photos, scored by the same quantized model — what the \
+         tables before this protocol measured. **gap** = SQNR on the calibration photos \
+         minus SQNR on the new photos: how much of a fit is fitted to its photos. CLE off, \
+         ReLU6 kept as a clamp. Weights: flash bytes of weights, tables, biases and \
+         rescales. The onnxruntime row: `{}` (onnxruntime {}, per-channel int8 QDQ, \
+         MinMax calibration on the same N crops), read from `{PROTOCOL_ORT}`.\n\n",
+        ort["command"].as_str().unwrap_or("?"),
+        ort["versions"]["onnxruntime"].as_str().unwrap_or("?"),
+    );
+    let mut per_layer_done = false;
+    for &n in calib_sizes {
+        let b = Benchmark {
+            name: IMAGENET_NAME,
+            model: IMAGENET_MODEL,
+            calib: PROTOCOL_CALIB,
+            data: PROTOCOL_EVAL,
+            labels: None,
+            also: Some(PROTOCOL_EVAL_CALIB_PHOTOS),
+            calib_limit: n,
+            note: "",
+        };
+        let reference = ort["results"]
+            .as_array()
+            .and_then(|r| {
+                r.iter()
+                    .find(|r| r["calibration_samples"].as_u64() == Some(n as u64))
+            })
+            .with_context(|| {
+                format!("{PROTOCOL_ORT} has no row for {n} calibration images: python3 scripts/ort_protocol.py --calib-sizes …")
+            })?;
+        eprintln!("accuracy: {IMAGENET_NAME}, {n} calibration images");
+        let mut rows: Vec<(String, Value)> = eval(lutq, &b, "off", modes, &[], limit)?["results"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r["mode"].as_str().unwrap_or("?").to_string(), r))
+            .collect();
+        let levers = LEVERS
+            .iter()
+            .map(|(label, flags)| (*label, "lut4-pot-channel", *flags))
+            .chain(IMAGENET_LEVERS.iter().copied());
+        for (label, mode, flags) in levers {
+            eprintln!("accuracy: {IMAGENET_NAME}, {n} calibration images, {label}");
+            let json = eval(lutq, &b, "off", mode, flags, limit)?;
+            rows.push((label.to_string(), json["results"][0].clone()));
+        }
+        page.push_str(&format!(
+            "### mobilenet_v2, {n} calibration images\n\n\
+             | mode | agree (new photos) | SQNR (new photos) | agree (calibration photos) | SQNR (calibration photos) | gap dB | weights |\n\
+             |---|---:|---:|---:|---:|---:|---:|\n"
+        ));
+        for (label, r) in &rows {
+            let also = &r["also"][0];
+            let kb = r["weight_bytes"].as_f64().unwrap_or(0.0) / 1024.0;
+            page.push_str(&format!(
+                "| {label} | {} | {} | {} | {} | {} | {kb:.0} KB |\n",
+                pct(r.get("top1_agreement")),
+                db(r.get("sqnr_db")),
+                pct(also.get("top1_agreement")),
+                db(also.get("sqnr_db")),
+                gap(also.get("sqnr_db"), r.get("sqnr_db")),
+            ));
+        }
+        let (new, old) = (&reference["eval.npy"], &reference["eval_calib_photos.npy"]);
+        page.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | – |\n\n",
+            ort["mode"].as_str().unwrap_or("onnxruntime int8"),
+            pct(new.get("top1_agreement")),
+            db(new.get("sqnr_db")),
+            pct(old.get("top1_agreement")),
+            db(old.get("sqnr_db")),
+            gap(old.get("sqnr_db"), new.get("sqnr_db")),
+        ));
+        if !per_layer_done {
+            eprintln!("accuracy: {IMAGENET_NAME} per-layer SQNR");
+            let table = per_layer(lutq, &b, limit)?;
+            page.push_str(&table.replacen(
+                "(dB; first 32 evaluation samples, CLE off) for mobilenet_v2",
+                &format!(
+                    "(dB; first 32 crops of the new photos, CLE off) for mobilenet_v2 \
+                     calibrated on {n} images"
+                ),
+                1,
+            ));
+            per_layer_done = true;
+        }
+    }
+    Ok(page)
+}
+
+/// `data/protocol/files.csv` as (file name, sha256), after checking that the files in
+/// `data/full/protocol/` are those.
+fn protocol_hashes() -> anyhow::Result<Vec<(String, String)>> {
+    use sha2::Digest as _;
+    let text = std::fs::read_to_string(PROTOCOL_FILES)
+        .with_context(|| format!("cannot read {PROTOCOL_FILES}"))?;
+    let mut out = Vec::new();
+    for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
+        let cols: Vec<&str> = line.split(',').collect();
+        let [file, _shape, sha] = cols[..] else {
+            bail!("{PROTOCOL_FILES}: bad line {line}");
+        };
+        let path = Path::new(PROTOCOL_CALIB).with_file_name(file);
+        let bytes = std::fs::read(&path).with_context(|| {
+            format!(
+                "{} is missing: run python3 scripts/prepare_protocol.py (see data/README.md)",
+                path.display()
+            )
+        })?;
+        let got = format!("{:x}", sha2::Sha256::digest(&bytes));
+        if got != sha {
+            bail!(
+                "{} does not match {PROTOCOL_FILES}: rerun python3 scripts/prepare_protocol.py",
+                path.display()
+            );
+        }
+        out.push((file.to_string(), sha.to_string()));
+    }
+    Ok(out)
+}
+
 fn ort_reference(b: &Benchmark, limit: Option<&str>) -> anyhow::Result<Value> {
     let data = match limit {
         // The script takes whole files; a limited run slices with numpy first.
@@ -312,6 +580,14 @@ fn ort_reference(b: &Benchmark, limit: Option<&str>) -> anyhow::Result<Value> {
 fn pct(v: Option<&Value>) -> String {
     v.and_then(Value::as_f64)
         .map_or("–".into(), |v| format!("{:.2} %", 100.0 * v))
+}
+
+/// `a − b` in dB, one decimal.
+fn gap(a: Option<&Value>, b: Option<&Value>) -> String {
+    match (a.and_then(Value::as_f64), b.and_then(Value::as_f64)) {
+        (Some(a), Some(b)) => format!("{:+.1}", a - b),
+        _ => "–".into(),
+    }
 }
 
 fn db(v: Option<&Value>) -> String {
@@ -372,4 +648,130 @@ fn table(b: &Benchmark, rows: &[(String, Vec<Value>)], reference: Option<&Value>
     }
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    //! The protocol's committed description (`data/protocol/`, written by
+    //! `scripts/prepare_protocol.py`): no photo, scene or crop crosses from calibration
+    //! to evaluation. Fast: reads only the small committed CSV and JSON files.
+    use std::collections::{HashMap, HashSet};
+
+    fn root() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    /// Rows of a CSV file as written by Python's `csv` module (quoted fields with `""`
+    /// escapes; no newlines inside fields), each keyed by the header.
+    fn csv(rel: &str) -> Vec<HashMap<String, String>> {
+        let text = std::fs::read_to_string(root().join(rel)).unwrap();
+        let split = |line: &str| {
+            let (mut fields, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+            let mut chars = line.chars().peekable();
+            while let Some(c) = chars.next() {
+                match (c, quoted) {
+                    ('"', true) if chars.peek() == Some(&'"') => {
+                        cur.push('"');
+                        chars.next();
+                    }
+                    ('"', _) => quoted = !quoted,
+                    (',', false) => fields.push(std::mem::take(&mut cur)),
+                    _ => cur.push(c),
+                }
+            }
+            fields.push(cur);
+            fields
+        };
+        let mut lines = text.lines();
+        let header = split(lines.next().unwrap());
+        lines
+            .map(|l| {
+                let f = split(l);
+                assert_eq!(f.len(), header.len(), "{rel}: {l}");
+                header.iter().cloned().zip(f).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn calibration_and_evaluation_photos_and_crops_are_disjoint() {
+        let photos = csv("data/protocol/photos.csv");
+        let set: HashMap<&str, &str> = photos
+            .iter()
+            .map(|p| (p["name"].as_str(), p["set"].as_str()))
+            .collect();
+        assert_eq!(set.len(), photos.len(), "a photo name twice");
+        let files: HashSet<&str> = photos.iter().map(|p| p["sha256"].as_str()).collect();
+        assert_eq!(
+            files.len(),
+            photos.len(),
+            "one package file under two names"
+        );
+        let count = |s: &str| set.values().filter(|v| **v == s).count();
+        assert!(count("calib") >= 24 && count("eval") >= 24, "{set:?}");
+        assert_eq!(count("calib") + count("eval"), photos.len());
+        let mut scenes: HashMap<&str, &str> = HashMap::new();
+        for p in photos.iter().filter(|p| !p["scene"].is_empty()) {
+            let first = *scenes.entry(&p["scene"]).or_insert(&p["set"]);
+            assert_eq!(first, p["set"], "scene {} in both sets", p["scene"]);
+        }
+        for p in &photos {
+            assert!(!p["licence"].is_empty() && p["sha256"].len() == 64, "{p:?}");
+            // The zoo evaluates on the lomiri wallpapers: they never calibrate here either.
+            if p["package"].contains("lomiri") {
+                assert_eq!(p["set"], "eval", "{p:?}");
+            }
+        }
+        // The old protocol's photos (data/photos) may calibrate, never evaluate; the
+        // stereo twin of motorcycle_left is left out altogether.
+        let old = std::fs::read_to_string(root().join("data/photos/names.txt")).unwrap();
+        for name in old.lines().filter(|l| !l.is_empty()) {
+            assert_ne!(set.get(name), Some(&"eval"), "{name}");
+        }
+        assert!(!set.contains_key("motorcycle_right"));
+
+        let crops = csv("data/protocol/crops.csv");
+        let mut per_split: HashMap<&str, Vec<&HashMap<String, String>>> = HashMap::new();
+        for c in &crops {
+            let expected = match c["split"].as_str() {
+                "calib" | "eval_calib_photos" => "calib",
+                "eval" => "eval",
+                other => panic!("unknown split {other}"),
+            };
+            assert_eq!(set.get(c["photo"].as_str()), Some(&expected), "{c:?}");
+            per_split.entry(&c["split"]).or_default().push(c);
+        }
+        assert_eq!(per_split["calib"].len(), 256);
+        assert_eq!(per_split["eval"].len(), 192);
+        assert_eq!(per_split["eval_calib_photos"].len(), 192);
+        // The first 64 calibration crops (the small tables) cover every calibration photo.
+        let first: HashSet<&str> = per_split["calib"][..64]
+            .iter()
+            .map(|c| c["photo"].as_str())
+            .collect();
+        assert_eq!(first.len(), count("calib"));
+        let recipe =
+            |c: &HashMap<String, String>| ["photo", "x", "y", "side", "flip"].map(|k| c[k].clone());
+        let calib: HashSet<_> = per_split["calib"].iter().map(|c| recipe(c)).collect();
+        for c in &per_split["eval_calib_photos"] {
+            assert!(
+                !calib.contains(&recipe(c)),
+                "calibration crop evaluated: {c:?}"
+            );
+        }
+
+        // The committed onnxruntime row was made from these very files.
+        let hashes: HashMap<String, String> = csv("data/protocol/files.csv")
+            .into_iter()
+            .map(|f| (f["file"].clone(), f["sha256"].clone()))
+            .collect();
+        let ort: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root().join(super::PROTOCOL_ORT)).unwrap(),
+        )
+        .unwrap();
+        for (file, sha) in &hashes {
+            assert_eq!(ort["inputs"][file].as_str(), Some(sha.as_str()), "{file}");
+        }
+        assert_eq!(hashes.len(), 3);
+    }
 }

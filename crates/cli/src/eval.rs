@@ -24,9 +24,14 @@ pub struct EvalArgs {
     /// Integer class labels (NPY, one per sample): adds top-1 accuracy.
     #[arg(long, value_name = "Y.npy")]
     labels: Option<PathBuf>,
-    /// Use at most this many evaluation samples (the first ones).
+    /// Use at most this many evaluation samples (the first ones; of each set).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Further evaluation sets (NPY, same sample shape, no labels), each scored on its own
+    /// with the same quantized models: e.g. crops of the calibration photos next to crops
+    /// of other photos, to see how much of a result is fitted to the calibration set.
+    #[arg(long = "also-data", value_name = "X.npy")]
+    also_data: Vec<PathBuf>,
     /// Modes to compare, comma separated (see `lutq run --help` for the list).
     #[arg(
         long,
@@ -93,6 +98,18 @@ struct ModeResult {
     layers: Vec<LayerSqnr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     c: Option<CFootprint>,
+    /// The same model on each `--also-data` set, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    also: Vec<SetResult>,
+}
+
+/// Top-1 agreement and SQNR of one mode on one `--also-data` set.
+#[derive(Serialize)]
+struct SetResult {
+    data: String,
+    samples: usize,
+    top1_agreement: f64,
+    sqnr_db: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -146,9 +163,28 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             ..args.cle
         },
     )?;
-    let data = pipeline::read_samples(&args.data, args.limit.unwrap_or(usize::MAX))?;
+    let limit = args.limit.unwrap_or(usize::MAX);
+    let data = pipeline::read_samples(&args.data, limit)?;
     pipeline::check_sample_shape(&graph, &data, &args.data)?;
     let samples = data.shape()[0];
+    // `--also-data` sets run after the main one in a single batch: `sets[k]` is the
+    // file and the sample range of the k-th extra set.
+    let mut sets = Vec::new();
+    let data = if args.also_data.is_empty() {
+        data
+    } else {
+        let mut shape = data.shape().to_vec();
+        let mut all = data.as_f32().context("float input")?.to_vec();
+        for path in &args.also_data {
+            let extra = pipeline::read_samples(path, limit)?;
+            pipeline::check_sample_shape(&graph, &extra, path)?;
+            let n = extra.shape()[0];
+            sets.push((path.display().to_string(), shape[0]..shape[0] + n));
+            all.extend_from_slice(extra.as_f32().context("float input")?);
+            shape[0] += n;
+        }
+        Tensor::f32(shape, all)?
+    };
     let labels = match &args.labels {
         Some(path) => {
             let labels = lutq_dataio::read_labels_file(path)
@@ -167,12 +203,25 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
 
     let reference = lutq_interp::run_batch(&graph, &data, None)?;
     let reference = reference.as_f32().context("float output")?.to_vec();
-    let per = reference.len() / samples;
+    let per = reference.len() / data.shape()[0];
     let ref_top: Vec<usize> = reference.chunks(per).map(argmax).collect();
     let accuracy = |top: &[usize]| {
         labels.as_ref().map(|l| {
             top.iter().zip(l).filter(|(p, y)| **p as i64 == **y).count() as f64 / samples as f64
         })
+    };
+    // Agreement and SQNR of `outputs` (all sets) on the samples `range`.
+    let score = |top: &[usize], outputs: &[f32], range: std::ops::Range<usize>| {
+        let n = range.len();
+        let agree = top[range.clone()]
+            .iter()
+            .zip(&ref_top[range.clone()])
+            .filter(|(a, b)| a == b)
+            .count() as f64
+            / n as f64;
+        let (lo, hi) = (range.start * per, range.end * per);
+        let sqnr = sqnr_db(&reference[lo..hi], &outputs[lo..hi]);
+        (agree, sqnr.is_finite().then_some(sqnr))
     };
 
     let mut results = Vec::new();
@@ -181,7 +230,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let mut warnings = Vec::new();
     for &mode in &args.modes {
         let start = Instant::now();
-        let bar = pipeline::bar(samples, "evaluating");
+        let bar = pipeline::bar(data.shape()[0], "evaluating");
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         let progress = |done: usize| bar.set_position(done as u64);
         let mut cle_used = false;
@@ -267,19 +316,30 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         bar.finish_and_clear();
         let seconds = start.elapsed().as_secs_f64();
         let top: Vec<usize> = outputs.chunks(per).map(argmax).collect();
-        let agreement =
-            top.iter().zip(&ref_top).filter(|(a, b)| a == b).count() as f64 / samples as f64;
-        let sqnr = sqnr_db(&reference, &outputs);
+        let (agreement, sqnr) = score(&top, &outputs, 0..samples);
+        let also = sets
+            .iter()
+            .map(|(path, range)| {
+                let (top1_agreement, sqnr_db) = score(&top, &outputs, range.clone());
+                SetResult {
+                    data: path.clone(),
+                    samples: range.len(),
+                    top1_agreement,
+                    sqnr_db,
+                }
+            })
+            .collect();
         results.push(ModeResult {
             mode: mode.name().into(),
             cle: cle_used,
-            top1_accuracy: accuracy(&top),
+            top1_accuracy: accuracy(&top[..samples]),
             top1_agreement: agreement,
-            sqnr_db: sqnr.is_finite().then_some(sqnr),
+            sqnr_db: sqnr,
             weight_bytes,
             seconds,
             layers,
             c: footprint,
+            also,
         });
         if !args.json {
             eprintln!("{} done in {:.1} s", mode.name(), seconds);
@@ -352,6 +412,15 @@ fn print_table(s: &EvalSummary) {
             );
         }
         println!();
+        for a in &r.also {
+            let sqnr = a.sqnr_db.map_or("inf".to_string(), |v| format!("{v:.2}"));
+            println!(
+                "  on {} ({} samples): {:.2} % agree, SQNR {sqnr} dB",
+                a.data,
+                a.samples,
+                100.0 * a.top1_agreement
+            );
+        }
         for l in &r.layers {
             let channels = match (l.constant_channels, l.capped_exponents) {
                 (Some(c), Some(e)) if c > 0 || e > 0 => {

@@ -617,3 +617,46 @@ fn cli_c_and_jit_backends_agree_with_the_interpreter_in_run_eval_and_compile() {
     assert!(src.join("fmv2").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn cli_eval_scores_each_also_data_set_with_the_same_models() {
+    // The main set again as an extra set must score exactly like the main set; a second,
+    // different set is scored on its own samples.
+    let out = lutq(&[
+        "eval",
+        "models/fashion_resnet8.onnx",
+        "--data",
+        "data/fashion_mnist/test_x.npy",
+        "--also-data",
+        "data/fashion_mnist/test_x.npy",
+        "--also-data",
+        "data/fashion_mnist/train_x.npy",
+        "--limit",
+        "48",
+        "--calib",
+        "data/fashion_mnist/train_x.npy",
+        "--calib-limit",
+        "32",
+        "--modes",
+        "fp32,int4-pot-layer",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eval: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(eval["samples"], 48);
+    let q = &eval["results"][1];
+    let also = q["also"].as_array().unwrap();
+    assert_eq!(also.len(), 2, "{eval}");
+    assert_eq!(also[0]["samples"], 48);
+    assert_eq!(also[0]["top1_agreement"], q["top1_agreement"]);
+    assert_eq!(also[0]["sqnr_db"], q["sqnr_db"]);
+    assert!(also[1]["data"].as_str().unwrap().ends_with("train_x.npy"));
+    assert_ne!(also[1]["sqnr_db"], q["sqnr_db"], "{eval}");
+    // fp32 against itself: full agreement on every set, no SQNR.
+    assert_eq!(eval["results"][0]["also"][1]["top1_agreement"], 1.0);
+    assert!(eval["results"][0]["also"][1]["sqnr_db"].is_null());
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""onnxruntime's static int8 quantization (QDQ, per-channel int8 weights, int8 activations)
+of MobileNetV2 on the disjoint-photo protocol (scripts/prepare_protocol.py): the reference
+row of the ImageNet tables of `cargo xtask accuracy`.
+
+    python3 scripts/ort_protocol.py [--calib-sizes 64,256]
+
+For each calibration size N it quantizes models/mobilenet_v2.onnx with `quantize_static`
+on the first N crops of data/full/protocol/calib.npy (the same crops lutq calibrates on)
+and scores the result against the fp32 model run by onnxruntime on
+data/full/protocol/eval.npy (other photos) and eval_calib_photos.npy (other crops of the
+calibration photos). Writes data/protocol/onnxruntime_int8.json (committed; the xtask
+checks that the input files' sha256 still match data/protocol/files.csv).
+
+Needs onnx 1.22.0, onnxruntime 1.32.0, numpy 2.4.6 (scripts/requirements.txt).
+"""
+import argparse
+import csv
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ort_int8 import quantize_int8, run, session  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "models/mobilenet_v2.onnx"
+FULL = "data/full/protocol"
+SETS = ("eval.npy", "eval_calib_photos.npy")
+OUT = ROOT / "data" / "protocol" / "onnxruntime_int8.json"
+
+
+def score(ref, q):
+    ref = ref.reshape(len(ref), -1).astype(np.float64)
+    q = q.reshape(len(q), -1).astype(np.float64)
+    return {
+        "samples": int(len(ref)),
+        "top1_agreement": float((ref.argmax(1) == q.argmax(1)).mean()),
+        "sqnr_db": float(10 * np.log10((ref ** 2).sum() / ((ref - q) ** 2).sum())),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calib-sizes", default="64,256")
+    args = ap.parse_args()
+    with open(ROOT / "data" / "protocol" / "files.csv") as f:
+        hashes = {r["file"]: r["sha256"] for r in csv.DictReader(f)}
+    for f in ("calib.npy", *SETS):
+        got = hashlib.sha256((ROOT / FULL / f).read_bytes()).hexdigest()
+        if got != hashes[f]:
+            raise SystemExit(f"{FULL}/{f} does not match data/protocol/files.csv: "
+                             "run scripts/prepare_protocol.py")
+    calib = np.load(ROOT / FULL / "calib.npy")
+    data = {s: np.load(ROOT / FULL / s) for s in SETS}
+    fp32 = session(str(ROOT / MODEL))
+    ref = {s: run(fp32, x) for s, x in data.items()}
+    results = []
+    for n in [int(v) for v in args.calib_sizes.split(",")]:
+        with tempfile.TemporaryDirectory() as tmp:
+            q = session(quantize_int8(str(ROOT / MODEL), calib[:n], tmp))
+            row = {"calibration_samples": n}
+            for s, x in data.items():
+                row[s] = score(ref[s], run(q, x))
+        results.append(row)
+        print(json.dumps(row), file=sys.stderr)
+    out = {
+        "mode": "onnxruntime int8 (QDQ, per-channel)",
+        "command": "python3 scripts/ort_protocol.py --calib-sizes " + args.calib_sizes,
+        "quantize_static": "QuantFormat.QDQ, per_channel=True, activation_type=QInt8, "
+                           "weight_type=QInt8, default MinMax calibration, after quant_pre_process "
+                           "(scripts/ort_int8.py quantize_int8); batch 1, one thread",
+        "versions": {"onnxruntime": ort.__version__, "onnx": onnx.__version__, "numpy": np.__version__},
+        "model": MODEL,
+        "inputs": {f: hashes[f] for f in ("calib.npy", *SETS)},
+        "results": results,
+    }
+    OUT.write_text(json.dumps(out, indent=1) + "\n")
+    print(OUT)
+
+
+if __name__ == "__main__":
+    main()
