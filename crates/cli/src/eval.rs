@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Args;
 use lutq_interp::int::IntInterpreter;
 use lutq_ir::Tensor;
@@ -186,18 +186,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         Tensor::f32(shape, all)?
     };
     let labels = match &args.labels {
-        Some(path) => {
-            let labels = lutq_dataio::read_labels_file(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if labels.len() < samples {
-                bail!(
-                    "{} has {} labels for {samples} samples",
-                    path.display(),
-                    labels.len()
-                );
-            }
-            Some(labels[..samples].to_vec())
-        }
+        Some(path) => Some(pipeline::read_labels(path, samples)?),
         None => None,
     };
 

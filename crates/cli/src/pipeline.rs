@@ -58,6 +58,20 @@ pub fn bar(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
+/// The first `samples` integer class labels of an NPY file (an error if it has fewer).
+pub fn read_labels(path: &std::path::Path, samples: usize) -> anyhow::Result<Vec<i64>> {
+    let labels = lutq_dataio::read_labels_file(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if labels.len() < samples {
+        bail!(
+            "{} has {} labels for {samples} samples",
+            path.display(),
+            labels.len()
+        );
+    }
+    Ok(labels[..samples].to_vec())
+}
+
 /// Reads an NPY batch as a float tensor (first dimension = samples), at most `limit`
 /// samples.
 pub fn read_samples(path: &std::path::Path, limit: usize) -> anyhow::Result<Tensor> {

@@ -85,18 +85,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
     pipeline::check_sample_shape(&graph, &data, data_path)?;
     let samples = data.shape()[0];
     let labels = match &args.labels {
-        Some(path) => {
-            let labels = lutq_dataio::read_labels_file(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if labels.len() < samples {
-                bail!(
-                    "{} has {} labels for {samples} samples",
-                    path.display(),
-                    labels.len()
-                );
-            }
-            Some(labels[..samples].to_vec())
-        }
+        Some(path) => Some(pipeline::read_labels(path, samples)?),
         None => None,
     };
 
