@@ -774,18 +774,7 @@ impl ConvLoops {
              acc += wr[kx] * xg[row + kx * {dx}];\n        }}\n    }}\n}}",
             range("kx", "ix0", kw, dx, w)
         );
-        let indent = |s: &str, n: usize| -> String {
-            let pad = " ".repeat(n);
-            s.lines()
-                .map(|l| {
-                    if l.is_empty() {
-                        "\n".to_string()
-                    } else {
-                        format!("{pad}{l}\n")
-                    }
-                })
-                .collect()
-        };
+        let indent = super::linear_dsp::indent;
         let mut inside = Vec::new();
         if y0 > 0 {
             inside.push(format!("oy >= {y0}"));

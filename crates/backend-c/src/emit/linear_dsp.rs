@@ -549,7 +549,8 @@ fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-fn indent(s: &str, n: usize) -> String {
+/// `s` with every non-empty line indented by `n` spaces.
+pub(super) fn indent(s: &str, n: usize) -> String {
     let pad = " ".repeat(n);
     s.lines()
         .map(|l| {
