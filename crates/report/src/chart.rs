@@ -1,11 +1,16 @@
-//! The per-layer SQNR chart as inline SVG (why not a plotting crate: the crate docs).
+//! The charts as inline SVG (why not a plotting crate: the crate docs).
 //!
-//! x: the linear layers in execution order (their row number in the table); y: SQNR in
-//! dB on a linear axis with round ticks. One colour per mode, a thin line joining a
-//! mode's points so a mode reads as a profile, and one `<circle class="mark">` per
-//! measured (layer, mode) with `data-layer`, `data-mode` and a `<title>` tooltip. No
-//! `xmlns`: the HTML parser puts inline `<svg>` in the SVG namespace, and the page holds
-//! no URL at all.
+//! * [`sqnr_chart`]: x the linear layers in execution order (their row number in the
+//!   table), y SQNR in dB; one colour per mode, a thin line joining a mode's points, one
+//!   `<circle class="mark">` per measured (layer, mode).
+//! * [`weight_chart`], [`activation_chart`]: small histograms (bar height log(1 + n)),
+//!   one `<rect class="bar">` per non-empty bin, the table levels as `<line
+//!   class="level">`, the clamp range as two `<line class="clamp">` over a shaded band.
+//! * [`memory_chart`]: x the schedule's steps, y the arena offset; one `<rect
+//!   class="block">` per buffer or kernel scratch, the bytes live per step as a line.
+//!
+//! Every mark has a `<title>` (the browser's tooltip). No `xmlns`: the HTML parser puts
+//! inline `<svg>` in the SVG namespace, and the page holds no URL at all.
 
 use std::fmt::Write as _;
 

@@ -2,33 +2,47 @@
 //!
 //! A [`Report`] gathers, per quantization mode, the numbers the rest of lutq already
 //! computes — the quantizer's [`QuantReport`], the C backend's [`CSummary`] (constants
-//! against an int8 build, arena against its lower bound, MACs), the lowered
-//! [`IntGraph`]'s linear layers (shapes, weights, exponents, shifts) and the per-layer and
-//! output metrics the CLI's `eval` measures — and nothing else: this crate computes no
-//! metric of its own, so the page always agrees with `lutq eval`, `lutq compile` and
-//! `lutq dump`. [`ReportBuilder`] assembles it mode by mode; [`Report::to_html`] renders
-//! it; the same struct is the `--json` output (`serde`).
+//! against an int8 build, arena against its lower bound, MACs) and its arena layout
+//! ([`lutq_backend_c::arena_blocks`]), the lowered [`IntGraph`]'s linear layers (shapes,
+//! weights, tables, exponents, shifts) and the per-layer and output metrics the CLI's
+//! `eval` measures. This crate measures nothing of its own, so the page always agrees
+//! with `lutq eval`, `lutq compile` and `lutq dump`; it only bins the values it is handed
+//! (float weights, float activations counted per quantization step by
+//! [`ActivationCounts`] while the CLI's per-layer pass runs the float model) and applies
+//! one model: estimated Cortex-M4 instructions = MACs × the instructions per MAC measured
+//! on the generated C ([`data::M4_INSTRUCTIONS_PER_MAC_LUT4`], a test checks it against
+//! `docs/results.md`). [`ReportBuilder`] assembles the report mode by mode;
+//! [`Report::to_html`] renders it; the same struct is the `--json` output (`serde`).
 //!
 //! # The page
-//! One HTML file that opens offline: CSS in a `<style>` element, the chart as inline SVG,
+//! One HTML file that opens offline: CSS in a `<style>` element, charts as inline SVG,
 //! no script, font, image or style sheet from anywhere else (the tests check that the
 //! page holds no URL at all). Sections: summary (model, modes, top-1 / agreement / SQNR
-//! per mode, constants against the int8 build, arena against its lower bound, MACs), the
-//! per-layer SQNR chart (one mark per layer and mode, a `<title>` on each for the
-//! browser's tooltip) and the per-layer table.
+//! per mode, constants against the int8 build, arena against its lower bound, MACs,
+//! estimated M4 instructions), the per-layer SQNR chart, the per-layer table (shapes,
+//! MACs, bytes, LUTs, exponents, shifts, SQNR, shares of flash and instructions), per
+//! layer and mode a weight histogram with the table levels and an activation histogram
+//! with the clamp range, and per mode the arena over the schedule (one bar per buffer).
+//! Every chart is `<svg data-chart="sqnr|weights|activations|memory">` (with
+//! `data-layer` / `data-mode`), and every mark has a class (`mark`, `bar`, `level`,
+//! `clamp`, `block`) and a `<title>` for the browser's tooltip.
 //!
 //! # Why our own SVG
-//! plotters' SVG backend (the maintained Rust plotting crate) draws a point as an
-//! anonymous `<circle>`: no class, no `<title>`, no data attribute, so a mark can be
-//! neither hovered for its layer and value nor found by a test, and its text elements
-//! name fonts. The one chart here is a dot plot on a linear axis; writing it directly
-//! ([`chart`]) takes about a hundred lines with no dependency and gives each mark
-//! `class="mark" data-layer=… data-mode=…` and a tooltip. Revisit when the histogram
-//! and memory-plan charts of issue 18 arrive: those are where a plotting crate pays.
+//! plotters' SVG backend (the maintained Rust plotting crate) was the candidate. It
+//! draws every element anonymously — a `<rect>` or `<circle>` with no class, no
+//! `<title>`, no data attribute — so a bar or level can be neither hovered for its layer
+//! and value nor found by a test that counts a chart's marks, and its text elements name
+//! fonts (the page must load none). Styling by class (one CSS block for all charts) is
+//! not possible either. The charts here are four simple kinds — a dot plot, two
+//! histograms, a Gantt-like block chart — on linear axes, about 400 lines in [`chart`]
+//! with no dependency, each mark carrying its class, data attributes and tooltip. Both
+//! histogram kinds and the memory chart were written with that choice in mind; a chart
+//! needing real layout work (legends, log axes with many ticks, many series) would be
+//! the point to revisit it.
 //!
-//! **Invariant:** the report holds only values computed elsewhere in lutq (its builder
-//! copies, it never measures), and [`Report::to_html`] emits no reference to a resource
-//! outside the page.
+//! **Invariant:** the report holds only values computed elsewhere in lutq, binned, or
+//! the documented instruction estimate; [`Report::to_html`] emits no reference to a
+//! resource outside the page.
 
 pub mod chart;
 pub mod data;
