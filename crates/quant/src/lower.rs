@@ -1390,6 +1390,14 @@ type LinearParams = (
     Option<FusedActivation>,
 );
 
+/// A linear node's float weights as the quantizer fits them: `[O][K]` rows (row `o` is
+/// output channel `o`) and the lowered 4-D shape `[O, I, KH, KW]` (`lutq report`'s
+/// weight histograms).
+pub fn linear_weights(graph: &Graph, id: NodeId) -> Result<(Vec<f32>, [usize; 4]), QuantError> {
+    let (rows, shape, ..) = linear_params(graph, id)?;
+    Ok((rows, shape))
+}
+
 /// A linear node's float weights as `[O][K]` rows with their 4-D shape, its bias
 /// (zeros if none), conv geometry (`None` for dense) and fused activation.
 fn linear_params(graph: &Graph, id: NodeId) -> Result<LinearParams, QuantError> {

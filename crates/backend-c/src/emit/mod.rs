@@ -169,6 +169,70 @@ struct ApiInput {
     node: usize,
 }
 
+/// Every kernel's scratch offset and the arena size with them (the one placement
+/// [`emit`] and [`arena_blocks`] share).
+fn place_scratch(graph: &IntGraph, plan: &MemoryPlan) -> (Vec<Option<usize>>, usize) {
+    scratch::place_scratch(plan, |i| linear_dsp::scratch_bytes(graph, i))
+}
+
+/// The arena exactly as the generated C uses it: every activation buffer of the memory
+/// plan and every kernel's scratch, each with its offset and the steps it is live (for
+/// `lutq report`'s memory chart; [`emit`] places the same blocks at the same offsets).
+pub fn arena_blocks(graph: &IntGraph) -> ArenaBlocks {
+    let plan = plan_memory(graph);
+    let (scratch_at, arena_size) = place_scratch(graph, &plan);
+    let mut blocks: Vec<ArenaBlock> = (0..graph.nodes.len())
+        .filter(|&v| plan.alias_of[v].is_none() && plan.input_of[v].is_none())
+        .map(|v| ArenaBlock {
+            node: v,
+            scratch: false,
+            offset: plan.offsets[v],
+            size: plan.sizes[v],
+            start: plan.live[v].0,
+            end: plan.live[v].1,
+        })
+        .collect();
+    blocks.extend(scratch_at.iter().enumerate().filter_map(|(i, at)| {
+        at.map(|offset| ArenaBlock {
+            node: i,
+            scratch: true,
+            offset,
+            size: linear_dsp::scratch_bytes(graph, i),
+            start: i,
+            end: i,
+        })
+    }));
+    ArenaBlocks {
+        blocks,
+        arena_size,
+        lower_bound: plan.lower_bound,
+    }
+}
+
+/// See [`arena_blocks`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ArenaBlocks {
+    /// Activation buffers (one per value that owns bytes: reshapes and in-place ops
+    /// share their operand's), then kernel scratch.
+    pub blocks: Vec<ArenaBlock>,
+    /// `NAME_ARENA_SIZE` ([`CSummary::arena_size`]).
+    pub arena_size: usize,
+    /// The most activation bytes live at one step ([`MemoryPlan::lower_bound`]).
+    pub lower_bound: usize,
+}
+
+/// Bytes `offset..offset + size` of the arena, used by node `node`'s output (or, if
+/// `scratch`, by its kernel's scratch) during steps `start..=end`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ArenaBlock {
+    pub node: usize,
+    pub scratch: bool,
+    pub offset: usize,
+    pub size: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
 /// Emits `graph` as C (see the module docs).
 pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError> {
     graph.validate()?;
@@ -182,8 +246,7 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
         .map(|i| linear_dsp::scratch_bytes(graph, i))
         .max()
         .unwrap_or(0);
-    let (scratch_at, arena_size) =
-        scratch::place_scratch(&plan, |i| linear_dsp::scratch_bytes(graph, i));
+    let (scratch_at, arena_size) = place_scratch(graph, &plan);
     let w = weights::emit_weights(graph, p)?;
     let summary = CSummary {
         prefix: p.clone(),
