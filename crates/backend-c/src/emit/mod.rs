@@ -32,7 +32,7 @@ mod weights;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use lutq_ir::int::{IntElem, IntGraph, IntOp};
+use lutq_ir::int::{IntElem, IntGraph, IntOp, Rounding};
 
 use crate::error::CError;
 use crate::memory::{MemoryPlan, plan_memory};
@@ -642,6 +642,41 @@ static inline int32_t lutq_ssat8(int32_t v)
     ),
 ];
 
+/// The rounding shifts of a [`Rounding::HalfEven`] program, in place of [`HELPERS`]'
+/// (same names, so every kernel calls them unchanged).
+const HALF_EVEN_HELPERS: [(&str, &str); 2] = [
+    (
+        "lutq_rshift",
+        r#"/* The program's rounding shift, ties to even (ONNX QuantizeLinear's rounding):
+ * (a + 2^(s-1) - 1 + ((a >> s) & 1)) >> s for s > 0, a * 2^-s for s < 0. */
+static inline int64_t lutq_rshift(int64_t a, int s)
+{
+    if (s > 62) {
+        return 0;
+    }
+    if (s > 0) {
+        return (a + ((int64_t)1 << (s - 1)) - 1 + ((a >> s) & 1)) >> s;
+    }
+    return a * ((int64_t)1 << (s < -62 ? 62 : -s));
+}
+"#,
+    ),
+    (
+        "lutq_rshift32",
+        r#"/* rshift_round (ties to even) of a linear layer's accumulator: the graph's overflow
+ * proof bounds |acc| + 2^(s-1) and |acc| * 2^-s by 2^31 - 1, and the intermediate here
+ * never exceeds the half-up one's, so 32-bit arithmetic is exact (s <= 31). */
+static inline int32_t lutq_rshift32(int32_t a, int s)
+{
+    if (s > 0) {
+        return (a + ((int32_t)1 << (s - 1)) - 1 + ((a >> s) & 1)) >> s;
+    }
+    return s < -30 ? 0 : a * ((int32_t)1 << -s);
+}
+"#,
+    ),
+];
+
 fn emit_source(
     graph: &IntGraph,
     options: &EmitOptions,
@@ -682,7 +717,11 @@ fn emit_source(
     }
     for (name, helper) in HELPERS {
         if kernel_text.contains(&format!("{name}(")) {
-            c.push_str(helper);
+            let even = HALF_EVEN_HELPERS.iter().find(|(n, _)| *n == name);
+            match (graph.rounding, even) {
+                (Rounding::HalfEven, Some((_, even))) => c.push_str(even),
+                _ => c.push_str(helper),
+            }
             c.push('\n');
         }
     }
@@ -734,7 +773,16 @@ fn float_io(graph: &IntGraph, p: &str, inputs: &[ApiInput]) -> String {
         let (lo, hi) = ty.elem.range();
         // Mirrors lutq_ir::int::quantize_input: exact in double (x * 2^exp is exact, and
         // so is + 0.5 while it matters); the comparisons come first so that no
-        // out-of-range double is converted to an integer (undefined in C).
+        // out-of-range double is converted to an integer (undefined in C). Ties to even:
+        // a tie is x · 2^exp + 0.5 landing on an integer (r == v, also where the upper
+        // clamp took it: 126.5 is a tie below 127); rounded up to an odd r, it goes back
+        // down to the even one.
+        let even = match graph.rounding {
+            Rounding::HalfUp => "",
+            Rounding::HalfEven => {
+                "\n        if ((double)r == v && r % 2 != 0) {\n            r -= 1;\n        }"
+            }
+        };
         writeln!(
             c,
             "void {p}_quantize_input{k}(const float *x, {p}_input{k}_t *q)\n{{\n    \
@@ -746,7 +794,7 @@ fn float_io(graph: &IntGraph, p: &str, inputs: &[ApiInput]) -> String {
              }} else if (v < {lo}.0) {{\n            r = {lo};\n        \
              }} else if (v >= {hi}.0) {{\n            r = {hi};\n        \
              }} else {{\n            r = (long)v;\n            \
-             if ((double)r > v) {{\n                r -= 1;\n            }}\n        }}\n        \
+             if ((double)r > v) {{\n                r -= 1;\n            }}\n        }}{even}\n        \
              q[i] = ({p}_input{k}_t)r;\n    }}\n}}\n",
             pow2_literal(ty.exp.clamp(-1074, 1023)),
         )
