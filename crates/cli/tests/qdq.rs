@@ -77,3 +77,45 @@ fn qdq_models_compute_what_onnxruntime_computes() {
         );
     }
 }
+
+/// The power-of-two QDQ model maps onto the integer contract: its trained exponents and
+/// weights, not a calibrated refit, in a ties-to-even program (QuantizeLinear's rounding).
+/// Compared with onnxruntime's reference execution of the same file; the JIT is bit-exact
+/// with the interpreter on it.
+#[test]
+fn a_power_of_two_qdq_model_runs_as_trained_in_integers() {
+    let (shape, x) = npy("models/qdq/fashion_resnet8_qdq_inputs.npy");
+    let inputs = Tensor::f32(shape, x).unwrap();
+    let (cshape, c) = npy("data/fashion_mnist/train_x.npy");
+    let per: usize = cshape[1..].iter().product();
+    let calib = Tensor::f32([&[16][..], &cshape[1..]].concat(), c[..16 * per].to_vec()).unwrap();
+    let bytes = std::fs::read(root().join("models/qdq/fashion_resnet8_pot_int4.onnx")).unwrap();
+    let g = lutq_onnx::import(&bytes, &Default::default()).unwrap();
+    let g = lutq_opt::optimize(&g, &Default::default()).unwrap().0;
+    let (_, reference) = npy("models/qdq/fashion_resnet8_pot_int4_reference_logits.npy");
+    for mode in [
+        lutq_quant::Mode::Lut4PotChannel,
+        lutq_quant::Mode::Int8PotChannel,
+    ] {
+        let q = lutq_quant::quantize(&g, &calib, &lutq_quant::QuantOptions::new(mode), &|_| {})
+            .unwrap()
+            .0;
+        assert_eq!(q.rounding, lutq_ir::int::Rounding::HalfEven, "{mode}");
+        let interp = lutq_interp::int::IntInterpreter::new(&q).unwrap();
+        let got = interp.run_batch(&inputs, None).unwrap();
+        let got = got[0].as_f32().unwrap();
+        let (agree, db) = compare(&reference, got, 10);
+        eprintln!("{mode}: agreement {:.1} %, SQNR {db:.1} dB", agree * 100.0);
+        assert!(agree >= 0.995 && db >= 30.0, "{mode}: {agree} / {db} dB");
+        let mut jit = lutq_backend_jit::compile(&q).unwrap();
+        let per_sample: usize = inputs.shape()[1..].iter().product();
+        let flat = inputs.as_f32().unwrap();
+        for (s, x) in flat.chunks(per_sample).enumerate() {
+            assert_eq!(
+                jit.run(&[x]).unwrap(),
+                interp.run(&[x]).unwrap(),
+                "{mode}, sample {s}: JIT"
+            );
+        }
+    }
+}

@@ -224,6 +224,19 @@ pub fn quantize(
     let stats = calib::calibrate(graph, calib, &|done| {
         progress(Progress::Calibrating { done, total })
     })?;
+    // A QDQ model with power-of-two grids carries its trained weights and exponents:
+    // encode them as they are instead of refitting them to the calibration data.
+    let trained = lower::trained::trained_grids(graph).is_ok_and(|g| !g.is_empty());
+    let options = &if trained {
+        QuantOptions {
+            data_aware: false,
+            bias_correction: false,
+            float_target: false,
+            ..options.clone()
+        }
+    } else {
+        options.clone()
+    };
     let (int_graph, mut report) = lower::lower(graph, calib, &stats, options, progress)?;
     report.warnings.splice(0..0, warnings);
     Ok((int_graph, report))

@@ -21,6 +21,7 @@ use crate::hessian::{PatchGeometry, PatchStatistics, patch_statistics};
 use crate::{Progress, QuantError, QuantOptions};
 
 mod guard;
+pub(crate) mod trained;
 mod warn;
 
 /// What the quantizer decided for one linear layer.
@@ -296,6 +297,8 @@ struct Lowering<'a> {
     float_values: HashMap<NodeId, Vec<Vec<f32>>>,
     /// Readers left per float node; its float values are dropped at zero.
     float_left: HashMap<NodeId, usize>,
+    /// Exponents and clamps fixed by a QDQ model's trained grids (`trained.rs`).
+    trained: HashMap<NodeId, trained::Grid>,
     report: QuantReport,
 }
 
@@ -329,12 +332,27 @@ pub fn lower(
         readers: HashMap::new(),
         float_values: HashMap::new(),
         float_left: HashMap::new(),
+        trained: HashMap::new(),
         report: QuantReport {
             mode: options.mode.name().into(),
             calibration_samples: stats.samples,
             ..Default::default()
         },
     };
+    match trained::trained_grids(graph) {
+        Ok(grids) => {
+            // The pairs round ties to even (ONNX QuantizeLinear): so does the program
+            // that reproduces them.
+            if !grids.is_empty() {
+                l.out.rounding = lutq_ir::int::Rounding::HalfEven;
+            }
+            l.trained = grids
+        }
+        Err(problems) => l.report.warnings.push(format!(
+            "the model's QuantizeLinear/DequantizeLinear pairs do not all have power-of-two scales and zero point 0, so exponents are calibrated instead of taken from the model: {}",
+            problems.join("; ")
+        )),
+    }
     for id in graph.node_ids() {
         let mut n = graph.users(id).len();
         n += graph.outputs().iter().filter(|o| o.node == id).count();
@@ -387,6 +405,23 @@ fn act_bounds(act: Option<FusedActivation>, elem: IntElem, exp: i32) -> (i32, i3
 }
 
 impl<'a> Lowering<'a> {
+    /// The exponent of node `id`'s value in `lo..=hi`: the trained grid's, or the best
+    /// for its calibration histogram.
+    fn exponent(&self, id: NodeId, lo: i32, hi: i32) -> Result<i32, QuantError> {
+        match self.trained.get(&id) {
+            Some(g) => Ok(g.exp),
+            None => Ok(self.hist(id)?.choose_exponent(lo, hi)),
+        }
+    }
+
+    /// A clamp narrowed to node `id`'s trained grid, if it has one.
+    fn trained_clamp(&self, id: NodeId, (lo, hi): (i32, i32)) -> (i32, i32) {
+        match self.trained.get(&id) {
+            Some(g) if g.lo.max(lo) <= g.hi.min(hi) => (g.lo.max(lo), g.hi.min(hi)),
+            _ => (lo, hi),
+        }
+    }
+
     /// Borrowed from the calibration, not from `self`, so `self` stays free to mutate.
     fn hist(&self, id: NodeId) -> Result<&'a LogHistogram, QuantError> {
         self.stats.histograms.get(&id).ok_or_else(|| {
@@ -598,7 +633,7 @@ impl<'a> Lowering<'a> {
                     IntElem::I8
                 };
                 let (lo, hi) = elem.range();
-                let exp = h.choose_exponent(lo, hi);
+                let exp = self.exponent(id, lo, hi)?;
                 self.report.calibrated_inputs.push(CalibratedInput {
                     name: name.clone(),
                     min: h.min,
@@ -638,8 +673,9 @@ impl<'a> Lowering<'a> {
                     IntElem::I8
                 };
                 let (lo, hi) = elem.range();
-                let exp = self.hist(stat_node)?.choose_exponent(lo, hi);
-                let (lo, hi) = act_bounds(fused.map(|f| f.1), elem, exp);
+                let exp = self.exponent(stat_node, lo, hi)?;
+                let (lo, hi) =
+                    self.trained_clamp(stat_node, act_bounds(fused.map(|f| f.1), elem, exp));
                 let big = ta.exp.max(tb.exp);
                 // A fused activation's name: the value is what that node computes.
                 let name = fused.map_or(name, |(u, _)| self.graph.node(u).name.clone());
@@ -738,7 +774,7 @@ impl<'a> Lowering<'a> {
                     IntElem::I8
                 };
                 let (lo, hi) = elem.range();
-                let exp = self.hist(id)?.choose_exponent(lo, hi);
+                let exp = self.exponent(id, lo, hi)?;
                 let n = IntNode {
                     name,
                     op: IntOp::SumPool {
@@ -793,7 +829,7 @@ impl<'a> Lowering<'a> {
             IntElem::I8
         };
         let (lo, hi) = elem.range();
-        let exp = self.hist(id)?.choose_exponent(lo, hi);
+        let exp = self.exponent(id, lo, hi)?;
         let n = IntNode {
             name: node.name.clone(),
             op: op(ins.iter().map(|(_, t)| t.exp - exp).collect()),
@@ -820,7 +856,7 @@ impl<'a> Lowering<'a> {
             IntElem::I8
         };
         let (lo, hi) = elem.range();
-        let exp = hist.choose_exponent(lo, hi);
+        let exp = self.exponent(id, lo, hi)?;
         let ty = QType {
             elem,
             shape: node.ty.shape.clone(),
@@ -864,8 +900,8 @@ impl<'a> Lowering<'a> {
         // The product's own resolution is 2^-(f_a + f_b): a finer output would only
         // shift left.
         let product_exp = ta.exp + tb.exp;
-        let exp = hist
-            .choose_exponent(lo, hi)
+        let exp = self
+            .exponent(stat_node, lo, hi)?
             .clamp(product_exp - 30, product_exp);
         let (lo, hi) = act_bounds(fused.map(|f| f.1), elem, exp);
         let name = fused.map_or(node.name.clone(), |(u, _)| self.graph.node(u).name.clone());
@@ -1032,9 +1068,14 @@ impl<'a> Lowering<'a> {
                 IntElem::I8
             };
             let (lo, hi) = elem.range();
-            let hist = self.hist(id)?;
-            let best = hist.choose_exponent(lo, hi);
-            (elem, Some(self.aligned_exponent(id, hist, best, lo, hi)))
+            match self.trained.get(&id) {
+                Some(g) => (elem, Some(g.exp)),
+                None => {
+                    let hist = self.hist(id)?;
+                    let best = hist.choose_exponent(lo, hi);
+                    (elem, Some(self.aligned_exponent(id, hist, best, lo, hi)))
+                }
+            }
         };
 
         // The weight format and scale of this layer.
@@ -1222,7 +1263,7 @@ impl<'a> Lowering<'a> {
                 .into(),
         })?;
         let exp = guarded.exp;
-        let (lo, hi) = act_bounds(act, elem, exp);
+        let (lo, hi) = self.trained_clamp(id, act_bounds(act, elem, exp));
         let out_step = (-(exp as f64)).exp2();
         let max_correction = if target.is_some() {
             (0..o_n)
