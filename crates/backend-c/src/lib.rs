@@ -18,6 +18,7 @@ pub mod host;
 pub mod mcu;
 pub mod memory;
 
+pub use emit::constant_bytes;
 pub use emit::{CSources, CSummary, EmitOptions, c_identifier, emit};
 pub use error::CError;
 pub use host::{HostProgram, decode_outputs, quantize_samples};
