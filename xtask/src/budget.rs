@@ -110,8 +110,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
              lut4 with one table per channel (`lut4/ch`) or int8 weights so that the constants\n\
              (weights, tables, biases, shifts, counted as the generated C stores them) fit B,\n\
              ranked by each layer's measured sensitivity (output error with only that layer in\n\
-             lut4, the rest int8, on the first 8 calibration samples; `lut4/ch` scaled from it by\n\
-             the fit errors). **constants**: bytes as the C backend counts them, and as a multiple\n\
+             lut4 or lut4/ch, the rest int8, on the first 8 calibration samples). **constants**: bytes as the C backend counts them, and as a multiple\n\
              of the all-int8 build's; **layers**: lut4 / lut4/ch / int8; **s**: seconds to quantize\n\
              (budget rows: the sensitivity pass, then the quantization of the plan) and evaluate,\n\
              on {cpu}, a shared 2-core machine (compare within a table). Evaluation by the JIT\n\
@@ -127,7 +126,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 &format!("Flash budget: {}", net.name),
                 &page,
             )?;
-            eprintln!("wrote section flash-budget-{} of {}", net.name, path.display());
+            eprintln!(
+                "wrote section flash-budget-{} of {}",
+                net.name,
+                path.display()
+            );
         }
     }
     Ok(())

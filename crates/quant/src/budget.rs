@@ -8,12 +8,11 @@
 //!    all-int8 network) and, on the same statistics (input moments, float targets, bias
 //!    correction), also fitted in each 4-bit format the budget can choose ([`LayerFormat`]):
 //!    one [`LayerCandidates`] per layer, each candidate a complete integer node.
-//! 2. **Measured sensitivity** ([`measure_sensitivity`]): for every layer, the all-int8
-//!    network is run on calibration samples with *only that layer* replaced by its lut4
-//!    candidate, and the output's squared difference from the all-int8 output is the
-//!    candidate's cost; the per-channel-table candidate's cost is scaled from it by the
-//!    ratio of the two fits' layer-output errors. Only the nodes downstream of the layer
-//!    are recomputed.
+//! 2. **Measured sensitivity** ([`measure_sensitivity`]): for every layer and 4-bit
+//!    candidate, the all-int8 network is run on calibration samples with *only that layer*
+//!    replaced by the candidate, and the output's squared difference from the all-int8
+//!    output is the candidate's cost. Only the nodes downstream of the layer are
+//!    recomputed.
 //! 3. **Plan** ([`plan`]): a multiple-choice knapsack — per layer one candidate, the sum of
 //!    bytes within the budget, the least sum of costs (errors of different layers are
 //!    treated as independent and additive) — solved exactly by a Pareto frontier over
@@ -54,10 +53,9 @@ pub struct LayerCandidates {
 /// error the candidate adds to the model's outputs when it alone replaces the int8 layer,
 /// summed over `samples` and every output element (in the outputs' real units); 0 for the
 /// int8 candidate. Unless `all_formats`, only each layer's first 4-bit candidate (lut4)
-/// is run; the others' cost is the measured one times the ratio of their fit errors
-/// (same layer, same input: the error reaches the output through the same network, so
-/// to first order their output errors are in the ratio of their layer-output errors),
-/// which halves the measurement's time. Also returns the all-int8 outputs' energy `Σ y²` on the same samples,
+/// is run and the others' cost is the measured one times the ratio of their fit errors
+/// (same layer, same input, same path to the output), which halves the measurement's
+/// time but misjudges per-channel tables (docs/quantization.md): the CLI measures all. Also returns the all-int8 outputs' energy `Σ y²` on the same samples,
 /// the scale of these errors. `progress(done, total)` counts layers.
 pub fn measure_sensitivity(
     graph: &IntGraph,
