@@ -180,7 +180,18 @@ fn table(lutq: &Path, net: &Net, budgets: &str, limit: Option<&str>) -> anyhow::
     let mut int8_bytes = None;
     let mut results = Vec::new();
     for (label, flags) in rows {
-        let v = eval(lutq, net, &flags, limit)?;
+        let v = match eval(lutq, net, &flags, limit) {
+            Ok(v) => v,
+            // A budget below the smallest plan is the user error the CLI reports.
+            Err(e) if e.to_string().contains("below the smallest plan") => {
+                let msg = e.to_string();
+                let at = msg.find("a flash budget").unwrap_or(0);
+                let line = msg[at..].lines().next().unwrap_or("").to_string();
+                results.push((label, serde_json::json!({ "error": line })));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let r = v["results"][0].clone();
         if let Some(b) = r["flash_budget"]["int8_bytes"].as_u64() {
             int8_bytes = Some(b);
@@ -191,6 +202,10 @@ fn table(lutq: &Path, net: &Net, budgets: &str, limit: Option<&str>) -> anyhow::
         results.push((label, r));
     }
     for (label, r) in &results {
+        if let Some(e) = r["error"].as_str() {
+            writeln!(s, "| {label} | {e} |").unwrap();
+            continue;
+        }
         let bytes = r["constant_bytes"].as_u64().context("constant_bytes")?;
         let ratio = int8_bytes.map_or("–".into(), |i| format!("{:.3}", bytes as f64 / i as f64));
         let layers = match r["flash_budget"]["layers"].as_array() {
