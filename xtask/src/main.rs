@@ -6,6 +6,7 @@ mod accuracy;
 mod bench_float;
 mod bench_int;
 mod bench_quant;
+mod budget;
 mod conformance;
 mod data;
 mod docs;
@@ -24,6 +25,8 @@ tasks:
                           C vs onnxruntime fp32/int8 vs tract fp32, single thread
   accuracy [--help]       every quantization mode on the reference models and data
                           (docs/results.md), with onnxruntime int8 as reference
+  budget [--help]         --flash-budget on MobileNetV2 (disjoint photos) and the Fashion-MNIST
+                          nets against all-lut4 and all-int8 (docs/results.md)
   mcu [--help]            the C backend on every bundled model: flash, arena, host
                           (callgrind) and Cortex-M4 (QEMU) instructions, bit-exact checks
   report-shot [--help]    the README's `lutq report` page rendered to PNG by headless
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         "accuracy" => accuracy::run(rest),
         "bench-quant" => bench_quant::run(rest),
         "mcu" => mcu::run(rest),
+        "budget" => budget::run(rest),
         "bench-int" => bench_int::run(rest),
         "zoo" => zoo::run(rest),
         "report-shot" => report_shot::run(rest),

@@ -19,7 +19,8 @@ pub mod mcu;
 pub mod memory;
 
 pub use emit::{
-    ArenaBlock, ArenaBlocks, CSources, CSummary, EmitOptions, arena_blocks, c_identifier, emit,
+    ArenaBlock, ArenaBlocks, CSources, CSummary, EmitOptions, arena_blocks, c_identifier,
+    constant_bytes, emit,
 };
 pub use error::CError;
 pub use host::{HostProgram, decode_outputs, quantize_samples};

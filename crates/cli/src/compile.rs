@@ -87,7 +87,19 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write the C sources to {}", args.output.display()))?;
     let s = &sources.summary;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(s)?);
+        // The C summary, and with --flash-budget the plan beside it.
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            #[serde(flatten)]
+            summary: &'a lutq_backend_c::CSummary,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            flash_budget: Option<&'a lutq_quant::budget::BudgetReport>,
+        }
+        let json = Json {
+            summary: s,
+            flash_budget: compiled.report.flash_budget.as_ref(),
+        };
+        println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
     let names: Vec<&str> = sources.files.iter().map(|(n, _)| n.as_str()).collect();

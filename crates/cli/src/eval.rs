@@ -101,6 +101,13 @@ struct ModeResult {
     /// The same model on each `--also-data` set, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     also: Vec<SetResult>,
+    /// Constants (weights, tables, biases, shifts) as the C backend stores them; `null`
+    /// for fp32.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    constant_bytes: Option<usize>,
+    /// With --flash-budget: the plan (format, bytes and sensitivity per layer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flash_budget: Option<lutq_quant::budget::BudgetReport>,
 }
 
 /// Top-1 agreement and SQNR of one mode on one `--also-data` set.
@@ -224,6 +231,8 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         let progress = |done: usize| bar.set_position(done as u64);
         let mut cle_used = false;
         let mut footprint = None;
+        let mut flash_budget = None;
+        let mut constant_bytes = None;
         let (outputs, weight_bytes, layers) = if mode == Mode::Fp32 {
             // With CLE on, the fp32 row shows what ReLU6 -> ReLU did to the float model.
             let float = if args.cle.cle == crate::CleMode::On {
@@ -243,6 +252,14 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
         } else {
             let compiled = pipeline::compile(&imported, args.cle, mode, &args.quant, false)?;
             let (int_graph, report) = (&compiled.int_graph, &compiled.report);
+            flash_budget = report.flash_budget.clone();
+            constant_bytes = Some(
+                int_graph
+                    .nodes
+                    .iter()
+                    .map(lutq_backend_c::constant_bytes)
+                    .sum(),
+            );
             cle_used = compiled.cle_used;
             calibration_samples = report.calibration_samples;
             let range = pipeline::input_range_warnings(int_graph, report, &data, &args.data);
@@ -329,6 +346,8 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
             layers,
             c: footprint,
             also,
+            constant_bytes,
+            flash_budget,
         });
         if !args.json {
             eprintln!("{} done in {:.1} s", mode.name(), seconds);

@@ -3,6 +3,7 @@
 //! This binary is a thin layer over the library crates: it reads files, drives progress
 //! bars and prints results; every numeric decision lives in a library.
 
+mod budget;
 mod compile;
 mod eval;
 mod inspect;

@@ -46,6 +46,30 @@ pub struct QuantArgs {
     /// the calibration data and is worth several dB of SQNR on deep nets).
     #[arg(long)]
     pub no_float_target: bool,
+    /// Fit the weights into this many bytes of constants (weights, tables, biases,
+    /// shifts, counted exactly as the C backend stores them) with the least output
+    /// error: each Conv/Gemm layer gets lut4 (the --mode's table per layer), lut4 with
+    /// one table per output channel, or int8 (per-channel power-of-two). Bytes
+    /// (`120000`), with a suffix (`120k` = 120 × 1024, `1.5M` = 1.5 × 1024²), or a
+    /// multiple of the all-int8 build's constants (`0.6x`). Layers are ranked by their
+    /// measured sensitivity: the output error on calibration samples when only that
+    /// layer is 4-bit and every other one int8. Costs one extra quantization (the
+    /// all-int8 network, every layer fitted in all three formats) plus the measurement;
+    /// the plan, per layer, goes to standard error (and into --json). The base --mode
+    /// must be lut4-pot-channel or lut4-pot-layer; below the smallest plan (every layer
+    /// lut4) is an error that names it, at or above all-int8 every layer is int8.
+    #[arg(long, value_name = "BYTES")]
+    pub flash_budget: Option<crate::budget::FlashBudget>,
+    /// With --flash-budget: calibration samples (the first ones) the sensitivity is
+    /// measured on; the cost of the measurement grows with them.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub sensitivity_samples: usize,
+    /// With --flash-budget: measure only lut4 and scale the per-channel-table format's
+    /// sensitivity from it by the ratio of the two fits' errors (halves the measurement;
+    /// a proxy that overstates per-channel tables' gain on MobileNetV2 by 3 dB in the
+    /// median, up to 22 dB: docs/quantization.md).
+    #[arg(long, hide = true)]
+    pub sensitivity_proxy: bool,
 }
 
 pub fn bar(len: usize, what: &str) -> ProgressBar {
@@ -250,6 +274,28 @@ pub fn quantize(
         float_target: !args.no_float_target,
         ..QuantOptions::new(mode)
     };
+    if let Some(budget) = args.flash_budget {
+        return crate::budget::quantize_to_budget(
+            graph,
+            &calib,
+            calib_path,
+            options,
+            budget,
+            args.sensitivity_samples,
+            !args.sensitivity_proxy,
+        );
+    }
+    quantize_with(graph, &calib, calib_path, &options)
+}
+
+/// Quantizes with `options`, with progress bars on standard error.
+pub fn quantize_with(
+    graph: &Graph,
+    calib: &Tensor,
+    calib_path: &std::path::Path,
+    options: &QuantOptions,
+) -> anyhow::Result<(IntGraph, QuantReport)> {
+    let mode = options.mode;
     let calib_bar = bar(calib.shape()[0], "calibrating");
     let lower_bar = bar(0, mode.name());
     lower_bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -265,7 +311,7 @@ pub fn quantize(
             lower_bar.set_message(format!("{} {node}", mode.name()));
         }
     };
-    let result = lutq_quant::quantize(graph, &calib, &options, &progress);
+    let result = lutq_quant::quantize(graph, calib, options, &progress);
     calib_bar.finish_and_clear();
     lower_bar.finish_and_clear();
     match result {

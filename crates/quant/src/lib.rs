@@ -17,6 +17,7 @@
 //! The numeric contract is the design brief's; `docs/quantization.md` documents the
 //! algorithm and its objective.
 
+pub mod budget;
 pub mod calib;
 pub mod checks;
 mod elementwise;
@@ -24,6 +25,7 @@ pub mod fit;
 mod hessian;
 mod lower;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -125,6 +127,51 @@ impl FromStr for Mode {
     }
 }
 
+/// A linear layer's weight format under mixed precision (`QuantOptions::formats`,
+/// chosen per layer by `--flash-budget`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum LayerFormat {
+    /// 4-bit codes into one 16-entry table for the layer, the mode's exponents.
+    Lut4,
+    /// 4-bit codes into one table per output channel (16 more bytes per channel).
+    Lut4PerChannel,
+    /// int8 weights with per-channel power-of-two exponents.
+    Int8,
+}
+
+impl LayerFormat {
+    /// In order of bytes (for layers of more than 16 weights per channel).
+    pub const ALL: [LayerFormat; 3] = [
+        LayerFormat::Lut4,
+        LayerFormat::Lut4PerChannel,
+        LayerFormat::Int8,
+    ];
+
+    /// As `LayerReport::weights` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerFormat::Lut4 => "lut4",
+            LayerFormat::Lut4PerChannel => "lut4/ch",
+            LayerFormat::Int8 => "int8",
+        }
+    }
+
+    /// The grid and scale: LUT formats keep the mode's `scale`; int8 is per channel.
+    pub fn weights(self, scale: ScaleKind) -> (WeightFormat, ScaleKind) {
+        match self {
+            LayerFormat::Lut4 => (WeightFormat::Lut4, scale),
+            LayerFormat::Lut4PerChannel => (WeightFormat::Lut4PerChannel, scale),
+            LayerFormat::Int8 => (
+                WeightFormat::Uniform {
+                    min: -128,
+                    max: 127,
+                },
+                ScaleKind::PotChannel,
+            ),
+        }
+    }
+}
+
 /// Options of [`quantize`].
 #[derive(Clone, Debug)]
 pub struct QuantOptions {
@@ -155,6 +202,12 @@ pub struct QuantOptions {
     /// Most input patches per layer that enter `H = Σ x xᵀ` (sampled evenly over the
     /// calibration set); bias correction always uses every position.
     pub max_patches: usize,
+    /// Per linear layer (node name): its weight format, overriding the mode and
+    /// `lut_per_channel` (a `--flash-budget` plan). `keep_8bit` still wins.
+    pub formats: HashMap<String, LayerFormat>,
+    /// The sensitivity pass of `--flash-budget` ([`sensitivity_pass`] sets it): every
+    /// linear layer is emitted at int8 and also fitted in every [`LayerFormat`].
+    pub sensitivity: bool,
 }
 
 impl QuantOptions {
@@ -167,6 +220,8 @@ impl QuantOptions {
             lut_per_channel: false,
             float_target: true,
             max_patches: 32_768,
+            formats: HashMap::new(),
+            sensitivity: false,
         }
     }
 }
@@ -237,7 +292,34 @@ pub fn quantize(
     } else {
         options.clone()
     };
-    let (int_graph, mut report) = lower::lower(graph, calib, &stats, options, progress)?;
+    let (int_graph, mut report, _) = lower::lower(graph, calib, &stats, options, progress)?;
     report.warnings.splice(0..0, warnings);
     Ok((int_graph, report))
+}
+
+/// The sensitivity pass of a flash budget (`budget` module): quantizes `graph` with every
+/// linear layer at int8 (per-channel power-of-two; layers of `keep_8bit` too) and returns,
+/// besides that all-int8 program, each linear layer's fit in every [`LayerFormat`] on the
+/// same statistics (`keep_8bit` layers: int8 only). `options.mode` gives the 4-bit
+/// formats' scale (`lut4-pot-layer`: one exponent per layer, else per channel).
+pub fn sensitivity_pass(
+    graph: &Graph,
+    calib: &Tensor,
+    options: &QuantOptions,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<(IntGraph, QuantReport, Vec<budget::LayerCandidates>), QuantError> {
+    if options.mode == Mode::Fp32 {
+        return Err(QuantError::Fp32);
+    }
+    lower::check_supported(graph)?;
+    checks::check_finite(graph, calib)?;
+    let total = calib.shape().first().copied().unwrap_or(0);
+    let stats = calib::calibrate(graph, calib, &|done| {
+        progress(Progress::Calibrating { done, total })
+    })?;
+    let options = QuantOptions {
+        sensitivity: true,
+        ..options.clone()
+    };
+    lower::lower(graph, calib, &stats, &options, progress)
 }

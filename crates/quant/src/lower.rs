@@ -12,13 +12,14 @@ use lutq_ir::{Activation, BinaryOp, FusedActivation, Graph, NodeId, Op, Pool, Te
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::budget::{Candidate, LayerCandidates};
 use crate::calib::{Calibration, LogHistogram};
 use crate::elementwise::{self, Regions};
 use crate::fit::{
     self, FitOptions, LayerProblem, RowScale, ScaleKind, TargetMoments, WeightFormat,
 };
 use crate::hessian::{PatchGeometry, PatchStatistics, patch_statistics};
-use crate::{Progress, QuantError, QuantOptions};
+use crate::{LayerFormat, Progress, QuantError, QuantOptions};
 
 mod guard;
 pub(crate) mod trained;
@@ -79,6 +80,9 @@ pub struct QuantReport {
     /// The range of every graph input over the calibration set (what `quantize_input`
     /// was calibrated for), so callers can warn about inputs far outside it.
     pub calibrated_inputs: Vec<CalibratedInput>,
+    /// With a flash budget: what it chose per layer (set by the caller that planned it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flash_budget: Option<crate::budget::BudgetReport>,
 }
 
 /// A graph input's calibrated range.
@@ -300,6 +304,22 @@ struct Lowering<'a> {
     /// Exponents and clamps fixed by a QDQ model's trained grids (`trained.rs`).
     trained: HashMap<NodeId, trained::Grid>,
     report: QuantReport,
+    /// With `QuantOptions::sensitivity`: every linear layer's fit in each format.
+    candidates: Vec<LayerCandidates>,
+}
+
+/// One linear layer fitted and lowered in one weight format.
+#[derive(Clone)]
+struct BuiltLinear {
+    layer: QLinear,
+    weight_kind: &'static str,
+    exp: i32,
+    elem: IntElem,
+    w_exps: Vec<i32>,
+    max_correction: f64,
+    capped_exponents: usize,
+    relative_error: f64,
+    bound: lutq_ir::int::AccumulatorBound,
 }
 
 fn elem_name(e: IntElem) -> String {
@@ -312,7 +332,7 @@ pub fn lower(
     stats: &Calibration,
     options: &QuantOptions,
     progress: &(dyn Fn(Progress<'_>) + Sync),
-) -> Result<(IntGraph, QuantReport), QuantError> {
+) -> Result<(IntGraph, QuantReport, Vec<LayerCandidates>), QuantError> {
     let start = Instant::now();
     let input = graph.inputs()[0];
     let per_sample = graph.node(input).ty.num_elements();
@@ -338,6 +358,7 @@ pub fn lower(
             calibration_samples: stats.samples,
             ..Default::default()
         },
+        candidates: Vec::new(),
     };
     match trained::trained_grids(graph) {
         Ok(grids) => {
@@ -388,7 +409,7 @@ pub fn lower(
     l.out.validate()?;
     l.report.weight_bytes = l.out.weight_bytes();
     l.report.seconds = start.elapsed().as_secs_f64();
-    Ok((l.out, l.report))
+    Ok((l.out, l.report, l.candidates))
 }
 
 /// A fused-activation clamp for an output of exponent `exp`.
@@ -1087,21 +1108,24 @@ impl<'a> Lowering<'a> {
             self.options.keep_8bit.iter().any(|n| {
                 n == &node.name || (n == "depthwise" && depthwise) || (n == "first" && first)
             });
-        let (format, scale) = if keep8 {
-            (
-                WeightFormat::Uniform {
-                    min: -128,
-                    max: 127,
-                },
-                ScaleKind::PotChannel,
-            )
+        let layer_format = if keep8 {
+            Some(LayerFormat::Int8)
+        } else if self.options.sensitivity {
+            // The sensitivity pass emits the all-int8 network; the 4-bit fits are kept as
+            // candidates below.
+            Some(LayerFormat::Int8)
         } else {
-            match self.options.mode.weights().ok_or(QuantError::Fp32)? {
+            self.options.formats.get(&node.name).copied()
+        };
+        let base = self.options.mode.weights().ok_or(QuantError::Fp32)?;
+        let (format, scale) = match layer_format {
+            Some(f) => f.weights(base.1),
+            None => match base {
                 (WeightFormat::Lut4, scale) if self.options.lut_per_channel => {
                     (WeightFormat::Lut4PerChannel, scale)
                 }
                 other => other,
-            }
+            },
         };
 
         // Constant channels (BatchNorm with γ ≈ 0, zero rows): weights that move the
@@ -1172,158 +1196,220 @@ impl<'a> Lowering<'a> {
             };
         drop(split);
 
-        // Fit the weights.
-        let mut fitted = fit::fit_layer(
-            &LayerProblem {
-                weights: &target_rows,
+        let options = self.options;
+        let build = |format: WeightFormat, scale: ScaleKind| -> Result<BuiltLinear, QuantError> {
+            // Fit the weights.
+            let mut fitted = fit::fit_layer(
+                &LayerProblem {
+                    weights: &target_rows,
+                    rows: o_n,
+                    row_len: k_n,
+                    hessians: &patch.hessians,
+                },
+                &FitOptions {
+                    format,
+                    scale,
+                    data_aware: options.data_aware,
+                },
+            );
+            // Σ_o w_oᵀ H w_o: the output energy the fit's error is measured against (the
+            // error of quantizing every weight to 0).
+            let problem = LayerProblem {
+                weights: &rows,
                 rows: o_n,
                 row_len: k_n,
                 hessians: &patch.hessians,
-            },
-            &FitOptions {
-                format,
-                scale,
-                data_aware: self.options.data_aware,
-            },
-        );
-        // Σ_o w_oᵀ H w_o: the output energy the fit's error is measured against (the
-        // error of quantizing every weight to 0).
-        let problem = LayerProblem {
-            weights: &rows,
-            rows: o_n,
-            row_len: k_n,
-            hessians: &patch.hessians,
-        };
-        let zero = vec![0i8; o_n * k_n];
-        let reference_energy = fit::output_error(&problem, &zero, &vec![RowScale::Pot(0); o_n]);
-
-        let exp = planned_exp.unwrap_or_else(|| {
-            // The finest exponent every live row's accumulator reaches by a right shift
-            // (with constant rows, at most the one they were detected for).
-            let live = (0..o_n)
-                .filter(|&o| !constant[o])
-                .map(|o| xt.exp + guard::scale_exponent(fitted.scales[o]))
-                .min();
-            match live {
-                Some(e) if constant_channels > 0 => e.min(detect_exp),
-                Some(e) => e,
-                None => detect_exp,
-            }
-        });
-        let (lo, hi) = act_bounds(act, elem, exp);
-
-        // Bias correction: the mean accumulator is exactly Σ_k ŵ_k · E[x_k] (linear in
-        // x), so the mean patch gives it without running the layer.
-        let groups = patch.means.len();
-        let rows_per_group = o_n / groups;
-        let target = self
-            .stats
-            .channel_means
-            .get(&id)
-            .filter(|_| self.options.bias_correction);
-        let corrected_bias = |o: usize, levels: &[i8], scale: f64| -> f64 {
-            let Some(target) = target else {
-                return bias[o];
             };
-            let mean = &patch.means[o / rows_per_group];
-            let mean_acc: f64 = levels
-                .iter()
-                .zip(mean)
-                .map(|(&w, &m)| w as f64 * m)
-                .sum::<f64>()
-                / x_step;
-            let quantized_mean = mean_acc * (x_step * scale) + bias[o];
-            bias[o] + (target[o] - quantized_mean)
-        };
+            let zero = vec![0i8; o_n * k_n];
+            let reference_energy = fit::output_error(&problem, &zero, &vec![RowScale::Pot(0); o_n]);
 
-        // Exponents capped so that every channel's i32 arithmetic fits and its rescale
-        // is representable; constant channels get an exponent for their bias.
-        let guarded = guard::guard_layer(
-            &guard::LayerGuard {
-                target_rows: &target_rows,
-                k: k_n,
-                format,
-                constant: &constant,
-                x_exp: xt.exp,
-                x_elem: xt.elem,
+            let exp = planned_exp.unwrap_or_else(|| {
+                // The finest exponent every live row's accumulator reaches by a right shift
+                // (with constant rows, at most the one they were detected for).
+                let live = (0..o_n)
+                    .filter(|&o| !constant[o])
+                    .map(|o| xt.exp + guard::scale_exponent(fitted.scales[o]))
+                    .min();
+                match live {
+                    Some(e) if constant_channels > 0 => e.min(detect_exp),
+                    Some(e) => e,
+                    None => detect_exp,
+                }
+            });
+            let (lo, hi) = act_bounds(act, elem, exp);
+
+            // Bias correction: the mean accumulator is exactly Σ_k ŵ_k · E[x_k] (linear in
+            // x), so the mean patch gives it without running the layer.
+            let groups = patch.means.len();
+            let rows_per_group = o_n / groups;
+            let target = self
+                .stats
+                .channel_means
+                .get(&id)
+                .filter(|_| options.bias_correction);
+            let corrected_bias = |o: usize, levels: &[i8], scale: f64| -> f64 {
+                let Some(target) = target else {
+                    return bias[o];
+                };
+                let mean = &patch.means[o / rows_per_group];
+                let mean_acc: f64 = levels
+                    .iter()
+                    .zip(mean)
+                    .map(|(&w, &m)| w as f64 * m)
+                    .sum::<f64>()
+                    / x_step;
+                let quantized_mean = mean_acc * (x_step * scale) + bias[o];
+                bias[o] + (target[o] - quantized_mean)
+            };
+
+            // Exponents capped so that every channel's i32 arithmetic fits and its rescale
+            // is representable; constant channels get an exponent for their bias.
+            let guarded = guard::guard_layer(
+                &guard::LayerGuard {
+                    target_rows: &target_rows,
+                    k: k_n,
+                    format,
+                    constant: &constant,
+                    x_exp: xt.exp,
+                    x_elem: xt.elem,
+                    lo,
+                    hi,
+                    wide,
+                    bias: &corrected_bias,
+                },
+                &mut fitted,
+                exp,
+            )
+            .map_err(|channel| lutq_ir::int::IntCheckError::Overflow {
+                node: node.name.clone(),
+                channel,
+                bound: i64::MAX,
+                detail: "no weight exponent keeps its bias and accumulator within i32 \
+                         (internal error: lutq bug, please report it with the model)"
+                    .into(),
+            })?;
+            let exp = guarded.exp;
+            let (lo, hi) = self.trained_clamp(id, act_bounds(act, elem, exp));
+            let out_step = (-(exp as f64)).exp2();
+            let max_correction = if target.is_some() {
+                (0..o_n)
+                    .map(|o| (guarded.bias_real[o] - bias[o]).abs() / out_step)
+                    .fold(0.0, f64::max)
+            } else {
+                0.0
+            };
+            let capped_exponents = (0..o_n).filter(|&o| guarded.capped[o]).count();
+            let w_exps: Vec<i32> = fitted
+                .scales
+                .iter()
+                .map(|&s| guard::scale_exponent(s))
+                .collect();
+            let rescale = guarded.rescale;
+            let bias_q = guarded.bias_q;
+
+            let weights = match (&fitted.codes, fitted.lut) {
+                (Some(codes), Some(_)) => QWeights::Lut {
+                    shape: shape4,
+                    luts: fitted.luts.clone(),
+                    codes: QWeights::pack_codes(o_n, k_n, codes),
+                },
+                _ => match format {
+                    // 4-bit uniform levels are stored as codes into the identity table.
+                    WeightFormat::Uniform { min, max } if max - min < 16 => {
+                        let lut: [i8; 16] =
+                            std::array::from_fn(|i| (min + i as i32).min(max) as i8);
+                        let codes: Vec<u8> = fitted
+                            .levels
+                            .iter()
+                            .map(|&l| (l as i32 - min) as u8)
+                            .collect();
+                        QWeights::Lut {
+                            shape: shape4,
+                            luts: vec![lut],
+                            codes: QWeights::pack_codes(o_n, k_n, &codes),
+                        }
+                    }
+                    _ => QWeights::Int8 {
+                        shape: shape4,
+                        values: fitted.levels.clone(),
+                    },
+                },
+            };
+            let layer = QLinear {
+                conv: geom.clone(),
+                weights,
+                bias: bias_q,
+                rescale,
                 lo,
                 hi,
-                wide,
-                bias: &corrected_bias,
-            },
-            &mut fitted,
+                weight_exps: w_exps.clone(),
+            };
+            let bound = lutq_ir::int::accumulator_bound(&layer, xt.elem);
+            let weight_kind = match (&layer.weights, format) {
+                (QWeights::Int8 { .. }, _) => "int8",
+                (_, WeightFormat::Lut4) => "lut4",
+                (_, WeightFormat::Lut4PerChannel) => "lut4/ch",
+                _ => "int4",
+            };
+            Ok(BuiltLinear {
+                layer,
+                weight_kind,
+                exp,
+                elem,
+                w_exps,
+                max_correction,
+                capped_exponents,
+                relative_error: fitted.output_error / reference_energy.max(f64::MIN_POSITIVE),
+                bound,
+            })
+        };
+        let built = build(format, scale)?;
+        if self.options.sensitivity {
+            let formats: &[LayerFormat] = if keep8 {
+                &[LayerFormat::Int8]
+            } else {
+                &LayerFormat::ALL
+            };
+            let mut options_out = Vec::new();
+            for &f in formats {
+                let b = if f == LayerFormat::Int8 {
+                    built.clone()
+                } else {
+                    let (format, scale) = f.weights(base.1);
+                    build(format, scale)?
+                };
+                options_out.push(Candidate {
+                    format: f,
+                    node: IntNode {
+                        name: node.name.clone(),
+                        op: IntOp::Linear(b.layer),
+                        inputs: vec![xvalue],
+                        ty: QType {
+                            elem: b.elem,
+                            shape: node.ty.shape.clone(),
+                            exp: b.exp,
+                        },
+                    },
+                    relative_error: b.relative_error,
+                });
+            }
+            self.candidates.push(LayerCandidates {
+                name: node.name.clone(),
+                value: ValueId(self.out.nodes.len() as u32),
+                candidates: options_out,
+            });
+        }
+        let BuiltLinear {
+            layer,
+            weight_kind,
             exp,
-        )
-        .map_err(|channel| lutq_ir::int::IntCheckError::Overflow {
-            node: node.name.clone(),
-            channel,
-            bound: i64::MAX,
-            detail: "no weight exponent keeps its bias and accumulator within i32 \
-                     (internal error: lutq bug, please report it with the model)"
-                .into(),
-        })?;
-        let exp = guarded.exp;
-        let (lo, hi) = self.trained_clamp(id, act_bounds(act, elem, exp));
-        let out_step = (-(exp as f64)).exp2();
-        let max_correction = if target.is_some() {
-            (0..o_n)
-                .map(|o| (guarded.bias_real[o] - bias[o]).abs() / out_step)
-                .fold(0.0, f64::max)
-        } else {
-            0.0
-        };
-        let capped_exponents = (0..o_n).filter(|&o| guarded.capped[o]).count();
-        let w_exps: Vec<i32> = fitted
-            .scales
-            .iter()
-            .map(|&s| guard::scale_exponent(s))
-            .collect();
-        let rescale = guarded.rescale;
-        let bias_q = guarded.bias_q;
-
-        let weights = match (&fitted.codes, fitted.lut) {
-            (Some(codes), Some(_)) => QWeights::Lut {
-                shape: shape4,
-                luts: fitted.luts.clone(),
-                codes: QWeights::pack_codes(o_n, k_n, codes),
-            },
-            _ => match format {
-                // 4-bit uniform levels are stored as codes into the identity table.
-                WeightFormat::Uniform { min, max } if max - min < 16 => {
-                    let lut: [i8; 16] = std::array::from_fn(|i| (min + i as i32).min(max) as i8);
-                    let codes: Vec<u8> = fitted
-                        .levels
-                        .iter()
-                        .map(|&l| (l as i32 - min) as u8)
-                        .collect();
-                    QWeights::Lut {
-                        shape: shape4,
-                        luts: vec![lut],
-                        codes: QWeights::pack_codes(o_n, k_n, &codes),
-                    }
-                }
-                _ => QWeights::Int8 {
-                    shape: shape4,
-                    values: fitted.levels.clone(),
-                },
-            },
-        };
-        let layer = QLinear {
-            conv: geom,
-            weights,
-            bias: bias_q,
-            rescale,
-            lo,
-            hi,
-            weight_exps: w_exps.clone(),
-        };
-        let bound = lutq_ir::int::accumulator_bound(&layer, xt.elem);
-        let weight_kind = match (&layer.weights, format) {
-            (QWeights::Int8 { .. }, _) => "int8",
-            (_, WeightFormat::Lut4) => "lut4",
-            (_, WeightFormat::Lut4PerChannel) => "lut4/ch",
-            _ => "int4",
-        };
+            elem,
+            w_exps,
+            max_correction,
+            capped_exponents,
+            relative_error,
+            bound,
+        } = built;
         self.report.float_weight_bytes += 4 * o_n * k_n;
         self.report.layers.push(LayerReport {
             name: node.name.clone(),
@@ -1333,7 +1419,7 @@ impl<'a> Lowering<'a> {
             output_type: elem_name(elem),
             weight_exp_min: w_exps.iter().copied().min().unwrap_or(0),
             weight_exp_max: w_exps.iter().copied().max().unwrap_or(0),
-            relative_output_error: fitted.output_error / reference_energy.max(f64::MIN_POSITIVE),
+            relative_output_error: relative_error,
             float_target: target_ridge.is_some(),
             float_target_ridge: target_ridge,
             bias_correction_steps: max_correction,

@@ -28,6 +28,7 @@ mod kernels;
 mod linear_dsp;
 mod scratch;
 mod weights;
+pub use weights::constant_bytes;
 
 use std::fmt::Write as _;
 use std::path::Path;

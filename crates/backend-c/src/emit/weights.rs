@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use lutq_ir::int::{IntGraph, IntOp, QLinear, QWeights, Rescale};
+use lutq_ir::int::{IntGraph, IntNode, IntOp, QLinear, QWeights, Rescale};
 
 use crate::error::CError;
 
@@ -51,10 +51,16 @@ pub(crate) fn rescale_form(layer_rescale: &[Rescale]) -> RescaleForm {
 
 struct Writer<'a> {
     w: &'a mut Weights,
+    /// Count the bytes only ([`constant_bytes`]), write no text.
+    count_only: bool,
 }
 
 impl Writer<'_> {
     fn array<T: std::fmt::Display>(&mut self, ty: &str, name: &str, values: &[T], size: usize) {
+        if self.count_only {
+            self.w.bytes += values.len() * size;
+            return;
+        }
         writeln!(
             self.w.declarations,
             "extern const {ty} {name}[{}];",
@@ -84,58 +90,84 @@ pub(crate) fn emit_weights(graph: &IntGraph, p: &str) -> Result<Weights, CError>
         int8_bytes: 0,
     };
     for (i, node) in graph.nodes.iter().enumerate() {
-        let layer = match &node.op {
-            IntOp::Linear(layer) => layer,
-            IntOp::Table(t) => {
-                writeln!(
-                    w.definitions,
-                    "/* %{i} '{}' */",
-                    super::kernels::comment(&node.name)
-                )
-                .unwrap();
-                let ty = super::c_elem(node.ty.elem);
-                Writer { w: &mut w }.array(ty, &format!("{p}_table_{i}"), &t.entries, 1);
-                w.int8_bytes += t.entries.len();
-                continue;
-            }
-            IntOp::Softmax(sm) => {
-                writeln!(
-                    w.definitions,
-                    "/* %{i} '{}' */",
-                    super::kernels::comment(&node.name)
-                )
-                .unwrap();
-                Writer { w: &mut w }.array("int32_t", &format!("{p}_exp_{i}"), &sm.exp_table, 4);
-                w.int8_bytes += 4 * sm.exp_table.len();
-                continue;
-            }
-            _ => continue,
-        };
-        writeln!(
-            w.definitions,
-            "/* %{i} '{}' */",
-            super::kernels::comment(&node.name)
-        )
-        .unwrap();
-        let before = w.bytes;
-        let mut out = Writer { w: &mut w };
-        match &layer.weights {
-            QWeights::Lut { luts, codes, .. } => {
-                out.array("uint8_t", &format!("{p}_codes_{i}"), codes, 1);
-                let flat: Vec<i8> = luts.iter().flatten().copied().collect();
-                out.array("int8_t", &format!("{p}_lut_{i}"), &flat, 1);
-            }
-            QWeights::Int8 { values, .. } => {
-                out.array("int8_t", &format!("{p}_w_{i}"), values, 1);
-            }
-        }
-        out.array("int32_t", &format!("{p}_bias_{i}"), &layer.bias, 4);
-        emit_rescale(&mut out, p, i, layer);
-        let weights_part = layer.weights.size_bytes();
-        let rest = w.bytes - before - weights_part;
-        w.int8_bytes += layer.weights.shape()[0] * layer.weights.row_len() + rest;
+        node_arrays(&mut w, p, i, node, false);
     }
     Ok(w)
+}
+
+/// The bytes of the `const` arrays the C backend emits for `node` (0 for ops without
+/// constants): what `CSummary::weight_bytes` sums over the graph, counted by the same
+/// code that writes the arrays. For budgets (`--flash-budget`) that must match the
+/// generated C byte for byte.
+pub fn constant_bytes(node: &IntNode) -> usize {
+    let mut w = Weights {
+        definitions: String::new(),
+        declarations: String::new(),
+        bytes: 0,
+        int8_bytes: 0,
+    };
+    node_arrays(&mut w, "p", 0, node, true);
+    w.bytes
+}
+
+/// Node `i`'s arrays into `w` (only their bytes with `count_only`).
+fn node_arrays(w: &mut Weights, p: &str, i: usize, node: &IntNode, count_only: bool) {
+    let comment = |w: &mut Weights| {
+        if !count_only {
+            writeln!(
+                w.definitions,
+                "/* %{i} '{}' */",
+                super::kernels::comment(&node.name)
+            )
+            .unwrap();
+        }
+    };
+    let layer = match &node.op {
+        IntOp::Linear(layer) => layer,
+        IntOp::Table(t) => {
+            comment(w);
+            let ty = super::c_elem(node.ty.elem);
+            Writer {
+                w: &mut *w,
+                count_only,
+            }
+            .array(ty, &format!("{p}_table_{i}"), &t.entries, 1);
+            w.int8_bytes += t.entries.len();
+            return;
+        }
+        IntOp::Softmax(sm) => {
+            comment(w);
+            Writer {
+                w: &mut *w,
+                count_only,
+            }
+            .array("int32_t", &format!("{p}_exp_{i}"), &sm.exp_table, 4);
+            w.int8_bytes += 4 * sm.exp_table.len();
+            return;
+        }
+        _ => return,
+    };
+    comment(w);
+    let before = w.bytes;
+    let mut out = Writer {
+        w: &mut *w,
+        count_only,
+    };
+    match &layer.weights {
+        QWeights::Lut { luts, codes, .. } => {
+            out.array("uint8_t", &format!("{p}_codes_{i}"), codes, 1);
+            let flat: Vec<i8> = luts.iter().flatten().copied().collect();
+            out.array("int8_t", &format!("{p}_lut_{i}"), &flat, 1);
+        }
+        QWeights::Int8 { values, .. } => {
+            out.array("int8_t", &format!("{p}_w_{i}"), values, 1);
+        }
+    }
+    out.array("int32_t", &format!("{p}_bias_{i}"), &layer.bias, 4);
+    emit_rescale(&mut out, p, i, layer);
+    let weights_part = layer.weights.size_bytes();
+    let rest = w.bytes - before - weights_part;
+    w.int8_bytes += layer.weights.shape()[0] * layer.weights.row_len() + rest;
 }
 
 fn emit_rescale(out: &mut Writer<'_>, p: &str, i: usize, layer: &QLinear) {
