@@ -416,6 +416,19 @@ const SHIFT_CHECK: &str = r#"/* rshift_round needs an arithmetic right shift of 
 typedef char lutq_requires_arithmetic_shift[((-1) >> 1) == -1 ? 1 : -1];
 "#;
 
+/// The opt-in per-layer profiling hook: built with `-DLUTQ_PROFILE`, `NAME_run` calls
+/// `lutq_profile_mark(i)` (defined by the caller, e.g. the QEMU firmware of
+/// [`crate::mcu`], which reads a cycle or instruction counter) after node `i`'s kernel;
+/// otherwise the mark is an empty statement and the compiled code is unchanged.
+const PROFILE_HOOK: &str = r#"/* -DLUTQ_PROFILE: lutq_profile_mark(node) (the caller's) runs after every layer. */
+#ifdef LUTQ_PROFILE
+void lutq_profile_mark(int node);
+#define LUTQ_PROFILE_MARK(node) lutq_profile_mark(node)
+#else
+#define LUTQ_PROFILE_MARK(node) ((void)0)
+#endif
+"#;
+
 /// Helper functions by name, emitted only where a kernel calls them (clang warns about
 /// unused static functions, and the generated code must build with `-Werror`).
 const HELPERS: [(&str, &str); 12] = [
@@ -592,6 +605,8 @@ fn emit_source(
     writeln!(c, "#include \"{p}.h\"\n\n#include <string.h>\n").unwrap();
     c.push_str(SHIFT_CHECK);
     c.push('\n');
+    c.push_str(PROFILE_HOOK);
+    c.push('\n');
     let mut schedule = String::new();
     let mut kernel_text = String::new();
     for (i, node) in graph.nodes.iter().enumerate() {
@@ -611,7 +626,7 @@ fn emit_source(
         }
         writeln!(
             schedule,
-            "    layer_{i}({}); /* {} */",
+            "    layer_{i}({}); /* {} */\n    LUTQ_PROFILE_MARK({i});",
             args.join(", "),
             comment(&node.name)
         )
