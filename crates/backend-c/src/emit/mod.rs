@@ -51,6 +51,10 @@ pub struct EmitOptions {
     pub float_io: bool,
     /// One line for the file headers (e.g. the model and the quantization mode).
     pub description: String,
+    /// Bytes the kernels' scratch may add to the activations' arena (`None`: a tenth of
+    /// the activations' lower bound). A kernel whose scratch would reach past the limit
+    /// runs fewer pixels per block (less scratch), or the plain kernels (none).
+    pub scratch_limit: Option<usize>,
 }
 
 impl EmitOptions {
@@ -60,6 +64,7 @@ impl EmitOptions {
             harness: false,
             float_io: false,
             description: String::new(),
+            scratch_limit: None,
         }
     }
 }
@@ -177,13 +182,34 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
         return Err(CError::BadPrefix(p.clone()));
     }
     let inputs = api_inputs(graph)?;
+    // Each dual-MAC kernel's pixels per block: the most whose scratch, placed in the
+    // lowest gap of the activations' plan, stays within the scratch limit.
     let plan = plan_memory(graph);
-    let scratch_bytes = (0..graph.nodes.len())
-        .map(|i| linear_dsp::scratch_bytes(graph, i))
-        .max()
-        .unwrap_or(0);
-    let (scratch_at, arena_size) =
-        scratch::place_scratch(&plan, |i| linear_dsp::scratch_bytes(graph, i));
+    let limit = options.scratch_limit.unwrap_or(plan.lower_bound / 10);
+    let budget = plan.arena_size + limit;
+    let lanes: Vec<usize> = (0..graph.nodes.len())
+        .map(|i| {
+            linear_dsp::lane_options(graph, i)
+                .iter()
+                .copied()
+                .find(|&l| {
+                    scratch::gap_end(&plan, i, linear_dsp::scratch_bytes(graph, i, l)) <= budget
+                })
+                .unwrap_or(0)
+        })
+        .collect();
+    let scratch_of = |i: usize| linear_dsp::scratch_bytes(graph, i, lanes[i]);
+    let scratch_bytes = (0..graph.nodes.len()).map(scratch_of).max().unwrap_or(0);
+    // The scratch either in the gaps of the activations' plan, or planned with the
+    // activations as buffers of one step: whichever arena is smaller.
+    let (gap_at, gap_arena) = scratch::place_scratch(&plan, scratch_of);
+    let (joint, joint_at) = crate::memory::plan_with_scratch(graph, scratch_of);
+    let (plan, scratch_at, arena_size) = if joint.arena_size < gap_arena {
+        let arena = joint.arena_size;
+        (joint, joint_at, arena)
+    } else {
+        (plan, gap_at, gap_arena)
+    };
     let w = weights::emit_weights(graph, p)?;
     let summary = CSummary {
         prefix: p.clone(),
@@ -223,7 +249,15 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
         macs: graph.macs(),
     };
     let header = emit_header(graph, options, &inputs, &summary);
-    let source = emit_source(graph, options, &inputs, &plan, &scratch_at, &w.declarations)?;
+    let source = emit_source(
+        graph,
+        options,
+        &inputs,
+        &plan,
+        &scratch_at,
+        &lanes,
+        &w.declarations,
+    )?;
     let banner = banner(graph, options);
     let mut files = vec![
         (format!("{p}.h"), header),
@@ -598,6 +632,7 @@ fn emit_source(
     inputs: &[ApiInput],
     plan: &MemoryPlan,
     scratch_at: &[Option<usize>],
+    lanes: &[usize],
     weight_declarations: &str,
 ) -> Result<String, CError> {
     let p = &options.prefix;
@@ -610,7 +645,7 @@ fn emit_source(
     let mut schedule = String::new();
     let mut kernel_text = String::new();
     for (i, node) in graph.nodes.iter().enumerate() {
-        let Some(kernel) = kernels::emit_kernel(graph, i, p)? else {
+        let Some(kernel) = kernels::emit_kernel(graph, i, p, lanes[i])? else {
             continue;
         };
         kernel_text.push_str(&kernel);
