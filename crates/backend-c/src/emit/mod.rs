@@ -465,7 +465,7 @@ void lutq_profile_mark(int node);
 
 /// Helper functions by name, emitted only where a kernel calls them (clang warns about
 /// unused static functions, and the generated code must build with `-Werror`).
-const HELPERS: [(&str, &str); 12] = [
+const HELPERS: [(&str, &str); 14] = [
     (
         "lutq_clamp",
         r#"static inline int32_t lutq_clamp(int64_t v, int32_t lo, int32_t hi)
@@ -576,6 +576,42 @@ static inline void lutq_split4(const int8_t *w, uint32_t *w02, uint32_t *w13)
 #else
     *w02 = lutq_pair(w[0], w[2]);
     *w13 = lutq_pair(w[1], w[3]);
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_w02",
+        r#"/* The int8 weights w[0], w[2] as a pair: one load and one SXTB16. */
+static inline uint32_t lutq_w02(const int8_t *w)
+{
+#ifdef LUTQ_DSP
+    uint32_t v;
+    memcpy(&v, w, sizeof v);
+    return (uint32_t)__sxtb16((int8x4_t)v);
+#else
+    return ((uint32_t)(int32_t)w[0] & 0xffffu) | (((uint32_t)(int32_t)w[2] & 0xffffu) << 16);
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_w13",
+        r#"/* The int8 weights w[1], w[3] as a pair: one load and one SXTB16 with its ROR #8
+ * (GNU inline assembly: ACLE has no rotated form, and gcc does not fuse the rotate). */
+static inline uint32_t lutq_w13(const int8_t *w)
+{
+#if defined(LUTQ_DSP) && defined(__GNUC__)
+    uint32_t v, r;
+    memcpy(&v, w, sizeof v);
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+#elif defined(LUTQ_DSP)
+    uint32_t v;
+    memcpy(&v, w, sizeof v);
+    return (uint32_t)__sxtb16((int8x4_t)(v >> 8));
+#else
+    return ((uint32_t)(int32_t)w[1] & 0xffffu) | (((uint32_t)(int32_t)w[3] & 0xffffu) << 16);
 #endif
 }
 "#,
