@@ -465,7 +465,7 @@ void lutq_profile_mark(int node);
 
 /// Helper functions by name, emitted only where a kernel calls them (clang warns about
 /// unused static functions, and the generated code must build with `-Werror`).
-const HELPERS: [(&str, &str); 14] = [
+const HELPERS: [(&str, &str); 19] = [
     (
         "lutq_clamp",
         r#"static inline int32_t lutq_clamp(int64_t v, int32_t lo, int32_t hi)
@@ -559,6 +559,107 @@ static inline int32_t lutq_dot2m(uint32_t w, const int16_t *q, int32_t acc)
 #else
     return acc + (((int32_t)(w & 0xffffu) ^ 0x8000) - 0x8000) * q[0]
         + (((int32_t)(w >> 16) ^ 0x8000) - 0x8000) * q[1];
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_load2",
+        r#"/* q[0] (low half) and q[1] (high half) as one word: one (unaligned) LDR. */
+static inline uint32_t lutq_load2(const int16_t *q)
+{
+#ifdef LUTQ_DSP
+    uint32_t x;
+    memcpy(&x, q, sizeof x);
+    return x;
+#else
+    return lutq_pair(q[0], q[1]);
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_smlabt",
+        r#"/* acc + w.lo * x.hi (signed 16-bit halves): one SMLABT. */
+static inline int32_t lutq_smlabt(uint32_t w, uint32_t x, int32_t acc)
+{
+#ifdef LUTQ_DSP
+    return __smlabt((int32_t)w, (int32_t)x, acc);
+#else
+    return acc + (((int32_t)(w & 0xffffu) ^ 0x8000) - 0x8000) * (((int32_t)(x >> 16) ^ 0x8000) - 0x8000);
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_smlatb",
+        r#"/* acc + w.hi * x.lo (signed 16-bit halves): one SMLATB. */
+static inline int32_t lutq_smlatb(uint32_t w, uint32_t x, int32_t acc)
+{
+#ifdef LUTQ_DSP
+    return __smlatb((int32_t)w, (int32_t)x, acc);
+#else
+    return acc + (((int32_t)(w >> 16) ^ 0x8000) - 0x8000) * (((int32_t)(x & 0xffffu) ^ 0x8000) - 0x8000);
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_widen4u",
+        r#"/* x[0..3] (uint8_t) widened to dst[0..3] (int16, anywhere 2-byte aligned): one
+ * load, two UXTB16, two halfword packs and two stores instead of four of each. */
+static inline void lutq_widen4u(const uint8_t *x, int16_t *dst)
+{
+#ifdef LUTQ_DSP
+    uint32_t v, even, odd, lo, hi;
+    memcpy(&v, x, sizeof v);
+    even = (uint32_t)__uxtb16((uint8x4_t)v);
+#if defined(__GNUC__)
+    __asm__("uxtb16 %0, %1, ror #8" : "=r"(odd) : "r"(v));
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(lo) : "r"(even), "r"(odd));
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(hi) : "r"(odd), "r"(even));
+#else
+    odd = (uint32_t)__uxtb16((uint8x4_t)(v >> 8));
+    lo = (even & 0xffffu) | (odd << 16);
+    hi = (even >> 16) | (odd & 0xffff0000u);
+#endif
+    memcpy(dst, &lo, sizeof lo);
+    memcpy(dst + 2, &hi, sizeof hi);
+#else
+    dst[0] = x[0];
+    dst[1] = x[1];
+    dst[2] = x[2];
+    dst[3] = x[3];
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_widen4s",
+        r#"/* x[0..3] (int8_t) widened to dst[0..3] (int16, anywhere 2-byte aligned): one
+ * load, two SXTB16, two halfword packs and two stores instead of four of each. */
+static inline void lutq_widen4s(const int8_t *x, int16_t *dst)
+{
+#ifdef LUTQ_DSP
+    uint32_t v, even, odd, lo, hi;
+    memcpy(&v, x, sizeof v);
+    even = (uint32_t)__sxtb16((int8x4_t)v);
+#if defined(__GNUC__)
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(odd) : "r"(v));
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(lo) : "r"(even), "r"(odd));
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(hi) : "r"(odd), "r"(even));
+#else
+    odd = (uint32_t)__sxtb16((int8x4_t)(v >> 8));
+    lo = (even & 0xffffu) | (odd << 16);
+    hi = (even >> 16) | (odd & 0xffff0000u);
+#endif
+    memcpy(dst, &lo, sizeof lo);
+    memcpy(dst + 2, &hi, sizeof hi);
+#else
+    dst[0] = x[0];
+    dst[1] = x[1];
+    dst[2] = x[2];
+    dst[3] = x[3];
 #endif
 }
 "#,
