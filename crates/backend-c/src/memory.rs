@@ -45,10 +45,13 @@ impl Buffer {
     }
 }
 
+/// A placement order's sort key of a buffer.
+type OrderKey = fn(&Buffer) -> (i64, i64);
+
 /// The orders [`plan_buffers`] tries, as sort keys (smaller first; ties: earlier start,
 /// then index): decreasing size; decreasing size × lifetime; decreasing lifetime, then
 /// size; increasing start, then decreasing size.
-const ORDERS: [fn(&Buffer) -> (i64, i64); 4] = [
+const ORDERS: [OrderKey; 4] = [
     |b| (-(b.size as i64), 0),
     |b| (-((b.size * (b.end - b.start + 1)) as i64), 0),
     |b| (-((b.end - b.start) as i64), -(b.size as i64)),
