@@ -16,6 +16,7 @@ nor two photos of one scene, in both), and writes
   <out>/eval.npy             float32 (192, 3, 224, 224): crops of the evaluation photos
   <out>/eval_calib_photos.npy float32 (192, 3, 224, 224): other crops of the calibration photos
                              (other windows, other seed): the old "same photos" protocol
+  <out>/centered/*.npy       the same crops normalised (v - 127) / 128 (EfficientNet-Lite)
 
 A crop: a random square window whose side is a uniform 35-100 % of the photo's short side, a
 random left-right flip, PIL's bilinear resize (antialiased when shrinking) to 224x224, then
@@ -251,12 +252,12 @@ def load(photo) -> np.ndarray:
 
 
 def crops(photos: list[tuple[str, np.ndarray]], n: int, seed: int) -> tuple[np.ndarray, list[tuple]]:
-    """n normalised crops, photos round-robin; returns float32 (n, 3, 224, 224) and recipes
+    """n crops, photos round-robin; returns uint8 (n, 224, 224, 3) RGB and recipes
     (photo, x, y, side, flip)."""
     from PIL import Image
 
     rng = np.random.Generator(np.random.PCG64(seed))
-    out = np.empty((n, 3, SIZE, SIZE), dtype=np.float32)
+    out = np.empty((n, SIZE, SIZE, 3), dtype=np.uint8)
     recipes = []
     for i in range(n):
         name, a = photos[i % len(photos)]
@@ -269,10 +270,26 @@ def crops(photos: list[tuple[str, np.ndarray]], n: int, seed: int) -> tuple[np.n
         if flip:
             im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         im = im.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-        f = np.asarray(im, dtype=np.uint8).astype(np.float32) / np.float32(255.0)
-        out[i] = ((f - MEAN) / STD).transpose(2, 0, 1)
+        out[i] = np.asarray(im, dtype=np.uint8)
         recipes.append((name, x, y, side, flip))
     return out, recipes
+
+
+def imagenet(pixels: np.ndarray) -> np.ndarray:
+    """torchvision's ImageNet normalisation: v/255, mean/std per channel, NCHW float32."""
+    f = pixels.astype(np.float32) / np.float32(255.0)
+    return ((f - MEAN) / STD).transpose(0, 3, 1, 2).copy()
+
+
+def centered(pixels: np.ndarray) -> np.ndarray:
+    """(v - 127) / 128, NCHW float32: the EfficientNet-Lite recipe of the zoo
+    (models/zoo/manifest.json, efficientnet_lite0)."""
+    f = (pixels.astype(np.float32) - np.float32(127.0)) / np.float32(128.0)
+    return f.transpose(0, 3, 1, 2).copy()
+
+
+# Normalisations written per split: sub-folder of --out (and prefix in files.csv) -> function.
+NORMALISATIONS = {"": imagenet, "centered": centered}
 
 
 def check_split(photos) -> None:
@@ -303,12 +320,16 @@ def main() -> None:
         print(f"  {p[1]:5} {p[0]:22} {loaded[p[1]][-1][1].shape}")
     rows, files = [], []
     for split, (set_, n, seed) in SPLITS.items():
-        x, recipes = crops(loaded[set_], n, seed)
-        path = args.out / NPY[split]
-        np.save(path, x)
-        files.append((NPY[split], "x".join(map(str, x.shape)), sha256(path)))
+        pixels, recipes = crops(loaded[set_], n, seed)
+        for sub, normalise in NORMALISATIONS.items():
+            x = normalise(pixels)
+            name = f"{sub}/{NPY[split]}" if sub else NPY[split]
+            path = args.out / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, x)
+            files.append((name, "x".join(map(str, x.shape)), sha256(path)))
+            print(f"{path}: {x.shape}")
         rows += [(split, i, *r) for i, r in enumerate(recipes)]
-        print(f"{path}: {x.shape}")
     calib = {r[2:] for r in rows if r[0] == "calib"}
     again = [r for r in rows if r[0] == "eval_calib_photos" and r[2:] in calib]
     assert not again, f"calibration recipes reused for evaluation: {again[:3]}"

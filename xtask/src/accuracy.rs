@@ -57,18 +57,54 @@ const BENCHMARKS: &[Benchmark] = &[
     },
 ];
 
-/// The ImageNet protocol's files (`python scripts/prepare_protocol.py` writes the NPY
-/// files; `data/protocol/files.csv` holds their sha256).
-const IMAGENET_NAME: &str = "mobilenet_v2";
-const IMAGENET_MODEL: &str = "models/mobilenet_v2.onnx";
-/// Calibration crops of the calibration photos (256; the first N calibrate).
-const PROTOCOL_CALIB: &str = "data/full/protocol/calib.npy";
-/// Crops of the evaluation photos: the headline numbers.
-const PROTOCOL_EVAL: &str = "data/full/protocol/eval.npy";
-/// Other crops of the calibration photos: the old protocol's kind of evaluation.
-const PROTOCOL_EVAL_CALIB_PHOTOS: &str = "data/full/protocol/eval_calib_photos.npy";
+/// An ImageNet model measured on the disjoint-photo protocol (`python
+/// scripts/prepare_protocol.py` writes the NPY files, in each normalisation's folder;
+/// `data/protocol/files.csv` holds their sha256).
+struct ProtocolModel {
+    name: &'static str,
+    title: &'static str,
+    model: &'static str,
+    /// How to get the model when it is not committed.
+    source: &'static str,
+    /// docs/results.md section.
+    section: &'static str,
+    /// Calibration crops of the calibration photos (256; the first N calibrate).
+    calib: &'static str,
+    /// Crops of the evaluation photos: the headline numbers.
+    eval: &'static str,
+    /// Other crops of the calibration photos: the old protocol's kind of evaluation.
+    eval_calib_photos: &'static str,
+    /// onnxruntime's int8 reference (`scripts/ort_protocol.py`).
+    ort: &'static str,
+}
+
+const PROTOCOL_MODELS: &[ProtocolModel] = &[
+    ProtocolModel {
+        name: "mobilenet_v2",
+        title: "ImageNet MobileNetV2 (BN folded by lutq)",
+        model: "models/mobilenet_v2.onnx",
+        source: "committed",
+        section: "accuracy-imagenet",
+        calib: "data/full/protocol/calib.npy",
+        eval: "data/full/protocol/eval.npy",
+        eval_calib_photos: "data/full/protocol/eval_calib_photos.npy",
+        ort: "data/protocol/onnxruntime_int8.json",
+    },
+    ProtocolModel {
+        name: "efficientnet_lite0",
+        title: "ImageNet EfficientNet-Lite0 from the model zoo (BN folded by lutq, inputs (v − 127) / 128)",
+        model: "target/zoo/efficientnet_lite0.onnx",
+        source: "`cargo xtask zoo --build` (models/zoo/manifest.json)",
+        section: "accuracy-efficientnet",
+        calib: "data/full/protocol/centered/calib.npy",
+        eval: "data/full/protocol/centered/eval.npy",
+        eval_calib_photos: "data/full/protocol/centered/eval_calib_photos.npy",
+        ort: "data/protocol/onnxruntime_int8_efficientnet_lite0.json",
+    },
+];
 const PROTOCOL_FILES: &str = "data/protocol/files.csv";
-const PROTOCOL_ORT: &str = "data/protocol/onnxruntime_int8.json";
+/// Where `data/protocol/files.csv`'s paths start.
+const PROTOCOL_DIR: &str = "data/full/protocol";
 
 /// Extra rows of the ImageNet tables beyond [`LEVERS`]: (label, mode, flags).
 const IMAGENET_LEVERS: &[(&str, &str, &[&str])] = &[(
@@ -103,14 +139,16 @@ const USAGE: &str =
 
 Runs `lutq eval` (release build) for every mode on fashion_resnet8, fashion_mobilenetv2
 (full Fashion-MNIST test set; CLE off and on; onnxruntime's static int8 QDQ quantization,
-scripts/ort_int8.py, as a reference row) and on mobilenet_v2 with the disjoint-photo
-protocol (data/protocol/: calibration on the first N of 256 crops of 29 photos for each N
-of --calib-sizes, evaluation on 192 crops of 33 other photos and on 192 other crops of the
-calibration photos; CLE off; the onnxruntime row from data/protocol/onnxruntime_int8.json).
+scripts/ort_int8.py, as a reference row) and on mobilenet_v2 and efficientnet_lite0 (the
+zoo's; skipped with a note when target/zoo/efficientnet_lite0.onnx was not built) with
+the disjoint-photo protocol (data/protocol/: calibration on the first N of 256 crops of 29
+photos for each N of --calib-sizes, evaluation on 192 crops of 33 other photos and on 192
+other crops of the calibration photos; CLE off; the onnxruntime rows from
+data/protocol/onnxruntime_int8*.json, made by scripts/ort_protocol.py).
 Needs `cargo xtask data` (data/full/fashion_mnist), `python scripts/prepare_protocol.py`
 (data/full/protocol) and, for the Fashion-MNIST reference rows, PyPI onnxruntime.
---only NAME runs one model (fashion_resnet8, fashion_mobilenetv2 or mobilenet_v2); with
---write, only the sections of the models that ran are replaced.
+--only NAME runs one model (fashion_resnet8, fashion_mobilenetv2, mobilenet_v2 or
+efficientnet_lite0); with --write, only the sections of the models that ran are replaced.
 --limit N evaluates only the first N samples of each set (quick checks; not for the docs).
 --cache DIR keeps every `lutq eval` result in DIR, keyed by the lutq binary's sha256, the
 command line and its files' sizes and times, and reuses it: an interrupted run resumes.";
@@ -159,10 +197,24 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let lutq = Path::new("target/release/lutq");
 
     let mut page = String::new();
-    let mut imagenet_page = String::new();
-    let imagenet = only.as_deref().is_none_or(|o| o == IMAGENET_NAME);
-    if imagenet {
-        imagenet_page = imagenet_tables(lutq, &modes, &calib_sizes, limit.as_deref())?;
+    // (model, its tables) of the protocol models that ran.
+    let mut protocol_pages: Vec<(&ProtocolModel, String)> = Vec::new();
+    for pm in PROTOCOL_MODELS {
+        if only.as_deref().is_some_and(|o| o != pm.name) {
+            continue;
+        }
+        if !Path::new(pm.model).exists() {
+            if only.is_some() {
+                bail!("{} is missing: {}", pm.model, pm.source);
+            }
+            eprintln!(
+                "accuracy: skipping {}: {} is missing ({})",
+                pm.name, pm.model, pm.source
+            );
+            continue;
+        }
+        let tables = imagenet_tables(lutq, pm, &modes, &calib_sizes, limit.as_deref())?;
+        protocol_pages.push((pm, tables));
     }
     for b in BENCHMARKS {
         if only.as_deref().is_some_and(|o| o != b.name) {
@@ -213,17 +265,23 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             page.push_str(&per_layer(lutq, b, limit.as_deref())?);
         }
     }
-    print!("{page}{imagenet_page}");
+    print!("{page}");
+    for (_, tables) in &protocol_pages {
+        print!("{tables}");
+    }
     if let Some(path) = write {
-        if imagenet {
+        for (pm, tables) in &protocol_pages {
             let body = format!(
-                "<!-- generated by `cargo xtask accuracy {}`; do not edit -->\n\n{imagenet_page}",
+                "<!-- generated by `cargo xtask accuracy {}`; do not edit -->\n\n{tables}",
                 args.join(" ")
             );
             docs::replace_section(
                 &path,
-                "accuracy-imagenet",
-                "Quantization accuracy: ImageNet MobileNetV2 on photos the calibration never saw",
+                pm.section,
+                &format!(
+                    "Quantization accuracy: {} on photos the calibration never saw",
+                    pm.name
+                ),
                 &body,
             )?;
         }
@@ -398,29 +456,41 @@ fn per_layer(lutq: &Path, b: &Benchmark, limit: Option<&str>) -> anyhow::Result<
     Ok(s)
 }
 
-/// The ImageNet tables: one per calibration size, each row with the evaluation photos,
-/// the calibration photos and the gap, then the per-layer SQNR at the first size.
+/// The ImageNet tables of one model: one per calibration size, each row with the
+/// evaluation photos, the calibration photos and the gap, then the per-layer SQNR at the
+/// first size.
 fn imagenet_tables(
     lutq: &Path,
+    pm: &ProtocolModel,
     modes: &str,
     calib_sizes: &[usize],
     limit: Option<&str>,
 ) -> anyhow::Result<String> {
     let hashes = protocol_hashes()?;
+    let ort_path = pm.ort;
     let ort: Value =
-        serde_json::from_str(&std::fs::read_to_string(PROTOCOL_ORT).with_context(|| {
-            format!("{PROTOCOL_ORT} is missing: python3 scripts/ort_protocol.py")
+        serde_json::from_str(&std::fs::read_to_string(ort_path).with_context(|| {
+            format!("{ort_path} is missing: python3 scripts/ort_protocol.py (see its --help)")
         })?)
-        .with_context(|| format!("{PROTOCOL_ORT}: not JSON"))?;
-    for (file, sha) in &hashes {
-        if ort["inputs"][file].as_str() != Some(sha) {
+        .with_context(|| format!("{ort_path}: not JSON"))?;
+    let inputs = ort["inputs"]
+        .as_object()
+        .with_context(|| format!("{ort_path}: no inputs"))?;
+    for (file, sha) in inputs {
+        let current = hashes
+            .iter()
+            .find(|(f, _)| f == file)
+            .map(|(_, s)| s.as_str());
+        if current != sha.as_str() {
             bail!(
-                "{PROTOCOL_ORT} was made from another {file}: rerun python3 scripts/ort_protocol.py"
+                "{ort_path} was made from another {file}: rerun {}",
+                ort["command"]
             );
         }
     }
+    let name = pm.name;
     let mut page = format!(
-        "ImageNet MobileNetV2 (BN folded by lutq; no labels: top-1 agreement with fp32 and \
+        "{} (no labels: top-1 agreement with fp32 and \
          logit SQNR against fp32, in dB), on the disjoint-photo protocol of \
          `scripts/prepare_protocol.py` (photos, licences and crop recipes: data/README.md, \
          `data/protocol/`): calibration on the first N of 256 crops of **29 calibration \
@@ -431,19 +501,20 @@ fn imagenet_tables(
          minus SQNR on the new photos: how much of a fit is fitted to its photos. CLE off, \
          ReLU6 kept as a clamp. Weights: flash bytes of weights, tables, biases and \
          rescales. The onnxruntime row: `{}` (onnxruntime {}, per-channel int8 QDQ, \
-         MinMax calibration on the same N crops), read from `{PROTOCOL_ORT}`.\n\n",
+         MinMax calibration on the same N crops), read from `{ort_path}`.\n\n",
+        pm.title,
         ort["command"].as_str().unwrap_or("?"),
         ort["versions"]["onnxruntime"].as_str().unwrap_or("?"),
     );
     let mut per_layer_done = false;
     for &n in calib_sizes {
         let b = Benchmark {
-            name: IMAGENET_NAME,
-            model: IMAGENET_MODEL,
-            calib: PROTOCOL_CALIB,
-            data: PROTOCOL_EVAL,
+            name,
+            model: pm.model,
+            calib: pm.calib,
+            data: pm.eval,
             labels: None,
-            also: Some(PROTOCOL_EVAL_CALIB_PHOTOS),
+            also: Some(pm.eval_calib_photos),
             calib_limit: n,
             note: "",
         };
@@ -454,9 +525,9 @@ fn imagenet_tables(
                     .find(|r| r["calibration_samples"].as_u64() == Some(n as u64))
             })
             .with_context(|| {
-                format!("{PROTOCOL_ORT} has no row for {n} calibration images: python3 scripts/ort_protocol.py --calib-sizes …")
+                format!("{ort_path} has no row for {n} calibration images: rerun {} with --calib-sizes …", ort["command"])
             })?;
-        eprintln!("accuracy: {IMAGENET_NAME}, {n} calibration images");
+        eprintln!("accuracy: {name}, {n} calibration images");
         let mut rows: Vec<(String, Value)> = eval(lutq, &b, "off", modes, &[], limit)?["results"]
             .as_array()
             .cloned()
@@ -469,12 +540,12 @@ fn imagenet_tables(
             .map(|(label, flags)| (*label, "lut4-pot-channel", *flags))
             .chain(IMAGENET_LEVERS.iter().copied());
         for (label, mode, flags) in levers {
-            eprintln!("accuracy: {IMAGENET_NAME}, {n} calibration images, {label}");
+            eprintln!("accuracy: {name}, {n} calibration images, {label}");
             let json = eval(lutq, &b, "off", mode, flags, limit)?;
             rows.push((label.to_string(), json["results"][0].clone()));
         }
         page.push_str(&format!(
-            "### mobilenet_v2, {n} calibration images\n\n\
+            "### {name}, {n} calibration images\n\n\
              | mode | agree (new photos) | SQNR (new photos) | agree (calibration photos) | SQNR (calibration photos) | gap dB | weights |\n\
              |---|---:|---:|---:|---:|---:|---:|\n"
         ));
@@ -501,12 +572,12 @@ fn imagenet_tables(
             gap(old.get("sqnr_db"), new.get("sqnr_db")),
         ));
         if !per_layer_done {
-            eprintln!("accuracy: {IMAGENET_NAME} per-layer SQNR");
+            eprintln!("accuracy: {name} per-layer SQNR");
             let table = per_layer(lutq, &b, limit)?;
             page.push_str(&table.replacen(
-                "(dB; first 32 evaluation samples, CLE off) for mobilenet_v2",
+                &format!("(dB; first 32 evaluation samples, CLE off) for {name}"),
                 &format!(
-                    "(dB; first 32 crops of the new photos, CLE off) for mobilenet_v2 \
+                    "(dB; first 32 crops of the new photos, CLE off) for {name} \
                      calibrated on {n} images"
                 ),
                 1,
@@ -529,7 +600,7 @@ fn protocol_hashes() -> anyhow::Result<Vec<(String, String)>> {
         let [file, _shape, sha] = cols[..] else {
             bail!("{PROTOCOL_FILES}: bad line {line}");
         };
-        let path = Path::new(PROTOCOL_CALIB).with_file_name(file);
+        let path = Path::new(PROTOCOL_DIR).join(file);
         let bytes = std::fs::read(&path).with_context(|| {
             format!(
                 "{} is missing: run python3 scripts/prepare_protocol.py (see data/README.md)",
@@ -765,13 +836,26 @@ mod tests {
             .into_iter()
             .map(|f| (f["file"].clone(), f["sha256"].clone()))
             .collect();
-        let ort: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(root().join(super::PROTOCOL_ORT)).unwrap(),
-        )
-        .unwrap();
-        for (file, sha) in &hashes {
-            assert_eq!(ort["inputs"][file].as_str(), Some(sha.as_str()), "{file}");
+        // Every normalisation writes the three files.
+        assert_eq!(hashes.len(), 3 * 2);
+        for pm in super::PROTOCOL_MODELS {
+            let ort: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(root().join(pm.ort)).unwrap())
+                    .unwrap();
+            let inputs = ort["inputs"].as_object().unwrap();
+            assert_eq!(inputs.len(), 3, "{}", pm.ort);
+            for (file, sha) in inputs {
+                assert_eq!(
+                    Some(sha.as_str().unwrap()),
+                    hashes.get(file).map(|s| s.as_str())
+                );
+                let path = format!("{}/{file}", super::PROTOCOL_DIR);
+                assert!(
+                    [pm.calib, pm.eval, pm.eval_calib_photos].contains(&path.as_str()),
+                    "{}: {path} is not one of the model's files",
+                    pm.ort
+                );
+            }
         }
-        assert_eq!(hashes.len(), 3);
     }
 }

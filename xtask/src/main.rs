@@ -11,6 +11,7 @@ mod data;
 mod docs;
 mod gen_proto;
 mod mcu;
+mod report_shot;
 mod zoo;
 
 const USAGE: &str = "usage: cargo xtask <task> [args]
@@ -25,6 +26,8 @@ tasks:
                           (docs/results.md), with onnxruntime int8 as reference
   mcu [--help]            the C backend on every bundled model: flash, arena, host
                           (callgrind) and Cortex-M4 (QEMU) instructions, bit-exact checks
+  report-shot [--help]    the README's `lutq report` page rendered to PNG by headless
+                          Chromium (docs/report.png), checked not to be blank
   zoo [--help]            every model of models/zoo in every integer mode: agreement and
                           SQNR vs fp32, C and JIT bit-exact (docs/results.md)
   gen-proto [--check]     regenerate crates/onnx/src/generated/onnx.rs from onnx.proto
@@ -49,6 +52,7 @@ fn main() -> anyhow::Result<()> {
         "mcu" => mcu::run(rest),
         "bench-int" => bench_int::run(rest),
         "zoo" => zoo::run(rest),
+        "report-shot" => report_shot::run(rest),
         _ => bail!("unknown task '{task}'\n\n{USAGE}"),
     }
 }

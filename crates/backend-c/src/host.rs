@@ -216,7 +216,11 @@ pub fn quantize_samples(graph: &IntGraph, samples: &[Vec<&[f32]>]) -> Result<Vec
             }
             let (lo, hi) = ty.elem.range();
             for &v in x.iter() {
-                push_elem(&mut out, ty.elem, quantize_input(v, ty.exp, lo, hi));
+                push_elem(
+                    &mut out,
+                    ty.elem,
+                    quantize_input(v, ty.exp, lo, hi, graph.rounding),
+                );
             }
         }
     }

@@ -18,7 +18,9 @@ pub mod host;
 pub mod mcu;
 pub mod memory;
 
-pub use emit::{CSources, CSummary, EmitOptions, c_identifier, emit};
+pub use emit::{
+    ArenaBlock, ArenaBlocks, CSources, CSummary, EmitOptions, arena_blocks, c_identifier, emit,
+};
 pub use error::CError;
 pub use host::{HostProgram, decode_outputs, quantize_samples};
 pub use memory::{Buffer, MemoryPlan, plan_buffers, plan_memory};

@@ -1,6 +1,7 @@
 //! The generated C, built with the host compiler, against the golden interpreter: every
 //! output integer of every sample of the committed data, for every quantization mode.
 
+use lutq_ir::int::Rounding;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -215,6 +216,14 @@ fn float_io_helpers_round_exactly_like_the_ir() {
             quantized("fashion_resnet8", Mode::Lut4PotChannel, &fashion_calib()),
         ),
     ];
+    // Both roundings: ties up (the contract's default) and to even (QDQ programs).
+    let cases = cases.into_iter().flat_map(|(model, g)| {
+        [Rounding::HalfUp, Rounding::HalfEven].map(|rounding| {
+            let mut g = IntGraph::clone(&g);
+            g.rounding = rounding;
+            (model, g)
+        })
+    });
     for (model, g) in cases {
         let node = g
             .nodes
@@ -251,8 +260,11 @@ fn float_io_helpers_round_exactly_like_the_ir() {
         let mut options = lutq_backend_c::EmitOptions::new("m");
         options.float_io = true;
         let sources = lutq_backend_c::emit(&g, &options).unwrap();
-        let dir =
-            std::env::temp_dir().join(format!("lutq-float-io-{model}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "lutq-float-io-{model}-{}-{}",
+            g.rounding.name(),
+            std::process::id()
+        ));
         sources.write_to(&dir).unwrap();
         std::fs::write(
             dir.join("main.c"),
@@ -284,8 +296,12 @@ fn float_io_helpers_round_exactly_like_the_ir() {
         assert_eq!(stdout.len(), values.len(), "{model}");
         for (v, &b) in values.iter().zip(&stdout) {
             let got = if lo < 0 { b as i8 as i32 } else { b as i32 };
-            let want = lutq_ir::int::quantize_input(*v, exp, lo, hi);
-            assert_eq!(got, want, "{model}: quantize_input({v:e}) at exp {exp}");
+            let want = lutq_ir::int::quantize_input(*v, exp, lo, hi, g.rounding);
+            assert_eq!(
+                got, want,
+                "{model}: quantize_input({v:e}) at exp {exp}, {:?}",
+                g.rounding
+            );
         }
     }
 }

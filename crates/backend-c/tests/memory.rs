@@ -137,3 +137,44 @@ fn a_big_early_buffer_does_not_push_later_ones_apart() {
     assert_eq!(lower_bound(&buffers), 55296);
     assert_eq!(arena, 55296);
 }
+
+/// `arena_blocks` on random programs: what `emit` places, without collisions, inside
+/// `NAME_ARENA_SIZE`, every computed value (or the buffer it shares) present once.
+#[test]
+fn arena_blocks_are_the_emitted_arena() {
+    use lutq_backend_c::{EmitOptions, arena_blocks, emit, plan_memory};
+    let mut r = lutq_bundled::random::Rng(0x0a11_0ca7_e5ee_d001);
+    let mut checked = 0;
+    while checked < 60 {
+        let (g, _) = lutq_bundled::random::random_graph(&mut r);
+        if g.validate().is_err() {
+            continue;
+        }
+        checked += 1;
+        let a = arena_blocks(&g);
+        let summary = emit(&g, &EmitOptions::new("m")).unwrap().summary;
+        assert_eq!(a.arena_size, summary.arena_size);
+        assert_eq!(a.lower_bound, summary.arena_lower_bound);
+        let plan = plan_memory(&g);
+        let owners = (0..g.nodes.len())
+            .filter(|&v| plan.alias_of[v].is_none() && plan.input_of[v].is_none())
+            .count();
+        assert_eq!(a.blocks.iter().filter(|b| !b.scratch).count(), owners);
+        assert_eq!(
+            a.blocks.iter().filter(|b| b.scratch).count(),
+            (0..g.nodes.len())
+                .filter(|&i| a.blocks.iter().any(|b| b.scratch && b.node == i))
+                .count(),
+            "one scratch block per node at most"
+        );
+        for (i, x) in a.blocks.iter().enumerate() {
+            assert!(x.offset + x.size <= a.arena_size, "{x:?}");
+            assert!(x.start <= x.end);
+            for y in &a.blocks[i + 1..] {
+                let in_time = x.start <= y.end && y.start <= x.end;
+                let in_bytes = x.offset < y.offset + y.size && y.offset < x.offset + x.size;
+                assert!(!(in_time && in_bytes), "{x:?} and {y:?} collide");
+            }
+        }
+    }
+}

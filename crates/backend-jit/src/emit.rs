@@ -6,7 +6,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{BlockArg, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::FunctionBuilder;
-use lutq_ir::int::IntElem;
+use lutq_ir::int::{IntElem, Rounding};
 
 /// Memory flags of every access: the JIT code only touches the arena and the buffers the
 /// model owns, so nothing traps; vector accesses may be unaligned.
@@ -29,6 +29,8 @@ pub(crate) struct Emitter<'a, 'b> {
     pub b: &'a mut FunctionBuilder<'b>,
     /// The arena's base address (the function's parameter).
     pub base: Value,
+    /// The program's rounding ([`lutq_ir::int::IntGraph::rounding`]).
+    pub rounding: Rounding,
 }
 
 impl Emitter<'_, '_> {
@@ -105,13 +107,22 @@ impl Emitter<'_, '_> {
         self.b.ins().store(flags(), v, addr, offset);
     }
 
-    /// `rshift_round(v, s)` on an i64, `s` known at compile time.
+    /// `rshift_round(v, s)` (or, in ties-to-even programs, `rshift_round_even`) on an
+    /// i64, `s` known at compile time.
     pub fn rshift_round(&mut self, v: Value, s: i32) -> Value {
         if s > 0 {
             if s >= 63 {
                 return self.c64(0);
             }
-            let r = self.addi(v, 1i64 << (s - 1));
+            let r = match self.rounding {
+                Rounding::HalfUp => self.addi(v, 1i64 << (s - 1)),
+                Rounding::HalfEven => {
+                    let q = self.b.ins().sshr_imm_u(v, s as i64);
+                    let parity = self.b.ins().band_imm_u(q, 1);
+                    let r = self.addi(v, (1i64 << (s - 1)) - 1);
+                    self.b.ins().iadd(r, parity)
+                }
+            };
             self.b.ins().sshr_imm_u(r, s as i64)
         } else if s == 0 {
             v

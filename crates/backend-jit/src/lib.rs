@@ -116,7 +116,9 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
 use lutq_interp::int::IntData;
-use lutq_ir::int::{InputQuantizer, IntCheckError, IntElem, IntGraph, IntNode, IntOp, QWeights};
+use lutq_ir::int::{
+    InputQuantizer, IntCheckError, IntElem, IntGraph, IntNode, IntOp, QWeights, Rounding,
+};
 
 use emit::Emitter;
 use ops::Operand;
@@ -193,6 +195,8 @@ pub struct JitModel {
     /// 16-byte aligned storage (`u128`) for every value and the scratch area.
     arena: Vec<u128>,
     quantize: Vec<QuantizeStep>,
+    /// The program's rounding (its input quantization follows it too).
+    rounding: Rounding,
     input_sizes: Vec<(String, usize)>,
     /// Output value slots: offset, element type, length.
     outputs: Vec<(usize, IntElem, usize)>,
@@ -293,7 +297,8 @@ pub fn compile_with(graph: &IntGraph, options: &CompileOptions) -> Result<JitMod
         .iter()
         .enumerate()
         .map(|(i, node)| match &node.op {
-            IntOp::Linear(layer) if options.vectorize => {
+            // The vector kernels fold the rounding term into the bias: half-up only.
+            IntOp::Linear(layer) if options.vectorize && graph.rounding == Rounding::HalfUp => {
                 let out = Operand {
                     offset: offsets[i],
                     ty: &node.ty,
@@ -380,7 +385,7 @@ pub fn compile_with(graph: &IntGraph, options: &CompileOptions) -> Result<JitMod
                     }
                     _ => std::ptr::null(),
                 };
-                let table = host_bytes(&mut consts, &linear::epilogue_table(layer));
+                let table = host_bytes(&mut consts, &linear::epilogue_table(layer, graph.rounding));
                 let data = linear::LinearData { weights, table };
                 scratch_need = scratch_need.max(plan.scratch_bytes());
                 Box::new(move |e: &mut Emitter| {
@@ -480,7 +485,7 @@ pub fn compile_with(graph: &IntGraph, options: &CompileOptions) -> Result<JitMod
             &mut ctx,
             &mut fctx,
             node,
-            funcs.len(),
+            (funcs.len(), graph.rounding),
             body,
         )?);
     }
@@ -514,6 +519,7 @@ pub fn compile_with(graph: &IntGraph, options: &CompileOptions) -> Result<JitMod
         consts,
         arena: vec![0u128; arena_bytes.div_ceil(16)],
         quantize,
+        rounding: graph.rounding,
         input_sizes: graph
             .inputs
             .iter()
@@ -602,7 +608,7 @@ fn define(
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
     node: &IntNode,
-    index: usize,
+    (index, rounding): (usize, Rounding),
     body: Box<dyn FnOnce(&mut Emitter) + '_>,
 ) -> Result<FuncId, JitError> {
     let codegen = |message: String| JitError::Codegen {
@@ -622,7 +628,11 @@ fn define(
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let base = b.block_params(entry)[0];
-        let mut e = Emitter { b: &mut b, base };
+        let mut e = Emitter {
+            b: &mut b,
+            base,
+            rounding,
+        };
         body(&mut e);
         use cranelift_codegen::ir::InstBuilder;
         b.ins().return_(&[]);
@@ -713,7 +723,7 @@ impl JitModel {
             // graph input's size, checked above).
             unsafe {
                 let dst = base.add(q.offset);
-                let quantizer = InputQuantizer::new(q.exp, q.lo, q.hi);
+                let quantizer = InputQuantizer::new(q.exp, q.lo, q.hi, self.rounding);
                 match q.elem {
                     IntElem::I8 | IntElem::U8 => {
                         let dst = std::slice::from_raw_parts_mut(dst, x.len());

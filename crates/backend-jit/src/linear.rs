@@ -10,37 +10,42 @@
 
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
-use lutq_ir::int::{QLinear, Rescale};
+use lutq_ir::int::{QLinear, Rescale, Rounding};
 
 use crate::emit::Emitter;
 use crate::ops::Operand;
 
 /// Bytes per output channel in the epilogue table.
-pub(crate) const TABLE_STRIDE: usize = 40;
+pub(crate) const TABLE_STRIDE: usize = 48;
 
-/// `(mult, lsh, add, rsh)` with `rescale(acc) = ((acc · mult) << lsh + add) >> rsh`
+/// `(mult, lsh, add, rsh, odd)` with
+/// `rescale(acc) = (v + add + ((v >> rsh) & odd)) >> rsh`, `v = (acc · mult) << lsh`
 /// (wrapping i64, arithmetic shift), for every `acc` — the same i64 operations as
-/// [`Rescale::apply`] with the shift's case decided at compile time.
-pub(crate) fn rescale_parts(r: Rescale) -> (i64, i64, i64, i64) {
+/// [`Rescale::apply`] with the shift's case decided at compile time. `odd` is 1 only for
+/// a right shift with ties to even (`add` is then `2^(t-1) − 1`), else 0.
+pub(crate) fn rescale_parts(r: Rescale, rounding: Rounding) -> (i64, i64, i64, i64, i64) {
     let (mult, t) = match r {
         Rescale::Shift(s) => (1i64, s),
         Rescale::Multiplier { multiplier, shift } => (multiplier as i64, 31 + shift),
     };
     if t >= 63 {
-        (0, 0, 0, 0)
+        (0, 0, 0, 0, 0)
     } else if t > 0 {
-        (mult, 0, 1i64 << (t - 1), t as i64)
+        match rounding {
+            Rounding::HalfUp => (mult, 0, 1i64 << (t - 1), t as i64, 0),
+            Rounding::HalfEven => (mult, 0, (1i64 << (t - 1)) - 1, t as i64, 1),
+        }
     } else {
-        (mult, (-t).min(62) as i64, 0, 0)
+        (mult, (-t).min(62) as i64, 0, 0, 0)
     }
 }
 
-/// The epilogue table: per output channel `[bias, mult, lsh, add, rsh]` as i64.
-pub(crate) fn epilogue_table(layer: &QLinear) -> Vec<u8> {
+/// The epilogue table: per output channel `[bias, mult, lsh, add, rsh, odd]` as i64.
+pub(crate) fn epilogue_table(layer: &QLinear, rounding: Rounding) -> Vec<u8> {
     let mut t = Vec::with_capacity(layer.bias.len() * TABLE_STRIDE);
     for (&b, &r) in layer.bias.iter().zip(&layer.rescale) {
-        let (m, l, a, s) = rescale_parts(r);
-        for v in [b as i64, m, l, a, s] {
+        let (m, l, a, s, odd) = rescale_parts(r, rounding);
+        for v in [b as i64, m, l, a, s, odd] {
             t.extend_from_slice(&v.to_le_bytes());
         }
     }
@@ -54,6 +59,8 @@ pub(crate) struct Epilogue {
     lsh: Value,
     add: Value,
     rsh: Value,
+    /// Only in ties-to-even programs (half-up ones skip the parity term).
+    odd: Option<Value>,
 }
 
 impl Epilogue {
@@ -65,6 +72,7 @@ impl Epilogue {
             lsh: e.load_const(I64, p, 16),
             add: e.load_const(I64, p, 24),
             rsh: e.load_const(I64, p, 32),
+            odd: (e.rounding == Rounding::HalfEven).then(|| e.load_const(I64, p, 40)),
         }
     }
 
@@ -74,8 +82,13 @@ impl Epilogue {
         let a = e.b.ins().ireduce(I32, acc);
         let a = e.b.ins().sextend(I64, a);
         let v = e.b.ins().imul(a, self.mult);
-        let v = e.b.ins().ishl(v, self.lsh);
-        let v = e.b.ins().iadd(v, self.add);
+        let v0 = e.b.ins().ishl(v, self.lsh);
+        let mut v = e.b.ins().iadd(v0, self.add);
+        if let Some(odd) = self.odd {
+            let q = e.b.ins().sshr(v0, self.rsh);
+            let parity = e.b.ins().band(q, odd);
+            v = e.b.ins().iadd(v, parity);
+        }
         let v = e.b.ins().sshr(v, self.rsh);
         e.clamp(v, lo, hi)
     }

@@ -5,7 +5,7 @@
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{InstBuilder, Value};
 use lutq_ir::Pool;
-use lutq_ir::int::{IntElem, QAdd, QMul, QType, Rescale};
+use lutq_ir::int::{IntElem, QAdd, QMul, QType, Rescale, Rounding};
 
 use crate::emit::Emitter;
 
@@ -54,7 +54,11 @@ pub(crate) fn add(
     let ab = e.arena(a.offset);
     let bb = e.arena(b.offset);
     let yb = e.arena(y.offset);
-    let done = if vectorize && crate::simd::add_fits_i32(q) && ye != IntElem::I32 {
+    let done = if vectorize
+        && e.rounding == Rounding::HalfUp
+        && crate::simd::add_fits_i32(q)
+        && ye != IntElem::I32
+    {
         crate::simd::add_vector(e, (ab, ae), (bb, be), (yb, ye), q, n)
     } else {
         0

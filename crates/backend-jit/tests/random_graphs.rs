@@ -60,6 +60,7 @@ fn random_graphs_match_the_interpreter() {
             };
             *seen.entry(key).or_insert(0usize) += 1;
         }
+        *seen.entry(g.rounding.name()).or_insert(0) += 1;
         // Also through the quantized entry point.
         let scalar = CompileOptions {
             vectorize: false,
@@ -99,6 +100,8 @@ fn random_graphs_match_the_interpreter() {
         "resize",
         "max",
         "min",
+        "half_up",
+        "half_even",
     ] {
         assert!(
             seen.contains_key(op),

@@ -6,7 +6,7 @@
 use lutq_ir::infer::infer;
 use lutq_ir::int::{
     ConvGeom, Extremum, IntElem, IntGraph, IntInput, IntNode, IntOp, IntOutput, QAdd, QLinear,
-    QMul, QResize, QSoftmax, QTable, QType, QWeights, Rescale, ResizeTap, ValueId,
+    QMul, QResize, QSoftmax, QTable, QType, QWeights, Rescale, ResizeTap, Rounding, ValueId,
 };
 use lutq_ir::{Op, Pool, TensorType};
 
@@ -494,5 +494,11 @@ pub fn random_graph(r: &mut Rng) -> (IntGraph, Vec<f32>) {
             _ => (r.range(-4000, 4000) as f32) / 997.0,
         })
         .collect();
+    // Drawn last, so that the programs and inputs of earlier seeds stay what they were.
+    g.rounding = if r.chance(50) {
+        Rounding::HalfEven
+    } else {
+        Rounding::HalfUp
+    };
     (g, x)
 }

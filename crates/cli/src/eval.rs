@@ -439,6 +439,17 @@ pub(crate) fn per_layer(
     int_graph: &lutq_ir::int::IntGraph,
     data: &Tensor,
 ) -> anyhow::Result<Vec<LayerSqnr>> {
+    per_layer_observed(graph, int_graph, data, &mut |_, _| {})
+}
+
+/// [`per_layer`], handing every float tensor (node name, values of one sample) to
+/// `observe` as the float model computes it (`lutq report`'s activation histograms).
+pub(crate) fn per_layer_observed(
+    graph: &lutq_ir::Graph,
+    int_graph: &lutq_ir::int::IntGraph,
+    data: &Tensor,
+    observe: &mut dyn FnMut(&str, &[f32]),
+) -> anyhow::Result<Vec<LayerSqnr>> {
     let float = lutq_interp::Interpreter::new(graph)?;
     let int = IntInterpreter::new(int_graph)?;
     let by_name: HashMap<&str, lutq_ir::NodeId> = graph
@@ -455,6 +466,7 @@ pub(crate) fn per_layer(
         float.run_slices(
             &[x],
             Some(&mut |id, view: lutq_interp::TensorView<'_>| {
+                observe(&graph.node(id).name, view.data);
                 float_values.insert(id, view.data.to_vec());
             }),
         )?;

@@ -110,8 +110,10 @@ the conversion); the caller owns the arena. No malloc, no floating point, no rec
 
     /// Write one self-contained HTML page on what quantization did: per mode top-1,
     /// agreement and SQNR, constants (flash) against an int8 build, arena against its
-    /// lower bound; per linear layer shapes, MACs, weight bytes, LUTs, exponents, shifts
-    /// and SQNR, with a chart of the per-layer SQNR across modes.
+    /// lower bound, estimated Cortex-M4 instructions; per linear layer shapes, MACs,
+    /// weight bytes, LUTs, exponents, shifts, SQNR and shares of flash and instructions;
+    /// charts of the per-layer SQNR across modes, each layer's weights against its LUT
+    /// levels and float output against its clamp range, and the arena over the schedule.
     #[command(after_help = "Examples:
   lutq report models/fashion_resnet8.onnx --calib data/fashion_mnist/train_x.npy \\
       --data data/fashion_mnist/test_x.npy --labels data/fashion_mnist/test_y.npy \\
@@ -123,9 +125,11 @@ the conversion); the caller owns the arena. No malloc, no floating point, no rec
   lutq report model.onnx --calib calib.npy --data eval.npy --json | jq '.layers[].name'
       the same numbers for scripts
 
-The page opens offline: CSS and the chart (SVG) are inline, nothing is loaded from
+The page opens offline: CSS and the charts (SVG) are inline, nothing is loaded from
 anywhere. Its numbers are those of `lutq eval --per-layer` (the golden interpreter;
-per-layer SQNR on the first 32 samples) and `lutq compile` (constants, arena, MACs).")]
+per-layer SQNR and activation histograms on the first 32 samples) and `lutq compile`
+(constants, arena and its buffers, MACs). The M4 instruction counts are an estimate:
+MACs times the instructions per MAC measured in docs/results.md (`cargo xtask mcu`).")]
     Report(report::ReportArgs),
 }
 

@@ -215,7 +215,10 @@ pub fn report_text(r: &QuantReport) -> String {
             l.weight_exp_max,
             l.output_exp,
             l.output_type,
-            if l.float_target { "float" } else { "w" },
+            match l.float_target_ridge {
+                Some(r) => format!("λ={r}"),
+                None => "w".into(),
+            },
             l.relative_output_error,
             l.bias_correction_steps,
             l.accumulator_headroom,

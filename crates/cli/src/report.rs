@@ -9,7 +9,7 @@ use lutq_interp::int::IntInterpreter;
 use lutq_quant::Mode;
 
 use crate::ModelArgs;
-use crate::eval::{argmax, per_layer, sqnr_db};
+use crate::eval::{argmax, per_layer_observed, sqnr_db};
 use crate::pipeline::{self, QuantArgs};
 
 #[derive(Args)]
@@ -102,7 +102,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
         samples,
         which,
         format!("{:?}", args.cle.cle).to_lowercase(),
-        samples.min(32),
+        samples.min(PER_LAYER_SAMPLES),
     );
     let mut seen = std::collections::HashSet::new();
     let prefix = crate::compile::default_prefix(&args.model.model);
@@ -127,12 +127,37 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
         let accuracy = labels.as_ref().map(|l| {
             top.iter().zip(l).filter(|(p, y)| **p as i64 == **y).count() as f64 / samples as f64
         });
-        let layers: Vec<(String, f64)> = per_layer(&compiled.float_graph, int_graph, &data)?
-            .into_iter()
-            .map(|l| (l.name, l.sqnr_db))
+        // The linear layers' float outputs, counted per step of their integer type while
+        // the per-layer pass runs the float model (no extra pass).
+        let mut activations: Vec<(String, lutq_report::ActivationCounts)> =
+            (0..int_graph.nodes.len())
+                .filter_map(|i| {
+                    lutq_report::ActivationCounts::for_node(int_graph, i)
+                        .map(|c| (int_graph.nodes[i].name.clone(), c))
+                })
+                .collect();
+        let index: std::collections::HashMap<String, usize> = activations
+            .iter()
+            .enumerate()
+            .map(|(k, (n, _))| (n.clone(), k))
             .collect();
+        let layers: Vec<(String, f64)> = per_layer_observed(
+            &compiled.float_graph,
+            int_graph,
+            &data,
+            &mut |name, values| {
+                if let Some(&k) = index.get(name) {
+                    activations[k].1.add(values);
+                }
+            },
+        )?
+        .into_iter()
+        .map(|l| (l.name, l.sqnr_db))
+        .collect();
+        let float_weights = float_weights(&compiled.float_graph, int_graph);
         let c = lutq_backend_c::emit(int_graph, &lutq_backend_c::EmitOptions::new(prefix.clone()))
             .context("cannot generate the C code the memory numbers come from")?;
+        let arena = lutq_backend_c::arena_blocks(int_graph);
         builder.add_mode(lutq_report::ModeInput {
             mode: mode.name(),
             cle: compiled.cle_used,
@@ -143,6 +168,9 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
             top1_agreement: agreement,
             sqnr_db: Some(sqnr_db(&reference, outputs)),
             layer_sqnr: &layers,
+            arena: &arena,
+            float_weights: &float_weights,
+            activations: &activations,
         })?;
     }
     let report = builder.finish();
@@ -160,4 +188,31 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
         println!("{}", report.to_json());
     }
     Ok(())
+}
+
+/// Samples `eval --per-layer` measures (`crate::eval::per_layer`'s first 32).
+const PER_LAYER_SAMPLES: usize = 32;
+
+/// The float weights of every linear layer of `int_graph`, as `float` (the graph this
+/// mode quantized) has them: `(name, [O][K] rows)`.
+fn float_weights(
+    float: &lutq_ir::Graph,
+    int_graph: &lutq_ir::int::IntGraph,
+) -> Vec<(String, Vec<f32>)> {
+    let by_name: std::collections::HashMap<&str, lutq_ir::NodeId> = float
+        .node_ids()
+        .map(|id| (float.node(id).name.as_str(), id))
+        .collect();
+    int_graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, lutq_ir::int::IntOp::Linear(_)))
+        .filter_map(|n| {
+            let id = by_name.get(n.name.as_str())?;
+            // Not every linear node of the program has float weights of its own (a
+            // layer the quantizer built): those get no histogram.
+            let (rows, _) = lutq_quant::linear_weights(float, *id).ok()?;
+            Some((n.name.clone(), rows))
+        })
+        .collect()
 }

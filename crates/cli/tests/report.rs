@@ -21,26 +21,63 @@ fn lutq(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+type Element = (String, BTreeMap<String, String>);
+
+fn element(tag: &tl::HTMLTag<'_>) -> Element {
+    let attrs = tag
+        .attributes()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.into_owned(),
+                v.map(|v| v.into_owned()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    (tag.name().as_utf8_str().to_lowercase(), attrs)
+}
+
 /// Every element of the page: its tag name and attributes.
-fn elements(html: &str) -> Vec<(String, BTreeMap<String, String>)> {
+fn elements(html: &str) -> Vec<Element> {
     let dom = tl::parse(html, tl::ParserOptions::default()).expect("the page parses");
     dom.nodes()
         .iter()
         .filter_map(|n| n.as_tag())
-        .map(|tag| {
-            let attrs = tag
-                .attributes()
+        .map(element)
+        .collect()
+}
+
+/// Every `<svg>` of the page with the elements inside it.
+fn charts(html: &str) -> Vec<(Element, Vec<Element>)> {
+    let dom = tl::parse(html, tl::ParserOptions::default()).expect("the page parses");
+    let parser = dom.parser();
+    dom.nodes()
+        .iter()
+        .filter_map(|n| n.as_tag())
+        .filter(|t| t.name().as_utf8_str().eq_ignore_ascii_case("svg"))
+        .map(|svg| {
+            let inside = svg
+                .children()
+                .all(parser)
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.into_owned(),
-                        v.map(|v| v.into_owned()).unwrap_or_default(),
-                    )
-                })
+                .filter_map(|n| n.as_tag())
+                .map(element)
                 .collect();
-            (tag.name().as_utf8_str().to_lowercase(), attrs)
+            (element(svg), inside)
         })
         .collect()
+}
+
+/// Elements of `inside` named `name` whose class list holds `class`.
+fn count(inside: &[Element], name: &str, class: &str) -> usize {
+    inside
+        .iter()
+        .filter(|(n, a)| {
+            n == name
+                && a.get("class")
+                    .is_some_and(|c| c.split_whitespace().any(|c| c == class))
+        })
+        .count()
 }
 
 /// The linear layers of the model as the optimized float graph has them (the quantizer
@@ -178,9 +215,8 @@ fn report_on_resnet8_lists_every_layer_charts_every_mode_and_stays_offline() {
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
     let els = elements(&html);
-    let count = |name: &str| els.iter().filter(|(n, _)| n == name).count();
-    assert_eq!(count("svg"), 1);
-    assert_eq!(count("style"), 1);
+    let tags = |name: &str| els.iter().filter(|(n, _)| n == name).count();
+    assert_eq!(tags("style"), 1);
 
     // No reference to anything outside the page.
     for (name, attrs) in &els {
@@ -232,6 +268,125 @@ fn report_on_resnet8_lists_every_layer_charts_every_mode_and_stays_offline() {
             let tip = format!("{:.2} dB in {}</title>", m.sqnr_db.unwrap(), m.mode);
             assert!(html.contains(&tip), "{} {}", l.name, tip);
         }
+    }
+
+    // The other charts: per (layer, mode) a weight histogram with one line per table
+    // level and an activation histogram with its two clamp lines; per mode the memory
+    // plan with one bar per buffer. Each chart's marks are the JSON's data.
+    let charts = charts(&html);
+    let of = |kind: &str| -> Vec<&(Element, Vec<Element>)> {
+        charts
+            .iter()
+            .filter(|(svg, _)| svg.1.get("data-chart").map(String::as_str) == Some(kind))
+            .collect()
+    };
+    assert_eq!(of("sqnr").len(), 1);
+    assert_eq!(
+        of("weights").len(),
+        expected.len(),
+        "every layer, every mode"
+    );
+    assert_eq!(of("memory").len(), modes.len());
+    let non_empty = |h: &lutq_report::Histogram| h.counts.iter().filter(|&&c| c > 0).count();
+    let find = |kind: &str, layer: &str, mode: &str| {
+        of(kind)
+            .into_iter()
+            .find(|(svg, _)| svg.1["data-layer"] == layer && svg.1["data-mode"] == mode)
+            .map(|(_, inside)| inside.clone())
+    };
+    let mut activation_charts = 0;
+    for l in &report.layers {
+        let channels = l.output_shape[1];
+        for m in &l.modes {
+            let w = m
+                .weight_hist
+                .as_ref()
+                .expect("float weights for every layer");
+            let inside = find("weights", &l.name, &m.mode).unwrap();
+            assert_eq!(
+                count(&inside, "rect", "bar"),
+                non_empty(&w.hist),
+                "{}",
+                l.name
+            );
+            assert_eq!(
+                count(&inside, "line", "level"),
+                w.levels.len(),
+                "{}",
+                l.name
+            );
+            // Every weight once: channels × row length (MACs per output element).
+            let out_elements: u64 = l.output_shape.iter().product::<usize>() as u64;
+            assert_eq!(
+                w.hist.total(),
+                channels as u64 * (l.macs / out_elements),
+                "{}",
+                l.name
+            );
+            if m.luts == 0 {
+                assert!(w.levels.is_empty(), "int8: no levels drawn");
+            } else {
+                // One table for the layer: at most 16 distinct levels, each in every
+                // channel's table, on the int8 grid.
+                assert!((2..=16).contains(&w.levels.len()), "{:?}", w.levels);
+                assert!(w.levels.iter().all(|v| v.channels == channels));
+                assert!(w.levels.iter().all(|v| (-128..=127).contains(&v.value)));
+            }
+            match &m.activation_hist {
+                Some(a) => {
+                    activation_charts += 1;
+                    let inside = find("activations", &l.name, &m.mode).unwrap();
+                    assert_eq!(count(&inside, "line", "clamp"), 2);
+                    assert_eq!(count(&inside, "rect", "bar"), non_empty(&a.hist));
+                    assert!(a.clamp[0] < a.clamp[1]);
+                    assert!((0.0..=1.0).contains(&a.clipped));
+                    // The float output on the per-layer samples: every element once.
+                    let elements: usize = l.output_shape[1..].iter().product();
+                    assert_eq!(
+                        a.hist.counts.iter().sum::<u64>() as usize,
+                        elements * report.per_layer_samples,
+                        "{}",
+                        l.name
+                    );
+                }
+                None => assert_eq!(
+                    l.name,
+                    report.layers.last().unwrap().name,
+                    "only the i32 logits have no clamp range"
+                ),
+            }
+        }
+    }
+    assert_eq!(of("activations").len(), activation_charts);
+    assert!(activation_charts >= (report.layers.len() - 1) * modes.len());
+    for m in &report.modes {
+        let a = &m.arena;
+        let inside = &of("memory")
+            .into_iter()
+            .find(|(svg, _)| svg.1["data-mode"] == m.mode)
+            .unwrap()
+            .1;
+        assert_eq!(count(inside, "rect", "block"), a.blocks.len());
+        assert_eq!(a.arena_bytes, m.c.arena_bytes, "the C build's arena");
+        assert_eq!(a.lower_bound, m.c.arena_lower_bound);
+        // Every conv writes a buffer of its own (none runs in place).
+        let buffers = a.blocks.iter().filter(|b| !b.scratch).count();
+        assert!(buffers >= report.layers.len(), "{buffers}");
+        for l in &report.layers {
+            assert!(
+                a.blocks.iter().any(|b| !b.scratch && b.name == l.name),
+                "{}",
+                l.name
+            );
+        }
+        // Activations and scratch live per step: at its peak at least the activations'
+        // lower bound, never more than the arena.
+        let peak = a.occupancy.iter().copied().max().unwrap();
+        assert!(a.lower_bound <= peak && peak <= a.arena_bytes, "{peak}");
+        assert!(
+            m.m4_instructions > report.macs,
+            "about two instructions per MAC"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -434,7 +434,7 @@ fn check_linear(case: &LinearCase) {
         &g.nodes[1].ty.shape,
     );
     assert_eq!(acc.iter().map(|&a| a as i64).collect::<Vec<_>>(), case.acc);
-    assert_eq!(finish_linear(l, &acc, &g.nodes[1].ty), out[0]);
+    assert_eq!(finish_linear(l, &acc, &g.nodes[1].ty, g.rounding), out[0]);
 }
 
 #[test]
@@ -512,18 +512,18 @@ fn rescale_rounds_ties_up_and_clamps_per_channel() {
     };
     let mut out = qtype(IntElem::I8, &[4, 2], 0);
     let acc = [1, 1, -1, -1, 3, 40, -3, -40];
-    let y = finish_linear(&layer, &acc, &out);
+    let y = finish_linear(&layer, &acc, &out, Default::default());
     assert_eq!(values(&y), [1, 4, 0, -4, 2, 127, -1, -128]);
     // The layer's clamp, not the element type, bounds the result.
     out.elem = IntElem::I32;
-    let y = finish_linear(&layer, &acc, &out);
+    let y = finish_linear(&layer, &acc, &out, Default::default());
     assert_eq!(values(&y), [1, 4, 0, -4, 2, 127, -1, -128]);
     let layer = QLinear {
         lo: i32::MIN,
         hi: i32::MAX,
         ..layer
     };
-    let y = finish_linear(&layer, &acc, &out);
+    let y = finish_linear(&layer, &acc, &out, Default::default());
     assert_eq!(values(&y), [1, 4, 0, -4, 2, 160, -1, -160]);
 }
 
@@ -1199,7 +1199,7 @@ fn int_conv_throughput() {
             let acc = linear_accumulators(&layer, &w, &x, &xs, &out);
             t_acc = t_acc.min(t.elapsed().as_secs_f64());
             let t = std::time::Instant::now();
-            std::hint::black_box(finish_linear(&layer, &acc, &ty));
+            std::hint::black_box(finish_linear(&layer, &acc, &ty, Default::default()));
             t_fin = t_fin.min(t.elapsed().as_secs_f64());
         }
         let dt = t_acc + t_fin;

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use lutq_ir::int::{QTable, QType, quantize_input};
+use lutq_ir::int::{QTable, QType, Rounding, quantize_input};
 use lutq_ir::{Activation, Graph, NodeId, Op};
 
 /// The element-wise regions of a float graph.
@@ -204,7 +204,9 @@ pub(crate) fn build_table(
         for k in 0..QTable::LEN as i32 {
             let x = (x_min + k) as f32 * step;
             let y = eval(graph, root, exit, x, c);
-            entries.push(quantize_input(y, out.exp, lo, hi));
+            // A table is data: its rounding is a compile-time choice (the quantizer makes
+            // half-up programs).
+            entries.push(quantize_input(y, out.exp, lo, hi, Rounding::HalfUp));
         }
     }
     QTable { entries }

@@ -135,6 +135,32 @@ pub struct PatchStatistics {
     pub cross: Vec<Vec<f64>>,
 }
 
+impl PatchStatistics {
+    /// The statistics of two disjoint sets of samples together (`a` from `a_samples`
+    /// samples, `b` from `b_samples`): the moments add, the means average by sample
+    /// count (every sample has the same positions).
+    pub fn merged(a: &Self, a_samples: usize, b: &Self, b_samples: usize) -> Self {
+        let sum = |x: &[Vec<f64>], y: &[Vec<f64>]| -> Vec<Vec<f64>> {
+            x.iter()
+                .zip(y)
+                .map(|(u, v)| u.iter().zip(v).map(|(p, q)| p + q).collect())
+                .collect()
+        };
+        let n = (a_samples + b_samples).max(1) as f64;
+        let (wa, wb) = (a_samples as f64 / n, b_samples as f64 / n);
+        PatchStatistics {
+            hessians: sum(&a.hessians, &b.hessians),
+            means: a
+                .means
+                .iter()
+                .zip(&b.means)
+                .map(|(u, v)| u.iter().zip(v).map(|(p, q)| wa * p + wb * q).collect())
+                .collect(),
+            cross: sum(&a.cross, &b.cross),
+        }
+    }
+}
+
 /// Patches above this length go through the GEMM in blocks; shorter ones (depthwise
 /// 3×3) are summed directly.
 const GEMM_MIN_LEN: usize = 32;

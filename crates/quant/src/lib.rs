@@ -29,7 +29,9 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-pub use lower::{CalibratedInput, IntegerForms, LayerReport, QuantReport, integer_forms};
+pub use lower::{
+    CalibratedInput, IntegerForms, LayerReport, QuantReport, integer_forms, linear_weights,
+};
 
 use fit::{ScaleKind, WeightFormat};
 use lutq_ir::int::IntGraph;

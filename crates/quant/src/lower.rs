@@ -14,8 +14,10 @@ use serde::Serialize;
 
 use crate::calib::{Calibration, LogHistogram};
 use crate::elementwise::{self, Regions};
-use crate::fit::{self, FitOptions, LayerProblem, RowScale, ScaleKind, WeightFormat};
-use crate::hessian::{PatchGeometry, patch_statistics};
+use crate::fit::{
+    self, FitOptions, LayerProblem, RowScale, ScaleKind, TargetMoments, WeightFormat,
+};
+use crate::hessian::{PatchGeometry, PatchStatistics, patch_statistics};
 use crate::{Progress, QuantError, QuantOptions};
 
 mod guard;
@@ -38,6 +40,10 @@ pub struct LayerReport {
     /// Whether the weights were fitted to float targets (compensating the error
     /// upstream; see `fit/target.rs`).
     pub float_target: bool,
+    /// The float targets' ridge relative to the mean diagonal of `Ĥ`, chosen on held-out
+    /// calibration samples (`fit::choose_float_target`); `None` without float targets
+    /// (too few patches, option off, or the float weights did best on held-out data).
+    pub float_target_ridge: Option<f64>,
     /// Largest |bias change| from bias correction, in units of the layer's output step.
     pub bias_correction_steps: f64,
     /// Worst-case accumulator magnitude over 2^31 − 1.
@@ -973,7 +979,29 @@ impl<'a> Lowering<'a> {
             .get(&graph.node_inputs(id)[0])
             .filter(|_| sampled >= fit::TARGET_MIN_PATCHES_PER_INPUT * patch_geom.patch_len())
             .map(|v| v.as_slice());
-        let patch = patch_statistics(&patch_geom, &real, targets, self.options.max_patches);
+        // With float targets, the last samples are held out of the targets' fit to
+        // choose how strongly they are damped (`fit::choose_float_target`).
+        let held_out = targets.map_or(0, |_| fit::held_out_samples(real.len()));
+        let (patch, split) = if held_out > 0 {
+            let n_fit = real.len() - held_out;
+            let budget = |n: usize| (self.options.max_patches * n).div_ceil(real.len());
+            let stats = |range: std::ops::Range<usize>| {
+                patch_statistics(
+                    &patch_geom,
+                    &real[range.clone()],
+                    targets.map(|t| &t[range.clone()]),
+                    budget(range.len()),
+                )
+            };
+            let (a, b) = (stats(0..n_fit), stats(n_fit..real.len()));
+            (
+                PatchStatistics::merged(&a, n_fit, &b, held_out),
+                Some((a, b)),
+            )
+        } else {
+            let all = patch_statistics(&patch_geom, &real, targets, self.options.max_patches);
+            (all, None)
+        };
         let wants_target = self.options.float_target && self.options.data_aware;
         self.report.warnings.extend(warn::patch_warning(
             &node.name,
@@ -1075,11 +1103,33 @@ impl<'a> Lowering<'a> {
 
         // Fit the rows that reproduce the float output from the quantized input; bias
         // correction still aims at the float model's channel means.
-        let target_rows: std::borrow::Cow<'_, [f32]> = if patch.cross.is_empty() {
-            fit_rows.clone()
-        } else {
-            fit::float_target_rows(&fit_rows, o_n, k_n, &patch.hessians, &patch.cross).into()
-        };
+        fn moments(p: &PatchStatistics) -> TargetMoments<'_> {
+            TargetMoments {
+                hessians: &p.hessians,
+                cross: &p.cross,
+            }
+        }
+        let (target_rows, target_ridge): (std::borrow::Cow<'_, [f32]>, _) =
+            match (&split, patch.cross.is_empty()) {
+                (_, true) => (fit_rows.clone(), None),
+                (Some((fit_part, held)), false) => {
+                    let choice = fit::choose_float_target(
+                        &fit_rows,
+                        o_n,
+                        k_n,
+                        moments(fit_part),
+                        moments(held),
+                        moments(&patch),
+                    );
+                    (choice.rows.into(), choice.ridge)
+                }
+                (None, false) => (
+                    fit::float_target_rows(&fit_rows, o_n, k_n, &patch.hessians, &patch.cross)
+                        .into(),
+                    Some(fit::TARGET_DAMP),
+                ),
+            };
+        drop(split);
 
         // Fit the weights.
         let mut fitted = fit::fit_layer(
@@ -1243,7 +1293,8 @@ impl<'a> Lowering<'a> {
             weight_exp_min: w_exps.iter().copied().min().unwrap_or(0),
             weight_exp_max: w_exps.iter().copied().max().unwrap_or(0),
             relative_output_error: fitted.output_error / reference_energy.max(f64::MIN_POSITIVE),
-            float_target: !patch.cross.is_empty(),
+            float_target: target_ridge.is_some(),
+            float_target_ridge: target_ridge,
             bias_correction_steps: max_correction,
             accumulator_headroom: bound.rescaled as f64 / i32::MAX as f64,
             weight_bytes: layer.weights.size_bytes() + 8 * o_n,
@@ -1338,6 +1389,14 @@ type LinearParams = (
     Option<ConvGeom>,
     Option<FusedActivation>,
 );
+
+/// A linear node's float weights as the quantizer fits them: `[O][K]` rows (row `o` is
+/// output channel `o`) and the lowered 4-D shape `[O, I, KH, KW]` (`lutq report`'s
+/// weight histograms).
+pub fn linear_weights(graph: &Graph, id: NodeId) -> Result<(Vec<f32>, [usize; 4]), QuantError> {
+    let (rows, shape, ..) = linear_params(graph, id)?;
+    Ok((rows, shape))
+}
 
 /// A linear node's float weights as `[O][K]` rows with their 4-D shape, its bias
 /// (zeros if none), conv geometry (`None` for dense) and fused activation.

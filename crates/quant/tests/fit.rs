@@ -2,8 +2,9 @@
 //! calibration inputs, built with a small deterministic PRNG.
 
 use lutq_quant::fit::{
-    FitOptions, Fitted, LayerProblem, RowScale, ScaleKind, TARGET_DAMP, WeightFormat, fit_layer,
-    float_target_rows, kmeans_lut, output_error,
+    FitOptions, Fitted, LayerProblem, RowScale, ScaleKind, TARGET_DAMP, TARGET_RIDGES,
+    TargetMoments, WeightFormat, choose_float_target, fit_layer, float_target_rows, kmeans_lut,
+    output_error,
 };
 
 /// xorshift64*.
@@ -825,4 +826,94 @@ fn float_targets_undo_upstream_error() {
             }
         }
     }
+}
+
+/// A layer's input on `n` patches: the float patches `x` and the quantized ones `x̂`,
+/// `x̂ = gain ⊙ x + noise`, with `gain` fixed per column (a systematic upstream error
+/// that float targets can undo) and `noise` fresh per patch (which they cannot).
+fn upstream(rng: &mut Rng, n: usize, k: usize, gain: &[f64], noise: f64) -> (Vec<f64>, Vec<f64>) {
+    let x = patches(rng, n, k);
+    let xq = x
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * gain[i % k] + noise * rng.normal())
+        .collect();
+    (x, xq)
+}
+
+/// `Σ_p ‖W x_p − V x̂_p‖²` over explicit patches.
+fn end_to_end_error(w: &[f32], v: &[f32], k: usize, x: &[f64], xq: &[f64]) -> f64 {
+    let n = x.len() / k;
+    let mut e = 0.0;
+    for (wr, vr) in w.chunks(k).zip(v.chunks(k)) {
+        for p in 0..n {
+            let d: f64 = (0..k)
+                .map(|i| wr[i] as f64 * x[p * k + i] - vr[i] as f64 * xq[p * k + i])
+                .sum();
+            e += d * d;
+        }
+    }
+    e
+}
+
+fn m<'a>(hessians: &'a [Vec<f64>], cross: &'a [Vec<f64>]) -> TargetMoments<'a> {
+    TargetMoments { hessians, cross }
+}
+
+fn moments_of(x: &[f64], xq: &[f64], k: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    (vec![second_moment(xq, k)], vec![cross_moment(xq, x, k)])
+}
+
+#[test]
+fn held_out_choice_takes_targets_that_generalize() {
+    // A systematic gain error upstream, the same on fit and held-out patches: float
+    // targets undo it, so the choice keeps them, and on patches neither part saw they
+    // beat the float weights.
+    let mut rng = Rng::new(41);
+    let (rows, k) = (5, 8);
+    let gain: Vec<f64> = (0..k).map(|_| 1.0 + 0.15 * rng.normal()).collect();
+    let w: Vec<f32> = (0..rows * k).map(|_| rng.laplace() as f32 * 0.1).collect();
+    let (xa, qa) = upstream(&mut rng, 300, k, &gain, 0.01);
+    let (xb, qb) = upstream(&mut rng, 100, k, &gain, 0.01);
+    let (xn, qn) = upstream(&mut rng, 400, k, &gain, 0.01);
+    let (ha, ca) = moments_of(&xa, &qa, k);
+    let (hb, cb) = moments_of(&xb, &qb, k);
+    let (xall, qall) = ([xa, xb].concat(), [qa, qb].concat());
+    let (h, c) = moments_of(&xall, &qall, k);
+    let choice = choose_float_target(&w, rows, k, m(&ha, &ca), m(&hb, &cb), m(&h, &c));
+    let ridge = choice
+        .ridge
+        .expect("targets that undo a systematic error are kept");
+    assert!(TARGET_RIDGES.contains(&ridge));
+    let fresh = end_to_end_error(&w, &choice.rows, k, &xn, &qn);
+    let plain = end_to_end_error(&w, &w, k, &xn, &qn);
+    assert!(fresh < 0.5 * plain, "{fresh} vs {plain}");
+}
+
+#[test]
+fn held_out_choice_keeps_the_float_weights_when_targets_fit_noise() {
+    // No systematic error, but the fit part is so small (fewer patches than inputs)
+    // that its moments are mostly noise: targets fitted on it do worse on held-out
+    // patches than the float weights, so the choice keeps the weights, exactly.
+    let mut rng = Rng::new(42);
+    let (rows, k) = (4, 24);
+    let gain = vec![1.0; k];
+    let w: Vec<f32> = (0..rows * k).map(|_| rng.laplace() as f32 * 0.1).collect();
+    let (xa, qa) = upstream(&mut rng, 12, k, &gain, 0.3);
+    let (xb, qb) = upstream(&mut rng, 400, k, &gain, 0.3);
+    let (ha, ca) = moments_of(&xa, &qa, k);
+    let (hb, cb) = moments_of(&xb, &qb, k);
+    // Every candidate really is worse on the held-out patches than the weights.
+    let plain = end_to_end_error(&w, &w, k, &xb, &qb);
+    for &ridge in &TARGET_RIDGES {
+        let v = lutq_quant::fit::float_target_rows_damped(&w, rows, k, &ha, &ca, ridge);
+        let e = end_to_end_error(&w, &v, k, &xb, &qb);
+        assert!(
+            e > plain,
+            "ridge {ridge}: {e} vs {plain}: the premise does not hold"
+        );
+    }
+    let choice = choose_float_target(&w, rows, k, m(&ha, &ca), m(&hb, &cb), m(&ha, &ca));
+    assert_eq!(choice.ridge, None);
+    assert_eq!(choice.rows, w);
 }

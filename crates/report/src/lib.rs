@@ -2,38 +2,56 @@
 //!
 //! A [`Report`] gathers, per quantization mode, the numbers the rest of lutq already
 //! computes — the quantizer's [`QuantReport`], the C backend's [`CSummary`] (constants
-//! against an int8 build, arena against its lower bound, MACs), the lowered
-//! [`IntGraph`]'s linear layers (shapes, weights, exponents, shifts) and the per-layer and
-//! output metrics the CLI's `eval` measures — and nothing else: this crate computes no
-//! metric of its own, so the page always agrees with `lutq eval`, `lutq compile` and
-//! `lutq dump`. [`ReportBuilder`] assembles it mode by mode; [`Report::to_html`] renders
-//! it; the same struct is the `--json` output (`serde`).
+//! against an int8 build, arena against its lower bound, MACs) and its arena layout
+//! ([`lutq_backend_c::arena_blocks`]), the lowered [`IntGraph`]'s linear layers (shapes,
+//! weights, tables, exponents, shifts) and the per-layer and output metrics the CLI's
+//! `eval` measures. This crate measures nothing of its own, so the page always agrees
+//! with `lutq eval`, `lutq compile` and `lutq dump`; it only bins the values it is handed
+//! (float weights, float activations counted per quantization step by
+//! [`ActivationCounts`] while the CLI's per-layer pass runs the float model) and applies
+//! one model: estimated Cortex-M4 instructions = MACs × the instructions per MAC measured
+//! on the generated C ([`data::M4_INSTRUCTIONS_PER_MAC_LUT4`], a test checks it against
+//! `docs/results.md`). [`ReportBuilder`] assembles the report mode by mode;
+//! [`Report::to_html`] renders it; the same struct is the `--json` output (`serde`).
 //!
 //! # The page
-//! One HTML file that opens offline: CSS in a `<style>` element, the chart as inline SVG,
+//! One HTML file that opens offline: CSS in a `<style>` element, charts as inline SVG,
 //! no script, font, image or style sheet from anywhere else (the tests check that the
 //! page holds no URL at all). Sections: summary (model, modes, top-1 / agreement / SQNR
-//! per mode, constants against the int8 build, arena against its lower bound, MACs), the
-//! per-layer SQNR chart (one mark per layer and mode, a `<title>` on each for the
-//! browser's tooltip) and the per-layer table.
+//! per mode, constants against the int8 build, arena against its lower bound, MACs,
+//! estimated M4 instructions), the per-layer SQNR chart, the per-layer table (shapes,
+//! MACs, bytes, LUTs, exponents, shifts, SQNR, shares of flash and instructions), per
+//! layer and mode a weight histogram with the table levels and an activation histogram
+//! with the clamp range, and per mode the arena over the schedule (one bar per buffer).
+//! Every chart is `<svg data-chart="sqnr|weights|activations|memory">` (with
+//! `data-layer` / `data-mode`), and every mark has a class (`mark`, `bar`, `level`,
+//! `clamp`, `block`) and a `<title>` for the browser's tooltip.
 //!
 //! # Why our own SVG
-//! plotters' SVG backend (the maintained Rust plotting crate) draws a point as an
-//! anonymous `<circle>`: no class, no `<title>`, no data attribute, so a mark can be
-//! neither hovered for its layer and value nor found by a test, and its text elements
-//! name fonts. The one chart here is a dot plot on a linear axis; writing it directly
-//! ([`chart`]) takes about a hundred lines with no dependency and gives each mark
-//! `class="mark" data-layer=… data-mode=…` and a tooltip. Revisit when the histogram
-//! and memory-plan charts of issue 18 arrive: those are where a plotting crate pays.
+//! plotters' SVG backend (the maintained Rust plotting crate) was the candidate. It
+//! draws every element anonymously — a `<rect>` or `<circle>` with no class, no
+//! `<title>`, no data attribute — so a bar or level can be neither hovered for its layer
+//! and value nor found by a test that counts a chart's marks, and its text elements name
+//! fonts (the page must load none). Styling by class (one CSS block for all charts) is
+//! not possible either. The charts here are four simple kinds — a dot plot, two
+//! histograms, a Gantt-like block chart — on linear axes, about 400 lines in [`chart`]
+//! with no dependency, each mark carrying its class, data attributes and tooltip. Both
+//! histogram kinds and the memory chart were written with that choice in mind; a chart
+//! needing real layout work (legends, log axes with many ticks, many series) would be
+//! the point to revisit it.
 //!
-//! **Invariant:** the report holds only values computed elsewhere in lutq (its builder
-//! copies, it never measures), and [`Report::to_html`] emits no reference to a resource
-//! outside the page.
+//! **Invariant:** the report holds only values computed elsewhere in lutq, binned, or
+//! the documented instruction estimate; [`Report::to_html`] emits no reference to a
+//! resource outside the page.
 
 pub mod chart;
+pub mod data;
 mod html;
 
-use lutq_backend_c::CSummary;
+pub use data::{
+    ActivationCounts, ActivationHistogram, ArenaBlock, ArenaUse, Histogram, Level, WeightHistogram,
+};
+use lutq_backend_c::{ArenaBlocks, CSummary};
 use lutq_ir::int::{IntGraph, IntOp, QWeights, Rescale};
 use lutq_quant::QuantReport;
 use serde::{Deserialize, Serialize};
@@ -97,6 +115,12 @@ pub struct ModeSummary {
     pub weight_bytes: usize,
     /// The generated C's sizes (`lutq compile`'s summary).
     pub c: CBuild,
+    /// Estimated Cortex-M4 instructions of one inference: the linear layers' MACs times
+    /// the measured instructions per MAC of their weight format
+    /// ([`data::M4_INSTRUCTIONS_PER_MAC_LUT4`]); an estimate, not a measurement.
+    pub m4_instructions: u64,
+    /// The arena over the schedule (the memory chart).
+    pub arena: ArenaUse,
 }
 
 /// Sizes of the generated C ([`CSummary`]).
@@ -159,6 +183,18 @@ pub struct LayerMode {
     /// SQNR of this layer's output against the float model's in dB (`None`: not
     /// measured — no float tensor of that name — or exact).
     pub sqnr_db: Option<f64>,
+    /// Estimated Cortex-M4 instructions: MACs × the weight format's measured
+    /// instructions per MAC (see [`ModeSummary::m4_instructions`]).
+    pub m4_instructions: u64,
+    /// `weight_bytes` over the mode's constants in flash ([`CBuild::constant_bytes`]).
+    pub flash_share: f64,
+    /// `m4_instructions` over the mode's estimate.
+    pub instruction_share: f64,
+    /// The float weights against the table levels (`None`: no float weights given).
+    pub weight_hist: Option<WeightHistogram>,
+    /// The float output against the clamp range (`None`: an i32 output, or not
+    /// measured).
+    pub activation_hist: Option<ActivationHistogram>,
 }
 
 /// The range of a layer's per-channel rescales.
@@ -203,6 +239,14 @@ pub struct ModeInput<'a> {
     pub sqnr_db: Option<f64>,
     /// `(node name, SQNR dB)` of every layer `eval --per-layer` measured.
     pub layer_sqnr: &'a [(String, f64)],
+    /// The arena as the generated C uses it.
+    pub arena: &'a ArenaBlocks,
+    /// `(node name, float weights as [O][K] rows)` of the linear layers this mode's
+    /// float model fitted (`lutq_quant::linear_weights`).
+    pub float_weights: &'a [(String, Vec<f32>)],
+    /// `(node name, counts)` of the linear layers' float outputs on the per-layer
+    /// samples.
+    pub activations: &'a [(String, ActivationCounts)],
 }
 
 /// Assembles a [`Report`] mode by mode.
@@ -251,7 +295,8 @@ impl ReportBuilder {
         if r.modes.iter().any(|s| s.mode == m.mode) {
             return Err(ReportError::DuplicateMode(m.mode.to_string()));
         }
-        let rows = layers_of(&m);
+        let rows = layers_of(&m, r.per_layer_samples);
+        let m4_instructions: u64 = rows.iter().map(|l| l.modes[0].m4_instructions).sum();
         // Checked before anything changes: a refused mode leaves the report as it was.
         if !r.modes.is_empty() {
             let mismatch = |layer: &str| ReportError::LayerMismatch {
@@ -300,6 +345,8 @@ impl ReportBuilder {
             sqnr_db: m.sqnr_db.filter(|s| s.is_finite()),
             weight_bytes: m.quant.weight_bytes,
             c: CBuild::from(m.c),
+            m4_instructions,
+            arena: ArenaUse::of(m.graph, m.arena),
         });
         Ok(())
     }
@@ -310,7 +357,7 @@ impl ReportBuilder {
 }
 
 /// The linear layers of one mode's program, each with this mode's entry.
-fn layers_of(m: &ModeInput<'_>) -> Vec<Layer> {
+fn layers_of(m: &ModeInput<'_>, per_layer_samples: usize) -> Vec<Layer> {
     let mut rows = Vec::new();
     for node in &m.graph.nodes {
         let IntOp::Linear(l) = &node.op else {
@@ -323,7 +370,8 @@ fn layers_of(m: &ModeInput<'_>) -> Vec<Layer> {
             .conv
             .as_ref()
             .is_some_and(|c| c.group > 1 && c.group == o && i == 1);
-        let entry = LayerMode {
+        let macs = (node.ty.num_elements() * l.weights.row_len()) as u64;
+        let mut entry = LayerMode {
             mode: m.mode.to_string(),
             weights: quant.map_or_else(
                 || match l.weights {
@@ -351,7 +399,23 @@ fn layers_of(m: &ModeInput<'_>) -> Vec<Layer> {
                 .find(|(n, _)| *n == node.name)
                 .map(|(_, s)| *s)
                 .filter(|s| s.is_finite()),
+            m4_instructions: 0,
+            flash_share: 0.0,
+            instruction_share: 0.0,
+            weight_hist: m
+                .float_weights
+                .iter()
+                .find(|(n, _)| *n == node.name)
+                .and_then(|(_, rows)| WeightHistogram::of(l, rows)),
+            activation_hist: m
+                .activations
+                .iter()
+                .find(|(n, _)| *n == node.name)
+                .and_then(|(_, c)| c.finish(per_layer_samples)),
         };
+        entry.m4_instructions =
+            (macs as f64 * data::m4_instructions_per_mac(&entry.weights)).round() as u64;
+        entry.flash_share = entry.weight_bytes as f64 / m.c.weight_bytes.max(1) as f64;
         rows.push(Layer {
             name: node.name.clone(),
             op: if depthwise {
@@ -361,9 +425,13 @@ fn layers_of(m: &ModeInput<'_>) -> Vec<Layer> {
             },
             input_shape: input.shape.clone(),
             output_shape: node.ty.shape.clone(),
-            macs: (node.ty.num_elements() * l.weights.row_len()) as u64,
+            macs,
             modes: vec![entry],
         });
+    }
+    let total: u64 = rows.iter().map(|l| l.modes[0].m4_instructions).sum();
+    for l in &mut rows {
+        l.modes[0].instruction_share = l.modes[0].m4_instructions as f64 / total.max(1) as f64;
     }
     rows
 }

@@ -7,7 +7,7 @@ use lutq_ir::int::{
     ValueId,
 };
 use lutq_quant::QuantReport;
-use lutq_report::{ModeInput, Report, ReportBuilder, ReportError, RescaleRange};
+use lutq_report::{ActivationCounts, ModeInput, Report, ReportBuilder, ReportError, RescaleRange};
 
 fn ty(shape: &[usize], exp: i32) -> QType {
     QType {
@@ -143,7 +143,30 @@ fn add(
         top1_agreement: 0.75,
         sqnr_db: Some(f64::INFINITY),
         layer_sqnr: sqnr,
+        arena: &lutq_backend_c::arena_blocks(g),
+        float_weights: &float_weights(g),
+        activations: &activations(g),
     })
+}
+
+/// Float weights for the conv (not for the dense layer: it gets no weight chart).
+fn float_weights(g: &IntGraph) -> Vec<(String, Vec<f32>)> {
+    let conv = &g.nodes[1];
+    let rows = (0..4 * 18).map(|i| (i as f32 - 36.0) / 64.0).collect();
+    vec![(conv.name.clone(), rows)]
+}
+
+/// The conv's output: 0..=40 in steps of 1/8 (its exponent 3: codes 0..=320, clamp
+/// [-128, 127], so 40 % of the values lie above).
+fn activations(g: &IntGraph) -> Vec<(String, ActivationCounts)> {
+    let mut c = ActivationCounts::for_node(g, 1).unwrap();
+    let values: Vec<f32> = (0..=320).map(|q| q as f32 / 8.0).collect();
+    c.add(&values);
+    assert!(
+        ActivationCounts::for_node(g, 2).is_none(),
+        "a reshape is no linear layer"
+    );
+    vec![(g.nodes[1].name.clone(), c)]
 }
 
 fn two_modes() -> Report {
@@ -234,7 +257,11 @@ fn page_escapes_names_and_marks_only_measured_values() {
     assert!(html.contains("fc&lt;b&gt;"));
     // conv × 2 modes + fc × 1 mode measured.
     assert_eq!(html.matches("<circle class=\"mark\"").count(), 3);
-    assert_eq!(html.matches("<polyline").count(), 2, "a line per mode");
+    assert_eq!(
+        html.matches("<polyline fill=").count(),
+        2,
+        "a line per mode"
+    );
     assert_eq!(
         html.matches("<tr class=\"sep\"").count(),
         2,
@@ -244,6 +271,120 @@ fn page_escapes_names_and_marks_only_measured_values() {
     assert!(!html.contains("<script"));
     // The tooltip carries the value.
     assert!(html.contains("20.50 dB in lut4-pot-channel</title>"));
+    // A weight chart per mode for the conv (the dense layer has no float weights); the
+    // int8 one without levels, the LUT one with one line per distinct entry (all 0: 1).
+    assert_eq!(html.matches("data-chart=\"weights\"").count(), 2);
+    assert_eq!(html.matches("<line class=\"level\"").count(), 1);
+    // An activation chart per mode for the conv, each with its two clamp lines.
+    assert_eq!(html.matches("data-chart=\"activations\"").count(), 2);
+    assert_eq!(html.matches("<line class=\"clamp\"").count(), 4);
+    // A memory chart per mode, one block per buffer.
+    assert_eq!(html.matches("data-chart=\"memory\"").count(), 2);
+    let r = two_modes();
+    let blocks: usize = r.modes.iter().map(|m| m.arena.blocks.len()).sum();
+    assert_eq!(html.matches("<rect class=\"block").count(), blocks);
+}
+
+#[test]
+fn histograms_and_arena_hold_what_they_were_given() {
+    let r = two_modes();
+    let conv = &r.layers[0];
+    for m in &conv.modes {
+        let w = m.weight_hist.as_ref().unwrap();
+        assert_eq!(w.hist.total(), 72);
+        let a = m.activation_hist.as_ref().unwrap();
+        assert_eq!(a.hist.total(), 321);
+        assert_eq!(a.clamp, [-16.0, 127.0 / 8.0]);
+        // Codes 128..=320 lie above the clamp's 127.
+        assert!((a.clipped - 193.0 / 321.0).abs() < 1e-12, "{}", a.clipped);
+        assert!(a.hist.lo <= -16.0 && a.hist.hi >= 40.0);
+    }
+    assert!(
+        conv.modes[0]
+            .weight_hist
+            .as_ref()
+            .unwrap()
+            .levels
+            .is_empty()
+    );
+    assert_eq!(
+        conv.modes[1].weight_hist.as_ref().unwrap().levels,
+        [lutq_report::Level {
+            value: 0,
+            channels: 4
+        }]
+    );
+    let fc = &r.layers[1];
+    assert!(fc.modes.iter().all(|m| m.weight_hist.is_none()));
+    assert!(
+        fc.modes.iter().all(|m| m.activation_hist.is_none()),
+        "no counts given"
+    );
+    for m in &r.modes {
+        let a = &m.arena;
+        assert!(!a.blocks.is_empty());
+        assert!(a.blocks.iter().all(|b| b.offset + b.size <= a.arena_bytes));
+        assert_eq!(a.occupancy.len(), a.steps);
+        for (t, &o) in a.occupancy.iter().enumerate() {
+            let live: usize = a
+                .blocks
+                .iter()
+                .filter(|b| b.start <= t && t <= b.end)
+                .map(|b| b.size)
+                .sum();
+            assert_eq!(o, live);
+        }
+        assert!(m.m4_instructions > 0);
+    }
+    // The estimate: MACs times the format's figure, shares summing to one.
+    assert_eq!(
+        r.layers[0].modes[0].m4_instructions,
+        (r.layers[0].macs as f64 * lutq_report::data::M4_INSTRUCTIONS_PER_MAC_INT8).round() as u64
+    );
+    for (k, m) in r.modes.iter().enumerate() {
+        let est: u64 = r.layers.iter().map(|l| l.modes[k].m4_instructions).sum();
+        assert_eq!(m.m4_instructions, est);
+        let share: f64 = r.layers.iter().map(|l| l.modes[k].instruction_share).sum();
+        assert!((share - 1.0).abs() < 1e-9);
+    }
+}
+
+/// The instruction model's figures are the means of `docs/results.md`'s mcu table: when
+/// `cargo xtask mcu --write` moves them, this fails and names the new value.
+#[test]
+fn m4_figures_are_the_measured_means() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/results.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let section = &text[text.find("<!-- begin mcu -->").unwrap()..];
+    let section = &section[..section.find("<!-- end mcu -->").unwrap()];
+    let mut rows = section.lines().filter(|l| l.starts_with("| "));
+    let header: Vec<&str> = rows.next().unwrap().split('|').map(str::trim).collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (mode, per_mac) = (col("mode"), col("M4 instr / MAC"));
+    for (m, figure) in [
+        (
+            "lut4-pot-channel",
+            lutq_report::data::M4_INSTRUCTIONS_PER_MAC_LUT4,
+        ),
+        (
+            "int8-pot-channel",
+            lutq_report::data::M4_INSTRUCTIONS_PER_MAC_INT8,
+        ),
+    ] {
+        let values: Vec<f64> = section
+            .lines()
+            .filter(|l| l.starts_with("| "))
+            .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
+            .filter(|c| c.get(mode) == Some(&m))
+            .map(|c| c[per_mac].parse().unwrap())
+            .collect();
+        assert!(values.len() >= 3, "{m}: {values:?}");
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        assert!(
+            (mean - figure).abs() < 0.006,
+            "{m}: docs/results.md's mean is {mean:.2}, the report uses {figure}: update data.rs"
+        );
+    }
 }
 
 #[test]

@@ -178,7 +178,7 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
         }
     }
     writeln!(c, "        const int32_t bias = {p}_bias_{i}[o];").unwrap();
-    let value = store_value(c, p, i, layer, 8);
+    let value = store_value(c, p, i, layer, 8, graph.rounding);
     // The taps of the pixel at xp + `shift` into `acc`.
     let taps_into = |acc: &str, shift: usize| -> String {
         body.iter()

@@ -39,7 +39,7 @@ use lutq_ir::int::{IntGraph, IntNode, IntOp, QLinear, QWeights};
 use super::c_elem;
 use super::kernels::{linear_value, write};
 use super::weights::{RescaleForm, rescale_form};
-use lutq_ir::int::Rescale;
+use lutq_ir::int::{Rescale, Rounding};
 
 /// Output pixels per block: every weight pair loaded feeds this many `SMLAD`s (8
 /// accumulators, the table base or second weight pair, two pointers, a pair and a
@@ -656,12 +656,14 @@ pub(super) fn store_value(
     i: usize,
     layer: &QLinear,
     indent: usize,
+    rounding: Rounding,
 ) -> String {
     let right = layer
         .rescale
         .iter()
         .all(|r| matches!(r, Rescale::Shift(s) if (1..=31).contains(s)));
-    if !right {
+    // Ties to even need the result's parity: `lutq_rshift32` has it.
+    if !right || rounding == Rounding::HalfEven {
         return linear_value(c, p, i, layer, indent);
     }
     let pad = " ".repeat(indent);

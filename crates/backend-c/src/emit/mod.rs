@@ -32,7 +32,7 @@ mod weights;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use lutq_ir::int::{IntElem, IntGraph, IntOp};
+use lutq_ir::int::{IntElem, IntGraph, IntOp, Rounding};
 
 use crate::error::CError;
 use crate::memory::{MemoryPlan, plan_memory};
@@ -174,18 +174,22 @@ struct ApiInput {
     node: usize,
 }
 
-/// Emits `graph` as C (see the module docs).
-pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError> {
-    graph.validate()?;
-    let p = &options.prefix;
-    if !is_c_identifier(p) {
-        return Err(CError::BadPrefix(p.clone()));
-    }
-    let inputs = api_inputs(graph)?;
-    // Each dual-MAC kernel's pixels per block: the most whose scratch, placed in the
-    // lowest gap of the activations' plan, stays within the scratch limit.
-    let plan = plan_memory(graph);
-    let limit = options.scratch_limit.unwrap_or(plan.lower_bound / 10);
+/// The arena as [`emit`] and [`arena_blocks`] lay it out.
+struct Layout {
+    /// The activations' plan (its offsets may come from the plan made with the scratch).
+    plan: MemoryPlan,
+    scratch_at: Vec<Option<usize>>,
+    /// Per node: the dual-MAC kernel's pixels per block (0: the plain kernels).
+    lanes: Vec<usize>,
+    arena_size: usize,
+}
+
+/// Each dual-MAC kernel's pixels per block: the most whose scratch, placed in the lowest
+/// gap of the activations' `plan`, stays within the scratch limit (default a tenth of
+/// the lower bound); then the scratch either in the gaps of the plan, or planned with
+/// the activations as buffers of one step: whichever arena is smaller.
+fn layout(graph: &IntGraph, plan: MemoryPlan, scratch_limit: Option<usize>) -> Layout {
+    let limit = scratch_limit.unwrap_or(plan.lower_bound / 10);
     let budget = plan.arena_size + limit;
     let lanes: Vec<usize> = (0..graph.nodes.len())
         .map(|i| {
@@ -199,9 +203,6 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
         })
         .collect();
     let scratch_of = |i: usize| linear_dsp::scratch_bytes(graph, i, lanes[i]);
-    let scratch_bytes = (0..graph.nodes.len()).map(scratch_of).max().unwrap_or(0);
-    // The scratch either in the gaps of the activations' plan, or planned with the
-    // activations as buffers of one step: whichever arena is smaller.
     let (gap_at, gap_arena) = scratch::place_scratch(&plan, scratch_of);
     let (joint, joint_at) = crate::memory::plan_with_scratch(graph, scratch_of);
     let (plan, scratch_at, arena_size) = if joint.arena_size < gap_arena {
@@ -210,6 +211,96 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
     } else {
         (plan, gap_at, gap_arena)
     };
+    Layout {
+        plan,
+        scratch_at,
+        lanes,
+        arena_size,
+    }
+}
+
+/// The arena exactly as the generated C uses it (with the default scratch limit): every
+/// activation buffer of the memory plan and every kernel's scratch, each with its offset
+/// and the steps it is live (for `lutq report`'s memory chart; [`emit`] places the same
+/// blocks at the same offsets).
+pub fn arena_blocks(graph: &IntGraph) -> ArenaBlocks {
+    let Layout {
+        plan,
+        scratch_at,
+        lanes,
+        arena_size,
+    } = layout(graph, plan_memory(graph), None);
+    let mut blocks: Vec<ArenaBlock> = (0..graph.nodes.len())
+        .filter(|&v| plan.alias_of[v].is_none() && plan.input_of[v].is_none())
+        .map(|v| ArenaBlock {
+            node: v,
+            scratch: false,
+            offset: plan.offsets[v],
+            size: plan.sizes[v],
+            start: plan.live[v].0,
+            end: plan.live[v].1,
+        })
+        .collect();
+    blocks.extend(scratch_at.iter().enumerate().filter_map(|(i, at)| {
+        at.map(|offset| ArenaBlock {
+            node: i,
+            scratch: true,
+            offset,
+            size: linear_dsp::scratch_bytes(graph, i, lanes[i]),
+            start: i,
+            end: i,
+        })
+    }));
+    ArenaBlocks {
+        blocks,
+        arena_size,
+        lower_bound: plan.lower_bound,
+    }
+}
+
+/// See [`arena_blocks`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ArenaBlocks {
+    /// Activation buffers (one per value that owns bytes: reshapes and in-place ops
+    /// share their operand's), then kernel scratch.
+    pub blocks: Vec<ArenaBlock>,
+    /// `NAME_ARENA_SIZE` ([`CSummary::arena_size`]).
+    pub arena_size: usize,
+    /// The most activation bytes live at one step ([`MemoryPlan::lower_bound`]).
+    pub lower_bound: usize,
+}
+
+/// Bytes `offset..offset + size` of the arena, used by node `node`'s output (or, if
+/// `scratch`, by its kernel's scratch) during steps `start..=end`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ArenaBlock {
+    pub node: usize,
+    pub scratch: bool,
+    pub offset: usize,
+    pub size: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Emits `graph` as C (see the module docs).
+pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError> {
+    graph.validate()?;
+    let p = &options.prefix;
+    if !is_c_identifier(p) {
+        return Err(CError::BadPrefix(p.clone()));
+    }
+    let inputs = api_inputs(graph)?;
+    let plan = plan_memory(graph);
+    let Layout {
+        plan,
+        scratch_at,
+        lanes,
+        arena_size,
+    } = layout(graph, plan, options.scratch_limit);
+    let scratch_bytes = (0..graph.nodes.len())
+        .map(|i| linear_dsp::scratch_bytes(graph, i, lanes[i]))
+        .max()
+        .unwrap_or(0);
     let w = weights::emit_weights(graph, p)?;
     let summary = CSummary {
         prefix: p.clone(),
@@ -763,6 +854,41 @@ static inline int32_t lutq_ssat8(int32_t v)
     ),
 ];
 
+/// The rounding shifts of a [`Rounding::HalfEven`] program, in place of [`HELPERS`]'
+/// (same names, so every kernel calls them unchanged).
+const HALF_EVEN_HELPERS: [(&str, &str); 2] = [
+    (
+        "lutq_rshift",
+        r#"/* The program's rounding shift, ties to even (ONNX QuantizeLinear's rounding):
+ * (a + 2^(s-1) - 1 + ((a >> s) & 1)) >> s for s > 0, a * 2^-s for s < 0. */
+static inline int64_t lutq_rshift(int64_t a, int s)
+{
+    if (s > 62) {
+        return 0;
+    }
+    if (s > 0) {
+        return (a + ((int64_t)1 << (s - 1)) - 1 + ((a >> s) & 1)) >> s;
+    }
+    return a * ((int64_t)1 << (s < -62 ? 62 : -s));
+}
+"#,
+    ),
+    (
+        "lutq_rshift32",
+        r#"/* rshift_round (ties to even) of a linear layer's accumulator: the graph's overflow
+ * proof bounds |acc| + 2^(s-1) and |acc| * 2^-s by 2^31 - 1, and the intermediate here
+ * never exceeds the half-up one's, so 32-bit arithmetic is exact (s <= 31). */
+static inline int32_t lutq_rshift32(int32_t a, int s)
+{
+    if (s > 0) {
+        return (a + ((int32_t)1 << (s - 1)) - 1 + ((a >> s) & 1)) >> s;
+    }
+    return s < -30 ? 0 : a * ((int32_t)1 << -s);
+}
+"#,
+    ),
+];
+
 fn emit_source(
     graph: &IntGraph,
     options: &EmitOptions,
@@ -806,7 +932,11 @@ fn emit_source(
     }
     for (name, helper) in HELPERS {
         if kernel_text.contains(&format!("{name}(")) {
-            c.push_str(helper);
+            let even = HALF_EVEN_HELPERS.iter().find(|(n, _)| *n == name);
+            match (graph.rounding, even) {
+                (Rounding::HalfEven, Some((_, even))) => c.push_str(even),
+                _ => c.push_str(helper),
+            }
             c.push('\n');
         }
     }
@@ -858,7 +988,16 @@ fn float_io(graph: &IntGraph, p: &str, inputs: &[ApiInput]) -> String {
         let (lo, hi) = ty.elem.range();
         // Mirrors lutq_ir::int::quantize_input: exact in double (x * 2^exp is exact, and
         // so is + 0.5 while it matters); the comparisons come first so that no
-        // out-of-range double is converted to an integer (undefined in C).
+        // out-of-range double is converted to an integer (undefined in C). Ties to even:
+        // a tie is x · 2^exp + 0.5 landing on an integer (r == v, also where the upper
+        // clamp took it: 126.5 is a tie below 127); rounded up to an odd r, it goes back
+        // down to the even one.
+        let even = match graph.rounding {
+            Rounding::HalfUp => "",
+            Rounding::HalfEven => {
+                "\n        if ((double)r == v && r % 2 != 0) {\n            r -= 1;\n        }"
+            }
+        };
         writeln!(
             c,
             "void {p}_quantize_input{k}(const float *x, {p}_input{k}_t *q)\n{{\n    \
@@ -870,7 +1009,7 @@ fn float_io(graph: &IntGraph, p: &str, inputs: &[ApiInput]) -> String {
              }} else if (v < {lo}.0) {{\n            r = {lo};\n        \
              }} else if (v >= {hi}.0) {{\n            r = {hi};\n        \
              }} else {{\n            r = (long)v;\n            \
-             if ((double)r > v) {{\n                r -= 1;\n            }}\n        }}\n        \
+             if ((double)r > v) {{\n                r -= 1;\n            }}\n        }}{even}\n        \
              q[i] = ({p}_input{k}_t)r;\n    }}\n}}\n",
             pow2_literal(ty.exp.clamp(-1074, 1023)),
         )

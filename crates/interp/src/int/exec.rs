@@ -4,7 +4,7 @@
 use lutq_ir::infer::infer;
 use lutq_ir::int::{
     Extremum, InputQuantizer, IntCheckError, IntElem, IntGraph, IntNode, IntOp, QAdd, QTable,
-    QWeights, clamp, rshift_round,
+    QWeights, Rounding, clamp,
 };
 use lutq_ir::{Op, Pool, TensorType};
 
@@ -80,6 +80,7 @@ pub(super) fn exec_with(
     }
     let in_shape = |k: usize| &graph.ty(node.inputs[k]).shape;
     let out = &node.ty;
+    let rounding = graph.rounding;
     let (t_lo, t_hi) = out.elem.range();
     let result = match &node.op {
         IntOp::QuantizeInput { input } => {
@@ -99,7 +100,7 @@ pub(super) fn exec_with(
                     actual: TensorType::f32([x.len()]),
                 });
             }
-            let quantizer = InputQuantizer::new(out.exp, t_lo, t_hi);
+            let quantizer = InputQuantizer::new(out.exp, t_lo, t_hi, rounding);
             IntData::from_i32(out.elem, x.iter().map(|&v| quantizer.apply(v)).collect())
         }
         IntOp::Linear(layer) => {
@@ -117,13 +118,13 @@ pub(super) fn exec_with(
                 return Err(invalid(node, "weights do not fit their shape"));
             }
             let acc = linear_accumulators(layer, w, inputs[0], x_shape, &out.shape);
-            finish_linear(layer, &acc, out)
+            finish_linear(layer, &acc, out, rounding)
         }
         IntOp::Add(a) => {
             if inputs[0].len() != out.num_elements() || inputs[1].len() != out.num_elements() {
                 return Err(invalid(node, "operands and output must have one shape"));
             }
-            add(a, inputs[0], inputs[1], out.elem)
+            add(a, inputs[0], inputs[1], out.elem, rounding)
         }
         IntOp::Concat { axis, shifts } => concat(graph, node, inputs, *axis, shifts)?,
         IntOp::MaxPool(p) => {
@@ -144,7 +145,7 @@ pub(super) fn exec_with(
             IntData::from_i32(
                 out.elem,
                 sums.into_iter()
-                    .map(|s| clamp(rshift_round(s, *shift), *lo, *hi))
+                    .map(|s| clamp(rounding.rshift(s, *shift), *lo, *hi))
                     .collect(),
             )
         }
@@ -156,7 +157,7 @@ pub(super) fn exec_with(
             IntData::from_i32(
                 out.elem,
                 (0..x.len())
-                    .map(|i| clamp(rescale.apply(x.get(i) as i64), *lo, *hi))
+                    .map(|i| clamp(rescale.apply(x.get(i) as i64, rounding), *lo, *hi))
                     .collect(),
             )
         }
@@ -199,7 +200,7 @@ pub(super) fn exec_with(
                 (0..a.len())
                     .map(|i| {
                         let p = a.get(i) as i64 * b.get(i / inner) as i64;
-                        clamp(rshift_round(p, m.shift), m.lo, m.hi)
+                        clamp(rounding.rshift(p, m.shift), m.lo, m.hi)
                     })
                     .collect(),
             )
@@ -281,7 +282,7 @@ pub(super) fn exec_with(
             for p in 0..planes {
                 let plane: Vec<i32> = (p * h * w..(p + 1) * h * w).map(|i| x.get(i)).collect();
                 for oy in 0..r.rows.len() {
-                    values.extend((0..r.cols.len()).map(|ox| r.blend(&plane, w, oy, ox)));
+                    values.extend((0..r.cols.len()).map(|ox| r.blend(&plane, w, oy, ox, rounding)));
                 }
             }
             IntData::from_i32(out.elem, values)
@@ -295,7 +296,11 @@ pub(super) fn exec_with(
                 ));
             }
             let aligned = |k: usize, i: usize| {
-                clamp(rshift_round(inputs[k].get(i) as i64, shifts[k]), t_lo, t_hi)
+                clamp(
+                    rounding.rshift(inputs[k].get(i) as i64, shifts[k]),
+                    t_lo,
+                    t_hi,
+                )
             };
             let pick = |a: i32, b: i32| match kind {
                 Extremum::Max => a.max(b),
@@ -314,10 +319,10 @@ pub(super) fn exec_with(
     Ok(result)
 }
 
-fn add(a: &QAdd, x: &IntData, y: &IntData, elem: IntElem) -> IntData {
+fn add(a: &QAdd, x: &IntData, y: &IntData, elem: IntElem, rounding: Rounding) -> IntData {
     let f = |i: usize| {
         let s = ((x.get(i) as i64) << a.align_a) + ((y.get(i) as i64) << a.align_b);
-        clamp(rshift_round(s, a.shift), a.lo, a.hi)
+        clamp(rounding.rshift(s, a.shift), a.lo, a.hi)
     };
     IntData::from_i32(elem, (0..x.len()).map(f).collect())
 }
@@ -371,7 +376,7 @@ fn concat(
             let chunk = s[axis] * inner;
             values.extend(
                 (o * chunk..(o + 1) * chunk)
-                    .map(|i| clamp(rshift_round(x.get(i) as i64, shift), lo, hi)),
+                    .map(|i| clamp(graph.rounding.rshift(x.get(i) as i64, shift), lo, hi)),
             );
         }
     }

@@ -27,7 +27,7 @@
 //!
 //! [`IntGraph::validate`]: lutq_ir::int::IntGraph
 
-use lutq_ir::int::{ConvGeom, QLinear, QType, Rescale};
+use lutq_ir::int::{ConvGeom, QLinear, QType, Rescale, Rounding};
 
 use super::IntData;
 
@@ -98,7 +98,7 @@ pub fn linear_accumulators(
 /// The layer's epilogue: `clamp(rescale[o](acc), lo, hi)` for every accumulator, with
 /// the output channel `o` = dimension 1 of `out.shape` (the plane size is the product of
 /// the dimensions after it), stored as `out.elem`.
-pub fn finish_linear(layer: &QLinear, acc: &[i32], out: &QType) -> IntData {
+pub fn finish_linear(layer: &QLinear, acc: &[i32], out: &QType, rounding: Rounding) -> IntData {
     assert_eq!(
         acc.len(),
         out.num_elements(),
@@ -109,7 +109,8 @@ pub fn finish_linear(layer: &QLinear, acc: &[i32], out: &QType) -> IntData {
     let mut values = vec![0i32; acc.len()];
     if plane > 0 {
         for (i, (block, dst)) in acc.chunks(plane).zip(values.chunks_mut(plane)).enumerate() {
-            rescale_block(layer.rescale[i % channels], layer.lo, layer.hi, block, dst);
+            let rescale = layer.rescale[i % channels];
+            rescale_block(rescale, rounding, layer.lo, layer.hi, block, dst);
         }
     }
     IntData::from_i32(out.elem, values)
@@ -117,9 +118,16 @@ pub fn finish_linear(layer: &QLinear, acc: &[i32], out: &QType) -> IntData {
 
 multiversion! {
     /// `dst[i] = clamp(rescale(acc[i]), lo, hi)`.
-    fn rescale_block(rescale: Rescale, lo: i32, hi: i32, acc: &[i32], dst: &mut [i32]) {
+    fn rescale_block(
+        rescale: Rescale,
+        rounding: Rounding,
+        lo: i32,
+        hi: i32,
+        acc: &[i32],
+        dst: &mut [i32],
+    ) {
         match rescale {
-            Rescale::Shift(s) if s > 0 && s < 63 => {
+            Rescale::Shift(s) if s > 0 && s < 63 && rounding == Rounding::HalfUp => {
                 // `rshift_round`, specialised so that it vectorises: i64 cannot overflow.
                 let half = 1i64 << (s - 1);
                 for (d, &a) in dst.iter_mut().zip(acc) {
@@ -128,7 +136,7 @@ multiversion! {
             }
             r => {
                 for (d, &a) in dst.iter_mut().zip(acc) {
-                    *d = lutq_ir::int::clamp(r.apply(a as i64), lo, hi);
+                    *d = lutq_ir::int::clamp(r.apply(a as i64, rounding), lo, hi);
                 }
             }
         }

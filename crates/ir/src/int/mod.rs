@@ -113,14 +113,64 @@ pub fn rshift_round(a: i64, s: i32) -> i64 {
     }
 }
 
+/// `rshift_round` with ties to the even result (what ONNX `QuantizeLinear` does):
+/// `(a + 2^(s-1) − 1 + ((a >> s) & 1)) >> s` for `s > 0` — the low bits `r` of `a` round
+/// up when `r > 2^(s-1)`, or when `r = 2^(s-1)` and `a >> s` is odd — and the same as
+/// [`rshift_round`] for `s ≤ 0`. Its intermediate never exceeds `rshift_round`'s.
+#[inline]
+pub fn rshift_round_even(a: i64, s: i32) -> i64 {
+    if s > 0 {
+        if s >= 63 {
+            return 0;
+        }
+        (a + (1i64 << (s - 1)) - 1 + ((a >> s) & 1)) >> s
+    } else {
+        rshift_round(a, s)
+    }
+}
+
+/// How a program's rounding right shifts break ties (an exact half), and how its
+/// `QuantizeInput` rounds: one choice per program ([`IntGraph::rounding`]), obeyed by
+/// every op and every backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// Ties toward +∞ ([`rshift_round`]): the contract's default, one add and one shift.
+    #[default]
+    HalfUp,
+    /// Ties to even ([`rshift_round_even`]): ONNX `QuantizeLinear`'s rounding, so that
+    /// a QDQ model trained with power-of-two scales runs bit for bit as onnxruntime runs
+    /// it. One more shift, and and add per rescale.
+    HalfEven,
+}
+
+impl Rounding {
+    /// `a · 2^-s` rounded to an integer with this rounding.
+    #[inline]
+    pub fn rshift(self, a: i64, s: i32) -> i64 {
+        match self {
+            Rounding::HalfUp => rshift_round(a, s),
+            Rounding::HalfEven => rshift_round_even(a, s),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Rounding::HalfUp => "half_up",
+            Rounding::HalfEven => "half_even",
+        }
+    }
+}
+
 /// `QuantizeInput`'s rounding: `clamp(floor(x · 2^exp + 0.5), lo, hi)`, exactly.
 /// `x · 2^exp` is exact in f64 (a power of two times an f32) and so is adding 0.5 for
 /// every `|x · 2^exp| < 2^52`, beyond which the clamp decides anyway. (In f32 the
 /// addition would round: 0.49999997 + 0.5 is 1.0.) ±∞ saturate to `hi` / `lo`; NaN
 /// quantizes as 0 (then clamped), like Rust's float → integer cast. Every backend's
 /// float boundary (the C backend's `--float-io` helpers included) must match this.
-pub fn quantize_input(x: f32, exp: i32, lo: i32, hi: i32) -> i32 {
-    InputQuantizer::new(exp, lo, hi).apply(x)
+/// With [`Rounding::HalfEven`], ties go to the even integer instead.
+pub fn quantize_input(x: f32, exp: i32, lo: i32, hi: i32, rounding: Rounding) -> i32 {
+    InputQuantizer::new(exp, lo, hi, rounding).apply(x)
 }
 
 /// [`quantize_input`] with `2^exp` computed once, for whole tensors.
@@ -129,21 +179,29 @@ pub struct InputQuantizer {
     scale: f64,
     lo: i32,
     hi: i32,
+    rounding: Rounding,
 }
 
 impl InputQuantizer {
-    pub fn new(exp: i32, lo: i32, hi: i32) -> Self {
+    pub fn new(exp: i32, lo: i32, hi: i32, rounding: Rounding) -> Self {
         InputQuantizer {
             scale: (exp.clamp(-1074, 1023) as f64).exp2(),
             lo,
             hi,
+            rounding,
         }
     }
 
-    /// `clamp(floor(x · 2^exp + 0.5), lo, hi)`, exactly (see [`quantize_input`]).
+    /// `clamp(floor(x · 2^exp + 0.5), lo, hi)`, exactly (see [`quantize_input`]), or
+    /// with ties to even.
     #[inline]
     pub fn apply(&self, x: f32) -> i32 {
-        let v = x as f64 * self.scale + 0.5;
+        let scaled = x as f64 * self.scale;
+        if self.rounding == Rounding::HalfEven {
+            // `as i64` saturates ±∞ and maps NaN to 0, as below.
+            return clamp(scaled.round_ties_even() as i64, self.lo, self.hi);
+        }
+        let v = scaled + 0.5;
         // floor without a libm call (x86-64's baseline has no `roundsd`): truncate, then
         // step down where truncation went up, i.e. for negative non-integers. `as i64`
         // saturates ±∞ (and every |v| ≥ 2^63, already an integer) and maps NaN to 0.
@@ -175,13 +233,13 @@ pub enum Rescale {
 }
 
 impl Rescale {
-    /// Applies the rescale to `acc` (no clamping).
+    /// Applies the rescale to `acc` (no clamping), rounding as the program does.
     #[inline]
-    pub fn apply(self, acc: i64) -> i64 {
+    pub fn apply(self, acc: i64, rounding: Rounding) -> i64 {
         match self {
-            Rescale::Shift(s) => rshift_round(acc, s),
+            Rescale::Shift(s) => rounding.rshift(acc, s),
             Rescale::Multiplier { multiplier, shift } => {
-                rshift_round(acc * multiplier as i64, 31 + shift)
+                rounding.rshift(acc * multiplier as i64, 31 + shift)
             }
         }
     }
@@ -453,13 +511,13 @@ impl QResize {
 
     /// The op's definition for one output element of a plane `x` of width `w`.
     #[inline]
-    pub fn blend(&self, x: &[i32], w: usize, oy: usize, ox: usize) -> i32 {
+    pub fn blend(&self, x: &[i32], w: usize, oy: usize, ox: usize, rounding: Rounding) -> i32 {
         let (r, c) = (self.rows[oy], self.cols[ox]);
         let one = 1i32 << self.frac;
         let at = |y: u32, xx: u32| x[y as usize * w + xx as usize];
         let row = |y: u32| (one - c.w_hi) * at(y, c.lo) + c.w_hi * at(y, c.hi);
         let sum = (one - r.w_hi) * row(r.lo) + r.w_hi * row(r.hi);
-        rshift_round(sum as i64, 2 * self.frac as i32) as i32
+        rounding.rshift(sum as i64, 2 * self.frac as i32) as i32
     }
 }
 
@@ -629,6 +687,10 @@ pub struct IntGraph {
     pub inputs: Vec<IntInput>,
     pub nodes: Vec<IntNode>,
     pub outputs: Vec<IntOutput>,
+    /// How every rounding shift of the program breaks ties ([`Rounding::HalfUp`] unless
+    /// the program reproduces a QDQ model).
+    #[serde(default)]
+    pub rounding: Rounding,
 }
 
 impl IntGraph {

@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use super::{IntGraph, IntOp, QType, QWeights, Rescale, ResizeTap};
+use super::{IntGraph, IntOp, QType, QWeights, Rescale, ResizeTap, Rounding};
 
 fn fnv(bytes: impl IntoIterator<Item = u8>) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
@@ -68,7 +68,11 @@ impl IntGraph {
     /// The text dump; see the module docs.
     pub fn dump(&self) -> String {
         let mut out = String::new();
-        writeln!(out, "int_graph {:?} {{", self.name).unwrap();
+        // Half-up programs (the default) print as they always did.
+        match self.rounding {
+            Rounding::HalfUp => writeln!(out, "int_graph {:?} {{", self.name).unwrap(),
+            r => writeln!(out, "int_graph {:?} rounding={} {{", self.name, r.name()).unwrap(),
+        }
         for (i, node) in self.nodes.iter().enumerate() {
             write!(out, "  %{i} = {}", node.op.name()).unwrap();
             for (j, v) in node.inputs.iter().enumerate() {

@@ -77,7 +77,7 @@ fn fixed_point_rescale_approximates_its_factor() {
         assert!((1 << 30..=i32::MAX).contains(&multiplier), "{multiplier}");
         assert!((r.factor() / f - 1.0).abs() < 1e-9, "{f} -> {}", r.factor());
         let acc = 123_456i64;
-        let got = r.apply(acc);
+        let got = r.apply(acc, Rounding::HalfUp);
         assert!((got as f64 - acc as f64 * f).abs() <= 0.5 + 1e-6 * acc as f64 * f);
     }
     assert_eq!(Rescale::from_factor(0.0), None);
@@ -242,9 +242,22 @@ fn input_quantizer_floors_exactly_like_f64_floor() {
         f32::INFINITY,
         f32::NEG_INFINITY,
     ];
+    // Ties to even: the half-up result, one lower where `x · 2^exp + 0.5` was an exact
+    // integer and odd.
+    let naive_even = |x: f32, exp: i32, lo: i32, hi: i32| {
+        let v = x as f64 * (exp.clamp(-1074, 1023) as f64).exp2() + 0.5;
+        let f = v.floor();
+        let f = if f == v && f.rem_euclid(2.0) == 1.0 {
+            f - 1.0
+        } else {
+            f
+        };
+        clamp(f as i64, lo, hi)
+    };
     for exp in [-1100, -200, -8, -1, 0, 1, 3, 7, 30, 60, 200, 2000] {
         for (lo, hi) in [(-128, 127), (0, 255), (i32::MIN, i32::MAX)] {
-            let q = InputQuantizer::new(exp, lo, hi);
+            let q = InputQuantizer::new(exp, lo, hi, Rounding::HalfUp);
+            let q_even = InputQuantizer::new(exp, lo, hi, Rounding::HalfEven);
             for i in 0..4000 {
                 let x = match specials.get(i) {
                     Some(&v) => v,
@@ -252,7 +265,58 @@ fn input_quantizer_floors_exactly_like_f64_floor() {
                 };
                 let want = naive(x, exp, lo, hi);
                 assert_eq!(q.apply(x), want, "x {x:e} ({:#x}) exp {exp}", x.to_bits());
+                let want = naive_even(x, exp, lo, hi);
+                assert_eq!(q_even.apply(x), want, "even: x {x:e} exp {exp}");
             }
         }
     }
+}
+
+#[test]
+fn rshift_round_even_breaks_ties_to_even_and_agrees_elsewhere() {
+    // The definition in exact integer arithmetic: quotient and remainder by 2^s.
+    let reference = |a: i64, s: i32| -> i64 {
+        if s <= 0 {
+            return rshift_round(a, s);
+        }
+        let d = 1i128 << s;
+        let (q, r) = ((a as i128).div_euclid(d), (a as i128).rem_euclid(d));
+        let half = d / 2;
+        (if r > half || (r == half && q.rem_euclid(2) == 1) {
+            q + 1
+        } else {
+            q
+        }) as i64
+    };
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut ties = 0;
+    for i in 0..200_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let s = (state % 40) as i32 - 4;
+        // Exact ties every few draws: a multiple of 2^(s-1).
+        let a = if i % 4 == 0 && s > 0 {
+            ((state >> 20) as i32 as i64) << (s - 1)
+        } else {
+            (state >> 16) as i32 as i64
+        };
+        let got = rshift_round_even(a, s);
+        assert_eq!(got, reference(a, s), "a {a} s {s}");
+        assert_eq!(Rounding::HalfEven.rshift(a, s), got);
+        if s > 0 && a.rem_euclid(1 << s) == 1 << (s - 1) {
+            ties += 1;
+            // A tie: half-up and half-even differ exactly when half-up is odd.
+            let up = rshift_round(a, s);
+            assert_eq!(got, if up % 2 != 0 { up - 1 } else { up }, "a {a} s {s}");
+        } else {
+            assert_eq!(got, rshift_round(a, s), "a {a} s {s}");
+        }
+    }
+    assert!(ties > 10_000, "{ties} ties drawn");
+    assert_eq!(rshift_round_even(1, 1), 0); // 0.5 -> 0
+    assert_eq!(rshift_round_even(3, 1), 2); // 1.5 -> 2
+    assert_eq!(rshift_round_even(-1, 1), 0); // -0.5 -> 0
+    assert_eq!(rshift_round_even(-3, 1), -2); // -1.5 -> -2
+    assert_eq!(rshift_round_even(-5, 1), -2); // -2.5 -> -2
 }

@@ -108,6 +108,8 @@ impl IntFacts {
 #[derive(Debug, Default)]
 pub struct IntAnalysis {
     pub tables: IntTables,
+    /// The program's rounding: the fusion rules' bounds round as the program does.
+    pub rounding: lutq_ir::int::Rounding,
 }
 
 /// The range an op guarantees for its output, given its inputs' ranges.

@@ -18,6 +18,11 @@
 //! * **Not L1.** A right shift followed by any non-zero shift is not one shift:
 //!   `R(R(1, 1), 1) = 1` but `R(1, 2) = 0` (round-half-up twice), and
 //!   `R(R(1, 1), −1) = 2` but `R(1, 0) = 1` (the left shift cannot restore the low bit).
+//! * **Ties to even.** Programs with [`Rounding::HalfEven`] write `R` for
+//!   [`lutq_ir::int::rshift_round_even`]; L1 and L2 hold for it too (in L1 the value
+//!   divided is the same, so is the parity of the result; rounding to even is
+//!   non-decreasing), so every rule carries over with the bounds of [`push_clamp`]
+//!   rounded the program's way.
 //! * **L2 (monotone through a clamp).** `R(·, b)` is non-decreasing, and for every
 //!   non-decreasing `g`, `g(C(v, lo, hi)) = C(g(v), g(lo), g(hi))` (check `v < lo`,
 //!   `lo ≤ v ≤ hi`, `v > hi`).
@@ -38,7 +43,9 @@
 //! arithmetic is exact throughout and i32 backends see no new overflow.
 
 use egg::{Applier, Id, Language as _, Pattern, PatternAst, Rewrite, Subst, Symbol, Var};
-use lutq_ir::int::{IntElem, IntOp, QAdd, Rescale, accumulator_bound, clamp, rshift_round};
+#[cfg(doc)]
+use lutq_ir::int::rshift_round;
+use lutq_ir::int::{IntElem, IntOp, QAdd, Rescale, Rounding, accumulator_bound, clamp};
 
 use super::analysis::{IntAnalysis, IntAttrEntry, IntEGraph, add_op, attr_of};
 use super::lang::IntLang;
@@ -100,10 +107,15 @@ pub fn compose(a: i32, b: i32) -> Option<i32> {
 
 /// The clamp bounds of `C(R(C(v, lo1, hi1), b), lo2, hi2)` as one clamp of `R(v, b)`
 /// (lemmas L2 and L3).
-pub fn push_clamp(lo1: i32, hi1: i32, b: i32, lo2: i32, hi2: i32) -> (i32, i32) {
+pub fn push_clamp(
+    rounding: Rounding,
+    (lo1, hi1): (i32, i32),
+    b: i32,
+    (lo2, hi2): (i32, i32),
+) -> (i32, i32) {
     (
-        clamp(rshift_round(lo1 as i64, b), lo2, hi2),
-        clamp(rshift_round(hi1 as i64, b), lo2, hi2),
+        clamp(rounding.rshift(lo1 as i64, b), lo2, hi2),
+        clamp(rounding.rshift(hi1 as i64, b), lo2, hi2),
     )
 }
 
@@ -231,6 +243,7 @@ fn fuse(
     lo2: i32,
     hi2: i32,
 ) -> Option<IntOp> {
+    let rounding = egraph.analysis.rounding;
     let x = egraph[inputs[0]].data.value();
     let (x_range, x_elem) = (x.range, x.ty.elem);
     let op = match inner.clone() {
@@ -243,7 +256,7 @@ fn fuse(
             if !left_shift_fits(max_abs(x_range), s) {
                 return None;
             }
-            let (lo, hi) = push_clamp(lo, hi, b, lo2, hi2);
+            let (lo, hi) = push_clamp(rounding, (lo, hi), b, (lo2, hi2));
             IntOp::Requant {
                 rescale: Rescale::Shift(s),
                 lo,
@@ -260,7 +273,7 @@ fn fuse(
                 });
             }
             l.rescale = rescale;
-            (l.lo, l.hi) = push_clamp(l.lo, l.hi, b, lo2, hi2);
+            (l.lo, l.hi) = push_clamp(rounding, (l.lo, l.hi), b, (lo2, hi2));
             if accumulator_bound(&l, x_elem).rescaled > i32::MAX as i64 {
                 return None;
             }
@@ -275,7 +288,7 @@ fn fuse(
                 return None;
             }
             a.shift = s;
-            (a.lo, a.hi) = push_clamp(a.lo, a.hi, b, lo2, hi2);
+            (a.lo, a.hi) = push_clamp(rounding, (a.lo, a.hi), b, (lo2, hi2));
             IntOp::Add(a)
         }
         IntOp::SumPool {
@@ -289,7 +302,7 @@ fn fuse(
             if !left_shift_fits(max_abs(x_range) * taps, s) {
                 return None;
             }
-            let (lo, hi) = push_clamp(lo, hi, b, lo2, hi2);
+            let (lo, hi) = push_clamp(rounding, (lo, hi), b, (lo2, hi2));
             IntOp::SumPool {
                 pool,
                 shift: s,

@@ -21,7 +21,10 @@ pub struct IntTranslated {
 /// are counted over node inputs and graph outputs; a value with more than one is
 /// *shared*.
 pub fn to_egraph(graph: &IntGraph) -> IntTranslated {
-    let mut egraph = IntEGraph::new(IntAnalysis::default());
+    let mut egraph = IntEGraph::new(IntAnalysis {
+        rounding: graph.rounding,
+        ..Default::default()
+    });
     let mut class: Vec<Id> = Vec::with_capacity(graph.nodes.len());
     let mut reads = vec![0usize; graph.nodes.len()];
     for (i, node) in graph.nodes.iter().enumerate() {
@@ -158,6 +161,7 @@ pub fn from_egraph(
         inputs: source.inputs.clone(),
         nodes: Vec::with_capacity(n),
         outputs: Vec::new(),
+        rounding: source.rounding,
     };
     while let Some(Reverse((_, k))) = ready.pop() {
         let node = &chosen[k].1;

@@ -39,7 +39,10 @@ pub(crate) use dead::requantize_row;
 pub use exponent::{EXP_LIMIT, max_fit_exponent};
 pub use gptq::{DAMP, GptqFactor};
 pub use kmeans::{KMeans, LUT_SIZE, kmeans_lut};
-pub use target::{TARGET_DAMP, TARGET_MIN_PATCHES_PER_INPUT, float_target_rows};
+pub use target::{
+    TARGET_DAMP, TARGET_MIN_PATCHES_PER_INPUT, TARGET_RIDGES, TargetChoice, TargetMoments,
+    choose_float_target, float_target_rows, float_target_rows_damped, held_out_samples,
+};
 
 /// One layer's fitting problem.
 pub struct LayerProblem<'a> {

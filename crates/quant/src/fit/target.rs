@@ -45,6 +45,19 @@ pub fn float_target_rows(
     hessians: &[Vec<f64>],
     cross: &[Vec<f64>],
 ) -> Vec<f32> {
+    float_target_rows_damped(weights, rows, k, hessians, cross, TARGET_DAMP)
+}
+
+/// [`float_target_rows`] with the ridge `damp · mean diag Ĥ_g` instead of
+/// [`TARGET_DAMP`]'s.
+pub fn float_target_rows_damped(
+    weights: &[f32],
+    rows: usize,
+    k: usize,
+    hessians: &[Vec<f64>],
+    cross: &[Vec<f64>],
+    damp: f64,
+) -> Vec<f32> {
     assert_eq!(weights.len(), rows * k, "weights must be rows × k");
     assert_eq!(hessians.len(), cross.len(), "one cross moment per group");
     if hessians.is_empty() || k == 0 {
@@ -57,7 +70,7 @@ pub fn float_target_rows(
     // triangular solves read contiguous rows); `None` keeps the group's rows.
     let lambdas: Vec<f64> = hessians
         .iter()
-        .map(|h| TARGET_DAMP * (0..k).map(|i| h[i * k + i]).sum::<f64>() / k as f64)
+        .map(|h| damp * (0..k).map(|i| h[i * k + i]).sum::<f64>() / k as f64)
         .collect();
     let factors: Vec<Option<(Vec<f64>, Vec<f64>)>> = hessians
         .par_iter()
@@ -114,4 +127,93 @@ fn triangular_solves(l: &[f64], lt: &[f64], b: &[f64], k: usize) -> Option<Vec<f
         x[i] = (y[i] - dot(&lt[i * k + i + 1..(i + 1) * k], &x[i + 1..])) / lt[i * k + i];
     }
     x.iter().all(|v| v.is_finite()).then_some(x)
+}
+
+/// Calibration samples held out of the float targets' fit to choose their ridge
+/// ([`choose_float_target`]): the last quarter, with at least 2 held out and 6 fitted
+/// (fewer samples: no hold-out, the fixed [`TARGET_DAMP`]). The tail, so that a
+/// calibration set ordered by source photo holds out whole photos.
+pub fn held_out_samples(samples: usize) -> usize {
+    if samples >= 8 { samples / 4 } else { 0 }
+}
+
+/// The ridges [`choose_float_target`] tries, relative to the mean diagonal of `Ĥ` (the
+/// plain target, the float weights themselves, is the limit of an infinite ridge and is
+/// always a candidate). From GPTQ's 1 % dampening to a ridge as strong as the average
+/// input energy, in steps of about 3×.
+pub const TARGET_RIDGES: [f64; 5] = [0.01, 0.03, 0.1, 0.3, 1.0];
+
+/// One group of moments of a layer's input patches (see [`float_target_rows`]):
+/// `Ĥ = Σ x̂ x̂ᵀ` and `C = Σ x̂ xᵀ`, one `k × k` matrix per group each.
+#[derive(Clone, Copy)]
+pub struct TargetMoments<'a> {
+    pub hessians: &'a [Vec<f64>],
+    pub cross: &'a [Vec<f64>],
+}
+
+/// What [`choose_float_target`] picked.
+pub struct TargetChoice {
+    /// The rows to fit (`rows × k`): the float weights or the float targets.
+    pub rows: Vec<f32>,
+    /// The chosen ridge (relative, see [`TARGET_RIDGES`]); `None`: the float weights.
+    pub ridge: Option<f64>,
+}
+
+/// Float targets whose strength is chosen on held-out data: for every ridge of
+/// [`TARGET_RIDGES`], the targets fitted on the `fit` moments are scored on the
+/// `held_out` moments by the end-to-end error `Σ_p ‖W x_p − V x̂_p‖²` (up to the constant
+/// `Σ ‖W x‖²`: `Σ_o v_oᵀ Ĥ v_o − 2 v_oᵀ C w_o`), and so are the float weights
+/// (`V = W`, no target). The winner's ridge is then refitted on `all` the moments (fit
+/// and held-out together). The float targets overfit the calibration images when
+/// `Ĥ` and `C` rest on few samples per input (at 8 bits they cost more than they
+/// repair); this lets every layer find out for itself, and a layer never ends with a
+/// target that does worse on the held-out images than its float weights.
+pub fn choose_float_target(
+    weights: &[f32],
+    rows: usize,
+    k: usize,
+    fit: TargetMoments<'_>,
+    held_out: TargetMoments<'_>,
+    all: TargetMoments<'_>,
+) -> TargetChoice {
+    let plain = held_out_error(weights, weights, rows, k, held_out);
+    let mut best: (Option<f64>, f64) = (None, plain);
+    for &ridge in &TARGET_RIDGES {
+        let v = float_target_rows_damped(weights, rows, k, fit.hessians, fit.cross, ridge);
+        let e = held_out_error(&v, weights, rows, k, held_out);
+        if e < best.1 {
+            best = (Some(ridge), e);
+        }
+    }
+    let rows_out = match best.0 {
+        Some(ridge) => float_target_rows_damped(weights, rows, k, all.hessians, all.cross, ridge),
+        None => weights.to_vec(),
+    };
+    TargetChoice {
+        rows: rows_out,
+        ridge: best.0,
+    }
+}
+
+/// `Σ_o v_oᵀ Ĥ v_o − 2 v_oᵀ C w_o` over the rows (groups as in [`float_target_rows`]):
+/// the held-out error `Σ_p ‖W x_p − V x̂_p‖²` less its constant `Σ_p ‖W x_p‖²`.
+fn held_out_error(v: &[f32], w: &[f32], rows: usize, k: usize, m: TargetMoments<'_>) -> f64 {
+    let groups = m.hessians.len().max(1);
+    let rpg = rows / groups;
+    v.par_chunks(k)
+        .zip(w.par_chunks(k))
+        .enumerate()
+        .map(|(o, (vr, wr))| {
+            let (h, c) = (&m.hessians[o / rpg], &m.cross[o / rpg]);
+            let vr: Vec<f64> = vr.iter().map(|&x| x as f64).collect();
+            let wr: Vec<f64> = wr.iter().map(|&x| x as f64).collect();
+            (0..k)
+                .map(|i| {
+                    vr[i]
+                        * (dot(&h[i * k..(i + 1) * k], &vr)
+                            - 2.0 * dot(&c[i * k..(i + 1) * k], &wr))
+                })
+                .sum::<f64>()
+        })
+        .sum()
 }
