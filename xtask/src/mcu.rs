@@ -7,11 +7,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use lutq_backend_c::mcu::{Core, McuReport, run_on_core, run_on_cortex_m4};
+use lutq_backend_c::mcu::{Core, McuReport, profile_on_core, run_on_core, run_on_cortex_m4};
 use lutq_backend_c::{HostProgram, decode_outputs, quantize_samples};
 use lutq_interp::int::IntInterpreter;
 use lutq_ir::Tensor;
-use lutq_ir::int::IntGraph;
+use lutq_ir::int::{IntGraph, IntOp};
 use lutq_quant::{Mode, QuantOptions};
 
 const USAGE: &str =
@@ -28,6 +28,10 @@ committed calibration slice), emits C, and
     it under qemu-system-arm -M mps2-an386 with -icount shift=0, checks N samples (1 for
     MobileNetV2 and zoo models) bit-exact and reads instructions per inference from
     SysTick (the generated code's DSP path: SMLAD);
+  * profiles one Cortex-M4 sample per layer (the generated code built with
+    -DLUTQ_PROFILE: SysTick read after every layer) and sums instructions and MACs by
+    layer kind (3x3 conv, other conv, 1x1 pointwise, depthwise, dense, add, pools,
+    other); every layer's figures go to stderr;
   * does the same for a Cortex-M3 (-mcpu=cortex-m3, no DSP extension: the portable
     path) under -M mps2-an385, 1 sample;
   * reports flash (model code + constants, from arm-none-eabi-size), the constants an
@@ -56,6 +60,52 @@ struct Row {
     host_instructions: u64,
     m4_instructions: u64,
     m3_instructions: u64,
+    /// Per layer kind (in [`KINDS`] order): layers, MACs, profiled M4 instructions.
+    kinds: Vec<KindSum>,
+}
+
+/// What the per-layer profile sums up for one kind of layer.
+#[derive(Clone, Copy, Default)]
+struct KindSum {
+    layers: usize,
+    macs: u64,
+    instructions: u64,
+}
+
+/// The layer kinds of the profile table, with CMSIS-NN's int8 kernels measured on the
+/// same emulator (issue #15's anchors) where there is one.
+const KINDS: [(&str, &str); 8] = [
+    ("3×3 conv", "1.76–2.33"),
+    ("other conv", ""),
+    ("1×1 pointwise", "2.11"),
+    ("depthwise", "7.9 (3×3)"),
+    ("dense", "2.86"),
+    ("add", ""),
+    ("pools", ""),
+    ("other", ""),
+];
+
+/// The index in [`KINDS`] of node `i`'s kind and its MACs.
+fn kind_of(g: &IntGraph, i: usize) -> (usize, u64) {
+    let n = &g.nodes[i];
+    match &n.op {
+        IntOp::Linear(l) => {
+            let macs = (n.ty.num_elements() * l.weights.row_len()) as u64;
+            let [o, i_g, kh, kw] = l.weights.shape();
+            let kind = match &l.conv {
+                None => 4,
+                Some(c) if c.group == o && i_g == 1 && o > 1 => 3,
+                Some(c) if c.group != 1 => 1,
+                Some(_) if kh == 1 && kw == 1 => 2,
+                Some(_) if kh == 3 && kw == 3 => 0,
+                Some(_) => 1,
+            };
+            (kind, macs)
+        }
+        IntOp::Add(_) => (5, 0),
+        IntOp::MaxPool(_) | IntOp::SumPool { .. } => (6, 0),
+        _ => (7, 0),
+    }
 }
 
 fn expected(g: &IntGraph, rows: &[Vec<&[f32]>]) -> anyhow::Result<Vec<Vec<Vec<i32>>>> {
@@ -126,6 +176,7 @@ fn measure(
         bail!("{model} {mode}: the host build differs from the golden interpreter");
     }
     let per_sample = bytes.len() / n;
+    let callgrind_samples = callgrind_samples.min(n);
     eprintln!("{model} {mode}: callgrind, {callgrind_samples} samples");
     let host_instructions = callgrind(
         &program,
@@ -164,6 +215,43 @@ fn measure(
     if m3.outputs[..] != want[..1] {
         bail!("{model} {mode}: the Cortex-M3 run differs from the golden interpreter");
     }
+    eprintln!("{model} {mode}: Cortex-M4 per-layer profile, 1 sample");
+    let prof = profile_on_core(
+        &g,
+        prefix,
+        &bytes[..per_sample],
+        1,
+        &dir,
+        Duration::from_secs(590),
+        Core::CortexM4,
+    )?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if prof.outputs[..] != want[..1] {
+        bail!("{model} {mode}: the profiled Cortex-M4 run differs from the golden interpreter");
+    }
+    let mut kinds = vec![KindSum::default(); KINDS.len()];
+    for (i, &instructions) in prof.per_node.iter().enumerate() {
+        let (kind, macs) = kind_of(&g, i);
+        if instructions == 0 && macs == 0 {
+            continue;
+        }
+        let k = &mut kinds[kind];
+        k.layers += 1;
+        k.macs += macs;
+        k.instructions += instructions;
+        let node = &g.nodes[i];
+        let per_mac = if macs > 0 {
+            format!("{:.2}", instructions as f64 / macs as f64)
+        } else {
+            "-".into()
+        };
+        eprintln!(
+            "  layer {i:3} {:14} {:24} {:?} MACs {macs:9} instr {instructions:9} per MAC {per_mac}",
+            KINDS[kind].0,
+            node.name.chars().take(24).collect::<String>(),
+            node.ty.shape,
+        );
+    }
     let s = &report.summary;
     Ok(Row {
         model: model.to_string(),
@@ -181,6 +269,7 @@ fn measure(
         host_instructions,
         m4_instructions: *report.instructions.iter().max().expect("samples"),
         m3_instructions: m3.instructions[0],
+        kinds,
     })
 }
 
@@ -350,10 +439,49 @@ fn table(rows: &[Row], n: usize) -> String {
             r.m3_instructions as f64 / r.macs as f64,
         ));
     }
+    s.push_str(&profile_table(rows));
     s.push_str(
         "\nReference points measured the same way (issue #6): CMSIS-NN's int8 kernels run a\n\
          whole ResNet-8 in 2.20 M4 instructions per MAC, its 4-bit-weight kernels 3.5–4.1 on\n\
          3×3 convs and 15.6 on 3×3 depthwise; a naive C loop with 4-bit LUT decode 6.3–8.6.\n",
     );
+    s
+}
+
+/// Instructions per MAC by layer kind, from the profiled Cortex-M4 runs.
+fn profile_table(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "\n### Cortex-M4 instructions by layer kind\n\n\
+         One sample per model and mode, the generated code built with `-DLUTQ_PROFILE`:\n\
+         `NAME_run` calls the firmware's `lutq_profile_mark(node)` after every layer, which\n\
+         adds the SysTick ticks since the previous mark to that layer (about 50\n\
+         instructions of the mark itself per layer). **share** = of the profiled\n\
+         inference; **CMSIS-NN int8** = Arm's int8 kernels measured per layer kind on the\n\
+         same emulator (issue #15's anchors).\n\n\
+         | model | mode | kind | layers | MACs | M4 instr | M4 instr / MAC | share | CMSIS-NN int8 instr / MAC |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let total: u64 = r.kinds.iter().map(|k| k.instructions).sum();
+        for (k, &(kind, anchor)) in r.kinds.iter().zip(KINDS.iter()) {
+            if k.layers == 0 {
+                continue;
+            }
+            let per_mac = if k.macs > 0 {
+                format!("{:.2}", k.instructions as f64 / k.macs as f64)
+            } else {
+                "—".into()
+            };
+            s.push_str(&format!(
+                "| {} | {} | {kind} | {} | {} | {} | {per_mac} | {:.1} % | {anchor} |\n",
+                r.model,
+                r.mode,
+                k.layers,
+                k.macs,
+                k.instructions,
+                100.0 * k.instructions as f64 / total.max(1) as f64,
+            ));
+        }
+    }
     s
 }

@@ -59,7 +59,19 @@ impl HostProgram {
         flags: &[&str],
         dir: Option<&Path>,
     ) -> Result<HostProgram, CError> {
-        let mut options = EmitOptions::new(prefix);
+        Self::build_with(graph, &EmitOptions::new(prefix), compiler, flags, dir)
+    }
+
+    /// [`HostProgram::build`] with the emitter's `options` (the harness is added).
+    pub fn build_with(
+        graph: &IntGraph,
+        options: &EmitOptions,
+        compiler: &str,
+        flags: &[&str],
+        dir: Option<&Path>,
+    ) -> Result<HostProgram, CError> {
+        let prefix = options.prefix.as_str();
+        let mut options = options.clone();
         options.harness = true;
         let sources = emit(graph, &options)?;
         let (dir, keep) = match dir {

@@ -7,6 +7,11 @@
 //! SysTick under `-icount shift=0,sleep=off`: QEMU advances virtual time 1 ns per
 //! instruction and SysTick (25 MHz processor clock) ticks every 40 ns, so one tick is 40
 //! instructions on every run ([`INSTRUCTIONS_PER_TICK`]).
+//!
+//! [`profile_on_core`] builds the same firmware with `-DLUTQ_PROFILE`: the generated
+//! `NAME_run` then calls `lutq_profile_mark(node)` after every layer, the firmware adds
+//! the ticks since the previous mark to that node, and prints `node I ticks T` lines
+//! after the first sample ([`McuReport::per_node`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -89,6 +94,12 @@ pub struct McuReport {
     pub firmware: Sizes,
     /// What the emitter reported (constant bytes, arena, MACs).
     pub summary: crate::CSummary,
+    /// Profiled runs only ([`profile_on_core`]): per node of the graph, the
+    /// instructions from the previous layer's end to its own (multiples of 40; 0 for
+    /// nodes without a kernel), in the first sample. They add up to that sample's
+    /// instructions less the final output copy; each includes about 50 instructions of
+    /// the mark itself.
+    pub per_node: Vec<u64>,
 }
 
 fn run_tool(cmd: &mut Command, what: &str) -> Result<std::process::Output, CError> {
@@ -130,6 +141,7 @@ fn size_of(files: &[PathBuf]) -> Result<Sizes, CError> {
 fn firmware_main(graph: &IntGraph, p: &str, samples: usize) -> String {
     let up = p.to_ascii_uppercase();
     let out_bytes: usize = graph.ty(graph.outputs[0].value).size_bytes();
+    let nodes = graph.nodes.len();
     format!(
         r#"/* Test firmware: runs every embedded sample and prints its outputs and cost. */
 #include <stdint.h>
@@ -144,6 +156,21 @@ extern const {p}_input0_t mcu_inputs[SAMPLES][{up}_INPUT0_SIZE];
 static uint8_t arena[{up}_ARENA_SIZE > 0 ? {up}_ARENA_SIZE : 1];
 static {p}_output0_t output[{up}_OUTPUT0_SIZE];
 static char line[64 + 2 * {out_bytes}];
+
+#ifdef LUTQ_PROFILE
+/* Ticks per node (the generated code's LUTQ_PROFILE_MARK after each layer). */
+#define NODES {nodes}
+static uint64_t profile_last;
+static uint32_t profile_ticks[NODES];
+
+void lutq_profile_mark(int node);
+void lutq_profile_mark(int node)
+{{
+    const uint64_t now = mcu_ticks();
+    profile_ticks[node] += (uint32_t)(now - profile_last);
+    profile_last = now;
+}}
+#endif
 
 static char *put_decimal(char *at, uint64_t v)
 {{
@@ -172,6 +199,9 @@ int main(void)
     static const char hex[] = "0123456789abcdef";
     long s;
     for (s = 0; s < SAMPLES; ++s) {{
+#ifdef LUTQ_PROFILE
+        profile_last = mcu_ticks();
+#endif
         const uint64_t start = mcu_ticks();
         const int status = {p}_run(mcu_inputs[s], output, arena);
         const uint64_t ticks = mcu_ticks() - start;
@@ -194,6 +224,20 @@ int main(void)
         *at++ = '\n';
         *at = 0;
         mcu_print(line);
+#ifdef LUTQ_PROFILE
+        if (s == 0) {{
+            int k;
+            for (k = 0; k < NODES; ++k) {{
+                at = put_text(line, "node ");
+                at = put_decimal(at, (uint64_t)k);
+                at = put_text(at, " ticks ");
+                at = put_decimal(at, profile_ticks[k]);
+                *at++ = '\n';
+                *at = 0;
+                mcu_print(line);
+            }}
+        }}
+#endif
     }}
     mcu_print("done\n");
     return 0;
@@ -234,7 +278,12 @@ fn inputs_c(graph: &IntGraph, p: &str, quantized: &[u8], samples: usize) -> Stri
 
 /// Compiles C files of `dir` for `core` ([`MCU_FLAGS`] with its `-mcpu`) and returns
 /// their objects.
-fn cross_compile(dir: &Path, units: &[String], core: Core) -> Result<Vec<PathBuf>, CError> {
+fn cross_compile(
+    dir: &Path,
+    units: &[String],
+    core: Core,
+    defines: &[&str],
+) -> Result<Vec<PathBuf>, CError> {
     let mut objects = Vec::new();
     for unit in units {
         let obj = dir.join(unit.replace(".c", ".o"));
@@ -263,6 +312,7 @@ fn cross_compile(dir: &Path, units: &[String], core: Core) -> Result<Vec<PathBuf
             Command::new("arm-none-eabi-gcc")
                 .current_dir(dir)
                 .args(flags)
+                .args(defines)
                 .arg("-c")
                 .arg(unit)
                 .arg("-o")
@@ -289,6 +339,7 @@ pub fn cortex_m4_flash(dir: &Path, prefix: &str) -> Result<Option<Sizes>, CError
         dir,
         &[format!("{prefix}.c"), format!("{prefix}_weights.c")],
         Core::CortexM4,
+        &[],
     )?;
     size_of(&objects).map(Some)
 }
@@ -326,6 +377,35 @@ pub fn run_on_core(
     timeout: Duration,
     core: Core,
 ) -> Result<McuReport, CError> {
+    run_firmware(graph, prefix, quantized, samples, dir, timeout, core, false)
+}
+
+/// [`run_on_core`] with the per-layer profile ([`McuReport::per_node`], first sample):
+/// everything built with `-DLUTQ_PROFILE`. The marks cost instructions of their own, so
+/// [`McuReport::instructions`] of a profiled run are not the model's.
+pub fn profile_on_core(
+    graph: &IntGraph,
+    prefix: &str,
+    quantized: &[u8],
+    samples: usize,
+    dir: &Path,
+    timeout: Duration,
+    core: Core,
+) -> Result<McuReport, CError> {
+    run_firmware(graph, prefix, quantized, samples, dir, timeout, core, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_firmware(
+    graph: &IntGraph,
+    prefix: &str,
+    quantized: &[u8],
+    samples: usize,
+    dir: &Path,
+    timeout: Duration,
+    core: Core,
+    profile: bool,
+) -> Result<McuReport, CError> {
     if graph.inputs.len() != 1 || graph.outputs.len() != 1 {
         return Err(CError::Data(
             "the test firmware handles models with one input and one output".into(),
@@ -352,7 +432,8 @@ pub fn run_on_core(
         "mcu_main.c".into(),
         "mcu_inputs.c".into(),
     ];
-    let objects = cross_compile(dir, &units, core)?;
+    let defines: &[&str] = if profile { &["-DLUTQ_PROFILE"] } else { &[] };
+    let objects = cross_compile(dir, &units, core, defines)?;
     let elf = dir.join("firmware.elf");
     run_tool(
         Command::new("arm-none-eabi-gcc")
@@ -370,9 +451,15 @@ pub fn run_on_core(
 
     let stdout = run_qemu(&elf, timeout, core)?;
     let (outputs, instructions) = parse_firmware_output(graph, &stdout, samples)?;
+    let per_node = if profile {
+        parse_profile(graph, &stdout)?
+    } else {
+        Vec::new()
+    };
     Ok(McuReport {
         outputs,
         instructions,
+        per_node,
         model,
         weights,
         firmware,
@@ -440,6 +527,35 @@ fn run_qemu(elf: &Path, timeout: Duration, core: Core) -> Result<String, CError>
     }
     // Semihosting output may arrive on either stream depending on the QEMU build.
     Ok(format!("{stdout}{stderr}"))
+}
+
+/// The `node I ticks T` lines of a profiled firmware, as instructions per node.
+fn parse_profile(graph: &IntGraph, text: &str) -> Result<Vec<u64>, CError> {
+    let mut per_node = vec![0; graph.nodes.len()];
+    let mut seen = 0;
+    for line in text.lines().filter(|l| l.starts_with("node ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (Some(node), Some(ticks)) = (
+            words.get(1).and_then(|w| w.parse::<usize>().ok()),
+            words.get(3).and_then(|w| w.parse::<u64>().ok()),
+        ) else {
+            return Err(CError::Data(format!("unexpected profile line: {line}")));
+        };
+        let Some(slot) = per_node.get_mut(node) else {
+            return Err(CError::Data(format!(
+                "profile line of a node past the graph: {line}"
+            )));
+        };
+        *slot = ticks * INSTRUCTIONS_PER_TICK;
+        seen += 1;
+    }
+    if seen != graph.nodes.len() {
+        return Err(CError::Data(format!(
+            "the profiled firmware reported {seen} of {} nodes:\n{text}",
+            graph.nodes.len()
+        )));
+    }
+    Ok(per_node)
 }
 
 type Parsed = (Vec<Vec<Vec<i32>>>, Vec<u64>);

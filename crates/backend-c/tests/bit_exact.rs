@@ -305,3 +305,51 @@ fn float_io_helpers_round_exactly_like_the_ir() {
         }
     }
 }
+
+/// A tight scratch limit changes the kernels (fewer pixels per block, tail blocks of
+/// every size, the plain kernels where even 2 pixels do not fit), never the integers;
+/// the arena stays within the activations' plan plus the limit.
+#[test]
+fn scratch_limits_change_kernels_not_results() {
+    let calib = fashion_calib();
+    let test = samples("data/fashion_mnist/test_x.npy", 0, 50);
+    let rows: Vec<Vec<&[f32]>> = lutq_bundled::rows(&test)
+        .into_iter()
+        .map(|r| vec![r])
+        .collect();
+    // A plain CNN with 4-bit weights and a depthwise net with int8 weights.
+    for (model, mode) in [
+        ("fashion_resnet8", Mode::Lut4PotChannel),
+        ("fashion_mobilenetv2", Mode::Int8PotChannel),
+    ] {
+        let g = quantized(model, mode, &calib);
+        let plan = lutq_backend_c::plan_memory(&g);
+        let interp = IntInterpreter::new(&g).unwrap();
+        let expected: Vec<Vec<Vec<i32>>> = rows
+            .iter()
+            .map(|r| interp.run(r).unwrap().iter().map(|d| d.to_i32()).collect())
+            .collect();
+        let bytes = quantize_samples(&g, &rows).unwrap();
+        let mut sources = Vec::new();
+        for limit in [0, 1 << 20] {
+            let mut options = lutq_backend_c::EmitOptions::new("model");
+            options.scratch_limit = Some(limit);
+            let what = format!("{model} {mode}, scratch limit {limit}");
+            let program = HostProgram::build_with(&g, &options, "cc", &["-O1"], None)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let got = decode_outputs(&g, &program.run(&bytes).unwrap()).unwrap();
+            assert_eq!(got, expected, "{what}");
+            let emitted = lutq_backend_c::emit(&g, &options).unwrap();
+            let summary = emitted.summary;
+            assert!(
+                summary.arena_size <= plan.arena_size + limit,
+                "{what}: arena {} > {} + {limit}",
+                summary.arena_size,
+                plan.arena_size
+            );
+            sources.push(emitted.files[1].1.clone());
+        }
+        // The limits did change the kernels.
+        assert_ne!(sources[0], sources[1], "{model} {mode}");
+    }
+}

@@ -163,3 +163,68 @@ fn dsp_path_on_cortex_m4_and_portable_path_on_cortex_m3_are_bit_exact() {
         );
     }
 }
+
+/// The per-layer profile (`-DLUTQ_PROFILE`): still bit-exact, every layer with a kernel
+/// gets instructions, convolutions at least one per two MACs (one SMLAD), and the
+/// layers add up to the profiled inference.
+#[test]
+fn per_layer_profile_accounts_for_the_whole_inference() {
+    use lutq_backend_c::mcu::{Core, profile_on_core};
+    if !tools_present() {
+        return;
+    }
+    let calib = lutq_bundled::fashion_calib(32).unwrap();
+    let test = lutq_bundled::fashion_test(1).unwrap();
+    let rows: Vec<Vec<&[f32]>> = lutq_bundled::rows(&test)
+        .into_iter()
+        .map(|r| vec![r])
+        .collect();
+    let g = lutq_bundled::lowered("fashion_mobilenetv2", Mode::Lut4PotChannel, &calib).unwrap();
+    let quantized = quantize_samples(&g, &rows).unwrap();
+    let dir = std::env::temp_dir().join(format!("lutq-mcu-profile-{}", std::process::id()));
+    let report = profile_on_core(
+        &g,
+        "net",
+        &quantized,
+        1,
+        &dir,
+        Duration::from_secs(300),
+        Core::CortexM4,
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let expected: Vec<Vec<i32>> = IntInterpreter::new(&g)
+        .unwrap()
+        .run(&rows[0])
+        .unwrap()
+        .iter()
+        .map(|d| d.to_i32())
+        .collect();
+    assert_eq!(report.outputs[0], expected);
+    assert_eq!(report.per_node.len(), g.nodes.len());
+    for (i, node) in g.nodes.iter().enumerate() {
+        let has_kernel = !matches!(
+            node.op,
+            lutq_ir::int::IntOp::QuantizeInput { .. } | lutq_ir::int::IntOp::Reshape
+        );
+        if let lutq_ir::int::IntOp::Linear(l) = &node.op {
+            let macs = (node.ty.num_elements() * l.weights.row_len()) as u64;
+            assert!(
+                2 * report.per_node[i] >= macs,
+                "layer {i}: {} instructions for {macs} MACs",
+                report.per_node[i]
+            );
+        }
+        assert_eq!(
+            report.per_node[i] > 0,
+            has_kernel,
+            "layer {i} ({})",
+            node.op.name()
+        );
+    }
+    // The marks cover everything but the output copy and the call itself (and the
+    // first mark's interval starts a counter read before the total's).
+    let sum: u64 = report.per_node.iter().sum();
+    let total = report.instructions[0];
+    assert!(sum.abs_diff(total) < 2000, "{sum} of {total}");
+}

@@ -120,6 +120,24 @@ fn bundled_fashion_nets_get_a_valid_plan_near_the_lower_bound() {
     }
 }
 
+#[test]
+fn a_big_early_buffer_does_not_push_later_ones_apart() {
+    // MLPerf Tiny VWW's first steps: a transposed input, two maps, a map twice their
+    // size. Largest-first placed the input at 0 and the two maps side by side after it
+    // (64512 B); another order reaches the bound (55296 B, step 4).
+    let buffers = [
+        (27648, 1, 2),
+        (18432, 2, 3),
+        (18432, 3, 4),
+        (36864, 4, 5),
+        (9216, 5, 6),
+    ]
+    .map(|(size, start, end)| Buffer { size, start, end });
+    let (_, arena) = plan_buffers(&buffers);
+    assert_eq!(lower_bound(&buffers), 55296);
+    assert_eq!(arena, 55296);
+}
+
 /// `arena_blocks` on random programs: what `emit` places, without collisions, inside
 /// `NAME_ARENA_SIZE`, every computed value (or the buffer it shares) present once.
 #[test]

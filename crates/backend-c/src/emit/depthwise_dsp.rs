@@ -49,6 +49,33 @@ pub(crate) fn scratch_bytes(graph: &IntGraph, i: usize) -> usize {
     padded(graph, i).map_or(0, |(r, c)| 1 + 2 * r * c)
 }
 
+/// The copy of one input row (`src`, `w` values) into the padded plane (`dst`): four
+/// values per `lutq_widen4u` / `lutq_widen4s` (one load, two byte extensions, two packs,
+/// two stores on a core with the DSP extension), the last `w % 4` one by one.
+fn widen_row(w: usize, x_elem: &str) -> String {
+    let widen = if x_elem == "uint8_t" {
+        "lutq_widen4u"
+    } else {
+        "lutq_widen4s"
+    };
+    let main = w - w % 4;
+    let mut c = String::new();
+    if main > 0 {
+        write!(
+            c,
+            "for (k = 0; k < {main}; k += 4) {{\n                {widen}(src + k, dst + k);\n            }}"
+        )
+        .unwrap();
+    }
+    for k in main..w {
+        if !c.is_empty() {
+            c.push_str("\n            ");
+        }
+        write!(c, "dst[{k}] = src[{k}];").unwrap();
+    }
+    c
+}
+
 /// Emits the kernel body of depthwise node `i` when it takes this path.
 pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &QLinear) -> bool {
     let Some((hp, wp)) = padded(graph, i) else {
@@ -75,9 +102,10 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
          const {x_elem} *xc = x0 + o * {};\n        \
          for (r = 0; r < {h}; ++r) {{\n            \
          int16_t *const dst = pad + (r + {pt}) * {wp} + {pl};\n            \
-         for (k = 0; k < {w}; ++k) {{\n                dst[k] = xc[r * {w} + k];\n            }}\n        }}",
+         const {x_elem} *const src = xc + r * {w};\n            {}\n        }}",
         hp * wp,
-        h * w
+        h * w,
+        widen_row(w, x_elem),
     )
     .unwrap();
     // The taps t0 … of this channel as int32 locals.
@@ -108,6 +136,12 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
             }
         }
     }
+    // Rows of three adjacent taps with two adjacent pixels per step (stride 1): per row
+    // two words, x[0..1] and x[2..3], serve both pixels with two SMLADs, the pairs
+    // (t0, t1) and (t1, t2), and two single multiply-accumulates on the halves already
+    // loaded: x[2]·t2 (SMLATB) and x[1]·t0 (SMLABT): 6 instructions for 6 MACs
+    // instead of 8 (VWW's stride-1 depthwise layers: 2.6 → 2.2 instructions per MAC).
+    let rows3 = kw == 3 && dx == 1 && sx == 1;
     // Horizontal pairs where the taps are adjacent in the plane (no dilation).
     let paired = dx == 1;
     let mut body = Vec::new();
@@ -129,6 +163,18 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
                 body.push((format!("t{t}"), at, false));
                 kx += 1;
             }
+        }
+    }
+    if rows3 {
+        for ky in 0..kh {
+            let t = ky * kw;
+            writeln!(
+                c,
+                "        const uint32_t v{t} = lutq_pair(t{}, t{});",
+                t + 1,
+                t + 2
+            )
+            .unwrap();
         }
     }
     writeln!(c, "        const int32_t bias = {p}_bias_{i}[o];").unwrap();
@@ -155,6 +201,30 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
             &value.replace("ACC", acc),
         )
     };
+    let pair_step = if rows3 {
+        (0..kh)
+            .map(|ky| {
+                let (t, at) = (ky * kw, ky * dy * wp);
+                format!(
+                    "{{\n                    \
+                     const uint32_t xa = lutq_load2(xp + {at});\n                    \
+                     const uint32_t xb = lutq_load2(xp + {});\n                    \
+                     acc0 = lutq_dot2(w{t}, xa, acc0);\n                    \
+                     acc0 = lutq_smlatb(v{t}, xb, acc0);\n                    \
+                     acc1 = lutq_dot2(v{t}, xb, acc1);\n                    \
+                     acc1 = lutq_smlabt(w{t}, xa, acc1);\n                }}",
+                    at + 2
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n                ")
+    } else {
+        format!(
+            "{}\n                {}",
+            taps_into("acc0", 0),
+            taps_into("acc1", sx)
+        )
+    };
     // Two horizontally adjacent pixels per step: the channel's weights (more than the
     // registers hold beside the pointers) are reloaded once per two pixels.
     writeln!(
@@ -163,11 +233,10 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
          const int16_t *const row = pad + oy * {};\n            \
          for (ox = 0; ox + 1 < {ow}; ox += 2) {{\n                \
          const int16_t *const xp = row + ox * {sx};\n                \
-         int32_t acc0 = bias, acc1 = bias;\n                {}\n                {}\n                \
+         int32_t acc0 = bias, acc1 = bias;\n                {}\n                \
          {}\n                {}\n            }}",
         sy * wp,
-        taps_into("acc0", 0),
-        taps_into("acc1", sx),
+        pair_step,
         store("acc0", "ox"),
         store("acc1", "ox + 1"),
     )

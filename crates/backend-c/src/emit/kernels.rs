@@ -26,15 +26,22 @@ use crate::error::CError;
 
 /// The C function computing node `i`, or `None` for ops without code (`quantize_input`:
 /// the caller quantizes; `reshape`: a view of the same bytes).
-pub(crate) fn emit_kernel(graph: &IntGraph, i: usize, p: &str) -> Result<Option<String>, CError> {
+/// `lanes`: the pixels per block of node `i`'s dual-MAC kernel (one of
+/// `linear_dsp::lane_options`, chosen to fit the scratch limit; 0: the plain kernels).
+pub(crate) fn emit_kernel(
+    graph: &IntGraph,
+    i: usize,
+    p: &str,
+    lanes: usize,
+) -> Result<Option<String>, CError> {
     let node = &graph.nodes[i];
     let ins: Vec<&lutq_ir::int::QType> = node.inputs.iter().map(|&v| graph.ty(v)).collect();
     let mut c = format!("/* %{i} {} '{}' */\n", node.op.name(), comment(&node.name));
-    let params = params(graph, i);
+    let params = params(graph, i, lanes);
     writeln!(c, "static void layer_{i}({params})\n{{").unwrap();
     match &node.op {
         IntOp::QuantizeInput { .. } | IntOp::Reshape => return Ok(None),
-        IntOp::Linear(layer) => linear(&mut c, graph, i, p, layer)?,
+        IntOp::Linear(layer) => linear(&mut c, graph, i, p, layer, lanes)?,
         IntOp::Add(a) => {
             let n = node.ty.num_elements();
             let sum = format!(
@@ -375,7 +382,7 @@ fn unsupported(node: &IntNode, message: &str) -> CError {
     }
 }
 
-fn params(graph: &IntGraph, i: usize) -> String {
+fn params(graph: &IntGraph, i: usize, lanes: usize) -> String {
     let node = &graph.nodes[i];
     let mut ps: Vec<String> = node
         .inputs
@@ -384,7 +391,7 @@ fn params(graph: &IntGraph, i: usize) -> String {
         .map(|(k, &v)| format!("const {} *x{k}", c_elem(graph.ty(v).elem)))
         .collect();
     ps.push(format!("{} *y", c_elem(node.ty.elem)));
-    if linear_dsp::scratch_bytes(graph, i) > 0 {
+    if linear_dsp::scratch_bytes(graph, i, lanes) > 0 {
         ps.push("uint8_t *scratch".into());
     }
     ps.join(", ")
@@ -463,8 +470,9 @@ fn linear(
     i: usize,
     p: &str,
     layer: &QLinear,
+    lanes: usize,
 ) -> Result<(), CError> {
-    if linear_dsp::emit(c, graph, i, p, layer) {
+    if linear_dsp::emit(c, graph, i, p, layer, lanes) {
         return Ok(());
     }
     let node = &graph.nodes[i];

@@ -71,8 +71,8 @@ fn plan(node: &IntNode) -> Option<Plan> {
         return None;
     }
     let pixels = node.ty.shape[2] * node.ty.shape[3];
-    // Fewer than half a block of pixels: mostly wasted lanes; the plain kernel.
-    if pixels < LANES / 2 {
+    // Fewer than 4 pixels: too few to share a weight pair; the plain kernel.
+    if pixels < 4 {
         return None;
     }
     let lut = match &layer.weights {
@@ -94,13 +94,30 @@ fn plan(node: &IntNode) -> Option<Plan> {
     Some(Plan { lut, k, kp })
 }
 
-/// Scratch bytes the kernel of `node` needs in the arena (0: it uses none), with 3 bytes
-/// of slack to align the 32-bit table and the columns.
-pub(crate) fn scratch_bytes(graph: &IntGraph, i: usize) -> usize {
+/// The lane counts the kernel of node `i` can run with, most preferred first (the
+/// scratch grows with the lanes, [`scratch_bytes`]); for a depthwise layer of this path
+/// `[1]` (its scratch does not depend on lanes); empty where the plain kernels run.
+pub(crate) fn lane_options(graph: &IntGraph, i: usize) -> &'static [usize] {
+    if plan(&graph.nodes[i]).is_some() {
+        &[LANES, 4, 2]
+    } else if super::depthwise_dsp::scratch_bytes(graph, i) > 0 {
+        &[1]
+    } else {
+        &[]
+    }
+}
+
+/// Scratch bytes the kernel of `node` needs in the arena when it runs `lanes` pixels per
+/// block (0: it uses none, as with `lanes` = 0, the plain kernels), with 3 bytes of
+/// slack to align the 32-bit table and the columns.
+pub(crate) fn scratch_bytes(graph: &IntGraph, i: usize, lanes: usize) -> usize {
+    if lanes == 0 {
+        return 0;
+    }
     let node = &graph.nodes[i];
     match plan(node) {
         // The columns: kp / 2 pairs of 32 bits per lane.
-        Some(pl) => 3 + if pl.lut { PAIR_TABLE_BYTES } else { 0 } + LANES * pl.kp * 2,
+        Some(pl) => 3 + if pl.lut { PAIR_TABLE_BYTES } else { 0 } + lanes * pl.kp * 2,
         None => super::depthwise_dsp::scratch_bytes(graph, i),
     }
 }
@@ -118,8 +135,19 @@ fn pair_taps(j: usize, lut: bool) -> (usize, usize) {
 }
 
 /// Emits the body of node `i`'s kernel (signature already written, `scratch` among its
-/// parameters) when the layer takes this path; `false` leaves `c` untouched.
-pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &QLinear) -> bool {
+/// parameters) when the layer takes this path with `lanes` pixels per block (one of
+/// [`lane_options`]; 0: the plain kernels); `false` leaves `c` untouched.
+pub(crate) fn emit(
+    c: &mut String,
+    graph: &IntGraph,
+    i: usize,
+    p: &str,
+    layer: &QLinear,
+    lanes: usize,
+) -> bool {
+    if lanes == 0 {
+        return false;
+    }
     let node = &graph.nodes[i];
     let Some(Plan { lut, k, kp }) = plan(node) else {
         return super::depthwise_dsp::emit(c, graph, i, p, layer);
@@ -137,6 +165,7 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
         dx: g.dilations[1],
         lut,
         k,
+        lanes,
     };
     let (h, w) = (geom.h, geom.w);
     let (oh, ow) = (node.ty.shape[2], node.ty.shape[3]);
@@ -145,7 +174,6 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
     let (pt, pl) = (g.pads[0], g.pads[1]);
     let x_elem = c_elem(graph.ty(node.inputs[0]).elem);
     let np = kp / 2;
-    let lanes = LANES;
 
     c.push_str(
         "    /* The scratch, 4-byte aligned (the arena has any alignment). */\n    \
@@ -173,68 +201,82 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
         )
         .unwrap();
     }
-    // Column pair j of lane l at cols[j * LANES + l]: the LANES words one weight pair
-    // meets are adjacent (one LDM / two LDRD).
-    writeln!(
-        c,
-        "    for (p = 0; p < {pixels}; p += {lanes}) {{\n        \
-         const long n = {pixels} - p < {lanes} ? {pixels} - p : {lanes};\n        \
-         for (l = 0; l < {lanes}; ++l) {{\n            \
-         uint32_t *const q = cols + l;\n            \
-         const long iy0 = (p + l) / {ow} * {sy} - {pt};\n            \
-         const long ix0 = (p + l) % {ow} * {sx} - {pl};\n            \
-         if (l >= n) {{\n                \
-         /* Past the last pixel: zeros, computed and dropped. */\n                \
-         long j;\n                \
-         for (j = 0; j < {np}; ++j) {{\n                    q[j * {lanes}] = 0;\n                }}\n                \
-         continue;\n            }}"
-    )
-    .unwrap();
-    let span_y = (kh - 1) * geom.dy;
-    let span_x = (kw - 1) * geom.dx;
-    let mut inside = Vec::new();
-    if pt > 0 {
-        inside.push("iy0 >= 0".to_string());
+    // Blocks of `lanes` pixels, then one block of the remaining `pixels % lanes` (its
+    // own kernel: no lane computes a pixel that is dropped).
+    let main = pixels - pixels % lanes;
+    let blocks: Vec<(usize, String)> = [(lanes, main), (pixels % lanes, pixels - main)]
+        .into_iter()
+        .filter(|&(_, span)| span > 0)
+        .map(|(lanes, span)| {
+            let mut b = String::new();
+            let geom = Geometry { lanes, ..geom };
+            // Column pair j of lane l at cols[j * lanes + l]: the `lanes` words one
+            // weight pair meets are adjacent (LDRD / LDM).
+            writeln!(
+                b,
+                "for (l = 0; l < {lanes}; ++l) {{\n    \
+                 uint32_t *const q = cols + l;\n    \
+                 const long iy0 = (p + l) / {ow} * {sy} - {pt};\n    \
+                 const long ix0 = (p + l) % {ow} * {sx} - {pl};"
+            )
+            .unwrap();
+            let span_y = (kh - 1) * geom.dy;
+            let span_x = (kw - 1) * geom.dx;
+            let mut inside = Vec::new();
+            if pt > 0 {
+                inside.push("iy0 >= 0".to_string());
+            }
+            if pl > 0 {
+                inside.push("ix0 >= 0".to_string());
+            }
+            // The largest window start any pixel has; tests only where it can overrun.
+            if (oh - 1) * sy + span_y >= h + pt {
+                inside.push(format!("iy0 + {span_y} < {h}"));
+            }
+            if (ow - 1) * sx + span_x >= w + pl {
+                inside.push(format!("ix0 + {span_x} < {w}"));
+            }
+            let interior = geom.interior_copy(x_elem);
+            if inside.is_empty() {
+                b.push_str(&indent(&interior, 4));
+            } else {
+                writeln!(b, "    if ({}) {{", inside.join(" && ")).unwrap();
+                b.push_str(&indent(&interior, 8));
+                b.push_str("    } else {\n");
+                b.push_str(&indent(&geom.tap_loop(true), 8));
+                b.push_str("    }\n");
+            }
+            b.push_str("}\n");
+            // The dot products, one output channel at a time over the lanes. Two
+            // channels at a time (each column word feeding two SMLADs) measured worse:
+            // 16 accumulators do not fit, and 2 channels × 4 pixels made gcc spill (IC
+            // ResNet-8: 1.89 vs 1.79 for 4-bit layers, 1.84 vs 1.75 for int8).
+            let layer_dot = Dot {
+                p,
+                i,
+                layer,
+                out_elem: node.ty.elem,
+                pixels,
+                np,
+                k,
+                lut,
+                lanes,
+            };
+            writeln!(b, "for (o = 0; o < {o_n}; ++o) {{").unwrap();
+            layer_dot.channels(&mut b, 1);
+            b.push_str("}\n");
+            (span, b)
+        })
+        .collect();
+    for (n, (span, block)) in blocks.iter().enumerate() {
+        if n == 0 && *span > lanes {
+            writeln!(c, "    for (p = 0; p < {span}; p += {lanes}) {{").unwrap();
+        } else {
+            writeln!(c, "    p = {};\n    {{", if n == 0 { 0 } else { main }).unwrap();
+        }
+        c.push_str(&indent(block, 8));
+        c.push_str("    }\n");
     }
-    if pl > 0 {
-        inside.push("ix0 >= 0".to_string());
-    }
-    // The largest window start any pixel has; tests only where it can overrun.
-    if (oh - 1) * sy + span_y >= h + pt {
-        inside.push(format!("iy0 + {span_y} < {h}"));
-    }
-    if (ow - 1) * sx + span_x >= w + pl {
-        inside.push(format!("ix0 + {span_x} < {w}"));
-    }
-    let interior = geom.interior_copy(x_elem);
-    if inside.is_empty() {
-        c.push_str(&indent(&interior, 12));
-    } else {
-        writeln!(c, "            if ({}) {{", inside.join(" && ")).unwrap();
-        c.push_str(&indent(&interior, 16));
-        c.push_str("            } else {\n");
-        c.push_str(&indent(&geom.tap_loop(true), 16));
-        c.push_str("            }\n");
-    }
-    c.push_str("        }\n");
-
-    // The dot products, one output channel at a time over the lanes. Two channels at a
-    // time (each column word feeding two SMLADs) measured worse: 16 accumulators do not
-    // fit, and 2 channels × 4 pixels made gcc spill (IC ResNet-8: 1.89 vs 1.79 for
-    // 4-bit layers, 1.84 vs 1.75 for int8).
-    let layer_dot = Dot {
-        p,
-        i,
-        layer,
-        out_elem: node.ty.elem,
-        pixels,
-        np,
-        k,
-        lut,
-    };
-    writeln!(c, "        for (o = 0; o < {o_n}; ++o) {{").unwrap();
-    layer_dot.channels(c, 1);
-    c.push_str("        }\n    }\n");
     true
 }
 
@@ -248,6 +290,8 @@ struct Dot<'a> {
     np: usize,
     k: usize,
     lut: bool,
+    /// Pixels of the block (all of them computed and stored).
+    lanes: usize,
 }
 
 impl Dot<'_> {
@@ -263,9 +307,9 @@ impl Dot<'_> {
             np,
             k,
             lut,
+            lanes,
         } = *self;
-        let lanes = LANES;
-        let pad = "            ";
+        let pad = "    ";
         let at = |ch: usize| {
             if ch == 0 {
                 "o".to_string()
@@ -295,7 +339,7 @@ impl Dot<'_> {
                 writeln!(c, "{pad}}}").unwrap();
             }
         };
-        let inner = "                ";
+        let inner = "        ";
         if lut {
             writeln!(c, "{pad}const uint8_t *cp = {p}_codes_{i} + o * {np};").unwrap();
             // One channel: 4 pairs per iteration; two: 1 (more would need registers the
@@ -335,19 +379,49 @@ impl Dot<'_> {
         } else {
             let groups = k / 4;
             writeln!(c, "{pad}const int8_t *wp = {p}_w_{i} + o * {k};").unwrap();
-            if groups > 0 {
-                writeln!(c, "{pad}long j;\n{pad}for (j = 0; j < {groups}; ++j) {{").unwrap();
-                for ch in 0..ocs {
-                    writeln!(
-                        c,
-                        "{inner}uint32_t w02{ch}, w13{ch};\n{inner}lutq_split4(wp + {}, &w02{ch}, &w13{ch});",
-                        ch * k
-                    )
-                    .unwrap();
+            // Groups of four weights, two per iteration: each pair widened from the
+            // weight word where it is used (`lutq_w02`, `lutq_w13`: a load and one
+            // SXTB16 each), so the word is not kept in a register across the eight
+            // SMLADs of the first pair (with `lutq_split4` gcc spilled in the loop: VWW's
+            // int8 pointwise layers ran 1.67 instructions per MAC vs 1.59 for 4-bit).
+            let unroll = if groups >= 2 { 2 } else { 1 };
+            let main = groups - groups % unroll;
+            let group = |c: &mut String, u: usize, pad: &str| {
+                for (half, helper) in [(0, "lutq_w02"), (1, "lutq_w13")] {
+                    writeln!(c, "{pad}{{").unwrap();
+                    let wv = if half == 0 { "w02" } else { "w13" };
+                    for ch in 0..ocs {
+                        writeln!(
+                            c,
+                            "{pad}    const uint32_t {wv}{ch} = {helper}(wp + {});",
+                            ch * k + 4 * u
+                        )
+                        .unwrap();
+                    }
+                    lanes_at(c, wv, 2 * u + half, &format!("{pad}    "));
+                    writeln!(c, "{pad}}}").unwrap();
                 }
-                lanes_at(c, "w02", 0, inner);
-                lanes_at(c, "w13", 1, inner);
-                writeln!(c, "{inner}wp += 4;\n{inner}q += {};\n{pad}}}", 2 * lanes).unwrap();
+            };
+            if main > 0 {
+                writeln!(
+                    c,
+                    "{pad}long j;\n{pad}for (j = 0; j < {main}; j += {unroll}) {{"
+                )
+                .unwrap();
+                for u in 0..unroll {
+                    group(c, u, inner);
+                }
+                writeln!(
+                    c,
+                    "{inner}wp += {};\n{inner}q += {};\n{pad}}}",
+                    4 * unroll,
+                    2 * unroll * lanes
+                )
+                .unwrap();
+            }
+            if groups > main {
+                group(c, 0, pad);
+                writeln!(c, "{pad}wp += 4;\n{pad}q += {};", 2 * lanes).unwrap();
             }
             let r = k % 4;
             if r > 0 {
@@ -394,11 +468,7 @@ impl Dot<'_> {
                     &format!("{} * {pixels} + p + {l}", at(ch)),
                     &value.replace("ACC", &format!("a{ch}_{l}")),
                 );
-                if l == 0 {
-                    writeln!(c, "{inner}{store}").unwrap();
-                } else {
-                    writeln!(c, "{inner}if (n > {l}) {{\n{inner}    {store}\n{inner}}}").unwrap();
-                }
+                writeln!(c, "{inner}{store}").unwrap();
             }
             writeln!(c, "{pad}}}").unwrap();
         }
@@ -406,6 +476,7 @@ impl Dot<'_> {
 }
 
 /// A layer's window as the im2col copy sees it.
+#[derive(Clone, Copy)]
 struct Geometry {
     h: usize,
     w: usize,
@@ -417,6 +488,8 @@ struct Geometry {
     lut: bool,
     /// Taps per window.
     k: usize,
+    /// Pixels per block (the column words' stride).
+    lanes: usize,
 }
 
 impl Geometry {
@@ -434,9 +507,9 @@ impl Geometry {
             dy,
             dx,
             lut,
+            lanes,
             ..
         } = *self;
-        let lanes = LANES;
         let taps = kh * kw;
         if taps > MAX_UNROLLED_TAPS {
             return self.tap_loop(false);
@@ -500,8 +573,8 @@ impl Geometry {
             dx,
             lut,
             k,
+            lanes,
         } = *self;
-        let lanes = LANES;
         let group = if lut { 2 } else { 4 };
         let flush = |pad: &str| -> String {
             (0..group / 2)

@@ -52,6 +52,10 @@ pub struct EmitOptions {
     pub float_io: bool,
     /// One line for the file headers (e.g. the model and the quantization mode).
     pub description: String,
+    /// Bytes the kernels' scratch may add to the activations' arena (`None`: a tenth of
+    /// the activations' lower bound). A kernel whose scratch would reach past the limit
+    /// runs fewer pixels per block (less scratch), or the plain kernels (none).
+    pub scratch_limit: Option<usize>,
 }
 
 impl EmitOptions {
@@ -61,6 +65,7 @@ impl EmitOptions {
             harness: false,
             float_io: false,
             description: String::new(),
+            scratch_limit: None,
         }
     }
 }
@@ -170,18 +175,62 @@ struct ApiInput {
     node: usize,
 }
 
-/// Every kernel's scratch offset and the arena size with them (the one placement
-/// [`emit`] and [`arena_blocks`] share).
-fn place_scratch(graph: &IntGraph, plan: &MemoryPlan) -> (Vec<Option<usize>>, usize) {
-    scratch::place_scratch(plan, |i| linear_dsp::scratch_bytes(graph, i))
+/// The arena as [`emit`] and [`arena_blocks`] lay it out.
+struct Layout {
+    /// The activations' plan (its offsets may come from the plan made with the scratch).
+    plan: MemoryPlan,
+    scratch_at: Vec<Option<usize>>,
+    /// Per node: the dual-MAC kernel's pixels per block (0: the plain kernels).
+    lanes: Vec<usize>,
+    arena_size: usize,
 }
 
-/// The arena exactly as the generated C uses it: every activation buffer of the memory
-/// plan and every kernel's scratch, each with its offset and the steps it is live (for
-/// `lutq report`'s memory chart; [`emit`] places the same blocks at the same offsets).
+/// Each dual-MAC kernel's pixels per block: the most whose scratch, placed in the lowest
+/// gap of the activations' `plan`, stays within the scratch limit (default a tenth of
+/// the lower bound); then the scratch either in the gaps of the plan, or planned with
+/// the activations as buffers of one step: whichever arena is smaller.
+fn layout(graph: &IntGraph, plan: MemoryPlan, scratch_limit: Option<usize>) -> Layout {
+    let limit = scratch_limit.unwrap_or(plan.lower_bound / 10);
+    let budget = plan.arena_size + limit;
+    let lanes: Vec<usize> = (0..graph.nodes.len())
+        .map(|i| {
+            linear_dsp::lane_options(graph, i)
+                .iter()
+                .copied()
+                .find(|&l| {
+                    scratch::gap_end(&plan, i, linear_dsp::scratch_bytes(graph, i, l)) <= budget
+                })
+                .unwrap_or(0)
+        })
+        .collect();
+    let scratch_of = |i: usize| linear_dsp::scratch_bytes(graph, i, lanes[i]);
+    let (gap_at, gap_arena) = scratch::place_scratch(&plan, scratch_of);
+    let (joint, joint_at) = crate::memory::plan_with_scratch(graph, scratch_of);
+    let (plan, scratch_at, arena_size) = if joint.arena_size < gap_arena {
+        let arena = joint.arena_size;
+        (joint, joint_at, arena)
+    } else {
+        (plan, gap_at, gap_arena)
+    };
+    Layout {
+        plan,
+        scratch_at,
+        lanes,
+        arena_size,
+    }
+}
+
+/// The arena exactly as the generated C uses it (with the default scratch limit): every
+/// activation buffer of the memory plan and every kernel's scratch, each with its offset
+/// and the steps it is live (for `lutq report`'s memory chart; [`emit`] places the same
+/// blocks at the same offsets).
 pub fn arena_blocks(graph: &IntGraph) -> ArenaBlocks {
-    let plan = plan_memory(graph);
-    let (scratch_at, arena_size) = place_scratch(graph, &plan);
+    let Layout {
+        plan,
+        scratch_at,
+        lanes,
+        arena_size,
+    } = layout(graph, plan_memory(graph), None);
     let mut blocks: Vec<ArenaBlock> = (0..graph.nodes.len())
         .filter(|&v| plan.alias_of[v].is_none() && plan.input_of[v].is_none())
         .map(|v| ArenaBlock {
@@ -198,7 +247,7 @@ pub fn arena_blocks(graph: &IntGraph) -> ArenaBlocks {
             node: i,
             scratch: true,
             offset,
-            size: linear_dsp::scratch_bytes(graph, i),
+            size: linear_dsp::scratch_bytes(graph, i, lanes[i]),
             start: i,
             end: i,
         })
@@ -243,11 +292,16 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
     }
     let inputs = api_inputs(graph)?;
     let plan = plan_memory(graph);
+    let Layout {
+        plan,
+        scratch_at,
+        lanes,
+        arena_size,
+    } = layout(graph, plan, options.scratch_limit);
     let scratch_bytes = (0..graph.nodes.len())
-        .map(|i| linear_dsp::scratch_bytes(graph, i))
+        .map(|i| linear_dsp::scratch_bytes(graph, i, lanes[i]))
         .max()
         .unwrap_or(0);
-    let (scratch_at, arena_size) = place_scratch(graph, &plan);
     let w = weights::emit_weights(graph, p)?;
     let summary = CSummary {
         prefix: p.clone(),
@@ -287,7 +341,15 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
         macs: graph.macs(),
     };
     let header = emit_header(graph, options, &inputs, &summary);
-    let source = emit_source(graph, options, &inputs, &plan, &scratch_at, &w.declarations)?;
+    let source = emit_source(
+        graph,
+        options,
+        &inputs,
+        &plan,
+        &scratch_at,
+        &lanes,
+        &w.declarations,
+    )?;
     let banner = banner(graph, options);
     let mut files = vec![
         (format!("{p}.h"), header),
@@ -480,9 +542,22 @@ const SHIFT_CHECK: &str = r#"/* rshift_round needs an arithmetic right shift of 
 typedef char lutq_requires_arithmetic_shift[((-1) >> 1) == -1 ? 1 : -1];
 "#;
 
+/// The opt-in per-layer profiling hook: built with `-DLUTQ_PROFILE`, `NAME_run` calls
+/// `lutq_profile_mark(i)` (defined by the caller, e.g. the QEMU firmware of
+/// [`crate::mcu`], which reads a cycle or instruction counter) after node `i`'s kernel;
+/// otherwise the mark is an empty statement and the compiled code is unchanged.
+const PROFILE_HOOK: &str = r#"/* -DLUTQ_PROFILE: lutq_profile_mark(node) (the caller's) runs after every layer. */
+#ifdef LUTQ_PROFILE
+void lutq_profile_mark(int node);
+#define LUTQ_PROFILE_MARK(node) lutq_profile_mark(node)
+#else
+#define LUTQ_PROFILE_MARK(node) ((void)0)
+#endif
+"#;
+
 /// Helper functions by name, emitted only where a kernel calls them (clang warns about
 /// unused static functions, and the generated code must build with `-Werror`).
-const HELPERS: [(&str, &str); 12] = [
+const HELPERS: [(&str, &str); 19] = [
     (
         "lutq_clamp",
         r#"static inline int32_t lutq_clamp(int64_t v, int32_t lo, int32_t hi)
@@ -581,6 +656,107 @@ static inline int32_t lutq_dot2m(uint32_t w, const int16_t *q, int32_t acc)
 "#,
     ),
     (
+        "lutq_load2",
+        r#"/* q[0] (low half) and q[1] (high half) as one word: one (unaligned) LDR. */
+static inline uint32_t lutq_load2(const int16_t *q)
+{
+#ifdef LUTQ_DSP
+    uint32_t x;
+    memcpy(&x, q, sizeof x);
+    return x;
+#else
+    return lutq_pair(q[0], q[1]);
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_smlabt",
+        r#"/* acc + w.lo * x.hi (signed 16-bit halves): one SMLABT. */
+static inline int32_t lutq_smlabt(uint32_t w, uint32_t x, int32_t acc)
+{
+#ifdef LUTQ_DSP
+    return __smlabt((int32_t)w, (int32_t)x, acc);
+#else
+    return acc + (((int32_t)(w & 0xffffu) ^ 0x8000) - 0x8000) * (((int32_t)(x >> 16) ^ 0x8000) - 0x8000);
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_smlatb",
+        r#"/* acc + w.hi * x.lo (signed 16-bit halves): one SMLATB. */
+static inline int32_t lutq_smlatb(uint32_t w, uint32_t x, int32_t acc)
+{
+#ifdef LUTQ_DSP
+    return __smlatb((int32_t)w, (int32_t)x, acc);
+#else
+    return acc + (((int32_t)(w >> 16) ^ 0x8000) - 0x8000) * (((int32_t)(x & 0xffffu) ^ 0x8000) - 0x8000);
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_widen4u",
+        r#"/* x[0..3] (uint8_t) widened to dst[0..3] (int16, anywhere 2-byte aligned): one
+ * load, two UXTB16, two halfword packs and two stores instead of four of each. */
+static inline void lutq_widen4u(const uint8_t *x, int16_t *dst)
+{
+#ifdef LUTQ_DSP
+    uint32_t v, even, odd, lo, hi;
+    memcpy(&v, x, sizeof v);
+    even = (uint32_t)__uxtb16((uint8x4_t)v);
+#if defined(__GNUC__)
+    __asm__("uxtb16 %0, %1, ror #8" : "=r"(odd) : "r"(v));
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(lo) : "r"(even), "r"(odd));
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(hi) : "r"(odd), "r"(even));
+#else
+    odd = (uint32_t)__uxtb16((uint8x4_t)(v >> 8));
+    lo = (even & 0xffffu) | (odd << 16);
+    hi = (even >> 16) | (odd & 0xffff0000u);
+#endif
+    memcpy(dst, &lo, sizeof lo);
+    memcpy(dst + 2, &hi, sizeof hi);
+#else
+    dst[0] = x[0];
+    dst[1] = x[1];
+    dst[2] = x[2];
+    dst[3] = x[3];
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_widen4s",
+        r#"/* x[0..3] (int8_t) widened to dst[0..3] (int16, anywhere 2-byte aligned): one
+ * load, two SXTB16, two halfword packs and two stores instead of four of each. */
+static inline void lutq_widen4s(const int8_t *x, int16_t *dst)
+{
+#ifdef LUTQ_DSP
+    uint32_t v, even, odd, lo, hi;
+    memcpy(&v, x, sizeof v);
+    even = (uint32_t)__sxtb16((int8x4_t)v);
+#if defined(__GNUC__)
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(odd) : "r"(v));
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(lo) : "r"(even), "r"(odd));
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(hi) : "r"(odd), "r"(even));
+#else
+    odd = (uint32_t)__sxtb16((int8x4_t)(v >> 8));
+    lo = (even & 0xffffu) | (odd << 16);
+    hi = (even >> 16) | (odd & 0xffff0000u);
+#endif
+    memcpy(dst, &lo, sizeof lo);
+    memcpy(dst + 2, &hi, sizeof hi);
+#else
+    dst[0] = x[0];
+    dst[1] = x[1];
+    dst[2] = x[2];
+    dst[3] = x[3];
+#endif
+}
+"#,
+    ),
+    (
         "lutq_split4",
         r#"/* Four int8 weights as the pairs (w0, w2) and (w1, w3): one load, two SXTB16. */
 static inline void lutq_split4(const int8_t *w, uint32_t *w02, uint32_t *w13)
@@ -593,6 +769,42 @@ static inline void lutq_split4(const int8_t *w, uint32_t *w02, uint32_t *w13)
 #else
     *w02 = lutq_pair(w[0], w[2]);
     *w13 = lutq_pair(w[1], w[3]);
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_w02",
+        r#"/* The int8 weights w[0], w[2] as a pair: one load and one SXTB16. */
+static inline uint32_t lutq_w02(const int8_t *w)
+{
+#ifdef LUTQ_DSP
+    uint32_t v;
+    memcpy(&v, w, sizeof v);
+    return (uint32_t)__sxtb16((int8x4_t)v);
+#else
+    return ((uint32_t)(int32_t)w[0] & 0xffffu) | (((uint32_t)(int32_t)w[2] & 0xffffu) << 16);
+#endif
+}
+"#,
+    ),
+    (
+        "lutq_w13",
+        r#"/* The int8 weights w[1], w[3] as a pair: one load and one SXTB16 with its ROR #8
+ * (GNU inline assembly: ACLE has no rotated form, and gcc does not fuse the rotate). */
+static inline uint32_t lutq_w13(const int8_t *w)
+{
+#if defined(LUTQ_DSP) && defined(__GNUC__)
+    uint32_t v, r;
+    memcpy(&v, w, sizeof v);
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+#elif defined(LUTQ_DSP)
+    uint32_t v;
+    memcpy(&v, w, sizeof v);
+    return (uint32_t)__sxtb16((int8x4_t)(v >> 8));
+#else
+    return ((uint32_t)(int32_t)w[1] & 0xffffu) | (((uint32_t)(int32_t)w[3] & 0xffffu) << 16);
 #endif
 }
 "#,
@@ -684,6 +896,7 @@ fn emit_source(
     inputs: &[ApiInput],
     plan: &MemoryPlan,
     scratch_at: &[Option<usize>],
+    lanes: &[usize],
     weight_declarations: &str,
 ) -> Result<String, CError> {
     let p = &options.prefix;
@@ -691,10 +904,12 @@ fn emit_source(
     writeln!(c, "#include \"{p}.h\"\n\n#include <string.h>\n").unwrap();
     c.push_str(SHIFT_CHECK);
     c.push('\n');
+    c.push_str(PROFILE_HOOK);
+    c.push('\n');
     let mut schedule = String::new();
     let mut kernel_text = String::new();
     for (i, node) in graph.nodes.iter().enumerate() {
-        let Some(kernel) = kernels::emit_kernel(graph, i, p)? else {
+        let Some(kernel) = kernels::emit_kernel(graph, i, p, lanes[i])? else {
             continue;
         };
         kernel_text.push_str(&kernel);
@@ -710,7 +925,7 @@ fn emit_source(
         }
         writeln!(
             schedule,
-            "    layer_{i}({}); /* {} */",
+            "    layer_{i}({}); /* {} */\n    LUTQ_PROFILE_MARK({i});",
             args.join(", "),
             comment(&node.name)
         )

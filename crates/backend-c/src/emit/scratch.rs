@@ -12,14 +12,7 @@ pub(crate) fn place_scratch(
     scratch: impl Fn(usize) -> usize,
 ) -> (Vec<Option<usize>>, usize) {
     let n = plan.offsets.len();
-    // The plan's buffers: one per root value (not an alias, not the caller's input).
-    let buffers: Vec<(usize, usize, usize, usize)> = (0..n)
-        .filter(|&v| plan.alias_of[v].is_none() && plan.input_of[v].is_none())
-        .map(|v| {
-            let (start, end) = plan.live[v];
-            (plan.offsets[v], plan.offsets[v] + plan.sizes[v], start, end)
-        })
-        .collect();
+    let buffers = plan_buffers(plan);
     let mut arena = plan.arena_size;
     let offsets = (0..n)
         .map(|i| {
@@ -27,24 +20,48 @@ pub(crate) fn place_scratch(
             if size == 0 {
                 return None;
             }
-            let mut busy: Vec<(usize, usize)> = buffers
-                .iter()
-                .filter(|&&(lo, hi, start, end)| start <= i && i <= end && hi > lo)
-                .map(|&(lo, hi, _, _)| (lo, hi))
-                .collect();
-            busy.sort_unstable();
-            let mut offset = 0;
-            for (lo, hi) in busy {
-                if offset + size <= lo {
-                    break;
-                }
-                offset = offset.max(hi.next_multiple_of(ALIGN));
-            }
+            let offset = gap_offset(&buffers, i, size);
             arena = arena.max(offset + size);
             Some(offset)
         })
         .collect();
     (offsets, arena)
+}
+
+/// The plan's buffers: one per root value (not an alias, not the caller's input), as
+/// `(first byte, end byte, first step, last step)`.
+fn plan_buffers(plan: &MemoryPlan) -> Vec<(usize, usize, usize, usize)> {
+    (0..plan.offsets.len())
+        .filter(|&v| plan.alias_of[v].is_none() && plan.input_of[v].is_none())
+        .map(|v| {
+            let (start, end) = plan.live[v];
+            (plan.offsets[v], plan.offsets[v] + plan.sizes[v], start, end)
+        })
+        .collect()
+}
+
+/// The end of `size` bytes of scratch for node `i` placed in the lowest gap of `plan`
+/// (what [`place_scratch`] would use).
+pub(crate) fn gap_end(plan: &MemoryPlan, i: usize, size: usize) -> usize {
+    gap_offset(&plan_buffers(plan), i, size) + size
+}
+
+/// The lowest aligned offset where `size` bytes collide with no buffer live at step `i`.
+fn gap_offset(buffers: &[(usize, usize, usize, usize)], i: usize, size: usize) -> usize {
+    let mut busy: Vec<(usize, usize)> = buffers
+        .iter()
+        .filter(|&&(lo, hi, start, end)| start <= i && i <= end && hi > lo)
+        .map(|&(lo, hi, _, _)| (lo, hi))
+        .collect();
+    busy.sort_unstable();
+    let mut offset = 0;
+    for (lo, hi) in busy {
+        if offset + size <= lo {
+            break;
+        }
+        offset = offset.max(hi.next_multiple_of(ALIGN));
+    }
+    offset
 }
 
 #[cfg(test)]
