@@ -198,6 +198,20 @@ pub fn quantize_to_budget(
         if bytes <= budget_bytes {
             break (g, r, p);
         }
+        // Already every layer's smallest candidate: nothing smaller exists, and the
+        // estimate `min_bytes` was short of what the refitted plan takes.
+        let smallest = choices.iter().zip(&p.choice).all(|(c, &k)| {
+            let least = c.options.iter().map(|o| o.1).min().unwrap_or(0);
+            c.options[k].1 == least
+        });
+        if smallest {
+            bail!(
+                "a flash budget of {budget_bytes} B is below the smallest plan: every layer in \
+                 its smallest 4-bit format takes {bytes} B once refitted on its own upstream \
+                 (the candidates' estimate was {min_bytes} B). Fix: pass --flash-budget \
+                 {bytes} or more"
+            );
+        }
         attempt += 1;
         if attempt >= 4 {
             bail!(
