@@ -211,7 +211,7 @@ fn summary(s: &mut String, r: &Report) {
          every linear layer's MACs times the Cortex-M4 instructions per MAC measured on the \
          generated C (DSP path, QEMU) for its weight format, the mean over the six models of \
          <code>docs/results.md</code>'s mcu table ({M4_INSTRUCTIONS_PER_MAC_LUT4} for 4-bit \
-         codes, {M4_INSTRUCTIONS_PER_MAC_INT8} for int8; the models range 1.7–2.1; \
+         codes, {M4_INSTRUCTIONS_PER_MAC_INT8} for int8; the models range 1.55–1.88; \
          <code>cargo xtask mcu</code> measures a model). The measured figures include the \
          other ops, so the estimate holds for a whole model; a layer's share of it is its \
          share of the MACs (depthwise and 1×1 layers differ, unmeasured per layer).</p>"

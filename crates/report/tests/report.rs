@@ -357,8 +357,14 @@ fn m4_figures_are_the_measured_means() {
     let text = std::fs::read_to_string(&path).unwrap();
     let section = &text[text.find("<!-- begin mcu -->").unwrap()..];
     let section = &section[..section.find("<!-- end mcu -->").unwrap()];
-    let mut rows = section.lines().filter(|l| l.starts_with("| "));
-    let header: Vec<&str> = rows.next().unwrap().split('|').map(str::trim).collect();
+    // The first table of the section (the whole-model one; the per-layer-kind table
+    // follows after a blank line).
+    let table: Vec<&str> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| "))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    let header: Vec<&str> = table[0].split('|').map(str::trim).collect();
     let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
     let (mode, per_mac) = (col("mode"), col("M4 instr / MAC"));
     for (m, figure) in [
@@ -371,8 +377,8 @@ fn m4_figures_are_the_measured_means() {
             lutq_report::data::M4_INSTRUCTIONS_PER_MAC_INT8,
         ),
     ] {
-        let values: Vec<f64> = section
-            .lines()
+        let values: Vec<f64> = table
+            .iter()
             .filter(|l| l.starts_with("| "))
             .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
             .filter(|c| c.get(mode) == Some(&m))
