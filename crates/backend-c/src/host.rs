@@ -38,7 +38,7 @@ pub fn default_compiler() -> String {
         .unwrap_or_else(|| "cc".into())
 }
 
-fn fresh_dir() -> PathBuf {
+pub(crate) fn fresh_dir() -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);

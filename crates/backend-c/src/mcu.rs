@@ -344,6 +344,20 @@ pub fn cortex_m4_flash(dir: &Path, prefix: &str) -> Result<Option<Sizes>, CError
     size_of(&objects).map(Some)
 }
 
+/// [`cortex_m4_flash`] of `graph` as [`emit`] generates it with `options`, built in a
+/// temporary directory that is removed afterwards.
+pub fn cortex_m4_flash_of(
+    graph: &IntGraph,
+    options: &EmitOptions,
+) -> Result<Option<Sizes>, CError> {
+    let dir = crate::host::fresh_dir();
+    let result = emit(graph, options)
+        .and_then(|sources| sources.write_to(&dir))
+        .and_then(|()| cortex_m4_flash(&dir, &options.prefix));
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 /// Builds the firmware for `graph` in `dir` with the quantized samples `quantized`
 /// (`samples` of them, see [`crate::quantize_samples`]) and runs it under QEMU (killed
 /// after `timeout`).

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use lutq_backend_c::{HostProgram, decode_outputs, quantize_samples};
 use lutq_interp::int::IntInterpreter;
 use lutq_ir::Tensor;
-use lutq_ir::int::IntGraph;
+use lutq_ir::int::{IntGraph, IntOp, QWeights};
 use lutq_quant::Mode;
 
 /// The lowered integer program of a bundled model, quantized on `calib` — once per
@@ -351,5 +351,47 @@ fn scratch_limits_change_kernels_not_results() {
         }
         // The limits did change the kernels.
         assert_ne!(sources[0], sources[1], "{model} {mode}");
+    }
+}
+
+/// The int8 build of a 4-bit program (`IntGraph::with_int8_weights`, what `lutq report`
+/// measures flash against) computes the same integers, and its constants are what the
+/// 4-bit program's summary promised for an int8 build.
+#[test]
+fn int8_build_of_a_lut_program_agrees_and_costs_the_promised_constants() {
+    let calib = fashion_calib();
+    let test = samples("data/fashion_mnist/test_x.npy", 0, 100);
+    for model in FASHION {
+        let g = quantized(model, Mode::Lut4PotChannel, &calib);
+        let twin = g.with_int8_weights();
+        assert!(
+            twin.nodes.iter().all(
+                |n| !matches!(&n.op, IntOp::Linear(l) if matches!(l.weights, QWeights::Lut { .. }))
+            ),
+            "{model}: table weights left"
+        );
+        let (a, b) = (
+            IntInterpreter::new(&g).unwrap(),
+            IntInterpreter::new(&twin).unwrap(),
+        );
+        for row in lutq_bundled::rows(&test) {
+            let (x, y) = (a.run(&[row]).unwrap(), b.run(&[row]).unwrap());
+            let ints = |d: Vec<lutq_interp::int::IntData>| {
+                d.iter().map(|t| t.to_i32()).collect::<Vec<_>>()
+            };
+            assert_eq!(ints(x), ints(y), "{model}");
+        }
+        assert_bit_exact(&twin, &test, "cc", &["-O1"], &format!("{model} int8 build"));
+        let options = lutq_backend_c::EmitOptions::new("model");
+        let (lut, int8) = (
+            lutq_backend_c::emit(&g, &options).unwrap().summary,
+            lutq_backend_c::emit(&twin, &options).unwrap().summary,
+        );
+        assert_eq!(int8.weight_bytes, lut.int8_weight_bytes, "{model}");
+        assert_eq!(int8.int8_weight_bytes, int8.weight_bytes, "{model}");
+        assert!(
+            lut.weight_bytes * 10 < int8.weight_bytes * 6,
+            "{model}: {lut:?} {int8:?}"
+        );
     }
 }

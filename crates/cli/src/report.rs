@@ -155,8 +155,10 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
         .map(|l| (l.name, l.sqnr_db))
         .collect();
         let float_weights = float_weights(&compiled.float_graph, int_graph);
-        let c = lutq_backend_c::emit(int_graph, &lutq_backend_c::EmitOptions::new(prefix.clone()))
+        let options = lutq_backend_c::EmitOptions::new(prefix.clone());
+        let c = lutq_backend_c::emit(int_graph, &options)
             .context("cannot generate the C code the memory numbers come from")?;
+        let m4_flash = m4_flash(int_graph, &options)?;
         let arena = lutq_backend_c::arena_blocks(int_graph);
         builder.add_mode(lutq_report::ModeInput {
             mode: mode.name(),
@@ -171,6 +173,7 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
             arena: &arena,
             float_weights: &float_weights,
             activations: &activations,
+            m4_flash,
         })?;
     }
     let report = builder.finish();
@@ -188,6 +191,42 @@ pub fn report(args: &ReportArgs) -> anyhow::Result<()> {
         println!("{}", report.to_json());
     }
     Ok(())
+}
+
+/// The program's and its int8 build's Cortex-M4 flash (code + constants), or `None`
+/// with a note when `arm-none-eabi-gcc` is not installed (the page then compares
+/// constants only).
+fn m4_flash(
+    graph: &lutq_ir::int::IntGraph,
+    options: &lutq_backend_c::EmitOptions,
+) -> anyhow::Result<Option<lutq_report::M4Flash>> {
+    use lutq_backend_c::mcu::cortex_m4_flash_of;
+    let what = "cannot measure the Cortex-M4 flash";
+    let Some(own) = cortex_m4_flash_of(graph, options).context(what)? else {
+        static NOTED: std::sync::Once = std::sync::Once::new();
+        NOTED.call_once(|| {
+            eprintln!(
+                "note: arm-none-eabi-gcc is not installed: the page compares constants, not \
+                 the whole Cortex-M4 flash (apt-get install gcc-arm-none-eabi)"
+            )
+        });
+        return Ok(None);
+    };
+    let has_tables = graph.nodes.iter().any(|n| {
+        matches!(&n.op, lutq_ir::int::IntOp::Linear(l)
+            if matches!(l.weights, lutq_ir::int::QWeights::Lut { .. }))
+    });
+    let int8 = if has_tables {
+        cortex_m4_flash_of(&graph.with_int8_weights(), options)
+            .context(what)?
+            .unwrap_or(own)
+    } else {
+        own
+    };
+    Ok(Some(lutq_report::M4Flash {
+        bytes: own.text + own.data,
+        int8_build_bytes: int8.text + int8.data,
+    }))
 }
 
 /// Samples `eval --per-layer` measures (`crate::eval::per_layer`'s first 32).

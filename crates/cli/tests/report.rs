@@ -151,6 +151,23 @@ fn report_on_resnet8_lists_every_layer_charts_every_mode_and_stays_offline() {
         report.macs,
         report.layers.iter().map(|l| l.macs).sum::<u64>()
     );
+    // The whole Cortex-M4 flash (CI installs the cross compiler): int8 is its own int8
+    // build; 4-bit codes with their kernels' code stay well under the int8 build, and
+    // code comes on top of the constants.
+    if let (Some(f8), Some(f4)) = (int8.m4_flash, lut4.m4_flash) {
+        assert_eq!(f8.bytes, f8.int8_build_bytes, "{int8:?}");
+        assert!(f4.bytes < f4.int8_build_bytes * 7 / 10, "{lut4:?}");
+        assert!(f4.bytes > lut4.constant_bytes as u64, "{lut4:?}");
+        assert!(
+            f4.int8_build_bytes > lut4.int8_constant_bytes as u64,
+            "{lut4:?}"
+        );
+    } else {
+        assert!(
+            std::env::var_os("LUTQ_REQUIRE_TOOLS").is_none(),
+            "arm-none-eabi-gcc is required (LUTQ_REQUIRE_TOOLS)"
+        );
+    }
 
     let linear = linear_layers("fashion_resnet8");
     assert!(linear.len() >= 8, "{linear:?}");
@@ -166,8 +183,8 @@ fn report_on_resnet8_lists_every_layer_charts_every_mode_and_stays_offline() {
         assert!(l.modes[1].weight_bytes < l.modes[0].weight_bytes, "{l:?}");
     }
 
-    // The same numbers as `lutq eval --per-layer` on the same data (the report measures
-    // nothing its own way).
+    // The same numbers as `lutq eval --per-layer --backend c` on the same data (the
+    // report measures nothing its own way).
     let eval = lutq(&[
         "eval",
         "models/fashion_resnet8.onnx",
@@ -184,6 +201,8 @@ fn report_on_resnet8_lists_every_layer_charts_every_mode_and_stays_offline() {
         "--modes",
         &modes.join(","),
         "--per-layer",
+        "--backend",
+        "c",
         "--json",
     ]);
     assert!(
@@ -198,6 +217,12 @@ fn report_on_resnet8_lists_every_layer_charts_every_mode_and_stays_offline() {
         assert_eq!(e["top1_agreement"].as_f64(), Some(m.top1_agreement));
         assert_eq!(e["sqnr_db"].as_f64(), m.sqnr_db);
         assert_eq!(e["weight_bytes"].as_u64(), Some(m.weight_bytes as u64));
+        assert_eq!(
+            e["c"]["flash_bytes"].as_u64(),
+            m.c.m4_flash.map(|f| f.bytes),
+            "{}",
+            m.mode
+        );
     }
     for (k, e) in eval["results"].as_array().unwrap().iter().enumerate() {
         for l in &report.layers {

@@ -172,8 +172,9 @@ fn summary(s: &mut String, r: &Report) {
         s.push_str("<th>top-1</th>");
     }
     s.push_str(
-        "<th>agreement with fp32</th><th>output SQNR (dB)</th><th>constants</th>\
-         <th>vs int8 build</th><th>arena</th><th>arena lower bound</th>\
+        "<th>agreement with fp32</th><th>output SQNR (dB)</th><th>M4 flash</th>\
+         <th>vs int8 build</th><th>constants</th><th>vs int8 build</th><th>arena</th>\
+         <th>arena lower bound</th>\
          <th>est. M4 instructions</th><th>CLE</th></tr>\n",
     );
     for m in &r.modes {
@@ -181,10 +182,21 @@ fn summary(s: &mut String, r: &Report) {
         if labels {
             let _ = write!(s, "<td>{}</td>", m.top1_accuracy.map_or("–".into(), pct));
         }
+        let (flash, flash_ratio) = match m.c.m4_flash {
+            Some(f) => (
+                format!("{} B", f.bytes),
+                format!(
+                    "{:.2}× ({} B)",
+                    f.bytes as f64 / f.int8_build_bytes.max(1) as f64,
+                    f.int8_build_bytes
+                ),
+            ),
+            None => ("–".to_string(), "–".to_string()),
+        };
         let _ = writeln!(
             s,
-            "<td>{}</td><td>{}</td><td>{} B</td><td>{:.2}× ({} B)</td><td>{} B</td>\
-             <td>{} B ({:.2}×)</td><td>{}</td><td>{}</td></tr>",
+            "<td>{}</td><td>{}</td><td>{flash}</td><td>{flash_ratio}</td><td>{} B</td>\
+             <td>{:.2}× ({} B)</td><td>{} B</td><td>{} B ({:.2}×)</td><td>{}</td><td>{}</td></tr>",
             pct(m.top1_agreement),
             db(m.sqnr_db),
             m.c.constant_bytes,
@@ -199,7 +211,13 @@ fn summary(s: &mut String, r: &Report) {
     }
     s.push_str("</table>\n");
     s.push_str(
-        "<p class=\"note\">constants: what the generated C keeps in flash besides code \
+        "<p class=\"note\">M4 flash: the generated model (<code>NAME.c</code> and \
+         <code>NAME_weights.c</code>) compiled for a Cortex-M4 with <code>arm-none-eabi-gcc \
+         -O2</code>, code and constants as <code>arm-none-eabi-size</code> counts them (no \
+         start-up code or C library; – where the cross compiler is not installed); vs int8 \
+         build: the same program with its 4-bit weights decoded to int8 (same integers, \
+         int8 kernels), built the same way. \
+         constants: what the generated C keeps in flash besides code \
          (weight codes and tables or int8 weights, biases, rescales; <code>lutq compile</code>'s \
          summary); vs int8 build: the same constants with one byte per weight. arena: the \
          caller's scratch buffer from the static memory plan; its lower bound is the most \

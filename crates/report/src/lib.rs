@@ -2,7 +2,9 @@
 //!
 //! A [`Report`] gathers, per quantization mode, the numbers the rest of lutq already
 //! computes — the quantizer's [`QuantReport`], the C backend's [`CSummary`] (constants
-//! against an int8 build, arena against its lower bound, MACs) and its arena layout
+//! against an int8 build, arena against its lower bound, MACs), the Cortex-M4 flash of
+//! the generated C and of its int8 build ([`M4Flash`], measured by the caller with
+//! `arm-none-eabi-size`) and its arena layout
 //! ([`lutq_backend_c::arena_blocks`]), the lowered [`IntGraph`]'s linear layers (shapes,
 //! weights, tables, exponents, shifts) and the per-layer and output metrics the CLI's
 //! `eval` measures. This crate measures nothing of its own, so the page always agrees
@@ -18,8 +20,8 @@
 //! One HTML file that opens offline: CSS in a `<style>` element, charts as inline SVG,
 //! no script, font, image or style sheet from anywhere else (the tests check that the
 //! page holds no URL at all). Sections: summary (model, modes, top-1 / agreement / SQNR
-//! per mode, constants against the int8 build, arena against its lower bound, MACs,
-//! estimated M4 instructions), the per-layer SQNR chart, the per-layer table (shapes,
+//! per mode, Cortex-M4 flash and constants against the int8 build, arena against its
+//! lower bound, MACs, estimated M4 instructions), the per-layer SQNR chart, the per-layer table (shapes,
 //! MACs, bytes, LUTs, exponents, shifts, SQNR, shares of flash and instructions), per
 //! layer and mode a weight histogram with the table levels and an activation histogram
 //! with the clamp range, and per mode the arena over the schedule (one bar per buffer).
@@ -136,6 +138,22 @@ pub struct CBuild {
     pub arena_lower_bound: usize,
     /// Every buffer separate.
     pub arena_naive: usize,
+    /// Cortex-M4 flash of the model and of its int8 build (`None`: `arm-none-eabi-gcc`
+    /// is not installed, and the page compares constants only).
+    #[serde(default)]
+    pub m4_flash: Option<M4Flash>,
+}
+
+/// Flash of the generated C built for a Cortex-M4: `NAME.c` + `NAME_weights.c` compiled
+/// as `cargo xtask mcu` builds them, code + constants (`text + data` of
+/// `arm-none-eabi-size`); no start-up code, no C library.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct M4Flash {
+    /// This mode's program.
+    pub bytes: u64,
+    /// The same program with int8 weights ([`IntGraph::with_int8_weights`]: the same
+    /// integers, one byte per weight, the int8 kernels' code).
+    pub int8_build_bytes: u64,
 }
 
 impl From<&CSummary> for CBuild {
@@ -146,6 +164,7 @@ impl From<&CSummary> for CBuild {
             arena_bytes: s.arena_size,
             arena_lower_bound: s.arena_lower_bound,
             arena_naive: s.arena_naive,
+            m4_flash: None,
         }
     }
 }
@@ -186,7 +205,8 @@ pub struct LayerMode {
     /// Estimated Cortex-M4 instructions: MACs × the weight format's measured
     /// instructions per MAC (see [`ModeSummary::m4_instructions`]).
     pub m4_instructions: u64,
-    /// `weight_bytes` over the mode's constants in flash ([`CBuild::constant_bytes`]).
+    /// `weight_bytes` over the mode's Cortex-M4 flash, code included ([`M4Flash::bytes`]),
+    /// or over its constants ([`CBuild::constant_bytes`]) where that was not measured.
     pub flash_share: f64,
     /// `m4_instructions` over the mode's estimate.
     pub instruction_share: f64,
@@ -247,6 +267,8 @@ pub struct ModeInput<'a> {
     /// `(node name, counts)` of the linear layers' float outputs on the per-layer
     /// samples.
     pub activations: &'a [(String, ActivationCounts)],
+    /// The program's and its int8 build's Cortex-M4 flash, when measured.
+    pub m4_flash: Option<M4Flash>,
 }
 
 /// Assembles a [`Report`] mode by mode.
@@ -344,7 +366,10 @@ impl ReportBuilder {
             top1_agreement: m.top1_agreement,
             sqnr_db: m.sqnr_db.filter(|s| s.is_finite()),
             weight_bytes: m.quant.weight_bytes,
-            c: CBuild::from(m.c),
+            c: CBuild {
+                m4_flash: m.m4_flash,
+                ..CBuild::from(m.c)
+            },
             m4_instructions,
             arena: ArenaUse::of(m.graph, m.arena),
         });
@@ -415,7 +440,9 @@ fn layers_of(m: &ModeInput<'_>, per_layer_samples: usize) -> Vec<Layer> {
         };
         entry.m4_instructions =
             (macs as f64 * data::m4_instructions_per_mac(&entry.weights)).round() as u64;
-        entry.flash_share = entry.weight_bytes as f64 / m.c.weight_bytes.max(1) as f64;
+        // Of the whole flash (code included) when it was measured, else of the constants.
+        let flash = m.m4_flash.map_or(m.c.weight_bytes as u64, |f| f.bytes);
+        entry.flash_share = entry.weight_bytes as f64 / flash.max(1) as f64;
         rows.push(Layer {
             name: node.name.clone(),
             op: if depthwise {

@@ -146,6 +146,7 @@ fn add(
         arena: &lutq_backend_c::arena_blocks(g),
         float_weights: &float_weights(g),
         activations: &activations(g),
+        m4_flash: None,
     })
 }
 

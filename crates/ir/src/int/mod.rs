@@ -731,6 +731,23 @@ impl IntGraph {
         last
     }
 
+    /// The same program with every table layer's weights decoded to plain int8: it
+    /// computes the same integers (a table entry is the int8 weight), so it is the int8
+    /// build of this program — what flash comparisons against int8 measure.
+    pub fn with_int8_weights(&self) -> IntGraph {
+        let mut g = self.clone();
+        for n in &mut g.nodes {
+            if let IntOp::Linear(l) = &mut n.op
+                && matches!(l.weights, QWeights::Lut { .. })
+            {
+                l.weights = QWeights::Int8 {
+                    shape: l.weights.shape(),
+                    values: l.weights.decode(),
+                };
+            }
+        }
+        g
+    }
     /// Multiply-accumulates of one run.
     pub fn macs(&self) -> u64 {
         self.nodes
