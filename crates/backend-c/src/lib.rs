@@ -15,6 +15,7 @@
 pub mod emit;
 mod error;
 pub mod host;
+mod layer_kind;
 pub mod mcu;
 pub mod memory;
 
@@ -24,4 +25,5 @@ pub use emit::{
 };
 pub use error::CError;
 pub use host::{HostProgram, decode_outputs, quantize_samples};
+pub use layer_kind::LayerKind;
 pub use memory::{Buffer, MemoryPlan, plan_buffers, plan_memory};

@@ -3,8 +3,9 @@
 use std::fmt::Write as _;
 
 use crate::chart::{PALETTE, activation_chart, memory_chart, sqnr_chart, weight_chart};
-use crate::data::{M4_INSTRUCTIONS_PER_MAC_INT8, M4_INSTRUCTIONS_PER_MAC_LUT4};
+use crate::data::{M4Model, WeightFormat};
 use crate::{Report, RescaleRange};
+use lutq_backend_c::LayerKind;
 
 /// `text` safe inside an element or a double-quoted attribute.
 pub(crate) fn escape(text: &str) -> String {
@@ -223,16 +224,35 @@ fn summary(s: &mut String, r: &Report) {
          caller's scratch buffer from the static memory plan; its lower bound is the most \
          bytes live at once.</p>\n",
     );
+    let model = M4Model::measured();
+    let figures = [
+        LayerKind::Conv3x3,
+        LayerKind::Pointwise,
+        LayerKind::Depthwise,
+    ]
+    .iter()
+    .map(|&k| {
+        format!(
+            "{} {:.2} with 4-bit codes, {:.2} with int8",
+            k.name(),
+            model.per_mac(WeightFormat::Codes, k),
+            model.per_mac(WeightFormat::Int8, k)
+        )
+    })
+    .collect::<Vec<_>>()
+    .join("; ");
     let _ = writeln!(
         s,
         "<p class=\"note\">est. M4 instructions: an <b>estimate</b>, not a measurement: \
-         every linear layer's MACs times the Cortex-M4 instructions per MAC measured on the \
-         generated C (DSP path, QEMU) for its weight format, the mean over the six models of \
-         <code>docs/results.md</code>'s mcu table ({M4_INSTRUCTIONS_PER_MAC_LUT4} for 4-bit \
-         codes, {M4_INSTRUCTIONS_PER_MAC_INT8} for int8; the models range 1.55–1.88; \
-         <code>cargo xtask mcu</code> measures a model). The measured figures include the \
-         other ops, so the estimate holds for a whole model; a layer's share of it is its \
-         share of the MACs (depthwise and 1×1 layers differ, unmeasured per layer).</p>"
+         every linear layer's MACs times the Cortex-M4 instructions per MAC that the generated \
+         C (DSP path, QEMU) took for layers of its kind (3×3 conv, 1×1 pointwise, depthwise, \
+         dense, other conv) and weight format, pooled over the {} models of \
+         <code>docs/results.md</code>'s per-layer-kind profile table ({}), plus {:.1} % for \
+         the ops without MACs (adds, pools, copies; measured the same way). \
+         <code>cargo xtask mcu</code> measures a model.</p>",
+        model.models,
+        figures,
+        100.0 * model.overhead
     );
     if !r.warnings.is_empty() {
         // Folded: a model calibrated on few samples has one per layer.
@@ -286,7 +306,7 @@ fn layer_table(s: &mut String, r: &Report) {
                      <td rowspan=\"{rows}\">{}</td><td rowspan=\"{rows}\">{}</td>",
                     i + 1,
                     escape(&l.name),
-                    escape(&l.op),
+                    escape(if l.kind.is_empty() { &l.op } else { &l.kind }),
                     shape(&l.input_shape),
                     shape(&l.output_shape),
                     macs(l.macs)

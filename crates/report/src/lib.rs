@@ -12,8 +12,8 @@
 //! (float weights, float activations counted per quantization step by
 //! [`ActivationCounts`] while the CLI's per-layer pass runs the float model) and applies
 //! one model: estimated Cortex-M4 instructions = MACs × the instructions per MAC measured
-//! on the generated C ([`data::M4_INSTRUCTIONS_PER_MAC_LUT4`], a test checks it against
-//! `docs/results.md`). [`ReportBuilder`] assembles the report mode by mode;
+//! on the generated C for the layer's kind and weight format ([`data::M4Model`], read
+//! from `docs/results.md`'s per-layer-kind profile table when lutq is built). [`ReportBuilder`] assembles the report mode by mode;
 //! [`Report::to_html`] renders it; the same struct is the `--json` output (`serde`).
 //!
 //! # The page
@@ -53,7 +53,7 @@ mod html;
 pub use data::{
     ActivationCounts, ActivationHistogram, ArenaBlock, ArenaUse, Histogram, Level, WeightHistogram,
 };
-use lutq_backend_c::{ArenaBlocks, CSummary};
+use lutq_backend_c::{ArenaBlocks, CSummary, LayerKind};
 use lutq_ir::int::{IntGraph, IntOp, QWeights, Rescale};
 use lutq_quant::QuantReport;
 use serde::{Deserialize, Serialize};
@@ -117,9 +117,9 @@ pub struct ModeSummary {
     pub weight_bytes: usize,
     /// The generated C's sizes (`lutq compile`'s summary).
     pub c: CBuild,
-    /// Estimated Cortex-M4 instructions of one inference: the linear layers' MACs times
-    /// the measured instructions per MAC of their weight format
-    /// ([`data::M4_INSTRUCTIONS_PER_MAC_LUT4`]); an estimate, not a measurement.
+    /// Estimated Cortex-M4 instructions of one inference: the layers' estimates
+    /// ([`LayerMode::m4_instructions`]) times one plus the measured share of the ops
+    /// without MACs ([`data::M4Model::overhead`]); an estimate, not a measurement.
     pub m4_instructions: u64,
     /// The arena over the schedule (the memory chart).
     pub arena: ArenaUse,
@@ -176,6 +176,10 @@ pub struct Layer {
     pub name: String,
     /// `conv`, `dense` (the integer op's name); `depthwise` convolutions say so.
     pub op: String,
+    /// The kernel kind the instruction estimate uses (`3×3 conv`, `1×1 pointwise`,
+    /// `depthwise`, `dense`, `other conv`: [`LayerKind::name`]).
+    #[serde(default)]
+    pub kind: String,
     pub input_shape: Vec<usize>,
     pub output_shape: Vec<usize>,
     pub macs: u64,
@@ -318,7 +322,7 @@ impl ReportBuilder {
             return Err(ReportError::DuplicateMode(m.mode.to_string()));
         }
         let rows = layers_of(&m, r.per_layer_samples);
-        let m4_instructions: u64 = rows.iter().map(|l| l.modes[0].m4_instructions).sum();
+        let m4_instructions = model_instructions(&rows);
         // Checked before anything changes: a refused mode leaves the report as it was.
         if !r.modes.is_empty() {
             let mismatch = |layer: &str| ReportError::LayerMismatch {
@@ -381,13 +385,21 @@ impl ReportBuilder {
     }
 }
 
+/// A whole inference's estimate from its layers' (each with one mode's entry).
+fn model_instructions(rows: &[Layer]) -> u64 {
+    let layers: u64 = rows.iter().map(|l| l.modes[0].m4_instructions).sum();
+    (layers as f64 * (1.0 + data::M4Model::measured().overhead)).round() as u64
+}
+
 /// The linear layers of one mode's program, each with this mode's entry.
 fn layers_of(m: &ModeInput<'_>, per_layer_samples: usize) -> Vec<Layer> {
     let mut rows = Vec::new();
-    for node in &m.graph.nodes {
+    let model = data::M4Model::measured();
+    for (index, node) in m.graph.nodes.iter().enumerate() {
         let IntOp::Linear(l) = &node.op else {
             continue;
         };
+        let (kind, _) = LayerKind::of(m.graph, index);
         let input = m.graph.ty(node.inputs[0]);
         let quant = m.quant.layers.iter().find(|q| q.name == node.name);
         let [o, i, _, _] = l.weights.shape();
@@ -438,8 +450,9 @@ fn layers_of(m: &ModeInput<'_>, per_layer_samples: usize) -> Vec<Layer> {
                 .find(|(n, _)| *n == node.name)
                 .and_then(|(_, c)| c.finish(per_layer_samples)),
         };
-        entry.m4_instructions =
-            (macs as f64 * data::m4_instructions_per_mac(&entry.weights)).round() as u64;
+        entry.m4_instructions = (macs as f64
+            * model.per_mac(data::WeightFormat::of(&entry.weights), kind))
+        .round() as u64;
         // Of the whole flash (code included) when it was measured, else of the constants.
         let flash = m.m4_flash.map_or(m.c.weight_bytes as u64, |f| f.bytes);
         entry.flash_share = entry.weight_bytes as f64 / flash.max(1) as f64;
@@ -452,11 +465,12 @@ fn layers_of(m: &ModeInput<'_>, per_layer_samples: usize) -> Vec<Layer> {
             },
             input_shape: input.shape.clone(),
             output_shape: node.ty.shape.clone(),
+            kind: kind.name().into(),
             macs,
             modes: vec![entry],
         });
     }
-    let total: u64 = rows.iter().map(|l| l.modes[0].m4_instructions).sum();
+    let total = model_instructions(&rows);
     for l in &mut rows {
         l.modes[0].instruction_share = l.modes[0].m4_instructions as f64 / total.max(1) as f64;
     }
