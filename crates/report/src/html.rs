@@ -94,6 +94,17 @@ fn range(lo: i32, hi: i32) -> String {
     }
 }
 
+/// Bytes in binary units: `1.91 MiB`, `40.3 KiB`, `512 B`.
+fn size(b: u64) -> String {
+    if b >= 1 << 20 {
+        format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64)
+    } else if b >= 1 << 10 {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    } else {
+        format!("{b} B")
+    }
+}
+
 fn macs(m: u64) -> String {
     if m >= 1_000_000 {
         format!("{:.1} M", m as f64 / 1e6)
@@ -173,39 +184,42 @@ fn summary(s: &mut String, r: &Report) {
         s.push_str("<th>top-1</th>");
     }
     s.push_str(
-        "<th>agreement with fp32</th><th>output SQNR (dB)</th><th>M4 flash</th>\
-         <th>vs int8 build</th><th>constants</th><th>vs int8 build</th><th>arena</th>\
-         <th>arena lower bound</th>\
-         <th>est. M4 instructions</th><th>CLE</th></tr>\n",
+        "<th>agreement with fp32</th><th>output SQNR (dB)</th>\
+         <th>M4 flash (vs int8 build)</th><th>constants (vs int8 build)</th>\
+         <th>arena (vs lower bound)</th><th>est. M4 instructions</th><th>CLE</th></tr>\n",
     );
+    // "1.91 MB (0.53×)", the exact bytes of both in the tooltip.
+    let against = |bytes: u64, base: u64, what: &str| {
+        format!(
+            "<td title=\"{bytes} B; {what}: {base} B\">{} ({:.2}×)</td>",
+            size(bytes),
+            bytes as f64 / base.max(1) as f64
+        )
+    };
     for m in &r.modes {
         let _ = write!(s, "<tr><td class=\"name\">{}</td>", escape(&m.mode));
         if labels {
             let _ = write!(s, "<td>{}</td>", m.top1_accuracy.map_or("–".into(), pct));
         }
-        let (flash, flash_ratio) = match m.c.m4_flash {
-            Some(f) => (
-                format!("{} B", f.bytes),
-                format!(
-                    "{:.2}× ({} B)",
-                    f.bytes as f64 / f.int8_build_bytes.max(1) as f64,
-                    f.int8_build_bytes
-                ),
-            ),
-            None => ("–".to_string(), "–".to_string()),
+        let flash = match m.c.m4_flash {
+            Some(f) => against(f.bytes, f.int8_build_bytes, "int8 build"),
+            None => "<td>–</td>".to_string(),
         };
         let _ = writeln!(
             s,
-            "<td>{}</td><td>{}</td><td>{flash}</td><td>{flash_ratio}</td><td>{} B</td>\
-             <td>{:.2}× ({} B)</td><td>{} B</td><td>{} B ({:.2}×)</td><td>{}</td><td>{}</td></tr>",
+            "<td>{}</td><td>{}</td>{flash}{}{}<td>{}</td><td>{}</td></tr>",
             pct(m.top1_agreement),
             db(m.sqnr_db),
-            m.c.constant_bytes,
-            m.c.constant_bytes as f64 / m.c.int8_constant_bytes.max(1) as f64,
-            m.c.int8_constant_bytes,
-            m.c.arena_bytes,
-            m.c.arena_lower_bound,
-            m.c.arena_bytes as f64 / m.c.arena_lower_bound.max(1) as f64,
+            against(
+                m.c.constant_bytes as u64,
+                m.c.int8_constant_bytes as u64,
+                "int8 build"
+            ),
+            against(
+                m.c.arena_bytes as u64,
+                m.c.arena_lower_bound as u64,
+                "lower bound"
+            ),
             macs(m.m4_instructions),
             if m.cle { "on" } else { "off" }
         );
