@@ -109,12 +109,16 @@ impl PatchGeometry {
                         // The first valid tap of this row; the rest follow at the stride.
                         let start =
                             (row * self.width) as isize + (x0 * self.strides[1]) as isize + offx;
-                        let t: f32 = plane[start as usize..]
-                            .iter()
-                            .step_by(self.strides[1])
-                            .take(x1 - x0)
-                            .sum();
-                        total += t as f64;
+                        let start = start as usize;
+                        total += if self.strides[1] == 1 {
+                            sum32(&plane[start..start + (x1 - x0)])
+                        } else {
+                            plane[start..]
+                                .iter()
+                                .step_by(self.strides[1])
+                                .take(x1 - x0)
+                                .sum::<f32>() as f64
+                        };
                     }
                     sums[g][(ic * kh + ky) * kw + kx] += total;
                 }
@@ -366,6 +370,20 @@ fn widen(m: Vec<Vec<f32>>) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// `Σ a_i` in f32 lanes (vectorized like [`dot32`]; a plain `sum()` over f32 is one
+/// dependent add per element), returned as f64.
+fn sum32(a: &[f32]) -> f64 {
+    let mut lanes = [0f32; 8];
+    let chunks = a.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for x in chunks {
+        for l in 0..8 {
+            lanes[l] += x[l];
+        }
+    }
+    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+}
+
 /// `Σ a_i b_i` in f32 lanes (the compiler vectorizes the 8 independent partial sums),
 /// returned as f64 for accumulation across samples.
 fn dot32(a: &[f32], b: &[f32]) -> f64 {
@@ -406,11 +424,17 @@ mod tests {
     fn statistics_match_a_direct_computation() {
         for channels in [4, 12] {
             check_against_direct_computation(&test_geometry(channels));
+            // Wide rows: the patch sums' vectorized path (strides[1] == 1, ≥ 8 taps).
+            check_against_direct_computation(&PatchGeometry {
+                width: 21,
+                out_width: 20,
+                ..test_geometry(channels)
+            });
         }
     }
 
     fn check_against_direct_computation(geom: &PatchGeometry) {
-        let len = geom.channels * 30;
+        let len = geom.channels * geom.height * geom.width;
         let samples: Vec<Vec<f32>> = (0..3)
             .map(|s| {
                 (0..len)
@@ -436,12 +460,13 @@ mod tests {
             let mut patch = vec![0f32; k];
             let mut tpatch = vec![0f32; k];
             for (x, t) in samples.iter().zip(&targets) {
-                for oy in 0..3 {
-                    for ox in 0..5 {
+                let positions = (samples.len() * geom.out_height * geom.out_width) as f64;
+                for oy in 0..geom.out_height {
+                    for ox in 0..geom.out_width {
                         geom.patch(x, g, oy, ox, &mut patch);
                         geom.patch(t, g, oy, ox, &mut tpatch);
                         for i in 0..k {
-                            m[i] += patch[i] as f64 / 45.0;
+                            m[i] += patch[i] as f64 / positions;
                             for j in 0..k {
                                 h[i * k + j] += patch[i] as f64 * patch[j] as f64;
                                 c[i * k + j] += patch[i] as f64 * tpatch[j] as f64;
@@ -464,6 +489,9 @@ mod tests {
         let mut patch = vec![0f32; k];
         geom.patch(&samples[0], 1, 0, 0, &mut patch);
         assert_eq!(patch[0], 0.0);
-        assert_eq!(patch[2], samples[0][geom.channels / 2 * 30]);
+        assert_eq!(
+            patch[2],
+            samples[0][geom.channels / 2 * geom.height * geom.width]
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use lutq_interp::int::{IntData, exec_node};
+use lutq_interp::int::{IntData, exec_with};
 use lutq_ir::int::{
     ConvGeom, Extremum, IntElem, IntGraph, IntInput, IntNode, IntOp, IntOutput, QAdd, QLinear,
     QMul, QResize, QSoftmax, QType, QWeights, Rescale, ValueId,
@@ -466,11 +466,16 @@ impl<'a> Lowering<'a> {
         let samples = &self.samples;
         let graph = &self.out;
         let inputs: Vec<&Vec<IntData>> = node.inputs.iter().map(|v| &self.data[v]).collect();
+        // Table weights decoded once for all samples, not once per sample.
+        let decoded = match &node.op {
+            IntOp::Linear(l) => Some(l.weights.decode()),
+            _ => None,
+        };
         let data: Vec<IntData> = (0..samples.len())
             .into_par_iter()
             .map(|s| {
                 let ins: Vec<&IntData> = inputs.iter().map(|d| &d[s]).collect();
-                exec_node(graph, &node, &ins, &[samples[s]])
+                exec_with(graph, &node, &ins, &[samples[s]], decoded.as_deref())
             })
             .collect::<Result<_, _>>()?;
         let value = self.out.push(node);

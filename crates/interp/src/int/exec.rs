@@ -40,8 +40,10 @@ pub(super) fn invalid(node: &IntNode, message: impl Into<String>) -> InterpError
     })
 }
 
-/// [`exec_node`] with the layer's weights already decoded, if the caller has them.
-pub(super) fn exec_with(
+/// [`exec_node`] with the layer's weights already decoded
+/// ([`QWeights::decode`](lutq_ir::int::QWeights::decode)), if the caller has them: a
+/// caller running one node on many samples decodes once.
+pub fn exec_with(
     graph: &IntGraph,
     node: &IntNode,
     inputs: &[&IntData],

@@ -32,7 +32,7 @@ mod linear;
 use lutq_ir::int::{IntElem, IntGraph, IntOp, ValueId};
 
 use crate::InterpError;
-pub use exec::exec_node;
+pub use exec::{exec_node, exec_with};
 pub use linear::{finish_linear, linear_accumulators};
 
 /// The elements of an integer value, in its type's element type.
