@@ -44,19 +44,27 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let graph = lutq_onnx::import(&bytes, &lutq_onnx::ImportOptions::default())?;
     let (graph, _) = lutq_opt::optimize(&graph, &lutq_opt::OptOptions::default())?;
 
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu_seconds());
     lutq_interp::run_batch(&graph, &calib, None)?;
     let float_pass = start.elapsed().as_secs_f64();
+    let float_cpu = cpu_seconds() - cpu_start;
     let threads = rayon::current_num_threads();
 
     let mut table = format!(
-        "| mode | quantize (s) | / one float pass |\n|---|---:|---:|\n| float interpreter, one pass | {float_pass:.1} | 1.0× |\n"
+        "| mode | quantize (s) | / one float pass | CPU (s) | CPU / one float pass's CPU |\n\
+         |---|---:|---:|---:|---:|\n\
+         | float interpreter, one pass | {float_pass:.1} | 1.0× | {float_cpu:.1} | 1.0× |\n"
     );
     for mode in modes {
-        let start = Instant::now();
+        let (start, cpu_start) = (Instant::now(), cpu_seconds());
         let (_, report) = lutq_quant::quantize(&graph, &calib, &QuantOptions::new(mode), &|_| {})?;
         let seconds = start.elapsed().as_secs_f64();
-        let row = format!("| {mode} | {seconds:.1} | {:.1}× |\n", seconds / float_pass);
+        let cpu = cpu_seconds() - cpu_start;
+        let row = format!(
+            "| {mode} | {seconds:.1} | {:.1}× | {cpu:.1} | {:.1}× |\n",
+            seconds / float_pass,
+            cpu / float_cpu
+        );
         eprint!("{row}");
         table.push_str(&row);
         let _ = report;
@@ -68,11 +76,30 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
              MobileNetV2 (224×224), the protocol's 256 calibration images, {threads} threads,\n\
              one run on {}.\n\
              Quantizing includes calibration, the layer-by-layer fit and the runs of every\n\
-             lowered layer over all images.\n\n{table}",
+             lowered layer over all images. CPU: user + system time of this process over\n\
+             the same span (steadier than wall time on a shared machine).\n\n{table}",
             args.join(" "),
             crate::bench_float::cpu_name()
         );
         crate::docs::replace_section(&path, "bench-quant", "Quantization time", &body)?;
     }
     Ok(())
+}
+
+/// User + system CPU seconds of this process so far (`/proc/self/stat`; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // Clock ticks are 100 per second on Linux (sysconf(_SC_CLK_TCK)).
+    (ticks(11) + ticks(12)) / 100.0
 }

@@ -77,7 +77,28 @@ impl LogHistogram {
         // counts zeros, 1 + b positive bin b, 1 + BINS + b negative bin b.
         const SLOTS: usize = 1 + 2 * BINS;
         let first = ((127 + MIN_OCTAVE) as u32) << 5;
-        let (mut min, mut max) = (self.min, self.max);
+        // The range in eight lanes (vectorized; `f32::min` chained over every value is one
+        // dependent, NaN-aware instruction sequence per value). A comparison with NaN is
+        // false, so NaNs never become the minimum or maximum.
+        let (mut lo, mut hi) = ([self.min; 8], [self.max; 8]);
+        let chunks = values.chunks_exact(8);
+        for &v in chunks.remainder() {
+            if v < lo[0] {
+                lo[0] = v;
+            }
+            if v > hi[0] {
+                hi[0] = v;
+            }
+        }
+        for x in chunks {
+            for l in 0..8 {
+                lo[l] = if x[l] < lo[l] { x[l] } else { lo[l] };
+                hi[l] = if x[l] > hi[l] { x[l] } else { hi[l] };
+            }
+        }
+        // -0.0 and 0.0 compare equal: order them as `f32::min` / `max` do.
+        self.min = lo.into_iter().fold(f32::INFINITY, f32::min);
+        self.max = hi.into_iter().fold(f32::NEG_INFINITY, f32::max);
         // u32 lanes: at most 2^30 values per block.
         for block in values.chunks(1 << 30) {
             let mut lanes = vec![[0u32; 4]; SLOTS];
@@ -87,8 +108,6 @@ impl LogHistogram {
                 if magnitude > 0x7f80_0000 {
                     continue; // NaN
                 }
-                min = min.min(v);
-                max = max.max(v);
                 let m = magnitude >> (23 - 5);
                 let bin = (m.saturating_sub(first) as usize).min(BINS - 1);
                 let live = usize::from(m >= first);
@@ -107,8 +126,6 @@ impl LogHistogram {
             }
             self.count += seen;
         }
-        self.min = min;
-        self.max = max;
     }
 
     pub fn merge(&mut self, other: &LogHistogram) {
@@ -186,6 +203,20 @@ impl LogHistogram {
         }
         best.1
     }
+}
+
+/// `Σ v` in f64, in eight independent lanes (vectorized: a plain `sum()` is one dependent
+/// add per value).
+fn sum_f64(values: &[f32]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = values.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
+    for x in chunks {
+        for l in 0..8 {
+            lanes[l] += x[l] as f64;
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
 }
 
 /// Calibration results, by node of the float graph.
@@ -335,11 +366,8 @@ pub fn calibrate(
                             let plane = view.data.len() / channels;
                             let sums = acc.sums.entry(orig).or_insert_with(|| vec![0.0; channels]);
                             for (c, s) in sums.iter_mut().enumerate() {
-                                *s += view.data[c * plane..(c + 1) * plane]
-                                    .iter()
-                                    .map(|&v| v as f64)
-                                    .sum::<f64>()
-                                    / plane as f64;
+                                *s +=
+                                    sum_f64(&view.data[c * plane..(c + 1) * plane]) / plane as f64;
                             }
                         }
                     };
