@@ -213,3 +213,67 @@ fn integer_values_outside_a_pair_are_reported_with_the_producer() {
         d[0]
     );
 }
+
+#[test]
+fn round_scales_snaps_every_scale_to_the_nearest_power_of_two() {
+    // Weights per axis (scales 0.3 → 0.25 and 0.7 → 0.5: log2 0.7 = −0.51 rounds to
+    // −1) and an activation pair at 0.1 → 0.125; without the option nothing changes.
+    let codes: [i8; 4] = [-3, 7, 100, -128];
+    let m = Model::new(13).input("x", &[1, 1, 2, 2]);
+    let m = init_raw(
+        m,
+        "wq",
+        DataType::Int8,
+        &[2, 1, 1, 2],
+        codes.iter().map(|&c| c as u8).collect(),
+    );
+    let m = init_raw(m, "wz", DataType::Int8, &[2], vec![0, 0]);
+    let m = init_raw(m, "z", DataType::Int8, &[], vec![0]);
+    let m = m
+        .init_f32("ws", &[2], vec![0.3, 0.7])
+        .init_f32("s", &[], vec![0.1])
+        .node(
+            "DequantizeLinear",
+            &["wq", "ws", "wz"],
+            &["w"],
+            vec![int("axis", 0)],
+        )
+        .node("QuantizeLinear", &["x", "s", "z"], &["q"], vec![])
+        .node("DequantizeLinear", &["q", "s", "z"], &["xd"], vec![])
+        .node("Conv", &["xd", "w"], &["y"], vec![])
+        .output("y");
+    for (round, (w_scales, a_scale)) in [
+        (false, ([0.3f32, 0.7], 0.1f32)),
+        (true, ([0.25, 0.5], 0.125)),
+    ] {
+        let options = lutq_onnx::ImportOptions {
+            round_scales: round,
+            ..Default::default()
+        };
+        let g = lutq_onnx::import(&m.bytes(), &options).unwrap_or_else(|e| panic!("{e}"));
+        let conv = g
+            .node_ids()
+            .find(|&id| matches!(g.node(id).op, Op::Conv(_)))
+            .unwrap();
+        let w = g
+            .constant(g.node_inputs(conv)[1])
+            .unwrap()
+            .as_f32()
+            .unwrap()
+            .to_vec();
+        let want: Vec<f32> = codes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| c as f32 * w_scales[i / 2])
+            .collect();
+        assert_eq!(w, want, "round_scales {round}");
+        let scales: Vec<f32> = g
+            .node_ids()
+            .filter_map(|id| match g.node(id).op {
+                Op::Activation(Activation::FakeQuant { scale, .. }) => Some(scale),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(scales, vec![a_scale], "round_scales {round}");
+    }
+}

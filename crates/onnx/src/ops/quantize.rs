@@ -76,7 +76,7 @@ fn params(
         ));
     }
     let scale = input(cx, ins, 1, "scale")?;
-    let scales: Vec<f32> = scale.as_f32().map(<[f32]>::to_vec).ok_or_else(|| {
+    let mut scales: Vec<f32> = scale.as_f32().map(<[f32]>::to_vec).ok_or_else(|| {
         cx.invalid(format!(
             "the scale must be float, got {}",
             scale.data().type_name()
@@ -86,6 +86,11 @@ fn params(
         return Err(cx.invalid(format!(
             "scales must be finite and positive, got {scales:?}"
         )));
+    }
+    if cx.round_scales() {
+        for s in &mut scales {
+            *s = nearest_power_of_two(*s);
+        }
     }
     let zp = ins.get(2).and_then(|c| c.as_deref());
     let zero_points: Vec<i64> = match zp {
@@ -142,6 +147,11 @@ fn params(
         axis: axis.max(0) as usize,
         range,
     })
+}
+
+/// `2^round(log2 s)` for a finite positive `s` (ties in the exponent round up).
+pub(crate) fn nearest_power_of_two(s: f32) -> f32 {
+    (s as f64).log2().round().exp2() as f32
 }
 
 fn eval_quantize(
