@@ -48,9 +48,11 @@ pub struct ImportOptions {
     /// rank must match the declared one and a declared static dimension must agree.
     /// Overrides [`ImportOptions::batch`] for that input.
     pub input_shapes: BTreeMap<String, Vec<usize>>,
-    /// QuantizeLinear / DequantizeLinear scales snap to the nearest power of two
-    /// (`2^round(log2 s)`, CLI `--round-scales`), so that a QDQ model with float scales
-    /// maps onto the integer contract; the caller measures what it costs.
+    /// The scales of QuantizeLinear / DequantizeLinear pairs on run-time data snap to
+    /// the nearest power of two (`2^round(log2 s)`, CLI `--round-scales`), so that a QDQ
+    /// model with float activation scales maps onto the integer contract; the caller
+    /// measures what it costs. Weights keep their dequantized values (snapping a weight
+    /// scale would rescale its channel).
     pub round_scales: bool,
 }
 

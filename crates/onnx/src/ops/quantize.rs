@@ -76,7 +76,7 @@ fn params(
         ));
     }
     let scale = input(cx, ins, 1, "scale")?;
-    let mut scales: Vec<f32> = scale.as_f32().map(<[f32]>::to_vec).ok_or_else(|| {
+    let scales: Vec<f32> = scale.as_f32().map(<[f32]>::to_vec).ok_or_else(|| {
         cx.invalid(format!(
             "the scale must be float, got {}",
             scale.data().type_name()
@@ -86,11 +86,6 @@ fn params(
         return Err(cx.invalid(format!(
             "scales must be finite and positive, got {scales:?}"
         )));
-    }
-    if cx.round_scales() {
-        for s in &mut scales {
-            *s = nearest_power_of_two(*s);
-        }
     }
     let zp = ins.get(2).and_then(|c| c.as_deref());
     let zero_points: Vec<i64> = match zp {
@@ -223,7 +218,14 @@ fn tensor_params(
         return Ok(None);
     }
     let ins = [None, scale, zp];
-    let p = params(cx, &ins, shape, quantize)?;
+    let mut p = params(cx, &ins, shape, quantize)?;
+    // `--round-scales` snaps the pairs on run-time data only: a weight's scale sets its
+    // grid, and snapping it would rescale the channel; its dequantized values are kept.
+    if cx.round_scales() {
+        for s in &mut p.scales {
+            *s = nearest_power_of_two(*s);
+        }
+    }
     if p.scales.len() != 1 {
         cx.unsupported(
             DiagnosticKind::UnsupportedAttribute,
