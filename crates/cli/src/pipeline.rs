@@ -172,7 +172,7 @@ pub fn resolve_modes(
             .collect();
         bail!(
             "the QDQ model's quantization does not map onto shift-only integer code: {} of {} QuantizeLinear/DequantizeLinear pairs have a scale that is no power of two or a zero point other than 0:\n  {}{}\n\
-             fix: export power-of-two scales (e.g. Brevitas restrict_scaling_type=POWER_OF_TWO), or pass --round-scales to snap every scale to the nearest power of two (the cost is measured and printed)",
+             fix: export power-of-two scales (e.g. Brevitas restrict_scaling_type=POWER_OF_TWO), or pass --round-scales to snap the pairs' scales to the nearest power of two (weights keep their values; the cost is measured and printed)",
             trained.off_grid.len(),
             trained.pairs,
             trained.off_grid.join("\n  "),

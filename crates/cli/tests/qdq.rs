@@ -1,6 +1,8 @@
-//! QDQ models (`models/qdq/`, made by `scripts/make_qdq_models.py` from the bundled
-//! Fashion-MNIST ResNet-8): lutq imports them and its float interpreter computes what
-//! onnxruntime computes on the same file and inputs.
+//! QDQ models (`models/qdq/`, made by `scripts/make_qdq_models.py` and, trained with
+//! quantization in the loop, `scripts/qat_fashion.py` from the bundled Fashion-MNIST
+//! ResNet-8): lutq imports them and computes what onnxruntime computes on the same file
+//! and inputs; the mode follows from a trained model and float scales are refused or
+//! rounded.
 
 use std::path::{Path, PathBuf};
 
