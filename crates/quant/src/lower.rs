@@ -1060,14 +1060,18 @@ impl<'a> Lowering<'a> {
             (all, None)
         };
         let wants_target = self.options.float_target && self.options.data_aware;
-        self.report.warnings.extend(warn::patch_warning(
-            &node.name,
-            sampled,
-            patch_geom.patch_len(),
-            patch_geom.out_height * patch_geom.out_width,
-            self.options.max_patches,
-            wants_target,
-        ));
+        // Without the data-aware fit (`--no-data-aware`, trained QDQ models) `H` picks
+        // no codes: too few patches cost nothing.
+        if self.options.data_aware {
+            self.report.warnings.extend(warn::patch_warning(
+                &node.name,
+                sampled,
+                patch_geom.patch_len(),
+                patch_geom.out_height * patch_geom.out_width,
+                self.options.max_patches,
+                wants_target,
+            ));
+        }
         let plane = patch_geom.height * patch_geom.width;
         let still = warn::constant_channels(&real, patch_geom.channels, plane);
         self.report.warnings.extend(warn::constant_input_warning(
