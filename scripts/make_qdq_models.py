@@ -11,6 +11,10 @@ Writes into models/qdq/:
                                     holds: the input, Relu / Add outputs, Conv outputs
                                     no Relu reads), exponents from the same 64
                                     images; biases int32 on the accumulator grid.
+  fashion_resnet8_ort_qdq_sym.onnx  the same with symmetric int8 activations and weights
+                                    (zero points 0, float scales), the global pool
+                                    and classifier left in float: the --round-scales
+                                    test model.
   fashion_resnet8_qdq_inputs.npy    the first 64 test images (float32, N×1×28×28).
   fashion_resnet8_ort_qdq_logits.npy   onnxruntime 1.32 outputs of each model on them,
   fashion_resnet8_pot_int4_logits.npy  CPUExecutionProvider, one thread, default graph
@@ -233,6 +237,20 @@ def main():
         per_channel=True,
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
+    )
+    sym_path = os.path.join(OUT, "fashion_resnet8_ort_qdq_sym.onnx")
+    quantize_static(
+        folded_path,
+        sym_path,
+        Reader(calib),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        # Not the global pool, the Flatten and the classifier: the pool's 1/49 must stay foldable
+        # into the classifier, which a pair between them prevents.
+        nodes_to_exclude=["/pool/GlobalAveragePool", "/Flatten", "/fc/Gemm"],
     )
     os.remove(folded_path)
     pot = pot_int4_model(None, calib)

@@ -35,9 +35,11 @@ pub struct CompileArgs {
     #[arg(long)]
     float_io: bool,
     /// Weight quantization mode: int8-pc, int4-pc, int8-pot-channel, int4-pot-layer,
-    /// int4-pot-channel, lut4-pot-layer, lut4-pot-channel.
-    #[arg(long, default_value = "lut4-pot-channel")]
-    mode: lutq_quant::Mode,
+    /// int4-pot-channel, lut4-pot-layer, lut4-pot-channel (the default). A QDQ model
+    /// with power-of-two scales implies its mode (printed): then the default is that mode
+    /// and a contradicting --mode is refused.
+    #[arg(long)]
+    mode: Option<lutq_quant::Mode>,
     #[command(flatten)]
     quant: crate::pipeline::QuantArgs,
     #[command(flatten)]
@@ -59,14 +61,16 @@ pub fn default_prefix(model: &std::path::Path) -> String {
 
 pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     let Target::C = args.target;
-    if args.mode == lutq_quant::Mode::Fp32 {
+    if args.mode == Some(lutq_quant::Mode::Fp32) {
         anyhow::bail!(
             "--mode fp32 has no integer program to compile; pick an integer mode, e.g. \
              --mode lut4-pot-channel"
         );
     }
     let graph = args.model.import()?;
-    let compiled = crate::pipeline::compile(&graph, args.cle, args.mode, &args.quant, false)?;
+    let mut quant = args.quant.clone();
+    let mode = crate::pipeline::resolve_mode(&args.model, &graph, args.mode, &mut quant)?;
+    let compiled = crate::pipeline::compile(&graph, args.cle, mode, &quant, false)?;
     crate::pipeline::print_warnings(&compiled.report.warnings, &mut Default::default());
     let prefix = args
         .prefix
@@ -77,7 +81,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     options.float_io = args.float_io;
     options.description = format!(
         "Mode {}, {} calibration samples, CLE {}.",
-        args.mode,
+        mode,
         compiled.report.calibration_samples,
         if compiled.cle_used { "on" } else { "off" }
     );

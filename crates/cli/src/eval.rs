@@ -33,12 +33,11 @@ pub struct EvalArgs {
     #[arg(long = "also-data", value_name = "X.npy")]
     also_data: Vec<PathBuf>,
     /// Modes to compare, comma separated (see `lutq run --help` for the list).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "fp32,int8-pc,int4-pc,int8-pot-channel,int4-pot-channel,lut4-pot-layer,lut4-pot-channel"
-    )]
-    modes: Vec<Mode>,
+    /// Default: fp32,int8-pc,int4-pc,int8-pot-channel,int4-pot-channel,lut4-pot-layer,
+    /// lut4-pot-channel; for a QDQ model with power-of-two scales, fp32 and the mode its
+    /// trained weights imply (a listed mode that contradicts them is refused).
+    #[arg(long, value_delimiter = ',')]
+    modes: Option<Vec<Mode>>,
     #[command(flatten)]
     quant: QuantArgs,
     #[command(flatten)]
@@ -162,6 +161,14 @@ pub use lutq_interp::metrics::sqnr_db;
 
 pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let imported = args.model.import()?;
+    let mut quant = args.quant.clone();
+    let modes = pipeline::resolve_modes(
+        &args.model,
+        &imported,
+        args.modes.as_deref(),
+        &mut quant,
+        true,
+    )?;
     // The reference: the float model, before CLE (ReLU6 → ReLU changes the function).
     let graph = pipeline::optimize(
         &imported,
@@ -224,7 +231,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
     let mut calibration_samples = 0;
     let mut seen = std::collections::HashSet::new();
     let mut warnings = Vec::new();
-    for &mode in &args.modes {
+    for &mode in &modes {
         let start = Instant::now();
         let bar = pipeline::bar(data.shape()[0], "evaluating");
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -250,7 +257,7 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
                 Vec::new(),
             )
         } else {
-            let compiled = pipeline::compile(&imported, args.cle, mode, &args.quant, false)?;
+            let compiled = pipeline::compile(&imported, args.cle, mode, &quant, false)?;
             let (int_graph, report) = (&compiled.int_graph, &compiled.report);
             flash_budget = report.flash_budget.clone();
             constant_bytes = Some(

@@ -136,7 +136,7 @@ MACs times the instructions per MAC measured in docs/results.md (`cargo xtask mc
 
 /// The model file and how to bind its dimensions; shared by every command.
 #[derive(Args)]
-struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// The ONNX model file.
     model: PathBuf,
     /// Batch size to bind a symbolic first input dimension to (unless --input-shape
@@ -148,6 +148,13 @@ struct ModelArgs {
     /// for several inputs.
     #[arg(long = "input-shape", value_name = "NAME=D0,D1,…", value_parser = parse_input_shape)]
     input_shape: Vec<(String, Vec<usize>)>,
+    /// QDQ models: snap every QuantizeLinear / DequantizeLinear scale to the nearest
+    /// power of two (2^round(log2 s)), so that a model trained with float scales maps
+    /// onto shift-only integer code. Commands that quantize print what it costs: the
+    /// snapped float model against the model as exported, on the calibration samples.
+    /// Without it, a QDQ model with other scales is refused with every such pair listed.
+    #[arg(long)]
+    round_scales: bool,
 }
 
 /// `NAME=D0,D1,…`.
@@ -185,14 +192,26 @@ impl ModelArgs {
         Ok(lutq_onnx::ImportOptions {
             batch: self.batch,
             input_shapes,
+            round_scales: self.round_scales,
             ..Default::default()
         })
     }
 
-    /// Imports the model into the float IR.
+    /// Imports the model into the float IR (with `--round-scales`, the scales snapped).
     fn import(&self) -> anyhow::Result<lutq_ir::Graph> {
         let bytes = self.bytes()?;
         lutq_onnx::import(&bytes, &self.import_options()?)
+            .with_context(|| format!("cannot import {}", self.model.display()))
+    }
+
+    /// Imports the model as exported: the scales never snapped.
+    fn import_as_exported(&self) -> anyhow::Result<lutq_ir::Graph> {
+        let bytes = self.bytes()?;
+        let options = lutq_onnx::ImportOptions {
+            round_scales: false,
+            ..self.import_options()?
+        };
+        lutq_onnx::import(&bytes, &options)
             .with_context(|| format!("cannot import {}", self.model.display()))
     }
 }
@@ -226,9 +245,10 @@ struct DumpArgs {
     stage: Stage,
     #[command(flatten)]
     cle: CleArgs,
-    /// Weight quantization mode (`--stage quant`).
-    #[arg(long, default_value = "lut4-pot-channel")]
-    mode: lutq_quant::Mode,
+    /// Weight quantization mode (`--stage quant`); default lut4-pot-channel, or for a
+    /// QDQ model with power-of-two scales the mode its trained weights imply.
+    #[arg(long)]
+    mode: Option<lutq_quant::Mode>,
     #[command(flatten)]
     quant: pipeline::QuantArgs,
     /// Write the dump to this file instead of standard output.
@@ -296,13 +316,10 @@ fn dump(args: &DumpArgs) -> anyhow::Result<()> {
         Stage::Import => args.model.import()?.dump(),
         Stage::Opt => pipeline::optimize_verbose(&args.model.import()?, args.cle)?.dump(),
         Stage::Quant | Stage::Lowered | Stage::Memory => {
-            let compiled = pipeline::compile(
-                &args.model.import()?,
-                args.cle,
-                args.mode,
-                &args.quant,
-                true,
-            )?;
+            let graph = args.model.import()?;
+            let mut quant = args.quant.clone();
+            let mode = pipeline::resolve_mode(&args.model, &graph, args.mode, &mut quant)?;
+            let compiled = pipeline::compile(&graph, args.cle, mode, &quant, true)?;
             pipeline::print_warnings(&compiled.report.warnings, &mut Default::default());
             eprint!("{}", pipeline::report_text(&compiled.report));
             match args.stage {

@@ -117,6 +117,145 @@ pub fn read_samples(path: &std::path::Path, limit: usize) -> anyhow::Result<Tens
     Ok(Tensor::f32(arr.shape, arr.data)?)
 }
 
+/// The default `--modes` of `eval` for a model without trained quantization.
+pub const DEFAULT_MODES: [Mode; 7] = [
+    Mode::Fp32,
+    Mode::Int8Pc,
+    Mode::Int4Pc,
+    Mode::Int8PotChannel,
+    Mode::Int4PotChannel,
+    Mode::Lut4PotLayer,
+    Mode::Lut4PotChannel,
+];
+
+/// The mode of a command that quantizes once: `requested`, or lut4-pot-channel; for a
+/// QDQ model, see [`resolve_modes`].
+pub fn resolve_mode(
+    model: &crate::ModelArgs,
+    imported: &Graph,
+    requested: Option<Mode>,
+    quant: &mut QuantArgs,
+) -> anyhow::Result<Mode> {
+    let requested = requested.map(|m| vec![m]);
+    let modes = resolve_modes(model, imported, requested.as_deref(), quant, false)?;
+    Ok(*modes.last().unwrap_or(&Mode::Lut4PotChannel))
+}
+
+/// The modes to quantize `imported` in. Without trained quantization: `requested`, or
+/// the defaults. A QDQ model whose pairs all have power-of-two scales and zero point 0
+/// implies its mode (and `--lut-per-channel` / `--keep-8bit`, set in `quant`), which is
+/// printed; a requested mode that cannot hold its trained weights is refused, naming the
+/// first layer it cannot hold. Pairs with other scales are refused, all listed, unless
+/// `--round-scales` snapped them: then what snapping costs is printed (the snapped
+/// float model against the model as exported, on the calibration samples). `fp32_row`:
+/// the derived list starts with fp32 (`eval`'s reference row).
+pub fn resolve_modes(
+    model: &crate::ModelArgs,
+    imported: &Graph,
+    requested: Option<&[Mode]>,
+    quant: &mut QuantArgs,
+    fp32_row: bool,
+) -> anyhow::Result<Vec<Mode>> {
+    let trained = lutq_quant::trained_quantization(imported);
+    if model.round_scales {
+        round_scales_cost(model, imported, quant)?;
+    }
+    if trained.pairs == 0 {
+        return Ok(requested.map_or_else(|| DEFAULT_MODES.to_vec(), <[Mode]>::to_vec));
+    }
+    if !trained.off_grid.is_empty() {
+        let layers: Vec<String> = trained
+            .layers
+            .iter()
+            .filter(|l| !l.on_grid())
+            .map(|l| format!("layer '{}' (weights '{}')", l.name, l.weights))
+            .collect();
+        bail!(
+            "the QDQ model's quantization does not map onto shift-only integer code: {} of {} QuantizeLinear/DequantizeLinear pairs have a scale that is no power of two or a zero point other than 0:\n  {}{}\n\
+             fix: export power-of-two scales (e.g. Brevitas restrict_scaling_type=POWER_OF_TWO), or pass --round-scales to snap the pairs' scales to the nearest power of two (weights keep their values; the cost is measured and printed)",
+            trained.off_grid.len(),
+            trained.pairs,
+            trained.off_grid.join("\n  "),
+            if layers.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "\n  and weights on no power-of-two grid (a DequantizeLinear with another scale, or float weights): {}",
+                    layers.join(", ")
+                )
+            }
+        );
+    }
+    let derived = trained.derived();
+    let Some(derived) = derived else {
+        eprintln!(
+            "QDQ model: {} pairs with power-of-two scales; no layer's weights sit on a power-of-two grid, so they are fitted as for a float model",
+            trained.pairs
+        );
+        return Ok(requested.map_or_else(|| DEFAULT_MODES.to_vec(), <[Mode]>::to_vec));
+    };
+    eprintln!(
+        "QDQ model: {} pairs with power-of-two scales; its trained weights imply {derived}",
+        trained.pairs
+    );
+    let Some(requested) = requested else {
+        quant.lut_per_channel |= derived.lut_per_channel;
+        quant.keep_8bit.extend(derived.keep_8bit.iter().cloned());
+        trained.check(derived.mode, quant.lut_per_channel, &quant.keep_8bit)?;
+        return Ok(if fp32_row {
+            vec![Mode::Fp32, derived.mode]
+        } else {
+            vec![derived.mode]
+        });
+    };
+    for &mode in requested.iter().filter(|&&m| m != Mode::Fp32) {
+        trained.check(mode, quant.lut_per_channel, &quant.keep_8bit)?;
+    }
+    Ok(requested.to_vec())
+}
+
+/// With `--round-scales`: prints how far the snapped float model is from the model as
+/// exported on the calibration samples (SQNR and top-1 agreement of their outputs).
+fn round_scales_cost(
+    model: &crate::ModelArgs,
+    snapped: &Graph,
+    quant: &QuantArgs,
+) -> anyhow::Result<()> {
+    let exported = model.import_as_exported()?;
+    let before = lutq_quant::trained_quantization(&exported);
+    if before.pairs == 0 {
+        eprintln!(
+            "--round-scales: the model has no QuantizeLinear/DequantizeLinear pair on run-time data"
+        );
+    }
+    let Some(calib_path) = &quant.calib else {
+        bail!("--round-scales measures its cost on the calibration samples: pass --calib C.npy");
+    };
+    let calib = read_samples(calib_path, quant.calib_limit)?;
+    check_sample_shape(snapped, &calib, calib_path)?;
+    let want = lutq_interp::run_batch(&exported, &calib, None)?;
+    let got = lutq_interp::run_batch(snapped, &calib, None)?;
+    let (want, got) = (
+        want.as_f32().context("float output")?,
+        got.as_f32().context("float output")?,
+    );
+    let per = want.len() / calib.shape()[0].max(1);
+    let agree = want
+        .chunks(per)
+        .zip(got.chunks(per))
+        .filter(|(a, b)| crate::eval::argmax(a) == crate::eval::argmax(b))
+        .count();
+    eprintln!(
+        "--round-scales: {} of {} QuantizeLinear/DequantizeLinear pairs snapped to the nearest power of two (weights keep their dequantized values); on {} calibration samples the snapped float model reads {:.2} dB SQNR and {:.2} % top-1 agreement against the model as exported",
+        before.off_grid.len(),
+        before.pairs,
+        calib.shape()[0],
+        crate::eval::sqnr_db(want, got),
+        100.0 * agree as f64 / calib.shape()[0].max(1) as f64
+    );
+    Ok(())
+}
+
 /// The optimized float graph (rewrites, then CLE if asked).
 pub fn optimize(graph: &Graph, cle: CleArgs) -> anyhow::Result<Graph> {
     optimize_with(graph, cle, false)

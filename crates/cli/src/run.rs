@@ -43,9 +43,11 @@ pub struct RunArgs {
     backend: Backend,
     /// Weight quantization mode of the integer backends: fp32, int8-pc, int4-pc,
     /// int8-pot-channel, int4-pot-layer, int4-pot-channel, lut4-pot-layer,
-    /// lut4-pot-channel (4-bit LUT weights, power-of-two scales per channel).
-    #[arg(long, default_value = "lut4-pot-channel")]
-    mode: lutq_quant::Mode,
+    /// lut4-pot-channel (4-bit LUT weights, power-of-two scales per channel; the
+    /// default). A QDQ model with power-of-two scales implies its mode (printed): then
+    /// the default is that mode and a contradicting --mode is refused.
+    #[arg(long)]
+    mode: Option<lutq_quant::Mode>,
     #[command(flatten)]
     quant: crate::pipeline::QuantArgs,
     #[command(flatten)]
@@ -105,7 +107,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let output = match args.backend {
         Backend::Float => lutq_interp::run_batch(&graph, &input, Some(&progress))?,
         Backend::C => {
-            if args.mode == lutq_quant::Mode::Fp32 {
+            if args.mode == Some(lutq_quant::Mode::Fp32) {
                 bail!(
                     "--backend c runs integer code: pick an integer --mode, e.g. lut4-pot-channel"
                 );
@@ -117,7 +119,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             crate::pipeline::run_c(&program, &int_graph, &input)?
         }
         Backend::Jit => {
-            if args.mode == lutq_quant::Mode::Fp32 {
+            if args.mode == Some(lutq_quant::Mode::Fp32) {
                 bail!(
                     "--backend jit runs integer code: pick an integer --mode, e.g. lut4-pot-channel"
                 );
@@ -138,7 +140,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             crate::pipeline::run_jit(&mut model, &int_graph, &input, Some(&progress))?
         }
         Backend::Interp => {
-            if args.mode == lutq_quant::Mode::Fp32 {
+            if args.mode == Some(lutq_quant::Mode::Fp32) {
                 let optimized = crate::pipeline::optimize(&graph, args.cle)?;
                 lutq_interp::run_batch(&optimized, &input, Some(&progress))?
             } else {
@@ -215,7 +217,9 @@ fn compile_checked(
     args: &RunArgs,
     input: &Tensor,
 ) -> anyhow::Result<lutq_ir::int::IntGraph> {
-    let compiled = crate::pipeline::compile(graph, args.cle, args.mode, &args.quant, false)?;
+    let mut quant = args.quant.clone();
+    let mode = crate::pipeline::resolve_mode(&args.model, graph, args.mode, &mut quant)?;
+    let compiled = crate::pipeline::compile(graph, args.cle, mode, &quant, false)?;
     let mut seen = std::collections::HashSet::new();
     crate::pipeline::print_warnings(&compiled.report.warnings, &mut seen);
     let range = crate::pipeline::input_range_warnings(

@@ -1,6 +1,8 @@
-//! QDQ models (`models/qdq/`, made by `scripts/make_qdq_models.py` from the bundled
-//! Fashion-MNIST ResNet-8): lutq imports them and its float interpreter computes what
-//! onnxruntime computes on the same file and inputs.
+//! QDQ models (`models/qdq/`, made by `scripts/make_qdq_models.py` and, trained with
+//! quantization in the loop, `scripts/qat_fashion.py` from the bundled Fashion-MNIST
+//! ResNet-8): lutq imports them and computes what onnxruntime computes on the same file
+//! and inputs; the mode follows from a trained model and float scales are refused or
+//! rounded.
 
 use std::path::{Path, PathBuf};
 
@@ -118,4 +120,178 @@ fn a_power_of_two_qdq_model_runs_as_trained_in_integers() {
             );
         }
     }
+}
+
+fn lutq(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lutq"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A fresh temporary directory for one test.
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lutq-qdq-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The quantization-aware-trained nets of `scripts/qat_fashion.py` (LUT-4 weights,
+/// power-of-two scales): lutq derives the mode from the weights and prints it, the
+/// golden interpreter computes what onnxruntime's reference execution of the same file
+/// computes (≥ 99.5 % top-1 agreement, ≥ 30 dB), and the C backend and the JIT are
+/// bit-exact with it.
+#[test]
+fn qat_models_run_as_trained_with_the_mode_they_imply() {
+    let dir = temp_dir("qat");
+    let inputs = "models/qdq/fashion_resnet8_qdq_inputs.npy";
+    for (model, mode) in [
+        ("fashion_resnet8_qat_lut4_layer", "lut4-pot-layer"),
+        ("fashion_resnet8_qat_lut4_channel", "lut4-pot-channel"),
+    ] {
+        let path = format!("models/qdq/{model}.onnx");
+        let mut outputs = Vec::new();
+        for backend in ["interp", "c", "jit"] {
+            let out_path = dir.join(format!("{model}_{backend}.npy"));
+            let out = lutq(&[
+                "run",
+                &path,
+                "--backend",
+                backend,
+                "--input",
+                inputs,
+                "--output",
+                out_path.to_str().unwrap(),
+                "--calib",
+                "data/fashion_mnist/train_x.npy",
+                "--calib-limit",
+                "16",
+            ]);
+            let err = stderr(&out);
+            assert!(out.status.success(), "{model} {backend}: {err}");
+            assert!(
+                err.contains(&format!("its trained weights imply --mode {mode}\n")),
+                "{model}: the derived mode is printed\n{err}"
+            );
+            let a = lutq_dataio::NpyArray::from_npy_file(&out_path).unwrap();
+            outputs.push(a.data);
+        }
+        assert_eq!(outputs[1], outputs[0], "{model}: C against the interpreter");
+        assert_eq!(
+            outputs[2], outputs[0],
+            "{model}: JIT against the interpreter"
+        );
+        let (_, reference) = npy(&format!("models/qdq/{model}_reference_logits.npy"));
+        let (agree, db) = compare(&reference, &outputs[0], 10);
+        eprintln!(
+            "{model} ({mode}) vs onnxruntime: {:.1} %, {db:.1} dB",
+            agree * 100.0
+        );
+        assert!(
+            agree >= 0.995 && db >= 30.0,
+            "{model}: {agree} / {db:.1} dB"
+        );
+    }
+}
+
+/// A requested mode that cannot hold the trained weights is refused, naming the first
+/// layer and the mode the model implies; one that holds them (int8 holds every 4-bit
+/// table) is taken.
+#[test]
+fn a_mode_that_contradicts_the_trained_weights_is_refused() {
+    let dir = temp_dir("contradiction");
+    let out_dir = dir.to_str().unwrap();
+    let model = "models/qdq/fashion_resnet8_qat_lut4_channel.onnx";
+    let calib = "data/fashion_mnist/train_x.npy";
+    let out = lutq(&[
+        "compile",
+        model,
+        "--mode",
+        "lut4-pot-layer",
+        "--calib",
+        calib,
+        "--calib-limit",
+        "8",
+        "-o",
+        out_dir,
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("layer '/stem/stem.0/Conv'")
+            && err.contains("do not fit lut4-pot-layer")
+            && err.contains("implies --mode lut4-pot-channel"),
+        "{err}"
+    );
+    let out = lutq(&[
+        "compile",
+        model,
+        "--mode",
+        "int8-pot-channel",
+        "--calib",
+        calib,
+        "--calib-limit",
+        "8",
+        "-o",
+        out_dir,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Float activation scales (onnxruntime's symmetric int8 QDQ): refused with every pair
+/// listed; with `--round-scales` snapped to powers of two, and the cost printed.
+#[test]
+fn float_scales_are_refused_or_rounded_with_their_cost() {
+    let model = "models/qdq/fashion_resnet8_ort_qdq_sym.onnx";
+    let args = [
+        "dump",
+        model,
+        "--stage",
+        "quant",
+        "--mode",
+        "int8-pot-channel",
+        "--calib",
+        "data/fashion_mnist/train_x.npy",
+        "--calib-limit",
+        "16",
+    ];
+    let out = lutq(&args);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    let bytes = std::fs::read(root().join(model)).unwrap();
+    let g = lutq_onnx::import(&bytes, &Default::default()).unwrap();
+    let pairs = g
+        .node_ids()
+        .filter(|&id| {
+            matches!(
+                g.node(id).op,
+                lutq_ir::Op::Activation(lutq_ir::Activation::FakeQuant { .. })
+            )
+        })
+        .collect::<Vec<_>>();
+    assert!(pairs.len() > 10);
+    for id in &pairs {
+        assert!(
+            err.contains(&format!("node '{}': scale", g.node(*id).name)),
+            "{} is listed\n{err}",
+            g.node(*id).name
+        );
+    }
+    assert!(err.contains("--round-scales"), "the fix is named\n{err}");
+    let out = lutq(&[&args[..], &["--round-scales"]].concat());
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("--round-scales:"))
+        .unwrap_or_else(|| panic!("the cost is printed\n{err}"));
+    assert!(
+        line.contains(&format!("{n} of {n} ", n = pairs.len())) && line.contains("dB SQNR"),
+        "{line}"
+    );
 }

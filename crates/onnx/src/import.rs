@@ -48,6 +48,12 @@ pub struct ImportOptions {
     /// rank must match the declared one and a declared static dimension must agree.
     /// Overrides [`ImportOptions::batch`] for that input.
     pub input_shapes: BTreeMap<String, Vec<usize>>,
+    /// The scales of QuantizeLinear / DequantizeLinear pairs on run-time data snap to
+    /// the nearest power of two (`2^round(log2 s)`, CLI `--round-scales`), so that a QDQ
+    /// model with float activation scales maps onto the integer contract; the caller
+    /// measures what it costs. Weights keep their dequantized values (snapping a weight
+    /// scale would rescale its channel).
+    pub round_scales: bool,
 }
 
 impl Default for ImportOptions {
@@ -56,6 +62,7 @@ impl Default for ImportOptions {
             batch: 1,
             constant_inputs: BTreeMap::new(),
             input_shapes: BTreeMap::new(),
+            round_scales: false,
         }
     }
 }
@@ -140,6 +147,8 @@ pub(crate) struct Importer<'m> {
     materialized: HashMap<(String, Vec<usize>), NodeId>,
     pub diagnostics: Vec<Diagnostic>,
     pub error: Option<ImportError>,
+    /// [`ImportOptions::round_scales`].
+    round_scales: bool,
 }
 
 /// Graph inputs read in some constant-only operand slot (sorted, deduplicated).
@@ -204,6 +213,7 @@ pub(crate) fn convert(
         materialized: HashMap::new(),
         diagnostics: Vec::new(),
         error: None,
+        round_scales: options.round_scales,
     };
     imp.check_opsets();
     imp.bind_initializers();
@@ -782,6 +792,11 @@ pub(crate) struct NodeCx<'a, 'm> {
 impl<'m> NodeCx<'_, 'm> {
     pub fn name(&self) -> &'m str {
         self.name
+    }
+
+    /// [`ImportOptions::round_scales`].
+    pub fn round_scales(&self) -> bool {
+        self.imp.round_scales
     }
 
     pub fn op_type(&self) -> &'m str {

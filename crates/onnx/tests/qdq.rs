@@ -213,3 +213,95 @@ fn integer_values_outside_a_pair_are_reported_with_the_producer() {
         d[0]
     );
 }
+
+#[test]
+fn round_scales_snaps_activation_scales_to_the_nearest_power_of_two() {
+    // An activation pair at 0.1 → 0.125 (and 0.7 → 0.5 would follow from log2 0.7 =
+    // −0.51); the weights (per axis, scales 0.3 and 0.7) keep their dequantized values:
+    // snapping their scales would rescale the channels. Without the option nothing
+    // changes.
+    let codes: [i8; 4] = [-3, 7, 100, -128];
+    let m = Model::new(13).input("x", &[1, 1, 2, 2]);
+    let m = init_raw(
+        m,
+        "wq",
+        DataType::Int8,
+        &[2, 1, 1, 2],
+        codes.iter().map(|&c| c as u8).collect(),
+    );
+    let m = init_raw(m, "wz", DataType::Int8, &[2], vec![0, 0]);
+    let m = init_raw(m, "z", DataType::Int8, &[], vec![0]);
+    let m = m
+        .init_f32("ws", &[2], vec![0.3, 0.7])
+        .init_f32("s", &[], vec![0.1])
+        .node(
+            "DequantizeLinear",
+            &["wq", "ws", "wz"],
+            &["w"],
+            vec![int("axis", 0)],
+        )
+        .node("QuantizeLinear", &["x", "s", "z"], &["q"], vec![])
+        .node("DequantizeLinear", &["q", "s", "z"], &["xd"], vec![])
+        .node("Conv", &["xd", "w"], &["y"], vec![])
+        .output("y");
+    let w_scales = [0.3f32, 0.7];
+    for (round, a_scale) in [(false, 0.1f32), (true, 0.125)] {
+        let options = lutq_onnx::ImportOptions {
+            round_scales: round,
+            ..Default::default()
+        };
+        let g = lutq_onnx::import(&m.bytes(), &options).unwrap_or_else(|e| panic!("{e}"));
+        let conv = g
+            .node_ids()
+            .find(|&id| matches!(g.node(id).op, Op::Conv(_)))
+            .unwrap();
+        let w = g
+            .constant(g.node_inputs(conv)[1])
+            .unwrap()
+            .as_f32()
+            .unwrap()
+            .to_vec();
+        let want: Vec<f32> = codes
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| c as f32 * w_scales[i / 2])
+            .collect();
+        assert_eq!(w, want, "round_scales {round}");
+        let scales: Vec<f32> = g
+            .node_ids()
+            .filter_map(|id| match g.node(id).op {
+                Op::Activation(Activation::FakeQuant { scale, .. }) => Some(scale),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(scales, vec![a_scale], "round_scales {round}");
+    }
+}
+
+#[test]
+fn reduce_sum_over_the_plane_is_a_global_sum_pool() {
+    // QAT exports sum the plane (ReduceSum, axes an input from opset 13) so that the
+    // pooled value keeps a power-of-two grid; keepdims 0 adds a Reshape.
+    let x: Vec<f32> = (0..2 * 3 * 4).map(|i| (i as f32 - 7.0) * 0.25).collect();
+    for keep in [1, 0] {
+        let m = Model::new(13)
+            .input("x", &[1, 2, 3, 4])
+            .init_i64("axes", &[2], vec![2, 3])
+            .node(
+                "ReduceSum",
+                &["x", "axes"],
+                &["y"],
+                vec![int("keepdims", keep)],
+            )
+            .output("y");
+        let g = import(&m).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            g.node_ids()
+                .any(|id| matches!(g.node(id).op, Op::GlobalSumPool)),
+            "{}",
+            g.dump()
+        );
+        let want: Vec<f32> = x.chunks(12).map(|c| c.iter().sum()).collect();
+        assert_eq!(run(&g, x.clone()), want, "keepdims {keep}");
+    }
+}

@@ -31,6 +31,9 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+pub use lower::trained::{
+    DerivedMode, ModeContradiction, TrainedLayer, TrainedQuantization, trained_quantization,
+};
 pub use lower::{
     CalibratedInput, IntegerForms, LayerReport, QuantReport, integer_forms, linear_weights,
 };

@@ -370,7 +370,7 @@ pub fn lower(
             l.trained = grids
         }
         Err(problems) => l.report.warnings.push(format!(
-            "the model's QuantizeLinear/DequantizeLinear pairs do not all have power-of-two scales and zero point 0, so exponents are calibrated instead of taken from the model: {}",
+            "the model's QuantizeLinear/DequantizeLinear pairs do not all have power-of-two scales and zero point 0 (which map onto the integer contract exactly), so exponents are calibrated instead of taken from the model: {}",
             problems.join("; ")
         )),
     }
@@ -1065,14 +1065,18 @@ impl<'a> Lowering<'a> {
             (all, None)
         };
         let wants_target = self.options.float_target && self.options.data_aware;
-        self.report.warnings.extend(warn::patch_warning(
-            &node.name,
-            sampled,
-            patch_geom.patch_len(),
-            patch_geom.out_height * patch_geom.out_width,
-            self.options.max_patches,
-            wants_target,
-        ));
+        // Without the data-aware fit (`--no-data-aware`, trained QDQ models) `H` picks
+        // no codes: too few patches cost nothing.
+        if self.options.data_aware {
+            self.report.warnings.extend(warn::patch_warning(
+                &node.name,
+                sampled,
+                patch_geom.patch_len(),
+                patch_geom.out_height * patch_geom.out_width,
+                self.options.max_patches,
+                wants_target,
+            ));
+        }
         let plane = patch_geom.height * patch_geom.width;
         let still = warn::constant_channels(&real, patch_geom.channels, plane);
         self.report.warnings.extend(warn::constant_input_warning(
@@ -1202,21 +1206,28 @@ impl<'a> Lowering<'a> {
         drop(split);
 
         let options = self.options;
+        let trained_model = !self.trained.is_empty();
         let build = |format: WeightFormat, scale: ScaleKind| -> Result<BuiltLinear, QuantError> {
-            // Fit the weights.
-            let mut fitted = fit::fit_layer(
-                &LayerProblem {
-                    weights: &target_rows,
-                    rows: o_n,
-                    row_len: k_n,
-                    hessians: &patch.hessians,
-                },
-                &FitOptions {
-                    format,
-                    scale,
-                    data_aware: options.data_aware,
-                },
-            );
+            // Fit the weights: a trained model's weights that sit on the format's grid
+            // are encoded exactly as they are (`trained::exact_weights`).
+            let exact = trained_model
+                .then(|| trained::exact_weights(&target_rows, o_n, k_n, format, scale))
+                .flatten();
+            let mut fitted = exact.unwrap_or_else(|| {
+                fit::fit_layer(
+                    &LayerProblem {
+                        weights: &target_rows,
+                        rows: o_n,
+                        row_len: k_n,
+                        hessians: &patch.hessians,
+                    },
+                    &FitOptions {
+                        format,
+                        scale,
+                        data_aware: options.data_aware,
+                    },
+                )
+            });
             // Σ_o w_oᵀ H w_o: the output energy the fit's error is measured against (the
             // error of quantizing every weight to 0).
             let problem = LayerProblem {

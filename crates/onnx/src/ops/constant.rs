@@ -111,18 +111,16 @@ pub(crate) const OPS: &[OpDef] = &[
         reduce_axes_18,
     ),
     row(
-        "ReduceSum",
-        |cx, ins| eval_reduce(cx, ins, Red::Sum),
-        |o| {
-            if o >= 13 { &[1] } else { &[] }
-        },
-    ),
-    row(
         "ReduceMin",
         |cx, ins| eval_reduce(cx, ins, Red::Min),
         reduce_axes_18,
     ),
 ];
+
+/// The `axes` input slot of ReduceSum, an input from opset 13 on.
+pub(crate) fn reduce_axes_13(opset: i64) -> &'static [usize] {
+    if opset >= 13 { &[1] } else { &[] }
+}
 
 /// The `axes` input slot of the Reduce ops that took `axes` as an attribute before 18.
 pub(crate) fn reduce_axes_18(opset: i64) -> &'static [usize] {
@@ -648,7 +646,7 @@ pub(crate) fn reduce_axes(
     }
 }
 
-fn eval_reduce(
+pub(crate) fn eval_reduce(
     cx: &mut NodeCx<'_, '_>,
     ins: Inputs<'_>,
     op: Red,

@@ -1,9 +1,11 @@
-//! MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, and ReduceMean / ReduceMax
-//! over the spatial axes of NCHW (a global pool, plus a Reshape for keepdims=0).
+//! MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, and ReduceMean / ReduceMax /
+//! ReduceSum over the spatial axes of NCHW (a global pool, plus a Reshape for
+//! keepdims=0). ReduceSum is the global sum-pool that QDQ exports use to keep a pooled
+//! value on a power-of-two grid (the 1/N then lives in the next layer's weights).
 
 use lutq_ir::{Op, Pool};
 
-use super::constant::{self, Red, reduce_axes_18};
+use super::constant::{self, Red, reduce_axes_13, reduce_axes_18};
 use super::{OpDef, auto_pad, no_const, window_pads};
 use crate::error::{DiagnosticKind, ImportError};
 use crate::import::{NodeCx, Value};
@@ -43,6 +45,13 @@ pub(crate) const OPS: &[OpDef] = &[
         const_inputs: reduce_axes_18,
         ignored_inputs: &[],
         eval_const: Some(|cx, ins| eval_reduce(cx, ins, Red::Mean)),
+    },
+    OpDef {
+        op_type: "ReduceSum",
+        convert: |cx| reduce_spatial(cx, Red::Sum),
+        const_inputs: reduce_axes_13,
+        ignored_inputs: &[],
+        eval_const: Some(|cx, ins| constant::eval_reduce(cx, ins, Red::Sum)),
     },
     OpDef {
         op_type: "ReduceMax",
@@ -105,7 +114,8 @@ fn reduce_spatial(cx: &mut NodeCx<'_, '_>, op: Red) -> Result<(), ImportError> {
         return Ok(());
     };
     let shape = cx.ty(x).shape;
-    let axes = constant::reduce_axes(cx, shape.len(), 18)?;
+    let axes_input_from = if op == Red::Sum { 13 } else { 18 };
+    let axes = constant::reduce_axes(cx, shape.len(), axes_input_from)?;
     if cx.failed() {
         return Ok(());
     }
@@ -126,6 +136,8 @@ fn reduce_spatial(cx: &mut NodeCx<'_, '_>, op: Red) -> Result<(), ImportError> {
     let y = match (op, keep) {
         (Red::Mean, true) => cx.emit(Op::GlobalAveragePool, &[x])?,
         (Red::Mean, false) => cx.emit_aux("mean", Op::GlobalAveragePool, &[x])?,
+        (Red::Sum, true) => cx.emit(Op::GlobalSumPool, &[x])?,
+        (Red::Sum, false) => cx.emit_aux("sum", Op::GlobalSumPool, &[x])?,
         (_, keep) => global_max(cx, x, !keep)?,
     };
     let y = if keep {

@@ -144,6 +144,11 @@ fn params(
     })
 }
 
+/// `2^round(log2 s)` for a finite positive `s` (ties in the exponent round up).
+pub(crate) fn nearest_power_of_two(s: f32) -> f32 {
+    (s as f64).log2().round().exp2() as f32
+}
+
 fn eval_quantize(
     cx: &mut NodeCx<'_, '_>,
     ins: Inputs<'_>,
@@ -213,7 +218,14 @@ fn tensor_params(
         return Ok(None);
     }
     let ins = [None, scale, zp];
-    let p = params(cx, &ins, shape, quantize)?;
+    let mut p = params(cx, &ins, shape, quantize)?;
+    // `--round-scales` snaps the pairs on run-time data only: a weight's scale sets its
+    // grid, and snapping it would rescale the channel; its dequantized values are kept.
+    if cx.round_scales() {
+        for s in &mut p.scales {
+            *s = nearest_power_of_two(*s);
+        }
+    }
     if p.scales.len() != 1 {
         cx.unsupported(
             DiagnosticKind::UnsupportedAttribute,
