@@ -30,10 +30,19 @@ fn too_many_nodes_is_a_limit_error_naming_max_nodes() {
         "{err}"
     );
     let msg = err.to_string();
-    assert!(msg.contains("MAX_NODES") && msg.contains("limits.rs"), "{msg}");
+    assert!(
+        msg.contains("MAX_NODES") && msg.contains("limits.rs"),
+        "{msg}"
+    );
     // `inspect` reports the same error in its summary.
     let summary = lutq_onnx::summarize(&relu_chain(MAX_NODES + 1).bytes()).unwrap();
-    assert!(summary.error.as_deref().is_some_and(|e| e.contains("MAX_NODES")), "{summary:?}");
+    assert!(
+        summary
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("MAX_NODES")),
+        "{summary:?}"
+    );
     // A long chain under the limit imports.
     import(&relu_chain(1000)).unwrap();
 }
@@ -59,7 +68,11 @@ fn too_many_dimensions_name_max_rank() {
     // A node's result: Unsqueeze past the limit.
     let m = Model::new(13)
         .input("x", &[1, 4])
-        .init_i64("axes", &[MAX_RANK as i64], (2..2 + MAX_RANK as i64).collect())
+        .init_i64(
+            "axes",
+            &[MAX_RANK as i64],
+            (2..2 + MAX_RANK as i64).collect(),
+        )
         .node("Unsqueeze", &["x", "axes"], &["y"], vec![])
         .output("y");
     let err = import(&m).unwrap_err().to_string();
@@ -81,7 +94,10 @@ fn a_huge_input_names_max_elements() {
         .node("Relu", &["x"], &["y"], vec![])
         .output("y");
     let d = diagnostics(&m);
-    assert!(d.iter().any(|d| d.message.contains("MAX_ELEMENTS")), "{d:?}");
+    assert!(
+        d.iter().any(|d| d.message.contains("MAX_ELEMENTS")),
+        "{d:?}"
+    );
     // A Pad whose result would be above the limit, from a small input.
     let m = Model::new(13)
         .input("x", &[1, 1, 64, 64])
