@@ -184,6 +184,14 @@ fn unsupported(graph: &Graph) -> Vec<String> {
             graph.inputs().len()
         ));
     }
+    for o in graph.outputs() {
+        if graph.constant(o.node).is_some() {
+            problems.push(format!(
+                "graph output '{}' is a constant, and an integer program computes its outputs from its input (drop that output from the model)",
+                o.name
+            ));
+        }
+    }
     let regions = Regions::analyze(graph);
     for id in graph.topo_order() {
         let node = graph.node(id);
