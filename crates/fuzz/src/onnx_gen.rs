@@ -445,10 +445,8 @@ impl Gen<'_, '_> {
                     out_shape = None;
                 }
             }
-            "GlobalAveragePool" | "GlobalMaxPool" => {
-                if rank == 4 {
-                    out_shape = Some(vec![s[0], s[1], 1, 1]);
-                }
+            "GlobalAveragePool" | "GlobalMaxPool" if rank == 4 => {
+                out_shape = Some(vec![s[0], s[1], 1, 1]);
             }
             "BatchNormalization" => {
                 for _ in 0..4 {

@@ -79,7 +79,7 @@ fn too_many_dimensions_name_max_rank() {
     assert!(err.contains("MAX_RANK"), "{err}");
     // At the limit it imports.
     let m = Model::new(13)
-        .input("x", &vec![1i64; MAX_RANK])
+        .input("x", &[1i64; MAX_RANK])
         .node("Relu", &["x"], &["y"], vec![])
         .output("y");
     import(&m).unwrap();
