@@ -186,7 +186,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         "onnx_graph" => (0..32)
             .map(|i| (format!("gen-{i:02}"), bytes(64 + 16 * i)))
             .collect(),
-        "backends" => (0..16)
+        "backends" => (0..8)
             .map(|i| (format!("seeds-{i:02}"), bytes(8 * PROGRAMS)))
             .collect(),
         "npy" => npy_seeds(),

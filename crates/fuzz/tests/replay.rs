@@ -36,8 +36,8 @@ fn replay(target: &str) -> usize {
     let mut inputs = seeds(target);
     inputs.extend(committed("corpus-min", target));
     inputs.extend(committed("regressions", target));
-    // Small C batches: a failure points at few programs.
-    let mut backends = Backends::new(32);
+    // One C compilation for the seeds (64 programs).
+    let mut backends = Backends::new(64);
     for (name, data) in &inputs {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_target(target, data, &mut backends).expect("a known target");
