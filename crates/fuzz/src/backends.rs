@@ -6,7 +6,8 @@
 //! [`PROGRAMS_PER_INPUT`]). The interpreter and the JIT run every program at once; the C
 //! backend's programs are collected and compiled together into one executable once
 //! [`Backends::batch`] of them are pending ([`Backends::flush`]), so the C compiler runs
-//! once per batch rather than once per program.
+//! once per batch rather than once per program; with [`Backends::c_every`] > 1 only every
+//! n-th program goes to C (the fuzz target samples, the replay test compiles them all).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -33,6 +34,9 @@ struct Pending {
 pub struct Backends {
     /// Programs per C compilation.
     pub batch: usize,
+    /// Every how many programs one goes to the C batch (1: all). The C compiler costs
+    /// ~0.1 s per program, the interpreter and the JIT milliseconds: the fuzzer samples.
+    pub c_every: usize,
     /// Programs compared between interpreter and JIT.
     pub programs: usize,
     /// Programs also compared with the generated C.
@@ -63,6 +67,7 @@ impl Backends {
         }
         Backends {
             batch: batch.max(1),
+            c_every: 1,
             programs: 0,
             programs_c: 0,
             invalid: 0,
@@ -122,7 +127,7 @@ impl Backends {
                 g.dump()
             );
             self.programs += 1;
-            if self.compiler.is_some() {
+            if self.compiler.is_some() && self.programs % self.c_every.max(1) == 0 {
                 self.pending.push(Pending {
                     seed,
                     graph: g,
