@@ -359,7 +359,14 @@ impl Gen<'_, '_> {
             self.u.choose(SUPPORTED)?.to_string()
         };
         let (x, shape) = self.pick_input()?;
-        let s = shape.clone().unwrap_or_default();
+        // Tracked dims may be anything a broken input declared: clamp them so the
+        // generator's own shape arithmetic cannot overflow.
+        let s: Vec<i64> = shape
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|&d| d.clamp(-(1 << 20), 1 << 20))
+            .collect();
         let rank = s.len();
         let c = s.get(1).copied().unwrap_or(1).clamp(1, 64);
         let mut inputs = vec![x.clone()];
@@ -461,7 +468,10 @@ impl Gen<'_, '_> {
             "Flatten" => {
                 attrs.push(int("axis", 1));
                 if rank >= 1 {
-                    out_shape = Some(vec![s[0], s[1..].iter().product()]);
+                    out_shape = Some(vec![
+                        s[0],
+                        s[1..].iter().fold(1i64, |a, &d| a.saturating_mul(d)),
+                    ]);
                 }
             }
             "Gemm" | "MatMul" => {
@@ -498,7 +508,10 @@ impl Gen<'_, '_> {
                 let t = self.init_i64(&[target.len() as i64], target)?;
                 inputs.push(t);
                 if rank >= 1 && choice >= 2 {
-                    out_shape = Some(vec![s[0], s[1..].iter().product()]);
+                    out_shape = Some(vec![
+                        s[0],
+                        s[1..].iter().fold(1i64, |a, &d| a.saturating_mul(d)),
+                    ]);
                 }
             }
             "Transpose" => {
