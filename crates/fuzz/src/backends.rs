@@ -127,7 +127,7 @@ impl Backends {
                 g.dump()
             );
             self.programs += 1;
-            if self.compiler.is_some() && self.programs % self.c_every.max(1) == 0 {
+            if self.compiler.is_some() && self.programs.is_multiple_of(self.c_every.max(1)) {
                 self.pending.push(Pending {
                     seed,
                     graph: g,
