@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use lutq_fuzz::Backends;
 
 /// Programs per C compilation (`LUTQ_FUZZ_C_BATCH` overrides).
-const BATCH: usize = 128;
+const BATCH: usize = 32;
 /// Every how many programs one is also compared with C (`LUTQ_FUZZ_C_EVERY` overrides;
 /// 1 compares all, at ~0.1 s of C compiler per program).
 const C_EVERY: usize = 16;

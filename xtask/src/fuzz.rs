@@ -26,7 +26,7 @@ targets:
                 dtypes, attributes) → import → opt → quantize → integer rewrites →
                 validate → golden interpreter
   backends      random integer programs: golden interpreter vs JIT vs generated C
-                (the C compiled once per batch of 128 programs)
+                (every 16th program also as C, compiled once per batch of 32)
   npy           the NPY readers (f32, u8, labels) and the write → read round trip
   all           each of the above for N seconds, one after the other
 
@@ -244,8 +244,9 @@ fn fuzz_one(
         .arg("--")
         .arg(format!("-max_total_time={seconds}"))
         .arg(format!("-max_len={}", max_len(target)))
-        // An input that takes seconds or gigabytes is a finding (resource limits).
-        .arg("-timeout=10")
+        // An input that takes seconds or gigabytes is a finding (resource limits); the
+        // backends input that completes a C batch also waits for the C compiler.
+        .arg(format!("-timeout={}", if target == "backends" { 120 } else { 10 }))
         .arg("-rss_limit_mb=4096")
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .arg("-print_final_stats=1");
