@@ -10,6 +10,7 @@ mod budget;
 mod conformance;
 mod data;
 mod docs;
+mod fuzz;
 mod gen_proto;
 mod mcu;
 mod report_shot;
@@ -33,6 +34,10 @@ tasks:
                           Chromium (docs/report.png), checked not to be blank
   zoo [--help]            every model of models/zoo in every integer mode: agreement and
                           SQNR vs fp32, C and JIT bit-exact (docs/results.md)
+  fuzz TARGET|all --seconds N
+                          coverage-guided fuzzing (cargo-fuzz, nightly) of ONNX import, the
+                          whole pipeline on generated graphs, the backends (differential)
+                          and the NPY reader (docs/fuzzing.md)
   gen-proto [--check]     regenerate crates/onnx/src/generated/onnx.rs from onnx.proto
   conformance [--data DIR] | --vendor [--from ONNX_PACKAGE_DIR]
                           run the ONNX backend tests (per-op table, docs/conformance.md),
@@ -57,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         "bench-int" => bench_int::run(rest),
         "zoo" => zoo::run(rest),
         "report-shot" => report_shot::run(rest),
+        "fuzz" => fuzz::run(rest),
         _ => bail!("unknown task '{task}'\n\n{USAGE}"),
     }
 }

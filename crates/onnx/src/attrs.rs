@@ -5,10 +5,7 @@ use crate::error::ImportError;
 use crate::proto::attribute_proto::AttributeType;
 use crate::proto::{AttributeProto, NodeProto, TensorProto};
 
-/// The largest size-like attribute value (pads, strides, dilations, kernel sizes,
-/// permutation entries) the importer accepts: far above any real model, low enough that
-/// shape arithmetic cannot overflow.
-pub(crate) const MAX_ATTR_VALUE: usize = 1 << 31;
+pub(crate) use crate::limits::MAX_ATTR_VALUE;
 
 /// The attributes of one node.
 #[derive(Clone, Copy)]

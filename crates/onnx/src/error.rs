@@ -110,6 +110,19 @@ pub enum ImportError {
     #[error("input shape for '{name}': {message}")]
     InputShape { name: String, message: String },
 
+    /// The model exceeds one of lutq's resource limits ([`crate::limits`]), e.g. more
+    /// nodes than [`crate::limits::MAX_NODES`]. The model's size, not a malformation:
+    /// the limits are constants in `crates/onnx/src/limits.rs` (no flag raises them).
+    #[error(
+        "{what} is {actual}, above lutq's limit of {limit} (lutq_onnx::limits::{name}; a constant in crates/onnx/src/limits.rs: raise it there and rebuild if the model is genuine)"
+    )]
+    Limit {
+        what: String,
+        actual: usize,
+        limit: usize,
+        name: &'static str,
+    },
+
     /// The model is valid ONNX but uses features lutq does not support. Lists every such
     /// problem found in the whole model, one per line. The model's limitation, not a bug.
     #[error("{}", UnsupportedList(.0))]

@@ -21,9 +21,7 @@ use crate::proto::type_proto;
 use crate::proto::{NodeProto, ValueInfoProto};
 use crate::tensor::{ConstValue, TensorIssue, data_type_name, tensor_value};
 
-/// The most elements any tensor of an imported graph may have (16 GiB of f32): far above
-/// any model lutq targets, and low enough that shape arithmetic cannot overflow.
-pub(crate) const MAX_ELEMENTS: usize = 1 << 32;
+pub(crate) use crate::limits::{MAX_ELEMENTS, MAX_RANK};
 
 /// Element count of a shape, if it does not exceed [`MAX_ELEMENTS`].
 pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
@@ -599,10 +597,10 @@ fn input_type(
     }
     if let Some(dims) = fixed {
         // Checked against the declaration by `check_input_shape`.
-        if diags.is_empty() && element_count(dims).is_none() {
+        if diags.is_empty() && (dims.len() > MAX_RANK || element_count(dims).is_none()) {
             diags.push(diag(
                 DiagnosticKind::TooLarge,
-                format!("shape {dims:?} has more than {MAX_ELEMENTS} elements"),
+                format!("shape {dims:?} has more than {MAX_ELEMENTS} elements (lutq_onnx::limits::MAX_ELEMENTS)"),
                 "use a smaller input size",
             ));
         }
@@ -620,6 +618,17 @@ fn input_type(
         ));
         return Err(diags);
     };
+    if shape.dim.len() > MAX_RANK {
+        diags.push(diag(
+            DiagnosticKind::TooLarge,
+            format!(
+                "the input has {} dimensions, above lutq's limit of {MAX_RANK} (lutq_onnx::limits::MAX_RANK)",
+                shape.dim.len()
+            ),
+            "use an input of at most 16 dimensions (or raise MAX_RANK in crates/onnx/src/limits.rs)",
+        ));
+        return Err(diags);
+    }
     let suggestion = suggested_shape(shape, batch);
     let mut dims = Vec::with_capacity(shape.dim.len());
     for (i, d) in shape.dim.iter().enumerate() {
@@ -651,7 +660,7 @@ fn input_type(
     if diags.is_empty() && element_count(&dims).is_none() {
         diags.push(diag(
             DiagnosticKind::TooLarge,
-            format!("shape {dims:?} has more than {MAX_ELEMENTS} elements"),
+            format!("shape {dims:?} has more than {MAX_ELEMENTS} elements (lutq_onnx::limits::MAX_ELEMENTS)"),
             "use a smaller input (or batch) size",
         ));
     }
@@ -1152,9 +1161,15 @@ impl<'m> NodeCx<'_, 'm> {
                 source: Box::new(source),
             })?;
         let ty = &self.imp.graph.node(id).ty;
+        if ty.shape.len() > MAX_RANK {
+            return Err(self.invalid(format!(
+                "its result {ty} has {} dimensions, above lutq's limit of {MAX_RANK} (lutq_onnx::limits::MAX_RANK, a constant in crates/onnx/src/limits.rs)",
+                ty.shape.len()
+            )));
+        }
         if element_count(&ty.shape).is_none() {
             return Err(self.invalid(format!(
-                "its result {ty} would have more than {MAX_ELEMENTS} elements"
+                "its result {ty} would have more than {MAX_ELEMENTS} elements (lutq_onnx::limits::MAX_ELEMENTS, a constant in crates/onnx/src/limits.rs)"
             )));
         }
         Ok(id)

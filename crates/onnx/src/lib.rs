@@ -29,6 +29,7 @@
 mod attrs;
 mod error;
 mod import;
+pub mod limits;
 mod model;
 mod ops;
 mod summary;

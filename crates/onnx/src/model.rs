@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::error::ImportError;
+use crate::limits::MAX_NODES;
 use crate::proto::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
 
 /// The oldest and newest default-domain opsets the importer knows. Every op it supports
@@ -52,6 +53,14 @@ pub(crate) fn analyze(model: &ModelProto) -> Result<ModelInfo<'_>, ImportError> 
         .graph
         .as_ref()
         .ok_or_else(|| ImportError::Malformed("the model has no graph".into()))?;
+    if graph.node.len() > MAX_NODES {
+        return Err(ImportError::Limit {
+            what: "the graph's node count".into(),
+            actual: graph.node.len(),
+            limit: MAX_NODES,
+            name: "MAX_NODES",
+        });
+    }
     let opset = default_opset(model).ok_or_else(|| {
         ImportError::Malformed("the model imports no opset for the default ONNX domain".into())
     })?;

@@ -218,6 +218,13 @@ pub(crate) fn tensor_value(t: &TensorProto) -> Result<ConstValue, TensorIssue> {
             fix: "re-save the model with onnx.save_model so each tensor is stored whole".into(),
         });
     }
+    if t.dims.len() > crate::limits::MAX_RANK {
+        return Err(TensorIssue::Malformed(format!(
+            "it has {} dimensions, above lutq's limit of {} (lutq_onnx::limits::MAX_RANK, a constant in crates/onnx/src/limits.rs)",
+            t.dims.len(),
+            crate::limits::MAX_RANK
+        )));
+    }
     let mut shape = Vec::with_capacity(t.dims.len());
     let mut count: usize = 1;
     for &d in &t.dims {

@@ -143,7 +143,7 @@ pub fn integer_forms(graph: &Graph) -> IntegerForms {
                 if elementwise::is_plain_clamp(graph, id, root) && fusable {
                     forms.fused += 1;
                     continue;
-                } else if elementwise::is_plain_clamp(graph, id, root) {
+                } else if elementwise::is_plain_clamp(graph, id, root) && !regions.is_interior(id) {
                     "requant"
                 } else if regions.is_interior(id) {
                     forms.inside_tables += 1;
@@ -183,6 +183,14 @@ fn unsupported(graph: &Graph) -> Vec<String> {
             "the graph has {} inputs; the quantizer takes single-input models",
             graph.inputs().len()
         ));
+    }
+    for o in graph.outputs() {
+        if graph.constant(o.node).is_some() {
+            problems.push(format!(
+                "graph output '{}' is a constant, and an integer program computes its outputs from its input (drop that output from the model)",
+                o.name
+            ));
+        }
     }
     let regions = Regions::analyze(graph);
     for id in graph.topo_order() {
@@ -556,13 +564,15 @@ impl<'a> Lowering<'a> {
     fn lower_node(&mut self, id: NodeId) -> Result<(), QuantError> {
         let node = self.graph.node(id);
         let name = node.name.clone();
-        if let Some(root) = self.regions.root(id)
-            && !elementwise::is_plain_clamp(self.graph, id, root)
-        {
+        if let Some(root) = self.regions.root(id) {
+            // An interior member is computed inside its region's tables, a plain clamp
+            // too (its root's data is released for the table's reader only).
             if self.regions.is_interior(id) {
                 return Ok(());
             }
-            return self.lower_table(id, root);
+            if !elementwise::is_plain_clamp(self.graph, id, root) {
+                return self.lower_table(id, root);
+            }
         }
         match &node.op {
             Op::Binary(BinaryOp::Mul) => self.lower_product(id)?,

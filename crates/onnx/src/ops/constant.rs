@@ -25,10 +25,7 @@ use crate::import::{NodeCx, Value};
 use crate::proto::tensor_proto::DataType;
 use crate::tensor::{ConstData, ConstValue, TensorIssue, tensor_value};
 
-/// The most elements a constant folded at import may have (4 Mi): far above any shape
-/// computation, low enough that a malformed ConstantOfShape or Range cannot exhaust
-/// memory.
-pub(crate) const MAX_FOLD_ELEMENTS: usize = 1 << 22;
+pub(crate) use crate::limits::MAX_FOLD_ELEMENTS;
 
 pub(crate) type Inputs<'a> = &'a [Option<Rc<ConstValue>>];
 
