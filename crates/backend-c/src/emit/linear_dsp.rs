@@ -261,6 +261,8 @@ pub(crate) fn emit(
                 k,
                 lut,
                 lanes,
+                rounding: graph.rounding,
+                cheap_store: kh * kw == 1 || k <= 32,
             };
             writeln!(b, "for (o = 0; o < {o_n}; ++o) {{").unwrap();
             layer_dot.channels(&mut b, 1);
@@ -292,6 +294,10 @@ struct Dot<'a> {
     lut: bool,
     /// Pixels of the block (all of them computed and stored).
     lanes: usize,
+    rounding: Rounding,
+    /// The store through [`store_value`] (rounding term once per channel, `USAT` /
+    /// `SSAT`) rather than the general rescale.
+    cheap_store: bool,
 }
 
 impl Dot<'_> {
@@ -308,6 +314,7 @@ impl Dot<'_> {
             k,
             lut,
             lanes,
+            ..
         } = *self;
         let pad = "    ";
         let at = |ch: usize| {
@@ -474,8 +481,12 @@ impl Dot<'_> {
         for ch in 0..ocs {
             writeln!(c, "{pad}{{").unwrap();
             let mut decls = String::new();
-            let value =
-                linear_value(&mut decls, p, i, layer, 16).replace("[o]", &format!("[{}]", at(ch)));
+            let value = if self.cheap_store {
+                store_value(&mut decls, p, i, layer, 16, self.rounding)
+            } else {
+                linear_value(&mut decls, p, i, layer, 16)
+            }
+            .replace("[o]", &format!("[{}]", at(ch)));
             c.push_str(&decls.replace("[o]", &format!("[{}]", at(ch))));
             for l in 0..lanes {
                 let store = write(
