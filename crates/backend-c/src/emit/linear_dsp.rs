@@ -212,14 +212,28 @@ pub(crate) fn emit(
             let geom = Geometry { lanes, ..geom };
             // Column pair j of lane l at cols[j * lanes + l]: the `lanes` words one
             // weight pair meets are adjacent (LDRD / LDM).
-            writeln!(
-                b,
-                "for (l = 0; l < {lanes}; ++l) {{\n    \
-                 uint32_t *const q = cols + l;\n    \
-                 const long iy0 = (p + l) / {ow} * {sy} - {pt};\n    \
-                 const long ix0 = (p + l) % {ow} * {sx} - {pl};"
-            )
-            .unwrap();
+            if kh * kw == 1 && sy == 1 && sx == 1 && pt == 0 && pl == 0 && (oh, ow) == (h, w) {
+                // A pointwise layer at stride 1: pixel p + l reads input pixel p + l (no
+                // division per lane; VWW's 8-channel pointwise layer: 2.24 -> ? instructions
+                // per MAC).
+                writeln!(
+                    b,
+                    "for (l = 0; l < {lanes}; ++l) {{\n    \
+                     uint32_t *const q = cols + l;\n    \
+                     const long iy0 = 0;\n    \
+                     const long ix0 = p + l;"
+                )
+                .unwrap();
+            } else {
+                writeln!(
+                    b,
+                    "for (l = 0; l < {lanes}; ++l) {{\n    \
+                     uint32_t *const q = cols + l;\n    \
+                     const long iy0 = (p + l) / {ow} * {sy} - {pt};\n    \
+                     const long ix0 = (p + l) % {ow} * {sx} - {pl};"
+                )
+                .unwrap();
+            }
             let span_y = (kh - 1) * geom.dy;
             let span_x = (kw - 1) * geom.dx;
             let mut inside = Vec::new();
@@ -247,6 +261,10 @@ pub(crate) fn emit(
                 b.push_str("    }\n");
             }
             b.push_str("}\n");
+            if lanes >= 2 {
+                // The columns are written; the dot loops' LDRDs read them.
+                b.push_str("lutq_ld2_fence();\n");
+            }
             // The dot products, one output channel at a time over the lanes. Two
             // channels at a time (each column word feeding two SMLADs) measured worse:
             // 16 accumulators do not fit, and 2 channels × 4 pixels made gcc spill (IC

@@ -642,14 +642,15 @@ static inline int32_t lutq_dot2(uint32_t w, uint32_t x, int32_t acc)
         "lutq_ld2",
         r#"/* a = p[off / 4], b = p[off / 4 + 1] (off: a literal byte offset, p 4-byte aligned):
  * one LDRD (GNU inline assembly: gcc splits a 64-bit load into two LDRs on Cortex-M4).
- * The "m" operand tells the compiler which 8 bytes are read. */
+ * The assembly names no memory operand (with one, gcc kept every p + off in a register
+ * or on the stack); instead it is volatile, so it stays in order with the other volatile
+ * assembly, and lutq_ld2_fence(), a compiler barrier, follows the stores it reads. */
 #if defined(LUTQ_DSP) && defined(__GNUC__)
-#define lutq_ld2(p, off, a, b) \
-    __asm__("ldrd %0, %1, [%2, #" #off "]" \
-            : "=r"(a), "=r"(b) \
-            : "r"(p), "m"(*(const uint32_t (*)[2])(const void *)((const unsigned char *)(p) + (off))))
+#define lutq_ld2(p, off, a, b) __asm__ volatile("ldrd %0, %1, [%2, #" #off "]" : "=r"(a), "=r"(b) : "r"(p))
+#define lutq_ld2_fence() __asm__ volatile("" ::: "memory")
 #else
 #define lutq_ld2(p, off, a, b) ((a) = (p)[(off) / 4], (b) = (p)[(off) / 4 + 1])
+#define lutq_ld2_fence() ((void)0)
 #endif
 "#,
     ),
