@@ -120,7 +120,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
         s.macs
     );
     println!(
-        "arena {} B, of which kernel scratch (the largest) {} B; activations' lower bound {} B ({:.3}x); no reuse {} B",
+        "arena {} B, kernel scratch up to {} B of it; activations' lower bound {} B ({:.3}x); no reuse {} B",
         s.arena_size,
         s.scratch_bytes,
         s.arena_lower_bound,

@@ -664,8 +664,7 @@ fn cli_eval_scores_each_also_data_set_with_the_same_models() {
 #[test]
 fn cli_compile_prints_the_headers_arena_and_a_smaller_scratch_limit_never_grows_the_scratch() {
     // `compile` prints arena, scratch and lower bound as the header states them; with
-    // a smaller `--scratch-limit` the largest kernel scratch never grows, and with 0 the
-    // kernels keep within the gaps of the activations' plan.
+    // a smaller `--scratch-limit` neither the largest kernel scratch nor the arena grows.
     let dir = std::env::temp_dir().join(format!("lutq-cli-scratch-{}", std::process::id()));
     let define = |header: &str, name: &str| -> u64 {
         let key = format!("#define FMV2_{name} ");
@@ -712,11 +711,14 @@ fn cli_compile_prints_the_headers_arena_and_a_smaller_scratch_limit_never_grows_
         assert_eq!(numbers[0], define(&header, "ARENA_SIZE"), "{line}");
         assert_eq!(numbers[1], define(&header, "SCRATCH_BYTES"), "{line}");
         assert_eq!(numbers[2], define(&header, "ARENA_LOWER_BOUND"), "{line}");
-        scratch.push(numbers[1]);
+        scratch.push((numbers[1], numbers[0]));
     }
+    // (scratch, arena) by falling limit: neither grows.
     assert!(
-        scratch.windows(2).all(|w| w[1] <= w[0]),
-        "scratch by falling limit: {scratch:?}"
+        scratch
+            .windows(2)
+            .all(|w| w[1].0 <= w[0].0 && w[1].1 <= w[0].1),
+        "(scratch, arena) by falling limit: {scratch:?}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
