@@ -6,6 +6,7 @@ use std::time::Duration;
 use lutq_backend_c::mcu::run_on_cortex_m4;
 use lutq_backend_c::quantize_samples;
 use lutq_interp::int::IntInterpreter;
+use lutq_ir::int::Rounding;
 use lutq_quant::Mode;
 
 /// The cross toolchain and QEMU must be installed (CI installs them); elsewhere their
@@ -122,8 +123,14 @@ fn dsp_path_on_cortex_m4_and_portable_path_on_cortex_m3_are_bit_exact() {
         .into_iter()
         .map(|r| vec![r])
         .collect();
-    for mode in [Mode::Lut4PotChannel, Mode::Int8PotChannel] {
-        let g = lutq_bundled::lowered("fashion_mobilenetv2", mode, &calib).unwrap();
+    // The contract's rounding, and ties to even once (the DSP stores' fallback path).
+    for (mode, rounding) in [
+        (Mode::Lut4PotChannel, Rounding::HalfUp),
+        (Mode::Int8PotChannel, Rounding::HalfUp),
+        (Mode::Lut4PotChannel, Rounding::HalfEven),
+    ] {
+        let mut g = lutq_bundled::lowered("fashion_mobilenetv2", mode, &calib).unwrap();
+        g.rounding = rounding;
         let interp = IntInterpreter::new(&g).unwrap();
         let expected: Vec<Vec<Vec<i32>>> = rows
             .iter()
@@ -133,7 +140,7 @@ fn dsp_path_on_cortex_m4_and_portable_path_on_cortex_m3_are_bit_exact() {
         let mut instructions = Vec::new();
         for core in [Core::CortexM4, Core::CortexM3] {
             let dir = std::env::temp_dir().join(format!(
-                "lutq-mcu-paths-{mode}-{core:?}-{}",
+                "lutq-mcu-paths-{mode}-{rounding:?}-{core:?}-{}",
                 std::process::id()
             ));
             let report = run_on_core(
@@ -148,7 +155,7 @@ fn dsp_path_on_cortex_m4_and_portable_path_on_cortex_m3_are_bit_exact() {
             .unwrap();
             let dsp = has_smlad(&dir);
             let _ = std::fs::remove_dir_all(&dir);
-            assert_eq!(report.outputs, expected, "{mode} on {core:?}");
+            assert_eq!(report.outputs, expected, "{mode} {rounding:?} on {core:?}");
             assert_eq!(
                 dsp,
                 core == Core::CortexM4,
@@ -157,7 +164,7 @@ fn dsp_path_on_cortex_m4_and_portable_path_on_cortex_m3_are_bit_exact() {
             instructions.push(report.instructions[0]);
         }
         eprintln!(
-            "fashion_mobilenetv2 {mode}: {:.2} (M4, DSP) / {:.2} (M3, portable) instructions per MAC",
+            "fashion_mobilenetv2 {mode} {rounding:?}: {:.2} (M4, DSP) / {:.2} (M3, portable) instructions per MAC",
             instructions[0] as f64 / g.macs() as f64,
             instructions[1] as f64 / g.macs() as f64
         );

@@ -660,3 +660,65 @@ fn cli_eval_scores_each_also_data_set_with_the_same_models() {
     assert_eq!(eval["results"][0]["also"][1]["top1_agreement"], 1.0);
     assert!(eval["results"][0]["also"][1]["sqnr_db"].is_null());
 }
+
+#[test]
+fn cli_compile_prints_the_headers_arena_and_a_smaller_scratch_limit_never_grows_the_scratch() {
+    // `compile` prints arena, scratch and lower bound as the header states them; with
+    // a smaller `--scratch-limit` neither the largest kernel scratch nor the arena grows.
+    let dir = std::env::temp_dir().join(format!("lutq-cli-scratch-{}", std::process::id()));
+    let define = |header: &str, name: &str| -> u64 {
+        let key = format!("#define FMV2_{name} ");
+        let line = header.lines().find(|l| l.starts_with(&key));
+        line.unwrap_or_else(|| panic!("no {key} in\n{header}"))[key.len()..]
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let mut scratch = Vec::new();
+    for limit in [None, Some("2048"), Some("0")] {
+        let src = dir.join(limit.unwrap_or("default"));
+        let mut args = vec![
+            "compile",
+            "models/fashion_mobilenetv2.onnx",
+            "-o",
+            src.to_str().unwrap(),
+            "--prefix",
+            "fmv2",
+            "--calib",
+            "data/fashion_mnist/train_x.npy",
+            "--calib-limit",
+            "32",
+        ];
+        if let Some(l) = limit {
+            args.extend(["--scratch-limit", l]);
+        }
+        let out = lutq(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("arena "))
+            .unwrap_or_else(|| panic!("no arena line in\n{stdout}"));
+        let numbers: Vec<u64> = line
+            .split(|ch: char| !ch.is_ascii_digit() && ch != '.')
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let header = std::fs::read_to_string(src.join("fmv2.h")).unwrap();
+        assert_eq!(numbers[0], define(&header, "ARENA_SIZE"), "{line}");
+        assert_eq!(numbers[1], define(&header, "SCRATCH_BYTES"), "{line}");
+        assert_eq!(numbers[2], define(&header, "ARENA_LOWER_BOUND"), "{line}");
+        scratch.push((numbers[1], numbers[0]));
+    }
+    // (scratch, arena) by falling limit: neither grows.
+    assert!(
+        scratch
+            .windows(2)
+            .all(|w| w[1].0 <= w[0].0 && w[1].1 <= w[0].1),
+        "(scratch, arena) by falling limit: {scratch:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -557,7 +557,7 @@ void lutq_profile_mark(int node);
 
 /// Helper functions by name, emitted only where a kernel calls them (clang warns about
 /// unused static functions, and the generated code must build with `-Werror`).
-const HELPERS: [(&str, &str); 19] = [
+const HELPERS: [(&str, &str); 20] = [
     (
         "lutq_clamp",
         r#"static inline int32_t lutq_clamp(int64_t v, int32_t lo, int32_t hi)
@@ -636,6 +636,22 @@ static inline int32_t lutq_dot2(uint32_t w, uint32_t x, int32_t acc)
         + (((int32_t)(w >> 16) ^ 0x8000) - 0x8000) * (((int32_t)(x >> 16) ^ 0x8000) - 0x8000);
 #endif
 }
+"#,
+    ),
+    (
+        "lutq_ld2",
+        r#"/* a = p[off / 4], b = p[off / 4 + 1] (off: a literal byte offset, p 4-byte aligned):
+ * one LDRD (GNU inline assembly: gcc splits a 64-bit load into two LDRs on Cortex-M4).
+ * The assembly names no memory operand (with one, gcc kept every p + off in a register
+ * or on the stack); instead it is volatile, so it stays in order with the other volatile
+ * assembly, and lutq_ld2_fence(), a compiler barrier, follows the stores it reads. */
+#if defined(LUTQ_DSP) && defined(__GNUC__)
+#define lutq_ld2(p, off, a, b) __asm__ volatile("ldrd %0, %1, [%2, #" #off "]" : "=r"(a), "=r"(b) : "r"(p))
+#define lutq_ld2_fence() __asm__ volatile("" ::: "memory")
+#else
+#define lutq_ld2(p, off, a, b) ((a) = (p)[(off) / 4], (b) = (p)[(off) / 4 + 1])
+#define lutq_ld2_fence() ((void)0)
+#endif
 "#,
     ),
     (
