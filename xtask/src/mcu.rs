@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use lutq_backend_c::mcu::{Core, McuReport, profile_on_core, run_on_core, run_on_cortex_m4};
-use lutq_backend_c::{HostProgram, decode_outputs, quantize_samples};
+use lutq_backend_c::{HostProgram, LayerKind, decode_outputs, quantize_samples};
 use lutq_interp::int::IntInterpreter;
 use lutq_ir::Tensor;
-use lutq_ir::int::{IntGraph, IntOp};
+use lutq_ir::int::IntGraph;
 use lutq_quant::{Mode, QuantOptions};
 
 const USAGE: &str =
@@ -60,7 +60,7 @@ struct Row {
     host_instructions: u64,
     m4_instructions: u64,
     m3_instructions: u64,
-    /// Per layer kind (in [`KINDS`] order): layers, MACs, profiled M4 instructions.
+    /// Per layer kind (in [`LayerKind::ALL`] order): layers, MACs, profiled M4 instructions.
     kinds: Vec<KindSum>,
 }
 
@@ -72,39 +72,15 @@ struct KindSum {
     instructions: u64,
 }
 
-/// The layer kinds of the profile table, with CMSIS-NN's int8 kernels measured on the
-/// same emulator (issue #15's anchors) where there is one.
-const KINDS: [(&str, &str); 8] = [
-    ("3×3 conv", "1.76–2.33"),
-    ("other conv", ""),
-    ("1×1 pointwise", "2.11"),
-    ("depthwise", "7.9 (3×3)"),
-    ("dense", "2.86"),
-    ("add", ""),
-    ("pools", ""),
-    ("other", ""),
-];
-
-/// The index in [`KINDS`] of node `i`'s kind and its MACs.
-fn kind_of(g: &IntGraph, i: usize) -> (usize, u64) {
-    let n = &g.nodes[i];
-    match &n.op {
-        IntOp::Linear(l) => {
-            let macs = (n.ty.num_elements() * l.weights.row_len()) as u64;
-            let [o, i_g, kh, kw] = l.weights.shape();
-            let kind = match &l.conv {
-                None => 4,
-                Some(c) if c.group == o && i_g == 1 && o > 1 => 3,
-                Some(c) if c.group != 1 => 1,
-                Some(_) if kh == 1 && kw == 1 => 2,
-                Some(_) if kh == 3 && kw == 3 => 0,
-                Some(_) => 1,
-            };
-            (kind, macs)
-        }
-        IntOp::Add(_) => (5, 0),
-        IntOp::MaxPool(_) | IntOp::SumPool { .. } => (6, 0),
-        _ => (7, 0),
+/// CMSIS-NN's int8 kernels measured on the same emulator (issue #15's anchors), per layer
+/// kind of the profile table, where there is one.
+fn anchor(kind: LayerKind) -> &'static str {
+    match kind {
+        LayerKind::Conv3x3 => "1.76–2.33",
+        LayerKind::Pointwise => "2.11",
+        LayerKind::Depthwise => "7.9 (3×3)",
+        LayerKind::Dense => "2.86",
+        _ => "",
     }
 }
 
@@ -229,13 +205,14 @@ fn measure(
     if prof.outputs[..] != want[..1] {
         bail!("{model} {mode}: the profiled Cortex-M4 run differs from the golden interpreter");
     }
-    let mut kinds = vec![KindSum::default(); KINDS.len()];
+    let mut kinds = vec![KindSum::default(); LayerKind::ALL.len()];
     for (i, &instructions) in prof.per_node.iter().enumerate() {
-        let (kind, macs) = kind_of(&g, i);
+        let (kind, macs) = LayerKind::of(&g, i);
         if instructions == 0 && macs == 0 {
             continue;
         }
-        let k = &mut kinds[kind];
+        let index = LayerKind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
+        let k = &mut kinds[index];
         k.layers += 1;
         k.macs += macs;
         k.instructions += instructions;
@@ -247,7 +224,7 @@ fn measure(
         };
         eprintln!(
             "  layer {i:3} {:14} {:24} {:?} MACs {macs:9} instr {instructions:9} per MAC {per_mac}",
-            KINDS[kind].0,
+            kind.name(),
             node.name.chars().take(24).collect::<String>(),
             node.ty.shape,
         );
@@ -463,7 +440,8 @@ fn profile_table(rows: &[Row]) -> String {
     );
     for r in rows {
         let total: u64 = r.kinds.iter().map(|k| k.instructions).sum();
-        for (k, &(kind, anchor)) in r.kinds.iter().zip(KINDS.iter()) {
+        for (k, kind) in r.kinds.iter().zip(LayerKind::ALL) {
+            let (kind, anchor) = (kind.name(), anchor(kind));
             if k.layers == 0 {
                 continue;
             }
