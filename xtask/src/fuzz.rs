@@ -246,7 +246,10 @@ fn fuzz_one(
         .arg(format!("-max_len={}", max_len(target)))
         // An input that takes seconds or gigabytes is a finding (resource limits); the
         // backends input that completes a C batch also waits for the C compiler.
-        .arg(format!("-timeout={}", if target == "backends" { 120 } else { 10 }))
+        .arg(format!(
+            "-timeout={}",
+            if target == "backends" { 120 } else { 10 }
+        ))
         .arg("-rss_limit_mb=4096")
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .arg("-print_final_stats=1");
