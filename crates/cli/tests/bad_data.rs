@@ -2,22 +2,11 @@
 //! element; constant data, too few samples and inputs outside the calibrated range are
 //! warnings on standard error; nothing panics.
 
+mod common;
+use common::{lutq, root};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use lutq_dataio::NpyArray;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn lutq(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lutq"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
-}
 
 /// A fresh temporary directory for one test.
 fn temp_dir(test: &str) -> PathBuf {

@@ -1,6 +1,7 @@
 //! Whole-model checks on the bundled models and data (see models/README.md).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{lutq, root};
 use std::process::Command;
 
 use lutq_dataio::NpyArray;
@@ -8,10 +9,6 @@ use lutq_ir::Tensor;
 
 /// Every bundled model: a missing file fails the tests rather than skipping them.
 const MODELS: &[&str] = &["mobilenet_v2", "fashion_resnet8", "fashion_mobilenetv2"];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn import(name: &str) -> lutq_ir::Graph {
     let path = root().join(format!("models/{name}.onnx"));
@@ -77,14 +74,6 @@ fn fashion_nets_classify_the_test_slice() {
         let acc = correct as f64 / labels.len() as f64;
         assert!(acc >= 0.90, "{name}: top-1 {acc:.3} on the test slice");
     }
-}
-
-fn lutq(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lutq"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
 }
 
 #[test]

@@ -3,22 +3,11 @@
 //! budget never gives more bytes, the smallest plan is all-lut4, a budget below it is an
 //! error naming it, and one above all-int8 gives all-int8.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::lutq;
+use std::path::Path;
 
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn lutq(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lutq"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
-}
 
 /// `lutq compile` of ResNet-8 under `budget`: the C backend's summary with the plan.
 fn compile(budget: &str, dir: &Path) -> Result<Value, String> {

@@ -4,14 +4,12 @@
 //! and inputs; the mode follows from a trained model and float scales are refused or
 //! rounded.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{lutq, root};
+use std::path::PathBuf;
 
 use lutq_interp::Interpreter;
 use lutq_ir::Tensor;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn npy(rel: &str) -> (Vec<usize>, Vec<f32>) {
     let a = lutq_dataio::NpyArray::from_npy_file(root().join(rel)).unwrap();
@@ -120,14 +118,6 @@ fn a_power_of_two_qdq_model_runs_as_trained_in_integers() {
             );
         }
     }
-}
-
-fn lutq(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_lutq"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
 }
 
 fn stderr(out: &std::process::Output) -> String {

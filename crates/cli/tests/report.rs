@@ -3,23 +3,11 @@
 //! itself, and agrees with the `--json` data, which round-trips through serde and equals
 //! what `lutq eval --per-layer` measures.
 
+mod common;
+use common::lutq;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use lutq_report::Report;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn lutq(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lutq"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
-}
 
 type Element = (String, BTreeMap<String, String>);
 
