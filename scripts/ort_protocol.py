@@ -10,8 +10,9 @@ reference row of the ImageNet tables of `cargo xtask accuracy`.
 For each calibration size N it quantizes the model (default models/mobilenet_v2.onnx) with
 `quantize_static` on the first N crops of data/full/protocol/[SUB/]calib.npy (the same
 crops lutq calibrates on; SUB = the normalisation's folder, none for torchvision's ImageNet
-mean/std, `centered` for (v - 127) / 128) and scores the result against the fp32 model run
-by onnxruntime on eval.npy (other photos) and eval_calib_photos.npy (other crops of the
+mean/std, `centered` for (v - 127) / 128) and scores the result, run both as the QDQ
+model's own arithmetic and through this CPU's fused int8 kernels (scripts/ort_int8.py says
+why both), against the fp32 model run by onnxruntime on eval.npy (other photos) and eval_calib_photos.npy (other crops of the
 calibration photos) of the same folder. Writes --out (default
 data/protocol/onnxruntime_int8.json; committed; the xtask checks that the input files'
 sha256 still match data/protocol/files.csv).
@@ -31,23 +32,13 @@ import onnx
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ort_int8 import quantize_int8, run, session  # noqa: E402
+from ort_int8 import cpu, quantize_int8, run, score, session, session_qdq_semantics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "models/mobilenet_v2.onnx"
 FULL = "data/full/protocol"
 SETS = ("eval.npy", "eval_calib_photos.npy")
 OUT = ROOT / "data" / "protocol" / "onnxruntime_int8.json"
-
-
-def score(ref, q):
-    ref = ref.reshape(len(ref), -1).astype(np.float64)
-    q = q.reshape(len(q), -1).astype(np.float64)
-    return {
-        "samples": int(len(ref)),
-        "top1_agreement": float((ref.argmax(1) == q.argmax(1)).mean()),
-        "sqnr_db": float(10 * np.log10((ref ** 2).sum() / ((ref - q) ** 2).sum())),
-    }
 
 
 def main():
@@ -73,10 +64,12 @@ def main():
     results = []
     for n in [int(v) for v in args.calib_sizes.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
-            q = session(quantize_int8(str(ROOT / args.model), calib[:n], tmp))
-            row = {"calibration_samples": n}
+            path = quantize_int8(str(ROOT / args.model), calib[:n], tmp)
+            q, q_kernels = session_qdq_semantics(path), session(path)
+            row = {"calibration_samples": n, "kernels": {}}
             for s, x in data.items():
                 row[s] = score(ref[s], run(q, x))
+                row["kernels"][s] = score(ref[s], run(q_kernels, x))
         results.append(row)
         print(json.dumps(row), file=sys.stderr)
     command = "python3 scripts/ort_protocol.py --calib-sizes " + args.calib_sizes
@@ -85,6 +78,11 @@ def main():
             str(args.out.resolve().relative_to(ROOT))
     out = {
         "mode": "onnxruntime int8 (QDQ, per-channel)",
+        "kernels_mode": f"onnxruntime int8, this CPU's kernels ({cpu()})",
+        "execution": "results: the QDQ model's own arithmetic (graph optimizations off, no fused "
+                     "int8 kernel: what an exact int8 engine computes on any CPU); results[].kernels: "
+                     "the default session's fused int8 kernels, which saturate without VNNI "
+                     "(scripts/ort_int8.py)",
         "command": command,
         "quantize_static": "QuantFormat.QDQ, per_channel=True, activation_type=QInt8, "
                            "weight_type=QInt8, default MinMax calibration, after quant_pre_process "
