@@ -133,9 +133,28 @@ const LEVERS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// The row `--reconstruct` adds (opt-in: it costs about 10× the default fit's time on
+/// MobileNetV2, docs/quantization.md "Reconstruction").
+const RECONSTRUCT_LEVER: (&str, &[&str]) = (
+    "lut4-pot-channel + reconstruction (--reconstruct)",
+    &["--reconstruct"],
+);
+
+/// Whether `--reconstruct` was given.
+static RECONSTRUCT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// [`LEVERS`], and the reconstruction row with `--reconstruct`.
+fn levers() -> Vec<(&'static str, &'static [&'static str])> {
+    let mut l = LEVERS.to_vec();
+    if RECONSTRUCT.get().copied().unwrap_or(false) {
+        l.push(RECONSTRUCT_LEVER);
+    }
+    l
+}
+
 const USAGE: &str =
     "cargo xtask accuracy [--write FILE.md] [--only NAME] [--limit N] [--modes m1,m2,…] [--no-ort]
-                     [--calib-sizes 64,256] [--cache DIR]
+                     [--calib-sizes 64,256] [--cache DIR] [--reconstruct]
 
 Runs `lutq eval` (release build) for every mode on fashion_resnet8, fashion_mobilenetv2
 (full Fashion-MNIST test set; CLE off and on; onnxruntime's static int8 QDQ quantization,
@@ -151,7 +170,9 @@ Needs `cargo xtask data` (data/full/fashion_mnist), `python scripts/prepare_prot
 efficientnet_lite0); with --write, only the sections of the models that ran are replaced.
 --limit N evaluates only the first N samples of each set (quick checks; not for the docs).
 --cache DIR keeps every `lutq eval` result in DIR, keyed by the lutq binary's sha256, the
-command line and its files' sizes and times, and reuses it: an interrupted run resumes.";
+command line and its files' sizes and times, and reuses it: an interrupted run resumes.
+--reconstruct adds the row `lut4-pot-channel + reconstruction` (lutq's --reconstruct) to
+every table; it costs about 10x the default fit's time on MobileNetV2 (64 images).";
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut write: Option<PathBuf> = None;
@@ -161,6 +182,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut ort = true;
     let mut calib_sizes = vec![64, 256];
     let mut cache = None;
+    let mut reconstruct = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -169,6 +191,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "--limit" => limit = Some(it.next().context("--limit needs a number")?.clone()),
             "--modes" => modes = it.next().context("--modes needs a list")?.clone(),
             "--no-ort" => ort = false,
+            "--reconstruct" => reconstruct = true,
             "--cache" => cache = Some(PathBuf::from(it.next().context("--cache needs a folder")?)),
             "--calib-sizes" => {
                 calib_sizes = it
@@ -187,6 +210,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     CACHE.get_or_init(|| cache);
+    RECONSTRUCT.get_or_init(|| reconstruct);
     let status = Command::new("cargo")
         .args(["build", "--release", "--locked", "-p", "lutq-cli"])
         .status()
@@ -246,7 +270,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 }
             }
         }
-        for (label, flags) in LEVERS {
+        for (label, flags) in levers() {
             let mut cells = Vec::new();
             for cle in ["off", "on"] {
                 eprintln!("accuracy: {} {label} with CLE {cle}", b.name);
@@ -547,9 +571,9 @@ fn imagenet_tables(
             .into_iter()
             .map(|r| (r["mode"].as_str().unwrap_or("?").to_string(), r))
             .collect();
-        let levers = LEVERS
-            .iter()
-            .map(|(label, flags)| (*label, "lut4-pot-channel", *flags))
+        let levers = levers()
+            .into_iter()
+            .map(|(label, flags)| (label, "lut4-pot-channel", flags))
             .chain(IMAGENET_LEVERS.iter().copied());
         for (label, mode, flags) in levers {
             eprintln!("accuracy: {name}, {n} calibration images, {label}");

@@ -125,6 +125,32 @@ fn fashion_nets_are_bit_exact_on_the_whole_slice() {
     }
 }
 
+/// A program whose weights, tables and biases `--reconstruct` learned (at least one layer
+/// kept) compiles to C that agrees bit for bit.
+#[test]
+fn reconstructed_program_is_bit_exact() {
+    let calib = fashion_calib();
+    let options = lutq_quant::QuantOptions {
+        reconstruct: Some(lutq_quant::reconstruct::ReconstructOptions {
+            iterations: 150,
+            ..Default::default()
+        }),
+        ..lutq_quant::QuantOptions::new(Mode::Lut4PotChannel)
+    };
+    let g = lutq_bundled::lowered_with("fashion_resnet8", &options, &calib).unwrap();
+    let fast = quantized("fashion_resnet8", Mode::Lut4PotChannel, &calib);
+    assert_ne!(&g, fast.as_ref(), "no layer kept its reconstruction");
+    let test = samples("data/fashion_mnist/test_x.npy", 0, 1000);
+    let n = assert_bit_exact(
+        &g,
+        &test,
+        "cc",
+        &["-O3", "-march=native"],
+        "fashion_resnet8 lut4-pot-channel --reconstruct",
+    );
+    assert_eq!(n, 1000);
+}
+
 #[test]
 fn fashion_nets_are_bit_exact_with_multipliers_and_layer_shifts() {
     let calib = fashion_calib();

@@ -65,6 +65,29 @@ fn fashion(name: &str) {
     }
 }
 
+/// A program whose weights, tables and biases `--reconstruct` learned (at least one layer
+/// kept) runs bit for bit like the interpreter.
+#[test]
+fn reconstructed_program_is_bit_exact() {
+    let calib = lutq_bundled::fashion_calib(32).unwrap();
+    let options = lutq_quant::QuantOptions {
+        reconstruct: Some(lutq_quant::reconstruct::ReconstructOptions {
+            iterations: 150,
+            ..Default::default()
+        }),
+        ..lutq_quant::QuantOptions::new(Mode::Lut4PotChannel)
+    };
+    let int_graph = lutq_bundled::lowered_with("fashion_resnet8", &options, &calib).unwrap();
+    let fast = lutq_bundled::lowered("fashion_resnet8", Mode::Lut4PotChannel, &calib).unwrap();
+    assert_ne!(int_graph, fast, "no layer kept its reconstruction");
+    let test = lutq_bundled::fashion_test(usize::MAX).unwrap();
+    check(
+        &int_graph,
+        &test,
+        "fashion_resnet8 lut4-pot-channel --reconstruct",
+    );
+}
+
 #[test]
 fn fashion_resnet8_is_bit_exact() {
     fashion("fashion_resnet8");

@@ -62,8 +62,17 @@ pub fn optimized(name: &str) -> anyhow::Result<Graph> {
 /// `models/NAME.onnx` through the default pipeline (optimize, quantize in `mode` on
 /// `calib`, exact integer rewrites): the program the backends run.
 pub fn lowered(name: &str, mode: Mode, calib: &Tensor) -> anyhow::Result<IntGraph> {
+    lowered_with(name, &QuantOptions::new(mode), calib)
+}
+
+/// [`lowered`] with any quantizer options (e.g. `--reconstruct`'s).
+pub fn lowered_with(
+    name: &str,
+    options: &QuantOptions,
+    calib: &Tensor,
+) -> anyhow::Result<IntGraph> {
     let graph = optimized(name)?;
-    let g = lutq_quant::quantize(&graph, calib, &QuantOptions::new(mode), &|_| {})?.0;
+    let g = lutq_quant::quantize(&graph, calib, options, &|_| {})?.0;
     Ok(lutq_opt::optimize_int(&g, &Default::default())?.0)
 }
 

@@ -30,7 +30,7 @@ pub mod int;
 mod layout;
 pub mod metrics;
 mod sgemm;
-pub use sgemm::{accumulate_cross_gram, accumulate_gram};
+pub use sgemm::{Strides, accumulate_cross_gram, accumulate_gram, row_major, sgemm, transposed};
 mod shape;
 mod simd;
 

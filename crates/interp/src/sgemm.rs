@@ -13,15 +13,15 @@
 use gemm_common::Parallelism;
 
 /// Strides of a matrix view: `(row stride, column stride)` in elements.
-pub(crate) type Strides = (usize, usize);
+pub type Strides = (usize, usize);
 
 /// Row-major strides of a contiguous `rows × cols` matrix.
-pub(crate) fn row_major(cols: usize) -> Strides {
+pub fn row_major(cols: usize) -> Strides {
     (cols, 1)
 }
 
 /// Strides of the transpose of a contiguous matrix that has `cols` columns.
-pub(crate) fn transposed(cols: usize) -> Strides {
+pub fn transposed(cols: usize) -> Strides {
     (1, cols)
 }
 
@@ -41,7 +41,7 @@ fn extent(rows: usize, cols: usize, s: Strides) -> usize {
 /// shapes, so that would be a bug in lutq, and it must not become an out-of-bounds access
 /// in the unsafe GEMM.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm(
+pub fn sgemm(
     m: usize,
     n: usize,
     k: usize,

@@ -24,6 +24,7 @@ mod elementwise;
 pub mod fit;
 mod hessian;
 mod lower;
+pub mod reconstruct;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -211,6 +212,11 @@ pub struct QuantOptions {
     /// The sensitivity pass of `--flash-budget` ([`sensitivity_pass`] sets it): every
     /// linear layer is emitted at int8 and also fitted in every [`LayerFormat`].
     pub sensitivity: bool,
+    /// Reconstruction after each linear layer's fast fit (`reconstruct` module,
+    /// `--reconstruct`): soft rounding, tables and biases learned by gradient steps on
+    /// the calibration set against the float model's output after the activation; kept
+    /// per layer only where it lowers the held-out error. `None`: the fast fit alone.
+    pub reconstruct: Option<reconstruct::ReconstructOptions>,
 }
 
 impl QuantOptions {
@@ -225,6 +231,7 @@ impl QuantOptions {
             max_patches: 32_768,
             formats: HashMap::new(),
             sensitivity: false,
+            reconstruct: None,
         }
     }
 }

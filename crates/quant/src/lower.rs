@@ -83,6 +83,9 @@ pub struct QuantReport {
     /// With a flash budget: what it chose per layer (set by the caller that planned it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flash_budget: Option<crate::budget::BudgetReport>,
+    /// With `QuantOptions::reconstruct`: what it did per linear layer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reconstruction: Vec<crate::reconstruct::LayerReconstruction>,
 }
 
 /// A graph input's calibrated range.
@@ -1389,7 +1392,13 @@ impl<'a> Lowering<'a> {
                 bound,
             })
         };
-        let built = build(format, scale)?;
+        let mut built = build(format, scale)?;
+        let reconstruction = match options.reconstruct.as_ref() {
+            Some(r) if !options.sensitivity && !trained_model => {
+                self.reconstruct(id, &mut built, &target_rows, &constant, format, r)?
+            }
+            _ => None,
+        };
         if self.options.sensitivity {
             let formats: &[LayerFormat] = if keep8 {
                 &[LayerFormat::Int8]
@@ -1454,6 +1463,7 @@ impl<'a> Lowering<'a> {
             constant_channels,
             capped_exponents,
         });
+        self.report.reconstruction.extend(reconstruction);
         let int_node = IntNode {
             name: node.name.clone(),
             op: IntOp::Linear(layer),
@@ -1479,6 +1489,59 @@ impl<'a> Lowering<'a> {
         }
         self.emit(id, int_node, None)?;
         Ok(())
+    }
+}
+
+impl Lowering<'_> {
+    /// `--reconstruct`: learns the rounding, tables and biases of the fast fit `built`
+    /// of linear node `id` (the `reconstruct` module), keeping the result only where it
+    /// lowers the held-out error.
+    fn reconstruct(
+        &self,
+        id: NodeId,
+        built: &mut BuiltLinear,
+        init_rows: &[f32],
+        constant: &[bool],
+        format: WeightFormat,
+        options: &crate::reconstruct::ReconstructOptions,
+    ) -> Result<Option<crate::reconstruct::LayerReconstruction>, QuantError> {
+        use crate::reconstruct::{Geometry, LayerData, reconstruct_linear};
+        let graph = self.graph;
+        let node = graph.node(id);
+        let (xvalue, xt) = self.input(id, 0);
+        let (rows, shape4, bias, geom, act) = linear_params(graph, id)?;
+        let input: Vec<Vec<f32>> = self.data[&xvalue]
+            .par_iter()
+            .map(|d| d.to_f32(xt.exp))
+            .collect();
+        let data = LayerData {
+            name: &node.name,
+            geometry: Geometry::new(&xt.shape, &node.ty.shape, shape4, geom.as_ref()),
+            input: &input,
+            x_exp: xt.exp,
+            x_elem: xt.elem,
+            float_input: self
+                .float_values
+                .get(&graph.node_inputs(id)[0])
+                .map(|v| v.as_slice()),
+            float_rows: &rows,
+            float_bias: &bias,
+            init_rows,
+            act,
+            rounding: self.out.rounding,
+            learn_tables: matches!(format, WeightFormat::Lut4 | WeightFormat::Lut4PerChannel),
+            frozen_rows: constant,
+            seed: self.report.layers.len() as u64,
+        };
+        let Some((layer, report)) = reconstruct_linear(&data, &built.layer, built.exp, options)
+        else {
+            return Ok(None);
+        };
+        if let Some(layer) = layer {
+            built.bound = lutq_ir::int::accumulator_bound(&layer, xt.elem);
+            built.layer = layer;
+        }
+        Ok(Some(report))
     }
 }
 

@@ -1,0 +1,74 @@
+//! `--reconstruct` on a bundled model: every layer is reported, no layer ends with a
+//! worse held-out error than its fast fit, and the program is an ordinary integer
+//! program (it validates and the golden interpreter runs it).
+
+use lutq_interp::int::IntInterpreter;
+use lutq_quant::reconstruct::ReconstructOptions;
+use lutq_quant::{Mode, QuantOptions, quantize};
+
+#[test]
+fn reconstruction_never_ends_worse_than_the_fast_fit_on_held_out_samples() {
+    let graph = lutq_bundled::optimized("fashion_resnet8").unwrap();
+    let calib = lutq_bundled::fashion_calib(32).unwrap();
+    for mode in [Mode::Lut4PotChannel, Mode::Int4PotLayer] {
+        let options = QuantOptions {
+            reconstruct: Some(ReconstructOptions {
+                iterations: 150,
+                ..Default::default()
+            }),
+            ..QuantOptions::new(mode)
+        };
+        let (program, report) = quantize(&graph, &calib, &options, &|_| {}).unwrap();
+        // One entry per linear layer with at least as many training patches as inputs,
+        // in order: every conv; not the classifier (24 training images, one row each,
+        // for 64 inputs).
+        let names: Vec<&str> = report
+            .layers
+            .iter()
+            .map(|l| l.name.as_str())
+            .filter(|&n| n != "/fc/Gemm")
+            .collect();
+        assert_eq!(names.len(), report.layers.len() - 1, "{mode}");
+        let done: Vec<&str> = report
+            .reconstruction
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(names, done, "{mode}");
+        for l in &report.reconstruction {
+            assert!(
+                l.fast_error.is_finite() && l.fast_error > 0.0,
+                "{mode}: {l:?}"
+            );
+            // The guard: kept only where it lowers the held-out error.
+            assert_eq!(
+                l.kept,
+                l.reconstructed_error < l.fast_error,
+                "{mode}: {l:?}"
+            );
+            if l.kept {
+                assert!(l.changed_weights > 0, "{mode}: {l:?}");
+            }
+        }
+        program.validate().unwrap();
+        let test = lutq_bundled::fashion_test(16).unwrap();
+        IntInterpreter::new(&program)
+            .unwrap()
+            .run_batch(&test, None)
+            .unwrap();
+    }
+}
+
+#[test]
+fn reconstruction_is_off_by_default_and_reports_nothing() {
+    let graph = lutq_bundled::optimized("fashion_resnet8").unwrap();
+    let calib = lutq_bundled::fashion_calib(8).unwrap();
+    let (_, report) = quantize(
+        &graph,
+        &calib,
+        &QuantOptions::new(Mode::Lut4PotChannel),
+        &|_| {},
+    )
+    .unwrap();
+    assert!(report.reconstruction.is_empty());
+}
