@@ -50,12 +50,13 @@ INT32, every activation point as QuantizeLinear -> DequantizeLinear (uint8 / int
 point 0). The script checks onnxruntime's reference execution (ORT_DISABLE_ALL) of the
 file against the torch model on the full test set.
 
-Seeded, CPU only, one thread by default. Run from the repository root, e.g.
+Seeded, CPU only, one thread by default. Run from the repository root, e.g. (the
+distilled recipe of docs/quantization.md; on a shared machine with `nice -n 10`)
 
-  python scripts/qat_fashion.py resnet8 --mode lut4-pot-layer --epochs 3 \\
-      --out models/qdq/fashion_resnet8_qat_lut4_layer.onnx
+  python scripts/qat_fashion.py resnet8 --mode lut4-pot-channel --epochs 4 --lr 5e-4 \\
+      --kd-weight 0.5 --temperature 4 --out models/qdq/fashion_resnet8_qat_lut4_channel.onnx
 
-and then, for lutq's tests, onnxruntime's reference outputs of the file on the 64 test
+It writes the model and, next to it, its run record (OUT.json). Then, for lutq's tests, onnxruntime's reference outputs of the file on the 64 test
 images of models/qdq/fashion_resnet8_qdq_inputs.npy (next to the model, as
 NAME_reference_logits.npy):
 

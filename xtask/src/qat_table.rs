@@ -18,7 +18,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-const USAGE: &str = "cargo xtask qat-table [--write FILE.md] [--limit N]
+const USAGE: &str = "cargo xtask qat-table [--write FILE.md] [--limit N] [--cache DIR]
 
 Runs the release `lutq eval --json` on the full Fashion-MNIST test set for fashion_resnet8
 and fashion_mobilenetv2: fp32 and PTQ (lut4-pot-layer, lut4-pot-channel; calibration on the
@@ -29,6 +29,9 @@ run on the JIT, bit-exact with the golden interpreter. Then lists the training r
 recorded in models/qdq/qat_runs/*.json (written by scripts/qat_fashion.py).
 --write FILE.md replaces the section `qat-results` of FILE.md (docs/quantization.md).
 --limit N evaluates only the first N test images (quick checks; refused with --write).
+--cache DIR keeps every `lutq eval` result in DIR, keyed by the sha256 of the lutq binary,
+of the command line and of every file it names, and reuses it (e.g. after adding a run
+record, only the tables are rewritten).
 Needs `cargo xtask data` (data/full/fashion_mnist).";
 
 const NETS: &[&str] = &["fashion_resnet8", "fashion_mobilenetv2"];
@@ -41,11 +44,13 @@ const RUNS_DIR: &str = "models/qdq/qat_runs";
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut write: Option<PathBuf> = None;
     let mut limit: Option<String> = None;
+    let mut cache: Option<PathBuf> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--write" => write = Some(it.next().context("--write needs a file")?.into()),
             "--limit" => limit = Some(it.next().context("--limit needs a number")?.clone()),
+            "--cache" => cache = Some(it.next().context("--cache needs a folder")?.into()),
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -79,6 +84,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         eprintln!("qat-table: {net}, fp32 and PTQ");
         let ptq = eval(
             lutq,
+            cache.as_deref(),
             &model,
             &[
                 "--calib-limit",
@@ -104,7 +110,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         for qat in qat_models(net)? {
             let path = qat.to_string_lossy().into_owned();
             eprintln!("qat-table: {path}");
-            let json = eval(lutq, &path, &["--calib-limit", "64"], limit.as_deref())?;
+            let json = eval(
+                lutq,
+                cache.as_deref(),
+                &path,
+                &["--calib-limit", "64"],
+                limit.as_deref(),
+            )?;
             let rows = results(&json, &path)?;
             // rows: the QDQ file in lutq's float interpreter, then its integer program.
             let [_, int] = rows.as_slice() else {
@@ -163,14 +175,43 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `lutq eval --json` of `model` on the test set with `extra` options.
-fn eval(lutq: &Path, model: &str, extra: &[&str], limit: Option<&str>) -> anyhow::Result<Value> {
+/// `lutq eval --json` of `model` on the test set with `extra` options (from `cache`
+/// when it holds the result of the same binary, command line and files).
+fn eval(
+    lutq: &Path,
+    cache: Option<&Path>,
+    model: &str,
+    extra: &[&str],
+    limit: Option<&str>,
+) -> anyhow::Result<Value> {
     let mut cmd = Command::new(lutq);
     cmd.args(["eval", model, "--data", TEST_X, "--labels", TEST_Y])
         .args(["--calib", CALIB, "--backend", "jit", "--json"])
         .args(extra);
     if let Some(n) = limit {
         cmd.args(["--limit", n]);
+    }
+    let cached = match cache {
+        Some(dir) => {
+            use sha2::Digest as _;
+            let mut key = sha2::Sha256::new();
+            key.update(sha256_of(lutq)?);
+            for a in cmd.get_args() {
+                key.update(b"\0");
+                key.update(a.as_encoded_bytes());
+                if Path::new(a).is_file() {
+                    key.update(sha256_of(Path::new(a))?);
+                }
+            }
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            Some(dir.join(format!("{:x}.json", key.finalize())))
+        }
+        None => None,
+    };
+    if let Some(path) = &cached
+        && let Ok(bytes) = std::fs::read(path)
+    {
+        return serde_json::from_slice(&bytes).context("cached lutq eval --json output");
     }
     let out = cmd.output().context("cannot run lutq")?;
     if !out.status.success() {
@@ -179,7 +220,19 @@ fn eval(lutq: &Path, model: &str, extra: &[&str], limit: Option<&str>) -> anyhow
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    serde_json::from_slice(&out.stdout).with_context(|| format!("{model}: lutq eval --json output"))
+    let value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{model}: lutq eval --json output"))?;
+    if let Some(path) = cached {
+        std::fs::write(&path, &out.stdout)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(value)
+}
+
+fn sha256_of(path: &Path) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(format!("{:x}", sha2::Sha256::digest(&bytes)))
 }
 
 fn results(json: &Value, model: &str) -> anyhow::Result<Vec<Value>> {
@@ -237,8 +290,8 @@ fn runs_table() -> anyhow::Result<String> {
     };
     files.sort();
     let mut s = String::from(
-        "| run | net | mode | epochs | lr | kd weight | T | validation top-1 after each epoch | test top-1 | minutes | model |\n\
-         |---|---|---|---:|---:|---:|---:|---|---:|---:|---|\n",
+        "| run | net | mode | epochs | lr | kd weight | T | validation: fp32 | validation: before | validation after each epoch | test top-1 | minutes | model |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|\n",
     );
     for f in files {
         let text = std::fs::read_to_string(&f).with_context(|| format!("{}", f.display()))?;
@@ -246,6 +299,10 @@ fn runs_table() -> anyhow::Result<String> {
             serde_json::from_str(&text).with_context(|| format!("{}: not JSON", f.display()))?;
         let a = &r["args"];
         let num = |v: &Value| v.as_f64().map_or("?".to_string(), |x| format!("{x}"));
+        let pct = |v: &Value| {
+            v.as_f64()
+                .map_or("?".to_string(), |x| format!("{:.2} %", x * 100.0))
+        };
         let per_epoch = r["val_top1_per_epoch"]
             .as_array()
             .map(|v| {
@@ -261,12 +318,9 @@ fn runs_table() -> anyhow::Result<String> {
         // The exported file's name, and whether it is the committed one (same sha256).
         let out = a["out"].as_str().unwrap_or("?");
         let committed = Path::new(QDQ_DIR).join(Path::new(out).file_name().unwrap_or_default());
-        let kept = std::fs::read(&committed).is_ok_and(|bytes| {
-            use sha2::Digest as _;
-            format!("{:x}", sha2::Sha256::digest(&bytes)) == r["sha256"].as_str().unwrap_or("")
-        });
+        let kept = sha256_of(&committed).is_ok_and(|sha| sha == r["sha256"].as_str().unwrap_or(""));
         s.push_str(&format!(
-            "| `{}` | {} | `{}` | {} | {} | {} | {} | {} | {:.2} % | {:.0} | {} |\n",
+            "| `{}` | {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {:.2} % | {:.0} | {} |\n",
             f.file_stem().unwrap_or_default().to_string_lossy(),
             a["model"].as_str().unwrap_or("?"),
             a["mode"].as_str().unwrap_or("?"),
@@ -274,6 +328,8 @@ fn runs_table() -> anyhow::Result<String> {
             num(&a["lr"]),
             num(&a["kd_weight"]),
             num(&a["temperature"]),
+            pct(&r["fp32_val_top1"]),
+            pct(&r["fake_quant_val_top1_before"]),
             per_epoch,
             r["onnxruntime_reference_top1"].as_f64().unwrap_or(f64::NAN) * 100.0,
             r["wall_s"].as_f64().unwrap_or(f64::NAN) / 60.0,
