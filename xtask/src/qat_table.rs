@@ -18,7 +18,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 
-const USAGE: &str = "cargo xtask qat-table [--write FILE.md] [--limit N] [--cache DIR]
+const USAGE: &str = "cargo xtask qat-table [--write FILE.md] [--limit N] [--cache DIR] [--only NET]
 
 Runs the release `lutq eval --json` on the full Fashion-MNIST test set for fashion_resnet8
 and fashion_mobilenetv2: fp32 and PTQ (lut4-pot-layer, lut4-pot-channel; calibration on the
@@ -28,6 +28,7 @@ images: a trained model needs none, the count only feeds what eval prints). Inte
 run on the JIT, bit-exact with the golden interpreter. Then lists the training runs
 recorded in models/qdq/qat_runs/*.json (written by scripts/qat_fashion.py).
 --write FILE.md replaces the section `qat-results` of FILE.md (docs/quantization.md).
+--only NET runs one net (fashion_resnet8 or fashion_mobilenetv2); the section then holds only it.
 --limit N evaluates only the first N test images (quick checks; refused with --write).
 --cache DIR keeps every `lutq eval` result in DIR, keyed by the sha256 of the lutq binary,
 of the command line and of every file it names, and reuses it (e.g. after adding a run
@@ -45,11 +46,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut write: Option<PathBuf> = None;
     let mut limit: Option<String> = None;
     let mut cache: Option<PathBuf> = None;
+    let mut only: Option<String> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--write" => write = Some(it.next().context("--write needs a file")?.into()),
             "--limit" => limit = Some(it.next().context("--limit needs a number")?.clone()),
+            "--only" => only = Some(it.next().context("--only needs a net")?.clone()),
             "--cache" => cache = Some(it.next().context("--cache needs a folder")?.into()),
             "--help" | "-h" => {
                 println!("{USAGE}");
@@ -79,7 +82,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "| net | model | mode | top-1 | vs fp32 | integer vs the QDQ file | weights KB |\n\
          |---|---|---|---:|---:|---|---:|\n",
     );
-    for net in NETS {
+    if let Some(o) = &only
+        && !NETS.contains(&o.as_str())
+    {
+        bail!("--only {o}: expected one of {}", NETS.join(", "));
+    }
+    for net in NETS
+        .iter()
+        .filter(|n| only.as_deref().is_none_or(|o| o == **n))
+    {
         let model = format!("models/{net}.onnx");
         eprintln!("qat-table: {net}, fp32 and PTQ");
         let ptq = eval(
