@@ -30,18 +30,33 @@ The fake quantization mirrors lutq's numeric contract (docs/quantization.md):
     40 dB from onnxruntime's execution instead of bit-exactness.) The classifier's
     output is not quantized: lutq emits its i32 accumulator.
 
+Training: AdamW on the latent weights and the biases, cosine learning-rate decay to 0 over
+all steps, the augmentation of `scripts/train_fashion.py` (random 2-pixel crop, horizontal
+flip), label smoothing 0.1. The last `--val` training images (5 000 by default) are held
+out: they never train the net, and the validation top-1 on them after each epoch is what
+a recipe is chosen by; the test set is read once, after training, for the exported file.
+(The bundled fp32 nets were trained on all 60 000 training images, so the validation
+images are not unseen by the fp32 teacher, only by the fine-tuning: compare QAT recipes
+with each other on them, not with fp32.)
+
+Distillation (`--kd-weight a`, `--temperature T`): the loss is
+(1 - a) * cross-entropy(labels) + a * T^2 * KL(softmax(teacher / T) || softmax(student / T)),
+the teacher being the bundled fp32 net itself (BN folded, no quantization) on the same
+augmented batch. `--kd-weight 0` is plain QAT on the labels.
+
 Export (opset 21): weights as INT8 initializers (the table values of each code) through
 DequantizeLinear (per tensor for one table per layer, per axis 0 otherwise), biases as
 INT32, every activation point as QuantizeLinear -> DequantizeLinear (uint8 / int8, zero
 point 0). The script checks onnxruntime's reference execution (ORT_DISABLE_ALL) of the
 file against the torch model on the full test set.
 
-Seeded, CPU only, one thread by default. Run from the repository root, e.g.
+Seeded, CPU only, one thread by default. Run from the repository root, e.g. (the
+distilled recipe of docs/quantization.md; on a shared machine with `nice -n 10`)
 
-  python scripts/qat_fashion.py resnet8 --mode lut4-pot-layer --epochs 3 \\
-      --out models/qdq/fashion_resnet8_qat_lut4_layer.onnx
+  python scripts/qat_fashion.py resnet8 --mode lut4-pot-channel --epochs 4 --lr 5e-4 \\
+      --kd-weight 0.5 --temperature 4 --out models/qdq/fashion_resnet8_qat_lut4_channel.onnx
 
-and then, for lutq's tests, onnxruntime's reference outputs of the file on the 64 test
+It writes the model and, next to it, its run record (OUT.json). Then, for lutq's tests, onnxruntime's reference outputs of the file on the 64 test
 images of models/qdq/fashion_resnet8_qdq_inputs.npy (next to the model, as
 NAME_reference_logits.npy):
 
@@ -438,6 +453,17 @@ def logits_of(net: nn.Module, x: torch.Tensor, bs: int = 500) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+def cpu_name() -> str:
+    """The CPU model (/proc/cpuinfo), for the run's wall time."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def write_reference_logits(model: Path) -> None:
     """onnxruntime's reference execution of `model` on the committed QDQ test inputs."""
     x = np.load(ROOT / "models" / "qdq" / "fashion_resnet8_qdq_inputs.npy")
@@ -467,6 +493,20 @@ def main() -> int:
     ap.add_argument("--calib", type=int, default=512, help="training images that choose the activation exponents")
     ap.add_argument("--refit-every", type=int, default=50, help="steps between LUT refits")
     ap.add_argument("--freeze", type=float, default=0.25, help="fraction of the last steps with frozen LUTs")
+    ap.add_argument(
+        "--val",
+        type=int,
+        default=5000,
+        help="the last VAL training images are held out for validation (recipe choice); 0: train on all 60 000",
+    )
+    ap.add_argument(
+        "--kd-weight",
+        type=float,
+        default=0.0,
+        help="distillation from the fp32 net: weight a of the KL term, (1-a) on the labels' cross-entropy; 0 = no teacher",
+    )
+    ap.add_argument("--temperature", type=float, default=4.0, help="distillation temperature T (softened logits; the KL is scaled by T^2)")
+    ap.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing of the cross-entropy term")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
@@ -486,24 +526,48 @@ def main() -> int:
     pot_channel = args.mode == "lut4-pot-channel"
     xtr, ytr = load_split("train")
     xte, yte = load_split("t10k")
+    if not 0 <= args.val < len(xtr):
+        ap.error(f"--val {args.val}: expected 0 to {len(xtr) - 1} held-out training images")
+    if not 0.0 <= args.kd_weight <= 1.0 or args.temperature <= 0.0:
+        ap.error("--kd-weight is a weight in [0, 1] and --temperature must be positive")
+    cut = len(xtr) - args.val
+    xva, yva = xtr[cut:], ytr[cut:]
+    xtr, ytr = xtr[:cut], ytr[:cut]
+
+    def top1(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        return float((logits_of(net, x).argmax(1) == y).float().mean()) if len(x) else float("nan")
 
     fp32 = QatNet(folded, pot_channel, args.lut_per_channel, sum_pool=False, quantize=False)
-    fp32_acc = float((logits_of(fp32, xte).argmax(1) == yte).float().mean())
-    log(f"fp32 (BN folded) top-1 {fp32_acc:.4f}")
+    fp32.requires_grad_(False)
+    fp32_val = top1(fp32, xva, yva)
+    log(f"fp32 (BN folded) validation top-1 {fp32_val:.4f} (images the fp32 net was trained on)")
 
     net = QatNet(folded, pot_channel, args.lut_per_channel, sum_pool=args.pool == "sum")
     gen = torch.Generator().manual_seed(args.seed)
     calib = xtr[torch.randperm(len(xtr), generator=gen)[: args.calib]]
     net.calibrate(calib)
-    acc0 = float((logits_of(net, xte).argmax(1) == yte).float().mean())
-    log(f"fake-quantized before fine-tuning top-1 {acc0:.4f}; exponents {net.exps}")
+    val0 = top1(net, xva, yva)
+    log(f"fake-quantized before fine-tuning: validation top-1 {val0:.4f}; exponents {net.exps}")
 
     steps_per_epoch = (len(xtr) + args.batch - 1) // args.batch
     total = args.epochs * steps_per_epoch
     freeze_at = int(total * (1.0 - args.freeze))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
-    crit = nn.CrossEntropyLoss(label_smoothing=0.1)
+    crit = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    temp = args.temperature
+
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        s = net(x)
+        loss = crit(s, y)
+        if args.kd_weight == 0.0:
+            return loss
+        with torch.no_grad():
+            t = fp32(x)
+        kl = F.kl_div(F.log_softmax(s / temp, 1), F.log_softmax(t / temp, 1), log_target=True, reduction="batchmean")
+        return (1.0 - args.kd_weight) * loss + args.kd_weight * temp * temp * kl
+
+    val_per_epoch = []
     step = 0
     for ep in range(args.epochs):
         te = time.time()
@@ -512,7 +576,7 @@ def main() -> int:
         tot = 0.0
         for i in range(steps_per_epoch):
             b = perm[i * args.batch : (i + 1) * args.batch]
-            loss = crit(net(augment(xtr[b], gen)), ytr[b])
+            loss = loss_of(augment(xtr[b], gen), ytr[b])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -524,9 +588,11 @@ def main() -> int:
             tot += float(loss.detach())
             if (i + 1) % 100 == 0:
                 log(f"epoch {ep + 1} step {i + 1}/{steps_per_epoch} loss {tot / (i + 1):.4f}")
-        acc = float((logits_of(net, xte).argmax(1) == yte).float().mean())
-        log(f"epoch {ep + 1}/{args.epochs} loss {tot / steps_per_epoch:.4f} test top-1 {acc:.4f} ({time.time() - te:.0f}s)")
+        val = top1(net, xva, yva)
+        val_per_epoch.append(round(val, 4))
+        log(f"epoch {ep + 1}/{args.epochs} loss {tot / steps_per_epoch:.4f} validation top-1 {val:.4f} ({time.time() - te:.0f}s)")
 
+    fp32_acc = top1(fp32, xte, yte)
     qat = logits_of(net, xte)
     qat_acc = float((qat.argmax(1) == yte).float().mean())
     m = export_qdq(net, folded)
@@ -542,15 +608,28 @@ def main() -> int:
         "file": str(args.out),
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "fp32_val_top1": fp32_val,
+        "fake_quant_val_top1_before": val0,
+        "val_top1_per_epoch": val_per_epoch,
         "fp32_top1": fp32_acc,
-        "fake_quant_top1_before": acc0,
         "qat_torch_top1": qat_acc,
         "onnxruntime_reference_top1": ort_acc,
         "torch_vs_onnxruntime_agreement": agree,
         "torch_vs_onnxruntime_sqnr_db": float(sqnr),
         "wall_s": round(time.time() - t0),
+        "versions": {
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": __import__("onnxruntime").__version__,
+            "numpy": np.__version__,
+        },
+        "cpu": cpu_name(),
     }
     log(json.dumps(info, indent=1))
+    # The run's record next to the model (models/qdq/qat_runs/ keeps those of the runs that
+    # `cargo xtask qat-table` lists).
+    args.out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     return 0 if agree >= 0.995 else 1
 
 

@@ -13,6 +13,7 @@ mod docs;
 mod fuzz;
 mod gen_proto;
 mod mcu;
+mod qat_table;
 mod report_shot;
 mod zoo;
 
@@ -32,6 +33,8 @@ tasks:
                           (callgrind) and Cortex-M4 (QEMU) instructions, bit-exact checks
   report-shot [--help]    the README's `lutq report` page rendered to PNG by headless
                           Chromium (docs/report.png), checked not to be blank
+  qat-table [--help]      fp32, PTQ and the committed QAT models of the Fashion-MNIST nets, and
+                          the recorded QAT training runs (docs/quantization.md)
   zoo [--help]            every model of models/zoo in every integer mode: agreement and
                           SQNR vs fp32, C and JIT bit-exact (docs/results.md)
   fuzz TARGET|all --seconds N
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         "budget" => budget::run(rest),
         "bench-int" => bench_int::run(rest),
         "zoo" => zoo::run(rest),
+        "qat-table" => qat_table::run(rest),
         "report-shot" => report_shot::run(rest),
         "fuzz" => fuzz::run(rest),
         _ => bail!("unknown task '{task}'\n\n{USAGE}"),
