@@ -20,7 +20,7 @@ use lutq_interp::int::IntInterpreter;
 use lutq_ir::int::IntGraph;
 
 /// The most programs one input makes.
-pub const PROGRAMS_PER_INPUT: usize = 8;
+pub const PROGRAMS_PER_INPUT: usize = crate::PROGRAMS;
 
 /// A program waiting for the C batch, with the interpreter's outputs.
 struct Pending {
