@@ -48,21 +48,30 @@ pub fn run_target(name: &str, data: &[u8], backends: &mut Backends) -> Option<()
 
 /// ONNX bytes → import → (validate, dump) and `inspect`'s summary.
 pub fn onnx_import(data: &[u8]) {
+    let _ = import_checked(data);
+}
+
+/// The checks of [`onnx_import`], returning the imported graph (so `onnx_graph` imports
+/// each model once).
+fn import_checked(data: &[u8]) -> Option<lutq_ir::Graph> {
     let options = lutq_onnx::ImportOptions::default();
-    match lutq_onnx::import(data, &options) {
+    let graph = match lutq_onnx::import(data, &options) {
         Ok(graph) => {
             if let Err(e) = graph.validate() {
                 panic!("an imported graph does not validate: {e}");
             }
             let _ = graph.dump();
+            Some(graph)
         }
         Err(e) => {
             let _ = e.to_string();
+            None
         }
-    }
+    };
     if let Ok(summary) = lutq_onnx::summarize(data) {
         let _ = format!("{summary:?}");
     }
+    graph
 }
 
 #[cfg(feature = "pipeline")]
@@ -94,8 +103,7 @@ pub fn onnx_graph(data: &[u8]) {
     };
     let mode = Mode::ALL[usize::from(data.first().copied().unwrap_or(0)) % Mode::ALL.len()];
     let bytes = model.encode_to_vec();
-    onnx_import(&bytes);
-    let Ok(graph) = lutq_onnx::import(&bytes, &Default::default()) else {
+    let Some(graph) = import_checked(&bytes) else {
         return;
     };
     let elements = graph.node_ids().try_fold(0usize, |acc, id| {
@@ -230,7 +238,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         "onnx_graph" => (0..32)
             .map(|i| (format!("gen-{i:02}"), bytes(64 + 16 * i)))
             .collect(),
-        "backends" => (0..8)
+        "backends" => (0..4)
             .map(|i| (format!("seeds-{i:02}"), bytes(8 * PROGRAMS)))
             .collect(),
         "npy" => npy_seeds(),
@@ -238,8 +246,8 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     }
 }
 
-/// The most programs one `backends` input makes (8 bytes each).
-pub const PROGRAMS: usize = 8;
+/// The most programs one `backends` input makes (one per 8 bytes).
+pub const PROGRAMS: usize = 16;
 
 /// NPY files of every element type the readers take, in both byte orders, C and Fortran
 /// order, written by hand (numpy's header format 1.0).
