@@ -54,10 +54,6 @@ A crash: the input is saved under fuzz/artifacts/TARGET/; reproduce with
 input to fuzz/regressions/TARGET/ (the stable replay test then runs it) and say what it
 found in fuzz/regressions/README.md.";
 
-/// The targets that need the whole compiler (lutq-fuzz's `pipeline` feature); the
-/// others build on the parsers' crates alone.
-const PIPELINE_TARGETS: [&str; 2] = ["onnx_graph", "backends"];
-
 /// Per-target libFuzzer options: the longest input worth mutating.
 fn max_len(target: &str) -> usize {
     match target {
@@ -134,9 +130,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     ensure_tools()?;
-    // Only what the chosen targets need: the parsers' targets without the `pipeline`
-    // feature (a few small crates), the others with it.
-    let pipeline = targets.iter().any(|t| PIPELINE_TARGETS.contains(t));
+    // The smoke builds the parsers' targets without the `pipeline` feature (a few small
+    // crates); every other run builds with it, so switching targets does not rebuild.
+    let pipeline = !smoke;
     let mut build = Command::new("cargo");
     build.args(["+nightly", "fuzz", "build", "--sanitizer", &sanitizer]);
     if !pipeline {
