@@ -253,6 +253,11 @@ fn unsupported(graph: &Graph) -> Vec<String> {
                 (graph.node(a).ty.shape != graph.node(b).ty.shape)
                     .then(|| "residual Add needs operands of one shape (no broadcasting)".into())
             }
+            Op::MaxPool(_) | Op::SumPool(_) | Op::AveragePool(_) | Op::GlobalSumPool | Op::GlobalAveragePool
+                if graph.node(inputs[0]).ty.rank() != 4 =>
+            {
+                Some("pool of a tensor that is not [N, C, H, W]".into())
+            }
             Op::Concat { .. } | Op::MaxPool(_) | Op::SumPool(_) | Op::GlobalSumPool | Op::Reshape { .. } => None,
             Op::AveragePool(p) => avg_divisor(p, &graph.node(inputs[0]).ty.shape)
                 .err(),
