@@ -14,8 +14,8 @@ const BATCH: usize = 32;
 const C_EVERY: usize = 16;
 
 static STATE: Mutex<Option<Backends>> = Mutex::new(None);
-/// The program count at which the next progress line is printed (every 4096).
-static NEXT_REPORT: AtomicUsize = AtomicUsize::new(4096);
+/// The program count at which the next progress line is printed (every 1024).
+static NEXT_REPORT: AtomicUsize = AtomicUsize::new(1024);
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
@@ -34,7 +34,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     backends.check(data);
     let n = backends.programs;
     if n >= NEXT_REPORT.load(Ordering::Relaxed) {
-        NEXT_REPORT.store(n + 4096, Ordering::Relaxed);
+        NEXT_REPORT.store(n + 1024, Ordering::Relaxed);
         eprintln!(
             "lutq: {n} programs (interp vs JIT), {} also vs C, {} invalid drawn",
             backends.programs_c, backends.invalid

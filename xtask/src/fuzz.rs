@@ -16,29 +16,38 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 
 const HELP: &str =
-    "usage: cargo xtask fuzz TARGET|all [--seconds N] [--seed S] [-- LIBFUZZER_ARGS…]
+    "usage: cargo xtask fuzz TARGET|all|smoke [--seconds N] [--seed S] [--sanitizer address|none] [-- LIBFUZZER_ARGS…]
 
 Coverage-guided fuzzing of lutq with cargo-fuzz (libFuzzer), one process on one core.
 
 targets:
   onnx_import   ONNX bytes → import → validate → dump, and `lutq inspect`'s summary
   onnx_graph    generated ONNX graphs (supported ops and others, inconsistent shapes,
-                dtypes, attributes) → import → opt → quantize → integer rewrites →
-                validate → golden interpreter
+                dtypes, attributes) → import → opt (must saturate) → quantize →
+                integer rewrites → validate → golden interpreter
   backends      random integer programs: golden interpreter vs JIT vs generated C
                 (every 16th program also as C, compiled once per batch of 32)
   npy           the NPY readers (f32, u8, labels) and the write → read round trip
   all           each of the above for N seconds, one after the other
+  smoke         the CI smoke: onnx_import and npy only, built without the compiler
+                crates (lutq-fuzz's `pipeline` feature off) and without a sanitizer, so
+                the cold build is small; without the nightly toolchain it prints why
+                and succeeds (onnx_graph and backends are covered by the stable replay,
+                `cargo test -p lutq-fuzz`)
 
 options:
   --seconds N   how long to fuzz each target (default 60)
   --seed S      libFuzzer's random seed (default: libFuzzer picks one); CI passes 1
+  --sanitizer X address (default; catches memory errors in lutq's few unsafe blocks and
+                its dependencies, ~2x the build time) or none (panics, debug assertions,
+                overflow checks, timeouts and memory limits are checked either way)
   -- ARGS       passed to libFuzzer as they are (e.g. -- -runs=1000000)
 
-Needs the nightly toolchain (`rustup toolchain install nightly`: cargo fuzz builds with
--Zsanitizer=address) and cargo-fuzz, which this task installs from crates.io when it is
-missing. Without nightly, `cargo test -p lutq-fuzz` replays the same target functions
-on the generated seeds, the committed corpus and every regression input, on stable.
+Needs the nightly toolchain (`rustup toolchain install nightly`: libFuzzer's coverage
+instrumentation and -Zsanitizer are nightly-only) and cargo-fuzz, which this task
+installs from crates.io when it is missing. Without nightly, `cargo test -p lutq-fuzz`
+replays the same target functions on the generated seeds, the committed corpus and
+every regression input, on stable.
 
 A crash: the input is saved under fuzz/artifacts/TARGET/; reproduce with
 `cargo +nightly fuzz run TARGET fuzz/artifacts/TARGET/crash-…`, fix the bug, copy the
@@ -65,6 +74,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut target = None;
     let mut seconds = 60u64;
     let mut seed = None;
+    let mut sanitizer = "address".to_string();
     let mut it = ours.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -80,6 +90,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     .context("--seconds needs a whole number of seconds")?;
             }
             "--seed" => seed = Some(it.next().context("--seed needs a number")?.clone()),
+            "--sanitizer" => {
+                sanitizer = it
+                    .next()
+                    .context("--sanitizer needs address or none")?
+                    .clone();
+                if !["address", "none"].contains(&sanitizer.as_str()) {
+                    bail!("--sanitizer {sanitizer}: address or none");
+                }
+            }
             t if !t.starts_with('-') && target.is_none() => target = Some(t.to_string()),
             other => bail!("unknown argument '{other}'\n\n{HELP}"),
         }
@@ -87,47 +106,70 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let Some(target) = target else {
         bail!("name a target or `all`\n\n{HELP}");
     };
+    let smoke = target == "smoke";
     let targets: Vec<&str> = if target == "all" {
         lutq_fuzz::TARGETS.to_vec()
+    } else if smoke {
+        sanitizer = "none".into();
+        vec!["onnx_import", "npy"]
     } else if let Some(t) = lutq_fuzz::TARGETS.iter().find(|t| **t == target) {
         vec![*t]
     } else {
         bail!(
-            "unknown target '{target}': one of {} or all",
+            "unknown target '{target}': one of {}, all or smoke",
             lutq_fuzz::TARGETS.join(", ")
         );
     };
     let root = lutq_bundled::root();
     let fuzz_dir = root.join("fuzz");
+    if smoke && !has_nightly() {
+        println!(
+            "fuzz smoke skipped: no nightly toolchain (libFuzzer needs it); the stable replay \
+             of every fuzz target (cargo test -p lutq-fuzz) covers the seeds and regression inputs"
+        );
+        return Ok(());
+    }
     ensure_tools()?;
+    // The smoke builds the parsers' targets without the `pipeline` feature (a few small
+    // crates); every other run builds with it, so switching targets does not rebuild.
+    let pipeline = !smoke;
+    let mut build = Command::new("cargo");
+    build.args(["+nightly", "fuzz", "build", "--sanitizer", &sanitizer]);
+    if !pipeline {
+        build.arg("--no-default-features");
+    }
+    if let [t] = targets[..] {
+        build.arg(t);
+    }
     eprintln!(
-        "building the fuzz targets (cargo +nightly fuzz build; the first build takes minutes)"
+        "building {} (cargo +nightly fuzz build, sanitizer {sanitizer}; a cold build takes minutes)",
+        targets.join(", ")
     );
-    let status = Command::new("cargo")
-        .args(["+nightly", "fuzz", "build"])
+    let started = Instant::now();
+    let status = build
         .current_dir(&root)
         .status()
         .context("running cargo +nightly fuzz build")?;
     if !status.success() {
         bail!("cargo +nightly fuzz build failed");
     }
+    eprintln!("built in {} s", started.elapsed().as_secs());
+    let run = RunOptions {
+        seconds,
+        seed: seed.as_deref(),
+        sanitizer: &sanitizer,
+        pipeline,
+        extra,
+    };
     let cpu = cpu_name();
     let mut summary = Vec::new();
     for t in targets {
         let corpus = fuzz_dir.join("corpus").join(t);
         write_seeds(t, &corpus, &root)?;
-        let stats = fuzz_one(
-            &root,
-            &fuzz_dir,
-            t,
-            &corpus,
-            seconds,
-            seed.as_deref(),
-            extra,
-        )?;
+        let stats = fuzz_one(&root, &fuzz_dir, t, &corpus, &run)?;
         summary.push((t, stats));
     }
-    println!("\nCPU: {cpu}, one fuzzing process");
+    println!("\nCPU: {cpu}, one fuzzing process, sanitizer {sanitizer}");
     println!(
         "{:<12} {:>12} {:>8} {:>8} {:>8} {:>8}",
         "target", "executions", "seconds", "exec/s", "cov", "corpus"
@@ -141,13 +183,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// nightly and cargo-fuzz, or a clear error (cargo-fuzz is installed when missing).
-fn ensure_tools() -> anyhow::Result<()> {
-    let nightly = Command::new("rustup")
+/// Whether rustup has a nightly toolchain.
+fn has_nightly() -> bool {
+    Command::new("rustup")
         .args(["run", "nightly", "rustc", "--version"])
         .output()
-        .is_ok_and(|o| o.status.success());
-    if !nightly {
+        .is_ok_and(|o| o.status.success())
+}
+
+/// nightly and cargo-fuzz, or a clear error (cargo-fuzz is installed when missing).
+fn ensure_tools() -> anyhow::Result<()> {
+    if !has_nightly() {
         bail!(
             "cargo fuzz needs the nightly toolchain (it builds with -Zsanitizer=address), and rustup has none: \
              `rustup toolchain install nightly`, where the machine can download toolchains. \
@@ -220,15 +266,24 @@ fn field(line: &str, key: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// How `cargo fuzz run` runs each target.
+struct RunOptions<'a> {
+    seconds: u64,
+    seed: Option<&'a str>,
+    sanitizer: &'a str,
+    /// Built with lutq-fuzz's `pipeline` feature (run must ask for the same build).
+    pipeline: bool,
+    extra: &'a [String],
+}
+
 fn fuzz_one(
     root: &Path,
     fuzz_dir: &Path,
     target: &str,
     corpus: &Path,
-    seconds: u64,
-    seed: Option<&str>,
-    extra: &[String],
+    run: &RunOptions,
 ) -> anyhow::Result<Stats> {
+    let seconds = run.seconds;
     let mut dirs: Vec<PathBuf> = vec![corpus.to_path_buf()];
     for d in ["corpus-min", "regressions"] {
         let p = fuzz_dir.join(d).join(target);
@@ -239,7 +294,11 @@ fn fuzz_one(
     let artifacts = fuzz_dir.join("artifacts").join(target);
     std::fs::create_dir_all(&artifacts)?;
     let mut cmd = Command::new("cargo");
-    cmd.args(["+nightly", "fuzz", "run", target])
+    cmd.args(["+nightly", "fuzz", "run", "--sanitizer", run.sanitizer]);
+    if !run.pipeline {
+        cmd.arg("--no-default-features");
+    }
+    cmd.arg(target)
         .args(&dirs)
         .arg("--")
         .arg(format!("-max_total_time={seconds}"))
@@ -253,10 +312,10 @@ fn fuzz_one(
         .arg("-rss_limit_mb=4096")
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .arg("-print_final_stats=1");
-    if let Some(s) = seed {
+    if let Some(s) = run.seed {
         cmd.arg(format!("-seed={s}"));
     }
-    cmd.args(extra).current_dir(root).stderr(Stdio::piped());
+    cmd.args(run.extra).current_dir(root).stderr(Stdio::piped());
     eprintln!(
         "fuzzing {target} for {seconds} s (corpus {})",
         corpus.display()

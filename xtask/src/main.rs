@@ -37,10 +37,10 @@ tasks:
                           the recorded QAT training runs (docs/quantization.md)
   zoo [--help]            every model of models/zoo in every integer mode: agreement and
                           SQNR vs fp32, C and JIT bit-exact (docs/results.md)
-  fuzz TARGET|all --seconds N
+  fuzz TARGET|all|smoke --seconds N [--sanitizer address|none]
                           coverage-guided fuzzing (cargo-fuzz, nightly) of ONNX import, the
                           whole pipeline on generated graphs, the backends (differential)
-                          and the NPY reader (docs/fuzzing.md)
+                          and the NPY reader; smoke: the parsers only, CI (docs/fuzzing.md)
   gen-proto [--check]     regenerate crates/onnx/src/generated/onnx.rs from onnx.proto
   conformance [--data DIR] | --vendor [--from ONNX_PACKAGE_DIR]
                           run the ONNX backend tests (per-op table, docs/conformance.md),

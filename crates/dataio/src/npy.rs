@@ -299,6 +299,13 @@ fn precheck(bytes: &[u8]) -> Result<Prechecked> {
         .ok_or_else(|| malformed("truncated header"))?;
     let text = std::str::from_utf8(&bytes[start..end])
         .map_err(|_| malformed("header is not valid text"))?;
+    let depth = bracket_depth(text);
+    if depth > MAX_HEADER_NESTING {
+        return Err(malformed(format!(
+            "header nests brackets {depth} deep; an NPY header nests at most \
+             {MAX_HEADER_NESTING} (a dict holding the shape tuple, or a structured dtype)"
+        )));
+    }
     let shape = parse_shape(text)?;
     // npyz multiplies out prefix products of the shape (its strides) unchecked, so the
     // product of the non-zero dimensions must fit even when a zero makes the count 0.
@@ -309,6 +316,30 @@ fn precheck(bytes: &[u8]) -> Result<Prechecked> {
         .ok_or_else(|| malformed("shape product overflows"))?;
     let count = shape_len(&shape).ok_or_else(|| malformed("shape product overflows"))?;
     Ok(Prechecked { shape, count })
+}
+
+/// The deepest bracket nesting a header may have. numpy writes a dict holding the shape
+/// tuple (2 deep); a structured dtype, a list of tuples, adds 2. Checked before `npyz`
+/// parses the header: its Python-literal parser backtracks exponentially in the nesting
+/// depth (12 unclosed `{` took 11 s, 14 took 2 min; the npy fuzz target's
+/// `fuzz/regressions/npy/timeout-a1b3…` had 38).
+const MAX_HEADER_NESTING: usize = 4;
+
+/// The deepest nesting of `(`, `[` and `{` in `text`, quotes not considered (a valid
+/// header holds no brackets inside its strings).
+fn bracket_depth(text: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for c in text.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// Extracts the `shape` tuple from a header dict literal such as
@@ -632,6 +663,29 @@ mod tests {
             NpyArray::from_npy_bytes(&longer),
             Err(DataIoError::MalformedNpy(_))
         ));
+    }
+
+    #[test]
+    fn deeply_nested_headers_are_refused_before_parsing() {
+        // 38 unclosed braces inside the dict (40 with the dict and the shape tuple): npyz's
+        // parser would backtrack for hours.
+        let deep = npy_bytes(
+            &format!("<f4', 'x': {}'", "{".repeat(38)),
+            false,
+            "(2,)",
+            &[0; 8],
+        );
+        let err = NpyArray::from_npy_bytes(&deep).unwrap_err().to_string();
+        assert!(err.contains("nests brackets 40 deep"), "{err}");
+        assert!(read_labels(&deep).is_err());
+        // Depth 2 (numpy's own headers) and a structured dtype's depth 4 pass the check.
+        assert_eq!(bracket_depth("{'descr': '<f4', 'shape': (2, 3), }"), 2);
+        assert_eq!(
+            bracket_depth("{'descr': [('a', '<f4', (2,))], 'shape': (1,), }"),
+            4
+        );
+        let ok = npy_bytes("<f4", false, "(2,)", &[0; 8]);
+        assert_eq!(NpyArray::from_npy_bytes(&ok).unwrap().shape, vec![2]);
     }
 
     #[test]

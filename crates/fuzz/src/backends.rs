@@ -2,8 +2,11 @@
 //! generator as the backends' property tests) through the golden interpreter, the
 //! Cranelift JIT (vector kernels, and the scalar kernels) and the generated C.
 //!
-//! Each input is cut into 8-byte seeds, one program per seed (at most
-//! [`PROGRAMS_PER_INPUT`]). The interpreter and the JIT run every program at once; the C
+//! An input of `n` bytes makes `⌈n / 8⌉` programs (at most [`PROGRAMS_PER_INPUT`]),
+//! each from a seed that hashes the *whole* input and the program's index: a mutation
+//! of any byte gives all new programs, so no execution re-checks programs its parent
+//! input already checked (with one seed per 8-byte chunk, a one-byte mutation re-ran
+//! the other seven programs unchanged). The interpreter and the JIT run every program at once; the C
 //! backend's programs are collected and compiled together into one executable once
 //! [`Backends::batch`] of them are pending ([`Backends::flush`]), so the C compiler runs
 //! once per batch rather than once per program; with [`Backends::c_every`] > 1 only every
@@ -20,7 +23,7 @@ use lutq_interp::int::IntInterpreter;
 use lutq_ir::int::IntGraph;
 
 /// The most programs one input makes.
-pub const PROGRAMS_PER_INPUT: usize = 8;
+pub const PROGRAMS_PER_INPUT: usize = crate::PROGRAMS;
 
 /// A program waiting for the C batch, with the interpreter's outputs.
 struct Pending {
@@ -78,11 +81,11 @@ impl Backends {
 
     /// The programs of one input: interpreter vs JIT now, C when the batch is full.
     pub fn check(&mut self, data: &[u8]) {
-        for (k, chunk) in data.chunks(8).take(PROGRAMS_PER_INPUT).enumerate() {
-            let mut seed = [0u8; 8];
-            seed[..chunk.len()].copy_from_slice(chunk);
+        let programs = data.len().div_ceil(8).clamp(1, PROGRAMS_PER_INPUT);
+        let input_hash = fnv1a(data);
+        for k in 0..programs {
             // xorshift needs a non-zero state.
-            let seed = u64::from_le_bytes(seed) | 1;
+            let seed = mix(input_hash ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
             let (g, x) = random_graph(&mut Rng(seed));
             if g.validate().is_err() {
                 self.invalid += 1;
@@ -247,6 +250,20 @@ impl Backends {
         let _ = std::fs::remove_dir_all(&dir);
         self.programs_c += cases.len();
     }
+}
+
+/// 64-bit FNV-1a of the input.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// splitmix64's finaliser: every bit of the result depends on every bit of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 fn fresh_dir() -> PathBuf {

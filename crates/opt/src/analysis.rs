@@ -53,13 +53,17 @@ impl Tables {
         &self.attrs[id.index()]
     }
 
-    /// Interns a constant by name and contents.
+    /// Interns a constant by name and contents, compared bit for bit: with `==` a
+    /// tensor holding a NaN would never equal itself, every rule recomputing a folded
+    /// constant from it would add a new leaf, and the e-graph would grow without end
+    /// (a depthwise Conv with a NaN bias and five constant Adds reached 200 000 e-nodes:
+    /// `fuzz/regressions/onnx_graph/timeout-cf92…`).
     pub fn intern_constant(&mut self, name: String, tensor: Tensor) -> ConstId {
         let key = (name, tensor.summary().hash);
         let candidates = self.const_index.entry(key.clone()).or_default();
         if let Some(&id) = candidates
             .iter()
-            .find(|&&id| self.consts[id.index()].tensor == tensor)
+            .find(|&&id| same_bits(&self.consts[id.index()].tensor, &tensor))
         {
             return id;
         }
@@ -85,6 +89,19 @@ impl Tables {
         self.attrs.push(AttrEntry { name, op });
         id
     }
+}
+
+/// Whether two tensors have the same element type, shape and contents bit for bit (NaN
+/// equals itself, `-0.0` differs from `0.0`).
+fn same_bits(a: &Tensor, b: &Tensor) -> bool {
+    use lutq_ir::TensorData;
+    a.shape() == b.shape()
+        && match (a.data(), b.data()) {
+            (TensorData::F32(x), TensorData::F32(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
+            }
+            (x, y) => x == y,
+        }
 }
 
 /// Facts about one e-class.

@@ -196,13 +196,22 @@ fn unsupported(graph: &Graph) -> Vec<String> {
         }
     }
     let regions = Regions::analyze(graph);
+    // Nodes that read the graph input, directly or not; an op that does not computes
+    // from constants only, and only constants are lowered as such (weights, operands).
+    let mut from_input = std::collections::HashSet::new();
     for id in graph.topo_order() {
         let node = graph.node(id);
         let inputs = graph.node_inputs(id);
+        if matches!(node.op, Op::Input) || inputs.iter().any(|i| from_input.contains(i)) {
+            from_input.insert(id);
+        }
         let is_const = |i: usize| inputs.get(i).is_some_and(|&n| graph.constant(n).is_some());
         let batch = node.ty.shape.first().copied().unwrap_or(1);
         let problem = match &node.op {
             Op::Input | Op::Constant(_) => None,
+            _ if !from_input.contains(&id) => Some(
+                "computes from constants only, which the import does not fold for this op; fold it into a constant in the model (e.g. onnx-simplifier)".to_string(),
+            ),
             _ if batch != 1 => Some("the quantizer works on batch-1 graphs (import with --batch 1)".to_string()),
             // Element-wise functions of one tensor: one table per region exit.
             _ if regions.root(id).is_some() => None,
@@ -246,6 +255,11 @@ fn unsupported(graph: &Graph) -> Vec<String> {
                 let [a, b] = [inputs[0], inputs[1]];
                 (graph.node(a).ty.shape != graph.node(b).ty.shape)
                     .then(|| "residual Add needs operands of one shape (no broadcasting)".into())
+            }
+            Op::MaxPool(_) | Op::SumPool(_) | Op::AveragePool(_) | Op::GlobalSumPool | Op::GlobalAveragePool
+                if graph.node(inputs[0]).ty.rank() != 4 =>
+            {
+                Some("pool of a tensor that is not [N, C, H, W]".into())
             }
             Op::Concat { .. } | Op::MaxPool(_) | Op::SumPool(_) | Op::GlobalSumPool | Op::Reshape { .. } => None,
             Op::AveragePool(p) => avg_divisor(p, &graph.node(inputs[0]).ty.shape)
