@@ -230,6 +230,60 @@ pub struct Calibration {
     pub samples: usize,
 }
 
+/// What the quantizer's float run records of one node (`lower.rs`).
+#[derive(Default)]
+pub(crate) struct StepStatistics {
+    pub histogram: LogHistogram,
+    pub channel_means: Option<Vec<f64>>,
+}
+
+/// The histogram of one tensor's values on every sample (`values[s]`), the same as
+/// [`calibrate`] records.
+pub(crate) fn histogram(values: &[Vec<f32>]) -> LogHistogram {
+    values
+        .par_chunks(4)
+        .map(|chunk| {
+            let mut h = LogHistogram::default();
+            for v in chunk {
+                h.add(v);
+            }
+            h
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold(LogHistogram::default(), |mut a, b| {
+            a.merge(&b);
+            a
+        })
+}
+
+/// Per channel (`channels` planes per sample, `values[s]`), the mean over positions and
+/// samples, summed in [`calibrate`]'s order: each sample's plane mean, added in chunks
+/// of 4 samples, the chunks added in order.
+pub(crate) fn channel_means(values: &[Vec<f32>], channels: usize) -> Vec<f64> {
+    let partials: Vec<Vec<f64>> = values
+        .par_chunks(4)
+        .map(|chunk| {
+            let mut sums = vec![0.0; channels];
+            for v in chunk {
+                let plane = v.len() / channels;
+                for (c, s) in sums.iter_mut().enumerate() {
+                    *s += sum_f64(&v[c * plane..(c + 1) * plane]) / plane as f64;
+                }
+            }
+            sums
+        })
+        .collect();
+    let mut total = vec![0.0; channels];
+    for p in partials {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    let n = values.len() as f64;
+    total.into_iter().map(|v| v / n).collect()
+}
+
 /// Per-thread accumulator.
 #[derive(Default)]
 struct Partial {

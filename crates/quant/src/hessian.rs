@@ -74,6 +74,56 @@ impl PatchGeometry {
 }
 
 impl PatchGeometry {
+    /// For the kernel taps `(ky, kx)` in patch order, the plane offset of each of
+    /// `positions`' input at that tap (`u32::MAX` where it falls into padding):
+    /// `kh · kw` rows of `positions.len()` offsets.
+    fn tap_offsets(&self, positions: &[(usize, usize)]) -> Vec<u32> {
+        let [kh, kw] = self.kernel;
+        let n = positions.len();
+        let mut taps = vec![u32::MAX; kh * kw * n];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = &mut taps[(ky * kw + kx) * n..][..n];
+                for (slot, &(oy, ox)) in row.iter_mut().zip(positions) {
+                    let iy = (oy * self.strides[0] + ky * self.dilations[0]) as isize
+                        - self.pads[0] as isize;
+                    let ix = (ox * self.strides[1] + kx * self.dilations[1]) as isize
+                        - self.pads[1] as isize;
+                    if iy >= 0
+                        && ix >= 0
+                        && (iy as usize) < self.height
+                        && (ix as usize) < self.width
+                    {
+                        *slot = (iy as usize * self.width + ix as usize) as u32;
+                    }
+                }
+            }
+        }
+        taps
+    }
+
+    /// The patches of group `g` of `x` (`[C][H][W]`) at the positions of `taps`
+    /// ([`Self::tap_offsets`]) as columns: `cols[i · n + q]` is element `i` of the patch
+    /// at position `q`, exactly what [`Self::patch`] writes there (0 in padding).
+    fn gather_columns(&self, x: &[f32], g: usize, taps: &[u32], n: usize, cols: &mut [f32]) {
+        let cg = self.channels / self.groups;
+        let taps_per_channel = self.kernel[0] * self.kernel[1];
+        let plane_len = self.height * self.width;
+        for ic in 0..cg {
+            let c = g * cg + ic;
+            let plane = &x[c * plane_len..(c + 1) * plane_len];
+            for t in 0..taps_per_channel {
+                let i = ic * taps_per_channel + t;
+                let out = &mut cols[i * n..(i + 1) * n];
+                for (v, &o) in out.iter_mut().zip(&taps[t * n..(t + 1) * n]) {
+                    *v = plane.get(o as usize).copied().unwrap_or(0.0);
+                }
+            }
+        }
+    }
+}
+
+impl PatchGeometry {
     /// Adds, for every group and patch element, the sum over all output positions of
     /// that element (zero where it falls into padding) to `sums`. Per tap, the output
     /// positions whose input lies inside the plane form a rectangle: sum it directly.
@@ -270,21 +320,16 @@ pub fn patch_statistics(
             // Short patches (depthwise 3×3: 9 elements, hundreds of groups): per group,
             // this sample's patches column by column, then one contiguous dot product
             // per matrix entry (vectorized), the upper triangle of the symmetric `H` only.
+            // Every group reads its channels at the same plane offsets: they are computed
+            // once per sample (`taps`), and each column is one gather from a plane.
             let n = positions.len();
+            let taps = geom.tap_offsets(&positions);
             let mut cols = vec![0f32; k * n];
             let mut tcols = vec![0f32; if target.is_some() { k * n } else { 0 }];
             for g in 0..groups {
-                for (q, &(oy, ox)) in positions.iter().enumerate() {
-                    geom.patch(x, g, oy, ox, &mut patch);
-                    for (i, v) in patch.iter().enumerate() {
-                        cols[i * n + q] = *v;
-                    }
-                    if let Some(t) = target {
-                        geom.patch(t, g, oy, ox, &mut tpatch);
-                        for (i, v) in tpatch.iter().enumerate() {
-                            tcols[i * n + q] = *v;
-                        }
-                    }
+                geom.gather_columns(x, g, &taps, n, &mut cols);
+                if let Some(t) = target {
+                    geom.gather_columns(t, g, &taps, n, &mut tcols);
                 }
                 let h = &mut acc.small[g];
                 for i in 0..k {
@@ -431,6 +476,33 @@ mod tests {
                 ..test_geometry(channels)
             });
         }
+    }
+
+    #[test]
+    fn gathered_columns_are_the_patches() {
+        // Padding on every side, strides, dilations, two groups of two channels.
+        let geom = test_geometry(4);
+        let len = geom.channels * geom.height * geom.width;
+        let x: Vec<f32> = (0..len).map(|i| i as f32 + 1.0).collect();
+        let positions: Vec<(usize, usize)> = (0..geom.out_height)
+            .flat_map(|oy| (0..geom.out_width).map(move |ox| (oy, ox)))
+            .collect();
+        let (k, n) = (geom.patch_len(), positions.len());
+        let taps = geom.tap_offsets(&positions);
+        let mut cols = vec![f32::NAN; k * n];
+        let mut patch = vec![0f32; k];
+        let mut padded = 0;
+        for g in 0..geom.groups {
+            geom.gather_columns(&x, g, &taps, n, &mut cols);
+            for (q, &(oy, ox)) in positions.iter().enumerate() {
+                geom.patch(&x, g, oy, ox, &mut patch);
+                for (i, &v) in patch.iter().enumerate() {
+                    assert_eq!(cols[i * n + q].to_bits(), v.to_bits(), "g {g} q {q} i {i}");
+                    padded += usize::from(v == 0.0);
+                }
+            }
+        }
+        assert!(padded > 0, "the geometry must reach into the padding");
     }
 
     fn check_against_direct_computation(geom: &PatchGeometry) {

@@ -1,14 +1,15 @@
 //! lutq's quantizer: from an optimized float graph and calibration data to the integer IR
 //! (`lutq_ir::int`).
 //!
-//! [`quantize`] runs in two passes over the calibration set:
+//! [`quantize`] lowers the graph node by node, in schedule order, while the float model
+//! runs node by node in step with it (one float pass over the calibration set):
 //!
-//! 1. **Float statistics** ([`calib`]): the float interpreter runs every sample; each
-//!    tensor's values go into a log-spaced histogram (activation exponents are chosen
-//!    from it by least quantization MSE), each linear layer's per-channel output mean
-//!    before its activation is kept (the target of bias correction).
-//! 2. **Layer by layer** ([`lower`]): nodes are lowered in schedule order, and every
-//!    lowered node is run on the whole calibration set with the golden integer kernels
+//! 1. **Float statistics** ([`calib`]): as each float node runs on every sample, its
+//!    values go into a log-spaced histogram (activation exponents are chosen from it by
+//!    least quantization MSE), and each linear layer's per-channel output mean before its
+//!    activation is kept (the target of bias correction).
+//! 2. **Layer by layer** ([`lower`]): every lowered node is run on the whole calibration
+//!    set with the golden integer kernels
 //!    (`lutq_interp::int`), so each layer is fitted on the activations of the *already
 //!    quantized* network upstream of it: its input second moment `H = Σ x xᵀ` drives the
 //!    weight fit ([`fit`]), and its bias is corrected so that its mean output matches the
@@ -285,10 +286,6 @@ pub fn quantize(
     lower::check_supported(graph)?;
     checks::check_finite(graph, calib)?;
     let warnings = checks::input_warnings(graph, calib);
-    let total = calib.shape().first().copied().unwrap_or(0);
-    let stats = calib::calibrate(graph, calib, &|done| {
-        progress(Progress::Calibrating { done, total })
-    })?;
     // A QDQ model with power-of-two grids carries its trained weights and exponents:
     // encode them as they are instead of refitting them to the calibration data.
     let trained = lower::trained::trained_grids(graph).is_ok_and(|g| !g.is_empty());
@@ -302,7 +299,7 @@ pub fn quantize(
     } else {
         options.clone()
     };
-    let (int_graph, mut report, _) = lower::lower(graph, calib, &stats, options, progress)?;
+    let (int_graph, mut report, _) = lower::lower(graph, calib, options, progress)?;
     report.warnings.splice(0..0, warnings);
     Ok((int_graph, report))
 }
@@ -323,13 +320,9 @@ pub fn sensitivity_pass(
     }
     lower::check_supported(graph)?;
     checks::check_finite(graph, calib)?;
-    let total = calib.shape().first().copied().unwrap_or(0);
-    let stats = calib::calibrate(graph, calib, &|done| {
-        progress(Progress::Calibrating { done, total })
-    })?;
     let options = QuantOptions {
         sensitivity: true,
         ..options.clone()
     };
-    lower::lower(graph, calib, &stats, &options, progress)
+    lower::lower(graph, calib, &options, progress)
 }

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::budget::{Candidate, LayerCandidates};
-use crate::calib::{Calibration, LogHistogram};
+use crate::calib::{Calibration, LogHistogram, StepStatistics};
 use crate::elementwise::{self, Regions};
 use crate::fit::{
     self, FitOptions, LayerProblem, RowScale, ScaleKind, TargetMoments, WeightFormat,
@@ -308,7 +308,9 @@ fn avg_divisor(p: &Pool, input: &[usize]) -> Result<i32, String> {
 struct Lowering<'a> {
     graph: &'a Graph,
     regions: Regions,
-    stats: &'a Calibration,
+    /// The float statistics (histograms, pre-activation channel means), gathered node by
+    /// node as the float model runs in step with the lowering (`run_float`).
+    stats: Calibration,
     options: &'a QuantOptions,
     samples: Vec<&'a [f32]>,
     out: IntGraph,
@@ -320,12 +322,14 @@ struct Lowering<'a> {
     float_readers: HashMap<NodeId, usize>,
     /// Readers left per value; its data is dropped at zero.
     readers: HashMap<ValueId, usize>,
-    /// With `QuantOptions::float_target`: the float model's value of each node on every
-    /// calibration sample, while some reader still needs it, computed in step with the
-    /// lowering (so only live tensors are held).
+    /// The float model's value of each node on every calibration sample, while some
+    /// reader still needs it, computed in step with the lowering (so only live tensors are
+    /// held): the statistics, and with `QuantOptions::float_target` the float targets.
     float_values: HashMap<NodeId, Vec<Vec<f32>>>,
     /// Readers left per float node; its float values are dropped at zero.
     float_left: HashMap<NodeId, usize>,
+    /// Float nodes already run (a fused activation runs before its producer is lowered).
+    floated: std::collections::HashSet<NodeId>,
     /// Exponents and clamps fixed by a QDQ model's trained grids (`trained.rs`).
     trained: HashMap<NodeId, trained::Grid>,
     report: QuantReport,
@@ -354,7 +358,6 @@ fn elem_name(e: IntElem) -> String {
 pub fn lower(
     graph: &Graph,
     calib: &Tensor,
-    stats: &Calibration,
     options: &QuantOptions,
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<(IntGraph, QuantReport, Vec<LayerCandidates>), QuantError> {
@@ -364,10 +367,17 @@ pub fn lower(
     let data = calib
         .as_f32()
         .ok_or_else(|| QuantError::Calibration("calibration data must be float32".into()))?;
+    if per_sample == 0 || data.len() % per_sample != 0 || data.is_empty() {
+        return Err(QuantError::Calibration(format!(
+            "calibration data of shape {:?} does not split into samples of {:?}",
+            calib.shape(),
+            graph.node(input).ty.shape
+        )));
+    }
     let mut l = Lowering {
         graph,
         regions: Regions::analyze(graph),
-        stats,
+        stats: Calibration::default(),
         options,
         samples: data.chunks(per_sample).collect(),
         out: IntGraph::new(graph.name.clone()),
@@ -377,10 +387,11 @@ pub fn lower(
         readers: HashMap::new(),
         float_values: HashMap::new(),
         float_left: HashMap::new(),
+        floated: Default::default(),
         trained: HashMap::new(),
         report: QuantReport {
             mode: options.mode.name().into(),
-            calibration_samples: stats.samples,
+            calibration_samples: data.len() / per_sample.max(1),
             ..Default::default()
         },
         candidates: Vec::new(),
@@ -410,19 +421,29 @@ pub fn lower(
         .into_iter()
         .filter(|&id| !matches!(graph.node(id).op, Op::Constant(_)))
         .collect();
+    // The float statistics are gathered during the lowering, as the float model runs
+    // node by node in step with it (one float pass over the calibration set).
+    l.stats.samples = l.samples.len();
+    progress(Progress::Calibrating {
+        done: l.samples.len(),
+        total: l.samples.len(),
+    });
     for (i, &id) in order.iter().enumerate() {
         progress(Progress::Lowering {
             done: i,
             total: order.len(),
             node: &graph.node(id).name,
         });
+        l.run_float(id)?;
+        // An Add or product lowered with its ReLU as clamp needs the ReLU's statistics.
+        if let Some((user, _)) = l.fusable_activation(id) {
+            l.run_float(user)?;
+        }
         // (An activation fused into its producer is already lowered.)
         if !l.lowered.contains_key(&id) {
             l.lower_node(id)?;
         }
-        if options.float_target && options.data_aware {
-            l.run_float(id)?;
-        }
+        l.release_float_inputs(id);
     }
     for o in graph.outputs() {
         let value = l.lowered[&o.node];
@@ -468,9 +489,9 @@ impl<'a> Lowering<'a> {
         }
     }
 
-    /// Borrowed from the calibration, not from `self`, so `self` stays free to mutate.
-    fn hist(&self, id: NodeId) -> Result<&'a LogHistogram, QuantError> {
-        self.stats.histograms.get(&id).ok_or_else(|| {
+    /// A copy, so that `self` stays free to mutate.
+    fn hist(&self, id: NodeId) -> Result<LogHistogram, QuantError> {
+        self.stats.histograms.get(&id).cloned().ok_or_else(|| {
             QuantError::Calibration(format!(
                 "no statistics for node '{}'",
                 self.graph.node(id).name
@@ -522,26 +543,77 @@ impl<'a> Lowering<'a> {
         Ok(())
     }
 
-    /// Runs float node `id` on every calibration sample (after its inputs) and releases
-    /// the float values nobody reads any more.
+    /// Runs float node `id` on every calibration sample (after its inputs; once) and
+    /// records its statistics: the histogram of its values and, for a linear layer, the
+    /// per-channel mean of its output before its fused activation.
     fn run_float(&mut self, id: NodeId) -> Result<(), QuantError> {
+        if !self.floated.insert(id) {
+            return Ok(());
+        }
         let graph = self.graph;
-        let values: Vec<Vec<f32>> = if matches!(graph.node(id).op, Op::Input) {
+        let node = graph.node(id);
+        let mut step = StepStatistics::default();
+        let values: Vec<Vec<f32>> = if matches!(node.op, Op::Input) {
             self.samples.iter().map(|s| s.to_vec()).collect()
         } else {
-            let (step, inputs) = single_node_graph(graph, id)?;
-            let interp = lutq_interp::Interpreter::new(&step)?;
+            // A linear layer runs without its fused activation (its channel means are
+            // taken before it), which is then applied here as the float IR defines it.
+            let (op, act) = match &node.op {
+                Op::Conv(c) => {
+                    let mut c = c.clone();
+                    let act = c.activation.take();
+                    (Op::Conv(c), act)
+                }
+                Op::Gemm(g) => {
+                    let mut g = *g;
+                    let act = g.activation.take();
+                    (Op::Gemm(g), act)
+                }
+                op => (op.clone(), None),
+            };
+            let linear = matches!(op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul);
+            let (step_graph, inputs) = single_node_graph(graph, id, op)?;
+            let interp = lutq_interp::Interpreter::new(&step_graph)?;
             let data: Vec<&Vec<Vec<f32>>> = inputs.iter().map(|i| &self.float_values[i]).collect();
-            (0..self.samples.len())
+            let mut values: Vec<Vec<f32>> = (0..self.samples.len())
                 .into_par_iter()
                 .map(|s| {
                     let slices: Vec<&[f32]> = data.iter().map(|d| d[s].as_slice()).collect();
                     Ok(interp.run_slices(&slices, None)?.swap_remove(0))
                 })
-                .collect::<Result<_, QuantError>>()?
+                .collect::<Result<_, QuantError>>()?;
+            if linear {
+                let channels = node.ty.shape.get(1).copied().unwrap_or(1).max(1);
+                step.channel_means = Some(crate::calib::channel_means(&values, channels));
+            }
+            // `Activation::apply` of the two fused forms, one loop each (vectorized).
+            match act {
+                Some(FusedActivation::Relu) => values.par_iter_mut().for_each(|v| {
+                    for x in v.iter_mut() {
+                        *x = x.max(0.0);
+                    }
+                }),
+                Some(FusedActivation::Clip { max }) => values.par_iter_mut().for_each(|v| {
+                    for x in v.iter_mut() {
+                        *x = x.max(0.0).min(max);
+                    }
+                }),
+                None => {}
+            }
+            values
         };
+        step.histogram = crate::calib::histogram(&values);
+        self.stats.histograms.insert(id, step.histogram);
+        if let Some(m) = step.channel_means {
+            self.stats.channel_means.insert(id, m);
+        }
         self.float_values.insert(id, values);
-        for i in distinct_inputs(graph, id) {
+        Ok(())
+    }
+
+    /// Releases the float values of `id`'s inputs that no node still to run reads.
+    fn release_float_inputs(&mut self, id: NodeId) {
+        for i in distinct_inputs(self.graph, id) {
             if let Some(n) = self.float_left.get_mut(&i) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -549,7 +621,6 @@ impl<'a> Lowering<'a> {
                 }
             }
         }
-        Ok(())
     }
 
     /// The single reader of `id`, if it is a ReLU / Clip(0, m) that can become the
@@ -1063,9 +1134,13 @@ impl<'a> Lowering<'a> {
         // model's values of the same input, for the cross moment `Σ x̂ xᵀ`.
         let sampled = (self.samples.len() * patch_geom.out_height * patch_geom.out_width)
             .min(self.options.max_patches);
+        // (The float model always runs, for the statistics; its values are targets only
+        // with the option.)
+        let wants_target = self.options.float_target && self.options.data_aware;
         let targets = self
             .float_values
             .get(&graph.node_inputs(id)[0])
+            .filter(|_| wants_target)
             .filter(|_| sampled >= fit::TARGET_MIN_PATCHES_PER_INPUT * patch_geom.patch_len())
             .map(|v| v.as_slice());
         // With float targets, the last samples are held out of the targets' fit to
@@ -1091,7 +1166,6 @@ impl<'a> Lowering<'a> {
             let all = patch_statistics(&patch_geom, &real, targets, self.options.max_patches);
             (all, None)
         };
-        let wants_target = self.options.float_target && self.options.data_aware;
         // Without the data-aware fit (`--no-data-aware`, trained QDQ models) `H` picks
         // no codes: too few patches cost nothing.
         if self.options.data_aware {
@@ -1130,7 +1204,7 @@ impl<'a> Lowering<'a> {
                 None => {
                     let hist = self.hist(id)?;
                     let best = hist.choose_exponent(lo, hi);
-                    (elem, Some(self.aligned_exponent(id, hist, best, lo, hi)))
+                    (elem, Some(self.aligned_exponent(id, &hist, best, lo, hi)))
                 }
             }
         };
@@ -1587,7 +1661,11 @@ fn distinct_inputs(graph: &Graph, id: NodeId) -> Vec<NodeId> {
 
 /// A graph computing float node `id` alone: its non-constant inputs become graph inputs
 /// (returned in order), its constant inputs stay constants.
-fn single_node_graph(graph: &Graph, id: NodeId) -> Result<(Graph, Vec<NodeId>), QuantError> {
+fn single_node_graph(
+    graph: &Graph,
+    id: NodeId,
+    op: Op,
+) -> Result<(Graph, Vec<NodeId>), QuantError> {
     let node = graph.node(id);
     let mut step = Graph::new(node.name.clone());
     let mut map: HashMap<NodeId, NodeId> = HashMap::new();
@@ -1607,7 +1685,7 @@ fn single_node_graph(graph: &Graph, id: NodeId) -> Result<(Graph, Vec<NodeId>), 
         map.insert(i, new);
     }
     let ins: Vec<NodeId> = graph.node_inputs(id).iter().map(|i| map[i]).collect();
-    let out = step.add_node(node.name.clone(), node.op.clone(), &ins)?;
+    let out = step.add_node(node.name.clone(), op, &ins)?;
     step.add_output(node.name.clone(), out)?;
     Ok((step, inputs))
 }

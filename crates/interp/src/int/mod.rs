@@ -106,9 +106,13 @@ impl IntData {
     /// are rounded to the nearest f32.
     pub fn to_f32(&self, exp: i32) -> Vec<f32> {
         let step = (-(exp.clamp(-1074, 1023) as f64)).exp2();
-        (0..self.len())
-            .map(|i| (self.get(i) as f64 * step) as f32)
-            .collect()
+        // One loop per element type (vectorized), not a match per element.
+        let real = |q: i32| (q as f64 * step) as f32;
+        match self {
+            IntData::I8(v) => v.iter().map(|&q| real(q as i32)).collect(),
+            IntData::U8(v) => v.iter().map(|&q| real(q as i32)).collect(),
+            IntData::I32(v) => v.iter().map(|&q| real(q)).collect(),
+        }
     }
 }
 
