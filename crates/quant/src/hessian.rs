@@ -1,6 +1,7 @@
 //! Second moments of a linear layer's input patches: `H_g = Σ x xᵀ` per group (the
 //! weight-fit objective) and the mean patch per group (exact bias correction).
 
+use lutq_ir::int::ConvGeom;
 use rayon::prelude::*;
 
 /// A layer's input geometry, dense layers included (`1×1` kernel on a `K×1×1` input).
@@ -19,9 +20,55 @@ pub struct PatchGeometry {
 }
 
 impl PatchGeometry {
+    /// A conv's (or, with `conv = None`, a dense layer's) input geometry, from its input
+    /// and output shapes and its `[O, C/groups, kh, kw]` weight shape.
+    pub(crate) fn of_layer(
+        in_shape: &[usize],
+        out_shape: &[usize],
+        weights: [usize; 4],
+        conv: Option<&ConvGeom>,
+    ) -> PatchGeometry {
+        match conv {
+            Some(c) => PatchGeometry {
+                channels: in_shape[1],
+                height: in_shape[2],
+                width: in_shape[3],
+                kernel: [weights[2], weights[3]],
+                strides: c.strides,
+                pads: c.pads,
+                dilations: c.dilations,
+                groups: c.group,
+                out_height: out_shape[2],
+                out_width: out_shape[3],
+            },
+            None => PatchGeometry {
+                channels: weights[1] * weights[2] * weights[3],
+                height: 1,
+                width: 1,
+                kernel: [1, 1],
+                strides: [1, 1],
+                pads: [0; 4],
+                dilations: [1, 1],
+                groups: 1,
+                out_height: 1,
+                out_width: 1,
+            },
+        }
+    }
+
     /// Elements per patch (per group).
     pub fn patch_len(&self) -> usize {
         self.channels / self.groups * self.kernel[0] * self.kernel[1]
+    }
+
+    /// Output positions per sample.
+    pub(crate) fn positions(&self) -> usize {
+        self.out_height * self.out_width
+    }
+
+    /// Writes the patch of group `g` at output position `pos` (row-major) of `x`.
+    pub(crate) fn patch_at(&self, x: &[f32], g: usize, pos: usize, out: &mut [f32]) {
+        self.patch(x, g, pos / self.out_width, pos % self.out_width, out);
     }
 
     /// Writes the patch of group `g` at output position `(oy, ox)` of `x` (`[C][H][W]`).

@@ -1100,32 +1100,7 @@ impl<'a> Lowering<'a> {
         let k_n = shape4[1] * shape4[2] * shape4[3];
 
         // Statistics of the quantized input.
-        let patch_geom = match &geom {
-            Some(g) => PatchGeometry {
-                channels: in_shape[1],
-                height: in_shape[2],
-                width: in_shape[3],
-                kernel: [shape4[2], shape4[3]],
-                strides: g.strides,
-                pads: g.pads,
-                dilations: g.dilations,
-                groups: g.group,
-                out_height: node.ty.shape[2],
-                out_width: node.ty.shape[3],
-            },
-            None => PatchGeometry {
-                channels: k_n,
-                height: 1,
-                width: 1,
-                kernel: [1, 1],
-                strides: [1, 1],
-                pads: [0; 4],
-                dilations: [1, 1],
-                groups: 1,
-                out_height: 1,
-                out_width: 1,
-            },
-        };
+        let patch_geom = PatchGeometry::of_layer(&in_shape, &node.ty.shape, shape4, geom.as_ref());
         let real: Vec<Vec<f32>> = self.data[&xvalue]
             .par_iter()
             .map(|d| d.to_f32(xt.exp))
@@ -1593,7 +1568,7 @@ impl Lowering<'_> {
         format: WeightFormat,
         options: &crate::reconstruct::ReconstructOptions,
     ) -> Result<Option<crate::reconstruct::LayerReconstruction>, QuantError> {
-        use crate::reconstruct::{Geometry, LayerData, reconstruct_linear};
+        use crate::reconstruct::{LayerData, reconstruct_linear};
         let graph = self.graph;
         let node = graph.node(id);
         let (xvalue, xt) = self.input(id, 0);
@@ -1604,7 +1579,7 @@ impl Lowering<'_> {
             .collect();
         let data = LayerData {
             name: &node.name,
-            geometry: Geometry::new(&xt.shape, &node.ty.shape, shape4, geom.as_ref()),
+            geometry: PatchGeometry::of_layer(&xt.shape, &node.ty.shape, shape4, geom.as_ref()),
             input: &input,
             x_exp: xt.exp,
             x_elem: xt.elem,

@@ -23,11 +23,13 @@ use std::time::Instant;
 
 use lutq_interp::{row_major, sgemm, transposed};
 use lutq_ir::FusedActivation;
-use lutq_ir::int::{ConvGeom, IntElem, QLinear, QWeights, Rescale, Rounding};
+use lutq_ir::int::{IntElem, QLinear, QWeights, Rescale, Rounding};
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub(crate) use patches::{Geometry, Patches};
+use crate::hessian::PatchGeometry;
+
+pub(crate) use patches::Patches;
 use soft::{Adam, Regulariser, SoftLayer};
 
 /// Options of the reconstruction.
@@ -70,7 +72,7 @@ pub struct LayerReconstruction {
 /// One linear layer's problem, as the lowering holds it.
 pub(crate) struct LayerData<'a> {
     pub name: &'a str,
-    pub geometry: Geometry,
+    pub geometry: PatchGeometry,
     /// The quantized input of every calibration sample, in real units.
     pub input: &'a [Vec<f32>],
     pub x_exp: i32,
@@ -91,43 +93,6 @@ pub(crate) struct LayerData<'a> {
     pub frozen_rows: &'a [bool],
     /// Seeds the batch order (deterministic).
     pub seed: u64,
-}
-
-impl Geometry {
-    /// A conv's (or, with `conv = None`, a dense layer's) input geometry.
-    pub(crate) fn new(
-        in_shape: &[usize],
-        out_shape: &[usize],
-        weights: [usize; 4],
-        conv: Option<&ConvGeom>,
-    ) -> Geometry {
-        match conv {
-            Some(c) => Geometry {
-                channels: in_shape[1],
-                height: in_shape[2],
-                width: in_shape[3],
-                kernel: [weights[2], weights[3]],
-                strides: c.strides,
-                pads: c.pads,
-                dilations: c.dilations,
-                groups: c.group,
-                out_height: out_shape[2],
-                out_width: out_shape[3],
-            },
-            None => Geometry {
-                channels: weights[1] * weights[2] * weights[3],
-                height: 1,
-                width: 1,
-                kernel: [1, 1],
-                strides: [1, 1],
-                pads: [0; 4],
-                dilations: [1, 1],
-                groups: 1,
-                out_height: 1,
-                out_width: 1,
-            },
-        }
-    }
 }
 
 /// The float model's output after its activation, per group `[rows][O / groups]`.

@@ -187,7 +187,7 @@ fn frozen_table_entries_get_no_gradient() {
 fn patches_are_the_convolution_patches() {
     let mut r = Rng(5);
     let (c, h, w, o, groups) = (4, 7, 6, 4, 2);
-    let geom = Geometry {
+    let geom = PatchGeometry {
         channels: c,
         height: h,
         width: w,
