@@ -5,11 +5,8 @@
 
 use std::collections::HashMap;
 
-use lutq_interp::Interpreter;
-use lutq_ir::{Graph, NodeId, Op, Tensor};
+use lutq_ir::NodeId;
 use rayon::prelude::*;
-
-use crate::QuantError;
 
 /// Sub-bins per octave of [`LogHistogram`]: values in one bin differ by at most 3.2 %.
 const BINS_PER_OCTAVE: i32 = 32;
@@ -237,8 +234,7 @@ pub(crate) struct StepStatistics {
     pub channel_means: Option<Vec<f64>>,
 }
 
-/// The histogram of one tensor's values on every sample (`values[s]`), the same as
-/// [`calibrate`] records.
+/// The histogram of one tensor's values on every sample (`values[s]`).
 pub(crate) fn histogram(values: &[Vec<f32>]) -> LogHistogram {
     values
         .par_chunks(4)
@@ -258,8 +254,8 @@ pub(crate) fn histogram(values: &[Vec<f32>]) -> LogHistogram {
 }
 
 /// Per channel (`channels` planes per sample, `values[s]`), the mean over positions and
-/// samples, summed in [`calibrate`]'s order: each sample's plane mean, added in chunks
-/// of 4 samples, the chunks added in order.
+/// samples, in a fixed order so that it does not depend on the thread count: each
+/// sample's plane mean, added in chunks of 4 samples, the chunks added in order.
 pub(crate) fn channel_means(values: &[Vec<f32>], channels: usize) -> Vec<f64> {
     let partials: Vec<Vec<f64>> = values
         .par_chunks(4)
@@ -282,169 +278,6 @@ pub(crate) fn channel_means(values: &[Vec<f32>], channels: usize) -> Vec<f64> {
     }
     let n = values.len() as f64;
     total.into_iter().map(|v| v / n).collect()
-}
-
-/// Per-thread accumulator.
-#[derive(Default)]
-struct Partial {
-    histograms: HashMap<NodeId, LogHistogram>,
-    sums: HashMap<NodeId, Vec<f64>>,
-    samples: usize,
-}
-
-impl Partial {
-    fn merge(mut self, other: Partial) -> Partial {
-        for (k, h) in other.histograms {
-            self.histograms.entry(k).or_default().merge(&h);
-        }
-        for (k, s) in other.sums {
-            let e = self.sums.entry(k).or_insert_with(|| vec![0.0; s.len()]);
-            for (a, b) in e.iter_mut().zip(&s) {
-                *a += b;
-            }
-        }
-        self.samples += other.samples;
-        self
-    }
-}
-
-/// Node of a derived graph → node of the original graph.
-type NodeMap = HashMap<NodeId, NodeId>;
-
-/// The graph with every fused activation split back into its own node, so that the
-/// observer sees linear outputs before the activation. Returns the graph and, per node
-/// of the new graph, which original node's pre-activation (`pre`) or final (`post`)
-/// tensor it computes.
-fn unfuse(graph: &Graph) -> Result<(Graph, NodeMap, NodeMap), QuantError> {
-    let mut out = Graph::new(graph.name.clone());
-    let mut map: HashMap<NodeId, NodeId> = HashMap::new();
-    let mut pre = HashMap::new();
-    let mut post = HashMap::new();
-    for &id in graph.inputs() {
-        let n = graph.node(id);
-        let new = out.add_input(n.name.clone(), n.ty.clone());
-        map.insert(id, new);
-        post.insert(new, id);
-    }
-    for id in graph.topo_order() {
-        if map.contains_key(&id) {
-            continue;
-        }
-        let n = graph.node(id);
-        let inputs: Vec<NodeId> = graph.node_inputs(id).iter().map(|i| map[i]).collect();
-        let (op, act) = match &n.op {
-            Op::Constant(t) => {
-                let new = out.add_constant(n.name.clone(), t.clone());
-                map.insert(id, new);
-                continue;
-            }
-            Op::Conv(c) => {
-                let mut c = c.clone();
-                let act = c.activation.take();
-                (Op::Conv(c), act)
-            }
-            Op::Gemm(g) => {
-                let mut g = *g;
-                let act = g.activation.take();
-                (Op::Gemm(g), act)
-            }
-            op => (op.clone(), None),
-        };
-        let linear = out.add_node(n.name.clone(), op, &inputs)?;
-        pre.insert(linear, id);
-        let last = match act {
-            Some(a) => out.add_node(
-                format!("{}/activation", n.name),
-                Op::Activation(a.to_activation()),
-                &[linear],
-            )?,
-            None => linear,
-        };
-        post.insert(last, id);
-        map.insert(id, last);
-    }
-    for o in graph.outputs() {
-        out.add_output(o.name.clone(), map[&o.node])?;
-    }
-    Ok((out, pre, post))
-}
-
-fn is_linear(op: &Op) -> bool {
-    matches!(op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul)
-}
-
-/// Runs the float graph over every sample of `calib` (`[N, …]`, N a multiple of the
-/// graph input's batch) and collects the statistics. Parallel across samples.
-pub fn calibrate(
-    graph: &Graph,
-    calib: &Tensor,
-    progress: &(dyn Fn(usize) + Sync),
-) -> Result<Calibration, QuantError> {
-    let (unfused, pre, post) = unfuse(graph)?;
-    let interp = Interpreter::new(&unfused)?;
-    let input = graph
-        .inputs()
-        .first()
-        .ok_or_else(|| QuantError::Unsupported(vec!["the graph has no input".into()]))?;
-    let per_sample = graph.node(*input).ty.num_elements();
-    let data = calib
-        .as_f32()
-        .ok_or_else(|| QuantError::Calibration("calibration data must be float32".into()))?;
-    if per_sample == 0 || data.len() % per_sample != 0 || data.is_empty() {
-        return Err(QuantError::Calibration(format!(
-            "calibration data of shape {:?} does not split into samples of {:?}",
-            calib.shape(),
-            graph.node(*input).ty.shape
-        )));
-    }
-    let samples: Vec<&[f32]> = data.chunks(per_sample).collect();
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let linear_pre: HashMap<NodeId, NodeId> = pre
-        .iter()
-        .filter(|(_, orig)| is_linear(&graph.node(**orig).op))
-        .map(|(&k, &v)| (k, v))
-        .collect();
-    // Fixed chunks merged in order: the means do not depend on the thread count.
-    let partials: Vec<Partial> = samples
-        .par_chunks(4)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .try_fold(Partial::default(), |mut acc, sample| {
-                    let mut observer = |id: NodeId, view: lutq_interp::TensorView<'_>| {
-                        if let Some(&orig) = post.get(&id) {
-                            acc.histograms.entry(orig).or_default().add(view.data);
-                        }
-                        if let Some(&orig) = linear_pre.get(&id) {
-                            let channels = view.shape.get(1).copied().unwrap_or(1).max(1);
-                            let plane = view.data.len() / channels;
-                            let sums = acc.sums.entry(orig).or_insert_with(|| vec![0.0; channels]);
-                            for (c, s) in sums.iter_mut().enumerate() {
-                                *s +=
-                                    sum_f64(&view.data[c * plane..(c + 1) * plane]) / plane as f64;
-                            }
-                        }
-                    };
-                    interp.run_slices(&[sample], Some(&mut observer))?;
-                    acc.samples += 1;
-                    progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
-                    Ok::<_, QuantError>(acc)
-                })
-        })
-        .collect::<Result<_, _>>()?;
-    let partial = partials
-        .into_iter()
-        .fold(Partial::default(), Partial::merge);
-    let n = partial.samples as f64;
-    Ok(Calibration {
-        histograms: partial.histograms,
-        channel_means: partial
-            .sums
-            .into_iter()
-            .map(|(k, s)| (k, s.into_iter().map(|v| v / n).collect()))
-            .collect(),
-        samples: partial.samples,
-    })
 }
 
 #[cfg(test)]
