@@ -4,7 +4,7 @@
 use lutq_quant::fit::{
     FitOptions, Fitted, LayerProblem, RowScale, ScaleKind, TARGET_DAMP, TARGET_RIDGES,
     TargetMoments, WeightFormat, choose_float_target, fit_layer, float_target_rows, kmeans_lut,
-    output_error,
+    max_fit_exponent, output_error,
 };
 
 /// xorshift64*.
@@ -916,4 +916,50 @@ fn held_out_choice_keeps_the_float_weights_when_targets_fit_noise() {
     let choice = choose_float_target(&w, rows, k, m(&ha, &ca), m(&hb, &cb), m(&ha, &ca));
     assert_eq!(choice.ridge, None);
     assert_eq!(choice.rows, w);
+}
+
+/// One row hundreds of times larger than the others but reading an input of tiny
+/// variance (BatchNorm folded into a nearly constant channel): with one exponent per
+/// layer, the max-fitting exponent leaves the other rows a level or two; the fit must
+/// clip the outlier row instead, since that costs almost nothing in `E`.
+#[test]
+fn pot_layer_clips_an_outlier_row_of_little_output() {
+    let (rows, k) = (32, 9);
+    let mut p = Problem::random(11, rows, k, rows, true);
+    for w in &mut p.w[..k] {
+        *w *= 300.0;
+    }
+    for v in &mut p.h[0] {
+        *v *= 1e-6;
+    }
+    // The output energy of the ordinary rows: the error of quantizing them all to zero.
+    let ordinary: f64 = (1..rows)
+        .map(|o| {
+            let (w, h) = (&p.w[o * k..(o + 1) * k], &p.h[o]);
+            (0..k)
+                .flat_map(|i| (0..k).map(move |j| (i, j)))
+                .map(|(i, j)| w[i] as f64 * h[i * k + j] * w[j] as f64)
+                .sum::<f64>()
+        })
+        .sum();
+    let (mn, mx) = p.w.iter().fold((0f64, 0f64), |(a, b), &v| {
+        (a.min(v as f64), b.max(v as f64))
+    });
+    for format in [WeightFormat::Lut4, INT4] {
+        let (lo, hi) = format.range();
+        let max_fit = max_fit_exponent(mn, mx, lo, hi).unwrap();
+        let f = p.fit(format, ScaleKind::PotLayer, true);
+        let RowScale::Pot(e) = f.scales[0] else {
+            panic!("power-of-two scale")
+        };
+        assert!(
+            e >= max_fit + 2,
+            "{format:?}: exponent {e}, max-fitting {max_fit}: the outlier row was not clipped"
+        );
+        let relative = f.output_error / ordinary;
+        assert!(
+            relative < 0.05,
+            "{format:?}: relative output error {relative:.3} (exponent {e})"
+        );
+    }
 }

@@ -66,6 +66,59 @@ fn exponent_candidates(p: &Prep<'_>, base: &[RowScale], kind: ScaleKind) -> Vec<
     }
 }
 
+/// How many steps finer than the max-fitting one a layer exponent may go
+/// ([`clipping_layer_exponent`]): up to `2^8` times finer, clipping the weights above
+/// `127 · 2^-e` of the few rows that reach that far.
+const MAX_CLIP_SHIFT: i32 = 8;
+
+/// With one exponent per layer, the layer's largest row sets the step of every row: a
+/// single outlier channel (BatchNorm folded into a channel of tiny variance gives weights
+/// hundreds of times larger than the rest) leaves the others one or two levels, which is
+/// what cross-layer equalization repairs by changing the function. If clipping that row
+/// costs less output error than the resolution gains elsewhere, an exponent `e + d` with
+/// `2 ≤ d ≤ MAX_CLIP_SHIFT` is the better one. `proxy` scores exponents cheaply (the
+/// diagonal part of `E`); the finer exponent of lowest proxy is returned when it beats
+/// the proxy of every regular candidate (`e − 1, e, e + 1`), so that the exact scoring
+/// sees it as one more candidate. `None` when nothing finer looks better.
+fn clipping_layer_exponent(
+    p: &Prep<'_>,
+    base: &[RowScale],
+    proxy: impl Fn(&[RowScale]) -> f64 + Sync,
+) -> Option<Vec<RowScale>> {
+    let regular = [-1, 0, 1]
+        .par_iter()
+        .map(|&d| proxy(&shifted(base, d, &p.zero_rows)))
+        .reduce(|| f64::INFINITY, f64::min);
+    let far = (2..=MAX_CLIP_SHIFT)
+        .into_par_iter()
+        .map(|d| {
+            let s = shifted(base, d, &p.zero_rows);
+            (proxy(&s), d, s)
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))?;
+    (far.0 < regular).then_some(far.2)
+}
+
+/// The diagonal part of `E` of round-to-nearest on a uniform grid: `Σ_o Σ_i H_ii (w_i − ŵ_i)²`.
+fn uniform_proxy(p: &Prep<'_>, scales: &[RowScale], min: i32, max: i32) -> f64 {
+    (0..p.rows)
+        .into_par_iter()
+        .map(|o| {
+            let (sv, inv) = (scales[o].value(), 1.0 / scales[o].value());
+            let d = p.diag_of(o);
+            p.row(o)
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| {
+                    let x = x as f64;
+                    let q = (x * inv).round().clamp(min as f64, max as f64) * sv;
+                    d.map_or(1.0, |d| d[i]) * (x - q) * (x - q)
+                })
+                .sum::<f64>()
+        })
+        .sum()
+}
+
 /// With per-channel power-of-two scales, rows whose levels are all zero take the layer's max-fitting exponent, so
 /// that their (meaningless) exponent does not produce extreme shifts downstream.
 pub(crate) fn neutralize(
@@ -121,7 +174,13 @@ pub(crate) fn fit_uniform(p: &Prep<'_>, min: i32, max: i32, opts: &FitOptions) -
         let f = factors(p);
         let mut cands: Vec<(Vec<RowScale>, Vec<i8>, Vec<f64>)> =
             vec![(base.clone(), plain.levels, plain_err)];
-        for s in exponent_candidates(p, &base, opts.scale) {
+        let mut exps = exponent_candidates(p, &base, opts.scale);
+        if opts.scale == ScaleKind::PotLayer {
+            exps.extend(clipping_layer_exponent(p, &base, |s| {
+                uniform_proxy(p, s, min, max)
+            }));
+        }
+        for s in exps {
             if p.identity() && s == base {
                 continue; // identical to the plain candidate
             }
@@ -377,13 +436,15 @@ pub(crate) fn fit_lut_shared(
     if let Some(ctx) = ctx {
         // The start of the refinement: scales, table, codes.
         let (scales, lut, a) = match opts.scale {
-            // Three layer exponents, each with its own k-means table; the lowest `E`.
+            // Three layer exponents (four with a clipping one), each with its own
+            // k-means table; the lowest `E`.
             ScaleKind::PotLayer => {
                 let mut start: Option<(f64, Vec<RowScale>, [i8; 16], Assignment)> = None;
-                for (i, s) in exponent_candidates(p, &base, opts.scale)
-                    .into_iter()
-                    .enumerate()
-                {
+                let mut exps = exponent_candidates(p, &base, opts.scale);
+                exps.extend(clipping_layer_exponent(p, &base, |s| {
+                    kmeans_for(p, s).objective()
+                }));
+                for (i, s) in exps.into_iter().enumerate() {
                     let lut = if i == 0 { lut0 } else { kmeans_for(p, &s).lut };
                     let (a, e) = ctx.assign(&s, &lut);
                     let e: f64 = e.iter().sum();
@@ -391,7 +452,7 @@ pub(crate) fn fit_lut_shared(
                         start = Some((e, s, lut, a));
                     }
                 }
-                let (_, s, l, a) = start.expect("three candidates");
+                let (_, s, l, a) = start.expect("at least three candidates");
                 (s, l, a)
             }
             // Exponents by the diagonal proxy, a table for them; then GPTQ with that
