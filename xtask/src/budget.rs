@@ -41,6 +41,17 @@ const NETS: &[Net] = &[
                crops of the calibration photos",
     },
     Net {
+        name: "efficientnet_lite0",
+        model: "target/zoo/efficientnet_lite0.onnx",
+        calib: "data/full/protocol/centered/calib.npy",
+        calib_limit: 64,
+        data: "data/full/protocol/centered/eval.npy",
+        labels: None,
+        also: Some("data/full/protocol/centered/eval_calib_photos.npy"),
+        note: "the zoo's EfficientNet-Lite0 (`cargo xtask zoo --build` builds it; inputs (v − 127) / 128), \
+               same disjoint-photo protocol as mobilenet_v2 (`data/full/protocol/centered/`)",
+    },
+    Net {
         name: "fashion_resnet8",
         model: "models/fashion_resnet8.onnx",
         calib: "data/fashion_mnist/train_x.npy",
@@ -67,8 +78,9 @@ const USAGE: &str =
                    [--limit N]
 
 Runs `lutq eval --json --backend jit` (release build) on mobilenet_v2 (disjoint-photo
-protocol, 64 calibration images; needs `python scripts/prepare_protocol.py`) and the
-Fashion-MNIST nets (needs `cargo xtask data`): lut4-pot-channel, int8-pot-channel and
+protocol, 64 calibration images; needs `python scripts/prepare_protocol.py`),
+efficientnet_lite0 (the same protocol; skipped unless `cargo xtask zoo --build` built it)
+and the Fashion-MNIST nets (needs `cargo xtask data`): lut4-pot-channel, int8-pot-channel and
 lut4-pot-channel with each --flash-budget; CLE off. --limit N evaluates only the first N
 samples (quick checks; not for the docs).";
 
@@ -102,6 +114,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let cpu = crate::bench_float::cpu_name();
     for net in NETS {
         if only.as_deref().is_some_and(|o| o != net.name) {
+            continue;
+        }
+        if !Path::new(net.model).exists() {
+            eprintln!(
+                "skipping {}: {} is not there (`cargo xtask zoo --build` builds the zoo's models)",
+                net.name, net.model
+            );
             continue;
         }
         let mut page = format!(
