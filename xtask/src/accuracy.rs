@@ -339,19 +339,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 /// binary, the command line and the length and modification time of every file it names.
 static CACHE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
 
-/// The cache file of one `lutq eval` command line, if caching is on.
-fn cache_file(lutq: &Path, args: &[String]) -> anyhow::Result<Option<PathBuf>> {
+/// The cache file of one `lutq eval` command line in the folder `dir`.
+fn cache_file(lutq: &Path, dir: &Path, args: &[String]) -> anyhow::Result<PathBuf> {
     use sha2::Digest as _;
-    let Some(Some(dir)) = CACHE.get() else {
-        return Ok(None);
-    };
-    static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    // One binary per run of the xtask: hash it once.
+    static BINARY: std::sync::OnceLock<(PathBuf, String)> = std::sync::OnceLock::new();
     let binary = match BINARY.get() {
-        Some(b) => b.clone(),
-        None => {
+        Some((path, b)) if path == lutq => b.clone(),
+        _ => {
             let bytes = std::fs::read(lutq).with_context(|| format!("{}", lutq.display()))?;
             let b = format!("{:x}", sha2::Sha256::digest(&bytes));
-            BINARY.get_or_init(|| b).clone()
+            BINARY.get_or_init(|| (lutq.to_path_buf(), b.clone()));
+            b
         }
     };
     let mut key = sha2::Sha256::new();
@@ -369,7 +368,43 @@ fn cache_file(lutq: &Path, args: &[String]) -> anyhow::Result<Option<PathBuf>> {
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(Some(dir.join(format!("{:x}.json", key.finalize()))))
+    Ok(dir.join(format!("{:x}.json", key.finalize())))
+}
+
+/// Runs `cmd`, a `lutq eval --json` command line of the binary `lutq`, and parses its
+/// output; with `cache` (a folder), reuses the result of the same binary (sha256), command
+/// line and files (the length and modification time of every file it names), and keeps
+/// new results there. `what` names the model in errors.
+pub(crate) fn eval_json_cached(
+    lutq: &Path,
+    cache: Option<&Path>,
+    cmd: &mut Command,
+    what: &str,
+) -> anyhow::Result<Value> {
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let cached = cache.map(|dir| cache_file(lutq, dir, &args)).transpose()?;
+    if let Some(path) = &cached
+        && let Ok(bytes) = std::fs::read(path)
+    {
+        return serde_json::from_slice(&bytes).context("cached lutq eval --json output");
+    }
+    let out = cmd.output().context("cannot run lutq")?;
+    if !out.status.success() {
+        bail!(
+            "lutq eval failed on {what}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{what}: lutq eval --json output"))?;
+    if let Some(path) = cached {
+        std::fs::write(&path, &out.stdout)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(value)
 }
 
 /// `lutq eval --json` on one benchmark.
@@ -404,30 +439,8 @@ fn eval(
     if let Some(n) = limit {
         cmd.args(["--limit", n]);
     }
-    let args: Vec<String> = cmd
-        .get_args()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let cached = cache_file(lutq, &args)?;
-    if let Some(path) = &cached
-        && let Ok(bytes) = std::fs::read(path)
-    {
-        return serde_json::from_slice(&bytes).context("cached lutq eval --json output");
-    }
-    let out = cmd.output().context("cannot run lutq")?;
-    if !out.status.success() {
-        bail!(
-            "lutq eval failed on {}:\n{}",
-            b.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let value = serde_json::from_slice(&out.stdout).context("lutq eval --json output")?;
-    if let Some(path) = cached {
-        std::fs::write(&path, &out.stdout)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(value)
+    let cache = CACHE.get().and_then(|c| c.as_deref());
+    eval_json_cached(lutq, cache, &mut cmd, b.name)
 }
 
 /// Where the error comes from: SQNR of every layer's output against the float model,

@@ -31,8 +31,9 @@ recorded in models/qdq/qat_runs/*.json (written by scripts/qat_fashion.py).
 --only NET runs one net (fashion_resnet8 or fashion_mobilenetv2); the section then holds only it.
 --limit N evaluates only the first N test images (quick checks; refused with --write).
 --cache DIR keeps every `lutq eval` result in DIR, keyed by the sha256 of the lutq binary,
-of the command line and of every file it names, and reuses it (e.g. after adding a run
-record, only the tables are rewritten).
+the command line and the length and modification time of every file it names (as
+`cargo xtask accuracy --cache` does), and reuses it (e.g. after adding a run record, only
+the tables are rewritten).
 Needs `cargo xtask data` (data/full/fashion_mnist).";
 
 const NETS: &[&str] = &["fashion_resnet8", "fashion_mobilenetv2"];
@@ -202,42 +203,7 @@ fn eval(
     if let Some(n) = limit {
         cmd.args(["--limit", n]);
     }
-    let cached = match cache {
-        Some(dir) => {
-            use sha2::Digest as _;
-            let mut key = sha2::Sha256::new();
-            key.update(sha256_of(lutq)?);
-            for a in cmd.get_args() {
-                key.update(b"\0");
-                key.update(a.as_encoded_bytes());
-                if Path::new(a).is_file() {
-                    key.update(sha256_of(Path::new(a))?);
-                }
-            }
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            Some(dir.join(format!("{:x}.json", key.finalize())))
-        }
-        None => None,
-    };
-    if let Some(path) = &cached
-        && let Ok(bytes) = std::fs::read(path)
-    {
-        return serde_json::from_slice(&bytes).context("cached lutq eval --json output");
-    }
-    let out = cmd.output().context("cannot run lutq")?;
-    if !out.status.success() {
-        bail!(
-            "lutq eval failed on {model}:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("{model}: lutq eval --json output"))?;
-    if let Some(path) = cached {
-        std::fs::write(&path, &out.stdout)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(value)
+    crate::accuracy::eval_json_cached(lutq, cache, &mut cmd, model)
 }
 
 fn sha256_of(path: &Path) -> anyhow::Result<String> {
