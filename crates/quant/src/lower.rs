@@ -509,6 +509,9 @@ impl<'a> Lowering<'a> {
     /// reading it), runs it on every calibration sample, and releases the data of inputs
     /// nobody reads any more.
     fn emit(&mut self, id: NodeId, node: IntNode, alias: Option<NodeId>) -> Result<(), QuantError> {
+        // A node the backends would refuse (e.g. an Add of operands 2^40 apart in scale:
+        // alignment shifts beyond 16) is an error naming it, not overflowing arithmetic.
+        self.out.validate_node(self.out.nodes.len(), &node)?;
         let samples = &self.samples;
         let graph = &self.out;
         let inputs: Vec<&Vec<IntData>> = node.inputs.iter().map(|v| &self.data[v]).collect();

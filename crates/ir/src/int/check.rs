@@ -103,306 +103,7 @@ impl IntGraph {
     /// overflow ([`accumulator_bound`]).
     pub fn validate(&self) -> Result<(), IntCheckError> {
         for (i, node) in self.nodes.iter().enumerate() {
-            let fail = |message: String| IntCheckError::Invalid {
-                node: node.name.clone(),
-                op: node.op.name(),
-                message,
-            };
-            if let Some(v) = node.inputs.iter().find(|v| v.index() >= i) {
-                return Err(fail(format!(
-                    "reads %{}, which is not computed before it",
-                    v.0
-                )));
-            }
-            let (lo_t, hi_t) = node.ty.elem.range();
-            let check_clamp = |lo: i32, hi: i32| {
-                if lo > hi || lo < lo_t || hi > hi_t {
-                    Err(fail(format!(
-                        "clamp [{lo}, {hi}] is not within {}'s range",
-                        node.ty.elem.name()
-                    )))
-                } else {
-                    Ok(())
-                }
-            };
-            let inputs: Vec<_> = node.inputs.iter().map(|&v| self.ty(v)).collect();
-            // Operands of ops that shift or sum in i32 are 8-bit: the bounds below (and
-            // the contract's "add in i32") rely on it.
-            let eight_bit_operands = !matches!(
-                node.op,
-                IntOp::Add(_)
-                    | IntOp::Concat { .. }
-                    | IntOp::MaxPool(_)
-                    | IntOp::SumPool { .. }
-                    | IntOp::Table(_)
-                    | IntOp::Mul(_)
-                    | IntOp::Softmax(_)
-                    | IntOp::Resize(_)
-                    | IntOp::Extremum { .. }
-            ) || inputs.iter().all(|t| t.elem != IntElem::I32);
-            if !eight_bit_operands {
-                return Err(fail("operands must be 8-bit".into()));
-            }
-            let pool_ok = |p: &crate::op::Pool| {
-                if p.kernel.contains(&0) || p.strides.contains(&0) || p.dilations.contains(&0) {
-                    Err(fail(
-                        "kernel, strides and dilations must be positive".into(),
-                    ))
-                } else {
-                    Ok(())
-                }
-            };
-            let arity = |n: usize| {
-                if inputs.len() == n {
-                    Ok(())
-                } else {
-                    Err(fail(format!("has {} inputs, expected {n}", inputs.len())))
-                }
-            };
-            match &node.op {
-                IntOp::QuantizeInput { input } => {
-                    arity(0)?;
-                    let Some(inp) = self.inputs.get(*input) else {
-                        return Err(fail(format!("graph input {input} does not exist")));
-                    };
-                    if inp.shape != node.ty.shape || node.ty.elem == IntElem::I32 {
-                        return Err(fail("type does not match the graph input".into()));
-                    }
-                }
-                IntOp::Linear(l) => {
-                    arity(1)?;
-                    check_clamp(l.lo, l.hi)?;
-                    check_linear(node, l, &inputs[0].shape, inputs[0].elem).map_err(fail)?;
-                    let bound = accumulator_bound(l, inputs[0].elem);
-                    if bound.rescaled > i32::MAX as i64 {
-                        return Err(IntCheckError::Overflow {
-                            node: node.name.clone(),
-                            channel: bound.channel,
-                            bound: bound.rescaled,
-                            detail: format!(
-                                "accumulator bound {} (Σ|w| · max|x| + |bias|), rescale {:?}",
-                                bound.accumulator, l.rescale[bound.channel]
-                            ),
-                        });
-                    }
-                }
-                IntOp::Add(a) => {
-                    arity(2)?;
-                    check_clamp(a.lo, a.hi)?;
-                    if inputs[0].shape != node.ty.shape || inputs[1].shape != node.ty.shape {
-                        return Err(fail("operands and output must have one shape".into()));
-                    }
-                    if a.align_a < 0 || a.align_b < 0 || a.align_a > 16 || a.align_b > 16 {
-                        return Err(fail("alignment shifts must be in 0..=16".into()));
-                    }
-                }
-                IntOp::Concat { axis, shifts } => {
-                    if inputs.is_empty() || shifts.len() != inputs.len() {
-                        return Err(fail("needs one shift per input".into()));
-                    }
-                    let mut shape = inputs[0].shape.clone();
-                    if *axis >= shape.len() {
-                        return Err(fail(format!("axis {axis} out of range")));
-                    }
-                    for t in &inputs {
-                        let same_rank = t.shape.len() == shape.len();
-                        if !same_rank
-                            || (0..shape.len()).any(|d| d != *axis && t.shape[d] != shape[d])
-                        {
-                            return Err(fail("inputs differ outside the concat axis".into()));
-                        }
-                    }
-                    shape[*axis] = inputs.iter().map(|t| t.shape[*axis]).sum();
-                    if shape != node.ty.shape {
-                        return Err(fail(format!("output shape should be {shape:?}")));
-                    }
-                }
-                IntOp::MaxPool(p) => {
-                    arity(1)?;
-                    pool_ok(p)?;
-                    let shape =
-                        pool_shape(Op::MaxPool(p.clone()), &inputs[0].shape).map_err(&fail)?;
-                    if shape != node.ty.shape
-                        || inputs[0].elem != node.ty.elem
-                        || inputs[0].exp != node.ty.exp
-                    {
-                        return Err(fail("max-pool keeps element type and exponent".into()));
-                    }
-                }
-                IntOp::SumPool { pool, lo, hi, .. } => {
-                    arity(1)?;
-                    pool_ok(pool)?;
-                    check_clamp(*lo, *hi)?;
-                    let shape =
-                        pool_shape(Op::SumPool(pool.clone()), &inputs[0].shape).map_err(&fail)?;
-                    if shape != node.ty.shape {
-                        return Err(fail(format!("output shape should be {shape:?}")));
-                    }
-                }
-                IntOp::Requant { lo, hi, .. } => {
-                    arity(1)?;
-                    check_clamp(*lo, *hi)?;
-                    if inputs[0].shape != node.ty.shape {
-                        return Err(fail("requant keeps the shape".into()));
-                    }
-                }
-                IntOp::Table(t) => {
-                    arity(1)?;
-                    if inputs[0].shape != node.ty.shape || node.ty.elem == IntElem::I32 {
-                        return Err(fail(
-                            "a table keeps the shape and has an 8-bit output".into(),
-                        ));
-                    }
-                    let channels = node.ty.shape.get(1).copied().unwrap_or(1);
-                    let n = t.tables();
-                    if t.entries.len() != n * QTable::LEN || !(n == 1 || n == channels) {
-                        return Err(fail(format!(
-                            "needs 256 entries, or 256 per channel ({channels}), has {}",
-                            t.entries.len()
-                        )));
-                    }
-                    if t.entries.iter().any(|&v| v < lo_t || v > hi_t) {
-                        return Err(fail(format!(
-                            "table entries must lie in {}'s range",
-                            node.ty.elem.name()
-                        )));
-                    }
-                }
-                IntOp::Mul(m) => {
-                    arity(2)?;
-                    check_clamp(m.lo, m.hi)?;
-                    let (a, b) = (&inputs[0].shape, &inputs[1].shape);
-                    let prefix = (0..=a.len()).any(|k| {
-                        b.len() == a.len() && b[..k] == a[..k] && b[k..].iter().all(|&d| d == 1)
-                    });
-                    if *a != node.ty.shape || !prefix {
-                        return Err(fail(format!(
-                            "operand b {b:?} must be a prefix of a {a:?} followed by ones, and a the output's shape"
-                        )));
-                    }
-                    if !(0..=30).contains(&m.shift) {
-                        return Err(fail("the product's shift must be in 0..=30".into()));
-                    }
-                }
-                IntOp::Softmax(sm) => {
-                    arity(1)?;
-                    let shape = &inputs[0].shape;
-                    if *shape != node.ty.shape
-                        || node.ty.elem != IntElem::U8
-                        || node.ty.exp != QSoftmax::OUT_EXP
-                    {
-                        return Err(fail(
-                            "output must be u8 with exponent 8, of the input's shape".into(),
-                        ));
-                    }
-                    if sm.axis >= shape.len() || shape[sm.axis] > QSoftmax::MAX_ROW {
-                        return Err(fail(format!(
-                            "axis {} must exist and hold at most {} elements",
-                            sm.axis,
-                            QSoftmax::MAX_ROW
-                        )));
-                    }
-                    if sm.exp_table.len() != 256
-                        || sm.exp_table[0] < 1
-                        || sm
-                            .exp_table
-                            .iter()
-                            .any(|&e| !(0..=QSoftmax::ONE).contains(&e))
-                    {
-                        return Err(fail(
-                            "the exp table needs 256 entries in 0..=65536, the first ≥ 1".into(),
-                        ));
-                    }
-                }
-                IntOp::Transpose { perm } => {
-                    arity(1)?;
-                    let t = inputs[0];
-                    match transposed_shape(&t.shape, perm) {
-                        Some(s)
-                            if s == node.ty.shape
-                                && t.elem == node.ty.elem
-                                && t.exp == node.ty.exp => {}
-                        _ => {
-                            return Err(fail(format!(
-                                "perm {perm:?} is not a permutation of {:?}'s axes giving the output",
-                                t.shape
-                            )));
-                        }
-                    }
-                }
-                IntOp::Slice { axis, start, step } => {
-                    arity(1)?;
-                    let t = inputs[0];
-                    let (s, o) = (&t.shape, &node.ty.shape);
-                    let fits = *axis < s.len()
-                        && o.len() == s.len()
-                        && *step >= 1
-                        && (0..s.len()).all(|d| d == *axis || s[d] == o[d])
-                        && o[*axis] >= 1
-                        && start + (o[*axis] - 1) * step < s[*axis];
-                    if !fits || t.elem != node.ty.elem || t.exp != node.ty.exp {
-                        return Err(fail(format!(
-                            "slice axis {axis} from {start} by {step} does not fit {s:?} -> {o:?}"
-                        )));
-                    }
-                }
-                IntOp::Resize(r) => {
-                    arity(1)?;
-                    let t = inputs[0];
-                    let (s, o) = (&t.shape, &node.ty.shape);
-                    let shaped = s.len() == 4
-                        && o.len() == 4
-                        && s[..2] == o[..2]
-                        && r.rows.len() == o[2]
-                        && r.cols.len() == o[3];
-                    if !shaped || t.elem != node.ty.elem || t.exp != node.ty.exp {
-                        return Err(fail(format!(
-                            "resize of {s:?} to {o:?} needs one tap per output row and column and keeps type and exponent"
-                        )));
-                    }
-                    if r.frac > QResize::MAX_FRAC {
-                        return Err(fail(format!(
-                            "weights have at most {} fraction bits",
-                            QResize::MAX_FRAC
-                        )));
-                    }
-                    let one = 1i32 << r.frac;
-                    let bad = |taps: &[ResizeTap], n: usize| {
-                        taps.iter().any(|t| {
-                            t.lo as usize >= n || t.hi as usize >= n || !(0..=one).contains(&t.w_hi)
-                        })
-                    };
-                    if bad(&r.rows, s[2]) || bad(&r.cols, s[3]) {
-                        return Err(fail(format!(
-                            "taps must index the input ({}×{}) with weights in 0..={one}",
-                            s[2], s[3]
-                        )));
-                    }
-                }
-                IntOp::Extremum { shifts, .. } => {
-                    if inputs.is_empty() || shifts.len() != inputs.len() {
-                        return Err(fail("needs one shift per input".into()));
-                    }
-                    if inputs.iter().any(|t| t.shape != node.ty.shape) {
-                        return Err(fail("operands and output must have one shape".into()));
-                    }
-                    if shifts.iter().any(|s| !(-16..=16).contains(s)) {
-                        return Err(fail("alignment shifts must be in -16..=16".into()));
-                    }
-                }
-                IntOp::Reshape => {
-                    arity(1)?;
-                    let t = inputs[0];
-                    if t.num_elements() != node.ty.num_elements()
-                        || t.elem != node.ty.elem
-                        || t.exp != node.ty.exp
-                    {
-                        return Err(fail(
-                            "reshape keeps element count, type and exponent".into(),
-                        ));
-                    }
-                }
-            }
+            self.validate_node(i, node)?;
         }
         for o in &self.outputs {
             if o.value.index() >= self.nodes.len() {
@@ -411,6 +112,312 @@ impl IntGraph {
                     op: "output",
                     message: format!("refers to %{}, which does not exist", o.value.0),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks `node` as node `i` of this graph (its inputs must be nodes before `i`): the
+    /// per-node part of [`IntGraph::validate`]. The quantizer checks each node this way
+    /// before it runs it on the calibration data (`i` = the nodes so far), so that a node
+    /// the backends would refuse (an alignment shift beyond 16, a clamp outside its type)
+    /// is an error that names it instead of arithmetic that overflows.
+    pub fn validate_node(&self, i: usize, node: &IntNode) -> Result<(), IntCheckError> {
+        let fail = |message: String| IntCheckError::Invalid {
+            node: node.name.clone(),
+            op: node.op.name(),
+            message,
+        };
+        if let Some(v) = node.inputs.iter().find(|v| v.index() >= i) {
+            return Err(fail(format!(
+                "reads %{}, which is not computed before it",
+                v.0
+            )));
+        }
+        let (lo_t, hi_t) = node.ty.elem.range();
+        let check_clamp = |lo: i32, hi: i32| {
+            if lo > hi || lo < lo_t || hi > hi_t {
+                Err(fail(format!(
+                    "clamp [{lo}, {hi}] is not within {}'s range",
+                    node.ty.elem.name()
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        let inputs: Vec<_> = node.inputs.iter().map(|&v| self.ty(v)).collect();
+        // Operands of ops that shift or sum in i32 are 8-bit: the bounds below (and
+        // the contract's "add in i32") rely on it.
+        let eight_bit_operands = !matches!(
+            node.op,
+            IntOp::Add(_)
+                | IntOp::Concat { .. }
+                | IntOp::MaxPool(_)
+                | IntOp::SumPool { .. }
+                | IntOp::Table(_)
+                | IntOp::Mul(_)
+                | IntOp::Softmax(_)
+                | IntOp::Resize(_)
+                | IntOp::Extremum { .. }
+        ) || inputs.iter().all(|t| t.elem != IntElem::I32);
+        if !eight_bit_operands {
+            return Err(fail("operands must be 8-bit".into()));
+        }
+        let pool_ok = |p: &crate::op::Pool| {
+            if p.kernel.contains(&0) || p.strides.contains(&0) || p.dilations.contains(&0) {
+                Err(fail(
+                    "kernel, strides and dilations must be positive".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let arity = |n: usize| {
+            if inputs.len() == n {
+                Ok(())
+            } else {
+                Err(fail(format!("has {} inputs, expected {n}", inputs.len())))
+            }
+        };
+        match &node.op {
+            IntOp::QuantizeInput { input } => {
+                arity(0)?;
+                let Some(inp) = self.inputs.get(*input) else {
+                    return Err(fail(format!("graph input {input} does not exist")));
+                };
+                if inp.shape != node.ty.shape || node.ty.elem == IntElem::I32 {
+                    return Err(fail("type does not match the graph input".into()));
+                }
+            }
+            IntOp::Linear(l) => {
+                arity(1)?;
+                check_clamp(l.lo, l.hi)?;
+                check_linear(node, l, &inputs[0].shape, inputs[0].elem).map_err(fail)?;
+                let bound = accumulator_bound(l, inputs[0].elem);
+                if bound.rescaled > i32::MAX as i64 {
+                    return Err(IntCheckError::Overflow {
+                        node: node.name.clone(),
+                        channel: bound.channel,
+                        bound: bound.rescaled,
+                        detail: format!(
+                            "accumulator bound {} (Σ|w| · max|x| + |bias|), rescale {:?}",
+                            bound.accumulator, l.rescale[bound.channel]
+                        ),
+                    });
+                }
+            }
+            IntOp::Add(a) => {
+                arity(2)?;
+                check_clamp(a.lo, a.hi)?;
+                if inputs[0].shape != node.ty.shape || inputs[1].shape != node.ty.shape {
+                    return Err(fail("operands and output must have one shape".into()));
+                }
+                if a.align_a < 0 || a.align_b < 0 || a.align_a > 16 || a.align_b > 16 {
+                    return Err(fail("alignment shifts must be in 0..=16".into()));
+                }
+            }
+            IntOp::Concat { axis, shifts } => {
+                if inputs.is_empty() || shifts.len() != inputs.len() {
+                    return Err(fail("needs one shift per input".into()));
+                }
+                let mut shape = inputs[0].shape.clone();
+                if *axis >= shape.len() {
+                    return Err(fail(format!("axis {axis} out of range")));
+                }
+                for t in &inputs {
+                    let same_rank = t.shape.len() == shape.len();
+                    if !same_rank || (0..shape.len()).any(|d| d != *axis && t.shape[d] != shape[d])
+                    {
+                        return Err(fail("inputs differ outside the concat axis".into()));
+                    }
+                }
+                shape[*axis] = inputs.iter().map(|t| t.shape[*axis]).sum();
+                if shape != node.ty.shape {
+                    return Err(fail(format!("output shape should be {shape:?}")));
+                }
+            }
+            IntOp::MaxPool(p) => {
+                arity(1)?;
+                pool_ok(p)?;
+                let shape = pool_shape(Op::MaxPool(p.clone()), &inputs[0].shape).map_err(&fail)?;
+                if shape != node.ty.shape
+                    || inputs[0].elem != node.ty.elem
+                    || inputs[0].exp != node.ty.exp
+                {
+                    return Err(fail("max-pool keeps element type and exponent".into()));
+                }
+            }
+            IntOp::SumPool { pool, lo, hi, .. } => {
+                arity(1)?;
+                pool_ok(pool)?;
+                check_clamp(*lo, *hi)?;
+                let shape =
+                    pool_shape(Op::SumPool(pool.clone()), &inputs[0].shape).map_err(&fail)?;
+                if shape != node.ty.shape {
+                    return Err(fail(format!("output shape should be {shape:?}")));
+                }
+            }
+            IntOp::Requant { lo, hi, .. } => {
+                arity(1)?;
+                check_clamp(*lo, *hi)?;
+                if inputs[0].shape != node.ty.shape {
+                    return Err(fail("requant keeps the shape".into()));
+                }
+            }
+            IntOp::Table(t) => {
+                arity(1)?;
+                if inputs[0].shape != node.ty.shape || node.ty.elem == IntElem::I32 {
+                    return Err(fail(
+                        "a table keeps the shape and has an 8-bit output".into(),
+                    ));
+                }
+                let channels = node.ty.shape.get(1).copied().unwrap_or(1);
+                let n = t.tables();
+                if t.entries.len() != n * QTable::LEN || !(n == 1 || n == channels) {
+                    return Err(fail(format!(
+                        "needs 256 entries, or 256 per channel ({channels}), has {}",
+                        t.entries.len()
+                    )));
+                }
+                if t.entries.iter().any(|&v| v < lo_t || v > hi_t) {
+                    return Err(fail(format!(
+                        "table entries must lie in {}'s range",
+                        node.ty.elem.name()
+                    )));
+                }
+            }
+            IntOp::Mul(m) => {
+                arity(2)?;
+                check_clamp(m.lo, m.hi)?;
+                let (a, b) = (&inputs[0].shape, &inputs[1].shape);
+                let prefix = (0..=a.len()).any(|k| {
+                    b.len() == a.len() && b[..k] == a[..k] && b[k..].iter().all(|&d| d == 1)
+                });
+                if *a != node.ty.shape || !prefix {
+                    return Err(fail(format!(
+                        "operand b {b:?} must be a prefix of a {a:?} followed by ones, and a the output's shape"
+                    )));
+                }
+                if !(0..=30).contains(&m.shift) {
+                    return Err(fail("the product's shift must be in 0..=30".into()));
+                }
+            }
+            IntOp::Softmax(sm) => {
+                arity(1)?;
+                let shape = &inputs[0].shape;
+                if *shape != node.ty.shape
+                    || node.ty.elem != IntElem::U8
+                    || node.ty.exp != QSoftmax::OUT_EXP
+                {
+                    return Err(fail(
+                        "output must be u8 with exponent 8, of the input's shape".into(),
+                    ));
+                }
+                if sm.axis >= shape.len() || shape[sm.axis] > QSoftmax::MAX_ROW {
+                    return Err(fail(format!(
+                        "axis {} must exist and hold at most {} elements",
+                        sm.axis,
+                        QSoftmax::MAX_ROW
+                    )));
+                }
+                if sm.exp_table.len() != 256
+                    || sm.exp_table[0] < 1
+                    || sm
+                        .exp_table
+                        .iter()
+                        .any(|&e| !(0..=QSoftmax::ONE).contains(&e))
+                {
+                    return Err(fail(
+                        "the exp table needs 256 entries in 0..=65536, the first ≥ 1".into(),
+                    ));
+                }
+            }
+            IntOp::Transpose { perm } => {
+                arity(1)?;
+                let t = inputs[0];
+                match transposed_shape(&t.shape, perm) {
+                    Some(s)
+                        if s == node.ty.shape && t.elem == node.ty.elem && t.exp == node.ty.exp => {
+                    }
+                    _ => {
+                        return Err(fail(format!(
+                            "perm {perm:?} is not a permutation of {:?}'s axes giving the output",
+                            t.shape
+                        )));
+                    }
+                }
+            }
+            IntOp::Slice { axis, start, step } => {
+                arity(1)?;
+                let t = inputs[0];
+                let (s, o) = (&t.shape, &node.ty.shape);
+                let fits = *axis < s.len()
+                    && o.len() == s.len()
+                    && *step >= 1
+                    && (0..s.len()).all(|d| d == *axis || s[d] == o[d])
+                    && o[*axis] >= 1
+                    && start + (o[*axis] - 1) * step < s[*axis];
+                if !fits || t.elem != node.ty.elem || t.exp != node.ty.exp {
+                    return Err(fail(format!(
+                        "slice axis {axis} from {start} by {step} does not fit {s:?} -> {o:?}"
+                    )));
+                }
+            }
+            IntOp::Resize(r) => {
+                arity(1)?;
+                let t = inputs[0];
+                let (s, o) = (&t.shape, &node.ty.shape);
+                let shaped = s.len() == 4
+                    && o.len() == 4
+                    && s[..2] == o[..2]
+                    && r.rows.len() == o[2]
+                    && r.cols.len() == o[3];
+                if !shaped || t.elem != node.ty.elem || t.exp != node.ty.exp {
+                    return Err(fail(format!(
+                        "resize of {s:?} to {o:?} needs one tap per output row and column and keeps type and exponent"
+                    )));
+                }
+                if r.frac > QResize::MAX_FRAC {
+                    return Err(fail(format!(
+                        "weights have at most {} fraction bits",
+                        QResize::MAX_FRAC
+                    )));
+                }
+                let one = 1i32 << r.frac;
+                let bad = |taps: &[ResizeTap], n: usize| {
+                    taps.iter().any(|t| {
+                        t.lo as usize >= n || t.hi as usize >= n || !(0..=one).contains(&t.w_hi)
+                    })
+                };
+                if bad(&r.rows, s[2]) || bad(&r.cols, s[3]) {
+                    return Err(fail(format!(
+                        "taps must index the input ({}×{}) with weights in 0..={one}",
+                        s[2], s[3]
+                    )));
+                }
+            }
+            IntOp::Extremum { shifts, .. } => {
+                if inputs.is_empty() || shifts.len() != inputs.len() {
+                    return Err(fail("needs one shift per input".into()));
+                }
+                if inputs.iter().any(|t| t.shape != node.ty.shape) {
+                    return Err(fail("operands and output must have one shape".into()));
+                }
+                if shifts.iter().any(|s| !(-16..=16).contains(s)) {
+                    return Err(fail("alignment shifts must be in -16..=16".into()));
+                }
+            }
+            IntOp::Reshape => {
+                arity(1)?;
+                let t = inputs[0];
+                if t.num_elements() != node.ty.num_elements()
+                    || t.elem != node.ty.elem
+                    || t.exp != node.ty.exp
+                {
+                    return Err(fail(
+                        "reshape keeps element count, type and exponent".into(),
+                    ));
+                }
             }
         }
         Ok(())
