@@ -512,9 +512,9 @@ impl<'a> Lowering<'a> {
         let samples = &self.samples;
         let graph = &self.out;
         let inputs: Vec<&Vec<IntData>> = node.inputs.iter().map(|v| &self.data[v]).collect();
-        // Table weights decoded once for all samples, not once per sample.
+        // Table weights decoded (and widened to i32) once for all samples, not per sample.
         let decoded = match &node.op {
-            IntOp::Linear(l) => Some(l.weights.decode()),
+            IntOp::Linear(l) => Some(lutq_interp::int::widen_weights(&l.weights.decode())),
             _ => None,
         };
         let data: Vec<IntData> = (0..samples.len())

@@ -54,10 +54,33 @@ pub fn linear_accumulators(
     in_shape: &[usize],
     out_shape: &[usize],
 ) -> Vec<i32> {
+    let weights = widen_weights(decoded_weights);
+    linear_accumulators_wide(layer, &weights, x, in_shape, out_shape)
+}
+
+/// The decoded int8 weights as the i32 the kernels multiply: callers that run one layer
+/// on many inputs widen once ([`linear_accumulators_wide`]).
+pub fn widen_weights(decoded_weights: &[i8]) -> Vec<i32> {
+    decoded_weights.iter().map(|&w| w as i32).collect()
+}
+
+/// [`linear_accumulators`] with the decoded weights already widened to i32
+/// ([`widen_weights`]).
+///
+/// # Panics
+///
+/// As [`linear_accumulators`].
+pub fn linear_accumulators_wide(
+    layer: &QLinear,
+    weights: &[i32],
+    x: &IntData,
+    in_shape: &[usize],
+    out_shape: &[usize],
+) -> Vec<i32> {
     let [o_n, i_g, kh, kw] = layer.weights.shape();
     let k_n = i_g * kh * kw;
     assert_eq!(
-        decoded_weights.len(),
+        weights.len(),
         o_n * k_n,
         "decoded weights do not fit the layer"
     );
@@ -68,7 +91,6 @@ pub fn linear_accumulators(
         "input does not fit its shape"
     );
     let xs = x.to_i32();
-    let weights: Vec<i32> = decoded_weights.iter().map(|&w| w as i32).collect();
     match &layer.conv {
         None => {
             assert!(
@@ -89,7 +111,7 @@ pub fn linear_accumulators(
         Some(geom) => {
             let job = ConvJob::new(geom, layer.weights.shape(), in_shape, out_shape);
             let mut acc = vec![0i32; out_shape.iter().product()];
-            conv(&job, &weights, &layer.bias, &xs, &mut acc);
+            conv(&job, weights, &layer.bias, &xs, &mut acc);
             acc
         }
     }
