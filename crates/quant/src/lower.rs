@@ -512,16 +512,16 @@ impl<'a> Lowering<'a> {
         let samples = &self.samples;
         let graph = &self.out;
         let inputs: Vec<&Vec<IntData>> = node.inputs.iter().map(|v| &self.data[v]).collect();
-        // Table weights decoded (and widened to i32) once for all samples, not per sample.
+        // Table weights decoded (and prepared for the kernels) once for all samples.
         let decoded = match &node.op {
-            IntOp::Linear(l) => Some(lutq_interp::int::widen_weights(&l.weights.decode())),
+            IntOp::Linear(l) => Some(lutq_interp::int::LinearWeights::of(l)),
             _ => None,
         };
         let data: Vec<IntData> = (0..samples.len())
             .into_par_iter()
             .map(|s| {
                 let ins: Vec<&IntData> = inputs.iter().map(|d| &d[s]).collect();
-                exec_with(graph, &node, &ins, &[samples[s]], decoded.as_deref())
+                exec_with(graph, &node, &ins, &[samples[s]], decoded.as_ref())
             })
             .collect::<Result<_, _>>()?;
         let value = self.out.push(node);

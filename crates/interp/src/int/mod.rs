@@ -33,7 +33,7 @@ use lutq_ir::int::{IntElem, IntGraph, IntOp, ValueId};
 
 use crate::InterpError;
 pub use exec::{exec_node, exec_with};
-pub use linear::{finish_linear, linear_accumulators, linear_accumulators_wide, widen_weights};
+pub use linear::{LinearWeights, finish_linear, linear_accumulators, linear_accumulators_prepared};
 
 /// The elements of an integer value, in its type's element type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,8 +124,8 @@ pub type IntObserver<'o> = dyn FnMut(ValueId, &IntData) + 'o;
 /// between threads ([`IntInterpreter::run_batch`] does).
 pub struct IntInterpreter<'g> {
     graph: &'g IntGraph,
-    /// Per node: the int8 weights of a linear layer, `[O][K]`, widened to i32.
-    decoded: Vec<Option<Vec<i32>>>,
+    /// Per node: the int8 weights of a linear layer, `[O][K]`, prepared for the kernels.
+    decoded: Vec<Option<LinearWeights>>,
     /// Per value: the index of the last node that reads it (see `IntGraph::last_use`).
     last_use: Vec<Option<usize>>,
 }
@@ -138,7 +138,7 @@ impl<'g> IntInterpreter<'g> {
             .nodes
             .iter()
             .map(|n| match &n.op {
-                IntOp::Linear(l) => Some(widen_weights(&l.weights.decode())),
+                IntOp::Linear(l) => Some(LinearWeights::of(l)),
                 _ => None,
             })
             .collect();
@@ -215,7 +215,7 @@ impl<'g> IntInterpreter<'g> {
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            let out = exec::exec_with(graph, node, &args, inputs, self.decoded[i].as_deref())?;
+            let out = exec::exec_with(graph, node, &args, inputs, self.decoded[i].as_ref())?;
             if let Some(obs) = observer.as_mut() {
                 obs(ValueId(i as u32), &out);
             }
