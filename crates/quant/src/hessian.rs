@@ -282,23 +282,61 @@ struct Partial {
     positions: usize,
 }
 
-/// Statistics of the patches of `samples` (each `[C][H][W]`, real values): `H` from at
-/// most `max_patches` positions spread evenly over all samples, means from all of them.
-/// With `targets` (the float model's values of the same tensor, one per sample), also the
-/// cross moment `Σ x̂ xᵀ` over the same positions.
+/// The samples [`patch_statistics`] reads (each `[C][H][W]`, real values), one at a
+/// time: a quantized layer input is dequantized sample by sample into a reused buffer,
+/// so that its values are still in cache when the patches read them (and the whole set
+/// never exists in f32).
+pub trait Samples: Sync {
+    fn count(&self) -> usize;
+    /// Writes the real values of sample `s` into `out` (replacing its contents).
+    fn read(&self, s: usize, out: &mut Vec<f32>);
+}
+
+impl Samples for [Vec<f32>] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn read(&self, s: usize, out: &mut Vec<f32>) {
+        out.clear();
+        out.extend_from_slice(&self[s]);
+    }
+}
+
+/// Integer values `q · 2^-exp` ([`IntData::to_f32_into`](lutq_interp::IntData::to_f32_into)).
+pub struct Dequantized<'a> {
+    pub data: &'a [lutq_interp::IntData],
+    pub exp: i32,
+}
+
+impl Samples for Dequantized<'_> {
+    fn count(&self) -> usize {
+        self.data.len()
+    }
+
+    fn read(&self, s: usize, out: &mut Vec<f32>) {
+        self.data[s].to_f32_into(self.exp, out);
+    }
+}
+
+/// Statistics of the patches of `samples`: `H` from at most `max_patches` positions
+/// spread evenly over all samples, means from all of them. With `targets` (the float
+/// model's values of the same tensor, one per sample), also the cross moment `Σ x̂ xᵀ`
+/// over the same positions.
 pub fn patch_statistics(
     geom: &PatchGeometry,
-    samples: &[Vec<f32>],
+    samples: &(impl Samples + ?Sized),
     targets: Option<&[Vec<f32>]>,
     max_patches: usize,
 ) -> PatchStatistics {
+    let sample_count = samples.count();
     if let Some(t) = targets {
-        assert_eq!(t.len(), samples.len(), "one float target per sample");
+        assert_eq!(t.len(), sample_count, "one float target per sample");
     }
     let k = geom.patch_len();
     let groups = geom.groups;
     let per_sample = geom.out_height * geom.out_width;
-    let total = per_sample * samples.len();
+    let total = per_sample * sample_count;
     let stride = total.div_ceil(max_patches.max(1)).max(1);
     let big = k >= GEMM_MIN_LEN;
     let crossed = targets.is_some();
@@ -323,7 +361,7 @@ pub fn patch_statistics(
         sums: vec![vec![0f64; k]; groups],
         positions: 0,
     };
-    let add_sample = |mut acc: Partial, s: usize, x: &Vec<f32>| -> Partial {
+    let add_sample = |mut acc: Partial, s: usize, x: &[f32]| -> Partial {
         geom.add_patch_sums(x, &mut acc.sums);
         let target = targets.map(|t| t[s].as_slice());
         // `H` and `C` in one GEMM per strip of rows of `H`: `Xᵀ [X | T]` over the block's
@@ -412,14 +450,14 @@ pub fn patch_statistics(
     };
     // Fixed chunks summed in order: the result does not depend on the thread count
     // (float sums are not associative, and the fit must be reproducible).
-    let partials: Vec<Partial> = samples
-        .par_chunks(CHUNK)
-        .enumerate()
-        .map(|(c, chunk)| {
-            chunk
-                .iter()
-                .enumerate()
-                .fold(empty(), |acc, (i, x)| add_sample(acc, c * CHUNK + i, x))
+    let partials: Vec<Partial> = (0..sample_count.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let mut x = Vec::new();
+            (c * CHUNK..((c + 1) * CHUNK).min(sample_count)).fold(empty(), |acc, s| {
+                samples.read(s, &mut x);
+                add_sample(acc, s, &x)
+            })
         })
         .collect();
     let partial = partials.into_iter().fold(empty(), |mut a, b| {

@@ -105,13 +105,21 @@ impl IntData {
     /// 8-bit values and for i32 values of at most 24 significant bits; other i32 values
     /// are rounded to the nearest f32.
     pub fn to_f32(&self, exp: i32) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.len());
+        self.to_f32_into(exp, &mut out);
+        out
+    }
+
+    /// [`Self::to_f32`] into `out` (its contents replaced), reusing its allocation.
+    pub fn to_f32_into(&self, exp: i32, out: &mut Vec<f32>) {
         let step = (-(exp.clamp(-1074, 1023) as f64)).exp2();
         // One loop per element type (vectorized), not a match per element.
         let real = |q: i32| (q as f64 * step) as f32;
+        out.clear();
         match self {
-            IntData::I8(v) => v.iter().map(|&q| real(q as i32)).collect(),
-            IntData::U8(v) => v.iter().map(|&q| real(q as i32)).collect(),
-            IntData::I32(v) => v.iter().map(|&q| real(q)).collect(),
+            IntData::I8(v) => out.extend(v.iter().map(|&q| real(q as i32))),
+            IntData::U8(v) => out.extend(v.iter().map(|&q| real(q as i32))),
+            IntData::I32(v) => out.extend(v.iter().map(|&q| real(q))),
         }
     }
 }
