@@ -712,6 +712,39 @@ mod tests {
     }
 
     #[test]
+    fn dequantized_samples_give_the_statistics_of_their_real_values() {
+        // Both paths (GEMM and short patches), with targets; u8 values at exponent 3.
+        for channels in [4, 12] {
+            let geom = test_geometry(channels);
+            let len = geom.channels * geom.height * geom.width;
+            let data: Vec<lutq_interp::IntData> = (0..6)
+                .map(|s| {
+                    lutq_interp::IntData::U8(
+                        (0..len).map(|i| ((i * 29 + s * 53) % 256) as u8).collect(),
+                    )
+                })
+                .collect();
+            let real: Vec<Vec<f32>> = data.iter().map(|d| d.to_f32(3)).collect();
+            let targets: Vec<Vec<f32>> = real
+                .iter()
+                .map(|x| x.iter().map(|v| v * 0.75 - 0.5).collect())
+                .collect();
+            let quantized = Dequantized {
+                data: &data,
+                exp: 3,
+            };
+            let a = patch_statistics(&geom, &quantized, Some(&targets), 40);
+            let b = patch_statistics(&geom, real.as_slice(), Some(&targets), 40);
+            let bits =
+                |m: &[Vec<f64>]| -> Vec<u64> { m.iter().flatten().map(|v| v.to_bits()).collect() };
+            assert_eq!(bits(&a.hessians), bits(&b.hessians));
+            assert_eq!(bits(&a.cross), bits(&b.cross));
+            assert_eq!(bits(&a.means), bits(&b.means));
+            assert!(a.hessians[0].iter().any(|&v| v != 0.0));
+        }
+    }
+
+    #[test]
     fn gathered_columns_are_the_patches() {
         // Padding on every side, strides, dilations, two groups of two channels.
         let geom = test_geometry(4);
@@ -751,9 +784,9 @@ mod tests {
             .iter()
             .map(|x| x.iter().map(|v| v * 0.5 + 1.0).collect())
             .collect();
-        let stats = patch_statistics(geom, &samples, Some(&targets), usize::MAX);
+        let stats = patch_statistics(geom, samples.as_slice(), Some(&targets), usize::MAX);
         assert!(
-            patch_statistics(geom, &samples, None, usize::MAX)
+            patch_statistics(geom, samples.as_slice(), None, usize::MAX)
                 .cross
                 .is_empty()
         );
