@@ -429,7 +429,7 @@ mod tests {
                     .map(|i| match (i * 7 + s) % 5 {
                         0 => 0.0,
                         1 => -((i % 97) as f32) * 0.013,
-                        _ => ((i * s) % 251) as f32 * 2f32.powi(s as i32 - 9),
+                        _ => ((i * s) % 251) as f32 * 2f32.powi(s - 9),
                     })
                     .collect()
             })

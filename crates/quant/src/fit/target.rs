@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::linalg::{cholesky_lower, dot};
+use super::linalg::{cholesky_lower, dot, dot2};
 
 /// Relative weight of the ridge `λ‖w* − w‖²` (times the mean diagonal of `Ĥ`), as
 /// GPTQ's dampening: in directions the calibration inputs do not span, `w*` stays `w`
@@ -93,8 +93,15 @@ fn cross_times_rows(weights: &[f32], rows: usize, k: usize, cross: &[Vec<f64>]) 
                         .collect();
                     for i in 0..k {
                         let ci = &c[i * k..(i + 1) * k];
-                        for (r, wr) in w.iter().enumerate() {
-                            ob[r * k + i] = dot(ci, wr);
+                        // Two rows at a time (`dot2`: the same sums as one by one).
+                        for (p, wp) in w.chunks(2).enumerate() {
+                            let r = 2 * p;
+                            match wp {
+                                [w0, w1] => {
+                                    (ob[r * k + i], ob[(r + 1) * k + i]) = dot2(ci, w0, w1);
+                                }
+                                _ => ob[r * k + i] = dot(ci, &wp[0]),
+                            }
                         }
                     }
                 });
@@ -190,18 +197,41 @@ const ROW_BLOCK: usize = 16;
 /// `None` for a result that is not finite. Each row of `L` and `Lᵀ` serves all of them
 /// in turn; each solution's arithmetic is that of a solve of its own.
 fn triangular_solves(l: &[f64], lt: &[f64], bs: &[Vec<f64>], k: usize) -> Vec<Option<Vec<f64>>> {
+    // Two right-hand sides at a time (`dot2`: the same sums as one by one).
     let mut ys = vec![vec![0.0; k]; bs.len()];
     for i in 0..k {
         let (li, lii) = (&l[i * k..i * k + i], l[i * k + i]);
-        for (y, b) in ys.iter_mut().zip(bs) {
-            y[i] = (b[i] - dot(li, &y[..i])) / lii;
+        for (yp, bp) in ys.chunks_mut(2).zip(bs.chunks(2)) {
+            match (yp, bp) {
+                ([y0, y1], [b0, b1]) => {
+                    let (d0, d1) = dot2(li, &y0[..i], &y1[..i]);
+                    y0[i] = (b0[i] - d0) / lii;
+                    y1[i] = (b1[i] - d1) / lii;
+                }
+                (yp, bp) => {
+                    for (y, b) in yp.iter_mut().zip(bp) {
+                        y[i] = (b[i] - dot(li, &y[..i])) / lii;
+                    }
+                }
+            }
         }
     }
     let mut xs = vec![vec![0.0; k]; bs.len()];
     for i in (0..k).rev() {
         let (lti, ltii) = (&lt[i * k + i + 1..(i + 1) * k], lt[i * k + i]);
-        for (x, y) in xs.iter_mut().zip(&ys) {
-            x[i] = (y[i] - dot(lti, &x[i + 1..])) / ltii;
+        for (xp, yp) in xs.chunks_mut(2).zip(ys.chunks(2)) {
+            match (xp, yp) {
+                ([x0, x1], [y0, y1]) => {
+                    let (d0, d1) = dot2(lti, &x0[i + 1..], &x1[i + 1..]);
+                    x0[i] = (y0[i] - d0) / ltii;
+                    x1[i] = (y1[i] - d1) / ltii;
+                }
+                (xp, yp) => {
+                    for (x, y) in xp.iter_mut().zip(yp) {
+                        x[i] = (y[i] - dot(lti, &x[i + 1..])) / ltii;
+                    }
+                }
+            }
         }
     }
     xs.into_iter()
@@ -310,8 +340,20 @@ fn held_out_error(v: &[f32], cw: &[f64], rows: usize, k: usize, hessians: &[Vec<
                 let mut sums = vec![0.0f64; vr.len()];
                 for i in 0..k {
                     let hi = &h[i * k..(i + 1) * k];
-                    for ((s, vr), cr) in sums.iter_mut().zip(&vr).zip(&cr) {
-                        *s += vr[i] * (dot(hi, vr) - 2.0 * cr[i]);
+                    // Two rows at a time (`dot2`: the same sums as one by one).
+                    for ((sp, vp), cp) in sums.chunks_mut(2).zip(vr.chunks(2)).zip(cr.chunks(2)) {
+                        match (sp, vp, cp) {
+                            ([s0, s1], [v0, v1], [c0, c1]) => {
+                                let (d0, d1) = dot2(hi, v0, v1);
+                                *s0 += v0[i] * (d0 - 2.0 * c0[i]);
+                                *s1 += v1[i] * (d1 - 2.0 * c1[i]);
+                            }
+                            (sp, vp, cp) => {
+                                for ((s, vr), cr) in sp.iter_mut().zip(vp).zip(cp) {
+                                    *s += vr[i] * (dot(hi, vr) - 2.0 * cr[i]);
+                                }
+                            }
+                        }
                     }
                 }
                 sums
