@@ -43,8 +43,9 @@ impl Default for LogHistogram {
 }
 
 /// The bin of a positive magnitude, read off its f32 bits: the exponent and the top 5
-/// mantissa bits (32 linear sub-bins per octave). [`LogHistogram::add`] computes the same
-/// without branches; this is the definition its test checks it against.
+/// mantissa bits (32 linear sub-bins per octave). [`LogHistogram::add`] counts by those
+/// bits and maps them to bins once per batch (`Tally`); this is the definition its test
+/// checks it against.
 #[cfg(test)]
 fn bin_of(magnitude: f32) -> Option<usize> {
     let bits = magnitude.to_bits() >> (23 - 5); // sign is 0
@@ -66,14 +67,103 @@ fn bin_edges(b: usize) -> (f64, f64) {
     (lo, hi)
 }
 
+/// Keys of [`Tally`]: the top 14 bits of an f32 (sign, exponent, the top 5 mantissa
+/// bits), i.e. one key per sign and bin of [`LogHistogram`] (more below and above its
+/// range).
+const KEYS: usize = 1 << 14;
+
+/// Counts of values by [`KEYS`] key, four interleaved counters per key (so runs of one
+/// bin, e.g. a ReLU's zeros, do not serialise on one counter): per value, a shift and
+/// one increment, no arithmetic on bins. [`Tally::fold_into`] turns the keys into the
+/// histogram's bins (and clears the counters), once per batch of values. One table per
+/// thread, reused ([`with_tally`]): it is 256 KB, and only the keys in use are hot.
+struct Tally {
+    counts: Box<[[u32; 4]; KEYS]>,
+    /// Values counted since the last fold (each counter holds at most a quarter of them,
+    /// plus one: kept below `u32::MAX`).
+    pending: u64,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            counts: vec![[0u32; 4]; KEYS]
+                .into_boxed_slice()
+                .try_into()
+                .expect("KEYS counters"),
+            pending: 0,
+        }
+    }
+
+    /// Counts `values` (NaNs are skipped); at most `u32::MAX` of them between folds.
+    fn add(&mut self, values: &[f32]) {
+        self.pending += values.len() as u64;
+        for (i, &v) in values.iter().enumerate() {
+            let bits = v.to_bits();
+            if bits & 0x7fff_ffff > 0x7f80_0000 {
+                continue; // NaN
+            }
+            self.counts[(bits >> 18) as usize][i & 3] += 1;
+        }
+    }
+
+    /// Adds the counts to `h`'s bins (magnitudes below the first bin count as zeros,
+    /// above the last one in the last one, as `bin_of` defines) and clears them.
+    fn fold_into(&mut self, h: &mut LogHistogram) {
+        let first = ((127 + MIN_OCTAVE) as u32) << 5;
+        let mut seen = 0u64;
+        for (key, lanes) in self.counts.iter_mut().enumerate() {
+            let n: u64 = lanes.iter().map(|&c| c as u64).sum();
+            if n == 0 {
+                continue;
+            }
+            *lanes = [0; 4];
+            let m = key as u32 & 0x1fff; // magnitude bits
+            if m < first {
+                h.zeros += n;
+            } else {
+                let bin = ((m - first) as usize).min(BINS - 1);
+                if key >> 13 == 0 {
+                    h.pos[bin] += n;
+                } else {
+                    h.neg[bin] += n;
+                }
+            }
+            seen += n;
+        }
+        h.count += seen;
+        self.pending = 0;
+    }
+}
+
+thread_local! {
+    static TALLY: std::cell::RefCell<Option<Tally>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's [`Tally`], empty (every use ends with a fold).
+fn with_tally<R>(f: impl FnOnce(&mut Tally) -> R) -> R {
+    TALLY.with(|t| {
+        let mut t = t.borrow_mut();
+        let tally = t.get_or_insert_with(Tally::new);
+        if tally.pending != 0 {
+            // A use that did not end with its fold (a panic): start clean.
+            *tally = Tally::new();
+        }
+        f(tally)
+    })
+}
+
 impl LogHistogram {
     pub fn add(&mut self, values: &[f32]) {
-        // Branch-free binning (zero or not, sign: unpredictable branches in ReLU outputs
-        // and weights-like tensors) into four interleaved counters per slot (so runs of
-        // one bin do not serialise on one counter), folded in after each block. Slot 0
-        // counts zeros, 1 + b positive bin b, 1 + BINS + b negative bin b.
-        const SLOTS: usize = 1 + 2 * BINS;
-        let first = ((127 + MIN_OCTAVE) as u32) << 5;
+        with_tally(|tally| {
+            self.add_to(tally, values);
+            tally.fold_into(self);
+        });
+    }
+
+    /// The range of `values` into `self`, their counts into `tally` (folded into `self`
+    /// by the caller, or here before its counters could overflow).
+    fn add_to(&mut self, tally: &mut Tally, values: &[f32]) {
         // The range in eight lanes (vectorized; `f32::min` chained over every value is one
         // dependent, NaN-aware instruction sequence per value). A comparison with NaN is
         // false, so NaNs never become the minimum or maximum.
@@ -96,32 +186,13 @@ impl LogHistogram {
         // -0.0 and 0.0 compare equal: order them as `f32::min` / `max` do.
         self.min = lo.into_iter().fold(f32::INFINITY, f32::min);
         self.max = hi.into_iter().fold(f32::NEG_INFINITY, f32::max);
-        // u32 lanes: at most 2^30 values per block.
-        for block in values.chunks(1 << 30) {
-            let mut lanes = vec![[0u32; 4]; SLOTS];
-            for (i, &v) in block.iter().enumerate() {
-                let bits = v.to_bits();
-                let magnitude = bits & 0x7fff_ffff;
-                if magnitude > 0x7f80_0000 {
-                    continue; // NaN
-                }
-                let m = magnitude >> (23 - 5);
-                let bin = (m.saturating_sub(first) as usize).min(BINS - 1);
-                let live = usize::from(m >= first);
-                let slot = live * (1 + (bits >> 31) as usize * BINS + bin);
-                lanes[slot][i & 3] += 1;
+        // u32 counters: at most 2^30 values between folds.
+        const FOLD_AFTER: u64 = 1 << 30;
+        for block in values.chunks(FOLD_AFTER as usize) {
+            if tally.pending + block.len() as u64 > FOLD_AFTER {
+                tally.fold_into(self);
             }
-            let total = |l: &[u32; 4]| l.iter().map(|&c| c as u64).sum::<u64>();
-            let zeros = total(&lanes[0]);
-            let mut seen = zeros;
-            self.zeros += zeros;
-            for b in 0..BINS {
-                let (p, n) = (total(&lanes[1 + b]), total(&lanes[1 + BINS + b]));
-                self.pos[b] += p;
-                self.neg[b] += n;
-                seen += p + n;
-            }
-            self.count += seen;
+            tally.add(block);
         }
     }
 
@@ -236,13 +307,18 @@ pub(crate) struct StepStatistics {
 
 /// The histogram of one tensor's values on every sample (`values[s]`).
 pub(crate) fn histogram(values: &[Vec<f32>]) -> LogHistogram {
+    // Counts are integers and the range is a min / max: the result does not depend on
+    // how the samples are split. One fold per chunk of samples.
     values
-        .par_chunks(4)
+        .par_chunks(8)
         .map(|chunk| {
             let mut h = LogHistogram::default();
-            for v in chunk {
-                h.add(v);
-            }
+            with_tally(|tally| {
+                for v in chunk {
+                    h.add_to(tally, v);
+                }
+                tally.fold_into(&mut h);
+            });
             h
         })
         .collect::<Vec<_>>()
@@ -341,6 +417,35 @@ mod tests {
         assert_eq!((fast.zeros, fast.count), (slow.zeros, slow.count));
         assert_eq!((fast.min, fast.max), (slow.min, slow.max));
         assert!(slow.zeros > 0 && slow.neg.iter().sum::<u64>() > 0);
+    }
+
+    #[test]
+    fn histogram_of_samples_is_the_sum_of_their_histograms() {
+        // More samples than one chunk of `histogram`, so that chunks merge; every sample
+        // a different mix of zeros, signs and magnitudes.
+        let samples: Vec<Vec<f32>> = (0..19)
+            .map(|s| {
+                (0..1000 + 37 * s)
+                    .map(|i| match (i * 7 + s) % 5 {
+                        0 => 0.0,
+                        1 => -((i % 97) as f32) * 0.013,
+                        _ => ((i * s) % 251) as f32 * 2f32.powi(s - 9),
+                    })
+                    .collect()
+            })
+            .collect();
+        let all = histogram(&samples);
+        let mut one_by_one = LogHistogram::default();
+        for v in &samples {
+            let mut reference = LogHistogram::default();
+            add_reference(&mut reference, v);
+            one_by_one.merge(&reference);
+        }
+        assert_eq!(all.pos, one_by_one.pos);
+        assert_eq!(all.neg, one_by_one.neg);
+        assert_eq!((all.zeros, all.count), (one_by_one.zeros, one_by_one.count));
+        assert_eq!((all.min, all.max), (one_by_one.min, one_by_one.max));
+        assert!(all.zeros > 0 && all.neg.iter().sum::<u64>() > 0);
     }
 
     #[test]

@@ -266,41 +266,85 @@ impl PatchStatistics {
 /// 3×3) are summed directly.
 const GEMM_MIN_LEN: usize = 32;
 const BLOCK_ROWS: usize = 512;
+/// Rows of `H` per GEMM call (a multiple of the GEMM's 6-wide micro-tile): each call
+/// computes the strip's entries on and right of the diagonal only.
+const STRIP: usize = 96;
 /// Samples per unit of parallel work.
 const CHUNK: usize = 4;
 
 struct Partial {
+    /// Patches through the GEMM: per group, `k × w` (`w = 2k` with targets, else `k`),
+    /// `[H | C]` with only the upper triangle of `H` computed.
     gram: Vec<Vec<f32>>,
     small: Vec<Vec<f64>>,
-    cross_gram: Vec<Vec<f32>>,
     cross_small: Vec<Vec<f64>>,
     sums: Vec<Vec<f64>>,
     positions: usize,
 }
 
-/// Statistics of the patches of `samples` (each `[C][H][W]`, real values): `H` from at
-/// most `max_patches` positions spread evenly over all samples, means from all of them.
-/// With `targets` (the float model's values of the same tensor, one per sample), also the
-/// cross moment `Σ x̂ xᵀ` over the same positions.
+/// The samples [`patch_statistics`] reads (each `[C][H][W]`, real values), one at a
+/// time: a quantized layer input is dequantized sample by sample into a reused buffer,
+/// so that its values are still in cache when the patches read them (and the whole set
+/// never exists in f32).
+pub trait Samples: Sync {
+    fn count(&self) -> usize;
+    /// Writes the real values of sample `s` into `out` (replacing its contents).
+    fn read(&self, s: usize, out: &mut Vec<f32>);
+}
+
+impl Samples for [Vec<f32>] {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn read(&self, s: usize, out: &mut Vec<f32>) {
+        out.clear();
+        out.extend_from_slice(&self[s]);
+    }
+}
+
+/// Integer values `q · 2^-exp` ([`IntData::to_f32_into`](lutq_interp::IntData::to_f32_into)).
+pub struct Dequantized<'a> {
+    pub data: &'a [lutq_interp::IntData],
+    pub exp: i32,
+}
+
+impl Samples for Dequantized<'_> {
+    fn count(&self) -> usize {
+        self.data.len()
+    }
+
+    fn read(&self, s: usize, out: &mut Vec<f32>) {
+        self.data[s].to_f32_into(self.exp, out);
+    }
+}
+
+/// Statistics of the patches of `samples`: `H` from at most `max_patches` positions
+/// spread evenly over all samples, means from all of them. With `targets` (the float
+/// model's values of the same tensor, one per sample), also the cross moment `Σ x̂ xᵀ`
+/// over the same positions.
 pub fn patch_statistics(
     geom: &PatchGeometry,
-    samples: &[Vec<f32>],
+    samples: &(impl Samples + ?Sized),
     targets: Option<&[Vec<f32>]>,
     max_patches: usize,
 ) -> PatchStatistics {
+    let sample_count = samples.count();
     if let Some(t) = targets {
-        assert_eq!(t.len(), samples.len(), "one float target per sample");
+        assert_eq!(t.len(), sample_count, "one float target per sample");
     }
     let k = geom.patch_len();
     let groups = geom.groups;
     let per_sample = geom.out_height * geom.out_width;
-    let total = per_sample * samples.len();
+    let total = per_sample * sample_count;
     let stride = total.div_ceil(max_patches.max(1)).max(1);
     let big = k >= GEMM_MIN_LEN;
     let crossed = targets.is_some();
+    // A GEMM row: the patch, then the target's patch at the same position.
+    let width = if crossed { 2 * k } else { k };
     let empty = || Partial {
         gram: if big {
-            vec![vec![0f32; k * k]; groups]
+            vec![vec![0f32; k * width]; groups]
         } else {
             Vec::new()
         },
@@ -308,11 +352,6 @@ pub fn patch_statistics(
             Vec::new()
         } else {
             vec![vec![0f64; k * k]; groups]
-        },
-        cross_gram: if big && crossed {
-            vec![vec![0f32; k * k]; groups]
-        } else {
-            Vec::new()
         },
         cross_small: if !big && crossed {
             vec![vec![0f64; k * k]; groups]
@@ -322,18 +361,31 @@ pub fn patch_statistics(
         sums: vec![vec![0f64; k]; groups],
         positions: 0,
     };
-    let add_sample = |mut acc: Partial, s: usize, x: &Vec<f32>| -> Partial {
+    let add_sample = |mut acc: Partial, s: usize, x: &[f32]| -> Partial {
         geom.add_patch_sums(x, &mut acc.sums);
         let target = targets.map(|t| t[s].as_slice());
-        let mut patch = vec![0f32; k];
-        let mut tpatch = vec![0f32; k];
-        let mut block: Vec<Vec<f32>> = vec![Vec::new(); groups];
-        let mut tblock: Vec<Vec<f32>> = vec![Vec::new(); groups];
-        let flush = |acc: &mut Partial, g: usize, rows: &[f32], trows: &[f32]| {
-            let n = rows.len() / k;
-            lutq_interp::accumulate_gram(rows, n, k, &mut acc.gram[g]);
-            if !trows.is_empty() {
-                lutq_interp::accumulate_cross_gram(rows, trows, n, k, &mut acc.cross_gram[g]);
+        // `H` and `C` in one GEMM per strip of rows of `H`: `Xᵀ [X | T]` over the block's
+        // patch rows `[x | t]`, from the strip's diagonal rightwards (`H` is symmetric:
+        // its lower triangle is the upper one mirrored at the end). Every entry is the
+        // same sum as in one whole `Xᵀ X` or `Xᵀ T` product: the GEMM sums each entry
+        // over the block's rows in order, whatever the shape around it.
+        let flush = |acc: &mut Partial, g: usize, rows: &[f32]| {
+            let n = rows.len() / width;
+            for i0 in (0..k).step_by(STRIP) {
+                let m = STRIP.min(k - i0);
+                lutq_interp::sgemm(
+                    m,
+                    width - i0,
+                    n,
+                    1.0,
+                    &rows[i0..],
+                    lutq_interp::transposed(width),
+                    &rows[i0..],
+                    lutq_interp::row_major(width),
+                    true,
+                    &mut acc.gram[g][i0 * width + i0..],
+                    lutq_interp::row_major(width),
+                );
             }
         };
         // Global positions t = s · per_sample + p with t % stride == 0.
@@ -343,24 +395,24 @@ pub fn patch_statistics(
             .map(|p| (p / geom.out_width, p % geom.out_width))
             .collect();
         if big {
-            for &(oy, ox) in &positions {
-                for g in 0..groups {
-                    geom.patch(x, g, oy, ox, &mut patch);
-                    block[g].extend_from_slice(&patch);
+            let cap = positions.len().min(BLOCK_ROWS);
+            let mut block = vec![0f32; cap * width * groups];
+            let mut filled = 0;
+            for (q, &(oy, ox)) in positions.iter().enumerate() {
+                for (g, rows) in block.chunks_exact_mut(cap * width).enumerate() {
+                    let row = &mut rows[filled * width..(filled + 1) * width];
+                    let (xp, tp) = row.split_at_mut(k);
+                    geom.patch(x, g, oy, ox, xp);
                     if let Some(t) = target {
-                        geom.patch(t, g, oy, ox, &mut tpatch);
-                        tblock[g].extend_from_slice(&tpatch);
-                    }
-                    if block[g].len() == BLOCK_ROWS * k {
-                        flush(&mut acc, g, &block[g], &tblock[g]);
-                        block[g].clear();
-                        tblock[g].clear();
+                        geom.patch(t, g, oy, ox, tp);
                     }
                 }
-            }
-            for g in 0..groups {
-                if !block[g].is_empty() {
-                    flush(&mut acc, g, &block[g], &tblock[g]);
+                filled += 1;
+                if filled == cap || q + 1 == positions.len() {
+                    for (g, rows) in block.chunks_exact(cap * width).enumerate() {
+                        flush(&mut acc, g, &rows[..filled * width]);
+                    }
+                    filled = 0;
                 }
             }
         } else {
@@ -378,17 +430,17 @@ pub fn patch_statistics(
                 if let Some(t) = target {
                     geom.gather_columns(t, g, &taps, n, &mut tcols);
                 }
+                // Per row `i`, the dot products of column `i` with the columns `j ≥ i`
+                // (`H`) and with every target column (`C`), several at a time
+                // ([`dots32`]: column `i` is loaded once for all of them, and their
+                // independent sums overlap), each added to its entry.
                 let h = &mut acc.small[g];
+                let mut c = acc.cross_small.get_mut(g);
                 for i in 0..k {
                     let ci = &cols[i * n..(i + 1) * n];
-                    for j in i..k {
-                        h[i * k + j] += dot32(ci, &cols[j * n..(j + 1) * n]);
-                    }
-                    if target.is_some() {
-                        let c = &mut acc.cross_small[g];
-                        for j in 0..k {
-                            c[i * k + j] += dot32(ci, &tcols[j * n..(j + 1) * n]);
-                        }
+                    add_dots(ci, &mut h[i * k + i..(i + 1) * k], &cols[i * n..], n);
+                    if let Some(c) = c.as_deref_mut() {
+                        add_dots(ci, &mut c[i * k..(i + 1) * k], &tcols, n);
                     }
                 }
             }
@@ -398,52 +450,80 @@ pub fn patch_statistics(
     };
     // Fixed chunks summed in order: the result does not depend on the thread count
     // (float sums are not associative, and the fit must be reproducible).
-    let partials: Vec<Partial> = samples
-        .par_chunks(CHUNK)
-        .enumerate()
-        .map(|(c, chunk)| {
-            chunk
-                .iter()
-                .enumerate()
-                .fold(empty(), |acc, (i, x)| add_sample(acc, c * CHUNK + i, x))
+    let partials: Vec<Partial> = (0..sample_count.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let mut x = Vec::new();
+            (c * CHUNK..((c + 1) * CHUNK).min(sample_count)).fold(empty(), |acc, s| {
+                samples.read(s, &mut x);
+                add_sample(acc, s, &x)
+            })
         })
         .collect();
     let partial = partials.into_iter().fold(empty(), |mut a, b| {
         add_into(&mut a.gram, &b.gram);
         add_into(&mut a.small, &b.small);
-        add_into(&mut a.cross_gram, &b.cross_gram);
         add_into(&mut a.cross_small, &b.cross_small);
         add_into(&mut a.sums, &b.sums);
         a.positions += b.positions;
         a
     });
     let n = partial.positions.max(1) as f64;
-    PatchStatistics {
-        hessians: if big {
-            widen(partial.gram)
-        } else {
-            // Only the upper triangle was accumulated.
-            let mut small = partial.small;
-            for h in &mut small {
-                for i in 0..k {
-                    for j in 0..i {
-                        h[i * k + j] = h[j * k + i];
-                    }
+    let (hessians, cross) = if big {
+        split_gram(&partial.gram, k, crossed)
+    } else {
+        // Only the upper triangle was accumulated.
+        let mut small = partial.small;
+        for h in &mut small {
+            for i in 0..k {
+                for j in 0..i {
+                    h[i * k + j] = h[j * k + i];
                 }
             }
-            small
-        },
+        }
+        (small, partial.cross_small)
+    };
+    PatchStatistics {
+        hessians,
         means: partial
             .sums
             .into_iter()
             .map(|s| s.into_iter().map(|v| v / n).collect())
             .collect(),
-        cross: if big {
-            widen(partial.cross_gram)
-        } else {
-            partial.cross_small
-        },
+        cross,
     }
+}
+
+/// The GEMM accumulators `[H | C]` (`k × 2k`, or `k × k` without `C`; only the upper
+/// triangle of `H`) as f64 matrices: `H` mirrored whole, and `C` (empty without).
+fn split_gram(gram: &[Vec<f32>], k: usize, crossed: bool) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let width = if crossed { 2 * k } else { k };
+    let hessians = gram
+        .iter()
+        .map(|m| {
+            let mut h = vec![0f64; k * k];
+            for i in 0..k {
+                for j in i..k {
+                    let v = m[i * width + j] as f64;
+                    h[i * k + j] = v;
+                    h[j * k + i] = v;
+                }
+            }
+            h
+        })
+        .collect();
+    let cross = if crossed {
+        gram.iter()
+            .map(|m| {
+                m.chunks_exact(width)
+                    .flat_map(|row| row[k..].iter().map(|&v| v as f64))
+                    .collect()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    (hessians, cross)
 }
 
 /// `a += b`, matrix by matrix, element by element.
@@ -455,14 +535,7 @@ fn add_into<T: Copy + std::ops::AddAssign>(a: &mut [Vec<T>], b: &[Vec<T>]) {
     }
 }
 
-/// f32 GEMM accumulators as f64 matrices.
-fn widen(m: Vec<Vec<f32>>) -> Vec<Vec<f64>> {
-    m.into_iter()
-        .map(|h| h.into_iter().map(f64::from).collect())
-        .collect()
-}
-
-/// `Σ a_i` in f32 lanes (vectorized like [`dot32`]; a plain `sum()` over f32 is one
+/// `Σ a_i` in f32 lanes (vectorized like [`dots32`]; a plain `sum()` over f32 is one
 /// dependent add per element), returned as f64.
 fn sum32(a: &[f32]) -> f64 {
     let mut lanes = [0f32; 8];
@@ -476,18 +549,98 @@ fn sum32(a: &[f32]) -> f64 {
     lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
 }
 
-/// `Σ a_i b_i` in f32 lanes (the compiler vectorizes the 8 independent partial sums),
-/// returned as f64 for accumulation across samples.
-fn dot32(a: &[f32], b: &[f32]) -> f64 {
-    let mut lanes = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            lanes[l] += x[l] * y[l];
+/// `dst[j] += Σ_q a_q cols[j · n + q]` for every `j` (`a` has `n` elements), [`DOTS`] at
+/// a time ([`dots32`]).
+fn add_dots(a: &[f32], dst: &mut [f64], cols: &[f32], n: usize) {
+    for (b, d) in dst.chunks_mut(DOTS).enumerate() {
+        let col = |t: usize| &cols[(b * DOTS + t) * n..][..n];
+        let mut sums = [0f64; DOTS];
+        let len = d.len();
+        match len {
+            1 => sums[..1].copy_from_slice(&dots32(a, [col(0)])),
+            2 => sums[..2].copy_from_slice(&dots32(a, [col(0), col(1)])),
+            3 => sums[..3].copy_from_slice(&dots32(a, [col(0), col(1), col(2)])),
+            4 => sums[..4].copy_from_slice(&dots32(a, [col(0), col(1), col(2), col(3)])),
+            5 => sums[..5].copy_from_slice(&dots32(a, [col(0), col(1), col(2), col(3), col(4)])),
+            _ => sums = dots32(a, std::array::from_fn(col)),
+        }
+        for (d, s) in d.iter_mut().zip(&sums[..len]) {
+            *d += s;
         }
     }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+}
+
+/// Dot products computed together by [`dots32`]: `DOTS` accumulators of 8 lanes and the
+/// loads of one chunk fit AVX2's 16 registers.
+const DOTS: usize = 6;
+
+/// `Σ a_i b_i` for each of `bs` (each as long as `a`), in 8 f32 lanes (lane `l` sums
+/// the elements `i ≡ l mod 8` of the whole chunks, in order), the lanes then added as
+/// f64 in lane order and the tail's f32 sum last; returned as f64 for accumulation
+/// across samples. Each result is the arithmetic of a dot product of its own, so
+/// batching changes no bit; it loads `a` once for all of them and overlaps their
+/// dependent adds. Multiplies and adds stay separate (no FMA): the same bits with AVX
+/// and without.
+fn dots32<const M: usize>(a: &[f32], bs: [&[f32]; M]) -> [f64; M] {
+    let n = a.len();
+    let bs = bs.map(|b| &b[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU supports AVX (checked just above).
+        return unsafe { dots32_avx(a, bs) };
+    }
+    let full = n / 8 * 8;
+    let mut lanes = [[0f32; 8]; M];
+    for c in (0..full).step_by(8) {
+        for (acc, b) in lanes.iter_mut().zip(&bs) {
+            for l in 0..8 {
+                acc[l] += a[c + l] * b[c + l];
+            }
+        }
+    }
+    let mut out = [0f64; M];
+    for ((o, acc), b) in out.iter_mut().zip(lanes).zip(&bs) {
+        *o = finish_dot32(acc, &a[full..], &b[full..]);
+    }
+    out
+}
+
+/// [`dots32`] with 8-lane AVX registers, one accumulator per dot product; every `b` of
+/// `bs` as long as `a`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn dots32_avx<const M: usize>(a: &[f32], bs: [&[f32]; M]) -> [f64; M] {
+    use std::arch::x86_64::*;
+    let n = a.len();
+    assert!(bs.iter().all(|b| b.len() == n), "one length");
+    let full = n / 8 * 8;
+    let mut acc = [_mm256_setzero_ps(); M];
+    // SAFETY: every load reads 8 elements at `c` with `c + 8 <= full <= n`, inside `a`
+    // and every `b` (all `n` long); the stores write 8 elements into `lanes`.
+    unsafe {
+        let mut c = 0;
+        while c < full {
+            let x = _mm256_loadu_ps(a.as_ptr().add(c));
+            for (s, b) in acc.iter_mut().zip(&bs) {
+                let y = _mm256_loadu_ps(b.as_ptr().add(c));
+                *s = _mm256_add_ps(*s, _mm256_mul_ps(x, y));
+            }
+            c += 8;
+        }
+        let mut out = [0f64; M];
+        for ((o, s), b) in out.iter_mut().zip(acc).zip(&bs) {
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), s);
+            *o = finish_dot32(lanes, &a[full..], &b[full..]);
+        }
+        out
+    }
+}
+
+/// The lanes added as f64 in lane order, plus the tail's products summed in f32.
+#[inline(always)]
+fn finish_dot32(lanes: [f32; 8], a: &[f32], b: &[f32]) -> f64 {
+    let tail: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
 }
 
@@ -522,6 +675,72 @@ mod tests {
                 out_width: 20,
                 ..test_geometry(channels)
             });
+        }
+    }
+
+    #[test]
+    fn batched_dot_products_are_single_ones_bit_for_bit() {
+        // The one-at-a-time definition: 8 f32 lanes, lane sums as f64 in order, tail last.
+        fn dot32(a: &[f32], b: &[f32]) -> f64 {
+            let mut lanes = [0f32; 8];
+            let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+            let tail: f32 = ca
+                .remainder()
+                .iter()
+                .zip(cb.remainder())
+                .map(|(x, y)| x * y)
+                .sum();
+            for (x, y) in ca.zip(cb) {
+                for l in 0..8 {
+                    lanes[l] += x[l] * y[l];
+                }
+            }
+            lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+        }
+        for n in [0, 1, 7, 8, 9, 31, 128, 133] {
+            let value = |i: usize| ((i * 37 % 101) as f32 - 50.0) * 0.173;
+            let a: Vec<f32> = (0..n).map(value).collect();
+            // 13 columns: two whole batches of `DOTS` and a short one.
+            let cols: Vec<f32> = (0..13 * n).map(|i| value(i * 3 + 1)).collect();
+            let mut got = vec![1.5f64; 13];
+            add_dots(&a, &mut got, &cols, n);
+            for (j, g) in got.iter().enumerate() {
+                let want = 1.5 + dot32(&a, &cols[j * n..(j + 1) * n]);
+                assert_eq!(g.to_bits(), want.to_bits(), "n {n} column {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn dequantized_samples_give_the_statistics_of_their_real_values() {
+        // Both paths (GEMM and short patches), with targets; u8 values at exponent 3.
+        for channels in [4, 12] {
+            let geom = test_geometry(channels);
+            let len = geom.channels * geom.height * geom.width;
+            let data: Vec<lutq_interp::IntData> = (0..6)
+                .map(|s| {
+                    lutq_interp::IntData::U8(
+                        (0..len).map(|i| ((i * 29 + s * 53) % 256) as u8).collect(),
+                    )
+                })
+                .collect();
+            let real: Vec<Vec<f32>> = data.iter().map(|d| d.to_f32(3)).collect();
+            let targets: Vec<Vec<f32>> = real
+                .iter()
+                .map(|x| x.iter().map(|v| v * 0.75 - 0.5).collect())
+                .collect();
+            let quantized = Dequantized {
+                data: &data,
+                exp: 3,
+            };
+            let a = patch_statistics(&geom, &quantized, Some(&targets), 40);
+            let b = patch_statistics(&geom, real.as_slice(), Some(&targets), 40);
+            let bits =
+                |m: &[Vec<f64>]| -> Vec<u64> { m.iter().flatten().map(|v| v.to_bits()).collect() };
+            assert_eq!(bits(&a.hessians), bits(&b.hessians));
+            assert_eq!(bits(&a.cross), bits(&b.cross));
+            assert_eq!(bits(&a.means), bits(&b.means));
+            assert!(a.hessians[0].iter().any(|&v| v != 0.0));
         }
     }
 
@@ -565,9 +784,9 @@ mod tests {
             .iter()
             .map(|x| x.iter().map(|v| v * 0.5 + 1.0).collect())
             .collect();
-        let stats = patch_statistics(geom, &samples, Some(&targets), usize::MAX);
+        let stats = patch_statistics(geom, samples.as_slice(), Some(&targets), usize::MAX);
         assert!(
-            patch_statistics(geom, &samples, None, usize::MAX)
+            patch_statistics(geom, samples.as_slice(), None, usize::MAX)
                 .cross
                 .is_empty()
         );

@@ -18,7 +18,7 @@ use crate::elementwise::{self, Regions};
 use crate::fit::{
     self, FitOptions, LayerProblem, RowScale, ScaleKind, TargetMoments, WeightFormat,
 };
-use crate::hessian::{PatchGeometry, PatchStatistics, patch_statistics};
+use crate::hessian::{Dequantized, PatchGeometry, PatchStatistics, patch_statistics};
 use crate::{LayerFormat, Progress, QuantError, QuantOptions};
 
 mod guard;
@@ -515,16 +515,16 @@ impl<'a> Lowering<'a> {
         let samples = &self.samples;
         let graph = &self.out;
         let inputs: Vec<&Vec<IntData>> = node.inputs.iter().map(|v| &self.data[v]).collect();
-        // Table weights decoded once for all samples, not once per sample.
+        // Table weights decoded (and prepared for the kernels) once for all samples.
         let decoded = match &node.op {
-            IntOp::Linear(l) => Some(l.weights.decode()),
+            IntOp::Linear(l) => Some(lutq_interp::int::LinearWeights::of(l)),
             _ => None,
         };
         let data: Vec<IntData> = (0..samples.len())
             .into_par_iter()
             .map(|s| {
                 let ins: Vec<&IntData> = inputs.iter().map(|d| &d[s]).collect();
-                exec_with(graph, &node, &ins, &[samples[s]], decoded.as_deref())
+                exec_with(graph, &node, &ins, &[samples[s]], decoded.as_ref())
             })
             .collect::<Result<_, _>>()?;
         let value = self.out.push(node);
@@ -1104,10 +1104,13 @@ impl<'a> Lowering<'a> {
 
         // Statistics of the quantized input.
         let patch_geom = PatchGeometry::of_layer(&in_shape, &node.ty.shape, shape4, geom.as_ref());
-        let real: Vec<Vec<f32>> = self.data[&xvalue]
-            .par_iter()
-            .map(|d| d.to_f32(xt.exp))
-            .collect();
+        // Dequantized sample by sample where read (`hessian::Samples`).
+        let quantized: &[IntData] = &self.data[&xvalue];
+        let real = |range: std::ops::Range<usize>| Dequantized {
+            data: &quantized[range],
+            exp: xt.exp,
+        };
+        let n_samples = quantized.len();
         // With float targets (enough samples per input, see `fit/target.rs`): the float
         // model's values of the same input, for the cross moment `Σ x̂ xᵀ`.
         let sampled = (self.samples.len() * patch_geom.out_height * patch_geom.out_width)
@@ -1123,25 +1126,30 @@ impl<'a> Lowering<'a> {
             .map(|v| v.as_slice());
         // With float targets, the last samples are held out of the targets' fit to
         // choose how strongly they are damped (`fit::choose_float_target`).
-        let held_out = targets.map_or(0, |_| fit::held_out_samples(real.len()));
+        let held_out = targets.map_or(0, |_| fit::held_out_samples(n_samples));
         let (patch, split) = if held_out > 0 {
-            let n_fit = real.len() - held_out;
-            let budget = |n: usize| (self.options.max_patches * n).div_ceil(real.len());
+            let n_fit = n_samples - held_out;
+            let budget = |n: usize| (self.options.max_patches * n).div_ceil(n_samples);
             let stats = |range: std::ops::Range<usize>| {
                 patch_statistics(
                     &patch_geom,
-                    &real[range.clone()],
+                    &real(range.clone()),
                     targets.map(|t| &t[range.clone()]),
                     budget(range.len()),
                 )
             };
-            let (a, b) = (stats(0..n_fit), stats(n_fit..real.len()));
+            let (a, b) = (stats(0..n_fit), stats(n_fit..n_samples));
             (
                 PatchStatistics::merged(&a, n_fit, &b, held_out),
                 Some((a, b)),
             )
         } else {
-            let all = patch_statistics(&patch_geom, &real, targets, self.options.max_patches);
+            let all = patch_statistics(
+                &patch_geom,
+                &real(0..n_samples),
+                targets,
+                self.options.max_patches,
+            );
             (all, None)
         };
         // Without the data-aware fit (`--no-data-aware`, trained QDQ models) `H` picks
@@ -1157,14 +1165,13 @@ impl<'a> Lowering<'a> {
             ));
         }
         let plane = patch_geom.height * patch_geom.width;
-        let still = warn::constant_channels(&real, patch_geom.channels, plane);
+        let still = warn::constant_channels(quantized, patch_geom.channels, plane);
         self.report.warnings.extend(warn::constant_input_warning(
             &node.name,
             &still,
             patch_geom.channels,
-            real.len(),
+            n_samples,
         ));
-        drop(real);
         // Output type and exponent (a wide output's exponent follows from the fit).
         let is_output = graph.outputs().iter().any(|o| o.node == id);
         let wide = is_output && act.is_none() && graph.users(id).is_empty();

@@ -9,7 +9,7 @@ use lutq_ir::int::{
 use lutq_ir::{Op, Pool, TensorType};
 
 use super::IntData;
-use super::linear::{finish_linear, linear_accumulators};
+use super::linear::{LinearWeights, finish_linear, linear_accumulators_prepared};
 use crate::InterpError;
 
 /// Executes one node of `graph` on its input values (`inputs`, in slot order, each
@@ -41,14 +41,15 @@ pub(super) fn invalid(node: &IntNode, message: impl Into<String>) -> InterpError
 }
 
 /// [`exec_node`] with the layer's weights already decoded
-/// ([`QWeights::decode`](lutq_ir::int::QWeights::decode)), if the caller has them: a
-/// caller running one node on many samples decodes once.
+/// ([`QWeights::decode`](lutq_ir::int::QWeights::decode)) and prepared for the kernels
+/// ([`LinearWeights`](super::LinearWeights)), if the caller has them: a caller running
+/// one node on many samples decodes and prepares once.
 pub fn exec_with(
     graph: &IntGraph,
     node: &IntNode,
     inputs: &[&IntData],
     float_inputs: &[&[f32]],
-    decoded: Option<&[i8]>,
+    decoded: Option<&LinearWeights>,
 ) -> Result<IntData, InterpError> {
     if inputs.len() != node.inputs.len() {
         return Err(invalid(
@@ -112,14 +113,14 @@ pub fn exec_with(
             let w = match decoded {
                 Some(w) => w,
                 None => {
-                    owned = layer.weights.decode();
+                    owned = LinearWeights::of(layer);
                     &owned
                 }
             };
             if w.len() != layer.weights.shape()[0] * layer.weights.row_len() {
                 return Err(invalid(node, "weights do not fit their shape"));
             }
-            let acc = linear_accumulators(layer, w, inputs[0], x_shape, &out.shape);
+            let acc = linear_accumulators_prepared(layer, w, inputs[0], x_shape, &out.shape);
             finish_linear(layer, &acc, out, rounding)
         }
         IntOp::Add(a) => {

@@ -54,12 +54,80 @@ pub fn linear_accumulators(
     in_shape: &[usize],
     out_shape: &[usize],
 ) -> Vec<i32> {
+    let [_, i_g, kh, kw] = layer.weights.shape();
+    let weights = LinearWeights::new(decoded_weights, i_g * kh * kw);
+    linear_accumulators_prepared(layer, &weights, x, in_shape, out_shape)
+}
+
+/// A linear layer's decoded int8 weights (`[O][K]`) in the forms the kernels multiply:
+/// widened to i32, and as i16 pairs of consecutive taps of a row packed into one i32
+/// (the i16-pair panel path). Callers that run one layer on many inputs prepare them
+/// once ([`linear_accumulators_prepared`]).
+#[derive(Clone, Debug)]
+pub struct LinearWeights {
+    wide: Vec<i32>,
+    pairs: Vec<i32>,
+}
+
+impl LinearWeights {
+    /// From the decoded weights, `row_len` (`K`) per output channel (a partial last row
+    /// is ignored by the pairs, and makes the layer's size check fail).
+    pub fn new(decoded_weights: &[i8], row_len: usize) -> LinearWeights {
+        let pair =
+            |a: i8, b: i8| (a as i16 as u16 as u32 | ((b as i16 as u16 as u32) << 16)) as i32;
+        let pairs = decoded_weights
+            .chunks_exact(row_len.max(1))
+            .flat_map(|row| {
+                row.chunks(2)
+                    .map(|c| pair(c[0], c.get(1).copied().unwrap_or(0)))
+            })
+            .collect();
+        LinearWeights {
+            wide: decoded_weights.iter().map(|&w| w as i32).collect(),
+            pairs,
+        }
+    }
+
+    /// A layer's weights, decoded and prepared.
+    pub fn of(layer: &QLinear) -> LinearWeights {
+        LinearWeights::new(&layer.weights.decode(), layer.weights.row_len())
+    }
+
+    /// Number of weights.
+    pub fn len(&self) -> usize {
+        self.wide.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.wide.is_empty()
+    }
+}
+
+/// [`linear_accumulators`] with the decoded weights already prepared
+/// ([`LinearWeights`]).
+///
+/// # Panics
+///
+/// As [`linear_accumulators`].
+pub fn linear_accumulators_prepared(
+    layer: &QLinear,
+    prepared: &LinearWeights,
+    x: &IntData,
+    in_shape: &[usize],
+    out_shape: &[usize],
+) -> Vec<i32> {
     let [o_n, i_g, kh, kw] = layer.weights.shape();
     let k_n = i_g * kh * kw;
+    let weights = &prepared.wide;
     assert_eq!(
-        decoded_weights.len(),
+        weights.len(),
         o_n * k_n,
         "decoded weights do not fit the layer"
+    );
+    assert_eq!(
+        prepared.pairs.len(),
+        o_n * k_n.div_ceil(2),
+        "weight pairs do not fit the layer"
     );
     assert_eq!(layer.bias.len(), o_n, "one bias per output channel");
     assert_eq!(
@@ -68,7 +136,6 @@ pub fn linear_accumulators(
         "input does not fit its shape"
     );
     let xs = x.to_i32();
-    let weights: Vec<i32> = decoded_weights.iter().map(|&w| w as i32).collect();
     match &layer.conv {
         None => {
             assert!(
@@ -89,7 +156,10 @@ pub fn linear_accumulators(
         Some(geom) => {
             let job = ConvJob::new(geom, layer.weights.shape(), in_shape, out_shape);
             let mut acc = vec![0i32; out_shape.iter().product()];
-            conv(&job, &weights, &layer.bias, &xs, &mut acc);
+            // 8-bit inputs (always, in a valid graph) times int8 weights: the panel path
+            // may multiply in i16 pairs.
+            let narrow = x.elem() != lutq_ir::int::IntElem::I32;
+            conv(&job, prepared, &layer.bias, &xs, narrow, &mut acc);
             acc
         }
     }
@@ -235,16 +305,27 @@ impl ConvJob {
     }
 }
 
-fn conv(job: &ConvJob, weights: &[i32], bias: &[i32], x: &[i32], acc: &mut [i32]) {
+/// `narrow`: every input value fits i16 (then the i16-pair panel path is exact: the
+/// weights are int8).
+fn conv(
+    job: &ConvJob,
+    weights: &LinearWeights,
+    bias: &[i32],
+    x: &[i32],
+    narrow: bool,
+    acc: &mut [i32],
+) {
     let o_per_g = job.o_n / job.group;
     let k_n = job.i_g * job.kh * job.kw;
     if job.oh * job.ow == 0 {
         return;
     }
-    if k_n >= 16 && o_per_g >= 4 {
-        conv_panels(job, weights, bias, x, acc);
+    if k_n >= 16 && o_per_g >= 4 && narrow {
+        conv_panels16(job, &weights.pairs, bias, x, acc);
+    } else if k_n >= 16 && o_per_g >= 4 {
+        conv_panels(job, &weights.wide, bias, x, acc);
     } else {
-        conv_direct(job, weights, bias, x, acc);
+        conv_direct(job, &weights.wide, bias, x, acc);
     }
 }
 
@@ -368,6 +449,190 @@ fn panel_block_n<const N: usize>(panel: &[i32], w: &[i32], k_n: usize, block: &m
     block[..N].copy_from_slice(&a);
 }
 
+// ------------------------------------------------------- panel path, i16 pairs
+
+/// The panel path with the taps in i16 pairs: `panel[q][t] = (x[2q][t], x[2q+1][t])`
+/// and each weight pair `(w[o][2q], w[o][2q+1])` packed into one i32, so that one
+/// multiply-add of i16 pairs into i32 lanes (AVX2 `vpmaddwd`) does two taps. Exact when
+/// every input value and weight fits i16 (an 8-bit input times an int8 weight always
+/// does): the two products are exact and their sum wraps like the i32 path's sums (two's
+/// complement addition is associative), so the accumulators are the same integers.
+/// `wp`: the weight pairs ([`LinearWeights`]; the missing partner of an odd fan-in's
+/// last tap is 0).
+fn conv_panels16(job: &ConvJob, wp: &[i32], bias: &[i32], x: &[i32], acc: &mut [i32]) {
+    let o_per_g = job.o_n / job.group;
+    let k_n = job.i_g * job.kh * job.kw;
+    let pairs = k_n.div_ceil(2);
+    let hw = job.h * job.w;
+    let ohw = job.oh * job.ow;
+    let mut panel = vec![0i16; pairs * 2 * T];
+    for b in 0..job.n {
+        for grp in 0..job.group {
+            let xg = &x[(b * job.c + grp * job.i_g) * hw..][..job.i_g * hw];
+            for p0 in (0..ohw).step_by(T) {
+                let tn = T.min(ohw - p0);
+                pack_panel16(job, xg, p0, tn, &mut panel);
+                let mut o = grp * o_per_g;
+                while o < (grp + 1) * o_per_g {
+                    let ob = OB.min((grp + 1) * o_per_g - o);
+                    let mut block = [[0i32; T]; OB];
+                    panel16_block(
+                        &panel,
+                        &wp[o * pairs..(o + ob) * pairs],
+                        pairs,
+                        ob,
+                        &mut block,
+                    );
+                    for (j, row) in block.iter().take(ob).enumerate() {
+                        let dst = &mut acc[(b * job.o_n + o + j) * ohw + p0..][..tn];
+                        for (d, &v) in dst.iter_mut().zip(row) {
+                            *d = v.wrapping_add(bias[o + j]);
+                        }
+                    }
+                    o += ob;
+                }
+            }
+        }
+    }
+}
+
+/// [`pack_panel`] into i16 pairs: tap `k` of pixel `t` at `(k / 2) · 2T + 2t + k % 2`;
+/// 0 in the padding, for `t ≥ tn` and for the partner of an odd fan-in's last tap.
+fn pack_panel16(job: &ConvJob, xg: &[i32], p0: usize, tn: usize, panel: &mut [i16]) {
+    let hw = job.h * job.w;
+    let [sy, sx] = job.strides;
+    let [dy, dx] = job.dilations;
+    let [pt, pl] = job.pads;
+    let k_n = job.i_g * job.kh * job.kw;
+    if k_n % 2 == 1 {
+        panel[(k_n / 2) * 2 * T..].fill(0);
+    }
+    let pointwise = job.kh == 1
+        && job.kw == 1
+        && sy == 1
+        && sx == 1
+        && pt == 0
+        && pl == 0
+        && job.oh == job.h
+        && job.ow == job.w;
+    if pointwise {
+        // Tap k is channel k: each pair row interleaves two channels' pixels.
+        for (q, row) in panel.chunks_exact_mut(2 * T).take(job.i_g / 2).enumerate() {
+            let a = &xg[2 * q * hw + p0..][..tn];
+            let b = &xg[(2 * q + 1) * hw + p0..][..tn];
+            for ((slot, &u), &v) in row.chunks_exact_mut(2).zip(a).zip(b) {
+                slot[0] = u as i16;
+                slot[1] = v as i16;
+            }
+            row[2 * tn..].fill(0);
+        }
+        if job.i_g % 2 == 1 {
+            let row = &mut panel[(job.i_g / 2) * 2 * T..][..2 * T];
+            let a = &xg[(job.i_g - 1) * hw + p0..][..tn];
+            for (slot, &u) in row.chunks_exact_mut(2).zip(a) {
+                slot[0] = u as i16;
+                slot[1] = 0;
+            }
+            row[2 * tn..].fill(0);
+        }
+        return;
+    }
+    for ic in 0..job.i_g {
+        let xc = &xg[ic * hw..][..hw];
+        for ky in 0..job.kh {
+            for kx in 0..job.kw {
+                let k = (ic * job.kh + ky) * job.kw + kx;
+                let row = &mut panel[(k / 2) * 2 * T..][..2 * T];
+                let slots = row[k % 2..].iter_mut().step_by(2);
+                let (mut oy, mut ox) = (p0 / job.ow, p0 % job.ow);
+                for (t, r) in slots.enumerate() {
+                    *r = if t < tn {
+                        let iy = (oy * sy + ky * dy).wrapping_sub(pt);
+                        let ix = (ox * sx + kx * dx).wrapping_sub(pl);
+                        ox += 1;
+                        if ox == job.ow {
+                            ox = 0;
+                            oy += 1;
+                        }
+                        // Out-of-range positions wrapped around to huge values.
+                        if iy < job.h && ix < job.w {
+                            xc[iy * job.w + ix] as i16
+                        } else {
+                            0
+                        }
+                    } else {
+                        0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// `block[j][t] = Σ_q madd(panel[q][t], wp[j][q])` for `j < ob`: with AVX2 where the CPU
+/// has it, else the same sums in plain integer arithmetic.
+fn panel16_block(panel: &[i16], wp: &[i32], pairs: usize, ob: usize, block: &mut [[i32; T]; OB]) {
+    assert!(panel.len() >= pairs * 2 * T && wp.len() >= ob * pairs && ob <= OB);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above); the sizes were checked.
+        unsafe { panel16_block_avx2(panel, wp, pairs, ob, block) };
+        return;
+    }
+    for (j, out) in block.iter_mut().take(ob).enumerate() {
+        let mut a = [0i32; T];
+        for q in 0..pairs {
+            let w = wp[j * pairs + q];
+            let (w0, w1) = (w as i16 as i32, (w >> 16) as i16 as i32);
+            let row = &panel[q * 2 * T..][..2 * T];
+            for t in 0..T {
+                let two = (row[2 * t] as i32 * w0).wrapping_add(row[2 * t + 1] as i32 * w1);
+                a[t] = a[t].wrapping_add(two);
+            }
+        }
+        *out = a;
+    }
+}
+
+/// [`panel16_block`] with AVX2: per half of the `T` pixels, `OB` channels' accumulators
+/// (two registers each) stay in registers over all pairs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn panel16_block_avx2(
+    panel: &[i16],
+    wp: &[i32],
+    pairs: usize,
+    ob: usize,
+    block: &mut [[i32; T]; OB],
+) {
+    use std::arch::x86_64::*;
+    const HALF: usize = T / 2; // pixels per half: 2 registers of 8 i32
+    // SAFETY: the caller checked `panel` (`pairs` rows of `2T` i16) and `wp` (`ob` rows
+    // of `pairs`); every load reads 16 i16 at `q · 2T + 2h + 16r`, `h + 8r + 8 <= T`,
+    // inside row `q`; the stores write 8 i32 at `h + 8r` of a block row (`T` long).
+    unsafe {
+        let pp = panel.as_ptr();
+        for h in (0..T).step_by(HALF) {
+            let mut acc = [[_mm256_setzero_si256(); 2]; OB];
+            for q in 0..pairs {
+                let base = pp.add(q * 2 * T + 2 * h);
+                let x0 = _mm256_loadu_si256(base as *const __m256i);
+                let x1 = _mm256_loadu_si256(base.add(16) as *const __m256i);
+                for (j, a) in acc.iter_mut().enumerate().take(ob) {
+                    let w = _mm256_set1_epi32(*wp.get_unchecked(j * pairs + q));
+                    a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(x0, w));
+                    a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(x1, w));
+                }
+            }
+            for (j, a) in acc.iter().enumerate().take(ob) {
+                let dst = block[j].as_mut_ptr().add(h);
+                _mm256_storeu_si256(dst as *mut __m256i, a[0]);
+                _mm256_storeu_si256(dst.add(8) as *mut __m256i, a[1]);
+            }
+        }
+    }
+}
+
 // ------------------------------------------------------------------ direct path
 
 /// The direct path, for few taps per output (depthwise and other small kernels): each
@@ -481,7 +746,7 @@ multiversion! {
 mod tests {
     use super::*;
 
-    /// The two convolution paths agree on random geometries (which one a layer takes is
+    /// The three convolution paths agree on random geometries (which one a layer takes is
     /// decided by its size, so the integration tests cannot steer it).
     #[test]
     fn direct_and_panel_paths_agree() {
@@ -522,17 +787,21 @@ mod tests {
             let out_shape = [x_shape[0], o_n, oh, ow];
             let job = ConvJob::new(&geom, [o_n, i_g, kh, kw], &x_shape, &out_shape);
             let x: Vec<i32> = (0..x_shape.iter().product())
-                .map(|_| rand(256) as i32 - 128)
+                .map(|_| rand(384) as i32 - 128)
                 .collect();
             let weights: Vec<i32> = (0..o_n * i_g * kh * kw)
                 .map(|_| rand(256) as i32 - 128)
                 .collect();
             let bias: Vec<i32> = (0..o_n).map(|_| rand(2000) as i32 - 1000).collect();
             let len = out_shape.iter().product();
-            let (mut a, mut b) = (vec![7; len], vec![-7; len]);
+            let (mut a, mut b, mut c) = (vec![7; len], vec![-7; len], vec![3; len]);
             conv_direct(&job, &weights, &bias, &x, &mut a);
             conv_panels(&job, &weights, &bias, &x, &mut b);
+            let decoded: Vec<i8> = weights.iter().map(|&w| w as i8).collect();
+            let prepared = LinearWeights::new(&decoded, i_g * kh * kw);
+            conv_panels16(&job, &prepared.pairs, &bias, &x, &mut c);
             assert_eq!(a, b, "{x_shape:?} -> {out_shape:?} {geom:?}");
+            assert_eq!(a, c, "i16 pairs: {x_shape:?} -> {out_shape:?} {geom:?}");
         }
     }
 }

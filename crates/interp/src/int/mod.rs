@@ -33,7 +33,7 @@ use lutq_ir::int::{IntElem, IntGraph, IntOp, ValueId};
 
 use crate::InterpError;
 pub use exec::{exec_node, exec_with};
-pub use linear::{finish_linear, linear_accumulators};
+pub use linear::{LinearWeights, finish_linear, linear_accumulators, linear_accumulators_prepared};
 
 /// The elements of an integer value, in its type's element type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,13 +105,21 @@ impl IntData {
     /// 8-bit values and for i32 values of at most 24 significant bits; other i32 values
     /// are rounded to the nearest f32.
     pub fn to_f32(&self, exp: i32) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.len());
+        self.to_f32_into(exp, &mut out);
+        out
+    }
+
+    /// [`Self::to_f32`] into `out` (its contents replaced), reusing its allocation.
+    pub fn to_f32_into(&self, exp: i32, out: &mut Vec<f32>) {
         let step = (-(exp.clamp(-1074, 1023) as f64)).exp2();
         // One loop per element type (vectorized), not a match per element.
         let real = |q: i32| (q as f64 * step) as f32;
+        out.clear();
         match self {
-            IntData::I8(v) => v.iter().map(|&q| real(q as i32)).collect(),
-            IntData::U8(v) => v.iter().map(|&q| real(q as i32)).collect(),
-            IntData::I32(v) => v.iter().map(|&q| real(q)).collect(),
+            IntData::I8(v) => out.extend(v.iter().map(|&q| real(q as i32))),
+            IntData::U8(v) => out.extend(v.iter().map(|&q| real(q as i32))),
+            IntData::I32(v) => out.extend(v.iter().map(|&q| real(q))),
         }
     }
 }
@@ -124,8 +132,8 @@ pub type IntObserver<'o> = dyn FnMut(ValueId, &IntData) + 'o;
 /// between threads ([`IntInterpreter::run_batch`] does).
 pub struct IntInterpreter<'g> {
     graph: &'g IntGraph,
-    /// Per node: the int8 weights of a linear layer, `[O][K]`.
-    decoded: Vec<Option<Vec<i8>>>,
+    /// Per node: the int8 weights of a linear layer, `[O][K]`, prepared for the kernels.
+    decoded: Vec<Option<LinearWeights>>,
     /// Per value: the index of the last node that reads it (see `IntGraph::last_use`).
     last_use: Vec<Option<usize>>,
 }
@@ -138,7 +146,7 @@ impl<'g> IntInterpreter<'g> {
             .nodes
             .iter()
             .map(|n| match &n.op {
-                IntOp::Linear(l) => Some(l.weights.decode()),
+                IntOp::Linear(l) => Some(LinearWeights::of(l)),
                 _ => None,
             })
             .collect();
@@ -215,7 +223,7 @@ impl<'g> IntInterpreter<'g> {
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            let out = exec::exec_with(graph, node, &args, inputs, self.decoded[i].as_deref())?;
+            let out = exec::exec_with(graph, node, &args, inputs, self.decoded[i].as_ref())?;
             if let Some(obs) = observer.as_mut() {
                 obs(ValueId(i as u32), &out);
             }

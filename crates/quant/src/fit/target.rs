@@ -16,7 +16,7 @@
 
 use rayon::prelude::*;
 
-use super::linalg::{cholesky_lower, dot};
+use super::linalg::{cholesky_lower, dot, dot2};
 
 /// Relative weight of the ridge `λ‖w* − w‖²` (times the mean diagonal of `Ĥ`), as
 /// GPTQ's dampening: in directions the calibration inputs do not span, `w*` stays `w`
@@ -63,6 +63,61 @@ pub fn float_target_rows_damped(
     if hessians.is_empty() || k == 0 {
         return weights.to_vec();
     }
+    let cw = cross_times_rows(weights, rows, k, cross);
+    damped_targets(weights, rows, k, hessians, &cw, damp)
+}
+
+/// `C_g w_o` for every row `o` of group `g` (`rows × k`, row `o` at `o · k`), each entry
+/// one [`dot`] of a row of `C_g` with `w_o`: the part of the targets' right-hand sides
+/// and of the held-out error that does not depend on the ridge, computed once per layer
+/// for all of [`TARGET_RIDGES`] (the same dot products, so the same bits).
+fn cross_times_rows(weights: &[f32], rows: usize, k: usize, cross: &[Vec<f64>]) -> Vec<f64> {
+    let groups = cross.len().max(1);
+    let rpg = rows / groups;
+    let mut out = vec![0.0; rows * k];
+    if cross.is_empty() || k == 0 {
+        return out;
+    }
+    // Rows in blocks of `ROW_BLOCK` of one group: each row of `C` is read once per block
+    // while it is in cache.
+    out.par_chunks_mut(rpg * k)
+        .zip(weights.par_chunks(rpg * k))
+        .zip(cross)
+        .for_each(|((og, wg), c)| {
+            og.par_chunks_mut(ROW_BLOCK * k)
+                .zip(wg.par_chunks(ROW_BLOCK * k))
+                .for_each(|(ob, wb)| {
+                    let w: Vec<Vec<f64>> = wb
+                        .chunks(k)
+                        .map(|row| row.iter().map(|&v| v as f64).collect())
+                        .collect();
+                    for i in 0..k {
+                        let ci = &c[i * k..(i + 1) * k];
+                        // Two rows at a time (`dot2`: the same sums as one by one).
+                        for (p, wp) in w.chunks(2).enumerate() {
+                            let r = 2 * p;
+                            match wp {
+                                [w0, w1] => {
+                                    (ob[r * k + i], ob[(r + 1) * k + i]) = dot2(ci, w0, w1);
+                                }
+                                _ => ob[r * k + i] = dot(ci, &wp[0]),
+                            }
+                        }
+                    }
+                });
+        });
+    out
+}
+
+/// [`float_target_rows_damped`] from the rows' `C_g w_o` ([`cross_times_rows`]).
+fn damped_targets(
+    weights: &[f32],
+    rows: usize,
+    k: usize,
+    hessians: &[Vec<f64>],
+    cw: &[f64],
+    damp: f64,
+) -> Vec<f32> {
     let groups = hessians.len();
     assert!(rows.is_multiple_of(groups), "rows must split into groups");
     let rpg = rows / groups;
@@ -95,39 +150,41 @@ pub fn float_target_rows_damped(
             Some((l, lt))
         })
         .collect();
-    // Rows in blocks of `ROW_BLOCK` of one group: each row of `C`, `L` and `Lᵀ` is read
-    // once per block while it is in cache (for K = 960 a factor is 7 MB), and every row
-    // still sees exactly its own sequence of operations.
+    // Rows in blocks of `ROW_BLOCK` of one group: each row of `L` and `Lᵀ` is read once
+    // per block while it is in cache (for K = 960 a factor is 7 MB), and every row still
+    // sees exactly its own sequence of operations.
     let mut out = weights.to_vec();
     out.par_chunks_mut(rpg * k)
+        .zip(cw.par_chunks(rpg * k))
         .zip(&factors)
-        .zip(cross)
         .zip(&lambdas)
-        .for_each(|(((group, factor), c), &lambda)| {
+        .for_each(|(((group, cwg), factor), &lambda)| {
             let Some((l, lt)) = factor else {
                 return;
             };
-            group.par_chunks_mut(ROW_BLOCK * k).for_each(|block| {
-                let w: Vec<Vec<f64>> = block
-                    .chunks(k)
-                    .map(|row| row.iter().map(|&v| v as f64).collect())
-                    .collect();
-                let mut rhs = vec![vec![0.0; k]; w.len()];
-                for i in 0..k {
-                    let ci = &c[i * k..(i + 1) * k];
-                    for (b, wr) in rhs.iter_mut().zip(&w) {
-                        b[i] = dot(ci, wr) + lambda * wr[i];
-                    }
-                }
-                let solved = triangular_solves(l, lt, &rhs, k);
-                for (row, x) in block.chunks_mut(k).zip(solved) {
-                    if let Some(x) = x {
-                        for (r, v) in row.iter_mut().zip(x) {
-                            *r = v as f32;
+            group
+                .par_chunks_mut(ROW_BLOCK * k)
+                .zip(cwg.par_chunks(ROW_BLOCK * k))
+                .for_each(|(block, cwb)| {
+                    let rhs: Vec<Vec<f64>> = block
+                        .chunks(k)
+                        .zip(cwb.chunks(k))
+                        .map(|(row, cr)| {
+                            row.iter()
+                                .zip(cr)
+                                .map(|(&w, &c)| c + lambda * w as f64)
+                                .collect()
+                        })
+                        .collect();
+                    let solved = triangular_solves(l, lt, &rhs, k);
+                    for (row, x) in block.chunks_mut(k).zip(solved) {
+                        if let Some(x) = x {
+                            for (r, v) in row.iter_mut().zip(x) {
+                                *r = v as f32;
+                            }
                         }
                     }
-                }
-            });
+                });
         });
     out
 }
@@ -140,18 +197,41 @@ const ROW_BLOCK: usize = 16;
 /// `None` for a result that is not finite. Each row of `L` and `Lᵀ` serves all of them
 /// in turn; each solution's arithmetic is that of a solve of its own.
 fn triangular_solves(l: &[f64], lt: &[f64], bs: &[Vec<f64>], k: usize) -> Vec<Option<Vec<f64>>> {
+    // Two right-hand sides at a time (`dot2`: the same sums as one by one).
     let mut ys = vec![vec![0.0; k]; bs.len()];
     for i in 0..k {
         let (li, lii) = (&l[i * k..i * k + i], l[i * k + i]);
-        for (y, b) in ys.iter_mut().zip(bs) {
-            y[i] = (b[i] - dot(li, &y[..i])) / lii;
+        for (yp, bp) in ys.chunks_mut(2).zip(bs.chunks(2)) {
+            match (yp, bp) {
+                ([y0, y1], [b0, b1]) => {
+                    let (d0, d1) = dot2(li, &y0[..i], &y1[..i]);
+                    y0[i] = (b0[i] - d0) / lii;
+                    y1[i] = (b1[i] - d1) / lii;
+                }
+                (yp, bp) => {
+                    for (y, b) in yp.iter_mut().zip(bp) {
+                        y[i] = (b[i] - dot(li, &y[..i])) / lii;
+                    }
+                }
+            }
         }
     }
     let mut xs = vec![vec![0.0; k]; bs.len()];
     for i in (0..k).rev() {
         let (lti, ltii) = (&lt[i * k + i + 1..(i + 1) * k], lt[i * k + i]);
-        for (x, y) in xs.iter_mut().zip(&ys) {
-            x[i] = (y[i] - dot(lti, &x[i + 1..])) / ltii;
+        for (xp, yp) in xs.chunks_mut(2).zip(ys.chunks(2)) {
+            match (xp, yp) {
+                ([x0, x1], [y0, y1]) => {
+                    let (d0, d1) = dot2(lti, &x0[i + 1..], &x1[i + 1..]);
+                    x0[i] = (y0[i] - d0) / ltii;
+                    x1[i] = (y1[i] - d1) / ltii;
+                }
+                (xp, yp) => {
+                    for (x, y) in xp.iter_mut().zip(yp) {
+                        x[i] = (y[i] - dot(lti, &x[i + 1..])) / ltii;
+                    }
+                }
+            }
         }
     }
     xs.into_iter()
@@ -206,11 +286,20 @@ pub fn choose_float_target(
     held_out: TargetMoments<'_>,
     all: TargetMoments<'_>,
 ) -> TargetChoice {
-    let plain = held_out_error(weights, weights, rows, k, held_out);
+    if fit.hessians.is_empty() || k == 0 {
+        return TargetChoice {
+            rows: weights.to_vec(),
+            ridge: None,
+        };
+    }
+    // `C w` of the fit and held-out moments, the same for every ridge.
+    let fit_cw = cross_times_rows(weights, rows, k, fit.cross);
+    let held_cw = cross_times_rows(weights, rows, k, held_out.cross);
+    let plain = held_out_error(weights, &held_cw, rows, k, held_out.hessians);
     let mut best: (Option<f64>, f64) = (None, plain);
     for &ridge in &TARGET_RIDGES {
-        let v = float_target_rows_damped(weights, rows, k, fit.hessians, fit.cross, ridge);
-        let e = held_out_error(&v, weights, rows, k, held_out);
+        let v = damped_targets(weights, rows, k, fit.hessians, &fit_cw, ridge);
+        let e = held_out_error(&v, &held_cw, rows, k, held_out.hessians);
         if e < best.1 {
             best = (Some(ridge), e);
         }
@@ -227,35 +316,44 @@ pub fn choose_float_target(
 
 /// `Σ_o v_oᵀ Ĥ v_o − 2 v_oᵀ C w_o` over the rows (groups as in [`float_target_rows`]):
 /// the held-out error `Σ_p ‖W x_p − V x̂_p‖²` less its constant `Σ_p ‖W x_p‖²`.
-fn held_out_error(v: &[f32], w: &[f32], rows: usize, k: usize, m: TargetMoments<'_>) -> f64 {
-    let groups = m.hessians.len().max(1);
+fn held_out_error(v: &[f32], cw: &[f64], rows: usize, k: usize, hessians: &[Vec<f64>]) -> f64 {
+    let groups = hessians.len().max(1);
     let rpg = rows / groups;
     // Per row, in blocks of rows of one group (each matrix row read once per block);
-    // summed in row order.
+    // summed in row order. `cw` holds the rows' `C w_o` ([`cross_times_rows`]).
     let per_row: Vec<f64> = v
         .par_chunks(rpg * k)
-        .zip(w.par_chunks(rpg * k))
+        .zip(cw.par_chunks(rpg * k))
         .enumerate()
-        .flat_map_iter(|(g, (vg, wg))| {
-            let (h, c) = (&m.hessians[g], &m.cross[g]);
-            let blocks: Vec<(&[f32], &[f32])> = vg
+        .flat_map_iter(|(g, (vg, cwg))| {
+            let h = &hessians[g];
+            let blocks: Vec<(&[f32], &[f64])> = vg
                 .chunks(ROW_BLOCK * k)
-                .zip(wg.chunks(ROW_BLOCK * k))
+                .zip(cwg.chunks(ROW_BLOCK * k))
                 .collect();
-            blocks.into_iter().flat_map(move |(vb, wb)| {
+            blocks.into_iter().flat_map(move |(vb, cwb)| {
                 let vr: Vec<Vec<f64>> = vb
                     .chunks(k)
                     .map(|r| r.iter().map(|&x| x as f64).collect())
                     .collect();
-                let wr: Vec<Vec<f64>> = wb
-                    .chunks(k)
-                    .map(|r| r.iter().map(|&x| x as f64).collect())
-                    .collect();
+                let cr: Vec<&[f64]> = cwb.chunks(k).collect();
                 let mut sums = vec![0.0f64; vr.len()];
                 for i in 0..k {
-                    let (hi, ci) = (&h[i * k..(i + 1) * k], &c[i * k..(i + 1) * k]);
-                    for ((s, vr), wr) in sums.iter_mut().zip(&vr).zip(&wr) {
-                        *s += vr[i] * (dot(hi, vr) - 2.0 * dot(ci, wr));
+                    let hi = &h[i * k..(i + 1) * k];
+                    // Two rows at a time (`dot2`: the same sums as one by one).
+                    for ((sp, vp), cp) in sums.chunks_mut(2).zip(vr.chunks(2)).zip(cr.chunks(2)) {
+                        match (sp, vp, cp) {
+                            ([s0, s1], [v0, v1], [c0, c1]) => {
+                                let (d0, d1) = dot2(hi, v0, v1);
+                                *s0 += v0[i] * (d0 - 2.0 * c0[i]);
+                                *s1 += v1[i] * (d1 - 2.0 * c1[i]);
+                            }
+                            (sp, vp, cp) => {
+                                for ((s, vr), cr) in sp.iter_mut().zip(vp).zip(cp) {
+                                    *s += vr[i] * (dot(hi, vr) - 2.0 * cr[i]);
+                                }
+                            }
+                        }
                     }
                 }
                 sums

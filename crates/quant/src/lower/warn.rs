@@ -46,14 +46,25 @@ pub(super) fn patch_warning(
 
 /// The input channels (`channels` planes of `plane` values per sample) that hold one
 /// value over every sample.
-pub(super) fn constant_channels(samples: &[Vec<f32>], channels: usize, plane: usize) -> Vec<usize> {
+pub(super) fn constant_channels(
+    samples: &[lutq_interp::IntData],
+    channels: usize,
+    plane: usize,
+) -> Vec<usize> {
+    // The integers, not their real values: dequantizing is exact and one-to-one for the
+    // 8-bit inputs of linear layers, so the same channels are constant.
     (0..channels)
         .filter(|&c| {
-            let mut values = samples
-                .iter()
-                .flat_map(|s| s.get(c * plane..(c + 1) * plane).unwrap_or(&[]).iter());
+            let mut values = samples.iter().flat_map(|s| {
+                let range = if (c + 1) * plane <= s.len() {
+                    c * plane..(c + 1) * plane
+                } else {
+                    0..0
+                };
+                range.map(move |i| s.get(i))
+            });
             match values.next() {
-                Some(&first) => values.all(|&v| v == first),
+                Some(first) => values.all(|v| v == first),
                 None => false,
             }
         })
