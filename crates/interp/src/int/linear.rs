@@ -262,6 +262,22 @@ struct ConvJob {
 }
 
 impl ConvJob {
+    /// A 1×1 kernel with unit strides and no padding: tap `k` of output pixel `p` is
+    /// input channel `k` at pixel `p`, so panels copy rows instead of gathering.
+    fn plain_pointwise(&self) -> bool {
+        let ([sy, sx], [pt, pl]) = (self.strides, self.pads);
+        self.kh == 1
+            && self.kw == 1
+            && sy == 1
+            && sx == 1
+            && pt == 0
+            && pl == 0
+            && self.oh == self.h
+            && self.ow == self.w
+    }
+}
+
+impl ConvJob {
     fn new(g: &ConvGeom, wshape: [usize; 4], x: &[usize], out: &[usize]) -> Self {
         let [o_n, i_g, kh, kw] = wshape;
         assert!(
@@ -340,25 +356,54 @@ const OB: usize = 4;
 /// are gathered into a panel `[K][T]` (0 for taps in the padding), then for blocks of
 /// output channels `acc[o][p0 + t] = bias[o] + Σ_k w[o][k] · panel[k][t]`, in registers.
 fn conv_panels(job: &ConvJob, weights: &[i32], bias: &[i32], x: &[i32], acc: &mut [i32]) {
-    let o_per_g = job.o_n / job.group;
     let k_n = job.i_g * job.kh * job.kw;
+    panel_driver(
+        job,
+        weights,
+        k_n,
+        k_n * T,
+        bias,
+        x,
+        acc,
+        pack_panel,
+        panel_block,
+    );
+}
+
+/// The loops both panel paths share: for every batch item, group and run of `T` output
+/// pixels, `pack` gathers the panel (`panel_len` elements of `P`), then `block` computes
+/// `OB` output channels at a time from their weight rows (`w_row` elements each) and the
+/// bias is added.
+#[allow(clippy::too_many_arguments)]
+fn panel_driver<P: Copy + Default>(
+    job: &ConvJob,
+    weights: &[i32],
+    w_row: usize,
+    panel_len: usize,
+    bias: &[i32],
+    x: &[i32],
+    acc: &mut [i32],
+    pack: impl Fn(&ConvJob, &[i32], usize, usize, &mut [P]),
+    block_of: impl Fn(&[P], &[i32], usize, usize, &mut [[i32; T]; OB]),
+) {
+    let o_per_g = job.o_n / job.group;
     let hw = job.h * job.w;
     let ohw = job.oh * job.ow;
-    let mut panel = vec![0i32; k_n * T];
+    let mut panel = vec![P::default(); panel_len];
     for b in 0..job.n {
         for grp in 0..job.group {
             let xg = &x[(b * job.c + grp * job.i_g) * hw..][..job.i_g * hw];
             for p0 in (0..ohw).step_by(T) {
                 let tn = T.min(ohw - p0);
-                pack_panel(job, xg, p0, tn, &mut panel);
+                pack(job, xg, p0, tn, &mut panel);
                 let mut o = grp * o_per_g;
                 while o < (grp + 1) * o_per_g {
                     let ob = OB.min((grp + 1) * o_per_g - o);
                     let mut block = [[0i32; T]; OB];
-                    panel_block(
+                    block_of(
                         &panel,
-                        &weights[o * k_n..(o + ob) * k_n],
-                        k_n,
+                        &weights[o * w_row..(o + ob) * w_row],
+                        w_row,
                         ob,
                         &mut block,
                     );
@@ -382,14 +427,7 @@ fn pack_panel(job: &ConvJob, xg: &[i32], p0: usize, tn: usize, panel: &mut [i32]
     let [sy, sx] = job.strides;
     let [dy, dx] = job.dilations;
     let [pt, pl] = job.pads;
-    let pointwise = job.kh == 1
-        && job.kw == 1
-        && sy == 1
-        && sx == 1
-        && pt == 0
-        && pl == 0
-        && job.oh == job.h
-        && job.ow == job.w;
+    let pointwise = job.plain_pointwise();
     for ic in 0..job.i_g {
         let xc = &xg[ic * hw..][..hw];
         for ky in 0..job.kh {
@@ -460,40 +498,18 @@ fn panel_block_n<const N: usize>(panel: &[i32], w: &[i32], k_n: usize, block: &m
 /// `wp`: the weight pairs ([`LinearWeights`]; the missing partner of an odd fan-in's
 /// last tap is 0).
 fn conv_panels16(job: &ConvJob, wp: &[i32], bias: &[i32], x: &[i32], acc: &mut [i32]) {
-    let o_per_g = job.o_n / job.group;
-    let k_n = job.i_g * job.kh * job.kw;
-    let pairs = k_n.div_ceil(2);
-    let hw = job.h * job.w;
-    let ohw = job.oh * job.ow;
-    let mut panel = vec![0i16; pairs * 2 * T];
-    for b in 0..job.n {
-        for grp in 0..job.group {
-            let xg = &x[(b * job.c + grp * job.i_g) * hw..][..job.i_g * hw];
-            for p0 in (0..ohw).step_by(T) {
-                let tn = T.min(ohw - p0);
-                pack_panel16(job, xg, p0, tn, &mut panel);
-                let mut o = grp * o_per_g;
-                while o < (grp + 1) * o_per_g {
-                    let ob = OB.min((grp + 1) * o_per_g - o);
-                    let mut block = [[0i32; T]; OB];
-                    panel16_block(
-                        &panel,
-                        &wp[o * pairs..(o + ob) * pairs],
-                        pairs,
-                        ob,
-                        &mut block,
-                    );
-                    for (j, row) in block.iter().take(ob).enumerate() {
-                        let dst = &mut acc[(b * job.o_n + o + j) * ohw + p0..][..tn];
-                        for (d, &v) in dst.iter_mut().zip(row) {
-                            *d = v.wrapping_add(bias[o + j]);
-                        }
-                    }
-                    o += ob;
-                }
-            }
-        }
-    }
+    let pairs = (job.i_g * job.kh * job.kw).div_ceil(2);
+    panel_driver(
+        job,
+        wp,
+        pairs,
+        pairs * 2 * T,
+        bias,
+        x,
+        acc,
+        pack_panel16,
+        panel16_block,
+    );
 }
 
 /// [`pack_panel`] into i16 pairs: tap `k` of pixel `t` at `(k / 2) · 2T + 2t + k % 2`;
@@ -507,14 +523,7 @@ fn pack_panel16(job: &ConvJob, xg: &[i32], p0: usize, tn: usize, panel: &mut [i1
     if k_n % 2 == 1 {
         panel[(k_n / 2) * 2 * T..].fill(0);
     }
-    let pointwise = job.kh == 1
-        && job.kw == 1
-        && sy == 1
-        && sx == 1
-        && pt == 0
-        && pl == 0
-        && job.oh == job.h
-        && job.ow == job.w;
+    let pointwise = job.plain_pointwise();
     if pointwise {
         // Tap k is channel k: each pair row interleaves two channels' pixels.
         for (q, row) in panel.chunks_exact_mut(2 * T).take(job.i_g / 2).enumerate() {
