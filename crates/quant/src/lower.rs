@@ -1386,8 +1386,11 @@ impl<'a> Lowering<'a> {
                 node: node.name.clone(),
                 channel,
                 bound: i64::MAX,
-                detail: "no weight exponent keeps its bias and accumulator within i32 \
-                         (internal error: lutq bug, please report it with the model)"
+                detail: "no weight exponent keeps its bias and accumulator within i32: \
+                         its weights or bias span more than 32-bit integer arithmetic holds \
+                         (e.g. a weight of 1e30 beside ordinary ones; check the model's \
+                         initializers; if they look ordinary, it is a lutq bug: please \
+                         report it with the model)"
                     .into(),
             })?;
             let exp = guarded.exp;
