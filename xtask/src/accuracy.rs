@@ -211,14 +211,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     CACHE.get_or_init(|| cache);
     RECONSTRUCT.get_or_init(|| reconstruct);
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--locked", "-p", "lutq-cli"])
-        .status()
-        .context("cannot run cargo")?;
-    if !status.success() {
-        bail!("building lutq failed");
-    }
-    let lutq = Path::new("target/release/lutq");
+    let lutq = build_lutq()?;
 
     // (model, its tables) of the protocol models that ran.
     let mut protocol_pages: Vec<(&ProtocolModel, String)> = Vec::new();
@@ -338,6 +331,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 /// `--cache DIR`: where `lutq eval` results are kept, keyed by the sha256 of the lutq
 /// binary, the command line and the length and modification time of every file it names.
 static CACHE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// Builds the release `lutq` (what the tables are made with) and returns its path.
+pub(crate) fn build_lutq() -> anyhow::Result<&'static Path> {
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--locked", "-p", "lutq-cli"])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building lutq failed");
+    }
+    Ok(Path::new("target/release/lutq"))
+}
 
 /// The cache file of one `lutq eval` command line in the folder `dir`.
 fn cache_file(lutq: &Path, dir: &Path, args: &[String]) -> anyhow::Result<PathBuf> {

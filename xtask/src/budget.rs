@@ -103,14 +103,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             other => bail!("unknown argument {other}\n\n{USAGE}"),
         }
     }
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--locked", "-p", "lutq-cli"])
-        .status()
-        .context("cannot run cargo")?;
-    if !status.success() {
-        bail!("building lutq failed");
-    }
-    let lutq = Path::new("target/release/lutq");
+    let lutq = crate::accuracy::build_lutq()?;
     let cpu = crate::bench_float::cpu_name();
     for net in NETS {
         if only.as_deref().is_some_and(|o| o != net.name) {

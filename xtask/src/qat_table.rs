@@ -70,14 +70,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             bail!("{path} is missing: run `cargo xtask data` first");
         }
     }
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--locked", "-p", "lutq-cli"])
-        .status()
-        .context("cannot run cargo")?;
-    if !status.success() {
-        bail!("building lutq failed");
-    }
-    let lutq = Path::new("target/release/lutq");
+    let lutq = crate::accuracy::build_lutq()?;
 
     let mut table = String::from(
         "| net | model | mode | top-1 | vs fp32 | integer vs the QDQ file | weights KB |\n\
