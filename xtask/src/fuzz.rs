@@ -326,10 +326,20 @@ fn fuzz_one(
     let log_path = fuzz_dir.join("artifacts").join(format!("{target}.log"));
     let mut log = std::fs::File::create(&log_path)?;
     let stderr = child.stderr.take().expect("piped stderr");
+    let (mut interrupted, mut wrote_input) = (false, false);
     for line in BufReader::new(stderr).lines() {
         let line = line?;
         use std::io::Write as _;
         writeln!(log, "{line}")?;
+        // SIGINT to the fuzzer (a campaign stopped early on purpose): libFuzzer prints
+        // this and exits with status 72, writing no input.
+        if line.contains("libFuzzer: run interrupted") {
+            interrupted = true;
+            eprintln!("{target}: {line}");
+        }
+        if line.contains("Test unit written") {
+            wrote_input = true;
+        }
         // libFuzzer: `#1234\tNEW    cov: 567 ft: … corp: 89/12Kb … exec/s: 345 rss: …`
         if let Some(rest) = line.strip_prefix('#') {
             if let Some(n) = field(rest, "") {
@@ -367,7 +377,8 @@ fn fuzz_one(
         stats.seconds = started.elapsed().as_secs().max(1);
     }
     stats.exec_per_s = stats.runs / stats.seconds;
-    if !status.success() {
+    let stopped_on_purpose = interrupted && !wrote_input;
+    if !status.success() && !stopped_on_purpose {
         bail!(
             "{target}: the fuzzer stopped with {status} after {} executions: a crash, timeout or out-of-memory; \
              the input is under {} and the log in {}",
