@@ -151,6 +151,54 @@ fn reconstructed_program_is_bit_exact() {
     assert_eq!(n, 1000);
 }
 
+/// Table groups (`--lut-tables`): the C stores each distinct table once with a table
+/// index per channel, counts exactly those bytes, and agrees bit for bit.
+#[test]
+fn table_groups_are_bit_exact_and_stored_once() {
+    let calib = fashion_calib();
+    let options = lutq_quant::QuantOptions {
+        lut_tables: 4,
+        ..lutq_quant::QuantOptions::new(Mode::Lut4PotChannel)
+    };
+    let g = lutq_bundled::lowered_with("fashion_mobilenetv2", &options, &calib).unwrap();
+    let mut indexed = 0;
+    for node in &g.nodes {
+        let IntOp::Linear(layer) = &node.op else {
+            continue;
+        };
+        let QWeights::Lut { luts, codes, .. } = &layer.weights else {
+            continue;
+        };
+        let distinct: std::collections::BTreeSet<_> = luts.iter().collect();
+        assert!(
+            distinct.len() <= 5,
+            "{}: {} tables",
+            node.name,
+            distinct.len()
+        );
+        if luts.len() > 1 && distinct.len() < luts.len() {
+            indexed += 1;
+            // Each distinct table once and a byte per channel, not 16.
+            assert_eq!(
+                layer.weights.size_bytes(),
+                codes.len() + 16 * distinct.len() + luts.len(),
+                "{}",
+                node.name
+            );
+        }
+    }
+    assert!(indexed > 0, "no layer uses table groups");
+    let test = samples("data/fashion_mnist/test_x.npy", 0, 500);
+    let n = assert_bit_exact(
+        &g,
+        &test,
+        "cc",
+        &["-O2"],
+        "fashion_mobilenetv2 lut4-pot-channel --lut-tables 4",
+    );
+    assert_eq!(n, 500);
+}
+
 #[test]
 fn fashion_nets_are_bit_exact_with_multipliers_and_layer_shifts() {
     let calib = fashion_calib();

@@ -33,6 +33,13 @@ pub struct QuantArgs {
     /// bytes of flash per channel; lower weight error).
     #[arg(long)]
     pub lut_per_channel: bool,
+    /// LUT modes: up to N 16-entry tables per layer, each output channel reading one
+    /// (table groups). Channels of a similar weight distribution share a table, fitted
+    /// to them: most of --lut-per-channel's gain for a byte of flash per channel (the
+    /// index) and 16 per table. 1 is one shared table per layer.
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub lut_tables: u16,
     /// Round weights to the nearest grid point and fit LUTs by plain k-means, ignoring
     /// the calibration data (for comparisons; loses accuracy at 4 bits).
     #[arg(long)]
@@ -425,6 +432,7 @@ pub fn quantize(
         bias_correction: !args.no_bias_correction,
         keep_8bit: args.keep_8bit.clone(),
         lut_per_channel: args.lut_per_channel,
+        lut_tables: args.lut_tables as usize,
         float_target: !args.no_float_target,
         reconstruct: args
             .reconstruct

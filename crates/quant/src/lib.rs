@@ -196,6 +196,10 @@ pub struct QuantOptions {
     /// (16 more bytes of flash per channel; each channel's table spans its own range at
     /// full 8-bit resolution).
     pub lut_per_channel: bool,
+    /// LUT modes without `lut_per_channel`: up to this many 16-entry tables per layer,
+    /// each output channel reading one (`WeightFormat::Lut4Groups`; a byte of flash per
+    /// channel for the index, 16 per table). 1: one shared table.
+    pub lut_tables: usize,
     /// With `data_aware`: fit each layer's weights so that, on the *quantized* input, they
     /// reproduce the float model's output on the float input (`W x ≈ Ŵ x̂`), compensating
     /// the error of the layers upstream, instead of fitting the float weights on the
@@ -228,6 +232,7 @@ impl QuantOptions {
             bias_correction: true,
             keep_8bit: Vec::new(),
             lut_per_channel: false,
+            lut_tables: 1,
             float_target: true,
             max_patches: 32_768,
             formats: HashMap::new(),

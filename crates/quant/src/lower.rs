@@ -1222,6 +1222,13 @@ impl<'a> Lowering<'a> {
                 other => other,
             },
         };
+        // Table groups stand in for the one shared table, in a `--flash-budget` plan too.
+        let format = match format {
+            WeightFormat::Lut4 if self.options.lut_tables > 1 => {
+                WeightFormat::Lut4Groups(self.options.lut_tables)
+            }
+            other => other,
+        };
 
         // Constant channels (BatchNorm with γ ≈ 0, zero rows): weights that move the
         // output by less than half an output step over the whole input range are fitted
@@ -1454,6 +1461,7 @@ impl<'a> Lowering<'a> {
                 (QWeights::Int8 { .. }, _) => "int8",
                 (_, WeightFormat::Lut4) => "lut4",
                 (_, WeightFormat::Lut4PerChannel) => "lut4/ch",
+                (_, WeightFormat::Lut4Groups(_)) => "lut4/groups",
                 _ => "int4",
             };
             Ok(BuiltLinear {
@@ -1605,6 +1613,8 @@ impl Lowering<'_> {
             init_rows,
             act,
             rounding: self.out.rounding,
+            // Tables shared by a group of rows would need their gradients summed over the
+            // group; the reconstruction learns one table per layer or per row.
             learn_tables: matches!(format, WeightFormat::Lut4 | WeightFormat::Lut4PerChannel),
             frozen_rows: constant,
             seed: self.report.layers.len() as u64,

@@ -17,6 +17,10 @@ fn integer_options() -> Vec<QuantOptions> {
                 lut_per_channel: true,
                 ..QuantOptions::new(mode)
             });
+            out.push(QuantOptions {
+                lut_tables: 3,
+                ..QuantOptions::new(mode)
+            });
         }
     }
     out
@@ -27,9 +31,11 @@ fn label(o: &QuantOptions) -> String {
         "{}{}",
         o.mode,
         if o.lut_per_channel {
-            " per-channel tables"
+            " per-channel tables".to_string()
+        } else if o.lut_tables > 1 {
+            format!(" {} table groups", o.lut_tables)
         } else {
-            ""
+            String::new()
         }
     )
 }

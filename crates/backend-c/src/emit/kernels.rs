@@ -493,7 +493,7 @@ fn linear(
     match &layer.weights {
         QWeights::Lut { luts, .. } => {
             let rb = k_n.div_ceil(2);
-            let table = if luts.len() == 1 { "" } else { " + 16 * o" };
+            let table = super::weights::table_offset(p, i, luts);
             writeln!(
                 c,
                 "        const uint8_t *codes = {p}_codes_{i} + o * {rb};\n        \

@@ -3,14 +3,16 @@
 //!
 //! Per layer `%i` (prefix `P`):
 //! * `P_codes_i` (`uint8_t`, packed 4-bit codes exactly as [`QWeights::Lut`] stores them)
-//!   and `P_lut_i` (`int8_t`, 16 entries per table), or `P_w_i` (`int8_t`);
+//!   and `P_lut_i` (`int8_t`, 16 entries per table; each distinct table once), with
+//!   `P_lutrow_i` (`uint8_t`, each output channel's table) where channels share a few
+//!   tables ([`TableLayout`]), or `P_w_i` (`int8_t`);
 //! * `P_bias_i` (`int32_t`);
 //! * `P_shift_i` (`int8_t`) and, for fixed-point multipliers, `P_mult_i` (`int32_t`) —
 //!   only when the channels differ; a layer-wide rescale is a literal in the kernel.
 
 use std::fmt::Write as _;
 
-use lutq_ir::int::{IntGraph, IntNode, IntOp, QLinear, QWeights, Rescale};
+use lutq_ir::int::{IntGraph, IntNode, IntOp, QLinear, QWeights, Rescale, TableLayout};
 
 use crate::error::CError;
 
@@ -156,8 +158,12 @@ fn node_arrays(w: &mut Weights, p: &str, i: usize, node: &IntNode, count_only: b
     match &layer.weights {
         QWeights::Lut { luts, codes, .. } => {
             out.array("uint8_t", &format!("{p}_codes_{i}"), codes, 1);
-            let flat: Vec<i8> = luts.iter().flatten().copied().collect();
+            let layout = TableLayout::of(luts);
+            let flat: Vec<i8> = layout.tables.iter().flatten().copied().collect();
             out.array("int8_t", &format!("{p}_lut_{i}"), &flat, 1);
+            if let Some(rows) = &layout.row_table {
+                out.array("uint8_t", &format!("{p}_lutrow_{i}"), rows, 1);
+            }
         }
         QWeights::Int8 { values, .. } => {
             out.array("int8_t", &format!("{p}_w_{i}"), values, 1);
@@ -203,5 +209,17 @@ fn emit_rescale(out: &mut Writer<'_>, p: &str, i: usize, layer: &QLinear) {
             out.array("int32_t", &format!("{p}_mult_{i}"), &mults, 4);
             out.array("int8_t", &format!("{p}_shift_{i}"), &shifts, 1);
         }
+    }
+}
+
+/// The offset of output channel `o`'s table in `P_lut_i`, as C appended to the array's
+/// name: nothing for one table per layer, `+ 16 * o` for one per channel, through
+/// `P_lutrow_i` for table groups ([`TableLayout`]).
+pub(crate) fn table_offset(p: &str, i: usize, luts: &[[i8; 16]]) -> String {
+    let layout = TableLayout::of(luts);
+    match (&layout.row_table, layout.tables.len()) {
+        (Some(_), _) => format!(" + 16 * {p}_lutrow_{i}[o]"),
+        (None, 1) if luts.len() == 1 => String::new(),
+        (None, _) => " + 16 * o".to_string(),
     }
 }

@@ -358,12 +358,77 @@ impl QWeights {
         }
     }
 
-    /// Bytes the weights occupy in flash (codes + tables, or int8 values).
+    /// Bytes the weights occupy in flash (codes + tables as [`TableLayout`] stores them,
+    /// or int8 values).
     pub fn size_bytes(&self) -> usize {
         match self {
-            QWeights::Lut { luts, codes, .. } => codes.len() + 16 * luts.len(),
+            QWeights::Lut { codes, .. } => {
+                codes.len() + self.table_layout().map_or(0, |t| t.size_bytes())
+            }
             QWeights::Int8 { values, .. } => values.len(),
         }
+    }
+
+    /// How the tables of a `Lut` layer are stored (`None` for int8 weights).
+    pub fn table_layout(&self) -> Option<TableLayout> {
+        let QWeights::Lut { luts, .. } = self else {
+            return None;
+        };
+        Some(TableLayout::of(luts))
+    }
+}
+
+/// How a `Lut` layer's tables are stored: every table once, and where rows share
+/// tables (table groups: a few tables per layer, each output channel reading one) an
+/// index per row, when that takes fewer bytes than a table per row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableLayout {
+    /// The tables, in order of first use.
+    pub tables: Vec<[i8; 16]>,
+    /// Per output channel, its table in `tables`; `None` when `tables` holds one table
+    /// for the layer or one per output channel in order.
+    pub row_table: Option<Vec<u8>>,
+}
+
+impl TableLayout {
+    /// `luts`: one table, or one per output channel.
+    pub fn of(luts: &[[i8; 16]]) -> TableLayout {
+        let whole = TableLayout {
+            tables: luts.to_vec(),
+            row_table: None,
+        };
+        if luts.len() <= 1 {
+            return whole;
+        }
+        let mut tables: Vec<[i8; 16]> = Vec::new();
+        let mut row_table = Vec::with_capacity(luts.len());
+        for l in luts {
+            let t = match tables.iter().position(|t| t == l) {
+                Some(t) => t,
+                None => {
+                    tables.push(*l);
+                    tables.len() - 1
+                }
+            };
+            if t > u8::MAX as usize {
+                return whole;
+            }
+            row_table.push(t as u8);
+        }
+        let indexed = TableLayout {
+            tables,
+            row_table: Some(row_table),
+        };
+        if indexed.size_bytes() < whole.size_bytes() {
+            indexed
+        } else {
+            whole
+        }
+    }
+
+    /// Bytes of the tables and the index.
+    pub fn size_bytes(&self) -> usize {
+        16 * self.tables.len() + self.row_table.as_ref().map_or(0, |r| r.len())
     }
 }
 

@@ -320,3 +320,35 @@ fn rshift_round_even_breaks_ties_to_even_and_agrees_elsewhere() {
     assert_eq!(rshift_round_even(-3, 1), -2); // -1.5 -> -2
     assert_eq!(rshift_round_even(-5, 1), -2); // -2.5 -> -2
 }
+
+/// Tables are stored once each; an index per row only where rows share tables and that
+/// is smaller than a table per row.
+#[test]
+fn table_layout_stores_shared_tables_once() {
+    let a = [1i8; 16];
+    let b = [2i8; 16];
+    let c = [3i8; 16];
+    // One table for the layer: nothing to index.
+    let one = TableLayout::of(&[a]);
+    assert_eq!((one.tables.len(), one.row_table.is_none()), (1, true));
+    assert_eq!(one.size_bytes(), 16);
+    // Six rows reading two tables: 32 bytes of tables and 6 of index, not 96.
+    let grouped = TableLayout::of(&[a, b, a, a, b, b]);
+    assert_eq!(grouped.tables, vec![a, b]);
+    assert_eq!(
+        grouped.row_table.as_deref(),
+        Some(&[0u8, 1, 0, 0, 1, 1][..])
+    );
+    assert_eq!(grouped.size_bytes(), 38);
+    // Every row its own table: the index would only add bytes.
+    let own = TableLayout::of(&[a, b, c]);
+    assert_eq!((own.tables.len(), own.row_table.is_none()), (3, true));
+    assert_eq!(own.size_bytes(), 48);
+    // The weights' flash bytes count the same layout.
+    let w = QWeights::Lut {
+        shape: [6, 2, 1, 1],
+        luts: vec![a, b, a, a, b, b],
+        codes: vec![0; 6],
+    };
+    assert_eq!(w.size_bytes(), 6 + 38);
+}

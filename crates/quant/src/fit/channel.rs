@@ -1,4 +1,6 @@
-//! One 16-entry table per output channel (`WeightFormat::Lut4PerChannel`).
+//! More than one table per layer: one 16-entry table per output channel
+//! (`WeightFormat::Lut4PerChannel`), or a few tables that groups of rows share
+//! (`WeightFormat::Lut4Groups`, [`grouped`]; `groups.rs` forms the groups).
 //!
 //! Why: with one shared table, the table lives in the *scaled* domain `w · 2^e`, and a
 //! row whose max-fitting exponent leaves its largest weight just above a power of two
@@ -26,11 +28,15 @@
 
 use rayon::prelude::*;
 
+use super::groups::group_tables;
 use super::kmeans::kmeans_lut;
+use super::problem::Normal;
 use super::problem::{Grid, LutGrid, Prep, normal_rows, row_errors, rtn, values};
 use super::refit::refit_lut;
-use super::search::{LutCtx, LutFit, assign, fit_lut_shared, neutralize, sort_table};
-use super::{FitOptions, Fitted, RowScale, ScaleKind};
+use super::search::{
+    LutCtx, LutFit, assign, fit_lut_shared, initial_scales, neutralize, sort_table,
+};
+use super::{FitOptions, Fitted, RowScale, ScaleKind, WeightFormat};
 
 /// Rounds of (per-row normal equations → refit the row tables → GPTQ on the new tables).
 /// One: on MobileNetV2's classifier size a second round lowers `E` by 0.3 % for 0.5 s,
@@ -145,26 +151,41 @@ fn refit_rows(
         .collect()
 }
 
+/// `Lut4PerChannel` and `Lut4Groups`: the shared-table fit first, then more tables.
 pub(crate) fn fit_lut_per_channel(p: &Prep<'_>, opts: &FitOptions) -> Fitted {
-    let k = p.k;
     let ctx = opts.data_aware.then(|| LutCtx::new(p));
     let (sh_plain, sh_best) = fit_lut_shared(p, opts, ctx.as_ref());
+    let result = match opts.format {
+        WeightFormat::Lut4Groups(count) => grouped(p, opts, ctx.as_ref(), &sh_best, count),
+        _ => own_tables(p, opts, ctx.as_ref(), &sh_plain, &sh_best),
+    };
+    finish(p, opts, result)
+}
 
+/// One table per row: the candidates of the module docs, the best per row.
+fn own_tables(
+    p: &Prep<'_>,
+    opts: &FitOptions,
+    ctx: Option<&LutCtx<'_, '_>>,
+    sh_plain: &LutFit,
+    sh_best: &LutFit,
+) -> Rows {
+    let k = p.k;
     // Plain: the shared plain fit, or per row its own k-means table at the same scales.
-    let mut plain = Rows::from_shared(&sh_plain, k);
+    let mut plain = Rows::from_shared(sh_plain, k);
     let own = row_tables(p, &sh_plain.scales);
     let s = values(&sh_plain.scales);
     let a = rtn(p, &grids(&own), &s);
     let e = row_errors(p, &a.levels, &s);
     plain.offer_all(&sh_plain.scales, &own, &a.codes, &e);
 
-    let result = match &ctx {
+    match ctx {
         None => plain,
         Some(ctx) => {
             // Rows may mix candidates only if they share the exponent with `PotLayer`.
             let mixable = opts.scale != ScaleKind::PotLayer || sh_best.scales == sh_plain.scales;
             // Exactly scored candidates.
-            let mut exact = Rows::from_shared(&sh_best, k);
+            let mut exact = Rows::from_shared(sh_best, k);
             if mixable {
                 exact.merge(&plain);
             }
@@ -225,8 +246,12 @@ pub(crate) fn fit_lut_per_channel(p: &Prep<'_>, opts: &FitOptions) -> Fitted {
                 exact
             }
         }
-    };
+    }
+}
 
+/// The chosen rows as a `Fitted`: every table sorted, codes renumbered.
+fn finish(p: &Prep<'_>, opts: &FitOptions, result: Rows) -> Fitted {
+    let k = p.k;
     let Rows {
         mut scales,
         luts,
@@ -259,4 +284,83 @@ pub(crate) fn fit_lut_per_channel(p: &Prep<'_>, opts: &FitOptions) -> Fitted {
         scales,
         output_error: err.iter().sum(),
     }
+}
+
+/// `count` tables for the layer, each row reading one (`groups.rs` groups the rows);
+/// with data, GPTQ codes on each row's group table, then each group's table refitted on
+/// the normal equations of its rows and GPTQ again, the better of the two per group. A
+/// row keeps the shared fit where that is better, so the result reads at most
+/// `count + 1` tables and is never worse than the shared table, row by row.
+fn grouped(
+    p: &Prep<'_>,
+    opts: &FitOptions,
+    ctx: Option<&LutCtx<'_, '_>>,
+    sh_best: &LutFit,
+    count: usize,
+) -> Rows {
+    let k = p.k;
+    // With one exponent per layer, the shared fit's; otherwise every row's max-fitting
+    // one (a row's own exponent search gained nothing on EfficientNet-Lite0).
+    let scales = if opts.scale == ScaleKind::PotLayer {
+        sh_best.scales.clone()
+    } else {
+        initial_scales(p, opts.scale, -128, 127)
+    };
+    let sv = values(&scales);
+    let own = row_tables(p, &scales);
+    let (tables, group) = group_tables(p, &scales, &own, count);
+    let version = |t: &[[i8; 16]]| {
+        let luts: Vec<[i8; 16]> = group.iter().map(|&g| t[g]).collect();
+        let a = match ctx {
+            Some(ctx) => assign(p, &ctx.f, &grids(&luts), &scales).0,
+            None => rtn(p, &grids(&luts), &sv),
+        };
+        let err = row_errors(p, &a.levels, &sv);
+        Rows {
+            k,
+            scales: scales.clone(),
+            luts,
+            codes: a.codes,
+            err,
+        }
+    };
+    let first = version(&tables);
+    let members: Vec<Vec<usize>> = (0..tables.len())
+        .map(|g| (0..p.rows).filter(|&o| group[o] == g).collect())
+        .collect();
+    let second = ctx.map(|ctx| {
+        let normals = normal_rows(p, &first.codes, &sv, &ctx.hw);
+        let refitted: Vec<[i8; 16]> = tables
+            .iter()
+            .zip(&members)
+            .map(|(t, m)| {
+                let n = Normal::sum(m.iter().map(|&o| &normals[o]));
+                let (l, e) = refit_lut(&n, t);
+                if e < n.eval(&t.map(|x| x as f64)) {
+                    l
+                } else {
+                    *t
+                }
+            })
+            .collect();
+        version(&refitted)
+    });
+    let mut out = Rows::from_shared(sh_best, k);
+    for m in &members {
+        let total = |v: &Rows| m.iter().map(|&o| v.err[o]).sum::<f64>();
+        let v = match &second {
+            Some(s) if total(s) < total(&first) => s,
+            _ => &first,
+        };
+        for &o in m {
+            out.offer(
+                o,
+                v.scales[o],
+                &v.luts[o],
+                &v.codes[o * k..(o + 1) * k],
+                v.err[o],
+            );
+        }
+    }
+    out
 }

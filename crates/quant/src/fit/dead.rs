@@ -102,8 +102,8 @@ pub(crate) fn zero_constant_rows(
 }
 
 /// Re-rounds row `o` of `fitted` to `scale` (round to nearest on the row's grid: the
-/// shared table, the row's own table refitted by k-means at the new scale, or the
-/// uniform levels of `format`) from the real weights `row`. The lowering
+/// shared table, the row's own table refitted by k-means at the new scale, the layer's
+/// table (of a group) that rounds the row best, or the uniform levels of `format`) from the real weights `row`. The lowering
 /// uses it when it has to coarsen a row's exponent so that the row's i32 arithmetic fits.
 pub(crate) fn requantize_row(
     format: WeightFormat,
@@ -119,6 +119,28 @@ pub(crate) fn requantize_row(
         let v: Vec<f64> = row.iter().map(|&w| w as f64 * inv).collect();
         fitted.luts[o] = kmeans_lut(&v, &vec![1.0; k]).lut;
         fitted.lut = fitted.luts.first().copied();
+    }
+    if let WeightFormat::Lut4Groups(_) = format {
+        // Any of the layer's tables (the row's index is free): the one that rounds the
+        // row best at its new scale.
+        let err = |t: &[i8; 16]| {
+            let g = Grid::Lut(LutGrid::new(t));
+            row.iter()
+                .map(|&w| {
+                    let v = w as f64 * inv;
+                    (v - g.nearest(v).0 as f64).powi(2)
+                })
+                .sum::<f64>()
+        };
+        let best = fitted
+            .luts
+            .iter()
+            .min_by(|a, b| err(a).total_cmp(&err(b)))
+            .copied();
+        if let Some(t) = best {
+            fitted.luts[o] = t;
+            fitted.lut = fitted.luts.first().copied();
+        }
     }
     let grid = match format {
         WeightFormat::Uniform { min, max } => Grid::Uniform { min, max },

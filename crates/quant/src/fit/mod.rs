@@ -21,12 +21,14 @@
 //! Files: `exponent.rs` (exponents), `kmeans.rs` (the table), `gptq.rs` (codes),
 //! `refit.rs` (table given codes), `problem.rs` (passes over the rows: rounding, `E`,
 //! normal equations), `search.rs` (which candidates are tried and kept), `channel.rs`
-//! (one table per output channel), `linalg.rs`.
+//! (one table per output channel, or per group of them), `groups.rs` (which rows share a
+//! table), `linalg.rs`.
 
 mod channel;
 mod dead;
 mod exponent;
 mod gptq;
+mod groups;
 mod kmeans;
 mod linalg;
 mod problem;
@@ -66,6 +68,10 @@ pub enum WeightFormat {
     /// per channel). Best with `ScaleKind::PotChannel`; `PotLayer` (one exponent, a table
     /// per row) and `FloatChannel` are accepted too.
     Lut4PerChannel,
+    /// 4-bit codes into up to this many 16-entry int8 tables per layer, each output
+    /// channel reading one (table groups: rows of a similar shape share a table, which
+    /// costs a byte per channel for the index instead of 16 for a table of its own).
+    Lut4Groups(usize),
     /// Uniform integer levels `min..=max` (int8: -128..=127, int4: -8..=7).
     /// Precondition: `-128 <= min <= 0 <= max <= 127`.
     Uniform { min: i32, max: i32 },
@@ -75,14 +81,19 @@ impl WeightFormat {
     /// The integer range of the levels (`-128..=127` for the LUT formats).
     pub fn range(self) -> (i32, i32) {
         match self {
-            WeightFormat::Lut4 | WeightFormat::Lut4PerChannel => (-128, 127),
+            WeightFormat::Lut4 | WeightFormat::Lut4PerChannel | WeightFormat::Lut4Groups(_) => {
+                (-128, 127)
+            }
             WeightFormat::Uniform { min, max } => (min, max),
         }
     }
 
     /// Whether the weights are 4-bit codes into tables (`Lut4`, `Lut4PerChannel`).
     pub fn is_lut(self) -> bool {
-        matches!(self, WeightFormat::Lut4 | WeightFormat::Lut4PerChannel)
+        matches!(
+            self,
+            WeightFormat::Lut4 | WeightFormat::Lut4PerChannel | WeightFormat::Lut4Groups(_)
+        )
     }
 }
 
@@ -183,7 +194,9 @@ pub fn fit_layer(problem: &LayerProblem<'_>, options: &FitOptions) -> Fitted {
         let scales = search::initial_scales(&prep, options.scale, lo, hi);
         let lut = options.format.is_lut().then(|| kmeans_lut(&[], &[]).lut);
         let luts = match (options.format, lut) {
-            (WeightFormat::Lut4PerChannel, Some(l)) => vec![l; prep.rows],
+            (WeightFormat::Lut4PerChannel | WeightFormat::Lut4Groups(_), Some(l)) => {
+                vec![l; prep.rows]
+            }
             (_, Some(l)) => vec![l],
             _ => Vec::new(),
         };
@@ -199,7 +212,9 @@ pub fn fit_layer(problem: &LayerProblem<'_>, options: &FitOptions) -> Fitted {
     let mut fitted = match options.format {
         WeightFormat::Uniform { min, max } => search::fit_uniform(&prep, min, max, options),
         WeightFormat::Lut4 => search::fit_lut(&prep, options),
-        WeightFormat::Lut4PerChannel => channel::fit_lut_per_channel(&prep, options),
+        WeightFormat::Lut4PerChannel | WeightFormat::Lut4Groups(_) => {
+            channel::fit_lut_per_channel(&prep, options)
+        }
     };
     // All-zero rows (constant channels) must come out as exact zeros in every format.
     dead::zero_constant_rows(&prep, options.format, options.scale, &mut fitted);

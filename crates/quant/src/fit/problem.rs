@@ -303,6 +303,25 @@ pub(crate) struct Normal {
 }
 
 impl Normal {
+    /// The normal equations of a table shared by several rows: the sum of theirs.
+    pub fn sum<'a>(rows: impl IntoIterator<Item = &'a Normal>) -> Normal {
+        let mut n = Normal {
+            m: [[0.0; 16]; 16],
+            b: [0.0; 16],
+            c: 0.0,
+        };
+        for r in rows {
+            for a in 0..16 {
+                n.b[a] += r.b[a];
+                for (x, y) in n.m[a].iter_mut().zip(&r.m[a]) {
+                    *x += y;
+                }
+            }
+            n.c += r.c;
+        }
+        n
+    }
+
     pub fn eval(&self, lut: &[f64; 16]) -> f64 {
         let mut e = self.c;
         for k in 0..16 {

@@ -205,7 +205,7 @@ pub(crate) fn exact_weights(
             let t = table_of(&levels)?;
             (Some(levels.iter().map(|&v| code(&t, v)).collect()), vec![t])
         }
-        WeightFormat::Lut4PerChannel => {
+        WeightFormat::Lut4PerChannel | WeightFormat::Lut4Groups(_) => {
             let luts = levels
                 .chunks(row_len)
                 .map(table_of)
