@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use super::exponent::{max_fit_exponent, min_max, shifted};
 use super::gptq::{GptqFactor, factors, gptq};
+use super::groups::row_proxy;
 use super::kmeans::{KMeans, kmeans_lut};
 use super::problem::{
     Assignment, Grid, LutGrid, Normal, Prep, h_times_w, normal, row_errors, rtn, values,
@@ -101,21 +102,10 @@ fn clipping_layer_exponent(
 
 /// The diagonal part of `E` of round-to-nearest on a uniform grid: `Σ_o Σ_i H_ii (w_i − ŵ_i)²`.
 fn uniform_proxy(p: &Prep<'_>, scales: &[RowScale], min: i32, max: i32) -> f64 {
+    let grid = Grid::Uniform { min, max };
     (0..p.rows)
         .into_par_iter()
-        .map(|o| {
-            let (sv, inv) = (scales[o].value(), 1.0 / scales[o].value());
-            let d = p.diag_of(o);
-            p.row(o)
-                .iter()
-                .enumerate()
-                .map(|(i, &x)| {
-                    let x = x as f64;
-                    let q = (x * inv).round().clamp(min as f64, max as f64) * sv;
-                    d.map_or(1.0, |d| d[i]) * (x - q) * (x - q)
-                })
-                .sum::<f64>()
-        })
+        .map(|o| row_proxy(p, o, scales[o], &grid))
         .sum()
 }
 
@@ -270,19 +260,7 @@ fn proxy_exponents(p: &Prep<'_>, base: &[RowScale], lut: &[i8; 16]) -> Vec<RowSc
             if p.zero_rows[o] {
                 return base[o];
             }
-            let d = p.diag_of(o);
-            let cost = |s: RowScale| {
-                let (sv, inv) = (s.value(), 1.0 / s.value());
-                p.row(o)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &x)| {
-                        let x = x as f64;
-                        let q = grid.nearest(x * inv).0 as f64 * sv;
-                        d.map_or(1.0, |d| d[i]) * (x - q) * (x - q)
-                    })
-                    .sum::<f64>()
-            };
+            let cost = |s: RowScale| row_proxy(p, o, s, &grid);
             let mut best = (cost(base[o]), base[o]);
             for d in [-1, 1] {
                 let s = shifted(&[RowScale::Pot(e0)], d, &[false])[0];
