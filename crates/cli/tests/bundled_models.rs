@@ -711,3 +711,55 @@ fn cli_compile_prints_the_headers_arena_and_a_smaller_scratch_limit_never_grows_
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--lut-tables auto` quantizes with one table and with table groups, prints both
+/// calibration SQNRs and keeps the higher; a count outside 1..=64 is refused with the
+/// accepted values.
+#[test]
+fn lut_tables_auto_keeps_the_better_variant() {
+    let out = lutq(&[
+        "eval",
+        "models/fashion_resnet8.onnx",
+        "--data",
+        "data/fashion_mnist/test_x.npy",
+        "--limit",
+        "64",
+        "--calib",
+        "data/fashion_mnist/train_x.npy",
+        "--calib-limit",
+        "64",
+        "--modes",
+        "lut4-pot-layer",
+        "--lut-tables",
+        "auto",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("auto (lut4-pot-layer): calibration SQNR"))
+        .unwrap_or_else(|| panic!("no choice printed:\n{err}"));
+    // "… SQNR A dB with CLE off, 1 table, B dB with CLE off, 8 tables -> CHOICE"
+    let (scores, choice) = line.split_once(" -> ").expect("a choice");
+    let db: Vec<f64> = scores
+        .split(" dB with ")
+        .filter_map(|part| part.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(db.len(), 2, "{line}");
+    let expected = if db[1] > db[0] { "8 tables" } else { "1 table" };
+    assert!(choice.ends_with(expected), "{line}");
+
+    let out = lutq(&[
+        "eval",
+        "models/fashion_resnet8.onnx",
+        "--data",
+        "data/fashion_mnist/test_x.npy",
+        "--lut-tables",
+        "0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("from 1 to 64, or `auto`"),
+        "{err}"
+    );
+}
