@@ -170,8 +170,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
              is chosen on the validation images (the last 5,000 training images, held out \
              from fine-tuning; the fp32 nets were trained on them, so compare runs with each \
              other there, not with fp32); the test top-1 is onnxruntime's execution of the \
-             exported file. Minutes: wall time on one thread of the shared machine ({cpu}), \
-             whose load varied.\n\n{runs}",
+             exported file. Minutes: wall time with the run's torch threads on the shared \
+             machine ({cpu}), whose load varied.\n\n{runs}",
             args.join(" "),
             cpu = crate::bench_float::cpu_name(),
         );
@@ -259,9 +259,19 @@ fn runs_table() -> anyhow::Result<String> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {RUNS_DIR}")),
     };
     files.sort();
+    // Every committed QDQ model with its sha256.
+    let mut committed: Vec<(PathBuf, String)> = Vec::new();
+    for entry in std::fs::read_dir(QDQ_DIR).with_context(|| format!("cannot read {QDQ_DIR}"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "onnx") {
+            let sha = sha256_of(&path)?;
+            committed.push((path, sha));
+        }
+    }
+    committed.sort();
     let mut s = String::from(
-        "| run | net | mode | epochs | lr | kd weight | T | validation: fp32 | validation: before | validation after each epoch | test top-1 | minutes | model |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|\n",
+        "| run | net | mode | epochs | lr | kd weight | T | validation: fp32 | validation: before | validation after each epoch | test top-1 | minutes | threads | model |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n",
     );
     for f in files {
         let text = std::fs::read_to_string(&f).with_context(|| format!("{}", f.display()))?;
@@ -285,12 +295,14 @@ fn runs_table() -> anyhow::Result<String> {
                     .join(" / ")
             })
             .unwrap_or_default();
-        // The exported file's name, and whether it is the committed one (same sha256).
-        let out = a["out"].as_str().unwrap_or("?");
-        let committed = Path::new(QDQ_DIR).join(Path::new(out).file_name().unwrap_or_default());
-        let kept = sha256_of(&committed).is_ok_and(|sha| sha == r["sha256"].as_str().unwrap_or(""));
+        // The committed model this run exported, if any (same sha256, under any name).
+        let sha = r["sha256"].as_str().unwrap_or("");
+        let committed = committed
+            .iter()
+            .find(|(_, s)| s == sha)
+            .map(|(path, _)| path.clone());
         s.push_str(&format!(
-            "| `{}` | {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {:.2} % | {:.0} | {} |\n",
+            "| `{}` | {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {:.2} % | {:.0} | {} | {} |\n",
             f.file_stem().unwrap_or_default().to_string_lossy(),
             a["model"].as_str().unwrap_or("?"),
             a["mode"].as_str().unwrap_or("?"),
@@ -303,10 +315,10 @@ fn runs_table() -> anyhow::Result<String> {
             per_epoch,
             r["onnxruntime_reference_top1"].as_f64().unwrap_or(f64::NAN) * 100.0,
             r["wall_s"].as_f64().unwrap_or(f64::NAN) / 60.0,
-            if kept {
-                format!("`{}` (committed)", committed.display())
-            } else {
-                "not kept".to_string()
+            num(&a["threads"]),
+            match &committed {
+                Some(path) => format!("`{}` (committed)", path.display()),
+                None => "not kept".to_string(),
             },
         ));
     }

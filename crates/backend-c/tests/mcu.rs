@@ -39,8 +39,18 @@ fn fashion_nets_run_bit_exact_on_a_cortex_m4() {
     }
     let calib = lutq_bundled::fashion_calib(32).unwrap();
     let test = lutq_bundled::fashion_test(4).unwrap();
-    for model in lutq_bundled::FASHION_MODELS {
-        let g = lutq_bundled::lowered(model, Mode::Lut4PotChannel, &calib).unwrap();
+    let plain = lutq_quant::QuantOptions::new(Mode::Lut4PotChannel);
+    // Table groups: indexed tables, the portable pointwise kernel.
+    let grouped = lutq_quant::QuantOptions {
+        lut_tables: 4,
+        ..plain.clone()
+    };
+    let builds = lutq_bundled::FASHION_MODELS
+        .iter()
+        .map(|&m| (m, &plain))
+        .chain([("fashion_resnet8", &grouped)]);
+    for (model, options) in builds {
+        let g = lutq_bundled::lowered_with(model, options, &calib).unwrap();
         let rows: Vec<Vec<&[f32]>> = lutq_bundled::rows(&test)
             .into_iter()
             .map(|r| vec![r])
