@@ -401,15 +401,14 @@ impl TableLayout {
             return whole;
         }
         let mut tables: Vec<[i8; 16]> = Vec::new();
+        // Table → its index: one lookup per row (a table per channel has `rows` of them).
+        let mut index: std::collections::HashMap<[i8; 16], usize> = Default::default();
         let mut row_table = Vec::with_capacity(luts.len());
         for l in luts {
-            let t = match tables.iter().position(|t| t == l) {
-                Some(t) => t,
-                None => {
-                    tables.push(*l);
-                    tables.len() - 1
-                }
-            };
+            let t = *index.entry(*l).or_insert_with(|| {
+                tables.push(*l);
+                tables.len() - 1
+            });
             if t > u8::MAX as usize {
                 return whole;
             }

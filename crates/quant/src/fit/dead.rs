@@ -132,13 +132,16 @@ pub(crate) fn requantize_row(
                 })
                 .sum::<f64>()
         };
-        let best = fitted
-            .luts
-            .iter()
-            .min_by(|a, b| err(a).total_cmp(&err(b)))
-            .copied();
-        if let Some(t) = best {
-            fitted.luts[o] = t;
+        // Distinct tables only: the layer holds at most a group count of them.
+        let mut tables: Vec<[i8; 16]> = Vec::new();
+        for t in &fitted.luts {
+            if !tables.contains(t) {
+                tables.push(*t);
+            }
+        }
+        let cost: Vec<f64> = tables.iter().map(err).collect();
+        if !tables.is_empty() {
+            fitted.luts[o] = tables[super::groups::first_min(&cost)];
             fitted.lut = fitted.luts.first().copied();
         }
     }

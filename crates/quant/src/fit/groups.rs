@@ -147,12 +147,11 @@ pub(crate) fn group_tables(
         let next: Vec<usize> = (0..rows)
             .into_par_iter()
             .map(|o| {
-                (0..grids.len())
-                    .min_by(|&a, &b| {
-                        row_proxy(p, o, scales[o], &grids[a])
-                            .total_cmp(&row_proxy(p, o, scales[o], &grids[b]))
-                    })
-                    .unwrap_or(0)
+                let cost: Vec<f64> = grids
+                    .iter()
+                    .map(|g| row_proxy(p, o, scales[o], g))
+                    .collect();
+                first_min(&cost)
             })
             .collect();
         if next == group {
@@ -161,4 +160,11 @@ pub(crate) fn group_tables(
         group = next;
     }
     (tables, group)
+}
+
+/// The index of the smallest value (the first of equal ones; 0 when empty).
+pub(crate) fn first_min(values: &[f64]) -> usize {
+    (0..values.len())
+        .min_by(|&a, &b| values[a].total_cmp(&values[b]))
+        .unwrap_or(0)
 }
