@@ -55,6 +55,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
          |---|---:|---:|---:|---:|\n\
          | float interpreter, one pass | {float_pass:.1} | 1.0× | {float_cpu:.1} | 1.0× |\n"
     );
+    let mut stage_table = String::from(
+        "\nWall seconds by stage (`QuantReport::stage_seconds`; the rest is bookkeeping):\n\n\
+         | mode | float pass | float statistics | input moments | fit | integer pass |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
     for mode in modes {
         let (start, cpu_start) = (Instant::now(), cpu_seconds());
         let (_, report) = lutq_quant::quantize(&graph, &calib, &QuantOptions::new(mode), &|_| {})?;
@@ -67,8 +72,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
         eprint!("{row}");
         table.push_str(&row);
-        let _ = report;
+        let s = report.stage_seconds;
+        stage_table.push_str(&format!(
+            "| {mode} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            s.float_pass, s.float_statistics, s.input_moments, s.fit, s.integer_pass
+        ));
     }
+    table.push_str(&stage_table);
     print!("{table}");
     if let Some(path) = write {
         let body = format!(

@@ -191,31 +191,58 @@ impl PatchGeometry {
             };
             (lo, hi.max(lo))
         };
+        // Per tap column `kx`, the sum of every input row over the columns that tap
+        // reads (one f64 per row), computed once and shared by the `kh` taps of that
+        // column: each tap's total adds the same row sums in the same order as summing
+        // its rectangle row by row.
+        let mut row_sums = vec![0f64; self.height];
+        // The input rows some tap reads (a 1×1 kernel at stride 2 reads every other one).
+        let mut needed = vec![false; self.height];
+        for ky in 0..kh {
+            let offy = (ky * self.dilations[0]) as isize - self.pads[0] as isize;
+            let (y0, y1) = valid(self.out_height, self.height, self.strides[0], offy);
+            for oy in y0..y1 {
+                needed[((oy * self.strides[0]) as isize + offy) as usize] = true;
+            }
+        }
         for c in 0..self.channels {
             let (g, ic) = (c / cg, c % cg);
             let plane = &x[c * self.height * self.width..(c + 1) * self.height * self.width];
-            for ky in 0..kh {
-                let offy = (ky * self.dilations[0]) as isize - self.pads[0] as isize;
-                let (y0, y1) = valid(self.out_height, self.height, self.strides[0], offy);
-                for kx in 0..kw {
-                    let offx = (kx * self.dilations[1]) as isize - self.pads[1] as isize;
-                    let (x0, x1) = valid(self.out_width, self.width, self.strides[1], offx);
+            for kx in 0..kw {
+                let offx = (kx * self.dilations[1]) as isize - self.pads[1] as isize;
+                let (x0, x1) = valid(self.out_width, self.width, self.strides[1], offx);
+                let row_sum = |row: usize| -> f64 {
+                    // The first valid tap of this row; the rest follow at the stride.
+                    let start = ((row * self.width) as isize
+                        + (x0 * self.strides[1]) as isize
+                        + offx) as usize;
+                    if self.strides[1] == 1 {
+                        sum32(&plane[start..start + (x1 - x0)])
+                    } else {
+                        plane[start..]
+                            .iter()
+                            .step_by(self.strides[1])
+                            .take(x1 - x0)
+                            .sum::<f32>() as f64
+                    }
+                };
+                let fresh = x1 > x0;
+                if fresh {
+                    for (row, s) in row_sums.iter_mut().enumerate() {
+                        if needed[row] {
+                            *s = row_sum(row);
+                        }
+                    }
+                }
+                for ky in 0..kh {
+                    let offy = (ky * self.dilations[0]) as isize - self.pads[0] as isize;
+                    let (y0, y1) = valid(self.out_height, self.height, self.strides[0], offy);
                     let mut total = 0f64;
-                    for oy in y0..y1 {
-                        let row = ((oy * self.strides[0]) as isize + offy) as usize;
-                        // The first valid tap of this row; the rest follow at the stride.
-                        let start =
-                            (row * self.width) as isize + (x0 * self.strides[1]) as isize + offx;
-                        let start = start as usize;
-                        total += if self.strides[1] == 1 {
-                            sum32(&plane[start..start + (x1 - x0)])
-                        } else {
-                            plane[start..]
-                                .iter()
-                                .step_by(self.strides[1])
-                                .take(x1 - x0)
-                                .sum::<f32>() as f64
-                        };
+                    if fresh {
+                        for oy in y0..y1 {
+                            let row = ((oy * self.strides[0]) as isize + offy) as usize;
+                            total += row_sums[row];
+                        }
                     }
                     sums[g][(ic * kh + ky) * kw + kx] += total;
                 }

@@ -37,7 +37,8 @@ pub use lower::trained::{
     DerivedMode, ModeContradiction, TrainedLayer, TrainedQuantization, trained_quantization,
 };
 pub use lower::{
-    CalibratedInput, IntegerForms, LayerReport, QuantReport, integer_forms, linear_weights,
+    CalibratedInput, IntegerForms, LayerReport, QuantReport, StageSeconds, integer_forms,
+    linear_weights,
 };
 
 use fit::{ScaleKind, WeightFormat};

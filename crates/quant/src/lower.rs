@@ -73,6 +73,8 @@ pub struct QuantReport {
     /// All residual Adds.
     pub adds: usize,
     pub seconds: f64,
+    /// Where `seconds` went (wall time; the rest is bookkeeping).
+    pub stage_seconds: StageSeconds,
     /// Problems with the calibration data or the fit that did not stop quantization
     /// (constant inputs, too few samples or patches, constant layer inputs); the CLI
     /// prints them before its results.
@@ -86,6 +88,23 @@ pub struct QuantReport {
     /// With `QuantOptions::reconstruct`: what it did per linear layer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reconstruction: Vec<crate::reconstruct::LayerReconstruction>,
+}
+
+/// Wall seconds of quantization's stages (`cargo xtask bench-quant` prints them), each
+/// summed over the nodes.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StageSeconds {
+    /// The float model, node by node over every calibration sample.
+    pub float_pass: f64,
+    /// Histograms and channel means of the float values.
+    pub float_statistics: f64,
+    /// Patch moments (`H`, the float targets' cross moments) of each linear layer's
+    /// quantized input.
+    pub input_moments: f64,
+    /// Choosing exponents, fitting weights and everything else of lowering a node.
+    pub fit: f64,
+    /// The lowered integer nodes over every calibration sample.
+    pub integer_pass: f64,
 }
 
 /// A graph input's calibrated range.
@@ -441,7 +460,16 @@ pub fn lower(
         }
         // (An activation fused into its producer is already lowered.)
         if !l.lowered.contains_key(&id) {
+            // Whatever of lowering is not a float or integer pass or the moments is fit.
+            let stages = l.report.stage_seconds;
+            let start = Instant::now();
             l.lower_node(id)?;
+            let s = &mut l.report.stage_seconds;
+            s.fit += start.elapsed().as_secs_f64()
+                - (s.float_pass - stages.float_pass)
+                - (s.float_statistics - stages.float_statistics)
+                - (s.input_moments - stages.input_moments)
+                - (s.integer_pass - stages.integer_pass);
         }
         l.release_float_inputs(id);
     }
@@ -520,6 +548,7 @@ impl<'a> Lowering<'a> {
             IntOp::Linear(l) => Some(lutq_interp::int::LinearWeights::of(l)),
             _ => None,
         };
+        let start = Instant::now();
         let data: Vec<IntData> = (0..samples.len())
             .into_par_iter()
             .map(|s| {
@@ -527,6 +556,7 @@ impl<'a> Lowering<'a> {
                 exec_with(graph, &node, &ins, &[samples[s]], decoded.as_ref())
             })
             .collect::<Result<_, _>>()?;
+        self.report.stage_seconds.integer_pass += start.elapsed().as_secs_f64();
         let value = self.out.push(node);
         let last = alias.unwrap_or(id);
         self.lowered.insert(id, value);
@@ -556,6 +586,8 @@ impl<'a> Lowering<'a> {
         let graph = self.graph;
         let node = graph.node(id);
         let mut step = StepStatistics::default();
+        let start = Instant::now();
+        let mut statistics = 0.0;
         let values: Vec<Vec<f32>> = if matches!(node.op, Op::Input) {
             self.samples.iter().map(|s| s.to_vec()).collect()
         } else {
@@ -586,8 +618,10 @@ impl<'a> Lowering<'a> {
                 })
                 .collect::<Result<_, QuantError>>()?;
             if linear {
+                let means = Instant::now();
                 let channels = node.ty.shape.get(1).copied().unwrap_or(1).max(1);
                 step.channel_means = Some(crate::calib::channel_means(&values, channels));
+                statistics += means.elapsed().as_secs_f64();
             }
             // `Activation::apply` of the two fused forms, one loop each (vectorized).
             match act {
@@ -605,7 +639,12 @@ impl<'a> Lowering<'a> {
             }
             values
         };
+        let histogram = Instant::now();
         step.histogram = crate::calib::histogram(&values);
+        statistics += histogram.elapsed().as_secs_f64();
+        let stages = &mut self.report.stage_seconds;
+        stages.float_statistics += statistics;
+        stages.float_pass += start.elapsed().as_secs_f64() - statistics;
         self.stats.histograms.insert(id, step.histogram);
         if let Some(m) = step.channel_means {
             self.stats.channel_means.insert(id, m);
@@ -1127,6 +1166,7 @@ impl<'a> Lowering<'a> {
         // With float targets, the last samples are held out of the targets' fit to
         // choose how strongly they are damped (`fit::choose_float_target`).
         let held_out = targets.map_or(0, |_| fit::held_out_samples(n_samples));
+        let moments_start = Instant::now();
         let (patch, split) = if held_out > 0 {
             let n_fit = n_samples - held_out;
             let budget = |n: usize| (self.options.max_patches * n).div_ceil(n_samples);
@@ -1152,6 +1192,7 @@ impl<'a> Lowering<'a> {
             );
             (all, None)
         };
+        self.report.stage_seconds.input_moments += moments_start.elapsed().as_secs_f64();
         // Without the data-aware fit (`--no-data-aware`, trained QDQ models) `H` picks
         // no codes: too few patches cost nothing.
         if self.options.data_aware {
