@@ -14,6 +14,11 @@ The fake quantization mirrors lutq's numeric contract (docs/quantization.md):
     by 1-D k-means (Lloyd, quantile start) on w * 2^f and rounded to integers, refitted
     every `--refit-every` steps and frozen for the last `--freeze` fraction of the steps.
     The float (latent) weights learn through a straight-through estimator.
+    `--lut-per-channel`: a table per output channel instead; `--lut-tables N`: up to N
+    tables per layer, each shared by a group of output channels (rows clustered by their
+    own tables, then rows and tables refitted alternately at every refit; lutq's
+    `--lut-tables N`). Both export a table per channel (≤ 16 values per row); lutq stores
+    each distinct table once.
   * Biases: int32 on the accumulator's grid, 2^-(f_x + f), rounded half to even.
   * Activations: 8 bit with a power-of-two scale 2^-e, exactly QuantizeLinear followed by
     DequantizeLinear (x * 2^e rounded half to even, saturated): u8 (0..255, zero point 0)
@@ -143,16 +148,51 @@ def kmeans_lut(v: torch.Tensor, iters: int = 15) -> torch.Tensor:
     return torch.clamp(torch.round(levels), -128, 127)
 
 
+def row_error(scaled: torch.Tensor, luts: torch.Tensor) -> torch.Tensor:
+    """[rows, tables]: the squared error of each row of `scaled` rounded to its nearest
+    level of each table of `luts` ([tables, 16])."""
+    d = (scaled[:, None, :, None] - luts[None, :, None, :]).abs().amin(dim=3)
+    return (d * d).sum(dim=2)
+
+
+def grouped_luts(scaled: torch.Tensor, tables: int, iters: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `tables` tables shared by groups of rows (lutq's `--lut-tables N`): rows are
+    clustered by their own tables (k-means on the 16 levels, from rows spread over the
+    order of their largest level), then alternately each group's table is refitted to its
+    rows and every row moves to the table that rounds it best. Returns the tables
+    [G, 16] and each row's table index [rows]."""
+    rows = scaled.shape[0]
+    own = kmeans_lut(scaled)  # [rows, 16]
+    if rows <= tables:
+        return own, torch.arange(rows)
+    order = torch.argsort(own.abs().amax(dim=1))
+    centers = own[order[torch.linspace(0, rows - 1, tables).round().long()]].clone()
+    for _ in range(10):
+        group = torch.cdist(own, centers).argmin(dim=1)
+        for g in range(tables):
+            if (group == g).any():
+                centers[g] = own[group == g].mean(dim=0)
+    luts = centers
+    for _ in range(iters):
+        kept = [g for g in range(tables) if (group == g).any()]
+        luts = torch.stack([kmeans_lut(scaled[group == g].reshape(1, -1))[0] for g in kept])
+        group = row_error(scaled, luts).argmin(dim=1)
+    kept = [g for g in range(luts.shape[0]) if (group == g).any()]
+    luts = luts[kept]
+    group = row_error(scaled, luts).argmin(dim=1)
+    return luts, group
+
+
 class LutWeight(nn.Module):
     """A trainable float weight seen through its LUT-4 power-of-two quantizer: per row
-    (output channel) `w = LUT[code] * 2^-f[row]`, one exponent per layer or per row, one
-    table per layer or per row."""
+    (output channel) `w = LUT[code] * 2^-f[row]`, one exponent per layer or per row; one
+    table per layer (`tables` 1), per row (0), or up to `tables` shared by groups of rows."""
 
-    def __init__(self, w: np.ndarray, pot_channel: bool, lut_per_channel: bool):
+    def __init__(self, w: np.ndarray, pot_channel: bool, tables: int):
         super().__init__()
         self.weight = nn.Parameter(torch.from_numpy(w.copy()))
         self.pot_channel = pot_channel
-        self.lut_per_channel = lut_per_channel
+        self.tables = tables
         self.refit()
 
     def rows(self, w: torch.Tensor) -> torch.Tensor:
@@ -164,7 +204,13 @@ class LutWeight(nn.Module):
         f = pot_exponents(r) if self.pot_channel else pot_exponents(r.reshape(1, -1)).expand(r.shape[0])
         self.f = f.clone()  # [rows]
         scaled = r * torch.pow(2.0, self.f)[:, None]
-        self.lut = kmeans_lut(scaled if self.lut_per_channel else scaled.reshape(1, -1))  # [1 or rows, 16]
+        if self.tables == 0:
+            self.lut = kmeans_lut(scaled)  # [rows, 16]
+        elif self.tables == 1:
+            self.lut = kmeans_lut(scaled.reshape(1, -1))  # [1, 16]
+        else:
+            luts, group = grouped_luts(scaled, self.tables)
+            self.lut = luts[group]  # [rows, 16], rows of a group share one table
 
     def int_values(self) -> torch.Tensor:
         """The int8 weight values (the table entry of each weight's code), in the weight's
@@ -199,7 +245,7 @@ class QatNet(nn.Module):
         return self.exps.get(name)
 
     def __init__(
-        self, model: onnx.ModelProto, pot_channel: bool, lut_per_channel: bool, sum_pool: bool = True, quantize: bool = True
+        self, model: onnx.ModelProto, pot_channel: bool, tables: int, sum_pool: bool = True, quantize: bool = True
     ):
         super().__init__()
         g = model.graph
@@ -234,7 +280,7 @@ class QatNet(nn.Module):
                 self.points[out] = self.points.get(n.input[0], (-128, 127))
             if n.op_type in ("Conv", "Gemm"):
                 key = self.key(n)
-                self.weights[key] = LutWeight(inits[n.input[1]], pot_channel, lut_per_channel)
+                self.weights[key] = LutWeight(inits[n.input[1]], pot_channel, tables)
                 b = inits[n.input[2]] if len(n.input) > 2 else np.zeros(inits[n.input[1]].shape[0], np.float32)
                 self.biases[key] = nn.Parameter(torch.from_numpy(b.copy()))
         self.exps: dict[str, int | None] = {p: None for p in self.points}
@@ -482,6 +528,13 @@ def main() -> int:
     ap.add_argument("--mode", choices=["lut4-pot-layer", "lut4-pot-channel"], required=True)
     ap.add_argument("--lut-per-channel", action="store_true", help="one table per output channel (lutq's --lut-per-channel)")
     ap.add_argument(
+        "--lut-tables",
+        type=int,
+        default=1,
+        help="up to N tables per layer shared by groups of output channels (lutq's --lut-tables N; the export has a table per channel, "
+        "lutq stores each distinct one once)",
+    )
+    ap.add_argument(
         "--pool",
         choices=["sum", "avg"],
         default="sum",
@@ -537,12 +590,17 @@ def main() -> int:
     def top1(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((logits_of(net, x).argmax(1) == y).float().mean()) if len(x) else float("nan")
 
-    fp32 = QatNet(folded, pot_channel, args.lut_per_channel, sum_pool=False, quantize=False)
+    if args.lut_tables < 1:
+        ap.error("--lut-tables must be at least 1")
+    if args.lut_per_channel and args.lut_tables > 1:
+        ap.error("--lut-per-channel and --lut-tables N > 1 are two different table layouts: pick one")
+    tables = 0 if args.lut_per_channel else args.lut_tables
+    fp32 = QatNet(folded, pot_channel, tables, sum_pool=False, quantize=False)
     fp32.requires_grad_(False)
     fp32_val = top1(fp32, xva, yva)
     log(f"fp32 (BN folded) validation top-1 {fp32_val:.4f} (images the fp32 net was trained on)")
 
-    net = QatNet(folded, pot_channel, args.lut_per_channel, sum_pool=args.pool == "sum")
+    net = QatNet(folded, pot_channel, tables, sum_pool=args.pool == "sum")
     gen = torch.Generator().manual_seed(args.seed)
     calib = xtr[torch.randperm(len(xtr), generator=gen)[: args.calib]]
     net.calibrate(calib)

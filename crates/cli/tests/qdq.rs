@@ -151,6 +151,12 @@ fn qat_models_run_as_trained_with_the_mode_they_imply() {
             "fashion_resnet8_qat_lut4_layer_tables",
             "lut4-pot-layer --lut-per-channel",
         ),
+        // Trained with 8 tables per layer shared by groups of channels, exported with a
+        // table per channel.
+        (
+            "fashion_resnet8_qat_lut4_layer_groups",
+            "lut4-pot-layer --lut-per-channel",
+        ),
     ] {
         let path = format!("models/qdq/{model}.onnx");
         let mut outputs = Vec::new();
@@ -195,6 +201,47 @@ fn qat_models_run_as_trained_with_the_mode_they_imply() {
             "{model}: {agree} / {db:.1} dB"
         );
     }
+}
+
+/// A model trained with at most 8 tables per layer, each shared by a group of output
+/// channels (`scripts/qat_fashion.py --lut-tables 8`), exports a table per channel whose
+/// rows use only some of their group's levels: lutq still stores at most 8 tables of 16
+/// entries per layer (and a row index), not one per channel.
+#[test]
+fn a_model_trained_with_table_groups_stores_one_table_per_group() {
+    let dir = temp_dir("groups");
+    let out = lutq(&[
+        "compile",
+        "models/qdq/fashion_resnet8_qat_lut4_layer_groups.onnx",
+        "--calib",
+        "data/fashion_mnist/train_x.npy",
+        "--calib-limit",
+        "8",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let c = std::fs::read_to_string(dir.join("fashion_resnet8_qat_lut4_layer_groups_weights.c"))
+        .unwrap();
+    // `const int8_t NAME_lut_7[128] = {` per layer with tables.
+    let sizes: Vec<usize> = c
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("const int8_t ")?;
+            let (name, rest) = rest.split_once('[')?;
+            name.contains("_lut_")
+                .then(|| rest.split_once(']'))??
+                .0
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(sizes.len() >= 8, "every convolution has tables: {sizes:?}");
+    assert!(
+        sizes.iter().all(|&n| n <= 8 * 16),
+        "at most 8 tables per layer: {sizes:?}"
+    );
+    assert!(c.contains("_lutrow_"), "rows index their group's table");
 }
 
 /// A requested mode that cannot hold the trained weights is refused, naming the first

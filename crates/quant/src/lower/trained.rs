@@ -206,9 +206,9 @@ pub(crate) fn exact_weights(
             (Some(levels.iter().map(|&v| code(&t, v)).collect()), vec![t])
         }
         WeightFormat::Lut4PerChannel | WeightFormat::Lut4Groups(_) => {
-            let luts = levels
-                .chunks(row_len)
-                .map(table_of)
+            let luts = shared_row_tables(&levels, row_len)?
+                .iter()
+                .map(|set| table_of(&set.iter().copied().collect::<Vec<_>>()))
                 .collect::<Option<Vec<_>>>()?;
             let codes = levels
                 .chunks(row_len)
@@ -226,6 +226,46 @@ pub(crate) fn exact_weights(
         scales,
         output_error: 0.0,
     })
+}
+
+/// Per row of `levels` (`row_len` each), the set of values its table holds: rows share
+/// one set wherever the union of their values fits 16 entries, so that a model trained
+/// with tables shared by groups of rows (`scripts/qat_fashion.py --lut-tables N`), whose
+/// rows each use only some of their group's levels, is stored with one table per group
+/// (`TableLayout` keeps each distinct table once) and not a table per row. Rows with the
+/// most values choose first; each joins the set it adds the fewest new values to, or
+/// starts its own. `None` when a row alone has more than 16 values.
+fn shared_row_tables(levels: &[i32], row_len: usize) -> Option<Vec<BTreeSet<i32>>> {
+    let rows: Vec<BTreeSet<i32>> = levels
+        .chunks(row_len)
+        .map(|r| r.iter().copied().collect())
+        .collect();
+    if rows.iter().any(|r| r.len() > 16) {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&o| (std::cmp::Reverse(rows[o].len()), o));
+    let mut sets: Vec<BTreeSet<i32>> = Vec::new();
+    let mut set_of = vec![0; rows.len()];
+    for o in order {
+        let best = sets
+            .iter()
+            .enumerate()
+            .map(|(i, set)| (rows[o].difference(set).count(), i))
+            .filter(|&(added, i)| sets[i].len() + added <= 16)
+            .min();
+        set_of[o] = match best {
+            Some((_, i)) => {
+                sets[i].extend(&rows[o]);
+                i
+            }
+            None => {
+                sets.push(rows[o].clone());
+                sets.len() - 1
+            }
+        };
+    }
+    Some(set_of.into_iter().map(|i| sets[i].clone()).collect())
 }
 
 /// Where a trained linear layer's weights sit exactly (`exact_weights`), per format.
@@ -454,6 +494,32 @@ pub fn trained_quantization(graph: &Graph) -> TrainedQuantization {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_that_use_parts_of_one_table_share_it() {
+        // Two groups of 16 levels each (0..16 and 100..116, as a model trained with two
+        // shared tables), every row using only some levels of its group; one row of 17
+        // values is refused.
+        let row_len = 12;
+        let levels: Vec<i32> = (0..10)
+            .flat_map(|o| {
+                let base = if o % 2 == 0 { 0 } else { 100 };
+                (0..row_len as i32).map(move |i| base + (i * (o + 3)) % 16)
+            })
+            .collect();
+        let sets = shared_row_tables(&levels, row_len).unwrap();
+        for (row, set) in levels.chunks(row_len).zip(&sets) {
+            assert!(
+                row.iter().all(|v| set.contains(v)),
+                "a row's values are in its table"
+            );
+            assert!(set.len() <= 16);
+        }
+        let distinct: BTreeSet<&BTreeSet<i32>> = sets.iter().collect();
+        assert_eq!(distinct.len(), 2, "one table per group: {distinct:?}");
+        let wide: Vec<i32> = (0..17).collect();
+        assert!(shared_row_tables(&wide, 17).is_none());
+    }
 
     /// Weights `levels · 2^-e` per row.
     fn on_grid(levels: &[i32], exps: &[i32], row_len: usize) -> Vec<f32> {
