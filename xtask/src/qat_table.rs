@@ -270,8 +270,8 @@ fn runs_table() -> anyhow::Result<String> {
     }
     committed.sort();
     let mut s = String::from(
-        "| run | net | mode | epochs | lr | kd weight | T | validation: fp32 | validation: before | validation after each epoch | test top-1 | minutes | threads | model |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n",
+        "| run | net | mode | tables | epochs | lr | kd weight | T | validation: fp32 | validation: before | validation after each epoch | test top-1 | minutes | threads | model |\n\
+         |---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n",
     );
     for f in files {
         let text = std::fs::read_to_string(&f).with_context(|| format!("{}", f.display()))?;
@@ -295,6 +295,13 @@ fn runs_table() -> anyhow::Result<String> {
                     .join(" / ")
             })
             .unwrap_or_default();
+        // The table layout (`--lut-per-channel`, `--lut-tables N`; records from before
+        // the options have neither: one table per layer).
+        let tables = match (a["lut_per_channel"].as_bool(), a["lut_tables"].as_u64()) {
+            (Some(true), _) => "per channel".to_string(),
+            (_, Some(n)) if n > 1 => format!("≤ {n} per layer"),
+            _ => "one per layer".to_string(),
+        };
         // The committed model this run exported, if any (same sha256, under any name).
         let sha = r["sha256"].as_str().unwrap_or("");
         let committed = committed
@@ -302,10 +309,11 @@ fn runs_table() -> anyhow::Result<String> {
             .find(|(_, s)| s == sha)
             .map(|(path, _)| path.clone());
         s.push_str(&format!(
-            "| `{}` | {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {:.2} % | {:.0} | {} | {} |\n",
+            "| `{}` | {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} % | {:.0} | {} | {} |\n",
             f.file_stem().unwrap_or_default().to_string_lossy(),
             a["model"].as_str().unwrap_or("?"),
             a["mode"].as_str().unwrap_or("?"),
+            tables,
             num(&a["epochs"]),
             num(&a["lr"]),
             num(&a["kd_weight"]),
