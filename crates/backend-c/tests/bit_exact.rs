@@ -39,7 +39,20 @@ fn assert_bit_exact(
     flags: &[&str],
     what: &str,
 ) -> usize {
-    let program = HostProgram::build(g, "model", compiler, flags, None)
+    let options = lutq_backend_c::EmitOptions::new("model");
+    assert_bit_exact_with(g, data, &options, compiler, flags, what)
+}
+
+/// [`assert_bit_exact`] with the emitter's `options`.
+fn assert_bit_exact_with(
+    g: &IntGraph,
+    data: &Tensor,
+    options: &lutq_backend_c::EmitOptions,
+    compiler: &str,
+    flags: &[&str],
+    what: &str,
+) -> usize {
+    let program = HostProgram::build_with(g, options, compiler, flags, None)
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     let n = data.shape()[0];
     let rows: Vec<Vec<&[f32]>> = lutq_bundled::rows(data)
@@ -152,7 +165,9 @@ fn reconstructed_program_is_bit_exact() {
 }
 
 /// Table groups (`--lut-tables`): the C stores each distinct table once with a table
-/// index per channel, counts exactly those bytes, and agrees bit for bit.
+/// index per channel, counts exactly those bytes, and agrees bit for bit — with the
+/// default scratch limit and with one that lets every convolution decode its codes
+/// through a pair table per distinct LUT (the dual-MAC kernel, `linear_dsp.rs`).
 #[test]
 fn table_groups_are_bit_exact_and_stored_once() {
     let calib = fashion_calib();
@@ -195,6 +210,30 @@ fn table_groups_are_bit_exact_and_stored_once() {
         "cc",
         &["-O2"],
         "fashion_mobilenetv2 lut4-pot-channel --lut-tables 4",
+    );
+    assert_eq!(n, 500);
+
+    let roomy = lutq_backend_c::EmitOptions {
+        scratch_limit: Some(1 << 20),
+        ..lutq_backend_c::EmitOptions::new("model")
+    };
+    let source: String = lutq_backend_c::emit(&g, &roomy)
+        .unwrap()
+        .files
+        .iter()
+        .map(|(_, text)| text.as_str())
+        .collect();
+    assert!(
+        source.contains("const uint32_t *const tp0 = pairs + 256 * model_lutrow_"),
+        "no grouped layer decodes through its own pair table"
+    );
+    let n = assert_bit_exact_with(
+        &g,
+        &test,
+        &roomy,
+        "cc",
+        &["-O2"],
+        "fashion_mobilenetv2 lut4-pot-channel --lut-tables 4, a pair table per LUT",
     );
     assert_eq!(n, 500);
 }

@@ -40,7 +40,8 @@ fn fashion_nets_run_bit_exact_on_a_cortex_m4() {
     let calib = lutq_bundled::fashion_calib(32).unwrap();
     let test = lutq_bundled::fashion_test(4).unwrap();
     let plain = lutq_quant::QuantOptions::new(Mode::Lut4PotChannel);
-    // Table groups: indexed tables, the portable pointwise kernel.
+    // Table groups: indexed tables; each convolution's pair tables (one per distinct
+    // LUT) where they fit the scratch limit, else the plain kernel.
     let grouped = lutq_quant::QuantOptions {
         lut_tables: 4,
         ..plain.clone()

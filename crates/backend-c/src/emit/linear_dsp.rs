@@ -1,7 +1,8 @@
 //! Convolutions as dual 16-bit multiply-accumulates (issue #15, first step).
 //!
 //! A convolution with one group (3×3, 1×1 pointwise, any stride, dilation and padding)
-//! whose weights are 4-bit codes with one table for the layer, or plain int8, runs as
+//! whose weights are 4-bit codes (with at most [`MAX_PAIR_TABLES`] distinct tables), or
+//! plain int8, runs as
 //! blocks of [`LANES`] output pixels:
 //!
 //! 1. **im2col**: each pixel's window (`K = C·KH·KW` inputs, zeros where it hangs over
@@ -16,7 +17,9 @@
 //!    * 4-bit weights: each code byte holds taps `2j` (low nibble) and `2j + 1`, so a
 //!      256-entry table built per layer in the scratch turns a byte into the pair
 //!      `(LUT[b & 15], LUT[b >> 4])` with one load: the decode is one byte load and one
-//!      word load per two weights, shared by the `LANES` pixels.
+//!      word load per two weights, shared by the `LANES` pixels. A layer with several
+//!      tables (table groups) gets one pair table per table, and each output channel
+//!      reads its own.
 //!    * int8 weights: four weights are one word; `SXTB16` splits it into the pairs
 //!      `(w0, w2)` and `(w1, w3)`, so the columns of an int8 layer pair their taps the
 //!      same way ([`pair_taps`]).
@@ -29,12 +32,12 @@
 //! Without `__ARM_FEATURE_DSP` (the host, a Cortex-M0/M3) the same loops run with the
 //! portable `lutq_dot2`, two C multiplications; `-DLUTQ_NO_DSP` forces that path.
 //!
-//! The scratch (the 1 KiB table, `LANES` columns, [`scratch_bytes`]) lives in the
+//! The scratch (the 1 KiB tables, `LANES` columns, [`scratch_bytes`]) lives in the
 //! arena, in bytes no activation live at that step uses (`scratch::place_scratch`).
 
 use std::fmt::Write as _;
 
-use lutq_ir::int::{IntGraph, IntNode, IntOp, QLinear, QWeights};
+use lutq_ir::int::{IntGraph, IntNode, IntOp, QLinear, QWeights, TableLayout};
 
 use super::c_elem;
 use super::kernels::{linear_value, write};
@@ -50,12 +53,20 @@ pub(crate) const LANES: usize = 8;
 /// The 4-bit decode table: 256 32-bit weight pairs.
 const PAIR_TABLE_BYTES: usize = 256 * 4;
 
+/// Most distinct LUTs a layer on this path may have: each becomes a pair table in the
+/// scratch (1 KiB of arena each, while the layer runs). Table groups (`--lut-tables
+/// N`) store at most `N + 1` tables (the groups' and the shared one), so 8 groups fit;
+/// a table per channel of a wider layer takes the plain kernel.
+const MAX_PAIR_TABLES: usize = 9;
+
 /// Kernels up to this many taps per input channel get their im2col copy unrolled.
 const MAX_UNROLLED_TAPS: usize = 25;
 
 /// What the kernel of a layer needs, when it takes this path.
 struct Plan {
     lut: bool,
+    /// Distinct 4-bit tables, each a pair table in the scratch (0 for int8 weights).
+    tables: usize,
     /// Taps per output (`K`), and the column length in int16 (K rounded up: to even for
     /// 4-bit codes, to a multiple of four for int8 weights).
     k: usize,
@@ -75,15 +86,16 @@ fn plan(node: &IntNode) -> Option<Plan> {
     if pixels < 4 {
         return None;
     }
-    let lut = match &layer.weights {
+    let (lut, tables) = match &layer.weights {
         QWeights::Lut { luts, .. } => {
-            // One table per channel would need a pair table per channel.
-            if luts.len() != 1 {
+            // Every distinct table needs its own pair table in the scratch.
+            let tables = TableLayout::of(luts).tables.len();
+            if tables > MAX_PAIR_TABLES {
                 return None;
             }
-            true
+            (true, tables)
         }
-        QWeights::Int8 { .. } => false,
+        QWeights::Int8 { .. } => (false, 0),
     };
     let k = layer.weights.row_len();
     let kp = if lut {
@@ -91,7 +103,7 @@ fn plan(node: &IntNode) -> Option<Plan> {
     } else {
         k.next_multiple_of(4)
     };
-    Some(Plan { lut, k, kp })
+    Some(Plan { lut, tables, k, kp })
 }
 
 /// The lane counts the kernel of node `i` can run with, most preferred first (the
@@ -117,7 +129,7 @@ pub(crate) fn scratch_bytes(graph: &IntGraph, i: usize, lanes: usize) -> usize {
     let node = &graph.nodes[i];
     match plan(node) {
         // The columns: kp / 2 pairs of 32 bits per lane.
-        Some(pl) => 3 + if pl.lut { PAIR_TABLE_BYTES } else { 0 } + lanes * pl.kp * 2,
+        Some(pl) => 3 + pl.tables * PAIR_TABLE_BYTES + lanes * pl.kp * 2,
         None => super::depthwise_dsp::scratch_bytes(graph, i),
     }
 }
@@ -149,7 +161,7 @@ pub(crate) fn emit(
         return false;
     }
     let node = &graph.nodes[i];
-    let Some(Plan { lut, k, kp }) = plan(node) else {
+    let Some(Plan { lut, tables, k, kp }) = plan(node) else {
         return super::depthwise_dsp::emit(c, graph, i, p, layer);
     };
     let g = layer.conv.as_ref().expect("plan checked");
@@ -183,7 +195,8 @@ pub(crate) fn emit(
         writeln!(
             c,
             "    uint32_t *const pairs = (uint32_t *)(void *)base;\n    \
-             uint32_t *const cols = (uint32_t *)(void *)(base + {PAIR_TABLE_BYTES});"
+             uint32_t *const cols = (uint32_t *)(void *)(base + {});",
+            tables * PAIR_TABLE_BYTES
         )
         .unwrap();
     } else {
@@ -191,13 +204,17 @@ pub(crate) fn emit(
     }
     c.push_str("    long p, l, o;\n");
     if lut {
+        // One pair table per distinct LUT, in `P_lut_i`'s order (table groups: a
+        // channel's pair table is its `P_lutrow_i` entry).
         writeln!(
             c,
             "    {{\n        /* Code byte -> (LUT[low nibble], LUT[high nibble]). */\n        \
              const int8_t *lut = {p}_lut_{i};\n        \
-             int b;\n        \
-             for (b = 0; b < 256; ++b) {{\n            \
-             pairs[b] = lutq_pair(lut[b & 15], lut[b >> 4]);\n        }}\n    }}"
+             uint32_t *pt = pairs;\n        \
+             int t, b;\n        \
+             for (t = 0; t < {tables}; ++t, lut += 16, pt += 256) {{\n            \
+             for (b = 0; b < 256; ++b) {{\n                \
+             pt[b] = lutq_pair(lut[b & 15], lut[b >> 4]);\n            }}\n        }}\n    }}"
         )
         .unwrap();
     }
@@ -387,13 +404,32 @@ impl Dot<'_> {
         let inner = "        ";
         if lut {
             writeln!(c, "{pad}const uint8_t *cp = {p}_codes_{i} + o * {np};").unwrap();
+            // This channel's pair table: the 16-entry table's offset, in pair tables.
+            let QWeights::Lut { luts, .. } = &layer.weights else {
+                unreachable!("a 4-bit plan has LUT weights")
+            };
+            let offset = super::weights::table_offset(p, i, luts);
+            for ch in 0..ocs {
+                // `table_offset` names channel `o`: `+ 16 * o` or `+ 16 * P_lutrow_i[o]`.
+                let offset = match offset.strip_suffix(" * o") {
+                    Some(head) => format!("{head} * {}", at(ch)),
+                    None => offset.replace("[o]", &format!("[{}]", at(ch))),
+                }
+                .replace(" + 16 *", " + 256 *");
+                writeln!(c, "{pad}const uint32_t *const tp{ch} = pairs{offset};").unwrap();
+            }
             // One channel: 4 pairs per iteration; two: 1 (more would need registers the
             // compiler spills).
             let unroll = if ocs == 1 { 4 } else { 1 };
             let main = np - np % unroll;
             let load = |c: &mut String, u: usize, pad: &str| {
                 for ch in 0..ocs {
-                    writeln!(c, "{pad}const uint32_t w{ch} = pairs[cp[{}]];", ch * np + u).unwrap();
+                    writeln!(
+                        c,
+                        "{pad}const uint32_t w{ch} = tp{ch}[cp[{}]];",
+                        ch * np + u
+                    )
+                    .unwrap();
                 }
             };
             if main > 0 {
