@@ -4,13 +4,21 @@
 //! with strides `(rs, cs)` is at `i * rs + j * cs`, so transposed operands cost nothing.
 //!
 //! Why `gemm` and why this orientation: on the AVX-512 machine this was developed on,
-//! `gemm` (with its AVX-512 kernels) ran MobileNetV2's pointwise shapes at 60–125 GFLOP/s
-//! single-threaded when called column-major, against 20–85 for `matrixmultiply` (which
-//! has no AVX-512 kernels) — but only 6–60 for `gemm` when the destination is row-major.
-//! So a row-major `C = A·B` is handed to `gemm` as the column-major `Cᵀ = Bᵀ·Aᵀ`, which is
-//! the same memory and the same arithmetic with the operands swapped.
+//! `gemm` (then with its AVX-512 kernels) ran MobileNetV2's pointwise shapes at 60–125
+//! GFLOP/s single-threaded when called column-major, against 20–85 for `matrixmultiply`
+//! (which has no AVX-512 kernels) — but only 6–60 for `gemm` when the destination is
+//! row-major. So a row-major `C = A·B` is handed to `gemm` as the column-major
+//! `Cᵀ = Bᵀ·Aᵀ`, which is the same memory and the same arithmetic with the operands
+//! swapped.
+//!
+//! Same bits on every x86-64 machine: the AVX2/FMA kernels only (crates/interp/Cargo.toml)
+//! and `k` in fixed chunks ([`sgemm`]). Other architectures (NEON) sum in their own order.
 
 use gemm_common::Parallelism;
+
+/// Longest sum over `k` handed to one `gemm` call (see [`sgemm`]): the shortest block
+/// `gemm` ever makes of `k`.
+const MAX_KC: usize = 512;
 
 /// Strides of a matrix view: `(row stride, column stride)` in elements.
 pub type Strides = (usize, usize);
@@ -68,6 +76,35 @@ pub fn sgemm(
                     c[i * sc.0 + j * sc.1] = 0.0;
                 }
             }
+        }
+        return;
+    }
+    // The sum over `k` in chunks of at most `MAX_KC`, each one GEMM call: `gemm` splits
+    // `k` into blocks sized from the CPU's cache geometry and adds each block's partial
+    // sums to `c` in turn, so a longer `k` rounded differently on an Intel Xeon (blocks
+    // up to 1024) and an AMD EPYC — and so did the quantizer's fit (a MobileNetV2
+    // classifier bias). `gemm` sums a chunk of at most 512 as one block on every machine
+    // (its blocks are never shorter), so these chunks fix the rounding.
+    if k > MAX_KC {
+        let chunks = k.div_ceil(MAX_KC);
+        let kc = k.div_ceil(chunks);
+        let mut k0 = 0;
+        while k0 < k {
+            let kn = kc.min(k - k0);
+            sgemm(
+                m,
+                n,
+                kn,
+                alpha,
+                &a[k0 * sa.1..],
+                sa,
+                &b[k0 * sb.0..],
+                sb,
+                accumulate || k0 > 0,
+                c,
+                sc,
+            );
+            k0 += kn;
         }
         return;
     }
