@@ -166,8 +166,9 @@ fn reconstructed_program_is_bit_exact() {
 
 /// Table groups (`--lut-tables`): the C stores each distinct table once with a table
 /// index per channel, counts exactly those bytes, and agrees bit for bit — with the
-/// default scratch limit and with one that lets every convolution decode its codes
-/// through a pair table per distinct LUT (the dual-MAC kernel, `linear_dsp.rs`).
+/// default scratch limit, and with limits under which the dual-MAC kernel
+/// (`linear_dsp.rs`) decodes a grouped layer's codes through a pair table per LUT, or
+/// pair by pair from the channel's own 16-entry table.
 #[test]
 fn table_groups_are_bit_exact_and_stored_once() {
     let calib = fashion_calib();
@@ -213,29 +214,41 @@ fn table_groups_are_bit_exact_and_stored_once() {
     );
     assert_eq!(n, 500);
 
+    // The two ways the dual-MAC kernel (`linear_dsp.rs`) decodes a grouped layer's
+    // codes: a pair table per LUT where the scratch limit leaves room for them (here a
+    // roomy limit), else pair by pair from the channel's own 16-entry table (Fashion
+    // ResNet-8 at the default limit: one layer's step already holds the arena's lower
+    // bound, so only the columns fit).
+    let resnet = lutq_bundled::lowered_with("fashion_resnet8", &options, &calib).unwrap();
     let roomy = lutq_backend_c::EmitOptions {
         scratch_limit: Some(1 << 20),
         ..lutq_backend_c::EmitOptions::new("model")
     };
-    let source: String = lutq_backend_c::emit(&g, &roomy)
-        .unwrap()
-        .files
-        .iter()
-        .map(|(_, text)| text.as_str())
-        .collect();
-    assert!(
-        source.contains("const uint32_t *const tp0 = pairs + 256 * model_lutrow_"),
-        "no grouped layer decodes through its own pair table"
-    );
-    let n = assert_bit_exact_with(
-        &g,
-        &test,
-        &roomy,
-        "cc",
-        &["-O2"],
-        "fashion_mobilenetv2 lut4-pot-channel --lut-tables 4, a pair table per LUT",
-    );
-    assert_eq!(n, 500);
+    let default = lutq_backend_c::EmitOptions::new("model");
+    for (graph, emit, decode, what) in [
+        (
+            &g,
+            &roomy,
+            "const uint32_t *const tp0 = pairs + 256 * model_lutrow_",
+            "fashion_mobilenetv2 --lut-tables 4, a pair table per LUT",
+        ),
+        (
+            &resnet,
+            &default,
+            "const int8_t *const lut0 = model_lut_",
+            "fashion_resnet8 --lut-tables 4, pairs decoded in the loop",
+        ),
+    ] {
+        let source: String = lutq_backend_c::emit(graph, emit)
+            .unwrap()
+            .files
+            .iter()
+            .map(|(_, text)| text.as_str())
+            .collect();
+        assert!(source.contains(decode), "{what}: not in the C");
+        let n = assert_bit_exact_with(graph, &test, emit, "cc", &["-O2"], what);
+        assert_eq!(n, 500);
+    }
 }
 
 #[test]

@@ -41,7 +41,7 @@ fn fashion_nets_run_bit_exact_on_a_cortex_m4() {
     let test = lutq_bundled::fashion_test(4).unwrap();
     let plain = lutq_quant::QuantOptions::new(Mode::Lut4PotChannel);
     // Table groups: indexed tables; each convolution's pair tables (one per distinct
-    // LUT) where they fit the scratch limit, else the plain kernel.
+    // LUT) where they fit the scratch limit, else pairs decoded in the loop.
     let grouped = lutq_quant::QuantOptions {
         lut_tables: 4,
         ..plain.clone()

@@ -59,6 +59,13 @@ const PAIR_TABLE_BYTES: usize = 256 * 4;
 /// a table per channel of a wider layer takes the plain kernel.
 const MAX_PAIR_TABLES: usize = 9;
 
+/// A kernel choice of [`lane_options`] with this bit set (on top of the pixels per
+/// block) decodes every weight pair in the loop, from the channel's own 16-entry table
+/// (one code byte, two table loads and a pack), instead of from a pair table in the
+/// scratch: the variant of a layer with several tables when their pair tables fit no gap
+/// within the scratch limit (the plain kernel would take 2–3× its instructions).
+pub(crate) const DECODE_IN_LOOP: usize = 1 << 16;
+
 /// Kernels up to this many taps per input channel get their im2col copy unrolled.
 const MAX_UNROLLED_TAPS: usize = 25;
 
@@ -107,15 +114,22 @@ fn plan(node: &IntNode) -> Option<Plan> {
 }
 
 /// The lane counts the kernel of node `i` can run with, most preferred first (the
-/// scratch grows with the lanes, [`scratch_bytes`]); for a depthwise layer of this path
-/// `[1]` (its scratch does not depend on lanes); empty where the plain kernels run.
+/// scratch grows with the lanes, [`scratch_bytes`]); with several tables, then the same
+/// with [`DECODE_IN_LOOP`] (no pair tables in the scratch); for a depthwise layer of this
+/// path `[1]` (its scratch does not depend on lanes); empty where the plain kernels run.
 pub(crate) fn lane_options(graph: &IntGraph, i: usize) -> &'static [usize] {
-    if plan(&graph.nodes[i]).is_some() {
-        &[LANES, 4, 2]
-    } else if super::depthwise_dsp::scratch_bytes(graph, i) > 0 {
-        &[1]
-    } else {
-        &[]
+    match plan(&graph.nodes[i]) {
+        Some(pl) if pl.tables > 1 => &[
+            LANES,
+            4,
+            2,
+            LANES | DECODE_IN_LOOP,
+            4 | DECODE_IN_LOOP,
+            2 | DECODE_IN_LOOP,
+        ],
+        Some(_) => &[LANES, 4, 2],
+        None if super::depthwise_dsp::scratch_bytes(graph, i) > 0 => &[1],
+        None => &[],
     }
 }
 
@@ -123,13 +137,17 @@ pub(crate) fn lane_options(graph: &IntGraph, i: usize) -> &'static [usize] {
 /// block (0: it uses none, as with `lanes` = 0, the plain kernels), with 3 bytes of
 /// slack to align the 32-bit table and the columns.
 pub(crate) fn scratch_bytes(graph: &IntGraph, i: usize, lanes: usize) -> usize {
+    let (lanes, decode_in_loop) = (lanes & !DECODE_IN_LOOP, lanes & DECODE_IN_LOOP != 0);
     if lanes == 0 {
         return 0;
     }
     let node = &graph.nodes[i];
     match plan(node) {
         // The columns: kp / 2 pairs of 32 bits per lane.
-        Some(pl) => 3 + pl.tables * PAIR_TABLE_BYTES + lanes * pl.kp * 2,
+        Some(pl) => {
+            let tables = if decode_in_loop { 0 } else { pl.tables };
+            3 + tables * PAIR_TABLE_BYTES + lanes * pl.kp * 2
+        }
         None => super::depthwise_dsp::scratch_bytes(graph, i),
     }
 }
@@ -157,6 +175,7 @@ pub(crate) fn emit(
     layer: &QLinear,
     lanes: usize,
 ) -> bool {
+    let (lanes, decode_in_loop) = (lanes & !DECODE_IN_LOOP, lanes & DECODE_IN_LOOP != 0);
     if lanes == 0 {
         return false;
     }
@@ -191,7 +210,9 @@ pub(crate) fn emit(
         "    /* The scratch, 4-byte aligned (the arena has any alignment). */\n    \
          uint8_t *const base = scratch + ((4u - (unsigned)((uintptr_t)scratch & 3u)) & 3u);\n",
     );
-    if lut {
+    // 4-bit codes decode through pair tables in the scratch, or in the loop.
+    let pair_tables = lut && !decode_in_loop;
+    if pair_tables {
         writeln!(
             c,
             "    uint32_t *const pairs = (uint32_t *)(void *)base;\n    \
@@ -203,7 +224,7 @@ pub(crate) fn emit(
         c.push_str("    uint32_t *const cols = (uint32_t *)(void *)base;\n");
     }
     c.push_str("    long p, l, o;\n");
-    if lut {
+    if pair_tables {
         // One pair table per distinct LUT, in `P_lut_i`'s order (table groups: a
         // channel's pair table is its `P_lutrow_i` entry).
         writeln!(
@@ -296,6 +317,7 @@ pub(crate) fn emit(
                 k,
                 lut,
                 lanes,
+                decode_in_loop,
                 rounding: graph.rounding,
                 cheap_store: kh * kw == 1 || k <= 32,
             };
@@ -333,6 +355,9 @@ struct Dot<'a> {
     lut: bool,
     /// Pixels of the block (all of them computed and stored).
     lanes: usize,
+    /// 4-bit weights: decode each pair from the channel's 16-entry table
+    /// ([`DECODE_IN_LOOP`]) rather than from its pair table.
+    decode_in_loop: bool,
     rounding: Rounding,
     /// The store through [`store_value`] (rounding term once per channel, `USAT` /
     /// `SSAT`) rather than the general rescale.
@@ -353,6 +378,7 @@ impl Dot<'_> {
             k,
             lut,
             lanes,
+            decode_in_loop,
             ..
         } = *self;
         let pad = "    ";
@@ -404,7 +430,8 @@ impl Dot<'_> {
         let inner = "        ";
         if lut {
             writeln!(c, "{pad}const uint8_t *cp = {p}_codes_{i} + o * {np};").unwrap();
-            // This channel's pair table: the 16-entry table's offset, in pair tables.
+            // This channel's table: its 16-entry table, or that table's pair table
+            // (the same offset in pair tables).
             let QWeights::Lut { luts, .. } = &layer.weights else {
                 unreachable!("a 4-bit plan has LUT weights")
             };
@@ -414,9 +441,13 @@ impl Dot<'_> {
                 let offset = match offset.strip_suffix(" * o") {
                     Some(head) => format!("{head} * {}", at(ch)),
                     None => offset.replace("[o]", &format!("[{}]", at(ch))),
+                };
+                if decode_in_loop {
+                    writeln!(c, "{pad}const int8_t *const lut{ch} = {p}_lut_{i}{offset};").unwrap();
+                } else {
+                    let offset = offset.replace(" + 16 *", " + 256 *");
+                    writeln!(c, "{pad}const uint32_t *const tp{ch} = pairs{offset};").unwrap();
                 }
-                .replace(" + 16 *", " + 256 *");
-                writeln!(c, "{pad}const uint32_t *const tp{ch} = pairs{offset};").unwrap();
             }
             // One channel: 4 pairs per iteration; two: 1 (more would need registers the
             // compiler spills).
@@ -424,12 +455,17 @@ impl Dot<'_> {
             let main = np - np % unroll;
             let load = |c: &mut String, u: usize, pad: &str| {
                 for ch in 0..ocs {
-                    writeln!(
-                        c,
-                        "{pad}const uint32_t w{ch} = tp{ch}[cp[{}]];",
-                        ch * np + u
-                    )
-                    .unwrap();
+                    let byte = ch * np + u;
+                    if decode_in_loop {
+                        writeln!(
+                            c,
+                            "{pad}const unsigned b{ch} = cp[{byte}];\n\
+                             {pad}const uint32_t w{ch} = lutq_pair(lut{ch}[b{ch} & 15u], lut{ch}[b{ch} >> 4]);"
+                        )
+                        .unwrap();
+                    } else {
+                        writeln!(c, "{pad}const uint32_t w{ch} = tp{ch}[cp[{byte}]];").unwrap();
+                    }
                 }
             };
             if main > 0 {
