@@ -191,6 +191,22 @@ impl PatchGeometry {
             };
             (lo, hi.max(lo))
         };
+        // Per tap row `ky` and tap column `kx`: the input offset and the range of
+        // output indices whose input is inside the plane (the same for every channel).
+        let tap_rows: Vec<(isize, usize, usize)> = (0..kh)
+            .map(|ky| {
+                let offy = (ky * self.dilations[0]) as isize - self.pads[0] as isize;
+                let (y0, y1) = valid(self.out_height, self.height, self.strides[0], offy);
+                (offy, y0, y1)
+            })
+            .collect();
+        let tap_columns: Vec<(isize, usize, usize)> = (0..kw)
+            .map(|kx| {
+                let offx = (kx * self.dilations[1]) as isize - self.pads[1] as isize;
+                let (x0, x1) = valid(self.out_width, self.width, self.strides[1], offx);
+                (offx, x0, x1)
+            })
+            .collect();
         // Per tap column `kx`, the sum of every input row over the columns that tap
         // reads (one f64 per row), computed once and shared by the `kh` taps of that
         // column: each tap's total adds the same row sums in the same order as summing
@@ -198,9 +214,7 @@ impl PatchGeometry {
         let mut row_sums = vec![0f64; self.height];
         // The input rows some tap reads (a 1×1 kernel at stride 2 reads every other one).
         let mut needed = vec![false; self.height];
-        for ky in 0..kh {
-            let offy = (ky * self.dilations[0]) as isize - self.pads[0] as isize;
-            let (y0, y1) = valid(self.out_height, self.height, self.strides[0], offy);
+        for &(offy, y0, y1) in &tap_rows {
             for oy in y0..y1 {
                 needed[((oy * self.strides[0]) as isize + offy) as usize] = true;
             }
@@ -208,9 +222,7 @@ impl PatchGeometry {
         for c in 0..self.channels {
             let (g, ic) = (c / cg, c % cg);
             let plane = &x[c * self.height * self.width..(c + 1) * self.height * self.width];
-            for kx in 0..kw {
-                let offx = (kx * self.dilations[1]) as isize - self.pads[1] as isize;
-                let (x0, x1) = valid(self.out_width, self.width, self.strides[1], offx);
+            for (kx, &(offx, x0, x1)) in tap_columns.iter().enumerate() {
                 let row_sum = |row: usize| -> f64 {
                     // The first valid tap of this row; the rest follow at the stride.
                     let start = ((row * self.width) as isize
@@ -226,19 +238,18 @@ impl PatchGeometry {
                             .sum::<f32>() as f64
                     }
                 };
-                let fresh = x1 > x0;
-                if fresh {
+                // A tap column entirely in the padding reads nothing: its taps add 0.
+                let columns_in_range = x1 > x0;
+                if columns_in_range {
                     for (row, s) in row_sums.iter_mut().enumerate() {
                         if needed[row] {
                             *s = row_sum(row);
                         }
                     }
                 }
-                for ky in 0..kh {
-                    let offy = (ky * self.dilations[0]) as isize - self.pads[0] as isize;
-                    let (y0, y1) = valid(self.out_height, self.height, self.strides[0], offy);
+                for (ky, &(offy, y0, y1)) in tap_rows.iter().enumerate() {
                     let mut total = 0f64;
-                    if fresh {
+                    if columns_in_range {
                         for oy in y0..y1 {
                             let row = ((oy * self.strides[0]) as isize + offy) as usize;
                             total += row_sums[row];

@@ -187,8 +187,7 @@ pub(crate) fn exact_weights(
     let levels: Vec<i32> = (0..rows).flat_map(|o| integers(row(o), exps[o])).collect();
     let scales = exps.iter().map(|&e| RowScale::Pot(e)).collect();
     let to_i8 = |v: &[i32]| v.iter().map(|&l| l as i8).collect::<Vec<i8>>();
-    let table_of = |values: &[i32]| -> Option<[i8; 16]> {
-        let set: BTreeSet<i32> = values.iter().copied().collect();
+    let table_of = |set: &BTreeSet<i32>| -> Option<[i8; 16]> {
         if set.len() > 16 {
             return None;
         }
@@ -202,14 +201,14 @@ pub(crate) fn exact_weights(
     let (codes, luts) = match format {
         WeightFormat::Uniform { .. } => (None, Vec::new()),
         WeightFormat::Lut4 => {
-            let t = table_of(&levels)?;
+            let t = table_of(&levels.iter().copied().collect())?;
             (Some(levels.iter().map(|&v| code(&t, v)).collect()), vec![t])
         }
         WeightFormat::Lut4PerChannel | WeightFormat::Lut4Groups(_) => {
-            let luts = shared_row_tables(&levels, row_len)?
-                .iter()
-                .map(|set| table_of(&set.iter().copied().collect::<Vec<_>>()))
-                .collect::<Option<Vec<_>>>()?;
+            // One table per shared set, each row pointing at its set's.
+            let (sets, set_of) = shared_row_tables(&levels, row_len)?;
+            let tables = sets.iter().map(table_of).collect::<Option<Vec<_>>>()?;
+            let luts: Vec<[i8; 16]> = set_of.iter().map(|&i| tables[i]).collect();
             let codes = levels
                 .chunks(row_len)
                 .zip(&luts)
@@ -234,8 +233,9 @@ pub(crate) fn exact_weights(
 /// rows each use only some of their group's levels, is stored with one table per group
 /// (`TableLayout` keeps each distinct table once) and not a table per row. Rows with the
 /// most values choose first; each joins the set it adds the fewest new values to, or
-/// starts its own. `None` when a row alone has more than 16 values.
-fn shared_row_tables(levels: &[i32], row_len: usize) -> Option<Vec<BTreeSet<i32>>> {
+/// starts its own. Returns the sets and, per row, its set's index; `None` when a row
+/// alone has more than 16 values.
+fn shared_row_tables(levels: &[i32], row_len: usize) -> Option<(Vec<BTreeSet<i32>>, Vec<usize>)> {
     let rows: Vec<BTreeSet<i32>> = levels
         .chunks(row_len)
         .map(|r| r.iter().copied().collect())
@@ -265,7 +265,7 @@ fn shared_row_tables(levels: &[i32], row_len: usize) -> Option<Vec<BTreeSet<i32>
             }
         };
     }
-    Some(set_of.into_iter().map(|i| sets[i].clone()).collect())
+    Some((sets, set_of))
 }
 
 /// Where a trained linear layer's weights sit exactly (`exact_weights`), per format.
@@ -507,16 +507,16 @@ mod tests {
                 (0..row_len as i32).map(move |i| base + (i * (o + 3)) % 16)
             })
             .collect();
-        let sets = shared_row_tables(&levels, row_len).unwrap();
-        for (row, set) in levels.chunks(row_len).zip(&sets) {
+        let (sets, set_of) = shared_row_tables(&levels, row_len).unwrap();
+        assert_eq!(set_of.len(), 10);
+        for (row, &i) in levels.chunks(row_len).zip(&set_of) {
             assert!(
-                row.iter().all(|v| set.contains(v)),
+                row.iter().all(|v| sets[i].contains(v)),
                 "a row's values are in its table"
             );
-            assert!(set.len() <= 16);
+            assert!(sets[i].len() <= 16);
         }
-        let distinct: BTreeSet<&BTreeSet<i32>> = sets.iter().collect();
-        assert_eq!(distinct.len(), 2, "one table per group: {distinct:?}");
+        assert_eq!(sets.len(), 2, "one table per group: {sets:?}");
         let wide: Vec<i32> = (0..17).collect();
         assert!(shared_row_tables(&wide, 17).is_none());
     }
