@@ -177,36 +177,30 @@ impl PatchGeometry {
     fn add_patch_sums(&self, x: &[f32], sums: &mut [Vec<f64>]) {
         let cg = self.channels / self.groups;
         let [kh, kw] = self.kernel;
-        // Output indices o in 0..out whose input o·s + k·d − pad is in 0..size.
-        let valid = |out: usize, size: usize, s: usize, off: isize| {
-            let lo = if off >= 0 {
-                0
-            } else {
-                ((-off) as usize).div_ceil(s)
-            };
-            let hi = if (size as isize) <= off {
-                0
-            } else {
-                ((size as isize - off - 1) as usize / s + 1).min(out)
-            };
-            (lo, hi.max(lo))
+        // Per tap of one axis (`taps` of them; axis 0: rows, 1: columns): the input
+        // offset `k·d − pad` and the range of output indices `o` whose input
+        // `o·s + k·d − pad` is inside the plane (the same for every channel).
+        let axis_taps = |axis: usize, taps: usize, out: usize, size: usize| {
+            let s = self.strides[axis];
+            (0..taps)
+                .map(|t| {
+                    let off = (t * self.dilations[axis]) as isize - self.pads[axis] as isize;
+                    let lo = if off >= 0 {
+                        0
+                    } else {
+                        ((-off) as usize).div_ceil(s)
+                    };
+                    let hi = if (size as isize) <= off {
+                        0
+                    } else {
+                        ((size as isize - off - 1) as usize / s + 1).min(out)
+                    };
+                    (off, lo, hi.max(lo))
+                })
+                .collect::<Vec<(isize, usize, usize)>>()
         };
-        // Per tap row `ky` and tap column `kx`: the input offset and the range of
-        // output indices whose input is inside the plane (the same for every channel).
-        let tap_rows: Vec<(isize, usize, usize)> = (0..kh)
-            .map(|ky| {
-                let offy = (ky * self.dilations[0]) as isize - self.pads[0] as isize;
-                let (y0, y1) = valid(self.out_height, self.height, self.strides[0], offy);
-                (offy, y0, y1)
-            })
-            .collect();
-        let tap_columns: Vec<(isize, usize, usize)> = (0..kw)
-            .map(|kx| {
-                let offx = (kx * self.dilations[1]) as isize - self.pads[1] as isize;
-                let (x0, x1) = valid(self.out_width, self.width, self.strides[1], offx);
-                (offx, x0, x1)
-            })
-            .collect();
+        let tap_rows = axis_taps(0, kh, self.out_height, self.height);
+        let tap_columns = axis_taps(1, kw, self.out_width, self.width);
         // Per tap column `kx`, the sum of every input row over the columns that tap
         // reads (one f64 per row), computed once and shared by the `kh` taps of that
         // column: each tap's total adds the same row sums in the same order as summing
