@@ -515,8 +515,10 @@ fn int8_build_of_a_lut_program_agrees_and_costs_the_promised_constants() {
         );
         assert_eq!(int8.weight_bytes, lut.int8_weight_bytes, "{model}");
         assert_eq!(int8.int8_weight_bytes, int8.weight_bytes, "{model}");
+        // 4-bit codes with the default 8 tables per layer: half the int8 bytes plus a
+        // table index per channel, the tables and the biases (Fashion MobileNetV2: 0.63).
         assert!(
-            lut.weight_bytes * 10 < int8.weight_bytes * 6,
+            lut.weight_bytes * 10 < int8.weight_bytes * 7,
             "{model}: {lut:?} {int8:?}"
         );
     }

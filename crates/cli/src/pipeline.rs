@@ -22,6 +22,15 @@ pub enum LutTables {
     Auto,
 }
 
+impl std::fmt::Display for LutTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LutTables::Count(n) => write!(f, "{n}"),
+            LutTables::Auto => f.write_str("auto"),
+        }
+    }
+}
+
 /// The table count `--lut-tables auto` tries beside one table: where the gain levelled
 /// off on EfficientNet-Lite0 (4: 11.2 dB, 8: 11.7, 16: 11.6).
 pub const AUTO_TABLES: usize = 8;
@@ -60,11 +69,11 @@ pub struct QuantArgs {
     /// LUT modes: up to N 16-entry tables per layer, each output channel reading one
     /// (table groups). Channels of a similar weight distribution share a table, fitted
     /// to them: most of --lut-per-channel's gain for a byte of flash per channel (the
-    /// index) and 16 per table. 1 is one shared table per layer. `auto` quantizes with 1
-    /// and with 8 and keeps the one with the higher output SQNR on the first 64
-    /// calibration samples (twice the time; 8 tables gain 2 dB on EfficientNet-Lite0 and
-    /// lose 1.5 dB on MobileNetV2, docs/quantization.md "Table groups")
-    #[arg(long, default_value = "1", value_name = "N|auto", value_parser = parse_lut_tables)]
+    /// index) and 16 per table. 1 is one shared table per layer (the paper's format,
+    /// least flash). `auto` quantizes with 1 and with 8 and keeps the one with the
+    /// higher output SQNR on the first 64 calibration samples (twice the time). 8 beat 1
+    /// on every model measured (docs/quantization.md "Table groups")
+    #[arg(long, default_value_t = LutTables::Count(lutq_quant::DEFAULT_LUT_TABLES), value_name = "N|auto", value_parser = parse_lut_tables)]
     pub lut_tables: LutTables,
     /// Round weights to the nearest grid point and fit LUTs by plain k-means, ignoring
     /// the calibration data (for comparisons; loses accuracy at 4 bits).

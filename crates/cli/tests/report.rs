@@ -165,10 +165,19 @@ fn report_on_resnet8_lists_every_layer_charts_every_mode_and_stays_offline() {
         assert_eq!(l.modes.len(), 2);
         assert!(l.modes.iter().all(|m| m.sqnr_db.is_some()), "{l:?}");
         assert_eq!(l.modes[0].luts, 0, "int8 has no tables: {l:?}");
-        // pot-channel: exponents per channel; one table per layer without
-        // --lut-per-channel.
-        assert_eq!(l.modes[1].luts, 1, "one table per layer: {l:?}");
-        assert!(l.modes[1].weight_bytes < l.modes[0].weight_bytes, "{l:?}");
+        // pot-channel: exponents per channel; by default table groups, whose layer
+        // stores the groups' tables and at most the shared one besides.
+        let luts = l.modes[1].luts;
+        assert!(
+            (1..=lutq_quant::DEFAULT_LUT_TABLES + 1).contains(&luts),
+            "at most {} tables per layer: {l:?}",
+            lutq_quant::DEFAULT_LUT_TABLES + 1
+        );
+        // 4-bit codes take half int8's bytes; the tables and their index come on top, so
+        // only the 16-channel stem (144 weights, 9 tables) may come out larger.
+        if l.name != "/stem/stem.0/Conv" {
+            assert!(l.modes[1].weight_bytes < l.modes[0].weight_bytes, "{l:?}");
+        }
     }
 
     // The same numbers as `lutq eval --per-layer --backend c` on the same data (the
@@ -338,12 +347,28 @@ fn report_on_resnet8_lists_every_layer_charts_every_mode_and_stays_offline() {
             );
             if m.luts == 0 {
                 assert!(w.levels.is_empty(), "int8: no levels drawn");
-            } else {
+            } else if m.luts == 1 {
                 // One table for the layer: at most 16 distinct levels, each in every
                 // channel's table, on the int8 grid.
                 assert!((2..=16).contains(&w.levels.len()), "{:?}", w.levels);
                 assert!(w.levels.iter().all(|v| v.channels == channels));
                 assert!(w.levels.iter().all(|v| (-128..=127).contains(&v.value)));
+            } else {
+                // Table groups: each level in some channels' tables, every channel's
+                // table holding 2 to 16 of them.
+                assert!(
+                    (2..=16 * m.luts).contains(&w.levels.len()),
+                    "{:?}",
+                    w.levels
+                );
+                assert!(
+                    w.levels
+                        .iter()
+                        .all(|v| (1..=channels).contains(&v.channels))
+                );
+                assert!(w.levels.iter().all(|v| (-128..=127).contains(&v.value)));
+                let reads: usize = w.levels.iter().map(|v| v.channels).sum();
+                assert!((2 * channels..=16 * channels).contains(&reads), "{reads}");
             }
             match &m.activation_hist {
                 Some(a) => {

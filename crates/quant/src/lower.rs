@@ -509,6 +509,18 @@ impl<'a> Lowering<'a> {
         }
     }
 
+    /// Table groups stand in for the one shared table (`QuantOptions::lut_tables`), in a
+    /// `--flash-budget` plan and its candidates too, so that the plan counts the bytes and
+    /// the error of the program it emits.
+    fn grouped(&self, format: WeightFormat) -> WeightFormat {
+        match format {
+            WeightFormat::Lut4 if self.options.lut_tables > 1 => {
+                WeightFormat::Lut4Groups(self.options.lut_tables)
+            }
+            other => other,
+        }
+    }
+
     /// A clamp narrowed to node `id`'s trained grid, if it has one.
     fn trained_clamp(&self, id: NodeId, (lo, hi): (i32, i32)) -> (i32, i32) {
         match self.trained.get(&id) {
@@ -1263,13 +1275,7 @@ impl<'a> Lowering<'a> {
                 other => other,
             },
         };
-        // Table groups stand in for the one shared table, in a `--flash-budget` plan too.
-        let format = match format {
-            WeightFormat::Lut4 if self.options.lut_tables > 1 => {
-                WeightFormat::Lut4Groups(self.options.lut_tables)
-            }
-            other => other,
-        };
+        let format = self.grouped(format);
 
         // Constant channels (BatchNorm with γ ≈ 0, zero rows): weights that move the
         // output by less than half an output step over the whole input range are fitted
@@ -1536,7 +1542,7 @@ impl<'a> Lowering<'a> {
                     built.clone()
                 } else {
                     let (format, scale) = f.weights(base.1);
-                    build(format, scale)?
+                    build(self.grouped(format), scale)?
                 };
                 options_out.push(Candidate {
                     format: f,

@@ -339,7 +339,7 @@ fn too_few_patches_are_reported_with_the_samples_needed() {
     let all = report.warnings.join("\n");
     assert!(
         all.contains("layer 'fc': the weight fit saw 8 input patches for a fan-in of 32")
-            && all.contains("at least 32 samples (256 for float targets)"),
+            && all.contains("at least 32 samples (96 for float targets)"),
         "{all}"
     );
     // Enough for H, not for float targets.
@@ -353,10 +353,10 @@ fn too_few_patches_are_reported_with_the_samples_needed() {
     .unwrap();
     let all = report.warnings.join("\n");
     assert!(
-        all.contains("saw 64 input patches for a fan-in of 32, fewer than the 256"),
+        all.contains("saw 64 input patches for a fan-in of 32, fewer than the 96"),
         "{all}"
     );
-    let calib = calibration(&[1, k], 256, 0);
+    let calib = calibration(&[1, k], 96, 0);
     let (_, report) = quantize(
         &g,
         &calib,

@@ -328,8 +328,8 @@ fn layer_table(s: &mut String, r: &Report) {
             }
             let luts = match m.luts {
                 0 => "–".to_string(),
-                1 => "1 / layer".to_string(),
-                n => format!("{n} / channel"),
+                n if n == l.output_shape.get(1).copied().unwrap_or(0) => format!("{n} / channel"),
+                n => format!("{n} / layer"),
             };
             let rescale = match m.rescale {
                 RescaleRange::Shift { min, max } => format!("≫ {}", range(min, max)),

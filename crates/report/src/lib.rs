@@ -195,7 +195,8 @@ pub struct LayerMode {
     pub weights: String,
     /// Codes + tables or int8 values, biases and rescales (the quantizer's report).
     pub weight_bytes: usize,
-    /// Lookup tables: 0 for int8 weights, 1 for one per layer, else one per channel.
+    /// Lookup tables the layer stores (each distinct table once, `TableLayout`): 0 for
+    /// int8 weights, 1 for one per layer, up to 9 for 8 table groups, or one per channel.
     pub luts: usize,
     pub input_exp: i32,
     pub output_exp: i32,
@@ -422,7 +423,7 @@ fn layers_of(m: &ModeInput<'_>, per_layer_samples: usize) -> Vec<Layer> {
                 |q| q.weight_bytes,
             ),
             luts: match &l.weights {
-                QWeights::Lut { luts, .. } => luts.len(),
+                QWeights::Lut { luts, .. } => lutq_ir::int::TableLayout::of(luts).tables.len(),
                 QWeights::Int8 { .. } => 0,
             },
             input_exp: input.exp,

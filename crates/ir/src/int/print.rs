@@ -99,6 +99,12 @@ impl IntGraph {
                             } else {
                                 let h = fnv(luts.iter().flatten().map(|&v| v as u8));
                                 write!(out, " luts={}x#{h:08x}", luts.len()).unwrap();
+                                // Table groups: rows share a few tables.
+                                let distinct =
+                                    luts.iter().collect::<std::collections::HashSet<_>>().len();
+                                if distinct < luts.len() {
+                                    write!(out, " distinct={distinct}").unwrap();
+                                }
                             }
                             write!(out, " codes=#{:08x}", fnv(codes.iter().copied())).unwrap();
                         }

@@ -352,3 +352,35 @@ fn table_layout_stores_shared_tables_once() {
     };
     assert_eq!(w.size_bytes(), 6 + 38);
 }
+
+#[test]
+fn the_dump_names_how_many_distinct_tables_the_rows_read() {
+    let a: [i8; 16] = std::array::from_fn(|i| i as i8 - 8);
+    let b: [i8; 16] = std::array::from_fn(|i| 2 * (i as i8 - 8));
+    let with_luts = |luts: Vec<[i8; 16]>| {
+        let mut g = dense(vec![0; 6 * 2], 2, 0, 0);
+        if let IntOp::Linear(l) = &mut g.nodes[1].op {
+            l.weights = QWeights::Lut {
+                shape: [luts.len(), 2, 1, 1],
+                codes: QWeights::pack_codes(luts.len(), 2, &vec![0; luts.len() * 2]),
+                luts,
+            };
+        }
+        g.dump()
+    };
+    // Table groups: six rows, two tables.
+    let grouped = with_luts(vec![a, b, a, a, b, b]);
+    assert!(
+        grouped.contains(" luts=6x#") && grouped.contains(" distinct=2 "),
+        "{grouped}"
+    );
+    // A table per row, all different: nothing to add.
+    let own = with_luts(vec![a, b]);
+    assert!(
+        own.contains(" luts=2x#") && !own.contains("distinct"),
+        "{own}"
+    );
+    // One shared table is printed whole.
+    let shared = with_luts(vec![a]);
+    assert!(shared.contains(" lut=[-8, -7,"), "{shared}");
+}
