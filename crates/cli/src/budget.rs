@@ -183,7 +183,18 @@ pub fn quantize_to_budget(
     let mut target = budget_bytes.min(int8_bytes);
     let mut attempt = 0;
     let (final_graph, mut report, chosen) = loop {
-        let p = plan(&choices, fixed, target).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let p = plan(&choices, fixed, target).map_err(|e| {
+            // Table groups (the default) cost a byte per channel and 16 per table over
+            // one shared table: on small nets that is where the missing bytes are.
+            if options.lut_tables > 1 {
+                anyhow::anyhow!(
+                    "{e}, or --lut-tables 1 (one table per layer, the smallest 4-bit layers;                      the plan's lut4 layers now have up to {} tables)",
+                    options.lut_tables
+                )
+            } else {
+                anyhow::anyhow!("{e}")
+            }
+        })?;
         let formats: HashMap<String, LayerFormat> = choices
             .iter()
             .zip(&p.choice)
