@@ -188,7 +188,8 @@ pub fn quantize_to_budget(
             // one shared table: on small nets that is where the missing bytes are.
             if options.lut_tables > 1 {
                 anyhow::anyhow!(
-                    "{e}, or --lut-tables 1 (one table per layer, the smallest 4-bit layers;                      the plan's lut4 layers now have up to {} tables)",
+                    "{e}, or --lut-tables 1 (one table per layer, the smallest 4-bit layers; \
+                     the plan's lut4 layers now have up to {} tables)",
                     options.lut_tables
                 )
             } else {

@@ -206,7 +206,8 @@ fn builder_copies_shapes_tables_exponents_and_rescales() {
     assert_eq!(conv.input_shape, [1, 2, 4, 4]);
     assert_eq!(conv.output_shape, [1, 4, 4, 4]);
     let (int8, lut) = (&conv.modes[0], &conv.modes[1]);
-    assert_eq!((int8.luts, lut.luts), (0, 4));
+    // Four identical per-channel tables: the layer stores one.
+    assert_eq!((int8.luts, lut.luts), (0, 1));
     assert_eq!((lut.input_exp, lut.output_exp), (6, 3));
     assert_eq!((lut.weight_exp_min, lut.weight_exp_max), (4, 6));
     assert_eq!(lut.rescale, RescaleRange::Shift { min: 7, max: 9 });
