@@ -161,7 +161,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         pipeline,
         extra,
     };
-    let cpu = cpu_name();
+    let cpu = crate::bench_float::cpu_name();
     let mut summary = Vec::new();
     for t in targets {
         let corpus = fuzz_dir.join("corpus").join(t);
@@ -397,17 +397,4 @@ fn fuzz_one(
         log_path.display()
     );
     Ok(stats)
-}
-
-/// `model name` of /proc/cpuinfo.
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }

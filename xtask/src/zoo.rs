@@ -246,11 +246,12 @@ fn table(rows: &[Row], missing: &[String], exact: usize) -> String {
          bit for bit in the generated C (host gcc -O2) and the JIT against the golden\n\
          interpreter (of {exact}); **flash** = weights, tables, biases and shifts; **arena** = the C\n\
          backend's static plan over its lower bound; **s** = wall seconds to quantize and\n\
-         check (release build, a shared 2-core AMD EPYC VM: a rough cost, not a benchmark).\n\
+         check (release build, {cpu}, a shared 2-core machine: a rough cost, not a benchmark).\n\
          {ok} of {} model × mode runs pass.\n\n\
          | model | mode | agree | SQNR dB | flash B | arena B | arena / bound | MACs | exact | s | integer ops |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
-        rows.len()
+        rows.len(),
+        cpu = crate::bench_float::cpu_name(),
     );
     for r in rows {
         match &r.result {
