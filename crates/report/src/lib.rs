@@ -422,10 +422,7 @@ fn layers_of(m: &ModeInput<'_>, per_layer_samples: usize) -> Vec<Layer> {
                 || l.weights.size_bytes() + 4 * l.bias.len() + 4 * l.rescale.len(),
                 |q| q.weight_bytes,
             ),
-            luts: match &l.weights {
-                QWeights::Lut { luts, .. } => lutq_ir::int::TableLayout::of(luts).tables.len(),
-                QWeights::Int8 { .. } => 0,
-            },
+            luts: l.weights.table_layout().map_or(0, |t| t.tables.len()),
             input_exp: input.exp,
             output_exp: node.ty.exp,
             weight_exp_min: l.weight_exps.iter().copied().min().unwrap_or(0),

@@ -99,9 +99,11 @@ impl IntGraph {
                             } else {
                                 let h = fnv(luts.iter().flatten().map(|&v| v as u8));
                                 write!(out, " luts={}x#{h:08x}", luts.len()).unwrap();
-                                // Table groups: rows share a few tables.
+                                // Table groups: rows share a few tables, each
+                                // stored once (the count the backends and the report
+                                // read, `QWeights::table_layout`).
                                 let distinct =
-                                    luts.iter().collect::<std::collections::HashSet<_>>().len();
+                                    l.weights.table_layout().map_or(0, |t| t.tables.len());
                                 if distinct < luts.len() {
                                     write!(out, " distinct={distinct}").unwrap();
                                 }
