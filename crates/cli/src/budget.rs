@@ -1,5 +1,5 @@
-//! `--flash-budget`: per-layer weight formats (lut4, lut4 with one table per channel,
-//! int8) that fit a byte budget with the least output error. The sensitivity pass and the
+//! `--flash-budget`: per-layer weight formats (lut4 with one table, lut4 with table
+//! groups, lut4 with one table per channel, int8) that fit a byte budget with the least output error. The sensitivity pass and the
 //! plan are `lutq_quant::budget`'s; the bytes are the C backend's own count
 //! (`lutq_backend_c::constant_bytes`), so the plan fits the generated C exactly.
 
@@ -86,7 +86,8 @@ pub fn quantize_to_budget(
     let mode = options.mode;
     if !matches!(mode, Mode::Lut4PotLayer | Mode::Lut4PotChannel) {
         bail!(
-            "--flash-budget chooses lut4, lut4 with per-channel tables or int8 for each layer: \
+            "--flash-budget chooses lut4 (one table, table groups or a table per channel) or \
+             int8 for each layer: \
              its base is a lut4 mode. Fix: pass --mode lut4-pot-channel (or lut4-pot-layer)"
         );
     }
@@ -183,19 +184,7 @@ pub fn quantize_to_budget(
     let mut target = budget_bytes.min(int8_bytes);
     let mut attempt = 0;
     let (final_graph, mut report, chosen) = loop {
-        let p = plan(&choices, fixed, target).map_err(|e| {
-            // Table groups (the default) cost a byte per channel and 16 per table over
-            // one shared table: on small nets that is where the missing bytes are.
-            if options.lut_tables > 1 {
-                anyhow::anyhow!(
-                    "{e}, or --lut-tables 1 (one table per layer, the smallest 4-bit layers; \
-                     the plan's lut4 layers now have up to {} tables)",
-                    options.lut_tables
-                )
-            } else {
-                anyhow::anyhow!("{e}")
-            }
-        })?;
+        let p = plan(&choices, fixed, target)?;
         let formats: HashMap<String, LayerFormat> = choices
             .iter()
             .zip(&p.choice)
@@ -301,7 +290,7 @@ pub fn budget_text(r: &BudgetReport, mode: Mode) -> String {
         r.measure_seconds,
     );
     s.push_str(
-        "  layer                                    format     bytes   output SQNR (dB) with only this layer in lut4 / lut4/ch\n",
+        "  layer                                    format         bytes   output SQNR (dB) with only this layer in lut4 / lut4/groups / lut4/ch\n",
     );
     for l in &r.layers {
         let db = |f: &str| {
@@ -314,11 +303,12 @@ pub fn budget_text(r: &BudgetReport, mode: Mode) -> String {
                 })
         };
         s.push_str(&format!(
-            "  {:<40} {:<8} {:>8}   {:>7} / {:<7}\n",
+            "  {:<40} {:<11} {:>8}   {:>7} / {:>7} / {:<7}\n",
             l.name,
             l.format,
             l.bytes,
             db("lut4"),
+            db("lut4/groups"),
             db("lut4/ch")
         ));
     }

@@ -91,16 +91,18 @@ pub struct QuantArgs {
     pub no_float_target: bool,
     /// Fit the weights into this many bytes of constants (weights, tables, biases,
     /// shifts, counted exactly as the C backend stores them) with the least output
-    /// error: each Conv/Gemm layer gets lut4 (the --mode's table per layer), lut4 with
-    /// one table per output channel, or int8 (per-channel power-of-two). Bytes
+    /// error: each Conv/Gemm layer gets lut4 with one table, lut4 with the --lut-tables
+    /// table groups, lut4 with one table per output channel, or int8 (per-channel
+    /// power-of-two). Bytes
     /// (`120000`), with a suffix (`120k` = 120 × 1024, `1.5M` = 1.5 × 1024²), or a
     /// multiple of the all-int8 build's constants (`0.6x`). Layers are ranked by their
     /// measured sensitivity: the output error on calibration samples when only that
     /// layer is 4-bit and every other one int8. Costs one extra quantization (the
-    /// all-int8 network, every layer fitted in all three formats) plus the measurement;
+    /// all-int8 network, every layer fitted in all four formats) plus the measurement;
     /// the plan, per layer, goes to standard error (and into --json). The base --mode
     /// must be lut4-pot-channel or lut4-pot-layer; below the smallest plan (every layer
-    /// lut4) is an error that names it, at or above all-int8 every layer is int8.
+    /// lut4 with one table) is an error that names it, at or above all-int8 every layer
+    /// is int8.
     #[arg(long, value_name = "BYTES")]
     pub flash_budget: Option<crate::budget::FlashBudget>,
     /// With --flash-budget: calibration samples (the first ones) the sensitivity is

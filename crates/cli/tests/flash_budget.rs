@@ -120,8 +120,8 @@ fn flash_budget_fits_exactly_is_monotone_and_has_the_right_extremes() {
     };
     let smallest = compile(&min.to_string(), &dir).unwrap();
     for l in smallest["flash_budget"]["layers"].as_array().unwrap() {
-        // Usually lut4; a layer as small as the 16-channel stem (144 weights) takes
-        // fewer bytes at int8 than with 8 tables of 16 entries.
+        // lut4 with one table (the table groups of the default cost a byte per channel
+        // and 16 per table more).
         let least = l["options"]
             .as_array()
             .unwrap()
@@ -131,6 +131,25 @@ fn flash_budget_fits_exactly_is_monotone_and_has_the_right_extremes() {
         assert_eq!(l["format"], least["format"], "{l}");
     }
     let formats = smallest["flash_budget"]["layers"].as_array().unwrap();
+    // Every layer was offered one table, the default table groups and a table per
+    // channel beside int8; one table is never larger than the groups.
+    for l in formats {
+        let option = |f: &str| {
+            l["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["format"] == f)
+                .unwrap_or_else(|| panic!("{f} offered: {l}"))
+                .clone()
+        };
+        option("int8");
+        option("lut4/ch");
+        assert!(
+            bytes(&option("lut4"), "bytes") <= bytes(&option("lut4/groups"), "bytes"),
+            "{l}"
+        );
+    }
     assert!(
         formats.iter().filter(|l| l["format"] == "lut4").count() * 2 > formats.len(),
         "most layers are smallest in lut4: {formats:?}"

@@ -145,8 +145,12 @@ impl FromStr for Mode {
 /// chosen per layer by `--flash-budget`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum LayerFormat {
-    /// 4-bit codes into one 16-entry table for the layer, the mode's exponents.
+    /// 4-bit codes into one 16-entry table for the layer, the mode's exponents: the
+    /// fewest bytes a 4-bit layer takes (the paper's format).
     Lut4,
+    /// 4-bit codes into up to `QuantOptions::lut_tables` tables, each shared by a group
+    /// of output channels (the LUT modes' default; the same as `Lut4` with one table).
+    Lut4Groups,
     /// 4-bit codes into one table per output channel (16 more bytes per channel).
     Lut4PerChannel,
     /// int8 weights with per-channel power-of-two exponents.
@@ -155,8 +159,9 @@ pub enum LayerFormat {
 
 impl LayerFormat {
     /// In order of bytes (for layers of more than 16 weights per channel).
-    pub const ALL: [LayerFormat; 3] = [
+    pub const ALL: [LayerFormat; 4] = [
         LayerFormat::Lut4,
+        LayerFormat::Lut4Groups,
         LayerFormat::Lut4PerChannel,
         LayerFormat::Int8,
     ];
@@ -165,15 +170,21 @@ impl LayerFormat {
     pub fn name(self) -> &'static str {
         match self {
             LayerFormat::Lut4 => "lut4",
+            LayerFormat::Lut4Groups => "lut4/groups",
             LayerFormat::Lut4PerChannel => "lut4/ch",
             LayerFormat::Int8 => "int8",
         }
     }
 
     /// The grid and scale: LUT formats keep the mode's `scale`; int8 is per channel.
-    pub fn weights(self, scale: ScaleKind) -> (WeightFormat, ScaleKind) {
+    /// `lut_tables`: the table groups `Lut4Groups` stands for.
+    pub fn weights(self, scale: ScaleKind, lut_tables: usize) -> (WeightFormat, ScaleKind) {
         match self {
             LayerFormat::Lut4 => (WeightFormat::Lut4, scale),
+            LayerFormat::Lut4Groups if lut_tables > 1 => {
+                (WeightFormat::Lut4Groups(lut_tables), scale)
+            }
+            LayerFormat::Lut4Groups => (WeightFormat::Lut4, scale),
             LayerFormat::Lut4PerChannel => (WeightFormat::Lut4PerChannel, scale),
             LayerFormat::Int8 => (
                 WeightFormat::Uniform {

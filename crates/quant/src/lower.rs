@@ -509,18 +509,6 @@ impl<'a> Lowering<'a> {
         }
     }
 
-    /// Table groups stand in for the one shared table (`QuantOptions::lut_tables`), in a
-    /// `--flash-budget` plan and its candidates too, so that the plan counts the bytes and
-    /// the error of the program it emits.
-    fn grouped(&self, format: WeightFormat) -> WeightFormat {
-        match format {
-            WeightFormat::Lut4 if self.options.lut_tables > 1 => {
-                WeightFormat::Lut4Groups(self.options.lut_tables)
-            }
-            other => other,
-        }
-    }
-
     /// A clamp narrowed to node `id`'s trained grid, if it has one.
     fn trained_clamp(&self, id: NodeId, (lo, hi): (i32, i32)) -> (i32, i32) {
         match self.trained.get(&id) {
@@ -1266,16 +1254,17 @@ impl<'a> Lowering<'a> {
             self.options.formats.get(&node.name).copied()
         };
         let base = self.options.mode.weights().ok_or(QuantError::Fp32)?;
+        let lut_tables = self.options.lut_tables;
         let (format, scale) = match layer_format {
-            Some(f) => f.weights(base.1),
+            Some(f) => f.weights(base.1, lut_tables),
             None => match base {
                 (WeightFormat::Lut4, scale) if self.options.lut_per_channel => {
                     (WeightFormat::Lut4PerChannel, scale)
                 }
+                (WeightFormat::Lut4, scale) => LayerFormat::Lut4Groups.weights(scale, lut_tables),
                 other => other,
             },
         };
-        let format = self.grouped(format);
 
         // Constant channels (BatchNorm with γ ≈ 0, zero rows): weights that move the
         // output by less than half an output step over the whole input range are fitted
@@ -1537,12 +1526,16 @@ impl<'a> Lowering<'a> {
                 &LayerFormat::ALL
             };
             let mut options_out = Vec::new();
-            for &f in formats {
+            // With one table, the groups are `Lut4` itself.
+            let distinct = formats
+                .iter()
+                .filter(|&&f| f != LayerFormat::Lut4Groups || lut_tables > 1);
+            for &f in distinct {
                 let b = if f == LayerFormat::Int8 {
                     built.clone()
                 } else {
-                    let (format, scale) = f.weights(base.1);
-                    build(self.grouped(format), scale)?
+                    let (format, scale) = f.weights(base.1, lut_tables);
+                    build(format, scale)?
                 };
                 options_out.push(Candidate {
                     format: f,
