@@ -112,7 +112,7 @@ pub(crate) fn emit(c: &mut String, graph: &IntGraph, i: usize, p: &str, layer: &
     match &layer.weights {
         QWeights::Lut { luts, .. } => {
             let rb = taps.div_ceil(2);
-            let table = super::weights::table_offset(p, i, luts);
+            let table = super::weights::table_offset(p, i, luts, "o", 16);
             writeln!(
                 c,
                 "        const uint8_t *cd = {p}_codes_{i} + o * {rb};\n        \

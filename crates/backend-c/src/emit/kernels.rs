@@ -20,25 +20,26 @@ use lutq_ir::int::{
     Extremum, IntElem, IntGraph, IntNode, IntOp, QLinear, QResize, QWeights, Rescale, ResizeTap,
 };
 
+use super::c_elem;
+use super::linear_dsp::{self, KernelChoice};
 use super::weights::{RescaleForm, rescale_form};
-use super::{c_elem, linear_dsp};
 use crate::error::CError;
 
 /// The C function computing node `i`, or `None` for ops without code (`quantize_input`:
 /// the caller quantizes; `reshape`: a view of the same bytes).
-/// `lanes`: the pixels per block of node `i`'s dual-MAC kernel (one of
-/// `linear_dsp::lane_options`, chosen to fit the scratch limit; 0: the plain kernels).
+/// `choice`: how node `i`'s kernel runs (one of `linear_dsp::lane_options`, chosen to fit
+/// the scratch limit; `KernelChoice::PLAIN`: the plain kernels).
 pub(crate) fn emit_kernel(
     graph: &IntGraph,
     i: usize,
     p: &str,
-    lanes: usize,
+    choice: KernelChoice,
 ) -> Result<Option<String>, CError> {
     let node = &graph.nodes[i];
     let ins: Vec<&lutq_ir::int::QType> = node.inputs.iter().map(|&v| graph.ty(v)).collect();
     let mut c = format!("/* %{i} {} '{}' */\n", node.op.name(), comment(&node.name));
-    let params = params(graph, i, lanes);
-    if lanes > 0 {
+    let params = params(graph, i, choice);
+    if choice.lanes > 0 {
         // The dual-MAC kernels stay functions of their own: inlined into `NAME_run`,
         // their register allocation depended on the rest of the model (IC ResNet-8's
         // 3×3 convs varied 1.42–1.61 instructions per MAC with unrelated changes).
@@ -47,7 +48,7 @@ pub(crate) fn emit_kernel(
     writeln!(c, "static void layer_{i}({params})\n{{").unwrap();
     match &node.op {
         IntOp::QuantizeInput { .. } | IntOp::Reshape => return Ok(None),
-        IntOp::Linear(layer) => linear(&mut c, graph, i, p, layer, lanes)?,
+        IntOp::Linear(layer) => linear(&mut c, graph, i, p, layer, choice)?,
         IntOp::Add(a) => {
             let n = node.ty.num_elements();
             let sum = format!(
@@ -388,7 +389,7 @@ fn unsupported(node: &IntNode, message: &str) -> CError {
     }
 }
 
-fn params(graph: &IntGraph, i: usize, lanes: usize) -> String {
+fn params(graph: &IntGraph, i: usize, choice: KernelChoice) -> String {
     let node = &graph.nodes[i];
     let mut ps: Vec<String> = node
         .inputs
@@ -397,7 +398,7 @@ fn params(graph: &IntGraph, i: usize, lanes: usize) -> String {
         .map(|(k, &v)| format!("const {} *x{k}", c_elem(graph.ty(v).elem)))
         .collect();
     ps.push(format!("{} *y", c_elem(node.ty.elem)));
-    if linear_dsp::scratch_bytes(graph, i, lanes) > 0 {
+    if linear_dsp::scratch_bytes(graph, i, choice) > 0 {
         ps.push("uint8_t *scratch".into());
     }
     ps.join(", ")
@@ -476,9 +477,9 @@ fn linear(
     i: usize,
     p: &str,
     layer: &QLinear,
-    lanes: usize,
+    choice: KernelChoice,
 ) -> Result<(), CError> {
-    if linear_dsp::emit(c, graph, i, p, layer, lanes) {
+    if linear_dsp::emit(c, graph, i, p, layer, choice) {
         return Ok(());
     }
     let node = &graph.nodes[i];
@@ -493,7 +494,7 @@ fn linear(
     match &layer.weights {
         QWeights::Lut { luts, .. } => {
             let rb = k_n.div_ceil(2);
-            let table = super::weights::table_offset(p, i, luts);
+            let table = super::weights::table_offset(p, i, luts, "o", 16);
             writeln!(
                 c,
                 "        const uint8_t *codes = {p}_codes_{i} + o * {rb};\n        \

@@ -59,12 +59,39 @@ const PAIR_TABLE_BYTES: usize = 256 * 4;
 /// a table per channel of a wider layer takes the plain kernel.
 const MAX_PAIR_TABLES: usize = 9;
 
-/// A kernel choice of [`lane_options`] with this bit set (on top of the pixels per
-/// block) decodes every weight pair in the loop, from the channel's own 16-entry table
-/// (one code byte, two table loads and a pack), instead of from a pair table in the
-/// scratch: the variant of a layer with several tables when their pair tables fit no gap
-/// within the scratch limit (the plain kernel would take 2–3× its instructions).
-pub(crate) const DECODE_IN_LOOP: usize = 1 << 16;
+/// How node `i`'s kernel runs (one of [`lane_options`], chosen to fit the scratch limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KernelChoice {
+    /// Pixels per block of the dual-MAC kernel; 0: the plain kernels.
+    pub lanes: usize,
+    /// Decode every weight pair in the loop, from the channel's own 16-entry table (one
+    /// code byte, two table loads and a pack), instead of from a pair table in the
+    /// scratch: the variant of a layer with several tables when their pair tables fit
+    /// no gap within the scratch limit (the plain kernel would take 2–3× its
+    /// instructions).
+    pub decode_in_loop: bool,
+}
+
+impl KernelChoice {
+    /// The plain kernels (no scratch).
+    pub const PLAIN: KernelChoice = KernelChoice::pairs(0);
+
+    /// `lanes` pixels per block, 4-bit codes through pair tables (int8 weights: none).
+    const fn pairs(lanes: usize) -> KernelChoice {
+        KernelChoice {
+            lanes,
+            decode_in_loop: false,
+        }
+    }
+
+    /// `lanes` pixels per block, 4-bit codes decoded in the loop.
+    const fn in_loop(lanes: usize) -> KernelChoice {
+        KernelChoice {
+            lanes,
+            decode_in_loop: true,
+        }
+    }
+}
 
 /// Kernels up to this many taps per input channel get their im2col copy unrolled.
 const MAX_UNROLLED_TAPS: usize = 25;
@@ -115,20 +142,24 @@ fn plan(node: &IntNode) -> Option<Plan> {
 
 /// The lane counts the kernel of node `i` can run with, most preferred first (the
 /// scratch grows with the lanes, [`scratch_bytes`]); with several tables, then the same
-/// with [`DECODE_IN_LOOP`] (no pair tables in the scratch); for a depthwise layer of this
+/// decoding in the loop (no pair tables in the scratch); for a depthwise layer of this
 /// path `[1]` (its scratch does not depend on lanes); empty where the plain kernels run.
-pub(crate) fn lane_options(graph: &IntGraph, i: usize) -> &'static [usize] {
+pub(crate) fn lane_options(graph: &IntGraph, i: usize) -> &'static [KernelChoice] {
+    use KernelChoice as K;
+    const SEVERAL_TABLES: [KernelChoice; 6] = [
+        K::pairs(LANES),
+        K::pairs(4),
+        K::pairs(2),
+        K::in_loop(LANES),
+        K::in_loop(4),
+        K::in_loop(2),
+    ];
+    const ONE_TABLE: [KernelChoice; 3] = [K::pairs(LANES), K::pairs(4), K::pairs(2)];
+    const DEPTHWISE: [KernelChoice; 1] = [K::pairs(1)];
     match plan(&graph.nodes[i]) {
-        Some(pl) if pl.tables > 1 => &[
-            LANES,
-            4,
-            2,
-            LANES | DECODE_IN_LOOP,
-            4 | DECODE_IN_LOOP,
-            2 | DECODE_IN_LOOP,
-        ],
-        Some(_) => &[LANES, 4, 2],
-        None if super::depthwise_dsp::scratch_bytes(graph, i) > 0 => &[1],
+        Some(pl) if pl.tables > 1 => &SEVERAL_TABLES,
+        Some(_) => &ONE_TABLE,
+        None if super::depthwise_dsp::scratch_bytes(graph, i) > 0 => &DEPTHWISE,
         None => &[],
     }
 }
@@ -136,8 +167,11 @@ pub(crate) fn lane_options(graph: &IntGraph, i: usize) -> &'static [usize] {
 /// Scratch bytes the kernel of `node` needs in the arena when it runs `lanes` pixels per
 /// block (0: it uses none, as with `lanes` = 0, the plain kernels), with 3 bytes of
 /// slack to align the 32-bit table and the columns.
-pub(crate) fn scratch_bytes(graph: &IntGraph, i: usize, lanes: usize) -> usize {
-    let (lanes, decode_in_loop) = (lanes & !DECODE_IN_LOOP, lanes & DECODE_IN_LOOP != 0);
+pub(crate) fn scratch_bytes(graph: &IntGraph, i: usize, choice: KernelChoice) -> usize {
+    let KernelChoice {
+        lanes,
+        decode_in_loop,
+    } = choice;
     if lanes == 0 {
         return 0;
     }
@@ -173,9 +207,12 @@ pub(crate) fn emit(
     i: usize,
     p: &str,
     layer: &QLinear,
-    lanes: usize,
+    choice: KernelChoice,
 ) -> bool {
-    let (lanes, decode_in_loop) = (lanes & !DECODE_IN_LOOP, lanes & DECODE_IN_LOOP != 0);
+    let KernelChoice {
+        lanes,
+        decode_in_loop,
+    } = choice;
     if lanes == 0 {
         return false;
     }
@@ -356,7 +393,7 @@ struct Dot<'a> {
     /// Pixels of the block (all of them computed and stored).
     lanes: usize,
     /// 4-bit weights: decode each pair from the channel's 16-entry table
-    /// ([`DECODE_IN_LOOP`]) rather than from its pair table.
+    /// ([`KernelChoice::decode_in_loop`]) rather than from its pair table.
     decode_in_loop: bool,
     rounding: Rounding,
     /// The store through [`store_value`] (rounding term once per channel, `USAT` /
@@ -435,17 +472,13 @@ impl Dot<'_> {
             let QWeights::Lut { luts, .. } = &layer.weights else {
                 unreachable!("a 4-bit plan has LUT weights")
             };
-            let offset = super::weights::table_offset(p, i, luts);
             for ch in 0..ocs {
-                // `table_offset` names channel `o`: `+ 16 * o` or `+ 16 * P_lutrow_i[o]`.
-                let offset = match offset.strip_suffix(" * o") {
-                    Some(head) => format!("{head} * {}", at(ch)),
-                    None => offset.replace("[o]", &format!("[{}]", at(ch))),
-                };
+                let table = |entries| super::weights::table_offset(p, i, luts, &at(ch), entries);
                 if decode_in_loop {
+                    let offset = table(16);
                     writeln!(c, "{pad}const int8_t *const lut{ch} = {p}_lut_{i}{offset};").unwrap();
                 } else {
-                    let offset = offset.replace(" + 16 *", " + 256 *");
+                    let offset = table(PAIR_TABLE_BYTES / 4);
                     writeln!(c, "{pad}const uint32_t *const tp{ch} = pairs{offset};").unwrap();
                 }
             }

@@ -38,6 +38,7 @@ use lutq_ir::int::{IntElem, IntGraph, IntOp, Rounding};
 use crate::error::CError;
 use crate::memory::{MemoryPlan, plan_memory};
 use kernels::comment;
+use linear_dsp::KernelChoice;
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -180,8 +181,8 @@ struct Layout {
     /// The activations' plan (its offsets may come from the plan made with the scratch).
     plan: MemoryPlan,
     scratch_at: Vec<Option<usize>>,
-    /// Per node: the dual-MAC kernel's pixels per block (0: the plain kernels).
-    lanes: Vec<usize>,
+    /// Per node: how its kernel runs (the dual-MAC kernel's pixels per block, …).
+    choices: Vec<KernelChoice>,
     arena_size: usize,
 }
 
@@ -192,18 +193,18 @@ struct Layout {
 fn layout(graph: &IntGraph, plan: MemoryPlan, scratch_limit: Option<usize>) -> Layout {
     let limit = scratch_limit.unwrap_or(plan.lower_bound / 10);
     let budget = plan.arena_size + limit;
-    let lanes: Vec<usize> = (0..graph.nodes.len())
+    let choices: Vec<KernelChoice> = (0..graph.nodes.len())
         .map(|i| {
             linear_dsp::lane_options(graph, i)
                 .iter()
                 .copied()
-                .find(|&l| {
-                    scratch::gap_end(&plan, i, linear_dsp::scratch_bytes(graph, i, l)) <= budget
+                .find(|&k| {
+                    scratch::gap_end(&plan, i, linear_dsp::scratch_bytes(graph, i, k)) <= budget
                 })
-                .unwrap_or(0)
+                .unwrap_or(KernelChoice::PLAIN)
         })
         .collect();
-    let scratch_of = |i: usize| linear_dsp::scratch_bytes(graph, i, lanes[i]);
+    let scratch_of = |i: usize| linear_dsp::scratch_bytes(graph, i, choices[i]);
     let (gap_at, gap_arena) = scratch::place_scratch(&plan, scratch_of);
     let (joint, joint_at) = crate::memory::plan_with_scratch(graph, scratch_of);
     let (plan, scratch_at, arena_size) = if joint.arena_size < gap_arena {
@@ -215,7 +216,7 @@ fn layout(graph: &IntGraph, plan: MemoryPlan, scratch_limit: Option<usize>) -> L
     Layout {
         plan,
         scratch_at,
-        lanes,
+        choices,
         arena_size,
     }
 }
@@ -228,7 +229,7 @@ pub fn arena_blocks(graph: &IntGraph) -> ArenaBlocks {
     let Layout {
         plan,
         scratch_at,
-        lanes,
+        choices,
         arena_size,
     } = layout(graph, plan_memory(graph), None);
     let mut blocks: Vec<ArenaBlock> = (0..graph.nodes.len())
@@ -247,7 +248,7 @@ pub fn arena_blocks(graph: &IntGraph) -> ArenaBlocks {
             node: i,
             scratch: true,
             offset,
-            size: linear_dsp::scratch_bytes(graph, i, lanes[i]),
+            size: linear_dsp::scratch_bytes(graph, i, choices[i]),
             start: i,
             end: i,
         })
@@ -295,11 +296,11 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
     let Layout {
         plan,
         scratch_at,
-        lanes,
+        choices,
         arena_size,
     } = layout(graph, plan, options.scratch_limit);
     let scratch_bytes = (0..graph.nodes.len())
-        .map(|i| linear_dsp::scratch_bytes(graph, i, lanes[i]))
+        .map(|i| linear_dsp::scratch_bytes(graph, i, choices[i]))
         .max()
         .unwrap_or(0);
     let w = weights::emit_weights(graph, p)?;
@@ -347,7 +348,7 @@ pub fn emit(graph: &IntGraph, options: &EmitOptions) -> Result<CSources, CError>
         &inputs,
         &plan,
         &scratch_at,
-        &lanes,
+        &choices,
         &w.declarations,
     )?;
     let banner = banner(graph, options);
@@ -912,7 +913,7 @@ fn emit_source(
     inputs: &[ApiInput],
     plan: &MemoryPlan,
     scratch_at: &[Option<usize>],
-    lanes: &[usize],
+    choices: &[KernelChoice],
     weight_declarations: &str,
 ) -> Result<String, CError> {
     let p = &options.prefix;
@@ -925,7 +926,7 @@ fn emit_source(
     let mut schedule = String::new();
     let mut kernel_text = String::new();
     for (i, node) in graph.nodes.iter().enumerate() {
-        let Some(kernel) = kernels::emit_kernel(graph, i, p, lanes[i])? else {
+        let Some(kernel) = kernels::emit_kernel(graph, i, p, choices[i])? else {
             continue;
         };
         kernel_text.push_str(&kernel);

@@ -212,14 +212,21 @@ fn emit_rescale(out: &mut Writer<'_>, p: &str, i: usize, layer: &QLinear) {
     }
 }
 
-/// The offset of output channel `o`'s table in `P_lut_i`, as C appended to the array's
-/// name: nothing for one table per layer, `+ 16 * o` for one per channel, through
-/// `P_lutrow_i` for table groups ([`TableLayout`]).
-pub(crate) fn table_offset(p: &str, i: usize, luts: &[[i8; 16]]) -> String {
+/// The offset of output channel `channel`'s table (a C expression) in `P_lut_i`, or in
+/// an array of `entries` per table laid out like it (the pair tables: 256), as C appended
+/// to the array's name: nothing for one table per layer, `+ entries * channel` for one
+/// per channel, through `P_lutrow_i` for table groups ([`TableLayout`]).
+pub(crate) fn table_offset(
+    p: &str,
+    i: usize,
+    luts: &[[i8; 16]],
+    channel: &str,
+    entries: usize,
+) -> String {
     let layout = TableLayout::of(luts);
     match (&layout.row_table, layout.tables.len()) {
-        (Some(_), _) => format!(" + 16 * {p}_lutrow_{i}[o]"),
+        (Some(_), _) => format!(" + {entries} * {p}_lutrow_{i}[{channel}]"),
         (None, 1) if luts.len() == 1 => String::new(),
-        (None, _) => " + 16 * o".to_string(),
+        (None, _) => format!(" + {entries} * {channel}"),
     }
 }
