@@ -211,12 +211,12 @@ fn qat_models_run_as_trained_with_the_mode_they_imply() {
 /// channels (`scripts/qat_fashion.py --lut-tables 8`), exports a table per channel whose
 /// rows use only some of their group's levels: lutq still stores at most 8 tables of 16
 /// entries per layer (and a row index), not one per channel.
-#[test]
-fn a_model_trained_with_table_groups_stores_one_table_per_group() {
-    let dir = temp_dir("groups");
+/// Compiles a committed QDQ model with its implied mode; its weights file's text.
+fn compiled_weights(model: &str) -> String {
+    let dir = temp_dir(model);
     let out = lutq(&[
         "compile",
-        "models/qdq/fashion_resnet8_qat_lut4_layer_groups.onnx",
+        &format!("models/qdq/{model}.onnx"),
         "--calib",
         "data/fashion_mnist/train_x.npy",
         "--calib-limit",
@@ -225,11 +225,12 @@ fn a_model_trained_with_table_groups_stores_one_table_per_group() {
         dir.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let c = std::fs::read_to_string(dir.join("fashion_resnet8_qat_lut4_layer_groups_weights.c"))
-        .unwrap();
-    // `const int8_t NAME_lut_7[128] = {` per layer with tables.
-    let sizes: Vec<usize> = c
-        .lines()
+    std::fs::read_to_string(dir.join(format!("{model}_weights.c"))).unwrap()
+}
+
+/// Entries of every `const int8_t NAME_lut_7[128] = {` (one per layer with tables).
+fn table_array_sizes(c: &str) -> Vec<usize> {
+    c.lines()
         .filter_map(|l| {
             let rest = l.strip_prefix("const int8_t ")?;
             let (name, rest) = rest.split_once('[')?;
@@ -239,13 +240,33 @@ fn a_model_trained_with_table_groups_stores_one_table_per_group() {
                 .parse()
                 .ok()
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn a_model_trained_with_table_groups_stores_one_table_per_group() {
+    let c = compiled_weights("fashion_resnet8_qat_lut4_layer_groups");
+    let sizes = table_array_sizes(&c);
     assert!(sizes.len() >= 8, "every convolution has tables: {sizes:?}");
     assert!(
         sizes.iter().all(|&n| n <= 8 * 16),
         "at most 8 tables per layer: {sizes:?}"
     );
     assert!(c.contains("_lutrow_"), "rows index their group's table");
+}
+
+/// One trained table per layer under the default table groups: stored once, with no
+/// index per row (each row reading the same table cost a byte per channel).
+#[test]
+fn a_model_trained_with_one_table_per_layer_stores_one_table() {
+    let c = compiled_weights("fashion_resnet8_qat_lut4_layer");
+    let sizes = table_array_sizes(&c);
+    assert!(sizes.len() >= 8, "every convolution has a table: {sizes:?}");
+    assert!(
+        sizes.iter().all(|&n| n == 16),
+        "one table per layer: {sizes:?}"
+    );
+    assert!(!c.contains("_lutrow_"), "no row index");
 }
 
 /// A requested mode that cannot hold the trained weights is refused, naming the first

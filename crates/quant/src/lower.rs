@@ -1458,7 +1458,14 @@ impl<'a> Lowering<'a> {
             let weights = match (&fitted.codes, fitted.lut) {
                 (Some(codes), Some(_)) => QWeights::Lut {
                     shape: shape4,
-                    luts: fitted.luts.clone(),
+                    // Rows that all read the same table (groups that converged to one, a
+                    // trained model's one table under per-channel exponents) store it once,
+                    // without an index per row.
+                    luts: if fitted.luts.windows(2).all(|w| w[0] == w[1]) {
+                        fitted.luts[..fitted.luts.len().min(1)].to_vec()
+                    } else {
+                        fitted.luts.clone()
+                    },
                     codes: QWeights::pack_codes(o_n, k_n, codes),
                 },
                 _ => match format {
@@ -1495,6 +1502,11 @@ impl<'a> Lowering<'a> {
             let bound = lutq_ir::int::accumulator_bound(&layer, xt.elem);
             let weight_kind = match (&layer.weights, format) {
                 (QWeights::Int8 { .. }, _) => "int8",
+                // Rows that all read one table (collapsed above).
+                (
+                    QWeights::Lut { luts, .. },
+                    WeightFormat::Lut4Groups(_) | WeightFormat::Lut4PerChannel,
+                ) if luts.len() == 1 && o_n > 1 => "lut4",
                 (_, WeightFormat::Lut4) => "lut4",
                 (_, WeightFormat::Lut4PerChannel) => "lut4/ch",
                 (_, WeightFormat::Lut4Groups(_)) => "lut4/groups",
