@@ -629,7 +629,7 @@ fn input_type(
         ));
         return Err(diags);
     }
-    let suggestion = suggested_shape(shape, batch);
+    let (suggestion, placeholders) = suggested_shape(shape, batch);
     let mut dims = Vec::with_capacity(shape.dim.len());
     for (i, d) in shape.dim.iter().enumerate() {
         use crate::proto::tensor_shape_proto::dimension::Value as D;
@@ -651,7 +651,8 @@ fn input_type(
                         "dimension {i} is {what}; only the first (batch) dimension may be dynamic unless the input's shape is given"
                     ),
                     &format!(
-                        "pass --input-shape {name}={suggestion} with the sizes to compile for (ImportOptions::input_shapes), or export with a fixed input size"
+                        "pass --input-shape {name}={suggestion} with {} replaced by the sizes to compile for (ImportOptions::input_shapes), or export with a fixed input size",
+                        placeholders.join(", ")
                     ),
                 ));
             }
@@ -673,20 +674,37 @@ fn input_type(
 
 /// `D0,D1,…` for `--input-shape`: static dims as declared, a symbolic first dim as the
 /// batch, other symbolic dims by their name (or `?`).
-fn suggested_shape(shape: &crate::proto::TensorShapeProto, batch: usize) -> String {
+fn suggested_shape(shape: &crate::proto::TensorShapeProto, batch: usize) -> (String, Vec<String>) {
     use crate::proto::tensor_shape_proto::dimension::Value as D;
-    shape
+    let mut placeholders = Vec::new();
+    let dims = shape
         .dim
         .iter()
         .enumerate()
         .map(|(i, d)| match &d.value {
             Some(D::DimValue(v)) if *v >= 0 => v.to_string(),
             _ if i == 0 => batch.to_string(),
-            Some(D::DimParam(p)) if !p.is_empty() => p.clone(),
-            _ => "?".to_string(),
+            other => {
+                // A short symbol the user recognises (`H`, `width`) stays; exporters'
+                // generated ones (`p2o.DynamicDimension.1`, `unk__42`) and unnamed
+                // dimensions become `d{i}`, which reads as a placeholder.
+                let label = match other {
+                    Some(D::DimParam(p)) if is_plain_symbol(p) => p.clone(),
+                    _ => format!("d{i}"),
+                };
+                placeholders.push(label.clone());
+                label
+            }
         })
         .collect::<Vec<_>>()
-        .join(",")
+        .join(",");
+    (dims, placeholders)
+}
+
+/// A symbolic dimension name worth repeating in a suggestion: a short identifier with no
+/// digits (exporters number the names they make up).
+fn is_plain_symbol(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 12 && p.chars().all(|c| c.is_ascii_alphabetic() || c == '_')
 }
 
 /// A shape given in [`ImportOptions::input_shapes`] must have the declared rank and agree
@@ -709,7 +727,7 @@ fn check_input_shape(vi: &ValueInfoProto, dims: &[usize]) -> Result<(), ImportEr
             "the given shape {dims:?} has rank {}, the input is declared with rank {} ({})",
             dims.len(),
             shape.dim.len(),
-            suggested_shape(shape, 1)
+            suggested_shape(shape, 1).0
         )));
     }
     for (i, (d, &given)) in shape.dim.iter().zip(dims).enumerate() {

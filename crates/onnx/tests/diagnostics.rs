@@ -46,7 +46,7 @@ fn three_unsupported_things_are_reported_in_one_error() {
     assert_eq!(lines[0], "the model uses 3 features lutq does not support:");
     assert_eq!(
         lines[1],
-        "  graph input 'x': dimension 2 is symbolic ('H'); only the first (batch) dimension may be dynamic unless the input's shape is given; fix: pass --input-shape x=1,3,H,8 with the sizes to compile for (ImportOptions::input_shapes), or export with a fixed input size"
+        "  graph input 'x': dimension 2 is symbolic ('H'); only the first (batch) dimension may be dynamic unless the input's shape is given; fix: pass --input-shape x=1,3,H,8 with H replaced by the sizes to compile for (ImportOptions::input_shapes), or export with a fixed input size"
     );
     assert!(
         lines[2].starts_with("  node 'act' (Hardmax): op type 'Hardmax' is not supported; fix: "),
@@ -255,6 +255,31 @@ fn the_first_dimension_alone_may_be_dynamic() {
     );
     assert_eq!(
         d[0].fix,
-        "pass --input-shape x=1,? with the sizes to compile for (ImportOptions::input_shapes), or export with a fixed input size"
+        "pass --input-shape x=1,d1 with d1 replaced by the sizes to compile for (ImportOptions::input_shapes), or export with a fixed input size"
+    );
+}
+
+#[test]
+fn an_exporters_generated_dimension_name_becomes_a_placeholder_in_the_fix() {
+    // Paddle2ONNX names dynamic sizes `p2o.DynamicDimension.N`: repeating them in
+    // `--input-shape` would look like a value to type in.
+    let m = Model::new(13)
+        .input_typed(
+            "x",
+            DataType::Float,
+            vec![D::N(1), D::N(3), D::S("p2o.DynamicDimension.1"), D::S("W")],
+        )
+        .node("Relu", &["x"], &["y"], vec![])
+        .output("y");
+    let d = diagnostics(&m);
+    assert_eq!(d.len(), 2);
+    assert_eq!(
+        d[0].fix,
+        "pass --input-shape x=1,3,d2,W with d2, W replaced by the sizes to compile for (ImportOptions::input_shapes), or export with a fixed input size"
+    );
+    assert!(
+        d[0].message.contains("symbolic ('p2o.DynamicDimension.1')"),
+        "{}",
+        d[0].message
     );
 }
