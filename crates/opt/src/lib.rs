@@ -190,8 +190,15 @@ pub fn optimize(graph: &Graph, options: &OptOptions) -> Result<(Graph, OptReport
         stop_reason,
         saturated,
     } = saturate(translated.egraph, &rules::all(), options);
-    let out = translate::from_egraph(&graph.name, &runner.egraph, &translated.outputs)?;
-    let (kept_affine, unfolded_batch_norms) = rules::affine::explain_kept(&out);
+    let mut out = translate::from_egraph(&graph.name, &runner.egraph, &translated.outputs)?;
+    let (kept_affine, mut unfolded_batch_norms) = rules::affine::explain_kept(&out);
+    let lowered = rules::bn_fold::lower_unfolded(&mut out)?;
+    for bn in &mut unfolded_batch_norms {
+        if lowered.contains(&bn.name) {
+            bn.reason
+                .push_str("; computed as a per-channel Mul and Add (one integer table with the element-wise ops around it)");
+        }
+    }
     let report = OptReport {
         rules: fired,
         stop_reason,

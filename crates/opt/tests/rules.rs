@@ -240,18 +240,27 @@ fn bn_fold_not_when_conv_output_has_other_readers() {
         &b.output(sum),
         &[("bn-fold", 0), ("fuse-relu", 0)],
     );
-    assert_eq!(ops(&opt), ["conv", "batch_norm", "relu", "add"]);
+    assert_eq!(ops(&opt), ["conv", "mul", "add", "relu", "add"]);
     assert_eq!(names(&report.unfolded_batch_norms), ["bn"]);
 }
 
 #[test]
-fn bn_without_linear_producer_is_left_and_reported() {
+fn bn_without_linear_producer_becomes_a_channel_affine_and_is_reported() {
     let mut b = Builder::new("bn_alone");
     let x = b.input(&[1, 4, 3, 3]);
     let y = b.bn(x, 4);
     let (opt, report) = check("rule_bn_alone", &b.output(y), &[("bn-fold", 0)]);
-    assert_eq!(ops(&opt), ["batch_norm"]);
+    // Left unfolded, it is computed as the per-channel affine it is (which the quantizer
+    // makes a table of, with the element-wise ops around it).
+    assert_eq!(ops(&opt), ["mul", "add"]);
     assert_eq!(names(&report.unfolded_batch_norms), ["bn"]);
+    assert!(
+        report.unfolded_batch_norms[0]
+            .reason
+            .contains("computed as a per-channel Mul and Add"),
+        "{}",
+        report.unfolded_batch_norms[0].reason
+    );
 }
 
 #[test]
@@ -266,7 +275,7 @@ fn bn_fold_not_into_conv_with_activation() {
         &b.output(y),
         &[("bn-fold", 0), ("fuse-relu", 1)],
     );
-    assert_eq!(ops(&opt), ["conv", "batch_norm"]);
+    assert_eq!(ops(&opt), ["conv", "mul", "add"]);
 }
 
 // ---- activation fusion -------------------------------------------------------------
@@ -788,7 +797,7 @@ fn bn_not_folded_forward_into_padded_conv() {
         &b.output(c2),
         &[("bn-fold", 0), ("bn-fold-forward", 0), ("fuse-relu", 1)],
     );
-    assert_eq!(ops(&opt), ["conv", "batch_norm", "conv"]);
+    assert_eq!(ops(&opt), ["conv", "mul", "add", "conv"]);
     assert_eq!(names(&report.unfolded_batch_norms), ["bn"]);
     let reason = &report.unfolded_batch_norms[0].reason;
     assert!(

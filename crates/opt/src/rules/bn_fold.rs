@@ -1,7 +1,7 @@
 //! Folding inference-mode BatchNorm into the linear op before it.
 
 use egg::{Applier, Id, Language as _, PatternAst, Rewrite, Subst, Symbol, Var};
-use lutq_ir::{Gemm, Op, Tensor};
+use lutq_ir::{BinaryOp, Gemm, Graph, Op, Tensor};
 
 use super::Rule;
 use crate::analysis::{AttrEntry, IrAnalysis, IrEGraph, add_constant, add_op, attr_of, const_of};
@@ -288,4 +288,44 @@ pub(crate) fn beta_c(
         })
         .collect();
     Some((rows, out))
+}
+
+/// After extraction: every BatchNorm left in `graph` (neither fold applied) with constant
+/// parameters becomes the per-channel affine it computes, `Add(Mul(x, k), shift)` with `k`
+/// and `shift` shaped `[1, C, 1, …]`. The quantizer has no BatchNorm of its own: an
+/// element-wise Mul and Add with channel constants join the element-wise region around
+/// them (with the ReLU after them, the bias Add before them) as one per-channel table.
+/// Returns the names of the BatchNorms rewritten.
+pub(crate) fn lower_unfolded(graph: &mut Graph) -> Result<Vec<String>, lutq_ir::IrError> {
+    let mut lowered = Vec::new();
+    for id in graph.topo_order() {
+        let node = graph.node(id);
+        let Op::BatchNorm { epsilon } = node.op else {
+            continue;
+        };
+        let ins = graph.node_inputs(id);
+        let params: Option<Vec<&[f32]>> = ins[1..]
+            .iter()
+            .map(|&i| graph.constant(i).and_then(Tensor::as_f32))
+            .collect();
+        let Some(&[s, b, m, v]) = params.as_deref() else {
+            continue;
+        };
+        let (name, rank, x) = (node.name.clone(), node.ty.rank(), ins[0]);
+        let a = Affine::from_batch_norm(epsilon, [s, b, m, v], &name);
+        if rank < 2 {
+            continue;
+        }
+        let mut shape = vec![1; rank];
+        shape[1] = a.channels();
+        let k = graph.add_constant(format!("{name}:k"), Tensor::f32(shape.clone(), a.k)?);
+        let shift = graph.add_constant(format!("{name}:shift"), Tensor::f32(shape, a.shift)?);
+        let scaled =
+            graph.add_node(format!("{name}:scaled"), Op::Binary(BinaryOp::Mul), &[x, k])?;
+        let out = graph.add_node(name.clone(), Op::Binary(BinaryOp::Add), &[scaled, shift])?;
+        graph.replace_all_uses(id, out)?;
+        lowered.push(name);
+    }
+    graph.remove_dead_nodes();
+    Ok(lowered)
 }
