@@ -51,6 +51,7 @@ pub const NODE_SELECTION: &[(&str, &str)] = &[
     ("test_constant_pad", "Pad"),
     ("test_constantofshape", "ConstantOfShape"),
     ("test_conv", "Conv"),
+    ("test_convtranspose", "ConvTranspose"),
     ("test_depthtospace", "DepthToSpace"),
     ("test_div", "Div"),
     ("test_dropout", "Dropout"),
@@ -125,7 +126,6 @@ pub const NODE_SELECTION: &[(&str, &str)] = &[
 
 /// Prefixes of node tests for other ops whose names start like a selected one.
 pub const NODE_EXCLUDED: &[&str] = &[
-    "test_convtranspose",
     "test_convinteger",
     "test_softmax_cross_entropy",
     "test_logsoftmax",
@@ -675,7 +675,8 @@ mod tests {
     #[test]
     fn selection() {
         assert_eq!(node_test_op("test_conv_with_strides_padding"), Some("Conv"));
-        assert_eq!(node_test_op("test_convtranspose_1d"), None);
+        assert_eq!(node_test_op("test_convtranspose_1d"), Some("ConvTranspose"));
+        assert_eq!(node_test_op("test_convinteger_with_padding"), None);
         assert_eq!(node_test_op("test_constant_pad_axes"), Some("Pad"));
         assert_eq!(node_test_op("test_constant"), Some("Constant"));
         assert_eq!(

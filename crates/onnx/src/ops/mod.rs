@@ -203,6 +203,6 @@ mod tests {
         let mut dedup = ops.clone();
         dedup.dedup();
         assert_eq!(ops, dedup);
-        assert_eq!(ops.len(), 81);
+        assert_eq!(ops.len(), 82);
     }
 }
