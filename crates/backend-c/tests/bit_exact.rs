@@ -251,6 +251,50 @@ fn table_groups_are_bit_exact_and_stored_once() {
     }
 }
 
+/// A layer whose rows all read the same table, written out per row (as a producer other
+/// than lutq's lowering may leave it): the C stores that table once, with no row index,
+/// and addresses it as the layer's one table — in the plain, the dual-MAC (with pair
+/// tables and decoding in the loop) and the depthwise kernels — bit-exact.
+#[test]
+fn equal_row_tables_are_stored_once_and_bit_exact() {
+    let calib = fashion_calib();
+    let mut g = (*quantized("fashion_mobilenetv2", Mode::Lut4PotLayer, &calib)).clone();
+    let mut spread = 0;
+    for node in &mut g.nodes {
+        let IntOp::Linear(layer) = &mut node.op else {
+            continue;
+        };
+        let QWeights::Lut { luts, shape, .. } = &mut layer.weights else {
+            continue;
+        };
+        *luts = vec![luts[0]; shape[0]];
+        spread += 1;
+        assert_eq!(
+            layer.weights.table_layout().unwrap().size_bytes(),
+            16,
+            "{}",
+            node.name
+        );
+    }
+    assert!(spread > 10);
+    let test = samples("data/fashion_mnist/test_x.npy", 0, 200);
+    let roomy = lutq_backend_c::EmitOptions {
+        scratch_limit: Some(1 << 20),
+        ..lutq_backend_c::EmitOptions::new("model")
+    };
+    for emit in [lutq_backend_c::EmitOptions::new("model"), roomy] {
+        let source: String = lutq_backend_c::emit(&g, &emit)
+            .unwrap()
+            .files
+            .iter()
+            .map(|(_, text)| text.as_str())
+            .collect();
+        assert!(!source.contains("_lutrow_"), "a row index for equal tables");
+        let n = assert_bit_exact_with(&g, &test, &emit, "cc", &["-O2"], "equal row tables");
+        assert_eq!(n, 200);
+    }
+}
+
 #[test]
 fn fashion_nets_are_bit_exact_with_multipliers_and_layer_shifts() {
     let calib = fashion_calib();

@@ -226,7 +226,8 @@ pub(crate) fn table_offset(
     let layout = TableLayout::of(luts);
     match (&layout.row_table, layout.tables.len()) {
         (Some(_), _) => format!(" + {entries} * {p}_lutrow_{i}[{channel}]"),
-        (None, 1) if luts.len() == 1 => String::new(),
+        // One table stored, whether the layer has one or all its rows' are equal.
+        (None, 1) => String::new(),
         (None, _) => format!(" + {entries} * {channel}"),
     }
 }

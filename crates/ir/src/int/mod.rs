@@ -386,7 +386,8 @@ pub struct TableLayout {
     /// The tables, in order of first use.
     pub tables: Vec<[i8; 16]>,
     /// Per output channel, its table in `tables`; `None` when `tables` holds one table
-    /// for the layer or one per output channel in order.
+    /// for the layer (also when every channel's table is the same) or one per output
+    /// channel in order.
     pub row_table: Option<Vec<u8>>,
 }
 
@@ -399,6 +400,14 @@ impl TableLayout {
         };
         if luts.len() <= 1 {
             return whole;
+        }
+        // Every row reads the same table (a trained model with one table per layer and
+        // per-channel exponents imports as equal per-row tables): one table, no index.
+        if luts.iter().all(|l| l == &luts[0]) {
+            return TableLayout {
+                tables: vec![luts[0]],
+                row_table: None,
+            };
         }
         let mut tables: Vec<[i8; 16]> = Vec::new();
         // Table → its index: one lookup per row (a table per channel has `rows` of them).

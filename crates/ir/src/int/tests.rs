@@ -340,6 +340,9 @@ fn table_layout_stores_shared_tables_once() {
         Some(&[0u8, 1, 0, 0, 1, 1][..])
     );
     assert_eq!(grouped.size_bytes(), 38);
+    // Every row the same table: stored once, without an index (16 bytes, not 4 + 16).
+    let same = TableLayout::of(&[a, a, a, a]);
+    assert_eq!((same.tables, same.row_table), (vec![a], None));
     // Every row its own table: the index would only add bytes.
     let own = TableLayout::of(&[a, b, c]);
     assert_eq!((own.tables.len(), own.row_table.is_none()), (3, true));
