@@ -191,14 +191,25 @@ pub fn optimize(graph: &Graph, options: &OptOptions) -> Result<(Graph, OptReport
         saturated,
     } = saturate(translated.egraph, &rules::all(), options);
     let mut out = translate::from_egraph(&graph.name, &runner.egraph, &translated.outputs)?;
-    let (kept_affine, mut unfolded_batch_norms) = rules::affine::explain_kept(&out);
+    let (mut kept_affine, mut unfolded_batch_norms) = rules::affine::explain_kept(&out);
     let lowered = rules::bn_fold::lower_unfolded(&mut out)?;
+    let through_layout = rules::bn_fold::fold_through_layout(&mut out)?;
+    // Folded through the layout ops: no longer left in the graph.
+    let folded = |name: &str| {
+        through_layout
+            .iter()
+            .any(|f| f == name || *f == format!("{name}:scaled"))
+    };
+    unfolded_batch_norms.retain(|bn| !folded(&bn.name));
+    kept_affine.retain(|a| !folded(&a.name));
     for bn in &mut unfolded_batch_norms {
         if lowered.contains(&bn.name) {
             bn.reason
                 .push_str("; computed as a per-channel Mul and Add (one integer table with the element-wise ops around it)");
         }
     }
+    let mut fired = fired;
+    fired.insert("fold-through-layout".into(), through_layout.len());
     let report = OptReport {
         rules: fired,
         stop_reason,

@@ -264,6 +264,79 @@ fn bn_without_linear_producer_becomes_a_channel_affine_and_is_reported() {
 }
 
 #[test]
+fn bn_folds_through_an_interleave_into_the_phase_convs() {
+    // A transposed convolution as the import writes it: two convs interleaved along W by
+    // Reshape + Concat, cropped by Slice; then a bias Add, a BatchNorm and a ReLU. Every
+    // element of the crop is one conv's output, so the bias and the BN fold into both
+    // convs' weights and biases, and only the convs, the layout ops and the ReLU remain.
+    let mut b = Builder::new("bn_through_layout");
+    let x = b.input(&[1, 3, 6, 6]);
+    let c0 = b.conv(x, 3, 4, true);
+    let c1 = b.conv(x, 3, 4, false);
+    let col = |b: &mut Builder, c| {
+        b.op(
+            "col",
+            Op::Reshape {
+                shape: vec![1, 4, 6, 6, 1],
+            },
+            &[c],
+        )
+    };
+    let (r0, r1) = (col(&mut b, c0), col(&mut b, c1));
+    let row = b.op("row", Op::Concat { axis: 4 }, &[r0, r1]);
+    let wide = b.op(
+        "wide",
+        Op::Reshape {
+            shape: vec![1, 4, 6, 12],
+        },
+        &[row],
+    );
+    let crop = b.op(
+        "crop",
+        Op::Slice {
+            axis: 3,
+            start: 1,
+            end: 11,
+            step: 1,
+        },
+        &[wide],
+    );
+    let bias = b.konst("bias", &[1, 4, 1, 1], -0.5, 0.5);
+    let biased = b.binary("bias_add", BinaryOp::Add, crop, bias);
+    let n = b.bn(biased, 4);
+    let y = b.act(n, Activation::Relu);
+    let (opt, report) = check(
+        "rule_bn_through_layout",
+        &b.output(y),
+        &[("bn-fold", 0), ("fold-through-layout", 3)],
+    );
+    assert_eq!(
+        ops(&opt),
+        [
+            "conv", "reshape", "conv", "reshape", "concat", "reshape", "slice", "relu"
+        ]
+    );
+    assert!(report.unfolded_batch_norms.is_empty(), "{report}");
+    assert!(report.kept_affine.is_empty(), "{report}");
+}
+
+#[test]
+fn an_affine_does_not_fold_through_a_layout_op_with_another_reader() {
+    // The Concat is also a graph output: it must stay unscaled, so the BN stays too.
+    let mut b = Builder::new("bn_through_shared_layout");
+    let x = b.input(&[1, 3, 6, 6]);
+    let c0 = b.conv(x, 3, 4, true);
+    let c1 = b.conv(x, 3, 4, true);
+    let cat = b.op("cat", Op::Concat { axis: 3 }, &[c0, c1]);
+    let n = b.bn(cat, 4);
+    let mut g = b.output(n);
+    g.add_output("cat", cat).unwrap();
+    let (opt, report) = optimize(&g, &OptOptions::default()).unwrap();
+    assert_eq!(report.rules["fold-through-layout"], 0);
+    assert_eq!(ops(&opt), ["conv", "conv", "concat", "mul", "add"]);
+}
+
+#[test]
 fn bn_fold_not_into_conv_with_activation() {
     let mut b = Builder::new("bn_after_relu");
     let x = b.input(&[1, 3, 6, 6]);

@@ -1,7 +1,7 @@
 //! Folding inference-mode BatchNorm into the linear op before it.
 
 use egg::{Applier, Id, Language as _, PatternAst, Rewrite, Subst, Symbol, Var};
-use lutq_ir::{BinaryOp, Gemm, Graph, Op, Tensor};
+use lutq_ir::{BinaryOp, Gemm, Graph, NodeId, Op, Tensor};
 
 use super::Rule;
 use crate::analysis::{AttrEntry, IrAnalysis, IrEGraph, add_constant, add_op, attr_of, const_of};
@@ -328,4 +328,127 @@ pub(crate) fn lower_unfolded(graph: &mut Graph) -> Result<Vec<String>, lutq_ir::
     }
     graph.remove_dead_nodes();
     Ok(lowered)
+}
+
+/// After [`lower_unfolded`]: a per-channel affine (constant Mul or Add, a lowered
+/// BatchNorm's halves) whose input is assembled from Conv outputs by ops that keep every
+/// element in its channel — Slice and Concat along a spatial axis, Reshape keeping
+/// `[N, C, …]` — folds into those Convs (`w' = w·k`, `b' = b·k + shift` per output
+/// channel), exactly: every element of the assembled tensor is one Conv's output, bias
+/// included. This is the shape a transposed convolution imports as (one Conv per output
+/// phase, interleaved), so its BatchNorm costs no per-channel table (256 bytes a channel)
+/// and no extra rounding. Each Conv must have no activation, constant weights, and the
+/// assembly as its only reader, and so must every op between. Returns the names folded.
+pub(crate) fn fold_through_layout(graph: &mut Graph) -> Result<Vec<String>, lutq_ir::IrError> {
+    let mut folded = Vec::new();
+    loop {
+        let mut changed = false;
+        for id in graph.topo_order() {
+            let node = graph.node(id);
+            let Op::Binary(op) = node.op else { continue };
+            if !matches!(op, BinaryOp::Mul | BinaryOp::Add) {
+                continue;
+            }
+            let ins = graph.node_inputs(id);
+            let (x, c, x_lhs) = match (graph.constant(ins[0]), graph.constant(ins[1])) {
+                (None, Some(c)) => (ins[0], c, true),
+                (Some(c), None) => (ins[1], c, false),
+                _ => continue,
+            };
+            let shape = graph.node(x).ty.shape.clone();
+            let Ok(a) = super::affine::binary_affine(op, x_lhs, &shape, c, &node.name) else {
+                continue;
+            };
+            let mut leaves = Vec::new();
+            if matches!(graph.node(x).op, Op::Conv(_)) || !layout_leaves(graph, x, &mut leaves) {
+                // A Conv right under the affine is the e-graph rules' case.
+                continue;
+            }
+            if leaves
+                .iter()
+                .any(|&l| a.channels() != 1 && graph.node(l).ty.shape[1] != a.channels())
+            {
+                continue;
+            }
+            let name = node.name.clone();
+            for leaf in leaves {
+                scale_conv(graph, leaf, &a)?;
+            }
+            graph.replace_all_uses(id, x)?;
+            graph.remove_dead_nodes();
+            folded.push(name);
+            changed = true;
+            break;
+        }
+        if !changed {
+            return Ok(folded);
+        }
+    }
+}
+
+/// Whether `id` is assembled from Convs by channel-keeping layout ops, each read only by
+/// the op above it; the Convs into `leaves`.
+fn layout_leaves(graph: &Graph, id: NodeId, leaves: &mut Vec<NodeId>) -> bool {
+    if graph.users(id).len() != 1 || graph.outputs().iter().any(|o| o.node == id) {
+        return false;
+    }
+    let node = graph.node(id);
+    let ins = graph.node_inputs(id);
+    match &node.op {
+        Op::Conv(conv) => {
+            let constant = |k: usize| ins.get(k).is_none_or(|&i| graph.constant(i).is_some());
+            let ok = conv.activation.is_none() && constant(1) && constant(2);
+            if ok {
+                leaves.push(id);
+            }
+            ok
+        }
+        Op::Slice { axis, .. } => *axis >= 2 && layout_leaves(graph, ins[0], leaves),
+        Op::Concat { axis } => *axis >= 2 && ins.iter().all(|&i| layout_leaves(graph, i, leaves)),
+        Op::Reshape { shape } => {
+            let from = &graph.node(ins[0]).ty.shape;
+            from.len() >= 2
+                && shape.len() >= 2
+                && from[..2] == shape[..2]
+                && layout_leaves(graph, ins[0], leaves)
+        }
+        _ => false,
+    }
+}
+
+/// Replaces Conv `id` by one with its output channels scaled and shifted by `a`.
+fn scale_conv(graph: &mut Graph, id: NodeId, a: &Affine) -> Result<(), lutq_ir::IrError> {
+    let node = graph.node(id).clone();
+    let ins = graph.node_inputs(id);
+    let w = graph.constant(ins[1]).expect("checked constant").clone();
+    let out_channels = w.shape()[0];
+    let mut wv = w.as_f32().unwrap_or(&[]).to_vec();
+    let per_row = wv.len() / out_channels.max(1);
+    let at = |v: &[f32], o: usize| if v.len() == 1 { v[0] } else { v[o] };
+    for (o, row) in wv.chunks_mut(per_row.max(1)).enumerate() {
+        for x in row {
+            *x *= at(&a.k, o);
+        }
+    }
+    let b: Vec<f32> = match ins.get(2) {
+        Some(&i) => graph
+            .constant(i)
+            .and_then(Tensor::as_f32)
+            .unwrap_or(&[])
+            .to_vec(),
+        None => vec![0.0; out_channels],
+    };
+    let b: Vec<f32> = (0..out_channels)
+        .map(|o| b[o] * at(&a.k, o) + at(&a.shift, o))
+        .collect();
+    let wid = graph.add_constant(
+        format!("{}:w+{}", node.name, a.name),
+        Tensor::f32(w.shape().to_vec(), wv)?,
+    );
+    let bid = graph.add_constant(
+        format!("{}:b+{}", node.name, a.name),
+        Tensor::f32(vec![out_channels], b)?,
+    );
+    let new = graph.add_node(node.name.clone(), node.op.clone(), &[ins[0], wid, bid])?;
+    graph.replace_all_uses(id, new)
 }
