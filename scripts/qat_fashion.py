@@ -10,7 +10,10 @@ The fake quantization mirrors lutq's numeric contract (docs/quantization.md):
   * Weights: 4-bit codes into a 16-entry table of int8 values, scaled by a power of two:
     w = LUT[code] * 2^-f. `--mode lut4-pot-layer`: one table and one exponent per layer;
     `--mode lut4-pot-channel`: one table and one exponent per output channel. f is the
-    largest exponent whose int8 range holds the group's largest |w|; the table is fitted
+    largest exponent whose int8 range holds the group's largest |w| (`--weight-exponents
+    max`), or with `--weight-exponents search` that plus a per-layer shift (clipping the
+    largest weights) chosen once before fine-tuning, in network order, by the least
+    squared error of the layer's activated output on the calibration images; the table is fitted
     by 1-D k-means (Lloyd, quantile start) on w * 2^f and rounded to integers, refitted
     every `--refit-every` steps and frozen for the last `--freeze` fraction of the steps.
     The float (latent) weights learn through a straight-through estimator.
@@ -193,6 +196,9 @@ class LutWeight(nn.Module):
         self.weight = nn.Parameter(torch.from_numpy(w.copy()))
         self.pot_channel = pot_channel
         self.tables = tables
+        # Added to every exponent of the layer: 0 keeps the largest weight in the int8
+        # range; larger values clip it for finer steps (`--weight-exponents search`).
+        self.shift = 0
         self.refit()
 
     def rows(self, w: torch.Tensor) -> torch.Tensor:
@@ -202,7 +208,7 @@ class LutWeight(nn.Module):
     def refit(self) -> None:
         r = self.rows(self.weight.detach())
         f = pot_exponents(r) if self.pot_channel else pot_exponents(r.reshape(1, -1)).expand(r.shape[0])
-        self.f = f.clone()  # [rows]
+        self.f = (f + self.shift).clamp(-32, 32)  # [rows]
         scaled = r * torch.pow(2.0, self.f)[:, None]
         if self.tables == 0:
             self.lut = kmeans_lut(scaled)  # [rows, 16]
@@ -251,6 +257,7 @@ class QatNet(nn.Module):
         g = model.graph
         self.sum_pool = sum_pool
         self.quantize = quantize
+        self.choosing_weights = False
         inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         consts = {}
         for n in g.node:
@@ -339,27 +346,9 @@ class QatNet(nn.Module):
             ins = [env[i] if i in env else None for i in n.input]
             t = n.op_type
             if t in ("Conv", "Gemm"):
-                key = self.key(n)
-                w = self.weights[key]() if self.quantize else self.weights[key].weight
-                b = self.biases[key]
-                xe = self.grid(n.input[0]) if self.quantize else None
-                if xe is not None:
-                    bs = torch.pow(2.0, -(xe + self.weights[key].f)).expand(w.shape[0])
-                    b = b + (torch.clamp(RoundSTE.apply(b / bs), -(2**31), 2**31 - 1) * bs - b).detach()
-                if t == "Conv":
-                    pads = self.attr(n, "pads", [0, 0, 0, 0])
-                    assert pads[0] == pads[2] and pads[1] == pads[3], pads
-                    y = F.conv2d(
-                        ins[0],
-                        w,
-                        b,
-                        stride=tuple(self.attr(n, "strides", [1, 1])),
-                        padding=(pads[0], pads[1]),
-                        groups=self.attr(n, "group", 1),
-                    )
-                else:
-                    assert self.attr(n, "transB", 0) == 1 and self.attr(n, "transA", 0) == 0
-                    y = F.linear(ins[0], w, b)
+                if self.choosing_weights:
+                    self.choose_weight_shift(n, ins[0])
+                y = self.linear(n, ins[0], self.quantize)
             elif t == "Relu":
                 y = F.relu(ins[0])
             elif t == "Clip":
@@ -377,11 +366,77 @@ class QatNet(nn.Module):
             env[n.output[0]] = self.q(n.output[0], y)
         return env[self.output]
 
+    def linear(self, n, x: torch.Tensor, quantized: bool) -> torch.Tensor:
+        """The Conv or Gemm node `n` on `x`, with fake-quantized weights and bias or float ones."""
+        key = self.key(n)
+        w = self.weights[key]() if quantized else self.weights[key].weight
+        b = self.biases[key]
+        xe = self.grid(n.input[0]) if quantized else None
+        if xe is not None:
+            bs = torch.pow(2.0, -(xe + self.weights[key].f)).expand(w.shape[0])
+            b = b + (torch.clamp(RoundSTE.apply(b / bs), -(2**31), 2**31 - 1) * bs - b).detach()
+        if n.op_type == "Conv":
+            pads = self.attr(n, "pads", [0, 0, 0, 0])
+            assert pads[0] == pads[2] and pads[1] == pads[3], pads
+            return F.conv2d(
+                x,
+                w,
+                b,
+                stride=tuple(self.attr(n, "strides", [1, 1])),
+                padding=(pads[0], pads[1]),
+                groups=self.attr(n, "group", 1),
+            )
+        assert self.attr(n, "transB", 0) == 1 and self.attr(n, "transA", 0) == 0
+        return F.linear(x, w, b)
+
+    def output_range(self, n) -> tuple[float | None, float | None]:
+        """The clamp that the activation reading `n`'s output applies (Relu, Clip), if it
+        is the only reader: errors beyond it do not reach the next layer."""
+        users = [u for u in self.nodes if n.output[0] in u.input]
+        if len(users) != 1 or users[0].op_type not in ACTIVATIONS:
+            return None, None
+        u = users[0]
+        if u.op_type == "Relu":
+            return 0.0, None
+        lo = float(self.consts[u.input[1]]) if len(u.input) > 1 and u.input[1] else None
+        hi = float(self.consts[u.input[2]]) if len(u.input) > 2 and u.input[2] else None
+        return lo, hi
+
+    def choose_weight_shift(self, n, x: torch.Tensor) -> None:
+        """`--weight-exponents search`: the layer's exponent shift (0: the largest weight
+        fits the int8 range; each step up halves the step and clips more) with the least
+        squared error of the layer's activated output against its float weights' on the
+        same (quantized upstream) input. One exponent per layer must serve rows whose
+        ranges differ a hundredfold in BN-folded depthwise layers, where the largest rows
+        often only saturate their clamp: keeping them whole zeroes the small rows."""
+        lw = self.weights[self.key(n)]
+        lo, hi = self.output_range(n)
+
+        def act(y: torch.Tensor) -> torch.Tensor:
+            return y if lo is None and hi is None else torch.clamp(y, lo, hi)
+
+        ref = act(self.linear(n, x, False))
+        best, best_err = 0, None
+        for shift in range(0, 8):
+            lw.shift = shift
+            lw.refit()
+            err = float(((act(self.linear(n, x, True)) - ref) ** 2).sum())
+            if best_err is None or err < best_err:
+                best, best_err = shift, err
+        lw.shift = best
+        lw.refit()
+
     @torch.no_grad()
-    def calibrate(self, x: torch.Tensor) -> None:
+    def calibrate(self, x: torch.Tensor, weight_search: bool = False) -> None:
+        """Chooses the activation exponents (and with `weight_search` the weights'
+        exponent shifts) in network order, each on the quantized network upstream."""
         self.exps = {p: None for p in self.points}
         self.eval()
-        self(x)
+        self.choosing_weights = weight_search
+        try:
+            self(x)
+        finally:
+            self.choosing_weights = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,6 +595,14 @@ def main() -> int:
         default="sum",
         help="sum: global pools become ReduceSum with a QDQ pair, the 1/N in the next layer (exact in lutq); avg: GlobalAveragePool left in float",
     )
+    ap.add_argument(
+        "--weight-exponents",
+        choices=["max", "search"],
+        default="max",
+        help="max: each exponent keeps its group's largest |w| in the int8 range; search: per layer, that exponent plus the "
+        "shift 0..7 with the least activated-output error on the calibration images (clips outlier rows; what "
+        "one exponent per layer needs on BN-folded depthwise layers)",
+    )
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-4, help="AdamW peak learning rate (cosine decay)")
@@ -603,7 +666,7 @@ def main() -> int:
     net = QatNet(folded, pot_channel, tables, sum_pool=args.pool == "sum")
     gen = torch.Generator().manual_seed(args.seed)
     calib = xtr[torch.randperm(len(xtr), generator=gen)[: args.calib]]
-    net.calibrate(calib)
+    net.calibrate(calib, weight_search=args.weight_exponents == "search")
     val0 = top1(net, xva, yva)
     log(f"fake-quantized before fine-tuning: validation top-1 {val0:.4f}; exponents {net.exps}")
 
