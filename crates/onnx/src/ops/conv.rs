@@ -40,20 +40,8 @@ fn conv(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
     let w = cx.tensor(1, "W")?;
     let b = cx.opt_tensor(2, "B");
 
-    // The spatial rank, from whatever is known: the attribute, the weights, the input.
-    let rank = kernel_shape
-        .map(|k| k.len())
-        .or_else(|| w.map(|w| cx.ty(w).rank().saturating_sub(2)))
-        .or_else(|| x.map(|x| cx.ty(x).rank().saturating_sub(2)));
-    if let Some(r) = rank
-        && r != 2
-    {
-        cx.unsupported(
-            DiagnosticKind::UnsupportedAttribute,
-            format!("{r}-D convolution is not supported (only 2-D, NCHW)"),
-            "express it as a 2-D convolution (e.g. a 1-D conv as 1×k over an unsqueezed input)",
-        );
-    }
+    let w_rank = w.map(|w| cx.ty(w).rank());
+    require_2d(cx, "convolution", kernel_shape, w_rank, x);
     let (Some(x), Some(w)) = (x, w) else {
         return Ok(());
     };
@@ -66,22 +54,12 @@ fn conv(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
         return Err(cx.invalid(format!("input {xt} and weights {wt} must both have rank 4")));
     }
     let kernel = [wt.shape[2], wt.shape[3]];
-    if let Some(ks) = kernel_shape
-        && ks != [kernel[0] as i64, kernel[1] as i64]
-    {
-        return Err(a.error(
-            "kernel_shape",
-            format!("{ks:?} contradicts the weights' spatial dims {kernel:?}"),
-        ));
-    }
-    let strides = a.usize_array::<2>("strides", 1)?.unwrap_or([1, 1]);
-    let dilations = a.usize_array::<2>("dilations", 1)?.unwrap_or([1, 1]);
+    let Window {
+        strides,
+        dilations,
+        group,
+    } = window(cx, kernel_shape, kernel)?;
     let pads = a.usize_array::<4>("pads", 0)?;
-    let group = a.int_or("group", 1)?;
-    let group = usize::try_from(group)
-        .ok()
-        .filter(|&g| (1..=MAX_ATTR_VALUE).contains(&g))
-        .ok_or_else(|| a.error("group", format!("must be >= 1, got {group}")))?;
     let pads = window_pads(
         auto,
         pads,
@@ -99,6 +77,63 @@ fn conv(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
     });
     let inputs: Vec<_> = [x, w].into_iter().chain(b).collect();
     cx.emit_output(op, &inputs)
+}
+
+/// Reports a convolution whose spatial rank (from whatever is known: the kernel_shape
+/// attribute, the weights' rank, the input's) is not 2.
+fn require_2d(
+    cx: &mut NodeCx<'_, '_>,
+    what: &str,
+    kernel_shape: Option<&[i64]>,
+    w_rank: Option<usize>,
+    x: Option<lutq_ir::NodeId>,
+) {
+    let rank = kernel_shape
+        .map(|k| k.len())
+        .or_else(|| w_rank.map(|r| r.saturating_sub(2)))
+        .or_else(|| x.map(|x| cx.ty(x).rank().saturating_sub(2)));
+    if let Some(r) = rank
+        && r != 2
+    {
+        cx.unsupported(
+            DiagnosticKind::UnsupportedAttribute,
+            format!("{r}-D {what} is not supported (only 2-D, NCHW)"),
+            format!("express it as a 2-D {what} (e.g. a 1-D one as 1×k over an unsqueezed input)"),
+        );
+    }
+}
+
+/// The sliding-window attributes Conv and ConvTranspose share.
+struct Window {
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    group: usize,
+}
+
+/// Reads [`Window`], checking `kernel_shape` (when given) against the weights' `kernel`.
+fn window(
+    cx: &NodeCx<'_, '_>,
+    kernel_shape: Option<&[i64]>,
+    kernel: [usize; 2],
+) -> Result<Window, ImportError> {
+    let a = cx.attrs();
+    if let Some(ks) = kernel_shape
+        && ks != [kernel[0] as i64, kernel[1] as i64]
+    {
+        return Err(a.error(
+            "kernel_shape",
+            format!("{ks:?} contradicts the weights' spatial dims {kernel:?}"),
+        ));
+    }
+    let group = a.int_or("group", 1)?;
+    Ok(Window {
+        strides: a.usize_array::<2>("strides", 1)?.unwrap_or([1, 1]),
+        dilations: a.usize_array::<2>("dilations", 1)?.unwrap_or([1, 1]),
+        group: usize::try_from(group)
+            .ok()
+            .filter(|&g| (1..=MAX_ATTR_VALUE).contains(&g))
+            .ok_or_else(|| a.error("group", format!("must be >= 1, got {group}")))?,
+    })
 }
 
 /// One spatial axis of a ConvTranspose, split into output phases.
@@ -181,19 +216,8 @@ fn conv_transpose(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
     let x = cx.tensor(0, "X")?;
     let w = cx.constant(1, "W")?;
     let b = cx.opt_tensor(2, "B");
-    let rank = kernel_shape
-        .map(|k| k.len())
-        .or_else(|| w.as_ref().map(|w| w.shape().len().saturating_sub(2)))
-        .or_else(|| x.map(|x| cx.ty(x).rank().saturating_sub(2)));
-    if let Some(r) = rank
-        && r != 2
-    {
-        cx.unsupported(
-            DiagnosticKind::UnsupportedAttribute,
-            format!("{r}-D transposed convolution is not supported (only 2-D, NCHW)"),
-            "express it as a 2-D transposed convolution (e.g. a 1-D one as 1×k over an unsqueezed input)",
-        );
-    }
+    let w_rank = w.as_ref().map(|w| w.shape().len());
+    require_2d(cx, "transposed convolution", kernel_shape, w_rank, x);
     let (Some(x), Some(w)) = (x, w) else {
         return Ok(());
     };
@@ -212,22 +236,12 @@ fn conv_transpose(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
     };
     let [n, c, h, wd] = [xt.shape[0], xt.shape[1], xt.shape[2], xt.shape[3]];
     let kernel = [wshape[2], wshape[3]];
-    if let Some(ks) = kernel_shape
-        && ks != [kernel[0] as i64, kernel[1] as i64]
-    {
-        return Err(a.error(
-            "kernel_shape",
-            format!("{ks:?} contradicts the weights' spatial dims {kernel:?}"),
-        ));
-    }
-    let strides = a.usize_array::<2>("strides", 1)?.unwrap_or([1, 1]);
-    let dilations = a.usize_array::<2>("dilations", 1)?.unwrap_or([1, 1]);
+    let Window {
+        strides,
+        dilations,
+        group,
+    } = window(cx, kernel_shape, kernel)?;
     let output_padding = a.usize_array::<2>("output_padding", 0)?.unwrap_or([0, 0]);
-    let group = a.int_or("group", 1)?;
-    let group = usize::try_from(group)
-        .ok()
-        .filter(|&g| (1..=MAX_ATTR_VALUE).contains(&g))
-        .ok_or_else(|| a.error("group", format!("must be >= 1, got {group}")))?;
     if wshape[0] != c || c % group != 0 {
         return Err(cx.invalid(format!(
             "weights {wshape:?} need {c} input channels (dimension 0) in {group} groups"
