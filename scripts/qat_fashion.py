@@ -725,14 +725,18 @@ def main() -> int:
     agree = float((ref.argmax(1) == qat.numpy().argmax(1)).mean())
     err = qat.numpy().astype(np.float64) - ref
     sqnr = 10 * np.log10((ref.astype(np.float64) ** 2).sum() / max((err**2).sum(), 1e-30))
+    def finite(x: float) -> float | None:
+        """JSON has no NaN: a validation top-1 without validation images (`--val 0`) is null."""
+        return None if x != x else x
+
     info = {
         "file": str(args.out),
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "fp32_val_top1": fp32_val,
-        "fake_quant_val_top1_before": val0,
-        "val_top1_per_epoch": val_per_epoch,
+        "fp32_val_top1": finite(fp32_val),
+        "fake_quant_val_top1_before": finite(val0),
+        "val_top1_per_epoch": [finite(v) for v in val_per_epoch],
         "fp32_top1": fp32_acc,
         "qat_torch_top1": qat_acc,
         "onnxruntime_reference_top1": ort_acc,

@@ -169,7 +169,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
              `models/qdq/qat_runs/` (written by the script next to the model). The recipe \
              is chosen on the validation images (the last 5,000 training images, held out \
              from fine-tuning; the fp32 nets were trained on them, so compare runs with each \
-             other there, not with fp32); the test top-1 is onnxruntime's execution of the \
+             other there, not with fp32; – where a run trained on all 60,000 with `--val 0`); \
+             the test top-1 is onnxruntime's execution of the \
              exported file. Minutes: wall time with the run's torch threads on the shared \
              machine ({cpu}), whose load varied.\n\n{runs}",
             args.join(" "),
@@ -279,13 +280,19 @@ fn runs_table() -> anyhow::Result<String> {
             serde_json::from_str(&text).with_context(|| format!("{}: not JSON", f.display()))?;
         let a = &r["args"];
         let num = |v: &Value| v.as_f64().map_or("?".to_string(), |x| format!("{x}"));
-        let pct = |v: &Value| {
-            v.as_f64()
-                .map_or("?".to_string(), |x| format!("{:.2} %", x * 100.0))
+        // null: no validation images (`--val 0`, trained on all 60,000).
+        let pct = |v: &Value| match v {
+            Value::Null => "–".to_string(),
+            v => v
+                .as_f64()
+                .map_or("?".to_string(), |x| format!("{:.2} %", x * 100.0)),
         };
         let per_epoch = r["val_top1_per_epoch"]
             .as_array()
             .map(|v| {
+                if v.iter().all(Value::is_null) {
+                    return "–".to_string();
+                }
                 v.iter()
                     .map(|x| {
                         x.as_f64()
@@ -297,11 +304,15 @@ fn runs_table() -> anyhow::Result<String> {
             .unwrap_or_default();
         // The table layout (`--lut-per-channel`, `--lut-tables N`; records from before
         // the options have neither: one table per layer).
-        let tables = match (a["lut_per_channel"].as_bool(), a["lut_tables"].as_u64()) {
+        let mut tables = match (a["lut_per_channel"].as_bool(), a["lut_tables"].as_u64()) {
             (Some(true), _) => "per channel".to_string(),
             (_, Some(n)) if n > 1 => format!("≤ {n} per layer"),
             _ => "one per layer".to_string(),
         };
+        // `--weight-exponents search` (records from before the option: max).
+        if a["weight_exponents"].as_str() == Some("search") {
+            tables.push_str(", exponents searched");
+        }
         // The committed model this run exported, if any (same sha256, under any name).
         let sha = r["sha256"].as_str().unwrap_or("");
         let committed = committed
