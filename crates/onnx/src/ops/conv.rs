@@ -136,6 +136,35 @@ fn window(
     })
 }
 
+/// `parts` interleaved along a new axis: each reshaped to `shape` (a size-1 axis at
+/// `axis`), then concatenated along it; a single part is returned as it is.
+fn stack(
+    cx: &mut NodeCx<'_, '_>,
+    parts: &[lutq_ir::NodeId],
+    part_name: impl Fn(usize) -> String,
+    shape: Vec<usize>,
+    axis: usize,
+    name: &str,
+) -> Result<lutq_ir::NodeId, ImportError> {
+    if let [one] = parts {
+        return Ok(*one);
+    }
+    let reshaped: Vec<_> = parts
+        .iter()
+        .enumerate()
+        .map(|(k, &p)| {
+            cx.emit_aux(
+                &part_name(k),
+                Op::Reshape {
+                    shape: shape.clone(),
+                },
+                &[p],
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    cx.emit_aux(name, Op::Concat { axis }, &reshaped)
+}
+
 /// One spatial axis of a ConvTranspose, split into output phases.
 ///
 /// In the full (unpadded) output of length `full = (in − 1)·s + (k − 1)·d + 1 + output_padding`,
@@ -353,48 +382,28 @@ fn conv_transpose(cx: &mut NodeCx<'_, '_>) -> Result<(), ImportError> {
             phases.push(y);
         }
         // Interleave the columns: [N,M,Qy,Qx] each → [N,M,Qy,Qx,sx] → [N,M,Qy,1,Qx·sx].
-        let row = if phases.len() == 1 {
-            phases[0]
-        } else {
-            let cols: Vec<_> = phases
-                .iter()
-                .enumerate()
-                .map(|(rx, &p)| {
-                    cx.emit_aux(
-                        &format!("phase{ry}_{rx}:column"),
-                        Op::Reshape {
-                            shape: vec![n, m, ay.len, ax.len, 1],
-                        },
-                        &[p],
-                    )
-                })
-                .collect::<Result<_, _>>()?;
-            cx.emit_aux(&format!("row{ry}"), Op::Concat { axis: 4 }, &cols)?
-        };
+        let row = stack(
+            cx,
+            &phases,
+            |rx| format!("phase{ry}_{rx}:column"),
+            vec![n, m, ay.len, ax.len, 1],
+            4,
+            &format!("row{ry}"),
+        )?;
         rows.push(row);
     }
     let wide = [ay.len * strides[0], ax.len * strides[1]];
     // The rest is a chain: [Concat of the rows,] Reshape to [N,M,·,·], the crops. Its last
     // op carries the node's own name.
     let mut chain: Vec<(String, Op)> = Vec::new();
-    let mut y = if rows.len() == 1 {
-        rows[0]
-    } else {
-        let lines: Vec<_> = rows
-            .iter()
-            .enumerate()
-            .map(|(ry, &r)| {
-                cx.emit_aux(
-                    &format!("row{ry}:line"),
-                    Op::Reshape {
-                        shape: vec![n, m, ay.len, 1, wide[1]],
-                    },
-                    &[r],
-                )
-            })
-            .collect::<Result<_, _>>()?;
-        cx.emit_aux("rows", Op::Concat { axis: 3 }, &lines)?
-    };
+    let mut y = stack(
+        cx,
+        &rows,
+        |ry| format!("row{ry}:line"),
+        vec![n, m, ay.len, 1, wide[1]],
+        3,
+        "rows",
+    )?;
     if strides != [1, 1] {
         chain.push((
             "interleaved".into(),

@@ -312,10 +312,10 @@ pub(crate) fn lower_unfolded(graph: &mut Graph) -> Result<Vec<String>, lutq_ir::
             continue;
         };
         let (name, rank, x) = (node.name.clone(), node.ty.rank(), ins[0]);
-        let a = Affine::from_batch_norm(epsilon, [s, b, m, v], &name);
         if rank < 2 {
             continue;
         }
+        let a = Affine::from_batch_norm(epsilon, [s, b, m, v], &name);
         let mut shape = vec![1; rank];
         shape[1] = a.channels();
         let k = graph.add_constant(format!("{name}:k"), Tensor::f32(shape.clone(), a.k)?);
