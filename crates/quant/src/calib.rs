@@ -76,7 +76,7 @@ const KEYS: usize = 1 << 14;
 /// bin, e.g. a ReLU's zeros, do not serialise on one counter): per value, a shift and
 /// one increment, no arithmetic on bins. [`Tally::fold_into`] turns the keys into the
 /// histogram's bins (and clears the counters), once per batch of values. One table per
-/// thread, reused ([`with_tally`]): it is 256 KB, and only the keys in use are hot.
+/// thread, reused ([`HistogramBuilder`]): it is 256 KB, and only the keys in use are hot.
 struct Tally {
     counts: Box<[[u32; 4]; KEYS]>,
     /// Values counted since the last fold (each counter holds at most a quarter of them,
@@ -137,28 +137,45 @@ impl Tally {
 }
 
 thread_local! {
-    static TALLY: std::cell::RefCell<Option<Tally>> = const { std::cell::RefCell::new(None) };
+    /// This thread's spare [`Tally`] (empty), lent to one [`HistogramBuilder`] at a time.
+    static SPARE_TALLY: std::cell::Cell<Option<Tally>> = const { std::cell::Cell::new(None) };
 }
 
-/// Runs `f` with this thread's [`Tally`], empty (every use ends with a fold).
-fn with_tally<R>(f: impl FnOnce(&mut Tally) -> R) -> R {
-    TALLY.with(|t| {
-        let mut t = t.borrow_mut();
-        let tally = t.get_or_insert_with(Tally::new);
-        if tally.pending != 0 {
-            // A use that did not end with its fold (a panic): start clean.
-            *tally = Tally::new();
+/// Adds batches of values to a histogram, folding the counts into its bins once, at
+/// [`finish`](Self::finish): the caller may compute between batches (e.g. run the next
+/// sample while this one's values are still in cache). Borrows the thread's spare
+/// [`Tally`] (a nested builder on the same thread allocates its own).
+pub(crate) struct HistogramBuilder {
+    histogram: LogHistogram,
+    tally: Tally,
+}
+
+impl HistogramBuilder {
+    pub(crate) fn new() -> HistogramBuilder {
+        let tally = SPARE_TALLY.with(|t| t.take()).unwrap_or_else(Tally::new);
+        HistogramBuilder {
+            histogram: LogHistogram::default(),
+            tally,
         }
-        f(tally)
-    })
+    }
+
+    pub(crate) fn add(&mut self, values: &[f32]) {
+        self.histogram.add_to(&mut self.tally, values);
+    }
+
+    pub(crate) fn finish(mut self) -> LogHistogram {
+        self.tally.fold_into(&mut self.histogram);
+        // Empty again: the next builder on this thread reuses it.
+        SPARE_TALLY.with(|t| t.set(Some(self.tally)));
+        self.histogram
+    }
 }
 
 impl LogHistogram {
     pub fn add(&mut self, values: &[f32]) {
-        with_tally(|tally| {
-            self.add_to(tally, values);
-            tally.fold_into(self);
-        });
+        let mut b = HistogramBuilder::new();
+        b.add(values);
+        self.merge(&b.finish());
     }
 
     /// The range of `values` into `self`, their counts into `tally` (folded into `self`
@@ -312,14 +329,11 @@ pub(crate) fn histogram(values: &[Vec<f32>]) -> LogHistogram {
     values
         .par_chunks(8)
         .map(|chunk| {
-            let mut h = LogHistogram::default();
-            with_tally(|tally| {
-                for v in chunk {
-                    h.add_to(tally, v);
-                }
-                tally.fold_into(&mut h);
-            });
-            h
+            let mut b = HistogramBuilder::new();
+            for v in chunk {
+                b.add(v);
+            }
+            b.finish()
         })
         .collect::<Vec<_>>()
         .into_iter()
@@ -329,30 +343,26 @@ pub(crate) fn histogram(values: &[Vec<f32>]) -> LogHistogram {
         })
 }
 
-/// Per channel (`channels` planes per sample, `values[s]`), the mean over positions and
-/// samples, in a fixed order so that it does not depend on the thread count: each
-/// sample's plane mean, added in chunks of 4 samples, the chunks added in order.
-pub(crate) fn channel_means(values: &[Vec<f32>], channels: usize) -> Vec<f64> {
-    let partials: Vec<Vec<f64>> = values
-        .par_chunks(4)
-        .map(|chunk| {
-            let mut sums = vec![0.0; channels];
-            for v in chunk {
-                let plane = v.len() / channels;
-                for (c, s) in sums.iter_mut().enumerate() {
-                    *s += sum_f64(&v[c * plane..(c + 1) * plane]) / plane as f64;
-                }
-            }
-            sums
-        })
-        .collect();
+/// Adds the mean of each of `sums.len()` planes of one sample to its channel's sum.
+pub(crate) fn add_plane_means(values: &[f32], sums: &mut [f64]) {
+    let plane = values.len() / sums.len().max(1);
+    for (c, s) in sums.iter_mut().enumerate() {
+        *s += sum_f64(&values[c * plane..(c + 1) * plane]) / plane as f64;
+    }
+}
+
+/// Per channel, the mean over positions and samples: `partials` are the plane-mean sums
+/// ([`add_plane_means`]) of consecutive chunks of the `samples` samples, added in order,
+/// so that the result does not depend on the thread count.
+pub(crate) fn mean_of_chunk_sums(partials: &[Vec<f64>], samples: usize) -> Vec<f64> {
+    let channels = partials.first().map_or(0, |p| p.len());
     let mut total = vec![0.0; channels];
     for p in partials {
         for (t, v) in total.iter_mut().zip(p) {
             *t += v;
         }
     }
-    let n = values.len() as f64;
+    let n = samples as f64;
     total.into_iter().map(|v| v / n).collect()
 }
 

@@ -61,6 +61,15 @@ impl PatchGeometry {
         self.channels / self.groups * self.kernel[0] * self.kernel[1]
     }
 
+    /// A 1×1 convolution with stride 1 and no padding (or a dense layer): each patch is
+    /// the input's channels at one position.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1]
+            && self.strides == [1, 1]
+            && self.pads == [0; 4]
+            && (self.out_height, self.out_width) == (self.height, self.width)
+    }
+
     /// Output positions per sample.
     pub(crate) fn positions(&self) -> usize {
         self.out_height * self.out_width
@@ -361,6 +370,18 @@ pub fn patch_statistics(
     targets: Option<&[Vec<f32>]>,
     max_patches: usize,
 ) -> PatchStatistics {
+    patch_statistics_with(geom, samples, targets, max_patches, geom.is_pointwise())
+}
+
+/// [`patch_statistics`]; `in_place`: a pointwise layer's GEMMs read the samples where
+/// they are instead of copied patch rows (the same sums: tested).
+fn patch_statistics_with(
+    geom: &PatchGeometry,
+    samples: &(impl Samples + ?Sized),
+    targets: Option<&[Vec<f32>]>,
+    max_patches: usize,
+    in_place: bool,
+) -> PatchStatistics {
     let sample_count = samples.count();
     if let Some(t) = targets {
         assert_eq!(t.len(), sample_count, "one float target per sample");
@@ -426,7 +447,54 @@ pub fn patch_statistics(
             .step_by(stride)
             .map(|p| (p / geom.out_width, p % geom.out_width))
             .collect();
-        if big {
+        if big && in_place {
+            // A pointwise layer's patch at a position is the input's channels there: the
+            // strip's GEMMs read `x` (and the target) in place, `[C][H·W]` with the
+            // sampled positions `stride` apart, in the same blocks of positions as the
+            // copied rows below (so the same sums).
+            let plane = geom.height * geom.width;
+            let cg = k;
+            for (b, block) in positions.chunks(BLOCK_ROWS).enumerate() {
+                let n = block.len();
+                let p0 = first + b * BLOCK_ROWS * stride;
+                for g in 0..groups {
+                    let base = g * cg * plane + p0;
+                    let gram = &mut acc.gram[g];
+                    for i0 in (0..k).step_by(STRIP) {
+                        let m = STRIP.min(k - i0);
+                        let lhs = &x[base + i0 * plane..];
+                        lutq_interp::sgemm(
+                            m,
+                            k - i0,
+                            n,
+                            1.0,
+                            lhs,
+                            (plane, stride),
+                            lhs,
+                            (stride, plane),
+                            true,
+                            &mut gram[i0 * width + i0..],
+                            lutq_interp::row_major(width),
+                        );
+                        if let Some(t) = target {
+                            lutq_interp::sgemm(
+                                m,
+                                k,
+                                n,
+                                1.0,
+                                lhs,
+                                (plane, stride),
+                                &t[base..],
+                                (stride, plane),
+                                true,
+                                &mut gram[i0 * width + k..],
+                                lutq_interp::row_major(width),
+                            );
+                        }
+                    }
+                }
+            }
+        } else if big {
             let cap = positions.len().min(BLOCK_ROWS);
             let mut block = vec![0f32; cap * width * groups];
             let mut filled = 0;
@@ -707,6 +775,48 @@ mod tests {
                 out_width: 20,
                 ..test_geometry(channels)
             });
+        }
+    }
+
+    #[test]
+    fn pointwise_moments_read_in_place_are_the_copied_rows_bit_for_bit() {
+        // 1×1, two groups of 40 channels (patches through the GEMM), 30 × 31 positions per
+        // sample (more than one block of rows), every position or every 3rd / 7th one.
+        let geom = PatchGeometry {
+            channels: 80,
+            height: 30,
+            width: 31,
+            kernel: [1, 1],
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+            groups: 2,
+            out_height: 30,
+            out_width: 31,
+        };
+        assert!(geom.is_pointwise());
+        let len = geom.channels * geom.height * geom.width;
+        let samples: Vec<Vec<f32>> = (0..5)
+            .map(|s| {
+                (0..len)
+                    .map(|i| ((i * 37 + s * 11) % 101) as f32 * 0.173 - 8.0)
+                    .collect()
+            })
+            .collect();
+        let targets: Vec<Vec<f32>> = samples
+            .iter()
+            .map(|x| x.iter().map(|v| v * 0.9 + 0.25).collect())
+            .collect();
+        let positions = samples.len() * geom.positions();
+        for max in [usize::MAX, positions / 3, positions / 7] {
+            for t in [None, Some(targets.as_slice())] {
+                let a = patch_statistics_with(&geom, samples.as_slice(), t, max, true);
+                let b = patch_statistics_with(&geom, samples.as_slice(), t, max, false);
+                assert_eq!(a.hessians, b.hessians);
+                assert_eq!(a.cross, b.cross);
+                assert_eq!(a.means, b.means);
+                assert_eq!(a.cross.is_empty(), t.is_none());
+            }
         }
     }
 

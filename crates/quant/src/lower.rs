@@ -587,9 +587,12 @@ impl<'a> Lowering<'a> {
         let node = graph.node(id);
         let mut step = StepStatistics::default();
         let start = Instant::now();
-        let mut statistics = 0.0;
+        let statistics;
         let values: Vec<Vec<f32>> = if matches!(node.op, Op::Input) {
-            self.samples.iter().map(|s| s.to_vec()).collect()
+            let values: Vec<Vec<f32>> = self.samples.iter().map(|s| s.to_vec()).collect();
+            step.histogram = crate::calib::histogram(&values);
+            statistics = start.elapsed().as_secs_f64();
+            values
         } else {
             // A linear layer runs without its fused activation (its channel means are
             // taken before it), which is then applied here as the float IR defines it.
@@ -607,41 +610,82 @@ impl<'a> Lowering<'a> {
                 op => (op.clone(), None),
             };
             let linear = matches!(op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul);
+            let channels = node.ty.shape.get(1).copied().unwrap_or(1).max(1);
             let (step_graph, inputs) = single_node_graph(graph, id, op)?;
             let interp = lutq_interp::Interpreter::new(&step_graph)?;
             let data: Vec<&Vec<Vec<f32>>> = inputs.iter().map(|i| &self.float_values[i]).collect();
-            let mut values: Vec<Vec<f32>> = (0..self.samples.len())
-                .into_par_iter()
-                .map(|s| {
-                    let slices: Vec<&[f32]> = data.iter().map(|d| d[s].as_slice()).collect();
-                    Ok(interp.run_slices(&slices, None)?.swap_remove(0))
+            // Sample by sample, the statistics are taken while the values are still in
+            // cache (one pass over them, not one per statistic), in chunks of
+            // `FLOAT_CHUNK` samples whose plane-mean sums are added in chunk order: the
+            // same bits on any thread count.
+            let index: Vec<usize> = (0..self.samples.len()).collect();
+            let chunks: Vec<FloatChunk> = index
+                .par_chunks(FLOAT_CHUNK)
+                .map(|chunk| {
+                    let begin = Instant::now();
+                    let mut statistics = std::time::Duration::ZERO;
+                    let mut histogram = crate::calib::HistogramBuilder::new();
+                    let mut sums = linear.then(|| vec![0.0; channels]);
+                    let mut values = Vec::with_capacity(chunk.len());
+                    for &s in chunk {
+                        let slices: Vec<&[f32]> = data.iter().map(|d| d[s].as_slice()).collect();
+                        let mut v = interp.run_slices(&slices, None)?.swap_remove(0);
+                        let t = Instant::now();
+                        if let Some(sums) = sums.as_mut() {
+                            crate::calib::add_plane_means(&v, sums);
+                        }
+                        statistics += t.elapsed();
+                        // `Activation::apply` of the two fused forms (vectorized).
+                        match act {
+                            Some(FusedActivation::Relu) => {
+                                v.iter_mut().for_each(|x| *x = x.max(0.0))
+                            }
+                            Some(FusedActivation::Clip { max }) => {
+                                v.iter_mut().for_each(|x| *x = x.max(0.0).min(max))
+                            }
+                            None => {}
+                        }
+                        let t = Instant::now();
+                        histogram.add(&v);
+                        statistics += t.elapsed();
+                        values.push(v);
+                    }
+                    let t = Instant::now();
+                    let histogram = histogram.finish();
+                    statistics += t.elapsed();
+                    Ok(FloatChunk {
+                        values,
+                        plane_mean_sums: sums,
+                        histogram,
+                        seconds: begin.elapsed().as_secs_f64(),
+                        statistics_seconds: statistics.as_secs_f64(),
+                    })
                 })
                 .collect::<Result<_, QuantError>>()?;
+            // Statistics' share of the wall time: their share of the chunks' time.
+            let (busy, stats): (f64, f64) = chunks.iter().fold((0.0, 0.0), |(b, s), c| {
+                (b + c.seconds, s + c.statistics_seconds)
+            });
+            let merge = Instant::now();
             if linear {
-                let means = Instant::now();
-                let channels = node.ty.shape.get(1).copied().unwrap_or(1).max(1);
-                step.channel_means = Some(crate::calib::channel_means(&values, channels));
-                statistics += means.elapsed().as_secs_f64();
+                let partials: Vec<Vec<f64>> = chunks
+                    .iter()
+                    .filter_map(|c| c.plane_mean_sums.clone())
+                    .collect();
+                step.channel_means = Some(crate::calib::mean_of_chunk_sums(
+                    &partials,
+                    self.samples.len(),
+                ));
             }
-            // `Activation::apply` of the two fused forms, one loop each (vectorized).
-            match act {
-                Some(FusedActivation::Relu) => values.par_iter_mut().for_each(|v| {
-                    for x in v.iter_mut() {
-                        *x = x.max(0.0);
-                    }
-                }),
-                Some(FusedActivation::Clip { max }) => values.par_iter_mut().for_each(|v| {
-                    for x in v.iter_mut() {
-                        *x = x.max(0.0).min(max);
-                    }
-                }),
-                None => {}
+            let mut values = Vec::with_capacity(self.samples.len());
+            for c in chunks {
+                step.histogram.merge(&c.histogram);
+                values.extend(c.values);
             }
+            statistics = merge.elapsed().as_secs_f64()
+                + (merge - start).as_secs_f64() * if busy > 0.0 { stats / busy } else { 0.0 };
             values
         };
-        let histogram = Instant::now();
-        step.histogram = crate::calib::histogram(&values);
-        statistics += histogram.elapsed().as_secs_f64();
         let stages = &mut self.report.stage_seconds;
         stages.float_statistics += statistics;
         stages.float_pass += start.elapsed().as_secs_f64() - statistics;
@@ -1843,4 +1887,18 @@ fn linear_params(graph: &Graph, id: NodeId) -> Result<LinearParams, QuantError> 
             node.name
         )])),
     }
+}
+
+/// Samples per unit of work of the per-node float pass (and per partial sum of the
+/// channel means: [`crate::calib::mean_of_chunk_sums`]).
+const FLOAT_CHUNK: usize = 4;
+
+/// What the per-node float pass computes on one chunk of samples.
+struct FloatChunk {
+    values: Vec<Vec<f32>>,
+    /// Linear layers: per channel, the sum of the chunk's plane means.
+    plane_mean_sums: Option<Vec<f64>>,
+    histogram: LogHistogram,
+    seconds: f64,
+    statistics_seconds: f64,
 }
