@@ -194,16 +194,18 @@ pub fn optimize(graph: &Graph, options: &OptOptions) -> Result<(Graph, OptReport
     let (mut kept_affine, mut unfolded_batch_norms) = rules::affine::explain_kept(&out);
     let lowered = rules::bn_fold::lower_unfolded(&mut out)?;
     let through_layout = rules::bn_fold::fold_through_layout(&mut out)?;
-    // Folded through the layout ops: no longer left in the graph.
+    // Folded through the layout ops (a lowered BatchNorm: either of its halves): no
+    // longer left in the graph.
     let folded = |name: &str| {
-        through_layout
-            .iter()
-            .any(|f| f == name || *f == format!("{name}:scaled"))
+        through_layout.iter().any(|f| f == name)
+            || lowered
+                .iter()
+                .any(|l| l.name == name && l.any_half_in(&through_layout))
     };
     unfolded_batch_norms.retain(|bn| !folded(&bn.name));
     kept_affine.retain(|a| !folded(&a.name));
     for bn in &mut unfolded_batch_norms {
-        if lowered.contains(&bn.name) {
+        if lowered.iter().any(|l| l.name == bn.name) {
             bn.reason
                 .push_str("; computed as a per-channel Mul and Add (one integer table with the element-wise ops around it)");
         }

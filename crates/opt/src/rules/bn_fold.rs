@@ -290,13 +290,29 @@ pub(crate) fn beta_c(
     Some((rows, out))
 }
 
+/// A BatchNorm that [`lower_unfolded`] rewrote, and the names of the two nodes it became.
+pub(crate) struct LoweredBatchNorm {
+    pub name: String,
+    /// `Mul(x, k)`.
+    pub mul: String,
+    /// `Add(…, shift)`, under the BatchNorm's own name (its readers see the same name).
+    pub add: String,
+}
+
+impl LoweredBatchNorm {
+    /// Whether either half is among `names` (e.g. what [`fold_through_layout`] folded).
+    pub(crate) fn any_half_in(&self, names: &[String]) -> bool {
+        names.iter().any(|n| *n == self.mul || *n == self.add)
+    }
+}
+
 /// After extraction: every BatchNorm left in `graph` (neither fold applied) with constant
 /// parameters becomes the per-channel affine it computes, `Add(Mul(x, k), shift)` with `k`
 /// and `shift` shaped `[1, C, 1, …]`. The quantizer has no BatchNorm of its own: an
 /// element-wise Mul and Add with channel constants join the element-wise region around
 /// them (with the ReLU after them, the bias Add before them) as one per-channel table.
-/// Returns the names of the BatchNorms rewritten.
-pub(crate) fn lower_unfolded(graph: &mut Graph) -> Result<Vec<String>, lutq_ir::IrError> {
+/// Returns the BatchNorms rewritten.
+pub(crate) fn lower_unfolded(graph: &mut Graph) -> Result<Vec<LoweredBatchNorm>, lutq_ir::IrError> {
     let mut lowered = Vec::new();
     for id in graph.topo_order() {
         let node = graph.node(id);
@@ -320,11 +336,19 @@ pub(crate) fn lower_unfolded(graph: &mut Graph) -> Result<Vec<String>, lutq_ir::
         shape[1] = a.channels();
         let k = graph.add_constant(format!("{name}:k"), Tensor::f32(shape.clone(), a.k)?);
         let shift = graph.add_constant(format!("{name}:shift"), Tensor::f32(shape, a.shift)?);
-        let scaled =
-            graph.add_node(format!("{name}:scaled"), Op::Binary(BinaryOp::Mul), &[x, k])?;
-        let out = graph.add_node(name.clone(), Op::Binary(BinaryOp::Add), &[scaled, shift])?;
+        let lowered_bn = LoweredBatchNorm {
+            mul: format!("{name}:scaled"),
+            add: name.clone(),
+            name,
+        };
+        let scaled = graph.add_node(lowered_bn.mul.clone(), Op::Binary(BinaryOp::Mul), &[x, k])?;
+        let out = graph.add_node(
+            lowered_bn.add.clone(),
+            Op::Binary(BinaryOp::Add),
+            &[scaled, shift],
+        )?;
         graph.replace_all_uses(id, out)?;
-        lowered.push(name);
+        lowered.push(lowered_bn);
     }
     graph.remove_dead_nodes();
     Ok(lowered)
