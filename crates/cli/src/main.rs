@@ -155,6 +155,14 @@ pub(crate) struct ModelArgs {
     /// Without it, a QDQ model with other scales is refused with every such pair listed.
     #[arg(long)]
     round_scales: bool,
+    /// End the model at these tensors (or nodes: their first output), comma-separated:
+    /// they become its outputs, and nothing after them is imported. For post-processing
+    /// that has no integer form, e.g. a detector's box decoding against anchors or NMS:
+    /// compile the network up to its raw head outputs and decode on the host, e.g.
+    /// `--outputs /model.22/Concat_output_0,/model.22/Concat_1_output_0`. A quantizer
+    /// error about such nodes suggests the cut.
+    #[arg(long, value_name = "NAME[,NAME…]", value_delimiter = ',')]
+    outputs: Vec<String>,
 }
 
 /// `NAME=D0,D1,…`.
@@ -193,6 +201,7 @@ impl ModelArgs {
             batch: self.batch,
             input_shapes,
             round_scales: self.round_scales,
+            outputs: self.outputs.clone(),
             ..Default::default()
         })
     }

@@ -230,6 +230,9 @@ pub enum DiagnosticKind {
     /// A graph input too large for lutq's size limits, or a constant folded at import
     /// larger than the folding limit.
     TooLarge,
+    /// A name the caller gave (`ImportOptions::outputs`, `--outputs`) that is neither a
+    /// tensor nor a node of the model.
+    UnknownName,
 }
 
 /// One unsupported feature: where, what, and how to get rid of it.

@@ -52,6 +52,12 @@ pub struct ImportOptions {
     /// measures what it costs. Weights keep their dequantized values (snapping a weight
     /// scale would rescale its channel).
     pub round_scales: bool,
+    /// Where the imported graph ends (CLI `--outputs`): ONNX tensor names, or node names
+    /// (meaning the node's first output), that become the graph's outputs instead of the
+    /// model's own. Only the nodes these depend on are imported, so a detector's box
+    /// decoding or a classifier's post-processing after them may use any op. Empty: the
+    /// model's outputs.
+    pub outputs: Vec<String>,
 }
 
 impl Default for ImportOptions {
@@ -61,6 +67,7 @@ impl Default for ImportOptions {
             constant_inputs: BTreeMap::new(),
             input_shapes: BTreeMap::new(),
             round_scales: false,
+            outputs: Vec::new(),
         }
     }
 }
@@ -216,15 +223,50 @@ pub(crate) fn convert(
     imp.check_opsets();
     imp.bind_initializers();
     imp.bind_inputs(options)?;
+    let outputs = imp.chosen_outputs(&options.outputs);
+    let needed = outputs.as_ref().map(|o| needed_nodes(info, o));
     for &n in &info.order {
-        imp.convert_node(&info.graph.node[n]);
+        if needed.as_ref().is_none_or(|needed| needed[n]) {
+            imp.convert_node(&info.graph.node[n]);
+        }
     }
-    imp.bind_outputs();
+    let names: Vec<&str> = match &outputs {
+        Some(o) => o.iter().map(String::as_str).collect(),
+        None => info.graph.output.iter().map(|o| o.name()).collect(),
+    };
+    imp.bind_outputs(&names);
     Ok(Outcome {
         graph: imp.graph,
         diagnostics: imp.diagnostics,
         error: imp.error,
     })
+}
+
+/// Per node of the model (index into `graph.node`), whether `outputs` depend on it.
+fn needed_nodes(info: &ModelInfo<'_>, outputs: &[String]) -> Vec<bool> {
+    let nodes = &info.graph.node;
+    let producer: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    let mut needed = vec![false; nodes.len()];
+    let mut stack: Vec<usize> = outputs
+        .iter()
+        .filter_map(|o| producer.get(o.as_str()).copied())
+        .collect();
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut needed[i], true) {
+            continue;
+        }
+        stack.extend(
+            nodes[i]
+                .input
+                .iter()
+                .filter_map(|n| producer.get(n.as_str()).copied()),
+        );
+    }
+    needed
 }
 
 impl<'m> Importer<'m> {
@@ -472,10 +514,42 @@ impl<'m> Importer<'m> {
         }
     }
 
-    fn bind_outputs(&mut self) {
-        let info = self.info;
-        for out in &info.graph.output {
-            let name = out.name();
+    /// `--outputs`: each name as an ONNX tensor name, else as a node name (its first
+    /// output). `None`: none given (the model's outputs). A name that is neither is a
+    /// diagnostic, and so the import fails.
+    fn chosen_outputs(&mut self, requested: &[String]) -> Option<Vec<String>> {
+        if requested.is_empty() {
+            return None;
+        }
+        let graph = &self.info.graph;
+        let mut tensors = Vec::new();
+        for name in requested {
+            let is_tensor = graph.input.iter().any(|i| i.name() == name)
+                || graph
+                    .node
+                    .iter()
+                    .any(|n| n.output.iter().any(|o| o == name));
+            let node_output = graph
+                .node
+                .iter()
+                .find(|n| n.name() == name)
+                .and_then(|n| n.output.iter().find(|o| !o.is_empty()));
+            match (is_tensor, node_output) {
+                (true, _) => tensors.push(name.clone()),
+                (false, Some(o)) => tensors.push(o.clone()),
+                (false, None) => self.diagnostics.push(Diagnostic {
+                    location: Location::GraphOutput { name: name.clone() },
+                    kind: DiagnosticKind::UnknownName,
+                    message: format!("--outputs names '{name}', which is neither a tensor nor a node of the model"),
+                    fix: "name a tensor (a node's output, as Netron shows it) or a node of the model; `lutq inspect MODEL` lists the nodes".into(),
+                }),
+            }
+        }
+        Some(tensors)
+    }
+
+    fn bind_outputs(&mut self, names: &[&str]) {
+        for &name in names {
             let value = self.values.get(name).cloned().unwrap_or(Value::Poisoned);
             let id = match value {
                 Value::Tensor(id) => Ok(id),

@@ -672,3 +672,43 @@ fn depth_to_space_and_space_to_depth_follow_the_onnx_definitions() {
     let e = import(&m).unwrap_err().to_string();
     assert!(e.contains("5×6 does not divide"), "{e}");
 }
+
+/// `ImportOptions::outputs` (`--outputs`): the named tensors, or nodes, become the
+/// outputs, and nothing after them is imported, not even an op lutq does not know.
+#[test]
+fn outputs_end_the_model_and_drop_what_follows() {
+    let m = Model::new(17)
+        .input("x", &[1, 2, 3, 3])
+        .named_node("act", "Relu", &["x"], &["r"], vec![])
+        .named_node("post", "NonMaxSuppressionLikeOp", &["r"], &["y"], vec![])
+        .output("y");
+    // The whole model: the unknown op is refused.
+    let d = unsupported(import_with(&m, &options(1, &[])));
+    assert_eq!(d[0].kind, DiagnosticKind::UnsupportedOp, "{d:?}");
+    // Ended at the Relu's output, by tensor name or by node name.
+    for name in ["r", "act"] {
+        let o = ImportOptions {
+            outputs: vec![name.to_string()],
+            ..Default::default()
+        };
+        let g = import_with(&m, &o).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(g.outputs().len(), 1);
+        let out = g.node(g.outputs()[0].node);
+        assert_eq!(
+            (out.name.as_str(), &out.op),
+            ("act", &Op::Activation(lutq_ir::Activation::Relu))
+        );
+        assert_eq!(g.node_count(), 2, "{}", g.dump());
+    }
+    // A name that is neither: refused with its name.
+    let o = ImportOptions {
+        outputs: vec!["nope".to_string()],
+        ..Default::default()
+    };
+    let d = unsupported(import_with(&m, &o));
+    assert!(
+        d.iter()
+            .any(|d| d.kind == DiagnosticKind::UnknownName && d.message.contains("'nope'")),
+        "{d:?}"
+    );
+}

@@ -121,12 +121,51 @@ const ALIGN_MSE_SLACK: f64 = 1.5;
 
 /// Checks every op before any work, reporting all problems at once.
 pub fn check_supported(graph: &Graph) -> Result<(), QuantError> {
-    let problems = unsupported(graph);
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(QuantError::Unsupported(problems))
+    let found = unsupported(graph);
+    if found.is_empty() {
+        return Ok(());
     }
+    let nodes: Vec<NodeId> = found.iter().filter_map(|(id, _)| *id).collect();
+    let mut problems: Vec<String> = found.into_iter().map(|(_, p)| p).collect();
+    problems.extend(cut_hint(graph, &nodes));
+    Err(QuantError::Unsupported(problems))
+}
+
+/// Where to end the model when every unsupported node is post-processing (no linear
+/// layer at or after any of them, e.g. a detector's box decoding against anchors): the
+/// nodes just before that tail, whose outputs would become the graph's, as the fix
+/// `--outputs A,B` (the import then drops the tail).
+fn cut_hint(graph: &Graph, problems: &[NodeId]) -> Option<String> {
+    // The tail: the unsupported nodes and everything after them.
+    let mut tail = std::collections::HashSet::new();
+    for id in graph.topo_order() {
+        if problems.contains(&id) || graph.node_inputs(id).iter().any(|i| tail.contains(i)) {
+            tail.insert(id);
+        }
+    }
+    let linear = |id: &NodeId| matches!(graph.node(*id).op, Op::Conv(_) | Op::Gemm(_) | Op::MatMul);
+    if tail.is_empty() || tail.iter().any(linear) {
+        return None;
+    }
+    // Computed nodes before the tail that feed it or are outputs themselves.
+    let mut cut: Vec<NodeId> = graph
+        .topo_order()
+        .into_iter()
+        .filter(|id| !tail.contains(id) && graph.constant(*id).is_none())
+        .filter(|id| !matches!(graph.node(*id).op, Op::Input))
+        .filter(|&id| {
+            graph.users(id).iter().any(|u| tail.contains(u))
+                || graph.outputs().iter().any(|o| o.node == id)
+        })
+        .collect();
+    cut.dedup();
+    let names: Vec<&str> = cut.iter().map(|&id| graph.node(id).name.as_str()).collect();
+    (!names.is_empty()).then(|| {
+        format!(
+            "fix: these nodes only post-process the network's outputs; to compile the network without them and compute them on the host, end the model before them with --outputs {} (those nodes' outputs become the graph's)",
+            names.join(",")
+        )
+    })
 }
 
 /// What the integer program of an optimized float graph will consist of, before any
@@ -147,7 +186,7 @@ pub struct IntegerForms {
 pub fn integer_forms(graph: &Graph) -> IntegerForms {
     let regions = Regions::analyze(graph);
     let mut forms = IntegerForms {
-        unsupported: unsupported(graph),
+        unsupported: unsupported(graph).into_iter().map(|(_, p)| p).collect(),
         ..Default::default()
     };
     for id in graph.topo_order() {
@@ -197,20 +236,27 @@ pub fn integer_forms(graph: &Graph) -> IntegerForms {
     forms
 }
 
-/// Every problem [`check_supported`] reports, one line each.
-fn unsupported(graph: &Graph) -> Vec<String> {
+/// Every problem [`check_supported`] reports, one line each, with the node it is about
+/// (`None`: the graph as a whole).
+fn unsupported(graph: &Graph) -> Vec<(Option<NodeId>, String)> {
     let mut problems = Vec::new();
     if graph.inputs().len() != 1 {
-        problems.push(format!(
-            "the graph has {} inputs; the quantizer takes single-input models",
-            graph.inputs().len()
+        problems.push((
+            None,
+            format!(
+                "the graph has {} inputs; the quantizer takes single-input models",
+                graph.inputs().len()
+            ),
         ));
     }
     for o in graph.outputs() {
         if graph.constant(o.node).is_some() {
-            problems.push(format!(
-                "graph output '{}' is a constant, and an integer program computes its outputs from its input (drop that output from the model)",
-                o.name
+            problems.push((
+                Some(o.node),
+                format!(
+                    "graph output '{}' is a constant, and an integer program computes its outputs from its input (drop that output from the model)",
+                    o.name
+                ),
             ));
         }
     }
@@ -301,7 +347,10 @@ fn unsupported(graph: &Graph) -> Vec<String> {
             )),
         };
         if let Some(p) = problem {
-            problems.push(format!("node '{}' ({}): {p}", node.name, node.op.name()));
+            problems.push((
+                Some(id),
+                format!("node '{}' ({}): {p}", node.name, node.op.name()),
+            ));
         }
     }
     problems

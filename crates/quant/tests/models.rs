@@ -266,15 +266,50 @@ fn unsupported_ops_are_reported_together_before_any_work() {
     let QuantError::Unsupported(problems) = &err else {
         panic!("{err}")
     };
-    assert_eq!(problems.len(), 2, "{err}");
+    // Both nodes, then the cut that leaves them to the host: they only post-process the
+    // conv's output (no linear layer after them).
+    assert_eq!(problems.len(), 3, "{err}");
     assert!(
         problems[0].contains("squash") && problems[1].contains("probs"),
         "{err}"
     );
+    assert!(problems[2].contains("--outputs mix "), "{err}");
     assert!(matches!(
         quantize(&g, &calib, &QuantOptions::new(Mode::Fp32), &|_| {}),
         Err(QuantError::Fp32)
     ));
+    // With a conv after the unsupported node it is no post-processing: no cut offered.
+    let mut g = Graph::new("odd_inside");
+    let x = g.add_input("x", TensorType::f32([1, 2, 2, 2]));
+    let w = g.add_constant(
+        "w",
+        Tensor::f32([2, 2, 1, 1], vec![1.0, 0.5, -0.5, 1.0]).unwrap(),
+    );
+    let c = g
+        .add_node("mix", Op::Conv(lutq_ir::Conv::default()), &[x, w])
+        .unwrap();
+    let s = g
+        .add_node("squash", Op::Binary(lutq_ir::BinaryOp::Div), &[x, c])
+        .unwrap();
+    let c2 = g
+        .add_node("remix", Op::Conv(lutq_ir::Conv::default()), &[s, w])
+        .unwrap();
+    g.add_output("y", c2).unwrap();
+    let err = quantize(
+        &g,
+        &calib,
+        &QuantOptions::new(Mode::Lut4PotChannel),
+        &|_| {},
+    )
+    .unwrap_err();
+    let QuantError::Unsupported(problems) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(problems.len(), 1, "{err}");
+    assert!(
+        problems[0].contains("squash") && !err.to_string().contains("--outputs"),
+        "{err}"
+    );
 }
 
 #[test]
