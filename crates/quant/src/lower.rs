@@ -148,7 +148,7 @@ fn cut_hint(graph: &Graph, problems: &[NodeId]) -> Option<String> {
         return None;
     }
     // Computed nodes before the tail that feed it or are outputs themselves.
-    let mut cut: Vec<NodeId> = graph
+    let cut: Vec<NodeId> = graph
         .topo_order()
         .into_iter()
         .filter(|id| !tail.contains(id) && graph.constant(*id).is_none())
@@ -158,12 +158,17 @@ fn cut_hint(graph: &Graph, problems: &[NodeId]) -> Option<String> {
                 || graph.outputs().iter().any(|o| o.node == id)
         })
         .collect();
-    cut.dedup();
     let names: Vec<&str> = cut.iter().map(|&id| graph.node(id).name.as_str()).collect();
+    // A linear layer here may carry a BatchNorm, bias Add or activation that lutq-opt
+    // folded into it under the layer's own name: the cut belongs after those.
+    let folded = cut.iter().any(linear).then_some(
+        "; for a Conv or Gemm listed, name the last BatchNorm or activation that directly follows it instead, if any",
+    );
     (!names.is_empty()).then(|| {
         format!(
-            "fix: these nodes only post-process the network's outputs; to compile the network without them and compute them on the host, end the model before them with --outputs {} (those nodes' outputs become the graph's)",
-            names.join(",")
+            "fix: these nodes only post-process the network's outputs; to compile the network without them and compute them on the host, end the model before them with --outputs {} (those nodes' outputs become the graph's{})",
+            names.join(","),
+            folded.unwrap_or("")
         )
     })
 }
