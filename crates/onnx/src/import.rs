@@ -245,26 +245,14 @@ pub(crate) fn convert(
 /// Per node of the model (index into `graph.node`), whether `outputs` depend on it.
 fn needed_nodes(info: &ModelInfo<'_>, outputs: &[String]) -> Vec<bool> {
     let nodes = &info.graph.node;
-    let producer: HashMap<&str, usize> = nodes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
-        .collect();
+    let producer = |name: &str| info.producer.get(name).copied();
     let mut needed = vec![false; nodes.len()];
-    let mut stack: Vec<usize> = outputs
-        .iter()
-        .filter_map(|o| producer.get(o.as_str()).copied())
-        .collect();
+    let mut stack: Vec<usize> = outputs.iter().filter_map(|o| producer(o)).collect();
     while let Some(i) = stack.pop() {
         if std::mem::replace(&mut needed[i], true) {
             continue;
         }
-        stack.extend(
-            nodes[i]
-                .input
-                .iter()
-                .filter_map(|n| producer.get(n.as_str()).copied()),
-        );
+        stack.extend(nodes[i].input.iter().filter_map(|n| producer(n)));
     }
     needed
 }

@@ -24,6 +24,8 @@ pub(crate) struct ModelInfo<'m> {
     pub inputs: Vec<&'m ValueInfoProto>,
     /// How many node input slots read each tensor.
     pub uses: HashMap<&'m str, usize>,
+    /// The node (index) that computes each tensor a node outputs.
+    pub producer: HashMap<&'m str, usize>,
     pub graph_outputs: HashSet<&'m str>,
 }
 
@@ -184,6 +186,7 @@ pub(crate) fn analyze(model: &ModelProto) -> Result<ModelInfo<'_>, ImportError> 
         order,
         inputs,
         uses,
+        producer,
         graph_outputs,
     })
 }
