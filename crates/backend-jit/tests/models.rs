@@ -88,6 +88,30 @@ fn reconstructed_program_is_bit_exact() {
     );
 }
 
+/// The same for block reconstruction (`ReconstructOptions::blocks`: MobileNetV2's
+/// inverted-residual chains trained as units, at least one kept).
+#[test]
+fn block_reconstructed_program_is_bit_exact() {
+    let calib = lutq_bundled::fashion_calib(32).unwrap();
+    let options = lutq_quant::QuantOptions {
+        reconstruct: Some(lutq_quant::reconstruct::ReconstructOptions {
+            iterations: 100,
+            blocks: true,
+            ..Default::default()
+        }),
+        ..lutq_quant::QuantOptions::new(Mode::Lut4PotChannel)
+    };
+    let int_graph = lutq_bundled::lowered_with("fashion_mobilenetv2", &options, &calib).unwrap();
+    let fast = lutq_bundled::lowered("fashion_mobilenetv2", Mode::Lut4PotChannel, &calib).unwrap();
+    assert_ne!(int_graph, fast, "no block kept its reconstruction");
+    let test = lutq_bundled::fashion_test(2000).unwrap();
+    check(
+        &int_graph,
+        &test,
+        "fashion_mobilenetv2 lut4-pot-channel --reconstruct-blocks",
+    );
+}
+
 #[test]
 fn fashion_resnet8_is_bit_exact() {
     fashion("fashion_resnet8");

@@ -130,6 +130,16 @@ pub struct QuantArgs {
     /// With --reconstruct: Adam steps per layer (the cost grows with them).
     #[arg(long, default_value_t = 500, value_name = "N")]
     pub reconstruct_iters: usize,
+    /// Reconstruction by blocks (implies --reconstruct): chains of up to three convs, each
+    /// the only reader of the one before (an inverted-residual block's expansion,
+    /// depthwise and projection convs, with its residual Add), are trained as one unit
+    /// against the float model's block output, so that each layer's rounding is judged
+    /// after the activations and 8-bit roundings that follow it in the block (BRECQ).
+    /// A block keeps its training only where that lowers the block output's error on
+    /// the held-out samples; layers in no block are reconstructed one by one. Cost: see
+    /// docs/quantization.md, "Reconstruction".
+    #[arg(long)]
+    pub reconstruct_blocks: bool,
 }
 
 pub fn bar(len: usize, what: &str) -> ProgressBar {
@@ -522,12 +532,13 @@ pub fn quantize(
             LutTables::Auto => 1,
         },
         float_target: !args.no_float_target,
-        reconstruct: args
-            .reconstruct
-            .then(|| lutq_quant::reconstruct::ReconstructOptions {
+        reconstruct: (args.reconstruct || args.reconstruct_blocks).then(|| {
+            lutq_quant::reconstruct::ReconstructOptions {
                 iterations: args.reconstruct_iters,
+                blocks: args.reconstruct_blocks,
                 ..Default::default()
-            }),
+            }
+        }),
         ..QuantOptions::new(mode)
     };
     if let Some(budget) = args.flash_budget {
@@ -600,8 +611,21 @@ pub fn reconstruction_summary(r: &QuantReport) -> String {
         })
         .sum();
     let seconds: f64 = rec.iter().map(|l| l.seconds).sum();
+    // A block's entry names its layers joined by arrows.
+    let blocks = rec.iter().filter(|l| l.name.contains(" → ")).count();
+    let units = if blocks > 0 {
+        let singles = rec.len() - blocks;
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        format!(
+            "units ({} + {})",
+            plural(blocks, "block"),
+            plural(singles, "layer")
+        )
+    } else {
+        "layers".into()
+    };
     format!(
-        "reconstruct ({}): {kept} of {} layers improved on held-out samples; mean relative output error {:.4} -> {:.4}; {seconds:.1} s of {:.1} s",
+        "reconstruct ({}): {kept} of {} {units} improved on held-out samples; mean relative output error {:.4} -> {:.4}; {seconds:.1} s of {:.1} s",
         r.mode,
         rec.len(),
         fast / rec.len() as f64,

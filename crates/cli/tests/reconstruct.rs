@@ -15,6 +15,7 @@ fn every_quantizing_command_offers_reconstruct_with_its_cost() {
             "{command}: {help}"
         );
         assert!(help.contains("--reconstruct-iters"), "{command}: {help}");
+        assert!(help.contains("--reconstruct-blocks"), "{command}: {help}");
         assert!(
             help.contains("default fit's time on MobileNetV2"),
             "{command}: {help}"
@@ -46,6 +47,34 @@ fn compile_with_reconstruct_reports_the_layers_it_kept() {
     // inputs) is skipped.
     assert!(
         stderr.contains("reconstruct (lut4-pot-channel): ") && stderr.contains(" of 9 layers"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compile_with_reconstruct_blocks_trains_mobilenet_blocks_as_units() {
+    let dir = std::env::temp_dir().join(format!("lutq-reconstruct-blocks-{}", std::process::id()));
+    let out = lutq(&[
+        "compile",
+        "models/fashion_mobilenetv2.onnx",
+        "--mode",
+        "lut4-pot-channel",
+        "--calib",
+        "data/fashion_mnist/train_x.npy",
+        "--calib-limit",
+        "32",
+        "--reconstruct-blocks",
+        "--reconstruct-iters",
+        "50",
+        "-o",
+        dir.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Seven conv chains, then the head conv alone (the classifier has too few rows).
+    assert!(
+        stderr.contains(" of 8 units (7 blocks + 1 layer) improved"),
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);

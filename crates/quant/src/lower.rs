@@ -21,6 +21,7 @@ use crate::fit::{
 use crate::hessian::{Dequantized, PatchGeometry, PatchStatistics, patch_statistics};
 use crate::{LayerFormat, Progress, QuantError, QuantOptions};
 
+mod blocks;
 mod guard;
 pub(crate) mod trained;
 mod warn;
@@ -408,6 +409,10 @@ struct Lowering<'a> {
     report: QuantReport,
     /// With `QuantOptions::sensitivity`: every linear layer's fit in each format.
     candidates: Vec<LayerCandidates>,
+    /// With block reconstruction: the blocks, by their last layer.
+    blocks: HashMap<NodeId, blocks::BlockPlan>,
+    /// The fits of the blocks' layers, until their block is trained.
+    block_fits: HashMap<NodeId, blocks::BlockLayerFit>,
 }
 
 /// One linear layer fitted and lowered in one weight format.
@@ -468,6 +473,8 @@ pub fn lower(
             ..Default::default()
         },
         candidates: Vec::new(),
+        blocks: HashMap::new(),
+        block_fits: HashMap::new(),
     };
     match trained::trained_grids(graph) {
         Ok(grids) => {
@@ -488,6 +495,18 @@ pub fn lower(
         n += graph.outputs().iter().filter(|o| o.node == id).count();
         l.float_left.insert(id, n);
         l.float_readers.insert(id, l.regions.readers(id));
+    }
+    if let Some(r) = &options.reconstruct
+        && r.blocks
+        && l.trained.is_empty()
+        && !options.sensitivity
+    {
+        let plans = blocks::find_blocks(graph, |id| l.fusable_activation(id));
+        for plan in plans {
+            // A block reads its input's data when its last layer is lowered.
+            *l.float_readers.entry(plan.input).or_default() += 1;
+            l.blocks.insert(*plan.layers.last().expect("layers"), plan);
+        }
     }
     let order: Vec<NodeId> = graph
         .topo_order()
@@ -524,6 +543,13 @@ pub fn lower(
                 - (s.float_statistics - stages.float_statistics)
                 - (s.input_moments - stages.input_moments)
                 - (s.integer_pass - stages.integer_pass);
+        }
+        if let Some(plan) = l.blocks.remove(&id) {
+            let r = options
+                .reconstruct
+                .as_ref()
+                .expect("blocks come with the option");
+            l.reconstruct_block(&plan, r)?;
         }
         l.release_float_inputs(id);
     }
@@ -1623,8 +1649,9 @@ impl<'a> Lowering<'a> {
             })
         };
         let mut built = build(format, scale)?;
+        let in_block = self.blocks.values().any(|b| b.layers.contains(&id));
         let reconstruction = match options.reconstruct.as_ref() {
-            Some(r) if !options.sensitivity && !trained_model => {
+            Some(r) if !options.sensitivity && !trained_model && !in_block => {
                 self.reconstruct(id, &mut built, &target_rows, &constant, format, r)?
             }
             _ => None,
@@ -1667,6 +1694,19 @@ impl<'a> Lowering<'a> {
                 value: ValueId(self.out.nodes.len() as u32),
                 candidates: options_out,
             });
+        }
+        if in_block {
+            self.block_fits.insert(
+                id,
+                blocks::BlockLayerFit {
+                    init_rows: target_rows.to_vec(),
+                    frozen_rows: constant.clone(),
+                    learn_tables: matches!(
+                        format,
+                        WeightFormat::Lut4 | WeightFormat::Lut4PerChannel
+                    ),
+                },
+            );
         }
         let BuiltLinear {
             layer,

@@ -72,3 +72,66 @@ fn reconstruction_is_off_by_default_and_reports_nothing() {
     .unwrap();
     assert!(report.reconstruction.is_empty());
 }
+
+/// `blocks`: MobileNetV2's inverted-residual chains (expansion, depthwise, projection,
+/// with the residual Add where there is one) are trained as units; every layer is in at
+/// most one unit; a unit keeps its training exactly when that lowers the held-out error;
+/// the program is an ordinary one.
+#[test]
+fn block_reconstruction_trains_each_chain_once_behind_the_held_out_guard() {
+    let graph = lutq_bundled::optimized("fashion_mobilenetv2").unwrap();
+    let calib = lutq_bundled::fashion_calib(32).unwrap();
+    let options = QuantOptions {
+        reconstruct: Some(ReconstructOptions {
+            iterations: 100,
+            blocks: true,
+            ..Default::default()
+        }),
+        ..QuantOptions::new(Mode::Lut4PotChannel)
+    };
+    let (program, report) = quantize(&graph, &calib, &options, &|_| {}).unwrap();
+    let units: Vec<Vec<&str>> = report
+        .reconstruction
+        .iter()
+        .map(|r| {
+            r.name
+                .trim_end_matches(" (+ residual)")
+                .split(" → ")
+                .collect()
+        })
+        .collect();
+    let blocks = units.iter().filter(|u| u.len() > 1).count();
+    let residual = report
+        .reconstruction
+        .iter()
+        .filter(|r| r.name.ends_with("(+ residual)"))
+        .count();
+    // The stem with the first block's depthwise and projection convs, then six
+    // expansion–depthwise–projection triples (3 with a residual Add); the head conv
+    // alone.
+    assert_eq!(blocks, 7, "{units:?}");
+    assert_eq!(residual, 3, "{units:?}");
+    let mut seen = std::collections::HashSet::new();
+    for unit in &units {
+        for layer in unit {
+            assert!(
+                report.layers.iter().any(|l| l.name == *layer),
+                "{layer} is no layer"
+            );
+            assert!(seen.insert(*layer), "{layer} trained twice");
+        }
+    }
+    for r in &report.reconstruction {
+        assert!(r.fast_error.is_finite() && r.fast_error > 0.0, "{r:?}");
+        assert_eq!(r.kept, r.reconstructed_error < r.fast_error, "{r:?}");
+        if r.kept {
+            assert!(r.changed_weights > 0, "{r:?}");
+        }
+    }
+    program.validate().unwrap();
+    let test = lutq_bundled::fashion_test(16).unwrap();
+    IntInterpreter::new(&program)
+        .unwrap()
+        .run_batch(&test, None)
+        .unwrap();
+}

@@ -16,6 +16,7 @@
 //! `docs/quantization.md` ("Reconstruction") describes the algorithm and its measured
 //! cost and gain.
 
+pub(crate) mod block;
 mod patches;
 pub(crate) mod soft;
 
@@ -39,8 +40,14 @@ pub struct ReconstructOptions {
     pub iterations: usize,
     /// Patch rows per step.
     pub batch: usize,
-    /// Most sampled patches per layer (training and held-out together).
+    /// Most sampled patches per layer (training and held-out together); per block, its
+    /// sampled output positions.
     pub max_patches: usize,
+    /// Chains of convs (an inverted-residual block's expansion, depthwise and
+    /// projection, with its residual Add) are trained as one unit (`block`), each layer's
+    /// rounding judged after the activations and roundings downstream of it in the
+    /// block; layers in no chain are reconstructed one by one.
+    pub blocks: bool,
 }
 
 impl Default for ReconstructOptions {
@@ -49,6 +56,7 @@ impl Default for ReconstructOptions {
             iterations: 500,
             batch: 256,
             max_patches: 8192,
+            blocks: false,
         }
     }
 }
@@ -219,7 +227,7 @@ const LR_BIAS_STEPS: f32 = 0.01;
 /// error compensation) instead of AdaRound's start at the float weight: on
 /// fashion_resnet8 the latter rounded to 2–6× the fast fit's held-out error in 300
 /// steps, the former improved half of the layers.
-fn soft_layer(d: &LayerData, fast: &QLinear, out_exp: i32) -> Option<SoftLayer> {
+pub(crate) fn soft_layer(d: &LayerData, fast: &QLinear, out_exp: i32) -> Option<SoftLayer> {
     let [o_n, ..] = fast.weights.shape();
     let k = fast.weights.row_len();
     let (tables, idx): (Vec<Vec<f32>>, Vec<u8>) = match &fast.weights {
@@ -322,7 +330,7 @@ fn soft_layer(d: &LayerData, fast: &QLinear, out_exp: i32) -> Option<SoftLayer> 
 }
 
 /// The integer layer of a trained soft layer: hard rounding, tables and biases rounded.
-fn hard_layer(s: &SoftLayer, fast: &QLinear, x_exp: i32) -> QLinear {
+pub(crate) fn hard_layer(s: &SoftLayer, fast: &QLinear, x_exp: i32) -> QLinear {
     let (o_n, k) = (s.o_n, s.k);
     let pick: Vec<u8> = (0..o_n * k)
         .map(|i| {

@@ -199,7 +199,7 @@ impl SoftLayer {
                 (loss, gw, gb)
             })
             .collect();
-        let mut loss = parts.iter().map(|p| p.0).sum::<f64>() * self.loss_scale as f64
+        let loss = parts.iter().map(|p| p.0).sum::<f64>() * self.loss_scale as f64
             / (self.step as f64).powi(2)
             / (b * self.o_n) as f64;
         let mut gw = Vec::with_capacity(self.o_n * k);
@@ -208,8 +208,21 @@ impl SoftLayer {
             gw.extend(w);
             gbias.extend(b);
         }
+        let (reg_loss, grads) = self.parameter_grads(&gw, gbias, reg);
+        (loss + reg_loss, grads)
+    }
 
-        // Chain rule into v, the tables and the regulariser, row by row.
+    /// The chain rule from `∂L/∂W` (`gw`, `[O][K]`) into `v`, the tables and the
+    /// regulariser, row by row; `gbias` (`∂L/∂b`) passes through. Returns the
+    /// regulariser's loss with the gradients (which include its gradient).
+    pub fn parameter_grads(
+        &self,
+        gw: &[f32],
+        gbias: Vec<f32>,
+        reg: Option<Regulariser>,
+    ) -> (f64, Grads) {
+        let k = self.k;
+        let mut loss = 0f64;
         let tsize: Vec<usize> = self.tables.iter().map(Vec::len).collect();
         let rows: Vec<(f64, Vec<f32>, Vec<f32>)> = (0..self.o_n)
             .into_par_iter()
