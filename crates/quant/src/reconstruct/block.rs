@@ -225,14 +225,178 @@ fn output_mask(b: &BlockRows, i: usize, n: usize, g: &PatchGeometry, win: [usize
 
 /// What a layer's forward pass keeps for its backward pass.
 struct LayerState {
-    /// Per group, the im2col rows (`cells × K`).
+    /// Per group, the im2col rows (`cells × K`); empty on the direct paths.
     cols: Vec<Vec<f32>>,
+    /// The input windows (kept by the direct paths).
+    input: Vec<f32>,
     /// Before the clamp, `cells × O`.
     z: Vec<f32>,
     valid: Vec<bool>,
     /// The output (`cells × O`, channels last): clamped, rounded if asked, zero outside
     /// the map.
     out: Vec<f32>,
+}
+
+/// How a layer's windows are computed: a depthwise conv (one input and one output
+/// channel per group) directly, channels innermost; a 1×1 conv at stride 1 with one
+/// group as one GEMM on the input windows themselves (they are its im2col rows); any
+/// other through im2col.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Depthwise,
+    Pointwise,
+    Im2col,
+}
+
+fn path(layer: &ChainLayer) -> Path {
+    let g = &layer.geometry;
+    if g.groups == g.channels && layer.soft.o_n == g.groups {
+        Path::Depthwise
+    } else if g.groups == 1 && g.kernel == [1, 1] && g.strides == [1, 1] {
+        Path::Pointwise
+    } else {
+        Path::Im2col
+    }
+}
+
+/// The taps of a depthwise conv's output cell `(oy, ox)`: `(tap, input cell)` in the
+/// window.
+fn depthwise_taps(
+    g: &PatchGeometry,
+    win_in: [usize; 2],
+    oy: usize,
+    ox: usize,
+) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let [kh, kw] = g.kernel;
+    (0..kh).flat_map(move |ky| {
+        (0..kw).map(move |kx| {
+            let y = oy * g.strides[0] + ky * g.dilations[0];
+            let x = ox * g.strides[1] + kx * g.dilations[1];
+            (ky * kw + kx, y * win_in[1] + x)
+        })
+    })
+}
+
+/// `z = conv(x) + b` on the windows, `cells × O`.
+fn layer_forward(
+    layer: &ChainLayer,
+    w: &[f32],
+    x: &[f32],
+    wins: ([usize; 2], [usize; 2]),
+    rows: usize,
+    valid: &[bool],
+    round: bool,
+) -> LayerState {
+    let s = &layer.soft;
+    let g = &layer.geometry;
+    let (k, o_n) = (s.k, s.o_n);
+    let rpg = o_n / s.groups;
+    let cells = valid.len();
+    let mut z = vec![0f32; cells * o_n];
+    let mut cols = Vec::new();
+    match path(layer) {
+        Path::Depthwise => {
+            let ([hi, wi], [ho, wo]) = wins;
+            let (c_n, taps) = (g.channels, k);
+            // Weights tap-major, so that the channel loop reads them contiguously.
+            let wt: Vec<f32> = (0..taps)
+                .flat_map(|t| (0..c_n).map(move |c| w[c * taps + t]))
+                .collect();
+            z.par_chunks_mut(ho * wo * c_n)
+                .enumerate()
+                .for_each(|(r, zr)| {
+                    let xr = &x[r * hi * wi * c_n..(r + 1) * hi * wi * c_n];
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            let zc = &mut zr[(oy * wo + ox) * c_n..(oy * wo + ox + 1) * c_n];
+                            zc.copy_from_slice(&s.bias);
+                            for (t, cell) in depthwise_taps(g, [hi, wi], oy, ox) {
+                                let xc = &xr[cell * c_n..(cell + 1) * c_n];
+                                let wc = &wt[t * c_n..(t + 1) * c_n];
+                                for ((z, &x), &w) in zc.iter_mut().zip(xc).zip(wc) {
+                                    *z += x * w;
+                                }
+                            }
+                        }
+                    }
+                });
+        }
+        Path::Pointwise => {
+            sgemm(
+                cells,
+                o_n,
+                k,
+                1.0,
+                x,
+                row_major(k),
+                w,
+                transposed(k),
+                false,
+                &mut z,
+                row_major(o_n),
+            );
+            add_bias(&mut z, &s.bias);
+        }
+        Path::Im2col => {
+            let per_group: Vec<(Vec<f32>, Vec<f32>)> = (0..s.groups)
+                .into_par_iter()
+                .map(|grp| {
+                    let cols = im2col(g, wins, rows, x, grp);
+                    let mut y = vec![0f32; cells * rpg];
+                    sgemm(
+                        cells,
+                        rpg,
+                        k,
+                        1.0,
+                        &cols,
+                        row_major(k),
+                        &w[grp * rpg * k..(grp + 1) * rpg * k],
+                        transposed(k),
+                        false,
+                        &mut y,
+                        row_major(rpg),
+                    );
+                    (cols, y)
+                })
+                .collect();
+            for (grp, (_, y)) in per_group.iter().enumerate() {
+                for c in 0..cells {
+                    z[c * o_n + grp * rpg..c * o_n + (grp + 1) * rpg]
+                        .copy_from_slice(&y[c * rpg..(c + 1) * rpg]);
+                }
+            }
+            add_bias(&mut z, &s.bias);
+            cols = per_group.into_iter().map(|(c, _)| c).collect();
+        }
+    }
+    let (lo, hi) = s.clamp;
+    let mut out = vec![0f32; cells * o_n];
+    out.par_chunks_mut(o_n)
+        .zip(z.par_chunks(o_n))
+        .zip(valid.par_iter())
+        .with_min_len(256)
+        .filter(|(_, v)| **v)
+        .for_each(|((oc, zc), _)| {
+            for (o, &z) in oc.iter_mut().zip(zc) {
+                *o = if round {
+                    ((z / s.step).round() * s.step).clamp(lo, hi)
+                } else {
+                    z.clamp(lo, hi)
+                };
+            }
+        });
+    let input = if cols.is_empty() {
+        x.to_vec()
+    } else {
+        Vec::new()
+    };
+    LayerState {
+        cols,
+        input,
+        z,
+        valid: valid.to_vec(),
+        out,
+    }
 }
 
 /// The im2col rows of group `group` of windows `x` (`rows × h_in × w_in × C`) for the
@@ -302,66 +466,14 @@ fn col2im(
     }
 }
 
-fn layer_forward(
-    layer: &ChainLayer,
-    w: &[f32],
-    x: &[f32],
-    wins: ([usize; 2], [usize; 2]),
-    rows: usize,
-    valid: &[bool],
-    round: bool,
-) -> LayerState {
-    let s = &layer.soft;
-    let g = &layer.geometry;
-    let (k, o_n) = (s.k, s.o_n);
-    let rpg = o_n / s.groups;
-    let cells = valid.len();
-    let per_group: Vec<(Vec<f32>, Vec<f32>)> = (0..s.groups)
-        .into_par_iter()
-        .map(|grp| {
-            let cols = im2col(g, wins, rows, x, grp);
-            let mut y = vec![0f32; cells * rpg];
-            sgemm(
-                cells,
-                rpg,
-                k,
-                1.0,
-                &cols,
-                row_major(k),
-                &w[grp * rpg * k..(grp + 1) * rpg * k],
-                transposed(k),
-                false,
-                &mut y,
-                row_major(rpg),
-            );
-            (cols, y)
-        })
-        .collect();
-    let (lo, hi) = s.clamp;
-    let mut z = vec![0f32; cells * o_n];
-    let mut out = vec![0f32; cells * o_n];
-    for (grp, (_, y)) in per_group.iter().enumerate() {
-        for c in 0..cells {
-            for j in 0..rpg {
-                let o = grp * rpg + j;
-                let v = y[c * rpg + j] + s.bias[o];
-                z[c * o_n + o] = v;
-                out[c * o_n + o] = if !valid[c] {
-                    0.0
-                } else if round {
-                    ((v / s.step).round() * s.step).clamp(lo, hi)
-                } else {
-                    v.clamp(lo, hi)
-                };
+fn add_bias(z: &mut [f32], bias: &[f32]) {
+    z.par_chunks_mut(bias.len())
+        .with_min_len(256)
+        .for_each(|zc| {
+            for (z, &b) in zc.iter_mut().zip(bias) {
+                *z += b;
             }
-        }
-    }
-    LayerState {
-        cols: per_group.into_iter().map(|(c, _)| c).collect(),
-        z,
-        valid: valid.to_vec(),
-        out,
-    }
+        });
 }
 
 /// `∂L/∂W` (`[O][K]`), `∂L/∂b` and, with `input_grad`, `∂L/∂x` of the layer's input
@@ -382,73 +494,183 @@ fn layer_backward(
     let cells = state.valid.len();
     let (lo, hi) = s.clamp;
     // Through the clamp (the rounding passes the gradient unchanged).
-    let gz: Vec<f32> = (0..cells * o_n)
-        .map(|i| {
-            let z = state.z[i];
-            if state.valid[i / o_n] && z > lo && z < hi {
-                gout[i]
-            } else {
-                0.0
+    let mut gz = vec![0f32; cells * o_n];
+    gz.par_chunks_mut(o_n)
+        .zip(gout.par_chunks(o_n))
+        .zip(state.z.par_chunks(o_n))
+        .zip(state.valid.par_iter())
+        .with_min_len(256)
+        .filter(|(_, v)| **v)
+        .for_each(|(((gzc, gc), zc), _)| {
+            for ((g, &gr), &z) in gzc.iter_mut().zip(gc).zip(zc) {
+                if z > lo && z < hi {
+                    *g = gr;
+                }
             }
+        });
+    let gb = gz
+        .par_chunks(o_n * 64)
+        .map(|block| {
+            let mut b = vec![0f32; o_n];
+            for row in block.chunks(o_n) {
+                for (b, &v) in b.iter_mut().zip(row) {
+                    *b += v;
+                }
+            }
+            b
         })
-        .collect();
-    let mut gb = vec![0f32; o_n];
-    for row in gz.chunks(o_n) {
-        for (b, &v) in gb.iter_mut().zip(row) {
-            *b += v;
-        }
-    }
-    let per_group: Vec<(Vec<f32>, Vec<f32>)> = (0..s.groups)
-        .into_par_iter()
-        .map(|grp| {
-            let gzg: Vec<f32> = gz
-                .chunks(o_n)
-                .flat_map(|r| r[grp * rpg..(grp + 1) * rpg].iter().copied())
+        .reduce(
+            || vec![0f32; o_n],
+            |mut a, b| {
+                for (a, b) in a.iter_mut().zip(b) {
+                    *a += b;
+                }
+                a
+            },
+        );
+    let [hi_, wi] = wins.0;
+    match path(layer) {
+        Path::Depthwise => {
+            let [ho, wo] = wins.1;
+            let (c_n, taps) = (g.channels, k);
+            let wt: Vec<f32> = (0..taps)
+                .flat_map(|t| (0..c_n).map(move |c| w[c * taps + t]))
                 .collect();
-            let mut gw = vec![0f32; rpg * k];
+            // Per row: its weight gradient (tap-major) and input gradient.
+            let per_row: Vec<(Vec<f32>, Vec<f32>)> = (0..rows)
+                .into_par_iter()
+                .map(|r| {
+                    let xr = &state.input[r * hi_ * wi * c_n..(r + 1) * hi_ * wi * c_n];
+                    let mut gwt = vec![0f32; taps * c_n];
+                    let mut gxr = vec![0f32; if input_grad { hi_ * wi * c_n } else { 0 }];
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            let cell = (r * ho + oy) * wo + ox;
+                            let gc = &gz[cell * c_n..(cell + 1) * c_n];
+                            for (t, icell) in depthwise_taps(g, [hi_, wi], oy, ox) {
+                                let xc = &xr[icell * c_n..(icell + 1) * c_n];
+                                for ((gw, &gr), &x) in
+                                    gwt[t * c_n..(t + 1) * c_n].iter_mut().zip(gc).zip(xc)
+                                {
+                                    *gw += gr * x;
+                                }
+                                if input_grad {
+                                    let wc = &wt[t * c_n..(t + 1) * c_n];
+                                    for ((gx, &gr), &w) in gxr[icell * c_n..(icell + 1) * c_n]
+                                        .iter_mut()
+                                        .zip(gc)
+                                        .zip(wc)
+                                    {
+                                        *gx += gr * w;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    (gwt, gxr)
+                })
+                .collect();
+            let mut gwt = vec![0f32; taps * c_n];
+            let mut gx = Vec::with_capacity(if input_grad { rows * hi_ * wi * c_n } else { 0 });
+            for (gw, gxr) in per_row {
+                for (a, b) in gwt.iter_mut().zip(gw) {
+                    *a += b;
+                }
+                gx.extend(gxr);
+            }
+            let gw = (0..c_n)
+                .flat_map(|c| (0..taps).map(move |t| (c, t)))
+                .map(|(c, t)| gwt[t * c_n + c])
+                .collect();
+            (gw, gb, gx)
+        }
+        Path::Pointwise => {
+            let mut gw = vec![0f32; o_n * k];
             sgemm(
-                rpg,
+                o_n,
                 k,
                 cells,
                 1.0,
-                &gzg,
-                transposed(rpg),
-                &state.cols[grp],
+                &gz,
+                transposed(o_n),
+                &state.input,
                 row_major(k),
                 false,
                 &mut gw,
                 row_major(k),
             );
-            let mut gcols = Vec::new();
+            let mut gx = Vec::new();
             if input_grad {
-                gcols = vec![0f32; cells * k];
+                gx = vec![0f32; cells * k];
                 sgemm(
                     cells,
                     k,
-                    rpg,
+                    o_n,
                     1.0,
-                    &gzg,
-                    row_major(rpg),
-                    &w[grp * rpg * k..(grp + 1) * rpg * k],
+                    &gz,
+                    row_major(o_n),
+                    w,
                     row_major(k),
                     false,
-                    &mut gcols,
+                    &mut gx,
                     row_major(k),
                 );
             }
-            (gw, gcols)
-        })
-        .collect();
-    let mut gx = Vec::new();
-    if input_grad {
-        let [hi, wi] = wins.0;
-        gx = vec![0f32; rows * hi * wi * g.channels];
-        for (grp, (_, gcols)) in per_group.iter().enumerate() {
-            col2im(g, wins, rows, gcols, grp, &mut gx);
+            (gw, gb, gx)
+        }
+        Path::Im2col => {
+            let per_group: Vec<(Vec<f32>, Vec<f32>)> = (0..s.groups)
+                .into_par_iter()
+                .map(|grp| {
+                    let gzg: Vec<f32> = gz
+                        .chunks(o_n)
+                        .flat_map(|r| r[grp * rpg..(grp + 1) * rpg].iter().copied())
+                        .collect();
+                    let mut gw = vec![0f32; rpg * k];
+                    sgemm(
+                        rpg,
+                        k,
+                        cells,
+                        1.0,
+                        &gzg,
+                        transposed(rpg),
+                        &state.cols[grp],
+                        row_major(k),
+                        false,
+                        &mut gw,
+                        row_major(k),
+                    );
+                    let mut gcols = Vec::new();
+                    if input_grad {
+                        gcols = vec![0f32; cells * k];
+                        sgemm(
+                            cells,
+                            k,
+                            rpg,
+                            1.0,
+                            &gzg,
+                            row_major(rpg),
+                            &w[grp * rpg * k..(grp + 1) * rpg * k],
+                            row_major(k),
+                            false,
+                            &mut gcols,
+                            row_major(k),
+                        );
+                    }
+                    (gw, gcols)
+                })
+                .collect();
+            let mut gx = Vec::new();
+            if input_grad {
+                gx = vec![0f32; rows * hi_ * wi * g.channels];
+                for (grp, (_, gcols)) in per_group.iter().enumerate() {
+                    col2im(g, wins, rows, gcols, grp, &mut gx);
+                }
+            }
+            let gw = per_group.into_iter().flat_map(|(gw, _)| gw).collect();
+            (gw, gb, gx)
         }
     }
-    let gw = per_group.into_iter().flat_map(|(gw, _)| gw).collect();
-    (gw, gb, gx)
 }
 
 /// Trains every layer of `block` on `rows` for `options.iterations` Adam steps of
@@ -684,14 +906,17 @@ mod tests {
         }
     }
 
-    /// Expansion 1×1 (4 → 8, ReLU6), depthwise 3×3 at `stride`, projection 1×1 (8 → 4),
-    /// on 5×5 inputs; the residual Add when `stride == 1`.
-    fn block(stride: usize) -> Block {
-        let e = geometry(4, 5, 1, 1, 1);
-        let d = geometry(8, 5, 3, stride, 8);
-        let p = geometry(8, d.out_height, 1, 1, 1);
-        Block {
-            layers: vec![
+    /// The blocks the tests run, on 5×5 inputs of 4 channels: `0`, `1`: expansion 1×1
+    /// (4 → 8, ReLU6), depthwise 3×3 at stride 1 or 2, projection 1×1 (8 → 4), with the
+    /// residual Add at stride 1 (the depthwise and pointwise paths); `2`: two 3×3 convs
+    /// (4 → 6, ReLU; 6 → 4 in two groups) with the residual Add (the im2col path).
+    fn block(kind: usize) -> Block {
+        let layers = if kind < 2 {
+            let stride = kind + 1;
+            let e = geometry(4, 5, 1, 1, 1);
+            let d = geometry(8, 5, 3, stride, 8);
+            let p = geometry(8, d.out_height, 1, 1, 1);
+            vec![
                 ChainLayer {
                     geometry: e,
                     soft: soft(8, 4, 1, (0.0, 6.0), 10),
@@ -704,8 +929,24 @@ mod tests {
                     geometry: p,
                     soft: soft(4, 8, 1, (-8.0, 7.9), 30),
                 },
-            ],
-            residual_clamp: (stride == 1).then_some((-8.0, 7.9)),
+            ]
+        } else {
+            vec![
+                ChainLayer {
+                    geometry: geometry(4, 5, 3, 1, 1),
+                    soft: soft(6, 36, 1, (0.0, 7.9), 40),
+                },
+                ChainLayer {
+                    geometry: geometry(6, 5, 3, 1, 2),
+                    soft: soft(4, 27, 2, (-8.0, 7.9), 50),
+                },
+            ]
+        };
+        let last = &layers.last().expect("layers").geometry;
+        let residual = (last.out_height, last.channels >= 4) == (5, true);
+        Block {
+            layers,
+            residual_clamp: residual.then_some((-8.0, 7.9)),
             step: 1.0 / 16.0,
             loss_scale: 1.0,
             round_between: false,
@@ -714,7 +955,7 @@ mod tests {
 
     fn rows(b: &Block, samples: usize) -> BlockRows {
         let (c, h) = (4, 5);
-        let last = &b.layers[2].geometry;
+        let last = &b.layers.last().expect("layers").geometry;
         let inputs: Vec<Vec<f32>> = (0..samples)
             .map(|s| values(c * h * h, 100 + s as u64, 2.0))
             .collect();
@@ -778,19 +1019,19 @@ mod tests {
     /// output equals direct convolutions of the whole input, with intermediate rounding.
     #[test]
     fn windows_compute_the_whole_map_convolutions() {
-        for stride in [1, 2] {
-            let mut blk = block(stride);
+        for kind in 0..3 {
+            let mut blk = block(kind);
             blk.round_between = true;
             let (c, h) = (4, 5);
             let inputs: Vec<Vec<f32>> = (0..2).map(|s| values(c * h * h, 300 + s, 2.0)).collect();
-            let last = &blk.layers[2].geometry;
+            let last = &blk.layers.last().expect("layers").geometry;
             let zero = vec![0f32; 4 * last.out_height * last.out_width];
             let b = sample_rows(
                 &blk,
                 &|s| inputs[s].clone(),
                 &|_| zero.as_slice(),
                 0..2,
-                stride == 1,
+                blk.residual_clamp.is_some(),
                 1000,
             );
             assert_eq!(
@@ -817,7 +1058,7 @@ mod tests {
                         let have = got[r * oc + o];
                         assert!(
                             (want - have).abs() <= 1e-4,
-                            "stride {stride} sample {s} ({y}, {xx}) channel {o}: {have} vs {want}"
+                            "block {kind} sample {s} ({y}, {xx}) channel {o}: {have} vs {want}"
                         );
                     }
                 }
@@ -826,12 +1067,12 @@ mod tests {
     }
 
     /// The analytic gradient of every kind of parameter of every layer matches central
-    /// finite differences (stride 1 with the residual Add, stride 2 without; windows
-    /// reaching into the padding at the map's edges).
+    /// finite differences, on each of the test blocks (windows reaching into the padding
+    /// at the map's edges).
     #[test]
     fn block_backward_matches_finite_differences() {
-        for stride in [1, 2] {
-            let mut blk = block(stride);
+        for kind in 0..3 {
+            let mut blk = block(kind);
             let mut b = rows(&blk, 1);
             // Targets near the output: small errors keep the loss's f32 rounding far
             // below the differences measured.
@@ -851,7 +1092,7 @@ mod tests {
             let eps = 1e-3f32;
             let mut checked = 0;
             #[allow(clippy::needless_range_loop)] // l indexes the gradients and the layers alike
-            for l in 0..3 {
+            for l in 0..blk.layers.len() {
                 for i in [0usize, 3, 7] {
                     let analytic = grads[l].v[i];
                     let v0 = blk.layers[l].soft.v[i];
@@ -864,7 +1105,7 @@ mod tests {
                     assert!(
                         (numeric - analytic).abs()
                             <= 2e-3 + 0.03 * analytic.abs().max(numeric.abs()),
-                        "stride {stride} layer {l} v[{i}]: numeric {numeric} analytic {analytic}"
+                        "block {kind} layer {l} v[{i}]: numeric {numeric} analytic {analytic}"
                     );
                     checked += (analytic != 0.0) as usize;
                 }
@@ -880,7 +1121,7 @@ mod tests {
                     assert!(
                         (numeric - analytic).abs()
                             <= 2e-3 + 0.03 * analytic.abs().max(numeric.abs()),
-                        "stride {stride} layer {l} bias[{o}]: numeric {numeric} analytic {analytic}"
+                        "block {kind} layer {l} bias[{o}]: numeric {numeric} analytic {analytic}"
                     );
                     checked += (analytic != 0.0) as usize;
                 }
@@ -896,15 +1137,15 @@ mod tests {
                     assert!(
                         (numeric - analytic).abs()
                             <= 2e-3 + 0.03 * analytic.abs().max(numeric.abs()),
-                        "stride {stride} layer {l} table[{e}]: numeric {numeric} analytic {analytic}"
+                        "block {kind} layer {l} table[{e}]: numeric {numeric} analytic {analytic}"
                     );
                     checked += (analytic != 0.0) as usize;
                 }
             }
-            // Most of the probed gradients are not zero (a clamp could zero a few).
+            // Most of the 7 probed gradients per layer are not zero (a clamp could zero a few).
             assert!(
-                checked >= 15,
-                "stride {stride}: only {checked} non-zero gradients"
+                checked >= 5 * blk.layers.len(),
+                "block {kind}: only {checked} non-zero gradients"
             );
         }
     }

@@ -96,6 +96,7 @@ impl SoftLayer {
         let mut w = vec![0f32; self.o_n * self.k];
         w.par_chunks_mut(self.k.max(1))
             .enumerate()
+            .with_min_len(64)
             .for_each(|(o, row)| {
                 let t = &self.tables[self.table_index(o)];
                 let s = self.scale[o];
@@ -321,6 +322,7 @@ impl Adam {
             .zip(self.m.par_iter_mut())
             .zip(self.s.par_iter_mut())
             .zip(grads.par_iter())
+            .with_min_len(4096)
             .for_each(|(((p, m), s), &g)| {
                 *m = B1 * *m + (1.0 - B1) * g;
                 *s = B2 * *s + (1.0 - B2) * g * g;
