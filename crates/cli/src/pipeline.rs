@@ -136,8 +136,12 @@ pub struct QuantArgs {
     /// against the float model's block output, so that each layer's rounding is judged
     /// after the activations and 8-bit roundings that follow it in the block (BRECQ).
     /// A block keeps its training only where that lowers the block output's error on
-    /// the held-out samples; layers in no block are reconstructed one by one. Cost: see
-    /// docs/quantization.md, "Reconstruction".
+    /// the held-out samples; layers in no block are reconstructed one by one. Cost:
+    /// EfficientNet-Lite0 with 64 calibration images, 989 s of block training on top of
+    /// the fast fit's ~30 s (2 shared Xeon cores); the Fashion-MNIST nets 10-30 s. Gain:
+    /// +0.2-0.4 dB output SQNR with 1,000 calibration images, but with 64 photos it
+    /// overfits (EfficientNet-Lite0 -0.24 dB on new photos): docs/quantization.md,
+    /// "Block reconstruction".
     #[arg(long)]
     pub reconstruct_blocks: bool,
 }
