@@ -23,59 +23,57 @@ fn every_quantizing_command_offers_reconstruct_with_its_cost() {
     }
 }
 
-#[test]
-fn compile_with_reconstruct_reports_the_layers_it_kept() {
-    let dir = std::env::temp_dir().join(format!("lutq-reconstruct-{}", std::process::id()));
-    let out = lutq(&[
+/// `lutq compile MODEL` in lut4-pot-channel on 32 calibration images with `flags`; its
+/// standard error, after asserting success.
+fn compile_reconstructed(model: &str, flags: &[&str]) -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "lutq-reconstruct-{}-{}",
+        flags[0].trim_start_matches('-'),
+        std::process::id()
+    ));
+    let mut args = vec![
         "compile",
-        "models/fashion_resnet8.onnx",
+        model,
         "--mode",
         "lut4-pot-channel",
         "--calib",
         "data/fashion_mnist/train_x.npy",
         "--calib-limit",
         "32",
-        "--reconstruct",
-        "--reconstruct-iters",
-        "100",
         "-o",
         dir.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    ];
+    args.extend_from_slice(flags);
+    let out = lutq(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+    stderr
+}
+
+#[test]
+fn compile_with_reconstruct_reports_the_layers_it_kept() {
+    let stderr = compile_reconstructed(
+        "models/fashion_resnet8.onnx",
+        &["--reconstruct", "--reconstruct-iters", "100"],
+    );
     // The nine convs have enough patches; the classifier (24 training rows for 64
     // inputs) is skipped.
     assert!(
         stderr.contains("reconstruct (lut4-pot-channel): ") && stderr.contains(" of 9 layers"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn compile_with_reconstruct_blocks_trains_mobilenet_blocks_as_units() {
-    let dir = std::env::temp_dir().join(format!("lutq-reconstruct-blocks-{}", std::process::id()));
-    let out = lutq(&[
-        "compile",
+    let stderr = compile_reconstructed(
         "models/fashion_mobilenetv2.onnx",
-        "--mode",
-        "lut4-pot-channel",
-        "--calib",
-        "data/fashion_mnist/train_x.npy",
-        "--calib-limit",
-        "32",
-        "--reconstruct-blocks",
-        "--reconstruct-iters",
-        "50",
-        "-o",
-        dir.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+        &["--reconstruct-blocks", "--reconstruct-iters", "50"],
+    );
     // Seven conv chains, then the head conv alone (the classifier has too few rows).
     assert!(
         stderr.contains(" of 8 units (7 blocks + 1 layer) improved"),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -23,7 +23,7 @@ use lutq_interp::{row_major, sgemm, transposed};
 use rayon::prelude::*;
 
 use super::soft::{Adam, Grads, Regulariser, SoftLayer};
-use super::{BETA, LAMBDA, LR_BIAS_STEPS, LR_TABLE, LR_V, ReconstructOptions, Rng, WARMUP};
+use super::{Batches, LR_BIAS_STEPS, LR_TABLE, LR_V, ReconstructOptions, regulariser};
 use crate::hessian::PatchGeometry;
 
 /// One layer of a block: its input geometry and its learnable weights.
@@ -684,7 +684,6 @@ pub(crate) fn train_block(
 ) {
     let n_layers = block.layers.len();
     let b = options.batch.min(rows.rows).max(1);
-    let mut rng = Rng(seed);
     let mut adams: Vec<(Adam, Adam, Vec<Adam>)> = block
         .layers
         .iter()
@@ -700,7 +699,6 @@ pub(crate) fn train_block(
             )
         })
         .collect();
-    let warmup = (options.iterations as f64 * WARMUP) as usize;
     // The error term relative to the start's on (up to 4096) rows.
     let probe: Vec<usize> = (0..rows.rows.min(4096)).collect();
     block.loss_scale = 1.0;
@@ -710,28 +708,10 @@ pub(crate) fn train_block(
     } else {
         1.0
     };
-    let mut order: Vec<usize> = (0..rows.rows).collect();
-    let mut at = rows.rows;
+    let mut batches = Batches::new(rows.rows, b, seed);
     for it in 0..options.iterations {
-        // Batches without replacement, reshuffled after each pass over the rows.
-        let mut batch = Vec::with_capacity(b);
-        while batch.len() < b {
-            if at == order.len() {
-                for i in (1..order.len()).rev() {
-                    order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
-                }
-                at = 0;
-            }
-            batch.push(order[at]);
-            at += 1;
-        }
-        let reg = (it >= warmup).then(|| {
-            let rel = (it - warmup) as f32 / (options.iterations - warmup).max(1) as f32;
-            Regulariser {
-                lambda: LAMBDA,
-                beta: BETA.1 + (BETA.0 - BETA.1) * (1.0 - rel).max(0.0),
-            }
-        });
+        let batch = batches.next_batch();
+        let reg = regulariser(it, options.iterations);
         let (_, grads) = block.loss_and_grad(&select(rows, &batch, n_layers), reg);
         for ((layer, g), (adam_v, adam_b, adam_t)) in
             block.layers.iter_mut().zip(&grads).zip(&mut adams)
@@ -1066,6 +1046,17 @@ mod tests {
         }
     }
 
+    /// Parameter `i` of kind `kind` (`v`, `bias`, `table`: entry of the first table) of
+    /// layer `l`.
+    fn param<'a>(blk: &'a mut Block, l: usize, kind: &str, i: usize) -> &'a mut f32 {
+        let s = &mut blk.layers[l].soft;
+        match kind {
+            "v" => &mut s.v[i],
+            "bias" => &mut s.bias[i],
+            _ => &mut s.tables[0][i],
+        }
+    }
+
     /// The analytic gradient of every kind of parameter of every layer matches central
     /// finite differences, on each of the test blocks (windows reaching into the padding
     /// at the map's edges).
@@ -1091,53 +1082,34 @@ mod tests {
             // of window cells lie near 0 or 6) skews the difference.
             let eps = 1e-3f32;
             let mut checked = 0;
-            #[allow(clippy::needless_range_loop)] // l indexes the gradients and the layers alike
-            for l in 0..blk.layers.len() {
-                for i in [0usize, 3, 7] {
-                    let analytic = grads[l].v[i];
-                    let v0 = blk.layers[l].soft.v[i];
-                    blk.layers[l].soft.v[i] = v0 + eps;
+            // (parameter kind, index): every layer's v, biases and table entries.
+            let probes = [
+                ("v", 0),
+                ("v", 3),
+                ("v", 7),
+                ("bias", 0),
+                ("bias", 3),
+                ("table", 6),
+                ("table", 8),
+            ];
+            for (l, g) in grads.iter().enumerate() {
+                for &(kind_of, i) in &probes {
+                    let analytic = match kind_of {
+                        "v" => g.v[i],
+                        "bias" => g.bias[i],
+                        _ => g.tables[0][i],
+                    };
+                    let x0 = *param(&mut blk, l, kind_of, i);
+                    *param(&mut blk, l, kind_of, i) = x0 + eps;
                     let up = blk.loss_and_grad(&b, None).0;
-                    blk.layers[l].soft.v[i] = v0 - eps;
+                    *param(&mut blk, l, kind_of, i) = x0 - eps;
                     let down = blk.loss_and_grad(&b, None).0;
-                    blk.layers[l].soft.v[i] = v0;
+                    *param(&mut blk, l, kind_of, i) = x0;
                     let numeric = ((up - down) / (2.0 * eps as f64)) as f32;
                     assert!(
                         (numeric - analytic).abs()
                             <= 2e-3 + 0.03 * analytic.abs().max(numeric.abs()),
-                        "block {kind} layer {l} v[{i}]: numeric {numeric} analytic {analytic}"
-                    );
-                    checked += (analytic != 0.0) as usize;
-                }
-                for o in [0usize, 3] {
-                    let analytic = grads[l].bias[o];
-                    let b0 = blk.layers[l].soft.bias[o];
-                    blk.layers[l].soft.bias[o] = b0 + eps;
-                    let up = blk.loss_and_grad(&b, None).0;
-                    blk.layers[l].soft.bias[o] = b0 - eps;
-                    let down = blk.loss_and_grad(&b, None).0;
-                    blk.layers[l].soft.bias[o] = b0;
-                    let numeric = ((up - down) / (2.0 * eps as f64)) as f32;
-                    assert!(
-                        (numeric - analytic).abs()
-                            <= 2e-3 + 0.03 * analytic.abs().max(numeric.abs()),
-                        "block {kind} layer {l} bias[{o}]: numeric {numeric} analytic {analytic}"
-                    );
-                    checked += (analytic != 0.0) as usize;
-                }
-                for e in [6usize, 8] {
-                    let analytic = grads[l].tables[0][e];
-                    let t0 = blk.layers[l].soft.tables[0][e];
-                    blk.layers[l].soft.tables[0][e] = t0 + eps;
-                    let up = blk.loss_and_grad(&b, None).0;
-                    blk.layers[l].soft.tables[0][e] = t0 - eps;
-                    let down = blk.loss_and_grad(&b, None).0;
-                    blk.layers[l].soft.tables[0][e] = t0;
-                    let numeric = ((up - down) / (2.0 * eps as f64)) as f32;
-                    assert!(
-                        (numeric - analytic).abs()
-                            <= 2e-3 + 0.03 * analytic.abs().max(numeric.abs()),
-                        "block {kind} layer {l} table[{e}]: numeric {numeric} analytic {analytic}"
+                        "block {kind} layer {l} {kind_of}[{i}]: numeric {numeric} analytic {analytic}"
                     );
                     checked += (analytic != 0.0) as usize;
                 }

@@ -207,6 +207,55 @@ impl Rng {
     }
 }
 
+/// Batches of row indices without replacement, reshuffled after each pass over the rows
+/// (deterministic for a seed).
+pub(crate) struct Batches {
+    rng: Rng,
+    order: Vec<usize>,
+    at: usize,
+    size: usize,
+}
+
+impl Batches {
+    pub fn new(rows: usize, size: usize, seed: u64) -> Batches {
+        Batches {
+            rng: Rng(seed),
+            order: (0..rows).collect(),
+            at: rows,
+            size,
+        }
+    }
+
+    pub fn next_batch(&mut self) -> Vec<usize> {
+        let mut batch = Vec::with_capacity(self.size);
+        while batch.len() < self.size {
+            if self.at == self.order.len() {
+                for i in (1..self.order.len()).rev() {
+                    self.order
+                        .swap(i, (self.rng.next() % (i as u64 + 1)) as usize);
+                }
+                self.at = 0;
+            }
+            batch.push(self.order[self.at]);
+            self.at += 1;
+        }
+        batch
+    }
+}
+
+/// The rounding regulariser at step `it` of `iterations`: none during the warm-up, then
+/// `β` annealed from 20 to 2.
+pub(crate) fn regulariser(it: usize, iterations: usize) -> Option<Regulariser> {
+    let warmup = (iterations as f64 * WARMUP) as usize;
+    (it >= warmup).then(|| {
+        let rel = (it - warmup) as f32 / (iterations - warmup).max(1) as f32;
+        Regulariser {
+            lambda: LAMBDA,
+            beta: BETA.1 + (BETA.0 - BETA.1) * (1.0 - rel).max(0.0),
+        }
+    })
+}
+
 /// The regulariser's weight (AdaRound's default) and the annealing of `β` (20 → 2 after
 /// a warm-up of 20 % of the steps without it).
 const LAMBDA: f32 = 10.0;
@@ -388,7 +437,6 @@ pub(crate) fn train(
     let b = options.batch.min(train.rows).max(1);
     let k = train.k;
     let rpg = soft.o_n / soft.groups;
-    let mut rng = Rng(seed);
     let mut adam_v = Adam::new(soft.v.len(), LR_V);
     let mut adam_b = Adam::new(soft.o_n, LR_BIAS_STEPS * soft.step);
     let mut adam_t: Vec<Adam> = soft
@@ -396,7 +444,6 @@ pub(crate) fn train(
         .iter()
         .map(|t| Adam::new(t.len(), LR_TABLE))
         .collect();
-    let warmup = (options.iterations as f64 * WARMUP) as usize;
     // The error term relative to the starting point's on (up to 4096) training rows.
     let probe = train.rows.min(4096);
     let rows: Vec<Vec<f32>> = train.x.iter().map(|x| x[..probe * k].to_vec()).collect();
@@ -408,21 +455,9 @@ pub(crate) fn train(
     } else {
         1.0
     };
-    let mut order: Vec<usize> = (0..train.rows).collect();
-    let mut at = train.rows;
+    let mut batches = Batches::new(train.rows, b, seed);
     for it in 0..options.iterations {
-        // Batches without replacement, reshuffled after each pass over the patches.
-        let mut batch = Vec::with_capacity(b);
-        while batch.len() < b {
-            if at == order.len() {
-                for i in (1..order.len()).rev() {
-                    order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
-                }
-                at = 0;
-            }
-            batch.push(order[at]);
-            at += 1;
-        }
+        let batch = batches.next_batch();
         let (xb, tb): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (0..soft.groups)
             .into_par_iter()
             .map(|g| {
@@ -435,14 +470,7 @@ pub(crate) fn train(
                 (x, y)
             })
             .unzip();
-        let reg = (it >= warmup).then(|| {
-            let rel = (it - warmup) as f32 / (options.iterations - warmup).max(1) as f32;
-            Regulariser {
-                lambda: LAMBDA,
-                beta: BETA.1 + (BETA.0 - BETA.1) * (1.0 - rel).max(0.0),
-            }
-        });
-        let (_, grads) = soft.loss_and_grad(&xb, &tb, b, reg);
+        let (_, grads) = soft.loss_and_grad(&xb, &tb, b, regulariser(it, options.iterations));
         adam_v.step(&mut soft.v, &grads.v);
         adam_b.step(&mut soft.bias, &grads.bias);
         if soft.learn_tables {
