@@ -585,37 +585,8 @@ fn layer_backward(
             (gw, gb, gx)
         }
         Path::Pointwise => {
-            let mut gw = vec![0f32; o_n * k];
-            sgemm(
-                o_n,
-                k,
-                cells,
-                1.0,
-                &gz,
-                transposed(o_n),
-                &state.input,
-                row_major(k),
-                false,
-                &mut gw,
-                row_major(k),
-            );
-            let mut gx = Vec::new();
-            if input_grad {
-                gx = vec![0f32; cells * k];
-                sgemm(
-                    cells,
-                    k,
-                    o_n,
-                    1.0,
-                    &gz,
-                    row_major(o_n),
-                    w,
-                    row_major(k),
-                    false,
-                    &mut gx,
-                    row_major(k),
-                );
-            }
+            // The input windows are the im2col rows, and their gradient the input's.
+            let (gw, gx) = group_grads(&gz, o_n, &state.input, w, k, input_grad);
             (gw, gb, gx)
         }
         Path::Im2col => {
@@ -626,38 +597,8 @@ fn layer_backward(
                         .chunks(o_n)
                         .flat_map(|r| r[grp * rpg..(grp + 1) * rpg].iter().copied())
                         .collect();
-                    let mut gw = vec![0f32; rpg * k];
-                    sgemm(
-                        rpg,
-                        k,
-                        cells,
-                        1.0,
-                        &gzg,
-                        transposed(rpg),
-                        &state.cols[grp],
-                        row_major(k),
-                        false,
-                        &mut gw,
-                        row_major(k),
-                    );
-                    let mut gcols = Vec::new();
-                    if input_grad {
-                        gcols = vec![0f32; cells * k];
-                        sgemm(
-                            cells,
-                            k,
-                            rpg,
-                            1.0,
-                            &gzg,
-                            row_major(rpg),
-                            &w[grp * rpg * k..(grp + 1) * rpg * k],
-                            row_major(k),
-                            false,
-                            &mut gcols,
-                            row_major(k),
-                        );
-                    }
-                    (gw, gcols)
+                    let w_g = &w[grp * rpg * k..(grp + 1) * rpg * k];
+                    group_grads(&gzg, rpg, &state.cols[grp], w_g, k, input_grad)
                 })
                 .collect();
             let mut gx = Vec::new();
@@ -726,6 +667,52 @@ pub(crate) fn train_block(
             }
         }
     }
+}
+
+/// One group's `∂L/∂W = gzᵀ · cols` (`rows × k`) and, with `input_grad`, the im2col rows'
+/// gradient `gz · W` (`cells × k`), from `gz` (`cells × rows`, the group's output
+/// gradients) and the group's im2col rows `cols`.
+fn group_grads(
+    gz: &[f32],
+    rows: usize,
+    cols: &[f32],
+    w: &[f32],
+    k: usize,
+    input_grad: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let cells = gz.len() / rows.max(1);
+    let mut gw = vec![0f32; rows * k];
+    sgemm(
+        rows,
+        k,
+        cells,
+        1.0,
+        gz,
+        transposed(rows),
+        cols,
+        row_major(k),
+        false,
+        &mut gw,
+        row_major(k),
+    );
+    let mut gcols = Vec::new();
+    if input_grad {
+        gcols = vec![0f32; cells * k];
+        sgemm(
+            cells,
+            k,
+            rows,
+            1.0,
+            gz,
+            row_major(rows),
+            w,
+            row_major(k),
+            false,
+            &mut gcols,
+            row_major(k),
+        );
+    }
+    (gw, gcols)
 }
 
 /// The rows of `b` at `picks`, in that order.
