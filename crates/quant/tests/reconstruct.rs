@@ -135,3 +135,77 @@ fn block_reconstruction_trains_each_chain_once_behind_the_held_out_guard() {
         .run_batch(&test, None)
         .unwrap();
 }
+
+/// A chain of two convs whose output is added to the chain's input: a residual block
+/// when both sides have one shape. An Add that broadcasts a one-channel input over the
+/// four channels is refused before any block is formed (the block's samples read the
+/// residual at the output's positions), with the node named, not a panic.
+#[test]
+fn a_same_shape_add_makes_a_residual_block_a_broadcasting_one_is_refused() {
+    use lutq_ir::{BinaryOp, Conv, Graph, Op, Tensor, TensorType};
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut uniform = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                ((seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
+            })
+            .collect()
+    };
+    for in_channels in [4, 1] {
+        let mut g = Graph::new("residual");
+        let x = g.add_input("x", TensorType::f32(vec![1, in_channels, 8, 8]));
+        let mut conv = |g: &mut Graph, name: &str, from, c: usize, k: usize| {
+            let w = Tensor::f32(vec![4, c, k, k], uniform(4 * c * k * k, 0.5)).unwrap();
+            let b = Tensor::f32(vec![4], uniform(4, 0.1)).unwrap();
+            let w = g.add_constant(format!("{name}.w"), w);
+            let b = g.add_constant(format!("{name}.b"), b);
+            let op = Op::Conv(Conv {
+                pads: [k / 2; 4],
+                ..Conv::default()
+            });
+            g.add_node(name, op, &[from, w, b]).unwrap()
+        };
+        let a = conv(&mut g, "a", x, in_channels, 3);
+        let b = conv(&mut g, "b", a, 4, 1);
+        let sum = g
+            .add_node("sum", Op::Binary(BinaryOp::Add), &[x, b])
+            .unwrap();
+        g.add_output("y", sum).unwrap();
+        let calib = Tensor::f32(
+            vec![64, in_channels, 8, 8],
+            uniform(64 * in_channels * 64, 1.0),
+        )
+        .unwrap();
+        let options = QuantOptions {
+            reconstruct: Some(ReconstructOptions {
+                iterations: 20,
+                blocks: true,
+                ..Default::default()
+            }),
+            ..QuantOptions::new(Mode::Lut4PotLayer)
+        };
+        let result = quantize(&g, &calib, &options, &|_| {});
+        if in_channels == 1 {
+            let message = result
+                .err()
+                .expect("a broadcasting residual Add")
+                .to_string();
+            assert!(
+                message.contains("'sum'") && message.contains("one shape"),
+                "{message}"
+            );
+            continue;
+        }
+        let (program, report) = result.unwrap();
+        let names: Vec<&str> = report
+            .reconstruction
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["a → b (+ residual)"]);
+        program.validate().unwrap();
+    }
+}

@@ -50,8 +50,8 @@ fn is_conv(graph: &Graph, id: NodeId) -> bool {
 /// chain that extends over the convs that are the only reader of the one before (at most
 /// [`MAX_BLOCK_LAYERS`]: from the front, so that MobileNetV2's and EfficientNet's
 /// expansion–depthwise–projection triples stay together); a chain whose last conv is
-/// read only by an Add of the chain's input is a residual block. A single conv without
-/// a residual Add is left to the per-layer reconstruction.
+/// read only by an Add of the chain's input (of the same shape) is a residual block. A
+/// single conv without a residual Add is left to the per-layer reconstruction.
 pub(super) fn find_blocks(
     graph: &Graph,
     activation_of: impl Fn(NodeId) -> Option<(NodeId, FusedActivation)>,
@@ -87,7 +87,10 @@ pub(super) fn find_blocks(
                     && {
                         let ins = graph.node_inputs(*add);
                         ins.len() == 2 && ins.contains(&input) && ins.contains(&last)
-                    } =>
+                    }
+                    // The block's samples read the residual at the output's own
+                    // positions: an Add that broadcasts one side is no residual block.
+                    && graph.node(input).ty.shape == graph.node(last).ty.shape =>
             {
                 Some(*add)
             }
