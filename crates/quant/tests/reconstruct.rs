@@ -189,10 +189,10 @@ fn a_same_shape_add_makes_a_residual_block_a_broadcasting_one_is_refused() {
         };
         let result = quantize(&g, &calib, &options, &|_| {});
         if in_channels == 1 {
-            let message = result
-                .err()
-                .expect("a broadcasting residual Add")
-                .to_string();
+            let Err(error) = result else {
+                panic!("a broadcasting residual Add was accepted");
+            };
+            let message = error.to_string();
             assert!(
                 message.contains("'sum'") && message.contains("one shape"),
                 "{message}"
