@@ -172,9 +172,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
              other there, not with fp32; – where a run trained on all 60,000 with `--val 0`); \
              the test top-1 is onnxruntime's execution of the \
              exported file. Minutes: wall time with the run's torch threads on the shared \
-             machine ({cpu}), whose load varied.\n\n{runs}",
+             machine, whose load varied; CPU: the one the record names.\n\n{runs}",
             args.join(" "),
-            cpu = crate::bench_float::cpu_name(),
         );
         crate::docs::replace_section(&path, "qat-results", "QAT results on Fashion-MNIST", &body)?;
     }
@@ -271,8 +270,8 @@ fn runs_table() -> anyhow::Result<String> {
     }
     committed.sort();
     let mut s = String::from(
-        "| run | net | mode | tables | epochs | lr | kd weight | T | validation: fp32 | validation: before | validation after each epoch | test top-1 | minutes | threads | model |\n\
-         |---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n",
+        "| run | net | mode | tables | epochs | lr | kd weight | T | validation: fp32 | validation: before | validation after each epoch | test top-1 | minutes | threads | CPU | model |\n\
+         |---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---|\n",
     );
     for f in files {
         let text = std::fs::read_to_string(&f).with_context(|| format!("{}", f.display()))?;
@@ -320,7 +319,7 @@ fn runs_table() -> anyhow::Result<String> {
             .find(|(_, s)| s == sha)
             .map(|(path, _)| path.clone());
         s.push_str(&format!(
-            "| `{}` | {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} % | {:.0} | {} | {} |\n",
+            "| `{}` | {} | `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} % | {:.0} | {} | {} | {} |\n",
             f.file_stem().unwrap_or_default().to_string_lossy(),
             a["model"].as_str().unwrap_or("?"),
             a["mode"].as_str().unwrap_or("?"),
@@ -335,6 +334,8 @@ fn runs_table() -> anyhow::Result<String> {
             r["onnxruntime_reference_top1"].as_f64().unwrap_or(f64::NAN) * 100.0,
             r["wall_s"].as_f64().unwrap_or(f64::NAN) / 60.0,
             num(&a["threads"]),
+            // (The first record, cut from a log, names none.)
+            r["cpu"].as_str().unwrap_or("–"),
             match &committed {
                 Some(path) => format!("`{}` (committed)", path.display()),
                 None => "not kept".to_string(),
