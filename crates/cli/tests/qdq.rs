@@ -161,6 +161,15 @@ fn qat_models_run_as_trained_with_the_mode_they_imply() {
             "fashion_resnet8_qat_lut4_channel_groups",
             "lut4-pot-channel --lut-per-channel",
         ),
+        // Fashion MobileNetV2 (depthwise convs, residual Adds), trained the same way.
+        (
+            "fashion_mobilenetv2_qat_lut4_layer_groups",
+            "lut4-pot-layer --lut-per-channel",
+        ),
+        (
+            "fashion_mobilenetv2_qat_lut4_channel_groups",
+            "lut4-pot-channel --lut-per-channel",
+        ),
     ] {
         let path = format!("models/qdq/{model}.onnx");
         let mut outputs = Vec::new();
