@@ -553,6 +553,10 @@ pub fn lower(
         }
         l.release_float_inputs(id);
     }
+    debug_assert!(
+        l.block_fits.is_empty(),
+        "every block's layers are released when the block trains"
+    );
     for o in graph.outputs() {
         let value = l.lowered[&o.node];
         l.out.outputs.push(IntOutput {

@@ -125,6 +125,11 @@ impl Lowering<'_> {
     ) -> Result<(), QuantError> {
         let report = self.try_reconstruct_block(plan, options)?;
         self.report.reconstruction.extend(report);
+        // Each layer is in one block: its fast fit's rows are not read again (they are
+        // the size of the layer's weights, kept until here for the whole network).
+        for id in &plan.layers {
+            self.block_fits.remove(id);
+        }
         // The block held its input's data (see `Lowering::new`'s reader counts).
         let input = self.lowered[&plan.input];
         let n = self.readers.entry(input).or_default();
