@@ -13,7 +13,9 @@ The fake quantization mirrors lutq's numeric contract (docs/quantization.md):
     largest exponent whose int8 range holds the group's largest |w| (`--weight-exponents
     max`), or with `--weight-exponents search` that plus a per-layer shift (clipping the
     largest weights) chosen once before fine-tuning, in network order, by the least
-    squared error of the layer's activated output on the calibration images; the table is fitted
+    squared error of the layer's activated output on the calibration images
+    (`--weight-exponents search-epochs`: searched again after every epoch while the tables
+    still refit, on the weights as they have moved; the activation exponents stay); the table is fitted
     by 1-D k-means (Lloyd, quantile start) on w * 2^f and rounded to integers, refitted
     every `--refit-every` steps and frozen for the last `--freeze` fraction of the steps.
     The float (latent) weights learn through a straight-through estimator.
@@ -427,6 +429,19 @@ class QatNet(nn.Module):
         lw.refit()
 
     @torch.no_grad()
+    def research_weights(self, x: torch.Tensor) -> dict[str, int]:
+        """Chooses every layer's exponent shift again (`--weight-exponents search-epochs`),
+        in network order on the quantized network upstream, keeping the activation
+        exponents; returns the shifts."""
+        self.eval()
+        self.choosing_weights = True
+        try:
+            self(x)
+        finally:
+            self.choosing_weights = False
+        return {k: w.shift for k, w in self.weights.items()}
+
+    @torch.no_grad()
     def calibrate(self, x: torch.Tensor, weight_search: bool = False) -> None:
         """Chooses the activation exponents (and with `weight_search` the weights'
         exponent shifts) in network order, each on the quantized network upstream."""
@@ -597,11 +612,12 @@ def main() -> int:
     )
     ap.add_argument(
         "--weight-exponents",
-        choices=["max", "search"],
+        choices=["max", "search", "search-epochs"],
         default="max",
         help="max: each exponent keeps its group's largest |w| in the int8 range; search: per layer, that exponent plus the "
         "shift 0..7 with the least activated-output error on the calibration images (clips outlier rows; what "
-        "one exponent per layer needs on BN-folded depthwise layers)",
+        "one exponent per layer needs on BN-folded depthwise layers); search-epochs: search, then again after every "
+        "epoch while the tables still refit (the activation exponents stay)",
     )
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128)
@@ -666,7 +682,7 @@ def main() -> int:
     net = QatNet(folded, pot_channel, tables, sum_pool=args.pool == "sum")
     gen = torch.Generator().manual_seed(args.seed)
     calib = xtr[torch.randperm(len(xtr), generator=gen)[: args.calib]]
-    net.calibrate(calib, weight_search=args.weight_exponents == "search")
+    net.calibrate(calib, weight_search=args.weight_exponents != "max")
     val0 = top1(net, xva, yva)
     log(f"fake-quantized before fine-tuning: validation top-1 {val0:.4f}; exponents {net.exps}")
 
@@ -712,6 +728,11 @@ def main() -> int:
         val = top1(net, xva, yva)
         val_per_epoch.append(round(val, 4))
         log(f"epoch {ep + 1}/{args.epochs} loss {tot / steps_per_epoch:.4f} validation top-1 {val:.4f} ({time.time() - te:.0f}s)")
+        if args.weight_exponents == "search-epochs" and step < freeze_at:
+            before = {k: w.shift for k, w in net.weights.items()}
+            after = net.research_weights(calib)
+            moved = {k: (before[k], v) for k, v in after.items() if v != before[k]}
+            log(f"weight exponent shifts searched again: {len(moved)} of {len(after)} layers moved {moved}")
 
     fp32_acc = top1(fp32, xte, yte)
     qat = logits_of(net, xte)
