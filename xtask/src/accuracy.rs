@@ -94,7 +94,7 @@ const PROTOCOL_MODELS: &[ProtocolModel] = &[
         name: "efficientnet_lite0",
         title: "ImageNet EfficientNet-Lite0 from the model zoo (BN folded by lutq, inputs (v − 127) / 128)",
         model: "target/zoo/efficientnet_lite0.onnx",
-        source: "`cargo xtask zoo --build` (models/zoo/manifest.json)",
+        source: "`python scripts/zoo/build_zoo.py --only efficientnet_lite0` (models/zoo/manifest.json; see models/zoo/README.md)",
         section: "accuracy-efficientnet",
         calib: "data/full/protocol/centered/calib.npy",
         eval: "data/full/protocol/centered/eval.npy",

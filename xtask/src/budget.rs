@@ -48,7 +48,7 @@ const NETS: &[Net] = &[
         data: "data/full/protocol/centered/eval.npy",
         labels: None,
         also: Some("data/full/protocol/centered/eval_calib_photos.npy"),
-        note: "the zoo's EfficientNet-Lite0 (`cargo xtask zoo --build` builds it; inputs (v − 127) / 128), \
+        note: "the zoo's EfficientNet-Lite0 (`python scripts/zoo/build_zoo.py --only efficientnet_lite0` builds it; inputs (v − 127) / 128), \
                same disjoint-photo protocol as mobilenet_v2 (`data/full/protocol/centered/`)",
     },
     Net {
@@ -79,7 +79,7 @@ const USAGE: &str =
 
 Runs `lutq eval --json --backend jit` (release build) on mobilenet_v2 (disjoint-photo
 protocol, 64 calibration images; needs `python scripts/prepare_protocol.py`),
-efficientnet_lite0 (the same protocol; skipped unless `cargo xtask zoo --build` built it)
+efficientnet_lite0 (the same protocol; skipped unless `python scripts/zoo/build_zoo.py` built it)
 and the Fashion-MNIST nets (needs `cargo xtask data`): lut4-pot-channel, int8-pot-channel and
 lut4-pot-channel with each --flash-budget; CLE off. --limit N evaluates only the first N
 samples (quick checks; not for the docs).";
@@ -111,7 +111,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
         if !Path::new(net.model).exists() {
             eprintln!(
-                "skipping {}: {} is not there (`cargo xtask zoo --build` builds the zoo's models)",
+                "skipping {}: {} is not there (`python scripts/zoo/build_zoo.py` builds the zoo's big models)",
                 net.name, net.model
             );
             continue;
