@@ -170,6 +170,11 @@ fn qat_models_run_as_trained_with_the_mode_they_imply() {
             "fashion_mobilenetv2_qat_lut4_channel_groups",
             "lut4-pot-channel --lut-per-channel",
         ),
+        // One exponent per layer and a table per output channel.
+        (
+            "fashion_mobilenetv2_qat_lut4_layer_tables",
+            "lut4-pot-layer --lut-per-channel",
+        ),
     ] {
         let path = format!("models/qdq/{model}.onnx");
         let mut outputs = Vec::new();
