@@ -560,6 +560,20 @@ def ort_logits(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     return np.concatenate([sess.run(None, {name: x[i : i + 500]})[0] for i in range(0, len(x), 500)])
 
 
+def optimizer_step(net: QatNet, opt, sched, loss: torch.Tensor, step: int, freeze_at: int, refit_every: int) -> int:
+    """One optimizer and schedule step on `loss`; every `refit_every` steps until
+    `freeze_at` the tables are refitted to the moved weights. Returns the step count."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    step += 1
+    if step < freeze_at and step % refit_every == 0:
+        for w in net.weights.values():
+            w.refit()
+    return step
+
+
 @torch.no_grad()
 def logits_of(net: nn.Module, x: torch.Tensor, bs: int = 500) -> torch.Tensor:
     net.eval()
@@ -714,14 +728,7 @@ def main() -> int:
         for i in range(steps_per_epoch):
             b = perm[i * args.batch : (i + 1) * args.batch]
             loss = loss_of(augment(xtr[b], gen), ytr[b])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if step < freeze_at and step % args.refit_every == 0:
-                for w in net.weights.values():
-                    w.refit()
+            step = optimizer_step(net, opt, sched, loss, step, freeze_at, args.refit_every)
             tot += float(loss.detach())
             if (i + 1) % 100 == 0:
                 log(f"epoch {ep + 1} step {i + 1}/{steps_per_epoch} loss {tot / (i + 1):.4f}")

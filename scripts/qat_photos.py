@@ -53,7 +53,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_qdq_models import fold_bn  # noqa: E402
-from qat_fashion import QatNet, cpu_name, export_qdq  # noqa: E402
+from qat_fashion import QatNet, cpu_name, export_qdq, optimizer_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = ROOT / "data" / "full" / "protocol"
@@ -171,14 +171,7 @@ def main() -> int:
                 t = fp32(x)
             s = net(x)
             loss = temp * temp * F.kl_div(F.log_softmax(s / temp, 1), F.log_softmax(t / temp, 1), log_target=True, reduction="batchmean")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if step < freeze_at and step % args.refit_every == 0:
-                for w in net.weights.values():
-                    w.refit()
+            step = optimizer_step(net, opt, sched, loss, step, freeze_at, args.refit_every)
             tot += float(loss.detach())
         per_epoch.append(round(tot / steps_per_epoch, 5))
         log(f"epoch {ep + 1}/{args.epochs} distillation loss {tot / steps_per_epoch:.5f} ({time.time() - te:.0f}s)")
