@@ -51,7 +51,8 @@ fn parse_lut_tables(s: &str) -> Result<LutTables, String> {
 #[derive(Args, Clone)]
 pub struct QuantArgs {
     /// Calibration samples (NPY, first dimension = samples, same layout as the model
-    /// input): activation exponents and the data-aware weight fit come from them.
+    /// input): activation exponents and the data-aware weight fit come from them. A QDQ
+    /// model whose QuantizeLinear/DequantizeLinear pairs fix every exponent needs none.
     #[arg(long, value_name = "C.npy")]
     pub calib: Option<PathBuf>,
     /// Use at most this many calibration samples (the first ones).
@@ -518,14 +519,81 @@ pub fn quantize(
     mode: Mode,
     args: &QuantArgs,
 ) -> anyhow::Result<(IntGraph, QuantReport)> {
+    let options = quant_options(mode, args);
     let Some(calib_path) = &args.calib else {
-        bail!(
-            "quantizing needs calibration data: pass --calib C.npy (a few hundred samples like the model's inputs)"
-        );
+        return quantize_trained_without_samples(graph, &options, args);
     };
     let calib = read_samples(calib_path, args.calib_limit)?;
     check_sample_shape(graph, &calib, calib_path)?;
-    let options = QuantOptions {
+    if let Some(budget) = args.flash_budget {
+        return crate::budget::quantize_to_budget(
+            graph,
+            &calib,
+            calib_path,
+            options,
+            budget,
+            args.sensitivity_samples,
+            !args.sensitivity_proxy,
+        );
+    }
+    quantize_with(graph, &calib, calib_path, &options)
+}
+
+/// A QDQ model whose pairs fix every exponent needs no calibration data: it is lowered on
+/// one all-zero sample (which then chooses nothing) and refused, naming the tensors, if
+/// some exponent would have come from the samples after all.
+fn quantize_trained_without_samples(
+    graph: &Graph,
+    options: &QuantOptions,
+    args: &QuantArgs,
+) -> anyhow::Result<(IntGraph, QuantReport)> {
+    const NEEDS_CALIB: &str = "quantizing needs calibration data: pass --calib C.npy (a few hundred samples like the model's inputs)";
+    if lutq_quant::trained_quantization(graph).pairs == 0 || args.flash_budget.is_some() {
+        bail!("{NEEDS_CALIB}");
+    }
+    let [input] = graph.inputs() else {
+        bail!("{NEEDS_CALIB}");
+    };
+    let dims = &graph.node(*input).ty.shape;
+    if dims.is_empty() || dims[1..].contains(&0) {
+        bail!("{NEEDS_CALIB}");
+    }
+    let mut shape = dims.clone();
+    shape[0] = 1;
+    let zero = Tensor::f32(shape.clone(), vec![0.0; shape.iter().product()])?;
+    let (program, report) = quantize_with(
+        graph,
+        &zero,
+        std::path::Path::new("(no --calib: one all-zero sample)"),
+        options,
+    )?;
+    if !report.calibrated_without_pair.is_empty() {
+        bail!(
+            "this QDQ model has no QuantizeLinear/DequantizeLinear pair on {} tensor{} whose exponent lutq must then choose from calibration data: {}\n\
+             fix: pass --calib C.npy (samples like the model's inputs), or export the model with a pair on every activation",
+            report.calibrated_without_pair.len(),
+            if report.calibrated_without_pair.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            report
+                .calibrated_without_pair
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    eprintln!(
+        "no --calib: every exponent and weight of this QDQ model comes from its QuantizeLinear/DequantizeLinear pairs"
+    );
+    Ok((program, report))
+}
+
+/// The quantizer's options from the command line.
+fn quant_options(mode: Mode, args: &QuantArgs) -> QuantOptions {
+    QuantOptions {
         data_aware: !args.no_data_aware,
         bias_correction: !args.no_bias_correction,
         keep_8bit: args.keep_8bit.clone(),
@@ -544,19 +612,7 @@ pub fn quantize(
             }
         }),
         ..QuantOptions::new(mode)
-    };
-    if let Some(budget) = args.flash_budget {
-        return crate::budget::quantize_to_budget(
-            graph,
-            &calib,
-            calib_path,
-            options,
-            budget,
-            args.sensitivity_samples,
-            !args.sensitivity_proxy,
-        );
     }
-    quantize_with(graph, &calib, calib_path, &options)
 }
 
 /// Quantizes with `options`, with progress bars on standard error.

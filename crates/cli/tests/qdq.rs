@@ -221,6 +221,79 @@ fn qat_models_run_as_trained_with_the_mode_they_imply() {
     }
 }
 
+/// A QDQ model whose pairs fix every exponent needs no calibration data: without
+/// `--calib` lutq computes exactly what it computes with it, and warns about no samples.
+/// A model that leaves a tensor without a pair is refused without `--calib`, naming it.
+#[test]
+fn fully_paired_qdq_models_need_no_calibration_data() {
+    let dir = temp_dir("no_calib");
+    let inputs = "models/qdq/fashion_resnet8_qdq_inputs.npy";
+    for model in [
+        "fashion_resnet8_qat_lut4_layer",
+        "fashion_mobilenetv2_qat_lut4_layer_tables",
+    ] {
+        let path = format!("models/qdq/{model}.onnx");
+        let mut outputs = Vec::new();
+        for calib in [false, true] {
+            let out_path = dir.join(format!("{model}_{calib}.npy"));
+            let mut args = vec![
+                "run",
+                &path,
+                "--backend",
+                "interp",
+                "--input",
+                inputs,
+                "--output",
+                out_path.to_str().unwrap(),
+            ];
+            if calib {
+                args.extend([
+                    "--calib",
+                    "data/fashion_mnist/train_x.npy",
+                    "--calib-limit",
+                    "16",
+                ]);
+            }
+            let out = lutq(&args);
+            let err = stderr(&out);
+            assert!(out.status.success(), "{model} (--calib: {calib}): {err}");
+            if !calib {
+                assert!(
+                    err.contains("no --calib: every exponent and weight of this QDQ model"),
+                    "{model}: says where its grids come from\n{err}"
+                );
+                assert!(
+                    !err.contains("warning:"),
+                    "{model}: no warning about samples it did not need\n{err}"
+                );
+            }
+            outputs.push(
+                lutq_dataio::NpyArray::from_npy_file(&out_path)
+                    .unwrap()
+                    .data,
+            );
+        }
+        assert_eq!(outputs[0], outputs[1], "{model}: the samples chose nothing");
+    }
+    // Its global pool's output has no pair (the exponent is calibrated).
+    let out = lutq(&[
+        "run",
+        "models/qdq/fashion_resnet8_pot_int4.onnx",
+        "--backend",
+        "interp",
+        "--input",
+        inputs,
+        "--output",
+        dir.join("partial.npy").to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("'/pool/GlobalAveragePool'") && err.contains("pass --calib"),
+        "names the tensor without a pair and the fix\n{err}"
+    );
+}
+
 /// A model trained with at most 8 tables per layer, each shared by a group of output
 /// channels (`scripts/qat_fashion.py --lut-tables 8`), exports a table per channel whose
 /// rows use only some of their group's levels: lutq still stores at most 8 tables of 16

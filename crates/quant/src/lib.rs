@@ -326,7 +326,11 @@ pub fn quantize(
         options.clone()
     };
     let (int_graph, mut report, _) = lower::lower(graph, calib, options, progress)?;
-    report.warnings.splice(0..0, warnings);
+    // Warnings about the calibration data (few samples, constant values) matter only
+    // where it chose something: a fully paired QDQ model's program does not depend on it.
+    if !(trained && report.calibrated_without_pair.is_empty()) {
+        report.warnings.splice(0..0, warnings);
+    }
     Ok((int_graph, report))
 }
 

@@ -89,6 +89,12 @@ pub struct QuantReport {
     /// With `QuantOptions::reconstruct`: what it did per linear layer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reconstruction: Vec<crate::reconstruct::LayerReconstruction>,
+    /// Of a QDQ model with trained grids: the nodes whose exponent came from the
+    /// calibration data because no QuantizeLinear/DequantizeLinear pair fixes it (empty
+    /// for a float model, where every exponent does). Empty means the calibration data
+    /// chose nothing in the program.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub calibrated_without_pair: Vec<String>,
 }
 
 /// Wall seconds of quantization's stages (`cargo xtask bench-quant` prints them), each
@@ -406,6 +412,9 @@ struct Lowering<'a> {
     floated: std::collections::HashSet<NodeId>,
     /// Exponents and clamps fixed by a QDQ model's trained grids (`trained.rs`).
     trained: HashMap<NodeId, trained::Grid>,
+    /// With trained grids: the nodes whose exponent a histogram chose instead
+    /// (`QuantReport::calibrated_without_pair`).
+    calibrated_without_pair: std::cell::RefCell<std::collections::BTreeSet<NodeId>>,
     report: QuantReport,
     /// With `QuantOptions::sensitivity`: every linear layer's fit in each format.
     candidates: Vec<LayerCandidates>,
@@ -467,6 +476,7 @@ pub fn lower(
         float_left: HashMap::new(),
         floated: Default::default(),
         trained: HashMap::new(),
+        calibrated_without_pair: Default::default(),
         report: QuantReport {
             mode: options.mode.name().into(),
             calibration_samples: data.len() / per_sample.max(1),
@@ -557,6 +567,12 @@ pub fn lower(
         l.block_fits.is_empty(),
         "every block's layers are released when the block trains"
     );
+    l.report.calibrated_without_pair = l
+        .calibrated_without_pair
+        .take()
+        .into_iter()
+        .map(|id| graph.node(id).name.clone())
+        .collect();
     for o in graph.outputs() {
         let value = l.lowered[&o.node];
         l.out.outputs.push(IntOutput {
@@ -589,7 +605,31 @@ impl<'a> Lowering<'a> {
     fn exponent(&self, id: NodeId, lo: i32, hi: i32) -> Result<i32, QuantError> {
         match self.trained.get(&id) {
             Some(g) => Ok(g.exp),
-            None => Ok(self.hist(id)?.choose_exponent(lo, hi)),
+            None => {
+                self.note_calibrated(id);
+                Ok(self.hist(id)?.choose_exponent(lo, hi))
+            }
+        }
+    }
+
+    /// Records that the calibration data chose something of node `id` in a model whose
+    /// other grids are trained.
+    fn note_calibrated(&self, id: NodeId) {
+        if !self.trained.is_empty() {
+            self.calibrated_without_pair.borrow_mut().insert(id);
+        }
+    }
+
+    /// The 8-bit type of node `id`'s value: the trained grid's where there is one (its
+    /// range, not the calibration data's sign, so that a QDQ model's program does not
+    /// depend on the samples), else unsigned when the calibration values are never
+    /// negative.
+    fn elem_of(&self, id: NodeId, hist_min: f32) -> IntElem {
+        match self.trained.get(&id) {
+            Some(g) if g.lo < 0 => IntElem::I8,
+            Some(_) => IntElem::U8,
+            None if hist_min >= 0.0 => IntElem::U8,
+            None => IntElem::I8,
         }
     }
 
@@ -921,11 +961,7 @@ impl<'a> Lowering<'a> {
             }
             Op::Input => {
                 let h = self.hist(id)?;
-                let elem = if h.min >= 0.0 {
-                    IntElem::U8
-                } else {
-                    IntElem::I8
-                };
+                let elem = self.elem_of(id, h.min);
                 let (lo, hi) = elem.range();
                 let exp = self.exponent(id, lo, hi)?;
                 self.report.calibrated_inputs.push(CalibratedInput {
@@ -1144,11 +1180,7 @@ impl<'a> Lowering<'a> {
         let x = self.lowered[&root];
         let xt = self.out.ty(x).clone();
         let hist = self.hist(id)?;
-        let elem = if hist.min >= 0.0 {
-            IntElem::U8
-        } else {
-            IntElem::I8
-        };
+        let elem = self.elem_of(id, hist.min);
         let (lo, hi) = elem.range();
         let exp = self.exponent(id, lo, hi)?;
         let ty = QType {
@@ -1185,10 +1217,10 @@ impl<'a> Lowering<'a> {
         let fused = self.fusable_activation(id);
         let stat_node = fused.map_or(id, |(u, _)| u);
         let hist = self.hist(stat_node)?;
-        let elem = if fused.is_some() || hist.min >= 0.0 {
+        let elem = if fused.is_some() {
             IntElem::U8
         } else {
-            IntElem::I8
+            self.elem_of(stat_node, hist.min)
         };
         let (lo, hi) = elem.range();
         // The product's own resolution is 2^-(f_a + f_b): a finer output would only
@@ -1335,12 +1367,17 @@ impl<'a> Lowering<'a> {
         }
         let plane = patch_geom.height * patch_geom.width;
         let still = warn::constant_channels(quantized, patch_geom.channels, plane);
-        self.report.warnings.extend(warn::constant_input_warning(
-            &node.name,
-            &still,
-            patch_geom.channels,
-            n_samples,
-        ));
+        // A trained model's weights are not fitted to the samples (no data-aware fit), so
+        // inputs constant over them cost nothing (and `lutq run` without `--calib` lowers
+        // a fully paired QDQ model on one all-zero sample).
+        if self.trained.is_empty() {
+            self.report.warnings.extend(warn::constant_input_warning(
+                &node.name,
+                &still,
+                patch_geom.channels,
+                n_samples,
+            ));
+        }
         // Output type and exponent (a wide output's exponent follows from the fit).
         let is_output = graph.outputs().iter().any(|o| o.node == id);
         let wide = is_output && act.is_none() && graph.users(id).is_empty();
@@ -1356,6 +1393,7 @@ impl<'a> Lowering<'a> {
             match self.trained.get(&id) {
                 Some(g) => (elem, Some(g.exp)),
                 None => {
+                    self.note_calibrated(id);
                     let hist = self.hist(id)?;
                     let best = hist.choose_exponent(lo, hi);
                     (elem, Some(self.aligned_exponent(id, &hist, best, lo, hi)))
