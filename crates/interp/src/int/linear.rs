@@ -27,7 +27,7 @@
 //!
 //! [`IntGraph::validate`]: lutq_ir::int::IntGraph
 
-use lutq_ir::int::{ConvGeom, QLinear, QType, Rescale, Rounding};
+use lutq_ir::int::{ConvGeom, IntElem, QLinear, QType, Rescale, Rounding};
 
 use super::IntData;
 
@@ -135,9 +135,9 @@ pub fn linear_accumulators_prepared(
         in_shape.iter().product::<usize>(),
         "input does not fit its shape"
     );
-    let xs = x.to_i32();
     match &layer.conv {
         None => {
+            let xs = x.to_i32();
             assert!(
                 in_shape.len() == 2 && in_shape[1] == k_n && out_shape == [in_shape[0], o_n],
                 "dense shapes {in_shape:?} -> {out_shape:?} do not fit weights {:?}",
@@ -157,9 +157,13 @@ pub fn linear_accumulators_prepared(
             let job = ConvJob::new(geom, layer.weights.shape(), in_shape, out_shape);
             let mut acc = vec![0i32; out_shape.iter().product()];
             // 8-bit inputs (always, in a valid graph) times int8 weights: the panel path
-            // may multiply in i16 pairs.
-            let narrow = x.elem() != lutq_ir::int::IntElem::I32;
-            conv(&job, prepared, &layer.bias, &xs, narrow, &mut acc);
+            // may multiply in i16 pairs. The kernels read the stored elements (no widened
+            // copy of the input).
+            match x {
+                IntData::U8(v) => conv(&job, prepared, &layer.bias, v, true, &mut acc),
+                IntData::I8(v) => conv(&job, prepared, &layer.bias, v, true, &mut acc),
+                IntData::I32(v) => conv(&job, prepared, &layer.bias, v, false, &mut acc),
+            }
             acc
         }
     }
@@ -176,14 +180,56 @@ pub fn finish_linear(layer: &QLinear, acc: &[i32], out: &QType, rounding: Roundi
     );
     let channels = out.shape.get(1).copied().unwrap_or(1).max(1);
     let plane: usize = out.shape.iter().skip(2).product();
-    let mut values = vec![0i32; acc.len()];
-    if plane > 0 {
-        for (i, (block, dst)) in acc.chunks(plane).zip(values.chunks_mut(plane)).enumerate() {
-            let rescale = layer.rescale[i % channels];
-            rescale_block(rescale, rounding, layer.lo, layer.hi, block, dst);
+    if plane == 0 {
+        return IntData::zeros(out.elem, acc.len());
+    }
+    // Stored as the output element type at once, saturated to its range as
+    // `IntData::from_i32` stores.
+    let planes = |store: &mut dyn FnMut(&[i32])| {
+        rescale_planes(layer, acc, plane, channels, rounding, store)
+    };
+    match out.elem {
+        IntElem::I8 => {
+            let mut v = Vec::with_capacity(acc.len());
+            planes(&mut |q| v.extend(q.iter().map(|&q| q.clamp(-128, 127) as i8)));
+            IntData::I8(v)
+        }
+        IntElem::U8 => {
+            let mut v = Vec::with_capacity(acc.len());
+            planes(&mut |q| v.extend(q.iter().map(|&q| q.clamp(0, 255) as u8)));
+            IntData::U8(v)
+        }
+        IntElem::I32 => {
+            let mut v = Vec::with_capacity(acc.len());
+            planes(&mut |q| v.extend_from_slice(q));
+            IntData::I32(v)
         }
     }
-    IntData::from_i32(out.elem, values)
+}
+
+/// Rescales and clamps `acc` plane by plane (channel `i % channels` for plane `i`) into
+/// a scratch plane that stays in cache, handing each plane's values to `store` in order.
+fn rescale_planes(
+    layer: &QLinear,
+    acc: &[i32],
+    plane: usize,
+    channels: usize,
+    rounding: Rounding,
+    store: &mut dyn FnMut(&[i32]),
+) {
+    let mut scratch = vec![0i32; plane.min(acc.len())];
+    for (i, block) in acc.chunks(plane).enumerate() {
+        let dst = &mut scratch[..block.len()];
+        rescale_block(
+            layer.rescale[i % channels],
+            rounding,
+            layer.lo,
+            layer.hi,
+            block,
+            dst,
+        );
+        store(dst);
+    }
 }
 
 multiversion! {
@@ -239,6 +285,33 @@ multiversion! {
             s = s.wrapping_add(a.wrapping_mul(*b));
         }
         *out = s;
+    }
+}
+
+/// An element type the convolution kernels read their input as: the stored 8-bit
+/// values, or i32.
+trait Elem: Copy + Default {
+    fn widen(self) -> i32;
+}
+
+impl Elem for u8 {
+    #[inline(always)]
+    fn widen(self) -> i32 {
+        self as i32
+    }
+}
+
+impl Elem for i8 {
+    #[inline(always)]
+    fn widen(self) -> i32 {
+        self as i32
+    }
+}
+
+impl Elem for i32 {
+    #[inline(always)]
+    fn widen(self) -> i32 {
+        self
     }
 }
 
@@ -323,11 +396,11 @@ impl ConvJob {
 
 /// `narrow`: every input value fits i16 (then the i16-pair panel path is exact: the
 /// weights are int8).
-fn conv(
+fn conv<X: Elem>(
     job: &ConvJob,
     weights: &LinearWeights,
     bias: &[i32],
-    x: &[i32],
+    x: &[X],
     narrow: bool,
     acc: &mut [i32],
 ) {
@@ -355,7 +428,7 @@ const OB: usize = 4;
 /// The panel path (im2col in blocks): the input taps of `T` consecutive output pixels
 /// are gathered into a panel `[K][T]` (0 for taps in the padding), then for blocks of
 /// output channels `acc[o][p0 + t] = bias[o] + Σ_k w[o][k] · panel[k][t]`, in registers.
-fn conv_panels(job: &ConvJob, weights: &[i32], bias: &[i32], x: &[i32], acc: &mut [i32]) {
+fn conv_panels<X: Elem>(job: &ConvJob, weights: &[i32], bias: &[i32], x: &[X], acc: &mut [i32]) {
     let k_n = job.i_g * job.kh * job.kw;
     panel_driver(
         job,
@@ -375,15 +448,15 @@ fn conv_panels(job: &ConvJob, weights: &[i32], bias: &[i32], x: &[i32], acc: &mu
 /// `OB` output channels at a time from their weight rows (`w_row` elements each) and the
 /// bias is added.
 #[allow(clippy::too_many_arguments)]
-fn panel_driver<P: Copy + Default>(
+fn panel_driver<P: Copy + Default, X: Elem>(
     job: &ConvJob,
     weights: &[i32],
     w_row: usize,
     panel_len: usize,
     bias: &[i32],
-    x: &[i32],
+    x: &[X],
     acc: &mut [i32],
-    pack: impl Fn(&ConvJob, &[i32], usize, usize, &mut [P]),
+    pack: impl Fn(&ConvJob, &[X], usize, usize, &mut [P]),
     block_of: impl Fn(&[P], &[i32], usize, usize, &mut [[i32; T]; OB]),
 ) {
     let o_per_g = job.o_n / job.group;
@@ -422,7 +495,7 @@ fn panel_driver<P: Copy + Default>(
 
 /// `panel[k][t]` = the input value tap `k = (ic, ky, kx)` reads for output pixel
 /// `p0 + t`, 0 in the padding and for `t ≥ tn`.
-fn pack_panel(job: &ConvJob, xg: &[i32], p0: usize, tn: usize, panel: &mut [i32]) {
+fn pack_panel<X: Elem>(job: &ConvJob, xg: &[X], p0: usize, tn: usize, panel: &mut [i32]) {
     let hw = job.h * job.w;
     let [sy, sx] = job.strides;
     let [dy, dx] = job.dilations;
@@ -435,7 +508,9 @@ fn pack_panel(job: &ConvJob, xg: &[i32], p0: usize, tn: usize, panel: &mut [i32]
                 let k = (ic * job.kh + ky) * job.kw + kx;
                 let row = &mut panel[k * T..][..T];
                 if pointwise {
-                    row[..tn].copy_from_slice(&xc[p0..p0 + tn]);
+                    for (r, &v) in row.iter_mut().zip(&xc[p0..p0 + tn]) {
+                        *r = v.widen();
+                    }
                 } else {
                     let (mut oy, mut ox) = (p0 / job.ow, p0 % job.ow);
                     for r in row.iter_mut().take(tn) {
@@ -443,7 +518,7 @@ fn pack_panel(job: &ConvJob, xg: &[i32], p0: usize, tn: usize, panel: &mut [i32]
                         let ix = (ox * sx + kx * dx).wrapping_sub(pl);
                         // Out-of-range positions wrapped around to huge values.
                         *r = if iy < job.h && ix < job.w {
-                            xc[iy * job.w + ix]
+                            xc[iy * job.w + ix].widen()
                         } else {
                             0
                         };
@@ -497,7 +572,7 @@ fn panel_block_n<const N: usize>(panel: &[i32], w: &[i32], k_n: usize, block: &m
 /// complement addition is associative), so the accumulators are the same integers.
 /// `wp`: the weight pairs ([`LinearWeights`]; the missing partner of an odd fan-in's
 /// last tap is 0).
-fn conv_panels16(job: &ConvJob, wp: &[i32], bias: &[i32], x: &[i32], acc: &mut [i32]) {
+fn conv_panels16<X: Elem>(job: &ConvJob, wp: &[i32], bias: &[i32], x: &[X], acc: &mut [i32]) {
     let pairs = (job.i_g * job.kh * job.kw).div_ceil(2);
     panel_driver(
         job,
@@ -514,7 +589,7 @@ fn conv_panels16(job: &ConvJob, wp: &[i32], bias: &[i32], x: &[i32], acc: &mut [
 
 /// [`pack_panel`] into i16 pairs: tap `k` of pixel `t` at `(k / 2) · 2T + 2t + k % 2`;
 /// 0 in the padding, for `t ≥ tn` and for the partner of an odd fan-in's last tap.
-fn pack_panel16(job: &ConvJob, xg: &[i32], p0: usize, tn: usize, panel: &mut [i16]) {
+fn pack_panel16<X: Elem>(job: &ConvJob, xg: &[X], p0: usize, tn: usize, panel: &mut [i16]) {
     let hw = job.h * job.w;
     let [sy, sx] = job.strides;
     let [dy, dx] = job.dilations;
@@ -530,8 +605,8 @@ fn pack_panel16(job: &ConvJob, xg: &[i32], p0: usize, tn: usize, panel: &mut [i1
             let a = &xg[2 * q * hw + p0..][..tn];
             let b = &xg[(2 * q + 1) * hw + p0..][..tn];
             for ((slot, &u), &v) in row.chunks_exact_mut(2).zip(a).zip(b) {
-                slot[0] = u as i16;
-                slot[1] = v as i16;
+                slot[0] = u.widen() as i16;
+                slot[1] = v.widen() as i16;
             }
             row[2 * tn..].fill(0);
         }
@@ -539,7 +614,7 @@ fn pack_panel16(job: &ConvJob, xg: &[i32], p0: usize, tn: usize, panel: &mut [i1
             let row = &mut panel[(job.i_g / 2) * 2 * T..][..2 * T];
             let a = &xg[(job.i_g - 1) * hw + p0..][..tn];
             for (slot, &u) in row.chunks_exact_mut(2).zip(a) {
-                slot[0] = u as i16;
+                slot[0] = u.widen() as i16;
                 slot[1] = 0;
             }
             row[2 * tn..].fill(0);
@@ -565,7 +640,7 @@ fn pack_panel16(job: &ConvJob, xg: &[i32], p0: usize, tn: usize, panel: &mut [i1
                         }
                         // Out-of-range positions wrapped around to huge values.
                         if iy < job.h && ix < job.w {
-                            xc[iy * job.w + ix] as i16
+                            xc[iy * job.w + ix].widen() as i16
                         } else {
                             0
                         }
@@ -650,7 +725,7 @@ fn panel16_block_avx2(
 /// `(ky·dy mod sy, kx·dx mod sx)` at `(oy + ky·dy div sy, ox + kx·dx div sx)`, so over a
 /// "wide" output plane of row pitch `cols` (the phase width) every tap is one
 /// contiguous loop; the columns `ox ≥ OW` of the wide plane are discarded.
-fn conv_direct(job: &ConvJob, weights: &[i32], bias: &[i32], x: &[i32], acc: &mut [i32]) {
+fn conv_direct<X: Elem>(job: &ConvJob, weights: &[i32], bias: &[i32], x: &[X], acc: &mut [i32]) {
     let o_per_g = job.o_n / job.group;
     let k_n = job.i_g * job.kh * job.kw;
     let hw = job.h * job.w;
@@ -702,7 +777,7 @@ fn conv_direct(job: &ConvJob, weights: &[i32], bias: &[i32], x: &[i32], acc: &mu
 }
 
 /// Fills one input channel's phase planes (`chan`, zeroed first).
-fn load_phases(job: &ConvJob, xc: &[i32], rows: usize, cols: usize, chan: &mut [i32]) {
+fn load_phases<X: Elem>(job: &ConvJob, xc: &[X], rows: usize, cols: usize, chan: &mut [i32]) {
     let [sy, sx] = job.strides;
     let [pt, pl] = job.pads;
     chan.fill(0);
@@ -719,12 +794,27 @@ fn load_phases(job: &ConvJob, xc: &[i32], rows: usize, cols: usize, chan: &mut [
             // b·sx + rx − pl: from b0 = ceil((pl − rx) / sx) on, every sx-th input column.
             let b0 = pl.saturating_sub(rx).div_ceil(sx);
             let ix0 = b0 * sx + rx - pl;
-            for (d, &v) in dst
-                .iter_mut()
-                .skip(b0)
-                .zip(src.iter().skip(ix0).step_by(sx))
-            {
-                *d = v;
+            let (dst, src) = (&mut dst[b0.min(cols)..], &src[ix0.min(job.w)..]);
+            if sx == 1 {
+                // Contiguous (vectorizes).
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = v.widen();
+                }
+            } else if sx == 2 {
+                // Every other column: a constant step, which vectorizes.
+                let runs = src.chunks_exact(2);
+                let last = runs.remainder().first().copied();
+                let copied = dst.len().min(runs.len());
+                for (d, run) in dst.iter_mut().zip(runs) {
+                    *d = run[0].widen();
+                }
+                if let (Some(v), Some(d)) = (last, dst.get_mut(copied)) {
+                    *d = v.widen();
+                }
+            } else {
+                for (d, run) in dst.iter_mut().zip(src.chunks(sx)) {
+                    *d = run[0].widen();
+                }
             }
         }
     }
@@ -811,6 +901,22 @@ mod tests {
             conv_panels16(&job, &prepared.pairs, &bias, &x, &mut c);
             assert_eq!(a, b, "{x_shape:?} -> {out_shape:?} {geom:?}");
             assert_eq!(a, c, "i16 pairs: {x_shape:?} -> {out_shape:?} {geom:?}");
+            // The kernels read 8-bit inputs as stored: the same sums as on the widened
+            // values.
+            let unsigned: Vec<u8> = x.iter().map(|&v| v.clamp(0, 255) as u8).collect();
+            let signed: Vec<i8> = x.iter().map(|&v| v.clamp(-128, 127) as i8).collect();
+            let wide_u: Vec<i32> = unsigned.iter().map(|&v| v as i32).collect();
+            let wide_s: Vec<i32> = signed.iter().map(|&v| v as i32).collect();
+            conv_direct(&job, &weights, &bias, &wide_u, &mut a);
+            conv_direct(&job, &weights, &bias, &unsigned, &mut b);
+            conv_panels16(&job, &prepared.pairs, &bias, &unsigned, &mut c);
+            assert_eq!(a, b, "u8 direct: {x_shape:?} -> {out_shape:?} {geom:?}");
+            assert_eq!(a, c, "u8 pairs: {x_shape:?} -> {out_shape:?} {geom:?}");
+            conv_direct(&job, &weights, &bias, &wide_s, &mut a);
+            conv_panels(&job, &weights, &bias, &signed, &mut b);
+            conv_panels16(&job, &prepared.pairs, &bias, &signed, &mut c);
+            assert_eq!(a, b, "i8 panels: {x_shape:?} -> {out_shape:?} {geom:?}");
+            assert_eq!(a, c, "i8 pairs: {x_shape:?} -> {out_shape:?} {geom:?}");
         }
     }
 }
