@@ -88,9 +88,9 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     options.float_io = args.float_io;
     options.scratch_limit = args.scratch_limit;
     options.description = format!(
-        "Mode {}, {} calibration samples, CLE {}.",
+        "Mode {}, {}, CLE {}.",
         mode,
-        compiled.report.calibration_samples,
+        crate::pipeline::calibration_text(compiled.report.calibration_samples),
         if compiled.cle_used { "on" } else { "off" }
     );
     let sources = lutq_backend_c::emit(&compiled.int_graph, &options)?;

@@ -383,10 +383,10 @@ pub fn eval(args: &EvalArgs) -> anyhow::Result<()> {
 
 fn print_table(s: &EvalSummary) {
     println!(
-        "{}: {} samples, {} calibration samples, CLE {}, integer modes run by {}",
+        "{}: {} samples, {}, CLE {}, integer modes run by {}",
         s.model,
         s.samples,
-        s.calibration_samples,
+        crate::pipeline::calibration_text(s.calibration_samples),
         s.cle,
         match s.backend.as_str() {
             "c" => "the generated C",

@@ -476,14 +476,24 @@ pub fn compile(
     Ok(built.swap_remove(best))
 }
 
+/// "N calibration samples", or where the exponents came from without any (a fully
+/// paired QDQ model quantized without `--calib`).
+pub fn calibration_text(samples: usize) -> String {
+    match samples {
+        0 => "no calibration data (every exponent from the model's QDQ pairs)".into(),
+        1 => "1 calibration sample".into(),
+        n => format!("{n} calibration samples"),
+    }
+}
+
 /// The quantizer's report as a table: one line per linear layer. `target`: `float` when
 /// the layer's weights were fitted to float targets (compensating the error upstream),
 /// `w` when to the float weights.
 pub fn report_text(r: &QuantReport) -> String {
     let mut s = format!(
-        "quant: {} on {} calibration samples in {:.1} s; weights {:.1} KB (fp32 {:.1} KB)\n",
+        "quant: {} on {} in {:.1} s; weights {:.1} KB (fp32 {:.1} KB)\n",
         r.mode,
-        r.calibration_samples,
+        calibration_text(r.calibration_samples),
         r.seconds,
         r.weight_bytes as f64 / 1024.0,
         r.float_weight_bytes as f64 / 1024.0
@@ -561,12 +571,14 @@ fn quantize_trained_without_samples(
     let mut shape = dims.clone();
     shape[0] = 1;
     let zero = Tensor::f32(shape.clone(), vec![0.0; shape.iter().product()])?;
-    let (program, report) = quantize_with(
+    let (program, mut report) = quantize_with(
         graph,
         &zero,
         std::path::Path::new("(no --calib: one all-zero sample)"),
         options,
     )?;
+    // The all-zero sample chose nothing: no calibration data went into the program.
+    report.calibration_samples = 0;
     if !report.calibrated_without_pair.is_empty() {
         bail!(
             "this QDQ model has no QuantizeLinear/DequantizeLinear pair on {} tensor{} whose exponent lutq must then choose from calibration data: {}\n\

@@ -275,6 +275,22 @@ fn fully_paired_qdq_models_need_no_calibration_data() {
         }
         assert_eq!(outputs[0], outputs[1], "{model}: the samples chose nothing");
     }
+    // `eval` says no calibration data went in (not the one all-zero sample it ran on).
+    let out = lutq(&[
+        "eval",
+        "models/qdq/fashion_resnet8_qat_lut4_layer.onnx",
+        "--data",
+        inputs,
+        "--backend",
+        "interp",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("no calibration data (every exponent from the model's QDQ pairs)")
+            && !text.contains("calibration sample"),
+        "eval names where the exponents came from\n{text}"
+    );
     // Its global pool's output has no pair (the exponent is calibrated).
     let out = lutq(&[
         "run",
