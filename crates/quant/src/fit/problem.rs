@@ -145,6 +145,18 @@ impl LutGrid {
         }
         LutGrid { sorted, mids }
     }
+
+    /// How many midpoints lie below `v` (`v > m`; 0 for NaN): the index of `v`'s nearest
+    /// entry in `sorted`. A branchless binary search over the ascending midpoints (4
+    /// comparisons instead of 15: the hot loop of every rounding pass).
+    #[inline]
+    fn mids_below(&self, v: f64) -> usize {
+        let m = &self.mids;
+        let mut i = if v > m[7] { 8 } else { 0 };
+        i += if v > m[i + 3] { 4 } else { 0 };
+        i += if v > m[i + 1] { 2 } else { 0 };
+        i + usize::from(v > m[i])
+    }
 }
 
 impl Grid {
@@ -161,10 +173,7 @@ impl Grid {
                 };
                 (l as i8, 0)
             }
-            Grid::Lut(g) => {
-                let i = g.mids.iter().filter(|&&m| v > m).count();
-                g.sorted[i]
-            }
+            Grid::Lut(g) => g.sorted[g.mids_below(v)],
         }
     }
 }
@@ -496,4 +505,34 @@ fn gather_sum(row: &[f64], idx: &[u32]) -> f64 {
 /// Scale values of row scales.
 pub(crate) fn values(scales: &[RowScale]) -> Vec<f64> {
     scales.iter().map(|s| s.value()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_entry_search_counts_the_midpoints_below() {
+        // Tables with repeated entries and extremes; values on, between and beyond the
+        // midpoints, infinities and NaN: the search gives the plain count.
+        let tables: [[i8; 16]; 3] = [
+            std::array::from_fn(|i| (i as i8 - 8) * 9),
+            [
+                -128, -128, -7, 3, 3, 3, 0, 1, 127, 127, 64, -64, 5, 5, 2, -1,
+            ],
+            [0; 16],
+        ];
+        for lut in &tables {
+            let g = LutGrid::new(lut);
+            let mut values: Vec<f64> = vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY];
+            for &m in &g.mids {
+                values.extend([m, m - 0.25, m + 0.25, m.next_up(), m.next_down()]);
+            }
+            values.extend((-140..=140).map(|v| v as f64 * 0.5));
+            for v in values {
+                let count = g.mids.iter().filter(|&&m| v > m).count();
+                assert_eq!(g.mids_below(v), count, "table {lut:?}, value {v}");
+            }
+        }
+    }
 }
