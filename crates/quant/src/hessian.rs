@@ -159,9 +159,18 @@ impl PatchGeometry {
     }
 
     /// The patches of group `g` of `x` (`[C][H][W]`) at the positions of `taps`
-    /// ([`Self::tap_offsets`]) as columns: `cols[i · n + q]` is element `i` of the patch
-    /// at position `q`, exactly what [`Self::patch`] writes there (0 in padding).
-    fn gather_columns(&self, x: &[f32], g: usize, taps: &[u32], n: usize, cols: &mut [f32]) {
+    /// ([`Self::tap_offsets`], `n` of them) as columns: `cols[i · col_stride + q]` is
+    /// element `i` of the patch at position `q`, exactly what [`Self::patch`] writes
+    /// there (0 in padding).
+    fn gather_columns(
+        &self,
+        x: &[f32],
+        g: usize,
+        taps: &[u32],
+        n: usize,
+        cols: &mut [f32],
+        col_stride: usize,
+    ) {
         let cg = self.channels / self.groups;
         let taps_per_channel = self.kernel[0] * self.kernel[1];
         let plane_len = self.height * self.width;
@@ -170,10 +179,38 @@ impl PatchGeometry {
             let plane = &x[c * plane_len..(c + 1) * plane_len];
             for t in 0..taps_per_channel {
                 let i = ic * taps_per_channel + t;
-                let out = &mut cols[i * n..(i + 1) * n];
+                let out = &mut cols[i * col_stride..i * col_stride + n];
                 for (v, &o) in out.iter_mut().zip(&taps[t * n..(t + 1) * n]) {
                     *v = plane.get(o as usize).copied().unwrap_or(0.0);
                 }
+            }
+        }
+    }
+
+    /// The patches of group `g` of `x` at the output positions `positions` (row-major
+    /// indices) as rows: the patch at `positions[q]` into `rows[q · row_stride..][..k]`,
+    /// what [`Self::patch_at`] writes. A pointwise layer's are copied channel by channel
+    /// (each channel's plane read in position order).
+    fn gather_rows(
+        &self,
+        x: &[f32],
+        g: usize,
+        positions: &[usize],
+        rows: &mut [f32],
+        row_stride: usize,
+    ) {
+        let k = self.patch_len();
+        if self.is_pointwise() {
+            let plane_len = self.height * self.width;
+            for ic in 0..k {
+                let plane = &x[(g * k + ic) * plane_len..][..plane_len];
+                for (q, &p) in positions.iter().enumerate() {
+                    rows[q * row_stride + ic] = plane[p];
+                }
+            }
+        } else {
+            for (q, &p) in positions.iter().enumerate() {
+                self.patch_at(x, g, p, &mut rows[q * row_stride..q * row_stride + k]);
             }
         }
     }
@@ -271,10 +308,11 @@ pub struct PatchStatistics {
     pub hessians: Vec<Vec<f64>>,
     /// Mean patch over every position of every sample.
     pub means: Vec<Vec<f64>>,
-    /// With float targets: `Σ x̂ xᵀ` over the same patches (`x̂` the quantized input's
-    /// patch, `x` the float model's at the same position), `patch_len²` row-major per
-    /// group; empty without.
-    pub cross: Vec<Vec<f64>>,
+    /// With float targets: per row `o` of the layer (group `g`), `C_g w_o` with
+    /// `C_g = Σ x̂ xᵀ` over the same patches as `H` (`x̂` the quantized input's patch, `x`
+    /// the float model's at the same position): `rows × patch_len`, row-major. Empty
+    /// without. The fit needs `C` only through these products (`fit/target.rs`).
+    pub cross_rows: Vec<f64>,
 }
 
 impl PatchStatistics {
@@ -298,9 +336,34 @@ impl PatchStatistics {
                 .zip(&b.means)
                 .map(|(u, v)| u.iter().zip(v).map(|(p, q)| wa * p + wb * q).collect())
                 .collect(),
-            cross: sum(&a.cross, &b.cross),
+            cross_rows: a
+                .cross_rows
+                .iter()
+                .zip(&b.cross_rows)
+                .map(|(p, q)| p + q)
+                .collect(),
         }
     }
+
+    /// Sets row `o`'s `C w_o` to zero, as if `w_o` were zero (a constant channel whose
+    /// weights are fitted as zeros).
+    pub fn zero_cross_row(&mut self, o: usize) {
+        let k = self.hessians.first().map_or(0, |h| h.len().isqrt());
+        if let Some(r) = self.cross_rows.get_mut(o * k..(o + 1) * k) {
+            r.fill(0.0);
+        }
+    }
+}
+
+/// The float model's values of a layer's input and the layer's weights: what the cross
+/// moments `C_g w_o` of [`PatchStatistics::cross_rows`] are made of.
+#[derive(Clone, Copy)]
+pub struct FloatTargets<'a> {
+    /// One per sample (`[C][H][W]`, the float model's values of the same tensor).
+    pub values: &'a [Vec<f32>],
+    /// The layer's rows, `rows × patch_len` row-major, split into the geometry's groups
+    /// in order.
+    pub weights: &'a [f32],
 }
 
 /// Patches above this length go through the GEMM in blocks; shorter ones (depthwise
@@ -313,14 +376,39 @@ const STRIP: usize = 96;
 /// Samples per unit of parallel work.
 const CHUNK: usize = 4;
 
+/// How `C_g w_o` is summed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CrossRoute {
+    /// No float targets.
+    None,
+    /// `C_g` (`k × k`) beside `H` in the same GEMMs, multiplied by the rows at the end:
+    /// `k²` products per patch; cheaper when a group has at least `k / 2` rows
+    /// (expansions, first layers).
+    Matrix,
+    /// Through the float outputs: per patch `y_o = w_oᵀ x`, then `Σ x̂ y_o`: `2 · rows ·
+    /// k` products per patch instead of `k²` (projections, depthwise, 3 × 3 convs).
+    Outputs,
+}
+
 struct Partial {
-    /// Patches through the GEMM: per group, `k × w` (`w = 2k` with targets, else `k`),
-    /// `[H | C]` with only the upper triangle of `H` computed.
+    /// Patches through the GEMM: per group, `k × w` (`w = 2k` with the cross matrix,
+    /// else `k`), `[H | C]` with only the upper triangle of `H` computed.
     gram: Vec<Vec<f32>>,
     small: Vec<Vec<f64>>,
     cross_small: Vec<Vec<f64>>,
+    /// [`CrossRoute::Outputs`] through the GEMM: per group `rows_per_group × k`.
+    cross_rows: Vec<Vec<f32>>,
     sums: Vec<Vec<f64>>,
     positions: usize,
+}
+
+/// Buffers a chunk of samples reuses: patch rows, columns, float outputs.
+#[derive(Default)]
+struct Scratch {
+    block: Vec<f32>,
+    cols: Vec<f32>,
+    tcols: Vec<f32>,
+    outputs: Vec<f32>,
 }
 
 /// The samples [`patch_statistics`] reads (each `[C][H][W]`, real values), one at a
@@ -361,43 +449,63 @@ impl Samples for Dequantized<'_> {
 }
 
 /// Statistics of the patches of `samples`: `H` from at most `max_patches` positions
-/// spread evenly over all samples, means from all of them. With `targets` (the float
-/// model's values of the same tensor, one per sample), also the cross moment `Σ x̂ xᵀ`
-/// over the same positions.
+/// spread evenly over all samples, means from all of them. With `targets`, also the
+/// rows' cross moments `C_g w_o` over the same positions. `batched`
+/// ([`QuantOptions::batched_moments`](crate::QuantOptions::batched_moments)): `C w`
+/// through the float outputs where that is cheaper ([`CrossRoute::Outputs`]) and the
+/// sums in blocks across several samples; otherwise through the cross matrix, sample by
+/// sample.
 pub fn patch_statistics(
     geom: &PatchGeometry,
     samples: &(impl Samples + ?Sized),
-    targets: Option<&[Vec<f32>]>,
+    targets: Option<FloatTargets<'_>>,
     max_patches: usize,
+    batched: bool,
 ) -> PatchStatistics {
-    patch_statistics_with(geom, samples, targets, max_patches, geom.is_pointwise())
+    patch_statistics_with(geom, samples, targets, max_patches, batched, None)
 }
 
-/// [`patch_statistics`]; `in_place`: a pointwise layer's GEMMs read the samples where
-/// they are instead of copied patch rows (the same sums: tested).
+/// [`patch_statistics`]; `route`: the cross moments' [`CrossRoute`] instead of the
+/// default one.
 fn patch_statistics_with(
     geom: &PatchGeometry,
     samples: &(impl Samples + ?Sized),
-    targets: Option<&[Vec<f32>]>,
+    targets: Option<FloatTargets<'_>>,
     max_patches: usize,
-    in_place: bool,
+    batched: bool,
+    route: Option<CrossRoute>,
 ) -> PatchStatistics {
     let sample_count = samples.count();
-    if let Some(t) = targets {
-        assert_eq!(t.len(), sample_count, "one float target per sample");
-    }
     let k = geom.patch_len();
     let groups = geom.groups;
+    if let Some(t) = targets {
+        assert_eq!(t.values.len(), sample_count, "one float target per sample");
+        assert!(
+            k > 0 && t.weights.len().is_multiple_of(k * groups),
+            "the rows must split into the groups"
+        );
+    }
+    let rpg = targets.map_or(0, |t| t.weights.len() / (k * groups));
+    let route = route.unwrap_or(match targets {
+        None => CrossRoute::None,
+        Some(_) if batched && 2 * rpg < k => CrossRoute::Outputs,
+        Some(_) => CrossRoute::Matrix,
+    });
     let per_sample = geom.out_height * geom.out_width;
     let total = per_sample * sample_count;
     let stride = total.div_ceil(max_patches.max(1)).max(1);
     let big = k >= GEMM_MIN_LEN;
-    let crossed = targets.is_some();
-    // A GEMM row: the patch, then the target's patch at the same position.
-    let width = if crossed { 2 * k } else { k };
+    // A copied GEMM row: the patch, then (with targets) the target's patch at the same
+    // position; the GEMM's accumulator: `H`, then `C` with the cross matrix.
+    let row_width = if targets.is_some() { 2 * k } else { k };
+    let gram_width = if route == CrossRoute::Matrix {
+        2 * k
+    } else {
+        k
+    };
     let empty = || Partial {
         gram: if big {
-            vec![vec![0f32; k * width]; groups]
+            vec![vec![0f32; k * gram_width]; groups]
         } else {
             Vec::new()
         },
@@ -406,59 +514,109 @@ fn patch_statistics_with(
         } else {
             vec![vec![0f64; k * k]; groups]
         },
-        cross_small: if !big && crossed {
-            vec![vec![0f64; k * k]; groups]
+        cross_small: match (big, route) {
+            (false, CrossRoute::Matrix) => vec![vec![0f64; k * k]; groups],
+            (false, CrossRoute::Outputs) => vec![vec![0f64; rpg * k]; groups],
+            _ => Vec::new(),
+        },
+        cross_rows: if big && route == CrossRoute::Outputs {
+            vec![vec![0f32; rpg * k]; groups]
         } else {
             Vec::new()
         },
         sums: vec![vec![0f64; k]; groups],
         positions: 0,
     };
-    let add_sample = |mut acc: Partial, s: usize, x: &[f32]| -> Partial {
-        geom.add_patch_sums(x, &mut acc.sums);
-        let target = targets.map(|t| t[s].as_slice());
-        // `H` and `C` in one GEMM per strip of rows of `H`: `Xᵀ [X | T]` over the block's
-        // patch rows `[x | t]`, from the strip's diagonal rightwards (`H` is symmetric:
-        // its lower triangle is the upper one mirrored at the end). Every entry is the
-        // same sum as in one whole `Xᵀ X` or `Xᵀ T` product: the GEMM sums each entry
-        // over the block's rows in order, whatever the shape around it.
-        let flush = |acc: &mut Partial, g: usize, rows: &[f32]| {
-            let n = rows.len() / width;
-            for i0 in (0..k).step_by(STRIP) {
-                let m = STRIP.min(k - i0);
-                lutq_interp::sgemm(
-                    m,
-                    width - i0,
-                    n,
-                    1.0,
-                    &rows[i0..],
-                    lutq_interp::transposed(width),
-                    &rows[i0..],
-                    lutq_interp::row_major(width),
-                    true,
-                    &mut acc.gram[g][i0 * width + i0..],
-                    lutq_interp::row_major(width),
-                );
-            }
-        };
+    let group_rows = |g: usize| -> &[f32] {
+        targets.map_or(&[], |t| &t.weights[g * rpg * k..(g + 1) * rpg * k])
+    };
+    // `H` (and `C`) in one GEMM per strip of rows of `H`: `Xᵀ [X | T]` over the block's
+    // patch rows `[x | t]`, from the strip's diagonal rightwards (`H` is symmetric:
+    // its lower triangle is the upper one mirrored at the end). Every entry is the
+    // same sum as in one whole `Xᵀ X` or `Xᵀ T` product: the GEMM sums each entry
+    // over the block's rows in order, whatever the shape around it.
+    let flush = |acc: &mut Partial, g: usize, rows: &[f32], outputs: &mut Vec<f32>| {
+        let n = rows.len() / row_width;
+        for i0 in (0..k).step_by(STRIP) {
+            let m = STRIP.min(k - i0);
+            lutq_interp::sgemm(
+                m,
+                gram_width - i0,
+                n,
+                1.0,
+                &rows[i0..],
+                lutq_interp::transposed(row_width),
+                &rows[i0..],
+                lutq_interp::row_major(row_width),
+                true,
+                &mut acc.gram[g][i0 * gram_width + i0..],
+                lutq_interp::row_major(gram_width),
+            );
+        }
+        if route == CrossRoute::Outputs {
+            // `Y = W Tᵀ` (`rows × n`), then `C w += Y X` (`rows × k`): the shapes of
+            // the in-place path below (so the same sums).
+            outputs.resize(rpg * n, 0.0);
+            lutq_interp::sgemm(
+                rpg,
+                n,
+                k,
+                1.0,
+                group_rows(g),
+                lutq_interp::row_major(k),
+                &rows[k..],
+                lutq_interp::transposed(row_width),
+                false,
+                outputs,
+                lutq_interp::row_major(n),
+            );
+            lutq_interp::sgemm(
+                rpg,
+                k,
+                n,
+                1.0,
+                outputs,
+                lutq_interp::row_major(n),
+                rows,
+                lutq_interp::row_major(row_width),
+                true,
+                &mut acc.cross_rows[g],
+                lutq_interp::row_major(k),
+            );
+        }
+    };
+    // One chunk of samples (`xs`, read in order) into `acc`: their patches in blocks of
+    // up to `BLOCK_ROWS` positions across the chunk's samples (deeper GEMM sums, fewer
+    // passes over the accumulators), the short patches' columns over the whole chunk.
+    let add_chunk = |acc: &mut Partial, chunk: &[usize], xs: &[Vec<f32>], scratch: &mut Scratch| {
+        for x in xs {
+            geom.add_patch_sums(x, &mut acc.sums);
+            acc.positions += per_sample;
+        }
         // Global positions t = s · per_sample + p with t % stride == 0.
-        let first = (stride - (s * per_sample) % stride) % stride;
-        let positions: Vec<(usize, usize)> = (first..per_sample)
-            .step_by(stride)
-            .map(|p| (p / geom.out_width, p % geom.out_width))
+        let sampled: Vec<Vec<usize>> = chunk
+            .iter()
+            .map(|&s| {
+                let first = (stride - (s * per_sample) % stride) % stride;
+                (first..per_sample).step_by(stride).collect()
+            })
             .collect();
-        if big && in_place {
-            // A pointwise layer's patch at a position is the input's channels there: the
-            // strip's GEMMs read `x` (and the target) in place, `[C][H·W]` with the
-            // sampled positions `stride` apart, in the same blocks of positions as the
-            // copied rows below (so the same sums).
+        let total: usize = sampled.iter().map(Vec::len).sum();
+        if total == 0 {
+            return;
+        }
+        if big && !batched && route != CrossRoute::Outputs && geom.is_pointwise() {
+            // One sample: a pointwise layer's patch at a position is the input's channels
+            // there, so the strip's GEMMs read `x` (and the target) in place, `[C][H·W]`
+            // with the sampled positions `stride` apart, in the blocks of positions of
+            // the copied rows below (the same sums: tested).
+            let (s, x, positions) = (chunk[0], &xs[0], &sampled[0]);
+            let target = targets.map(|t| t.values[s].as_slice());
             let plane = geom.height * geom.width;
-            let cg = k;
-            for (b, block) in positions.chunks(BLOCK_ROWS).enumerate() {
-                let n = block.len();
-                let p0 = first + b * BLOCK_ROWS * stride;
+            for block in positions.chunks(BLOCK_ROWS) {
+                let (n, p0) = (block.len(), block[0]);
                 for g in 0..groups {
-                    let base = g * cg * plane + p0;
+                    let base = g * k * plane + p0;
                     let gram = &mut acc.gram[g];
                     for i0 in (0..k).step_by(STRIP) {
                         let m = STRIP.min(k - i0);
@@ -473,8 +631,8 @@ fn patch_statistics_with(
                             lhs,
                             (stride, plane),
                             true,
-                            &mut gram[i0 * width + i0..],
-                            lutq_interp::row_major(width),
+                            &mut gram[i0 * gram_width + i0..],
+                            lutq_interp::row_major(gram_width),
                         );
                         if let Some(t) = target {
                             lutq_interp::sgemm(
@@ -487,90 +645,151 @@ fn patch_statistics_with(
                                 &t[base..],
                                 (stride, plane),
                                 true,
-                                &mut gram[i0 * width + k..],
-                                lutq_interp::row_major(width),
+                                &mut gram[i0 * gram_width + k..],
+                                lutq_interp::row_major(gram_width),
                             );
                         }
                     }
                 }
             }
         } else if big {
-            let cap = positions.len().min(BLOCK_ROWS);
-            let mut block = vec![0f32; cap * width * groups];
+            // Rows `[x | t]` per position, `cap` of them per group.
+            let cap = total.min(BLOCK_ROWS);
+            scratch.block.resize(cap * row_width * groups, 0.0);
             let mut filled = 0;
-            for (q, &(oy, ox)) in positions.iter().enumerate() {
-                for (g, rows) in block.chunks_exact_mut(cap * width).enumerate() {
-                    let row = &mut rows[filled * width..(filled + 1) * width];
-                    let (xp, tp) = row.split_at_mut(k);
-                    geom.patch(x, g, oy, ox, xp);
-                    if let Some(t) = target {
-                        geom.patch(t, g, oy, ox, tp);
+            let mut left = total;
+            for ((&s, x), positions) in chunk.iter().zip(xs).zip(&sampled) {
+                let target = targets.map(|t| t.values[s].as_slice());
+                let mut rest = positions.as_slice();
+                while !rest.is_empty() {
+                    let run = rest.len().min(cap - filled);
+                    let (now, later) = rest.split_at(run);
+                    for (g, rows) in scratch.block.chunks_exact_mut(cap * row_width).enumerate() {
+                        let rows = &mut rows[filled * row_width..];
+                        geom.gather_rows(x, g, now, rows, row_width);
+                        if let Some(t) = target {
+                            geom.gather_rows(t, g, now, &mut rows[k..], row_width);
+                        }
                     }
-                }
-                filled += 1;
-                if filled == cap || q + 1 == positions.len() {
-                    for (g, rows) in block.chunks_exact(cap * width).enumerate() {
-                        flush(&mut acc, g, &rows[..filled * width]);
+                    filled += run;
+                    left -= run;
+                    rest = later;
+                    if filled == cap || left == 0 {
+                        for g in 0..groups {
+                            let rows = &scratch.block[g * cap * row_width..][..filled * row_width];
+                            flush(acc, g, rows, &mut scratch.outputs);
+                        }
+                        filled = 0;
                     }
-                    filled = 0;
                 }
             }
         } else {
             // Short patches (depthwise 3×3: 9 elements, hundreds of groups): per group,
-            // this sample's patches column by column, then one contiguous dot product
-            // per matrix entry (vectorized), the upper triangle of the symmetric `H` only.
+            // the chunk's patches column by column, then one contiguous dot product per
+            // matrix entry (vectorized), the upper triangle of the symmetric `H` only.
             // Every group reads its channels at the same plane offsets: they are computed
             // once per sample (`taps`), and each column is one gather from a plane.
-            let n = positions.len();
-            let taps = geom.tap_offsets(&positions);
-            let mut cols = vec![0f32; k * n];
-            let mut tcols = vec![0f32; if target.is_some() { k * n } else { 0 }];
+            let n = total;
+            let taps: Vec<Vec<u32>> = sampled
+                .iter()
+                .map(|p| {
+                    let yx: Vec<(usize, usize)> = p
+                        .iter()
+                        .map(|&p| (p / geom.out_width, p % geom.out_width))
+                        .collect();
+                    geom.tap_offsets(&yx)
+                })
+                .collect();
+            let (cols, tcols, outputs) =
+                (&mut scratch.cols, &mut scratch.tcols, &mut scratch.outputs);
+            cols.resize(k * n, 0.0);
+            tcols.resize(if targets.is_some() { k * n } else { 0 }, 0.0);
             for g in 0..groups {
-                geom.gather_columns(x, g, &taps, n, &mut cols);
-                if let Some(t) = target {
-                    geom.gather_columns(t, g, &taps, n, &mut tcols);
+                let mut at = 0;
+                for (((&s, x), positions), taps) in chunk.iter().zip(xs).zip(&sampled).zip(&taps) {
+                    let m = positions.len();
+                    geom.gather_columns(x, g, taps, m, &mut cols[at..], n);
+                    if let Some(t) = targets {
+                        geom.gather_columns(&t.values[s], g, taps, m, &mut tcols[at..], n);
+                    }
+                    at += m;
                 }
                 // Per row `i`, the dot products of column `i` with the columns `j ≥ i`
-                // (`H`) and with every target column (`C`), several at a time
-                // ([`dots32`]: column `i` is loaded once for all of them, and their
-                // independent sums overlap), each added to its entry.
+                // (`H`), several at a time ([`dots32`]: column `i` is loaded once for all
+                // of them, and their independent sums overlap), each added to its entry.
                 let h = &mut acc.small[g];
-                let mut c = acc.cross_small.get_mut(g);
                 for i in 0..k {
                     let ci = &cols[i * n..(i + 1) * n];
                     add_dots(ci, &mut h[i * k + i..(i + 1) * k], &cols[i * n..], n);
-                    if let Some(c) = c.as_deref_mut() {
-                        add_dots(ci, &mut c[i * k..(i + 1) * k], &tcols, n);
+                }
+                match route {
+                    CrossRoute::None => {}
+                    CrossRoute::Matrix => {
+                        // With every target column (`C`).
+                        let c = &mut acc.cross_small[g];
+                        for i in 0..k {
+                            let ci = &cols[i * n..(i + 1) * n];
+                            add_dots(ci, &mut c[i * k..(i + 1) * k], tcols, n);
+                        }
+                    }
+                    CrossRoute::Outputs => {
+                        // Per row, its float outputs `y_q = Σ_i w_i t_iq` (in tap order),
+                        // then the dot products of `y` with every column.
+                        let c = &mut acc.cross_small[g];
+                        outputs.resize(n, 0.0);
+                        for (o, w) in group_rows(g).chunks_exact(k).enumerate() {
+                            outputs.fill(0.0);
+                            for (&wi, ti) in w.iter().zip(tcols.chunks_exact(n)) {
+                                for (y, &t) in outputs.iter_mut().zip(ti) {
+                                    *y += wi * t;
+                                }
+                            }
+                            add_dots(outputs, &mut c[o * k..(o + 1) * k], cols, n);
+                        }
                     }
                 }
             }
         }
-        acc.positions += per_sample;
-        acc
     };
     // Fixed chunks summed in order: the result does not depend on the thread count
     // (float sums are not associative, and the fit must be reproducible).
     let partials: Vec<Partial> = (0..sample_count.div_ceil(CHUNK))
         .into_par_iter()
         .map(|c| {
-            let mut x = Vec::new();
-            (c * CHUNK..((c + 1) * CHUNK).min(sample_count)).fold(empty(), |acc, s| {
-                samples.read(s, &mut x);
-                add_sample(acc, s, &x)
-            })
+            let chunk: Vec<usize> = (c * CHUNK..((c + 1) * CHUNK).min(sample_count)).collect();
+            let (mut acc, mut scratch) = (empty(), Scratch::default());
+            if batched {
+                let xs: Vec<Vec<f32>> = chunk
+                    .iter()
+                    .map(|&s| {
+                        let mut x = Vec::new();
+                        samples.read(s, &mut x);
+                        x
+                    })
+                    .collect();
+                add_chunk(&mut acc, &chunk, &xs, &mut scratch);
+            } else {
+                let mut x = vec![Vec::new()];
+                for &s in &chunk {
+                    samples.read(s, &mut x[0]);
+                    add_chunk(&mut acc, &[s], &x, &mut scratch);
+                }
+            }
+            acc
         })
         .collect();
     let partial = partials.into_iter().fold(empty(), |mut a, b| {
         add_into(&mut a.gram, &b.gram);
         add_into(&mut a.small, &b.small);
         add_into(&mut a.cross_small, &b.cross_small);
+        add_into(&mut a.cross_rows, &b.cross_rows);
         add_into(&mut a.sums, &b.sums);
         a.positions += b.positions;
         a
     });
     let n = partial.positions.max(1) as f64;
     let (hessians, cross) = if big {
-        split_gram(&partial.gram, k, crossed)
+        split_gram(&partial.gram, k, route == CrossRoute::Matrix)
     } else {
         // Only the upper triangle was accumulated.
         let mut small = partial.small;
@@ -583,6 +802,19 @@ fn patch_statistics_with(
         }
         (small, partial.cross_small)
     };
+    let cross_rows = match (route, targets) {
+        (CrossRoute::Matrix, Some(t)) => {
+            crate::fit::cross_times_rows(t.weights, rpg * groups, k, &cross)
+        }
+        (CrossRoute::Outputs, _) if big => partial
+            .cross_rows
+            .iter()
+            .flatten()
+            .map(|&v| v as f64)
+            .collect(),
+        (CrossRoute::Outputs, _) => cross.concat(),
+        _ => Vec::new(),
+    };
     PatchStatistics {
         hessians,
         means: partial
@@ -590,7 +822,7 @@ fn patch_statistics_with(
             .into_iter()
             .map(|s| s.into_iter().map(|v| v / n).collect())
             .collect(),
-        cross,
+        cross_rows,
     }
 }
 
@@ -779,9 +1011,10 @@ mod tests {
     }
 
     #[test]
-    fn pointwise_moments_read_in_place_are_the_copied_rows_bit_for_bit() {
+    fn pointwise_statistics_match_a_direct_computation() {
         // 1×1, two groups of 40 channels (patches through the GEMM), 30 × 31 positions per
-        // sample (more than one block of rows), every position or every 3rd / 7th one.
+        // sample (blocks of rows across samples and within one), every position or every
+        // 3rd / 7th one; 4 rows per group (`C w` through the outputs) or 30 (the matrix).
         let geom = PatchGeometry {
             channels: 80,
             height: 30,
@@ -795,27 +1028,43 @@ mod tests {
             out_width: 31,
         };
         assert!(geom.is_pointwise());
-        let len = geom.channels * geom.height * geom.width;
-        let samples: Vec<Vec<f32>> = (0..5)
-            .map(|s| {
-                (0..len)
-                    .map(|i| ((i * 37 + s * 11) % 101) as f32 * 0.173 - 8.0)
-                    .collect()
-            })
-            .collect();
-        let targets: Vec<Vec<f32>> = samples
-            .iter()
-            .map(|x| x.iter().map(|v| v * 0.9 + 0.25).collect())
-            .collect();
-        let positions = samples.len() * geom.positions();
+        let positions = 6 * geom.positions();
         for max in [usize::MAX, positions / 3, positions / 7] {
-            for t in [None, Some(targets.as_slice())] {
-                let a = patch_statistics_with(&geom, samples.as_slice(), t, max, true);
-                let b = patch_statistics_with(&geom, samples.as_slice(), t, max, false);
-                assert_eq!(a.hessians, b.hessians);
-                assert_eq!(a.cross, b.cross);
-                assert_eq!(a.means, b.means);
-                assert_eq!(a.cross.is_empty(), t.is_none());
+            for rows in [4, 30] {
+                for batched in [false, true] {
+                    check_sampled(&geom, 6, rows, max, batched, None);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gathered_rows_are_the_patches() {
+        // The pointwise copy and the general one, at scattered positions.
+        for geom in [
+            test_geometry(12),
+            PatchGeometry {
+                kernel: [1, 1],
+                strides: [1, 1],
+                pads: [0; 4],
+                dilations: [1, 1],
+                out_height: 5,
+                out_width: 6,
+                ..test_geometry(12)
+            },
+        ] {
+            let len = geom.channels * geom.height * geom.width;
+            let x: Vec<f32> = (0..len).map(|i| i as f32 + 1.0).collect();
+            let positions: Vec<usize> = (0..geom.positions()).step_by(2).rev().collect();
+            let (k, width) = (geom.patch_len(), geom.patch_len() + 3);
+            let mut rows = vec![f32::NAN; positions.len() * width];
+            let mut patch = vec![0f32; k];
+            for g in 0..geom.groups {
+                geom.gather_rows(&x, g, &positions, &mut rows, width);
+                for (q, &p) in positions.iter().enumerate() {
+                    geom.patch_at(&x, g, p, &mut patch);
+                    assert_eq!(&rows[q * width..q * width + k], patch.as_slice());
+                }
             }
         }
     }
@@ -875,12 +1124,17 @@ mod tests {
                 data: &data,
                 exp: 3,
             };
-            let a = patch_statistics(&geom, &quantized, Some(&targets), 40);
-            let b = patch_statistics(&geom, real.as_slice(), Some(&targets), 40);
+            let weights = test_weights(3 * geom.groups * geom.patch_len());
+            let t = Some(FloatTargets {
+                values: &targets,
+                weights: &weights,
+            });
+            let a = patch_statistics(&geom, &quantized, t, 40, true);
+            let b = patch_statistics(&geom, real.as_slice(), t, 40, true);
             let bits =
                 |m: &[Vec<f64>]| -> Vec<u64> { m.iter().flatten().map(|v| v.to_bits()).collect() };
             assert_eq!(bits(&a.hessians), bits(&b.hessians));
-            assert_eq!(bits(&a.cross), bits(&b.cross));
+            assert_eq!(bits(&[a.cross_rows]), bits(&[b.cross_rows]));
             assert_eq!(bits(&a.means), bits(&b.means));
             assert!(a.hessians[0].iter().any(|&v| v != 0.0));
         }
@@ -901,7 +1155,7 @@ mod tests {
         let mut patch = vec![0f32; k];
         let mut padded = 0;
         for g in 0..geom.groups {
-            geom.gather_columns(&x, g, &taps, n, &mut cols);
+            geom.gather_columns(&x, g, &taps, n, &mut cols, n);
             for (q, &(oy, ox)) in positions.iter().enumerate() {
                 geom.patch(&x, g, oy, ox, &mut patch);
                 for (i, &v) in patch.iter().enumerate() {
@@ -913,44 +1167,69 @@ mod tests {
         assert!(padded > 0, "the geometry must reach into the padding");
     }
 
-    fn check_against_direct_computation(geom: &PatchGeometry) {
+    /// Sample `s` of a test set: small integers, varied by sample.
+    fn test_sample(len: usize, s: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7 + s * 13) % 11) as f32 - 5.0)
+            .collect()
+    }
+
+    /// The statistics of `count` test samples (targets `0.5 x + 1`, `rows` weight rows per
+    /// group, at most `max` patches, `batched` or not, `route` or the default one) against
+    /// sums in f64 over the same sampled positions.
+    fn check_sampled(
+        geom: &PatchGeometry,
+        count: usize,
+        rows: usize,
+        max: usize,
+        batched: bool,
+        route: Option<CrossRoute>,
+    ) {
         let len = geom.channels * geom.height * geom.width;
-        let samples: Vec<Vec<f32>> = (0..3)
-            .map(|s| {
-                (0..len)
-                    .map(|i| ((i * 7 + s * 13) % 11) as f32 - 5.0)
-                    .collect()
-            })
-            .collect();
+        let samples: Vec<Vec<f32>> = (0..count).map(|s| test_sample(len, s)).collect();
         let targets: Vec<Vec<f32>> = samples
             .iter()
             .map(|x| x.iter().map(|v| v * 0.5 + 1.0).collect())
             .collect();
-        let stats = patch_statistics(geom, samples.as_slice(), Some(&targets), usize::MAX);
-        assert!(
-            patch_statistics(geom, samples.as_slice(), None, usize::MAX)
-                .cross
-                .is_empty()
-        );
         let k = geom.patch_len();
-        for g in 0..2 {
+        let weights = test_weights(geom.groups * rows * k);
+        let t = Some(FloatTargets {
+            values: &targets,
+            weights: &weights,
+        });
+        let stats = patch_statistics_with(geom, samples.as_slice(), t, max, batched, route);
+        let per_sample = geom.positions();
+        let stride = (count * per_sample).div_ceil(max.max(1)).max(1);
+        let mut patch = vec![0f32; k];
+        let mut tpatch = vec![0f32; k];
+        for g in 0..geom.groups {
             let mut h = vec![0f64; k * k];
-            let mut c = vec![0f64; k * k];
+            let mut cw = vec![0f64; rows * k];
             let mut m = vec![0f64; k];
-            let mut patch = vec![0f32; k];
-            let mut tpatch = vec![0f32; k];
-            for (x, t) in samples.iter().zip(&targets) {
-                let positions = (samples.len() * geom.out_height * geom.out_width) as f64;
-                for oy in 0..geom.out_height {
-                    for ox in 0..geom.out_width {
-                        geom.patch(x, g, oy, ox, &mut patch);
-                        geom.patch(t, g, oy, ox, &mut tpatch);
+            for (s, (x, t)) in samples.iter().zip(&targets).enumerate() {
+                for p in 0..per_sample {
+                    geom.patch_at(x, g, p, &mut patch);
+                    for i in 0..k {
+                        m[i] += patch[i] as f64 / (count * per_sample) as f64;
+                    }
+                    if !(s * per_sample + p).is_multiple_of(stride) {
+                        continue;
+                    }
+                    geom.patch_at(t, g, p, &mut tpatch);
+                    for i in 0..k {
+                        for j in 0..k {
+                            h[i * k + j] += patch[i] as f64 * patch[j] as f64;
+                        }
+                    }
+                    for o in 0..rows {
+                        let w = &weights[(g * rows + o) * k..][..k];
+                        let y: f64 = w
+                            .iter()
+                            .zip(&tpatch)
+                            .map(|(&a, &b)| a as f64 * b as f64)
+                            .sum();
                         for i in 0..k {
-                            m[i] += patch[i] as f64 / positions;
-                            for j in 0..k {
-                                h[i * k + j] += patch[i] as f64 * patch[j] as f64;
-                                c[i * k + j] += patch[i] as f64 * tpatch[j] as f64;
-                            }
+                            cw[o * k + i] += patch[i] as f64 * y;
                         }
                     }
                 }
@@ -958,13 +1237,39 @@ mod tests {
             for (a, b) in stats.hessians[g].iter().zip(&h) {
                 assert!((a - b).abs() < 1e-6 * (1.0 + b.abs()), "{a} {b}");
             }
-            for (a, b) in stats.cross[g].iter().zip(&c) {
-                assert!((a - b).abs() < 1e-6 * (1.0 + b.abs()), "{a} {b}");
+            let scale = cw.iter().fold(1f64, |a, v| a.max(v.abs()));
+            let got = &stats.cross_rows[g * rows * k..(g + 1) * rows * k];
+            for (a, b) in got.iter().zip(&cw) {
+                assert!((a - b).abs() < 1e-5 * scale, "{a} {b}");
             }
             for (a, b) in stats.means[g].iter().zip(&m) {
-                assert!((a - b).abs() < 1e-9);
+                assert!((a - b).abs() < 1e-9 * (1.0 + b.abs()), "{a} {b}");
             }
         }
+    }
+
+    /// `len` weights of varied sign and size.
+    fn test_weights(len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 23 % 17) as f32 - 8.0) * 0.125)
+            .collect()
+    }
+
+    fn check_against_direct_computation(geom: &PatchGeometry) {
+        // Five samples: a batch of four and one of one.
+        for route in [CrossRoute::Matrix, CrossRoute::Outputs] {
+            for batched in [false, true] {
+                check_sampled(geom, 5, 3, usize::MAX, batched, Some(route));
+            }
+        }
+        let len = geom.channels * geom.height * geom.width;
+        let samples: Vec<Vec<f32>> = (0..3).map(|s| test_sample(len, s)).collect();
+        assert!(
+            patch_statistics(geom, samples.as_slice(), None, usize::MAX, true)
+                .cross_rows
+                .is_empty()
+        );
+        let k = geom.patch_len();
         // The patch at (0, 0) of group 1 starts in the top padding row.
         let mut patch = vec![0f32; k];
         geom.patch(&samples[0], 1, 0, 0, &mut patch);

@@ -18,7 +18,7 @@ use crate::elementwise::{self, Regions};
 use crate::fit::{
     self, FitOptions, LayerProblem, RowScale, ScaleKind, TargetMoments, WeightFormat,
 };
-use crate::hessian::{Dequantized, PatchGeometry, PatchStatistics, patch_statistics};
+use crate::hessian::{Dequantized, FloatTargets, PatchGeometry, PatchStatistics, patch_statistics};
 use crate::{LayerFormat, Progress, QuantError, QuantOptions};
 
 mod blocks;
@@ -1323,19 +1323,26 @@ impl<'a> Lowering<'a> {
             .filter(|_| wants_target)
             .filter(|_| sampled >= fit::TARGET_MIN_PATCHES_PER_INPUT * patch_geom.patch_len())
             .map(|v| v.as_slice());
+        let float_targets = |range: std::ops::Range<usize>| {
+            targets.map(|t| FloatTargets {
+                values: &t[range],
+                weights: &rows,
+            })
+        };
         // With float targets, the last samples are held out of the targets' fit to
         // choose how strongly they are damped (`fit::choose_float_target`).
         let held_out = targets.map_or(0, |_| fit::held_out_samples(n_samples));
         let moments_start = Instant::now();
-        let (patch, split) = if held_out > 0 {
+        let (mut patch, mut split) = if held_out > 0 {
             let n_fit = n_samples - held_out;
             let budget = |n: usize| (self.options.max_patches * n).div_ceil(n_samples);
             let stats = |range: std::ops::Range<usize>| {
                 patch_statistics(
                     &patch_geom,
                     &real(range.clone()),
-                    targets.map(|t| &t[range.clone()]),
+                    float_targets(range.clone()),
                     budget(range.len()),
+                    self.options.batched_moments,
                 )
             };
             let (a, b) = (stats(0..n_fit), stats(n_fit..n_samples));
@@ -1347,8 +1354,9 @@ impl<'a> Lowering<'a> {
             let all = patch_statistics(
                 &patch_geom,
                 &real(0..n_samples),
-                targets,
+                float_targets(0..n_samples),
                 self.options.max_patches,
+                self.options.batched_moments,
             );
             (all, None)
         };
@@ -1460,6 +1468,14 @@ impl<'a> Lowering<'a> {
         let constant =
             fit::constant_rows(&rows, o_n, k_n, x_max, 0.5 * (-(detect_exp as f64)).exp2());
         let constant_channels = constant.iter().filter(|&&c| c).count();
+        // A constant channel's weights are fitted as zeros: so is its target row.
+        for (o, _) in constant.iter().enumerate().filter(|(_, c)| **c) {
+            patch.zero_cross_row(o);
+            if let Some((a, b)) = split.as_mut() {
+                a.zero_cross_row(o);
+                b.zero_cross_row(o);
+            }
+        }
         let fit_rows: std::borrow::Cow<'_, [f32]> = if constant_channels == 0 {
             rows.as_slice().into()
         } else {
@@ -1475,11 +1491,11 @@ impl<'a> Lowering<'a> {
         fn moments(p: &PatchStatistics) -> TargetMoments<'_> {
             TargetMoments {
                 hessians: &p.hessians,
-                cross: &p.cross,
+                cross_rows: &p.cross_rows,
             }
         }
         let (target_rows, target_ridge): (std::borrow::Cow<'_, [f32]>, _) =
-            match (&split, patch.cross.is_empty()) {
+            match (&split, patch.cross_rows.is_empty()) {
                 (_, true) => (fit_rows.clone(), None),
                 (Some((fit_part, held)), false) => {
                     let choice = fit::choose_float_target(
@@ -1493,7 +1509,7 @@ impl<'a> Lowering<'a> {
                     (choice.rows.into(), choice.ridge)
                 }
                 (None, false) => (
-                    fit::float_target_rows(&fit_rows, o_n, k_n, &patch.hessians, &patch.cross)
+                    fit::float_target_rows(&fit_rows, o_n, k_n, &patch.hessians, &patch.cross_rows)
                         .into(),
                     Some(fit::TARGET_DAMP),
                 ),

@@ -3,8 +3,8 @@
 
 use lutq_quant::fit::{
     FitOptions, Fitted, LayerProblem, RowScale, ScaleKind, TARGET_DAMP, TARGET_RIDGES,
-    TargetMoments, WeightFormat, choose_float_target, fit_layer, float_target_rows, kmeans_lut,
-    max_fit_exponent, output_error,
+    TargetMoments, WeightFormat, choose_float_target, cross_times_rows, fit_layer,
+    float_target_rows, kmeans_lut, max_fit_exponent, output_error,
 };
 
 /// xorshift64*.
@@ -812,7 +812,7 @@ fn float_targets_are_the_weights_when_the_input_is_exact() {
     let h = second_moment(&x, k);
     let w: Vec<f32> = (0..rows * k).map(|_| rng.laplace() as f32 * 0.1).collect();
     let hs = [h];
-    let t = float_target_rows(&w, rows, k, &hs, &hs);
+    let t = float_target_rows(&w, rows, k, &hs, &cross_times_rows(&w, rows, k, &hs));
     for (a, b) in t.iter().zip(&w) {
         assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
     }
@@ -841,7 +841,7 @@ fn float_targets_undo_upstream_error() {
         cs.push(cross_moment(&xq, &x, k));
         data.push((x, xq));
     }
-    let t = float_target_rows(&w, rows, k, &hs, &cs);
+    let t = float_target_rows(&w, rows, k, &hs, &cross_times_rows(&w, rows, k, &cs));
     let rpg = rows / groups;
     for o in 0..rows {
         let g = o / rpg;
@@ -907,12 +907,20 @@ fn end_to_end_error(w: &[f32], v: &[f32], k: usize, x: &[f64], xq: &[f64]) -> f6
     e
 }
 
-fn m<'a>(hessians: &'a [Vec<f64>], cross: &'a [Vec<f64>]) -> TargetMoments<'a> {
-    TargetMoments { hessians, cross }
+fn m<'a>(hessians: &'a [Vec<f64>], cross_rows: &'a [f64]) -> TargetMoments<'a> {
+    TargetMoments {
+        hessians,
+        cross_rows,
+    }
 }
 
-fn moments_of(x: &[f64], xq: &[f64], k: usize) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
-    (vec![second_moment(xq, k)], vec![cross_moment(xq, x, k)])
+/// `Ĥ` and every row's `C w_o` of one group of patches.
+fn moments_of(x: &[f64], xq: &[f64], k: usize, w: &[f32]) -> (Vec<Vec<f64>>, Vec<f64>) {
+    let c = [cross_moment(xq, x, k)];
+    (
+        vec![second_moment(xq, k)],
+        cross_times_rows(w, w.len() / k, k, &c),
+    )
 }
 
 #[test]
@@ -927,10 +935,10 @@ fn held_out_choice_takes_targets_that_generalize() {
     let (xa, qa) = upstream(&mut rng, 300, k, &gain, 0.01);
     let (xb, qb) = upstream(&mut rng, 100, k, &gain, 0.01);
     let (xn, qn) = upstream(&mut rng, 400, k, &gain, 0.01);
-    let (ha, ca) = moments_of(&xa, &qa, k);
-    let (hb, cb) = moments_of(&xb, &qb, k);
+    let (ha, ca) = moments_of(&xa, &qa, k, &w);
+    let (hb, cb) = moments_of(&xb, &qb, k, &w);
     let (xall, qall) = ([xa, xb].concat(), [qa, qb].concat());
-    let (h, c) = moments_of(&xall, &qall, k);
+    let (h, c) = moments_of(&xall, &qall, k, &w);
     let choice = choose_float_target(&w, rows, k, m(&ha, &ca), m(&hb, &cb), m(&h, &c));
     let ridge = choice
         .ridge
@@ -952,8 +960,8 @@ fn held_out_choice_keeps_the_float_weights_when_targets_fit_noise() {
     let w: Vec<f32> = (0..rows * k).map(|_| rng.laplace() as f32 * 0.1).collect();
     let (xa, qa) = upstream(&mut rng, 12, k, &gain, 0.3);
     let (xb, qb) = upstream(&mut rng, 400, k, &gain, 0.3);
-    let (ha, ca) = moments_of(&xa, &qa, k);
-    let (hb, cb) = moments_of(&xb, &qb, k);
+    let (ha, ca) = moments_of(&xa, &qa, k, &w);
+    let (hb, cb) = moments_of(&xb, &qb, k, &w);
     // Every candidate really is worse on the held-out patches than the weights.
     let plain = end_to_end_error(&w, &w, k, &xb, &qb);
     for &ridge in &TARGET_RIDGES {

@@ -43,7 +43,8 @@ pub use gptq::{DAMP, GptqFactor};
 pub use kmeans::{KMeans, LUT_SIZE, kmeans_lut};
 pub use target::{
     TARGET_DAMP, TARGET_MIN_PATCHES_PER_INPUT, TARGET_RIDGES, TargetChoice, TargetMoments,
-    choose_float_target, float_target_rows, float_target_rows_damped, held_out_samples,
+    choose_float_target, cross_times_rows, float_target_rows, float_target_rows_damped,
+    held_out_samples,
 };
 
 /// One layer's fitting problem.

@@ -39,16 +39,18 @@ pub const TARGET_MIN_PATCHES_PER_INPUT: usize = 3;
 /// The float-target rows: per row `o` of group `g` (rows split into `hessians.len()`
 /// equal groups), `w*_o = argmin Σ_p (w_oᵀ x_p − vᵀ x̂_p)² + λ‖v − w_o‖²`, i.e.
 /// `(Ĥ_g + λI) w*_o = C_g w_o + λ w_o` with `λ = TARGET_DAMP · mean diag Ĥ_g`
-/// (`rows × k`, row-major). A group whose damped matrix is not numerically positive
-/// definite (or is zero) keeps its rows as they are.
+/// (`rows × k`, row-major). `cross_rows` holds every row's `C_g w_o` (`rows × k`,
+/// [`cross_times_rows`] of the matrices, or summed directly by the moments). A group
+/// whose damped matrix is not numerically positive definite (or is zero) keeps its rows
+/// as they are.
 pub fn float_target_rows(
     weights: &[f32],
     rows: usize,
     k: usize,
     hessians: &[Vec<f64>],
-    cross: &[Vec<f64>],
+    cross_rows: &[f64],
 ) -> Vec<f32> {
-    float_target_rows_damped(weights, rows, k, hessians, cross, TARGET_DAMP)
+    float_target_rows_damped(weights, rows, k, hessians, cross_rows, TARGET_DAMP)
 }
 
 /// [`float_target_rows`] with the ridge `damp · mean diag Ĥ_g` instead of
@@ -58,23 +60,21 @@ pub fn float_target_rows_damped(
     rows: usize,
     k: usize,
     hessians: &[Vec<f64>],
-    cross: &[Vec<f64>],
+    cross_rows: &[f64],
     damp: f64,
 ) -> Vec<f32> {
     assert_eq!(weights.len(), rows * k, "weights must be rows × k");
-    assert_eq!(hessians.len(), cross.len(), "one cross moment per group");
     if hessians.is_empty() || k == 0 {
         return weights.to_vec();
     }
-    let cw = cross_times_rows(weights, rows, k, cross);
-    damped_targets(weights, rows, k, hessians, &cw, damp)
+    assert_eq!(cross_rows.len(), rows * k, "one C w per row");
+    damped_targets(weights, rows, k, hessians, cross_rows, damp)
 }
 
-/// `C_g w_o` for every row `o` of group `g` (`rows × k`, row `o` at `o · k`), each entry
-/// one [`dot`] of a row of `C_g` with `w_o`: the part of the targets' right-hand sides
-/// and of the held-out error that does not depend on the ridge, computed once per layer
-/// for all of [`TARGET_RIDGES`] (the same dot products, so the same bits).
-fn cross_times_rows(weights: &[f32], rows: usize, k: usize, cross: &[Vec<f64>]) -> Vec<f64> {
+/// `C_g w_o` for every row `o` of group `g` (`rows × k`, row `o` at `o · k`) from the
+/// cross matrices `C_g` (`k × k` each), each entry one [`dot`] of a row of `C_g` with
+/// `w_o`.
+pub fn cross_times_rows(weights: &[f32], rows: usize, k: usize, cross: &[Vec<f64>]) -> Vec<f64> {
     let groups = cross.len().max(1);
     let rpg = rows / groups;
     let mut out = vec![0.0; rows * k];
@@ -256,12 +256,12 @@ pub fn held_out_samples(samples: usize) -> usize {
 /// input energy, in steps of about 3×.
 pub const TARGET_RIDGES: [f64; 5] = [0.01, 0.03, 0.1, 0.3, 1.0];
 
-/// One group of moments of a layer's input patches (see [`float_target_rows`]):
-/// `Ĥ = Σ x̂ x̂ᵀ` and `C = Σ x̂ xᵀ`, one `k × k` matrix per group each.
+/// The moments of a layer's input patches that [`float_target_rows`] reads: `Ĥ_g =
+/// Σ x̂ x̂ᵀ` per group (`k × k`) and every row's `C_g w_o` (`C_g = Σ x̂ xᵀ`; `rows × k`).
 #[derive(Clone, Copy)]
 pub struct TargetMoments<'a> {
     pub hessians: &'a [Vec<f64>],
-    pub cross: &'a [Vec<f64>],
+    pub cross_rows: &'a [f64],
 }
 
 /// What [`choose_float_target`] picked.
@@ -295,17 +295,15 @@ pub fn choose_float_target(
             ridge: None,
         };
     }
-    // `C w` of the fit and held-out moments, the same for every ridge.
-    let fit_cw = cross_times_rows(weights, rows, k, fit.cross);
-    let held_cw = cross_times_rows(weights, rows, k, held_out.cross);
-    let plain = held_out_error(weights, &held_cw, rows, k, held_out.hessians);
+    let (fit_cw, held_cw) = (fit.cross_rows, held_out.cross_rows);
+    let plain = held_out_error(weights, held_cw, rows, k, held_out.hessians);
     // The ridges side by side (a single group's factorization is serial), the winner
     // picked in ridge order as one by one.
     let errors: Vec<f64> = TARGET_RIDGES
         .par_iter()
         .map(|&ridge| {
-            let v = damped_targets(weights, rows, k, fit.hessians, &fit_cw, ridge);
-            held_out_error(&v, &held_cw, rows, k, held_out.hessians)
+            let v = damped_targets(weights, rows, k, fit.hessians, fit_cw, ridge);
+            held_out_error(&v, held_cw, rows, k, held_out.hessians)
         })
         .collect();
     let mut best: (Option<f64>, f64) = (None, plain);
@@ -315,7 +313,9 @@ pub fn choose_float_target(
         }
     }
     let rows_out = match best.0 {
-        Some(ridge) => float_target_rows_damped(weights, rows, k, all.hessians, all.cross, ridge),
+        Some(ridge) => {
+            float_target_rows_damped(weights, rows, k, all.hessians, all.cross_rows, ridge)
+        }
         None => weights.to_vec(),
     };
     TargetChoice {
