@@ -554,8 +554,8 @@ fn patch_statistics_with(
             );
         }
         if route == CrossRoute::Outputs {
-            // `Y = W Tᵀ` (`rows × n`), then `C w += Y X` (`rows × k`): the shapes of
-            // the in-place path below (so the same sums).
+            // The block's float outputs `Y = W Tᵀ` (`rows × n`), then `C w += Y X`
+            // (`rows × k`).
             outputs.resize(rpg * n, 0.0);
             lutq_interp::sgemm(
                 rpg,
