@@ -345,10 +345,10 @@ impl PatchStatistics {
         }
     }
 
-    /// Sets row `o`'s `C w_o` to zero, as if `w_o` were zero (a constant channel whose
-    /// weights are fitted as zeros).
-    pub fn zero_cross_row(&mut self, o: usize) {
-        let k = self.hessians.first().map_or(0, |h| h.len().isqrt());
+    /// Sets row `o`'s `C w_o` (`patch_len` long) to zero, as if `w_o` were zero (a
+    /// constant channel whose weights are fitted as zeros).
+    pub fn zero_cross_row(&mut self, o: usize, patch_len: usize) {
+        let k = patch_len;
         if let Some(r) = self.cross_rows.get_mut(o * k..(o + 1) * k) {
             r.fill(0.0);
         }

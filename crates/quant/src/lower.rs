@@ -1470,10 +1470,10 @@ impl<'a> Lowering<'a> {
         let constant_channels = constant.iter().filter(|&&c| c).count();
         // A constant channel's weights are fitted as zeros: so is its target row.
         for (o, _) in constant.iter().enumerate().filter(|(_, c)| **c) {
-            patch.zero_cross_row(o);
+            patch.zero_cross_row(o, k_n);
             if let Some((a, b)) = split.as_mut() {
-                a.zero_cross_row(o);
-                b.zero_cross_row(o);
+                a.zero_cross_row(o, k_n);
+                b.zero_cross_row(o, k_n);
             }
         }
         let fit_rows: std::borrow::Cow<'_, [f32]> = if constant_channels == 0 {
