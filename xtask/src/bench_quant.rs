@@ -13,7 +13,6 @@ use anyhow::{Context as _, bail};
 use lutq_quant::{Mode, QuantOptions};
 
 const USAGE: &str = "cargo xtask bench-quant [--write FILE.md] [--modes m1,m2,…] [--rounds N]
-                        [--batched-moments]
 
 Times lutq-quant on MobileNetV2 with the protocol's 256 calibration images
 (data/full/protocol/calib.npy, written by scripts/prepare_protocol.py; see `cargo xtask
@@ -21,14 +20,12 @@ accuracy --help`), all cores, against one float interpreter pass over the same i
 After one untimed float pass (the first one pays for cold caches and fresh memory), each
 round times a float pass and then each mode's quantization right after it, so that both
 sides of a ratio see the same load on a shared machine; the table shows the median of
-the rounds' ratios (default 3 rounds) and the rounds' seconds. --batched-moments quantizes
-with `QuantOptions::batched_moments` (`lutq --batched-moments`).";
+the rounds' ratios (default 3 rounds) and the rounds' seconds.";
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut write: Option<PathBuf> = None;
     let mut modes = vec![Mode::Lut4PotChannel, Mode::Int8PotChannel];
     let mut rounds = 3usize;
-    let mut batched_moments = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -41,7 +38,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     .filter(|&r: &usize| r > 0)
                     .context("--rounds needs a positive count")?
             }
-            "--batched-moments" => batched_moments = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -76,10 +72,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         floats.push(float);
         for (m, &mode) in modes.iter().enumerate() {
             let (start, cpu_start) = (Instant::now(), cpu_seconds());
-            let options = QuantOptions {
-                batched_moments,
-                ..QuantOptions::new(mode)
-            };
+            let options = QuantOptions::new(mode);
             let (_, report) = lutq_quant::quantize(&graph, &calib, &options, &|_| {})?;
             let t = Timing::since(start, cpu_start);
             eprintln!(

@@ -90,13 +90,6 @@ pub struct QuantArgs {
     /// the calibration data and is worth several dB of SQNR on deep nets).
     #[arg(long)]
     pub no_float_target: bool,
-    /// Faster calibration statistics: the patch moments summed in batches of samples,
-    /// and the float targets' cross moments through each patch's float outputs where a
-    /// layer has few rows per input (projections, depthwise and 3 × 3 convolutions).
-    /// About 25 % less time in the moments (MobileNetV2, 256 images); the results differ
-    /// from the default at the rounding level, with the same accuracy on average.
-    #[arg(long)]
-    pub batched_moments: bool,
     /// Fit the weights into this many bytes of constants (weights, tables, biases,
     /// shifts, counted exactly as the C backend stores them) with the least output
     /// error: each Conv/Gemm layer gets lut4 with one table, lut4 with the --lut-tables
@@ -623,7 +616,6 @@ fn quant_options(mode: Mode, args: &QuantArgs) -> QuantOptions {
             LutTables::Auto => 1,
         },
         float_target: !args.no_float_target,
-        batched_moments: args.batched_moments,
         reconstruct: (args.reconstruct || args.reconstruct_blocks).then(|| {
             lutq_quant::reconstruct::ReconstructOptions {
                 iterations: args.reconstruct_iters,

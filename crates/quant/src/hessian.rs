@@ -450,19 +450,16 @@ impl Samples for Dequantized<'_> {
 
 /// Statistics of the patches of `samples`: `H` from at most `max_patches` positions
 /// spread evenly over all samples, means from all of them. With `targets`, also the
-/// rows' cross moments `C_g w_o` over the same positions. `batched`
-/// ([`QuantOptions::batched_moments`](crate::QuantOptions::batched_moments)): `C w`
-/// through the float outputs where that is cheaper ([`CrossRoute::Outputs`]) and the
-/// sums in blocks across several samples; otherwise through the cross matrix, sample by
-/// sample.
+/// rows' cross moments `C_g w_o` over the same positions: through the float outputs
+/// where that is cheaper ([`CrossRoute::Outputs`]), otherwise through the cross matrix.
+/// The sums run in blocks across the `CHUNK` samples of a chunk.
 pub fn patch_statistics(
     geom: &PatchGeometry,
     samples: &(impl Samples + ?Sized),
     targets: Option<FloatTargets<'_>>,
     max_patches: usize,
-    batched: bool,
 ) -> PatchStatistics {
-    patch_statistics_with(geom, samples, targets, max_patches, batched, None)
+    patch_statistics_with(geom, samples, targets, max_patches, None)
 }
 
 /// [`patch_statistics`]; `route`: the cross moments' [`CrossRoute`] instead of the
@@ -472,7 +469,6 @@ fn patch_statistics_with(
     samples: &(impl Samples + ?Sized),
     targets: Option<FloatTargets<'_>>,
     max_patches: usize,
-    batched: bool,
     route: Option<CrossRoute>,
 ) -> PatchStatistics {
     let sample_count = samples.count();
@@ -488,7 +484,7 @@ fn patch_statistics_with(
     let rpg = targets.map_or(0, |t| t.weights.len() / (k * groups));
     let route = route.unwrap_or(match targets {
         None => CrossRoute::None,
-        Some(_) if batched && 2 * rpg < k => CrossRoute::Outputs,
+        Some(_) if 2 * rpg < k => CrossRoute::Outputs,
         Some(_) => CrossRoute::Matrix,
     });
     let per_sample = geom.out_height * geom.out_width;
@@ -605,54 +601,7 @@ fn patch_statistics_with(
         if total == 0 {
             return;
         }
-        if big && !batched && route != CrossRoute::Outputs && geom.is_pointwise() {
-            // One sample: a pointwise layer's patch at a position is the input's channels
-            // there, so the strip's GEMMs read `x` (and the target) in place, `[C][H·W]`
-            // with the sampled positions `stride` apart, in the blocks of positions of
-            // the copied rows below (the same sums: tested).
-            let (s, x, positions) = (chunk[0], &xs[0], &sampled[0]);
-            let target = targets.map(|t| t.values[s].as_slice());
-            let plane = geom.height * geom.width;
-            for block in positions.chunks(BLOCK_ROWS) {
-                let (n, p0) = (block.len(), block[0]);
-                for g in 0..groups {
-                    let base = g * k * plane + p0;
-                    let gram = &mut acc.gram[g];
-                    for i0 in (0..k).step_by(STRIP) {
-                        let m = STRIP.min(k - i0);
-                        let lhs = &x[base + i0 * plane..];
-                        lutq_interp::sgemm(
-                            m,
-                            k - i0,
-                            n,
-                            1.0,
-                            lhs,
-                            (plane, stride),
-                            lhs,
-                            (stride, plane),
-                            true,
-                            &mut gram[i0 * gram_width + i0..],
-                            lutq_interp::row_major(gram_width),
-                        );
-                        if let Some(t) = target {
-                            lutq_interp::sgemm(
-                                m,
-                                k,
-                                n,
-                                1.0,
-                                lhs,
-                                (plane, stride),
-                                &t[base..],
-                                (stride, plane),
-                                true,
-                                &mut gram[i0 * gram_width + k..],
-                                lutq_interp::row_major(gram_width),
-                            );
-                        }
-                    }
-                }
-            }
-        } else if big {
+        if big {
             // Rows `[x | t]` per position, `cap` of them per group.
             let cap = total.min(BLOCK_ROWS);
             scratch.block.resize(cap * row_width * groups, 0.0);
@@ -758,23 +707,15 @@ fn patch_statistics_with(
         .map(|c| {
             let chunk: Vec<usize> = (c * CHUNK..((c + 1) * CHUNK).min(sample_count)).collect();
             let (mut acc, mut scratch) = (empty(), Scratch::default());
-            if batched {
-                let xs: Vec<Vec<f32>> = chunk
-                    .iter()
-                    .map(|&s| {
-                        let mut x = Vec::new();
-                        samples.read(s, &mut x);
-                        x
-                    })
-                    .collect();
-                add_chunk(&mut acc, &chunk, &xs, &mut scratch);
-            } else {
-                let mut x = vec![Vec::new()];
-                for &s in &chunk {
-                    samples.read(s, &mut x[0]);
-                    add_chunk(&mut acc, &[s], &x, &mut scratch);
-                }
-            }
+            let xs: Vec<Vec<f32>> = chunk
+                .iter()
+                .map(|&s| {
+                    let mut x = Vec::new();
+                    samples.read(s, &mut x);
+                    x
+                })
+                .collect();
+            add_chunk(&mut acc, &chunk, &xs, &mut scratch);
             acc
         })
         .collect();
@@ -1031,9 +972,7 @@ mod tests {
         let positions = 6 * geom.positions();
         for max in [usize::MAX, positions / 3, positions / 7] {
             for rows in [4, 30] {
-                for batched in [false, true] {
-                    check_sampled(&geom, 6, rows, max, batched, None);
-                }
+                check_sampled(&geom, 6, rows, max, None);
             }
         }
     }
@@ -1129,8 +1068,8 @@ mod tests {
                 values: &targets,
                 weights: &weights,
             });
-            let a = patch_statistics(&geom, &quantized, t, 40, true);
-            let b = patch_statistics(&geom, real.as_slice(), t, 40, true);
+            let a = patch_statistics(&geom, &quantized, t, 40);
+            let b = patch_statistics(&geom, real.as_slice(), t, 40);
             let bits =
                 |m: &[Vec<f64>]| -> Vec<u64> { m.iter().flatten().map(|v| v.to_bits()).collect() };
             assert_eq!(bits(&a.hessians), bits(&b.hessians));
@@ -1175,14 +1114,13 @@ mod tests {
     }
 
     /// The statistics of `count` test samples (targets `0.5 x + 1`, `rows` weight rows per
-    /// group, at most `max` patches, `batched` or not, `route` or the default one) against
+    /// group, at most `max` patches, `route` or the default one) against
     /// sums in f64 over the same sampled positions.
     fn check_sampled(
         geom: &PatchGeometry,
         count: usize,
         rows: usize,
         max: usize,
-        batched: bool,
         route: Option<CrossRoute>,
     ) {
         let len = geom.channels * geom.height * geom.width;
@@ -1197,7 +1135,7 @@ mod tests {
             values: &targets,
             weights: &weights,
         });
-        let stats = patch_statistics_with(geom, samples.as_slice(), t, max, batched, route);
+        let stats = patch_statistics_with(geom, samples.as_slice(), t, max, route);
         let per_sample = geom.positions();
         let stride = (count * per_sample).div_ceil(max.max(1)).max(1);
         let mut patch = vec![0f32; k];
@@ -1258,14 +1196,12 @@ mod tests {
     fn check_against_direct_computation(geom: &PatchGeometry) {
         // Five samples: a batch of four and one of one.
         for route in [CrossRoute::Matrix, CrossRoute::Outputs] {
-            for batched in [false, true] {
-                check_sampled(geom, 5, 3, usize::MAX, batched, Some(route));
-            }
+            check_sampled(geom, 5, 3, usize::MAX, Some(route));
         }
         let len = geom.channels * geom.height * geom.width;
         let samples: Vec<Vec<f32>> = (0..3).map(|s| test_sample(len, s)).collect();
         assert!(
-            patch_statistics(geom, samples.as_slice(), None, usize::MAX, true)
+            patch_statistics(geom, samples.as_slice(), None, usize::MAX)
                 .cross_rows
                 .is_empty()
         );

@@ -232,15 +232,6 @@ pub struct QuantOptions {
     /// Most input patches per layer that enter `H = Σ x xᵀ` (sampled evenly over the
     /// calibration set); bias correction always uses every position.
     pub max_patches: usize,
-    /// The patch moments in batches (`hessian::patch_statistics`): the float targets'
-    /// `C w` through each patch's float outputs where a layer has fewer than `k / 2` rows
-    /// per group (projections, depthwise and 3 × 3 convolutions: `2 · rows · k` products
-    /// per patch instead of `k²`), and the GEMM sums in blocks across four samples. On
-    /// MobileNetV2 with 256 images the moments take about 25 % less time; the results move at
-    /// the rounding level (the protocol's SQNR by ±0.3 dB per calibration set, no
-    /// systematic shift over four sets; docs/quantization.md). Off by default until the
-    /// accuracy tables are regenerated with it.
-    pub batched_moments: bool,
     /// Per linear layer (node name): its weight format, overriding the mode and
     /// `lut_per_channel` (a `--flash-budget` plan). `keep_8bit` still wins.
     pub formats: HashMap<String, LayerFormat>,
@@ -264,8 +255,7 @@ impl QuantOptions {
             lut_per_channel: false,
             lut_tables: DEFAULT_LUT_TABLES,
             float_target: true,
-            max_patches: 32_768,
-            batched_moments: false,
+            max_patches: 16_384,
             formats: HashMap::new(),
             sensitivity: false,
             reconstruct: None,

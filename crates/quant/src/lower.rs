@@ -1342,7 +1342,6 @@ impl<'a> Lowering<'a> {
                     &real(range.clone()),
                     float_targets(range.clone()),
                     budget(range.len()),
-                    self.options.batched_moments,
                 )
             };
             let (a, b) = (stats(0..n_fit), stats(n_fit..n_samples));
@@ -1356,7 +1355,6 @@ impl<'a> Lowering<'a> {
                 &real(0..n_samples),
                 float_targets(0..n_samples),
                 self.options.max_patches,
-                self.options.batched_moments,
             );
             (all, None)
         };

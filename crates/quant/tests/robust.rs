@@ -7,8 +7,8 @@ use lutq_ir::int::{IntGraph, IntOp};
 use lutq_ir::{Conv, FusedActivation, Gemm, Graph, Op, Tensor, TensorType};
 use lutq_quant::{Mode, QuantError, QuantOptions, QuantReport, quantize};
 
-/// Every integer mode, the LUT modes with one table per channel and with table groups
-/// too, and the per-channel modes with batched moments.
+/// Every integer mode, and the LUT modes with one table per channel and with table groups
+/// too.
 fn integer_options() -> Vec<QuantOptions> {
     let mut out = Vec::new();
     for mode in Mode::ALL.into_iter().filter(|&m| m != Mode::Fp32) {
@@ -23,12 +23,6 @@ fn integer_options() -> Vec<QuantOptions> {
                 ..QuantOptions::new(mode)
             });
         }
-        if matches!(mode, Mode::Lut4PotChannel | Mode::Int8PotChannel) {
-            out.push(QuantOptions {
-                batched_moments: true,
-                ..QuantOptions::new(mode)
-            });
-        }
     }
     out
 }
@@ -37,9 +31,7 @@ fn label(o: &QuantOptions) -> String {
     format!(
         "{}{}",
         o.mode,
-        if o.batched_moments {
-            " batched moments".to_string()
-        } else if o.lut_per_channel {
+        if o.lut_per_channel {
             " per-channel tables".to_string()
         } else if o.lut_tables > 1 {
             format!(" {} table groups", o.lut_tables)

@@ -311,11 +311,15 @@ fn grouped(
     let (tables, group) = group_tables(p, &scales, &own, count);
     let version = |t: &[[i8; 16]]| {
         let luts: Vec<[i8; 16]> = group.iter().map(|&g| t[g]).collect();
-        let a = match ctx {
-            Some(ctx) => assign(p, &ctx.f, &grids(&luts), &scales).0,
-            None => rtn(p, &grids(&luts), &sv),
+        // GPTQ's own errors are exact up to rounding: no second pass over `H`.
+        let (a, err) = match ctx {
+            Some(ctx) => assign(p, &ctx.f, &grids(&luts), &scales),
+            None => {
+                let a = rtn(p, &grids(&luts), &sv);
+                let err = row_errors(p, &a.levels, &sv);
+                (a, err)
+            }
         };
-        let err = row_errors(p, &a.levels, &sv);
         Rows {
             k,
             scales: scales.clone(),
