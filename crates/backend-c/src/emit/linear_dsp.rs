@@ -1,8 +1,8 @@
 //! Convolutions as dual 16-bit multiply-accumulates (issue #15, first step).
 //!
 //! A convolution with one group (3×3, 1×1 pointwise, any stride, dilation and padding)
-//! whose weights are 4-bit codes (with at most [`MAX_PAIR_TABLES`] distinct tables), or
-//! plain int8, runs as
+//! whose weights are 4-bit codes (decoded through pair tables, or in the loop where a
+//! layer has more than [`MAX_PAIR_TABLES`] distinct tables), or plain int8, runs as
 //! blocks of [`LANES`] output pixels:
 //!
 //! 1. **im2col**: each pixel's window (`K = C·KH·KW` inputs, zeros where it hangs over
@@ -53,10 +53,11 @@ pub(crate) const LANES: usize = 8;
 /// The 4-bit decode table: 256 32-bit weight pairs.
 const PAIR_TABLE_BYTES: usize = 256 * 4;
 
-/// Most distinct LUTs a layer on this path may have: each becomes a pair table in the
-/// scratch (1 KiB of arena each, while the layer runs). Table groups (`--lut-tables
-/// N`) store at most `N + 1` tables (the groups' and the shared one), so 8 groups fit;
-/// a table per channel of a wider layer takes the plain kernel.
+/// Most distinct LUTs whose pair tables a layer builds in the scratch (1 KiB of arena
+/// each, while the layer runs). Table groups (`--lut-tables N`) store at most `N + 1`
+/// tables (the groups' and the shared one), so the default 8 groups fit; a layer with
+/// more (a table per channel, `--lut-tables 32`) decodes its pairs in the loop
+/// ([`KernelChoice::decode_in_loop`]), which needs no scratch for tables.
 const MAX_PAIR_TABLES: usize = 9;
 
 /// How node `i`'s kernel runs (one of [`lane_options`], chosen to fit the scratch limit).
@@ -99,7 +100,8 @@ const MAX_UNROLLED_TAPS: usize = 25;
 /// What the kernel of a layer needs, when it takes this path.
 struct Plan {
     lut: bool,
-    /// Distinct 4-bit tables, each a pair table in the scratch (0 for int8 weights).
+    /// Distinct 4-bit tables (0 for int8 weights): each a pair table in the scratch, up
+    /// to [`MAX_PAIR_TABLES`] of them.
     tables: usize,
     /// Taps per output (`K`), and the column length in int16 (K rounded up: to even for
     /// 4-bit codes, to a multiple of four for int8 weights).
@@ -121,14 +123,7 @@ fn plan(node: &IntNode) -> Option<Plan> {
         return None;
     }
     let (lut, tables) = match &layer.weights {
-        QWeights::Lut { luts, .. } => {
-            // Every distinct table needs its own pair table in the scratch.
-            let tables = TableLayout::of(luts).tables.len();
-            if tables > MAX_PAIR_TABLES {
-                return None;
-            }
-            (true, tables)
-        }
+        QWeights::Lut { luts, .. } => (true, TableLayout::of(luts).tables.len()),
         QWeights::Int8 { .. } => (false, 0),
     };
     let k = layer.weights.row_len();
@@ -142,8 +137,9 @@ fn plan(node: &IntNode) -> Option<Plan> {
 
 /// The lane counts the kernel of node `i` can run with, most preferred first (the
 /// scratch grows with the lanes, [`scratch_bytes`]); with several tables, then the same
-/// decoding in the loop (no pair tables in the scratch); for a depthwise layer of this
-/// path `[1]` (its scratch does not depend on lanes); empty where the plain kernels run.
+/// decoding in the loop (no pair tables in the scratch), and with more than
+/// [`MAX_PAIR_TABLES`] only that; for a depthwise layer of this path `[1]` (its scratch
+/// does not depend on lanes); empty where the plain kernels run.
 pub(crate) fn lane_options(graph: &IntGraph, i: usize) -> &'static [KernelChoice] {
     use KernelChoice as K;
     const SEVERAL_TABLES: [KernelChoice; 6] = [
@@ -154,9 +150,11 @@ pub(crate) fn lane_options(graph: &IntGraph, i: usize) -> &'static [KernelChoice
         K::in_loop(4),
         K::in_loop(2),
     ];
+    const MANY_TABLES: [KernelChoice; 3] = [K::in_loop(LANES), K::in_loop(4), K::in_loop(2)];
     const ONE_TABLE: [KernelChoice; 3] = [K::pairs(LANES), K::pairs(4), K::pairs(2)];
     const DEPTHWISE: [KernelChoice; 1] = [K::pairs(1)];
     match plan(&graph.nodes[i]) {
+        Some(pl) if pl.tables > MAX_PAIR_TABLES => &MANY_TABLES,
         Some(pl) if pl.tables > 1 => &SEVERAL_TABLES,
         Some(_) => &ONE_TABLE,
         None if super::depthwise_dsp::scratch_bytes(graph, i) > 0 => &DEPTHWISE,
