@@ -95,7 +95,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
              `intra_op_num_threads = 1`), random inputs of the model's shape, one run, on {}.\n\
              The machines are shared: compare the ratio, not the milliseconds.\n\n{table}",
             args.join(" "),
-            cpu_name()
+            cpu_label()
         );
         crate::docs::replace_section(&path, "bench-float", "Float interpreter speed", &body)?;
     }
@@ -165,4 +165,35 @@ pub fn cpu_name() -> String {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| "an unknown CPU".into())
+}
+
+/// [`cpu_name`] with the vector extensions that decide the speed ratios, e.g. "AMD EPYC
+/// (AVX-512 VNNI)": one model name covers machines with and without AVX-512 and VNNI,
+/// and onnxruntime's int8 kernels (not lutq's float interpreter) gain most from VNNI.
+pub fn cpu_label() -> String {
+    let flags = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("flags"))
+                .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        })
+        .unwrap_or_default();
+    let has = |f: &str| flags.iter().any(|x| x == f);
+    let vector = if has("avx512f") {
+        if has("avx512_vnni") {
+            "AVX-512 VNNI"
+        } else {
+            "AVX-512, no VNNI"
+        }
+    } else if has("avx2") {
+        if has("avx_vnni") {
+            "AVX2, AVX-VNNI"
+        } else {
+            "AVX2, no VNNI"
+        }
+    } else {
+        return cpu_name();
+    };
+    format!("{} ({vector})", cpu_name())
 }

@@ -337,7 +337,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
              runs, measured right after the table's runs: a busier or quieter moment than\n\
              the table's shows in every rate alike):\n\n{rates}",
             iters.min(10),
-            crate::bench_float::cpu_name(),
+            crate::bench_float::cpu_label(),
             iters.div_ceil(ROUNDS)
         );
         crate::docs::replace_section(&path, "bench-int", "Integer inference speed", &body)?;

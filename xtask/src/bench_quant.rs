@@ -134,7 +134,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
              lowered layer over all images. CPU: user + system time of this process over\n\
              the same span (steadier than wall time on a shared machine).\n\n{table}",
             args.join(" "),
-            crate::bench_float::cpu_name()
+            crate::bench_float::cpu_label()
         );
         crate::docs::replace_section(&path, "bench-quant", "Quantization time", &body)?;
     }

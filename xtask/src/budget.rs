@@ -104,7 +104,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let lutq = crate::accuracy::build_lutq()?;
-    let cpu = crate::bench_float::cpu_name();
+    let cpu = crate::bench_float::cpu_label();
     for net in NETS {
         if only.as_deref().is_some_and(|o| o != net.name) {
             continue;

@@ -161,7 +161,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         pipeline,
         extra,
     };
-    let cpu = crate::bench_float::cpu_name();
+    let cpu = crate::bench_float::cpu_label();
     let mut summary = Vec::new();
     for t in targets {
         let corpus = fuzz_dir.join("corpus").join(t);

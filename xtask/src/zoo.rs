@@ -251,7 +251,7 @@ fn table(rows: &[Row], missing: &[String], exact: usize) -> String {
          | model | mode | agree | SQNR dB | flash B | arena B | arena / bound | MACs | exact | s | integer ops |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
         rows.len(),
-        cpu = crate::bench_float::cpu_name(),
+        cpu = crate::bench_float::cpu_label(),
     );
     for r in rows {
         match &r.result {
