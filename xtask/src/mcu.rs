@@ -16,7 +16,7 @@ use lutq_quant::{Mode, QuantOptions};
 
 const USAGE: &str =
     "cargo xtask mcu [--samples N] [--modes m1,m2,…] [--models a,b,…] [--skip-mobilenet]
-                [--zoo a,b,…] [--write FILE.md]
+                [--zoo a,b,…] [--lut-tables N] [--write FILE.md]
 
 For each bundled model, each zoo model named by --zoo (default: the MLPerf Tiny IC, KWS
 and VWW models of models/zoo/manifest.json) and each mode: quantizes it (Fashion nets:
@@ -38,7 +38,9 @@ committed calibration slice), emits C, and
     int8 build would store, and the arena next to its lower bound.
 
 Needs gcc, valgrind, gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm
-(Debian packages).";
+(Debian packages).
+--lut-tables N quantizes the LUT modes with up to N tables per layer instead of the default
+(what a layer with more than 9 tables costs the Cortex-M4 kernel); refused with --write.";
 
 /// The zoo models `cargo xtask mcu` measures unless `--zoo` says otherwise: the MLPerf
 /// Tiny benchmarks issue #15 compares against published Cortex-M4 figures.
@@ -119,9 +121,11 @@ fn callgrind(program: &HostProgram, prefix: &str, input: &[u8], n: usize) -> any
     Ok(collected / n as u64)
 }
 
+#[allow(clippy::too_many_arguments)] // one measurement's whole setting
 fn measure(
     model: &str,
     mode: Mode,
+    lut_tables: usize,
     calib: &Tensor,
     data: &Tensor,
     m4_samples: usize,
@@ -129,12 +133,16 @@ fn measure(
     zoo: Option<&lutq_ir::Graph>,
 ) -> anyhow::Result<Row> {
     eprintln!("{model} {mode}: quantizing");
+    let options = QuantOptions {
+        lut_tables,
+        ..QuantOptions::new(mode)
+    };
     let g = match zoo {
         Some(float) => {
-            let g = lutq_quant::quantize(float, calib, &QuantOptions::new(mode), &|_| {})?.0;
+            let g = lutq_quant::quantize(float, calib, &options, &|_| {})?.0;
             lutq_opt::optimize_int(&g, &Default::default())?.0
         }
-        None => lutq_bundled::lowered(model, mode, calib)?,
+        None => lutq_bundled::lowered_with(model, &options, calib)?,
     };
     let n = data.shape()[0];
     let rows: Vec<Vec<&[f32]>> = lutq_bundled::rows(data)
@@ -255,6 +263,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut n = 20;
     let mut modes = vec![Mode::Lut4PotChannel, Mode::Int8PotChannel];
     let mut mobilenet = true;
+    let mut lut_tables = lutq_quant::DEFAULT_LUT_TABLES;
     let mut only: Option<Vec<String>> = None;
     let mut zoo: Vec<String> = DEFAULT_ZOO.split(',').map(str::to_string).collect();
     let mut it = args.iter();
@@ -282,12 +291,22 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     .collect()
             }
             "--modes" => modes = crate::parse_modes(it.next())?,
+            "--lut-tables" => {
+                lut_tables = it
+                    .next()
+                    .and_then(|t| t.parse().ok())
+                    .filter(|&t: &usize| t > 0)
+                    .context("--lut-tables needs a positive count")?
+            }
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(());
             }
             other => bail!("unknown argument {other}\n\n{USAGE}"),
         }
+    }
+    if write.is_some() && lut_tables != lutq_quant::DEFAULT_LUT_TABLES {
+        bail!("--lut-tables is for measurements; the table in the docs is the default's");
     }
     let fashion_calib = lutq_bundled::fashion_calib(256)?;
     let fashion_test = lutq_bundled::fashion_test(n)?;
@@ -301,6 +320,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             rows.push(measure(
                 model,
                 mode,
+                lut_tables,
                 &fashion_calib,
                 &fashion_test,
                 n,
@@ -312,13 +332,31 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if mobilenet && wanted("mobilenet_v2") {
         let photos = lutq_bundled::photos(11)?;
         for &mode in &modes {
-            rows.push(measure("mobilenet_v2", mode, &photos, &photos, 1, 1, None)?);
+            rows.push(measure(
+                "mobilenet_v2",
+                mode,
+                lut_tables,
+                &photos,
+                &photos,
+                1,
+                1,
+                None,
+            )?);
         }
     }
     for name in zoo.iter().filter(|z| wanted(z)) {
         let (float, calib, eval) = zoo_model(name, n)?;
         for &mode in &modes {
-            rows.push(measure(name, mode, &calib, &eval, 1, 1, Some(&float))?);
+            rows.push(measure(
+                name,
+                mode,
+                lut_tables,
+                &calib,
+                &eval,
+                1,
+                1,
+                Some(&float),
+            )?);
         }
     }
     let body = table(&rows, n);

@@ -76,9 +76,10 @@ pub struct QuantArgs {
     /// default 8 gained 0.1–15 dB over one table in 16 of 18 measured cases and lost up to
     /// 0.35 dB in two (docs/quantization.md "Table groups"). More tables: 32 gained 0.5 dB
     /// on EfficientNet-Lite0 and 0.2 dB on MobileNetV2 over 8 (photos the calibration never
-    /// saw, mean of 4 calibration sets) for under 1 % more flash, but more than 9 tables per
-    /// layer cost the Cortex-M4 kernel about 17 % more instructions (pairs decoded in the
-    /// loop instead of pair tables in the scratch)
+    /// saw, mean of 4 calibration sets) for under 1 % more flash and about 6 % more
+    /// quantization time; on the Cortex-M4, layers whose 32 pair tables do not fit the
+    /// scratch limit decode pairs in the loop instead (Fashion MobileNetV2: 8 % more
+    /// instructions; MobileNetV2-224: none)
     #[arg(long, default_value_t = LutTables::Count(lutq_quant::DEFAULT_LUT_TABLES), value_name = "N|auto", value_parser = parse_lut_tables)]
     pub lut_tables: LutTables,
     /// Round weights to the nearest grid point and fit LUTs by plain k-means, ignoring
