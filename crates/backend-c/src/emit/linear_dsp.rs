@@ -1,8 +1,8 @@
 //! Convolutions as dual 16-bit multiply-accumulates (issue #15, first step).
 //!
 //! A convolution with one group (3×3, 1×1 pointwise, any stride, dilation and padding)
-//! whose weights are 4-bit codes (decoded through pair tables, or in the loop where a
-//! layer has more than [`MAX_PAIR_TABLES`] distinct tables), or plain int8, runs as
+//! whose weights are 4-bit codes (decoded through pair tables, or in the loop where
+//! they do not fit the scratch or do not pay, see [`lane_options`]), or plain int8, runs as
 //! blocks of [`LANES`] output pixels:
 //!
 //! 1. **im2col**: each pixel's window (`K = C·KH·KW` inputs, zeros where it hangs over
@@ -113,8 +113,8 @@ const MAX_UNROLLED_TAPS: usize = 25;
 /// What the kernel of a layer needs, when it takes this path.
 struct Plan {
     lut: bool,
-    /// Distinct 4-bit tables (0 for int8 weights): each a pair table in the scratch, up
-    /// to [`MAX_PAIR_TABLES`] of them.
+    /// Distinct 4-bit tables (0 for int8 weights): each a pair table in the scratch
+    /// where the kernel builds them ([`lane_options`]).
     tables: usize,
     /// Taps per output (`K`), and the column length in int16 (K rounded up: to even for
     /// 4-bit codes, to a multiple of four for int8 weights).
@@ -150,9 +150,10 @@ fn plan(node: &IntNode) -> Option<Plan> {
 
 /// The lane counts the kernel of node `i` can run with, most preferred first (the
 /// scratch grows with the lanes, [`scratch_bytes`]); with several tables, then the same
-/// decoding in the loop (no pair tables in the scratch), and with more than
-/// [`MAX_PAIR_TABLES`] only that; for a depthwise layer of this path `[1]` (its scratch
-/// does not depend on lanes); empty where the plain kernels run.
+/// decoding in the loop (no pair tables in the scratch); with more than
+/// [`MAX_PAIR_TABLES`], pair tables only where [`pair_tables_pay`], each lane count
+/// before the loop's decoding at fewer lanes; for a depthwise layer of this path `[1]`
+/// (its scratch does not depend on lanes); empty where the plain kernels run.
 pub(crate) fn lane_options(graph: &IntGraph, i: usize) -> &'static [KernelChoice] {
     use KernelChoice as K;
     const SEVERAL_TABLES: [KernelChoice; 6] = [
