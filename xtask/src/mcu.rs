@@ -125,7 +125,7 @@ fn callgrind(program: &HostProgram, prefix: &str, input: &[u8], n: usize) -> any
 fn measure(
     model: &str,
     mode: Mode,
-    lut_tables: usize,
+    lut_tables: Option<usize>,
     calib: &Tensor,
     data: &Tensor,
     m4_samples: usize,
@@ -263,7 +263,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut n = 20;
     let mut modes = vec![Mode::Lut4PotChannel, Mode::Int8PotChannel];
     let mut mobilenet = true;
-    let mut lut_tables = lutq_quant::DEFAULT_LUT_TABLES;
+    // `None`: the quantizer's default (`lutq_quant::default_lut_tables`).
+    let mut lut_tables: Option<usize> = None;
     let mut only: Option<Vec<String>> = None;
     let mut zoo: Vec<String> = DEFAULT_ZOO.split(',').map(str::to_string).collect();
     let mut it = args.iter();
@@ -292,11 +293,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             }
             "--modes" => modes = crate::parse_modes(it.next())?,
             "--lut-tables" => {
-                lut_tables = it
-                    .next()
-                    .and_then(|t| t.parse().ok())
-                    .filter(|&t: &usize| t > 0)
-                    .context("--lut-tables needs a positive count")?
+                lut_tables = Some(
+                    it.next()
+                        .and_then(|t| t.parse().ok())
+                        .filter(|&t: &usize| t > 0)
+                        .context("--lut-tables needs a positive count")?,
+                )
             }
             "--help" | "-h" => {
                 println!("{USAGE}");
@@ -305,7 +307,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             other => bail!("unknown argument {other}\n\n{USAGE}"),
         }
     }
-    if write.is_some() && lut_tables != lutq_quant::DEFAULT_LUT_TABLES {
+    if write.is_some() && lut_tables.is_some() {
         bail!("--lut-tables is for measurements; the table in the docs is the default's");
     }
     let fashion_calib = lutq_bundled::fashion_calib(256)?;

@@ -173,7 +173,7 @@ fn reconstructed_program_is_bit_exact() {
 fn table_groups_are_bit_exact_and_stored_once() {
     let calib = fashion_calib();
     let options = lutq_quant::QuantOptions {
-        lut_tables: 4,
+        lut_tables: Some(4),
         ..lutq_quant::QuantOptions::new(Mode::Lut4PotChannel)
     };
     let g = lutq_bundled::lowered_with("fashion_mobilenetv2", &options, &calib).unwrap();

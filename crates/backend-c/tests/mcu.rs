@@ -43,7 +43,7 @@ fn fashion_nets_run_bit_exact_on_a_cortex_m4() {
     // Table groups: indexed tables; each convolution's pair tables (one per distinct
     // LUT) where they fit the scratch limit, else pairs decoded in the loop.
     let grouped = lutq_quant::QuantOptions {
-        lut_tables: 4,
+        lut_tables: Some(4),
         ..plain.clone()
     };
     // A table per channel: more distinct tables than pair tables, so every 4-bit

@@ -14,11 +14,14 @@ use lutq_quant::{Mode, Progress, QuantOptions, QuantReport};
 
 use crate::{CleArgs, CleMode};
 
-/// `--lut-tables`: a number of tables per layer, or `auto`.
+/// `--lut-tables`: a number of tables per layer, `size` or `auto`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LutTables {
     Count(usize),
-    /// 1 or [`AUTO_TABLES`], whichever quantizes better on the calibration samples.
+    /// [`lutq_quant::default_lut_tables`]: 8, or 16 or 32 where their bytes stay a small
+    /// share of the codes' (networks of a million weights and more).
+    BySize,
+    /// 1 or the `BySize` count, whichever quantizes better on the calibration samples.
     Auto,
 }
 
@@ -26,23 +29,22 @@ impl std::fmt::Display for LutTables {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LutTables::Count(n) => write!(f, "{n}"),
+            LutTables::BySize => f.write_str("size"),
             LutTables::Auto => f.write_str("auto"),
         }
     }
 }
 
-/// The table count `--lut-tables auto` tries beside one table: where the gain levelled
-/// off on EfficientNet-Lite0 (4: 11.2 dB, 8: 11.7, 16: 11.6).
-pub const AUTO_TABLES: usize = 8;
-
 fn parse_lut_tables(s: &str) -> Result<LutTables, String> {
-    if s == "auto" {
-        return Ok(LutTables::Auto);
+    match s {
+        "auto" => return Ok(LutTables::Auto),
+        "size" => return Ok(LutTables::BySize),
+        _ => {}
     }
     match s.parse::<usize>() {
         Ok(n) if (1..=64).contains(&n) => Ok(LutTables::Count(n)),
         _ => Err(format!(
-            "`{s}`: a number of tables per layer from 1 to 64, or `auto`"
+            "`{s}`: a number of tables per layer from 1 to 64, `size` or `auto`"
         )),
     }
 }
@@ -71,16 +73,19 @@ pub struct QuantArgs {
     /// (table groups). Channels of a similar weight distribution share a table, fitted
     /// to them: most of --lut-per-channel's gain for a byte of flash per channel (the
     /// index) and 16 per table. 1 is one shared table per layer (the paper's format,
-    /// least flash). `auto` quantizes with 1 and with 8 and keeps the one with the
-    /// higher output SQNR on the first 64 calibration samples (twice the time). The
-    /// default 8 gained 0.1–15 dB over one table in 16 of 18 measured cases and lost up to
-    /// 0.35 dB in two (docs/quantization.md "Table groups"). More tables: 32 gained 0.5 dB
-    /// on EfficientNet-Lite0 and 0.2 dB on MobileNetV2 over 8 (photos the calibration never
-    /// saw, mean of 4 calibration sets) for under 1 % more flash and about 6 % more
-    /// quantization time; on the Cortex-M4, layers whose 32 pair tables do not fit the
-    /// scratch limit decode pairs in the loop instead (Fashion MobileNetV2: 8 % more
-    /// instructions; MobileNetV2-224: none)
-    #[arg(long, default_value_t = LutTables::Count(lutq_quant::DEFAULT_LUT_TABLES), value_name = "N|auto", value_parser = parse_lut_tables)]
+    /// least flash). `size` (the default): 32 tables per layer where all layers' tables
+    /// take at most 2 % of the 4-bit codes' bytes, else 16 where they fit that, else 8 —
+    /// networks of about a million weights and more take 32 (MobileNetV2,
+    /// EfficientNet-Lite0), MCU-sized ones 8 (MLPerf Tiny, the Fashion nets), where more
+    /// tables would eat the flash 4 bits saved and, on the Cortex-M4, not fit the
+    /// scratch as pair tables (decoding in the loop costs about 0.28 instructions per
+    /// MAC). Measured on photos the calibration never saw (mean of 4 calibration sets of
+    /// 64): 8 tables gained 0.1–15 dB over one in 16 of 18 cases and lost up to 0.35 dB
+    /// in two; 32 gain 0.5 dB on EfficientNet-Lite0 and 0.2 dB on MobileNetV2 over 8
+    /// (docs/quantization.md "Table groups", "Stop 41"). `auto` quantizes with 1 and with
+    /// `size`'s count and keeps the one with the higher output SQNR on the first 64
+    /// calibration samples (twice the time)
+    #[arg(long, default_value_t = LutTables::BySize, value_name = "N|size|auto", value_parser = parse_lut_tables)]
     pub lut_tables: LutTables,
     /// Round weights to the nearest grid point and fit LUTs by plain k-means, ignoring
     /// the calibration data (for comparisons; loses accuracy at 4 bits).
@@ -417,17 +422,19 @@ pub fn compile(
     };
     let lut_mode = mode.weights().is_some_and(|(f, _)| f.is_lut());
     let tables = match args.lut_tables {
-        LutTables::Auto if lut_mode && !args.lut_per_channel => vec![1, AUTO_TABLES],
-        LutTables::Auto => vec![1],
-        LutTables::Count(n) => vec![n],
+        LutTables::Auto if lut_mode && !args.lut_per_channel => {
+            vec![LutTables::Count(1), LutTables::BySize]
+        }
+        LutTables::Auto => vec![LutTables::Count(1)],
+        t => vec![t],
     };
-    let variants: Vec<(CleMode, usize)> = cles
+    let variants: Vec<(CleMode, LutTables)> = cles
         .iter()
         .flat_map(|&c| tables.iter().map(move |&t| (c, t)))
         .collect();
-    let build_variant = |(c, t): (CleMode, usize)| {
+    let build_variant = |(c, t): (CleMode, LutTables)| {
         let args = QuantArgs {
-            lut_tables: LutTables::Count(t),
+            lut_tables: t,
             ..args.clone()
         };
         build(c, &args)
@@ -456,27 +463,26 @@ pub fn compile(
     let best = (0..built.len())
         .max_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(b.cmp(&a)))
         .expect("two variants or more");
-    let describe = |(c, t): (CleMode, usize)| {
-        let cle = if c == CleMode::On {
+    let describe = |i: usize| {
+        let cle = if variants[i].0 == CleMode::On {
             "CLE on"
         } else {
             "CLE off"
         };
         if tables.len() > 1 {
+            let t = built[i].report.lut_tables;
             format!("{cle}, {t} table{}", if t == 1 { "" } else { "s" })
         } else {
             cle.to_string()
         }
     };
-    let listed: Vec<String> = variants
-        .iter()
-        .zip(&scores)
-        .map(|(&v, s)| format!("{s:.2} dB with {}", describe(v)))
+    let listed: Vec<String> = (0..variants.len())
+        .map(|i| format!("{:.2} dB with {}", scores[i], describe(i)))
         .collect();
     eprintln!(
         "auto ({mode}): calibration SQNR {} -> {}",
         listed.join(", "),
-        describe(variants[best])
+        describe(best)
     );
     Ok(built.swap_remove(best))
 }
@@ -503,6 +509,12 @@ pub fn report_text(r: &QuantReport) -> String {
         r.weight_bytes as f64 / 1024.0,
         r.float_weight_bytes as f64 / 1024.0
     );
+    if r.layers.iter().any(|l| l.weights == "lut4/groups") {
+        s.push_str(&format!(
+            "  table groups: up to {} tables per layer (--lut-tables)\n",
+            r.lut_tables
+        ));
+    }
     s.push_str("  layer                                    weights  f_x  f_w      f_y  out  target  rel.err  bias-corr  acc-headroom  const  capped\n");
     for l in &r.layers {
         s.push_str(&format!(
@@ -617,8 +629,9 @@ fn quant_options(mode: Mode, args: &QuantArgs) -> QuantOptions {
         lut_per_channel: args.lut_per_channel,
         // `compile` resolves `auto` into counts before it quantizes.
         lut_tables: match args.lut_tables {
-            LutTables::Count(n) => n,
-            LutTables::Auto => 1,
+            LutTables::Count(n) => Some(n),
+            LutTables::BySize => None,
+            LutTables::Auto => Some(1),
         },
         float_target: !args.no_float_target,
         reconstruct: (args.reconstruct || args.reconstruct_blocks).then(|| {

@@ -33,13 +33,49 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-/// The LUT modes' default number of tables per layer (`QuantOptions::lut_tables`,
-/// `--lut-tables`). Measured with 64 calibration images on photos or samples the
-/// calibration never saw (docs/quantization.md, "Table groups"): against one shared
-/// table (and the float-target rule of that time), 8 tables gain 0.1–15 dB in 16 of 18
-/// LUT-mode cells over ImageNet MobileNetV2, EfficientNet-Lite0 and the 7 zoo models,
-/// and lose 0.2–0.35 dB in two, for 1–11 % more flash; 4 tables gain less, 16 no more.
+/// The LUT modes' number of tables per layer where more do not fit the flash share
+/// below (`QuantOptions::lut_tables`, `--lut-tables`). Measured with 64 calibration
+/// images on photos or samples the calibration never saw (docs/quantization.md, "Table
+/// groups"): against one shared table (and the float-target rule of that time), 8 tables
+/// gain 0.1–15 dB in 16 of 18 LUT-mode cells over ImageNet MobileNetV2,
+/// EfficientNet-Lite0 and the 7 zoo models, and lose 0.2–0.35 dB in two, for 1–11 % more
+/// flash; 4 tables gain less.
 pub const DEFAULT_LUT_TABLES: usize = 8;
+
+/// Table counts above [`DEFAULT_LUT_TABLES`] that a network takes by default when they
+/// fit [`TABLE_FLASH_SHARE`], the most first ([`default_lut_tables`]). Mean of 4
+/// calibration sets of 64 images, new photos (docs/quantization.md "Stop 41"):
+/// EfficientNet-Lite0 8 → 16 → 32 tables 11.52 → 11.77 → 12.00 dB, MobileNetV2 10.28 →
+/// 10.31 → 10.51.
+pub const MORE_LUT_TABLES: [usize; 2] = [32, 16];
+
+/// The largest share of the 4-bit codes' bytes that the tables of [`MORE_LUT_TABLES`]
+/// may take. Why a share: a table costs 16 bytes whatever the layer's size, so on a
+/// million-weight network 32 tables per layer cost about 1 % of the flash (MobileNetV2
+/// 1.5 %, EfficientNet-Lite0 1.1 % at most), while on the MCU-sized ones (MLPerf Tiny,
+/// the Fashion nets: 2–44 %) they would take the flash 4 bits saved, and on the
+/// Cortex-M4 their pair tables do not fit a small arena's scratch (the kernel then
+/// decodes in the loop, about 0.28 more instructions per MAC).
+pub const TABLE_FLASH_SHARE: f64 = 0.02;
+
+/// The tables per layer that [`QuantOptions::lut_tables`] `None` stands for: the most of
+/// [`MORE_LUT_TABLES`] whose tables (`min(count, rows) × 16` bytes per linear layer) take
+/// at most [`TABLE_FLASH_SHARE`] of all linear layers' 4-bit codes, else
+/// [`DEFAULT_LUT_TABLES`].
+pub fn default_lut_tables(graph: &Graph) -> usize {
+    let shapes = lower::linear_shapes(graph);
+    let code_bytes: f64 = shapes
+        .iter()
+        .map(|&(rows, k)| (rows * k) as f64 / 2.0)
+        .sum();
+    MORE_LUT_TABLES
+        .into_iter()
+        .find(|&count| {
+            let table_bytes: usize = shapes.iter().map(|&(rows, _)| count.min(rows) * 16).sum();
+            table_bytes as f64 <= TABLE_FLASH_SHARE * code_bytes
+        })
+        .unwrap_or(DEFAULT_LUT_TABLES)
+}
 
 pub use lower::trained::{
     DerivedMode, ModeContradiction, TrainedLayer, TrainedQuantization, trained_quantization,
@@ -218,9 +254,9 @@ pub struct QuantOptions {
     pub lut_per_channel: bool,
     /// LUT modes without `lut_per_channel`: up to this many 16-entry tables per layer,
     /// each output channel reading one (`WeightFormat::Lut4Groups`; a byte of flash per
-    /// channel for the index, 16 per table). 1: one shared table. Default
-    /// [`DEFAULT_LUT_TABLES`].
-    pub lut_tables: usize,
+    /// channel for the index, 16 per table). 1: one shared table. `None` (the default):
+    /// [`default_lut_tables`] of the graph, 8 or more by the flash the tables take.
+    pub lut_tables: Option<usize>,
     /// With `data_aware`: fit each layer's weights so that, on the *quantized* input, they
     /// reproduce the float model's output on the float input (`W x ≈ Ŵ x̂`), compensating
     /// the error of the layers upstream, instead of fitting the float weights on the
@@ -253,7 +289,7 @@ impl QuantOptions {
             bias_correction: true,
             keep_8bit: Vec::new(),
             lut_per_channel: false,
-            lut_tables: DEFAULT_LUT_TABLES,
+            lut_tables: None,
             float_target: true,
             max_patches: 16_384,
             formats: HashMap::new(),

@@ -66,6 +66,8 @@ pub struct LayerReport {
 pub struct QuantReport {
     pub mode: String,
     pub calibration_samples: usize,
+    /// The LUT modes' most tables per layer (`QuantOptions::lut_tables`, resolved).
+    pub lut_tables: usize,
     pub layers: Vec<LayerReport>,
     pub weight_bytes: usize,
     pub float_weight_bytes: usize,
@@ -480,6 +482,9 @@ pub fn lower(
         report: QuantReport {
             mode: options.mode.name().into(),
             calibration_samples: data.len() / per_sample.max(1),
+            lut_tables: options
+                .lut_tables
+                .unwrap_or_else(|| crate::default_lut_tables(graph)),
             ..Default::default()
         },
         candidates: Vec::new(),
@@ -1426,7 +1431,7 @@ impl<'a> Lowering<'a> {
             self.options.formats.get(&node.name).copied()
         };
         let base = self.options.mode.weights().ok_or(QuantError::Fp32)?;
-        let lut_tables = self.options.lut_tables;
+        let lut_tables = self.report.lut_tables;
         let (format, scale) = match layer_format {
             Some(f) => f.weights(base.1, lut_tables),
             None => match base {
@@ -1948,6 +1953,30 @@ type LinearParams = (
 pub fn linear_weights(graph: &Graph, id: NodeId) -> Result<(Vec<f32>, [usize; 4]), QuantError> {
     let (rows, shape, ..) = linear_params(graph, id)?;
     Ok((rows, shape))
+}
+
+/// Every linear node's `(rows, row_len)`: output channels and weights per channel (as
+/// [`linear_params`] lays them out), from the shapes alone.
+pub(crate) fn linear_shapes(graph: &Graph) -> Vec<(usize, usize)> {
+    graph
+        .node_ids()
+        .filter_map(|id| {
+            let inputs = graph.node_inputs(id);
+            let weights = *inputs.get(1)?;
+            graph.constant(weights)?;
+            let s = &graph.node(weights).ty.shape;
+            match &graph.node(id).op {
+                Op::Conv(_) if s.len() == 4 => Some((s[0], s[1] * s[2] * s[3])),
+                Op::Gemm(g) if s.len() == 2 => Some(if g.trans_b {
+                    (s[0], s[1])
+                } else {
+                    (s[1], s[0])
+                }),
+                Op::MatMul if s.len() == 2 => Some((s[1], s[0])),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// A linear node's float weights as `[O][K]` rows with their 4-D shape, its bias

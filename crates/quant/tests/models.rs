@@ -384,3 +384,15 @@ fn integer_rewrites_keep_the_program_bit_exact() {
         );
     }
 }
+
+/// The default table count follows the flash the tables take: the million-weight
+/// ImageNet MobileNetV2 (32 tables per layer: 1.5 % of its 4-bit codes) takes the most,
+/// the MCU-sized Fashion nets (32 would be 11–27 %, 16 still 7–15 %) keep 8.
+#[test]
+fn default_table_count_follows_the_tables_share_of_the_flash() {
+    use lutq_quant::{DEFAULT_LUT_TABLES, MORE_LUT_TABLES, default_lut_tables};
+    assert_eq!(default_lut_tables(&optimized("mobilenet_v2")), MORE_LUT_TABLES[0]);
+    for name in ["fashion_resnet8", "fashion_mobilenetv2"] {
+        assert_eq!(default_lut_tables(&optimized(name)), DEFAULT_LUT_TABLES, "{name}");
+    }
+}

@@ -19,7 +19,7 @@ fn integer_options() -> Vec<QuantOptions> {
                 ..QuantOptions::new(mode)
             });
             out.push(QuantOptions {
-                lut_tables: 3,
+                lut_tables: Some(3),
                 ..QuantOptions::new(mode)
             });
         }
@@ -33,8 +33,8 @@ fn label(o: &QuantOptions) -> String {
         o.mode,
         if o.lut_per_channel {
             " per-channel tables".to_string()
-        } else if o.lut_tables > 1 {
-            format!(" {} table groups", o.lut_tables)
+        } else if let Some(n) = o.lut_tables.filter(|&n| n > 1) {
+            format!(" {n} table groups")
         } else {
             String::new()
         }

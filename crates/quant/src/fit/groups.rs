@@ -38,6 +38,100 @@ pub(crate) fn row_proxy(p: &Prep<'_>, o: usize, scale: RowScale, grid: &Grid) ->
         .sum()
 }
 
+/// Half the largest scaled weight the bins tell apart: beyond ±[`BIN_LIMIT`] every
+/// value's nearest entry is a table's extreme (entries are int8).
+const BIN_LIMIT: f64 = 130.0;
+
+/// Bins of a row's scaled weights: one per half unit, from `-BIN_LIMIT` to `BIN_LIMIT`.
+const BINS: usize = 4 * BIN_LIMIT as usize + 1;
+
+/// The bin of scaled value `v`.
+///
+/// Why half units: a table's entries are integers, so the midpoints between them, where
+/// the nearest entry changes, are integers or half-integers. Every value of a bin's open
+/// interval has the same nearest entry as the middle of the interval, and a value on its
+/// lower edge is either that far from it or on a midpoint, equally far from both entries
+/// around it: the same squared error.
+#[inline]
+fn bin_of(v: f64) -> usize {
+    let t = (2.0 * v).clamp(-2.0 * BIN_LIMIT, 2.0 * BIN_LIMIT);
+    (t.floor() + 2.0 * BIN_LIMIT) as usize
+}
+
+/// The middle of bin `b`'s interval.
+fn bin_value(b: usize) -> f64 {
+    0.5 * (b as f64 - 2.0 * BIN_LIMIT) + 0.25
+}
+
+/// Per bin of `table`: the bin's value less its nearest entry (in scaled units).
+fn bin_offsets(table: &[i8; 16]) -> Vec<f64> {
+    let grid = Grid::Lut(LutGrid::new(table));
+    (0..BINS)
+        .map(|b| {
+            let v = bin_value(b);
+            v - grid.nearest(v).0 as f64
+        })
+        .collect()
+}
+
+/// One row's weights summed by bin, so that its [`row_proxy`] on every candidate table
+/// costs a pass over its occupied bins instead of over its weights: per bin, with the
+/// weights `x` and diagonal `d`, the sums of `d`, `d (x − c)` and `d (x − c)²` around the
+/// bin's value `c` (unscaled), so that a table whose nearest entry `q` lies `δ = c − q`
+/// below `c` costs `Σ d (x − c + δ)² = s2 + 2 δ s1 + δ² s0` per bin without
+/// cancellation.
+#[derive(Default)]
+struct RowBins {
+    /// Per bin: `[s0 · sv², s1 · sv, s2]` (`sv` the row's scale, so that `δ` is taken in
+    /// scaled units).
+    sums: Vec<[f64; 3]>,
+    /// The occupied bins, in first-seen order.
+    used: Vec<usize>,
+}
+
+impl RowBins {
+    fn fill(&mut self, p: &Prep<'_>, o: usize, scale: RowScale) {
+        if self.sums.len() != BINS {
+            self.sums = vec![[0.0; 3]; BINS];
+        }
+        for &b in &self.used {
+            self.sums[b] = [0.0; 3];
+        }
+        self.used.clear();
+        let (sv, inv) = (scale.value(), 1.0 / scale.value());
+        let d = p.diag_of(o);
+        for (i, &x) in p.row(o).iter().enumerate() {
+            let x = x as f64;
+            let b = bin_of(x * inv);
+            let w = d.map_or(1.0, |d| d[i]);
+            let dx = x - bin_value(b) * sv;
+            let s = &mut self.sums[b];
+            if *s == [0.0; 3] {
+                self.used.push(b);
+            }
+            s[0] += w * sv * sv;
+            s[1] += w * dx * sv;
+            s[2] += w * dx * dx;
+        }
+        // A bin whose weights all had zero diagonal reads as unused above; its sums are
+        // zero, so listing it twice or not at all changes no cost.
+        self.used.sort_unstable();
+        self.used.dedup();
+    }
+
+    /// [`row_proxy`] for the table of `offsets` ([`bin_offsets`]).
+    fn proxy(&self, offsets: &[f64]) -> f64 {
+        self.used
+            .iter()
+            .map(|&b| {
+                let [s0, s1, s2] = self.sums[b];
+                let e = offsets[b];
+                (s2 + 2.0 * e * s1 + e * e * s0).max(0.0)
+            })
+            .sum()
+    }
+}
+
 /// The weighted k-means table of the scaled weights of `rows`.
 fn table_of(p: &Prep<'_>, rows: &[usize], scales: &[RowScale]) -> [i8; 16] {
     let mut v = Vec::with_capacity(rows.len() * p.k);
@@ -80,19 +174,22 @@ pub(crate) fn group_tables(
         .max_by(|&a, &b| weight[a].total_cmp(&weight[b]))
         .unwrap_or(0);
     let mut centres = vec![point(first)];
+    // Every row's distance to its nearest centre so far, updated with each new centre
+    // (the minimum over the same centres as a full recount: the same choice).
+    let mut nearest_dist: Vec<f64> = (0..rows).map(|o| dist(&centres[0], &point(o))).collect();
     while centres.len() < count {
         let far = (0..rows)
-            .map(|o| {
-                let p = point(o);
-                let d = centres
-                    .iter()
-                    .map(|c| dist(c, &p))
-                    .fold(f64::INFINITY, f64::min);
-                (weight[o] * d, o)
-            })
+            .map(|o| (weight[o] * nearest_dist[o], o))
             .max_by(|a, b| a.0.total_cmp(&b.0));
         match far {
-            Some((d, o)) if d > 0.0 => centres.push(point(o)),
+            Some((d, o)) if d > 0.0 => {
+                let c = point(o);
+                nearest_dist
+                    .par_iter_mut()
+                    .enumerate()
+                    .for_each(|(o, d)| *d = d.min(dist(&c, &point(o))));
+                centres.push(c);
+            }
             _ => break,
         }
     }
@@ -102,7 +199,10 @@ pub(crate) fn group_tables(
             .min_by(|&a, &b| dist(&centres[a], &p).total_cmp(&dist(&centres[b], &p)))
             .unwrap_or(0)
     };
-    let mut group: Vec<usize> = (0..rows).map(|o| nearest(&centres, o)).collect();
+    let mut group: Vec<usize> = (0..rows)
+        .into_par_iter()
+        .map(|o| nearest(&centres, o))
+        .collect();
     for _ in 0..CLUSTER_ITERS {
         let mut sum = vec![[0.0f64; 16]; centres.len()];
         let mut tot = vec![0.0f64; centres.len()];
@@ -121,7 +221,10 @@ pub(crate) fn group_tables(
                 }
             }
         }
-        let next: Vec<usize> = (0..rows).map(|o| nearest(&centres, o)).collect();
+        let next: Vec<usize> = (0..rows)
+            .into_par_iter()
+            .map(|o| nearest(&centres, o))
+            .collect();
         if next == group {
             break;
         }
@@ -143,14 +246,12 @@ pub(crate) fn group_tables(
             .enumerate()
             .map(|(g, t)| t.unwrap_or_else(|| tables.get(g).copied().unwrap_or(own[0])))
             .collect();
-        let grids: Vec<Grid> = tables.iter().map(|t| Grid::Lut(LutGrid::new(t))).collect();
+        let offsets: Vec<Vec<f64>> = tables.iter().map(bin_offsets).collect();
         let next: Vec<usize> = (0..rows)
             .into_par_iter()
-            .map(|o| {
-                let cost: Vec<f64> = grids
-                    .iter()
-                    .map(|g| row_proxy(p, o, scales[o], g))
-                    .collect();
+            .map_init(RowBins::default, |bins, o| {
+                bins.fill(p, o, scales[o]);
+                let cost: Vec<f64> = offsets.iter().map(|e| bins.proxy(e)).collect();
                 first_min(&cost)
             })
             .collect();
@@ -167,4 +268,68 @@ pub(crate) fn first_min(values: &[f64]) -> usize {
     (0..values.len())
         .min_by(|&a, &b| values[a].total_cmp(&values[b]))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::LayerProblem;
+    use super::*;
+
+    /// The binned proxy is the direct one, for weights on, between and beyond the tables'
+    /// midpoints, with a non-uniform diagonal and power-of-two and float scales.
+    #[test]
+    fn binned_proxy_equals_the_direct_one() {
+        let tables: [[i8; 16]; 3] = [
+            std::array::from_fn(|i| (i as i8 - 8) * 9),
+            [
+                -128, -128, -7, 3, 3, 3, 0, 1, 127, 127, 64, -64, 5, 5, 2, -1,
+            ],
+            std::array::from_fn(|i| (i as i8) * 3 - 20),
+        ];
+        let (rows, k) = (4, 200);
+        let scales = [
+            RowScale::Pot(5),
+            RowScale::Pot(0),
+            RowScale::Float(0.37),
+            RowScale::Pot(9),
+        ];
+        // Scaled values: every half unit (the midpoints of integer entries), quarter
+        // units and values past the int8 range, then unscaled by each row's scale.
+        let w: Vec<f32> = (0..rows * k)
+            .map(|i| {
+                let v = (i % k) as f64 * 1.5 - 150.0 + if i % 3 == 0 { 0.25 } else { 0.0 };
+                (v * scales[i / k].value()) as f32
+            })
+            .collect();
+        let h: Vec<f64> = (0..k * k)
+            .map(|i| {
+                if i % (k + 1) == 0 {
+                    1.0 + (i % 7) as f64
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let hessians = vec![h];
+        let problem = LayerProblem {
+            weights: &w,
+            rows,
+            row_len: k,
+            hessians: &hessians,
+        };
+        let p = Prep::new(&problem);
+        let mut bins = RowBins::default();
+        for t in &tables {
+            let grid = Grid::Lut(LutGrid::new(t));
+            let offsets = bin_offsets(t);
+            for (o, &scale) in scales.iter().enumerate() {
+                bins.fill(&p, o, scale);
+                let (direct, binned) = (row_proxy(&p, o, scale, &grid), bins.proxy(&offsets));
+                assert!(
+                    (direct - binned).abs() <= 1e-9 * direct.max(1e-300),
+                    "table {t:?}, row {o}: direct {direct}, binned {binned}"
+                );
+            }
+        }
+    }
 }
