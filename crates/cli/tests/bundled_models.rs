@@ -759,7 +759,7 @@ fn lut_tables_auto_keeps_the_better_variant() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("from 1 to 64, or `auto`"),
+        !out.status.success() && err.contains("from 1 to 64, `size` or `auto`"),
         "{err}"
     );
 }

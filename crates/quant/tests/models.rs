@@ -391,8 +391,15 @@ fn integer_rewrites_keep_the_program_bit_exact() {
 #[test]
 fn default_table_count_follows_the_tables_share_of_the_flash() {
     use lutq_quant::{DEFAULT_LUT_TABLES, MORE_LUT_TABLES, default_lut_tables};
-    assert_eq!(default_lut_tables(&optimized("mobilenet_v2")), MORE_LUT_TABLES[0]);
+    assert_eq!(
+        default_lut_tables(&optimized("mobilenet_v2")),
+        MORE_LUT_TABLES[0]
+    );
     for name in ["fashion_resnet8", "fashion_mobilenetv2"] {
-        assert_eq!(default_lut_tables(&optimized(name)), DEFAULT_LUT_TABLES, "{name}");
+        assert_eq!(
+            default_lut_tables(&optimized(name)),
+            DEFAULT_LUT_TABLES,
+            "{name}"
+        );
     }
 }
