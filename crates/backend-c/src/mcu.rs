@@ -391,7 +391,25 @@ pub fn run_on_core(
     timeout: Duration,
     core: Core,
 ) -> Result<McuReport, CError> {
-    run_firmware(graph, prefix, quantized, samples, dir, timeout, core, false)
+    let options = EmitOptions::new(prefix);
+    run_firmware(
+        graph, &options, quantized, samples, dir, timeout, core, false,
+    )
+}
+
+/// [`run_on_core`] with the C emitted under `options` (a scratch limit, …).
+pub fn run_on_core_with(
+    graph: &IntGraph,
+    options: &EmitOptions,
+    quantized: &[u8],
+    samples: usize,
+    dir: &Path,
+    timeout: Duration,
+    core: Core,
+) -> Result<McuReport, CError> {
+    run_firmware(
+        graph, options, quantized, samples, dir, timeout, core, false,
+    )
 }
 
 /// [`run_on_core`] with the per-layer profile ([`McuReport::per_node`], first sample):
@@ -406,13 +424,16 @@ pub fn profile_on_core(
     timeout: Duration,
     core: Core,
 ) -> Result<McuReport, CError> {
-    run_firmware(graph, prefix, quantized, samples, dir, timeout, core, true)
+    let options = EmitOptions::new(prefix);
+    run_firmware(
+        graph, &options, quantized, samples, dir, timeout, core, true,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
 fn run_firmware(
     graph: &IntGraph,
-    prefix: &str,
+    options: &EmitOptions,
     quantized: &[u8],
     samples: usize,
     dir: &Path,
@@ -425,7 +446,8 @@ fn run_firmware(
             "the test firmware handles models with one input and one output".into(),
         ));
     }
-    let sources = emit(graph, &EmitOptions::new(prefix))?;
+    let prefix = options.prefix.as_str();
+    let sources = emit(graph, options)?;
     sources.write_to(dir)?;
     let write = |name: &str, text: &str| {
         std::fs::write(dir.join(name), text).map_err(|source| CError::Io {

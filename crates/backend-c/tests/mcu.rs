@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use lutq_backend_c::mcu::run_on_cortex_m4;
+use lutq_backend_c::EmitOptions;
+use lutq_backend_c::mcu::{Core, run_on_core_with};
 use lutq_backend_c::quantize_samples;
 use lutq_interp::int::IntInterpreter;
 use lutq_ir::int::Rounding;
@@ -52,15 +53,29 @@ fn fashion_nets_run_bit_exact_on_a_cortex_m4() {
         lut_per_channel: true,
         ..plain.clone()
     };
+    // The same with room in the scratch: layers of at most 64 channels whose MACs pay
+    // for building a pair table per channel build them (`pair_tables_pay`).
+    const ROOMY_SCRATCH: usize = 128 * 1024;
     let builds = lutq_bundled::FASHION_MODELS
         .iter()
-        .map(|&m| (m, "default", &plain))
+        .map(|&m| (m, "default", &plain, None))
         .chain([
-            ("fashion_resnet8", "4 tables", &grouped),
-            ("fashion_mobilenetv2", "a table per channel", &per_channel),
+            ("fashion_resnet8", "4 tables", &grouped, None),
+            (
+                "fashion_mobilenetv2",
+                "a table per channel",
+                &per_channel,
+                None,
+            ),
+            (
+                "fashion_mobilenetv2",
+                "a table per channel, roomy scratch",
+                &per_channel,
+                Some(ROOMY_SCRATCH),
+            ),
         ]);
     let mut per_mac = std::collections::HashMap::new();
-    for (model, variant, options) in builds {
+    for (model, variant, options, scratch_limit) in builds {
         let g = lutq_bundled::lowered_with(model, options, &calib).unwrap();
         let rows: Vec<Vec<&[f32]>> = lutq_bundled::rows(&test)
             .into_iter()
@@ -68,13 +83,18 @@ fn fashion_nets_run_bit_exact_on_a_cortex_m4() {
             .collect();
         let quantized = quantize_samples(&g, &rows).unwrap();
         let dir = std::env::temp_dir().join(format!("lutq-mcu-{model}-{}", std::process::id()));
-        let report = run_on_cortex_m4(
+        let emit = EmitOptions {
+            scratch_limit,
+            ..EmitOptions::new("net")
+        };
+        let report = run_on_core_with(
             &g,
-            "net",
+            &emit,
             &quantized,
             rows.len(),
             &dir,
             Duration::from_secs(300),
+            Core::CortexM4,
         )
         .unwrap();
         let _ = std::fs::remove_dir_all(&dir);
@@ -128,6 +148,13 @@ fn fashion_nets_run_bit_exact_on_a_cortex_m4() {
     assert!(
         tables < 1.3 * default,
         "a table per channel: {tables:.2} instructions per MAC against {default:.2}"
+    );
+    // Where the scratch has room, the pair tables that pay are built, and they do pay.
+    let roomy = per_mac[&("fashion_mobilenetv2", "a table per channel, roomy scratch")];
+    assert!(
+        roomy < tables,
+        "a table per channel with pair tables: {roomy:.2} instructions per MAC against \
+         {tables:.2} decoding every pair in the loop"
     );
 }
 
