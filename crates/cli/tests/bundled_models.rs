@@ -715,6 +715,32 @@ fn cli_compile_prints_the_headers_arena_and_a_smaller_scratch_limit_never_grows_
 /// `--lut-tables auto` quantizes with one table and with table groups, prints both
 /// calibration SQNRs and keeps the higher; a count outside 1..=64 is refused with the
 /// accepted values.
+/// The quantizer's report says how many tables the layers may take: by default the
+/// flash rule's count (8 for the MCU-sized Fashion nets), else `--lut-tables N`.
+#[test]
+fn the_quant_report_names_the_table_count() {
+    for (flag, expected) in [(None, 8), (Some("3"), 3)] {
+        let mut args = vec![
+            "dump",
+            "models/fashion_resnet8.onnx",
+            "--stage",
+            "quant",
+            "--calib",
+            "data/fashion_mnist/train_x.npy",
+            "--calib-limit",
+            "16",
+        ];
+        if let Some(n) = flag {
+            args.extend(["--lut-tables", n]);
+        }
+        let out = lutq(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let line = format!("table groups: up to {expected} tables per layer");
+        assert!(err.contains(&line), "{flag:?}: no '{line}' in\n{err}");
+    }
+}
+
 #[test]
 fn lut_tables_auto_keeps_the_better_variant() {
     let out = lutq(&[
