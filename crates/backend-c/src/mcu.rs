@@ -392,9 +392,7 @@ pub fn run_on_core(
     core: Core,
 ) -> Result<McuReport, CError> {
     let options = EmitOptions::new(prefix);
-    run_firmware(
-        graph, &options, quantized, samples, dir, timeout, core, false,
-    )
+    run_on_core_with(graph, &options, quantized, samples, dir, timeout, core)
 }
 
 /// [`run_on_core`] with the C emitted under `options` (a scratch limit, …).
