@@ -38,8 +38,9 @@ pub(crate) fn row_proxy(p: &Prep<'_>, o: usize, scale: RowScale, grid: &Grid) ->
         .sum()
 }
 
-/// Half the largest scaled weight the bins tell apart: beyond ±[`BIN_LIMIT`] every
-/// value's nearest entry is a table's extreme (entries are int8).
+/// The largest magnitude of a scaled weight the bins tell apart: beyond ±`BIN_LIMIT`
+/// every value's nearest entry is a table's extreme (entries are int8), so the outermost
+/// bins take everything beyond.
 const BIN_LIMIT: f64 = 130.0;
 
 /// Bins of a row's scaled weights: one per half unit, from `-BIN_LIMIT` to `BIN_LIMIT`.
@@ -85,7 +86,7 @@ struct RowBins {
     /// Per bin: `[s0 · sv², s1 · sv, s2]` (`sv` the row's scale, so that `δ` is taken in
     /// scaled units).
     sums: Vec<[f64; 3]>,
-    /// The occupied bins, in first-seen order.
+    /// The occupied bins, ascending.
     used: Vec<usize>,
 }
 
