@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use lutq_ir::int::IntGraph;
 use lutq_ir::{Graph, Tensor};
 use lutq_quant::budget::{
-    BudgetLayer, BudgetOption, BudgetReport, LayerChoices, measure_sensitivity, plan,
+    BudgetLayer, BudgetOption, BudgetReport, LayerChoices, measure_sensitivity, plan_from_default,
 };
 use lutq_quant::{LayerFormat, Mode, Progress, QuantOptions, QuantReport};
 
@@ -184,7 +184,8 @@ pub fn quantize_to_budget(
     let mut target = budget_bytes.min(int8_bytes);
     let mut attempt = 0;
     let (final_graph, mut report, chosen) = loop {
-        let p = plan(&choices, fixed, target)?;
+        // Above the plain mode's size the plan only adds bytes to it (`plan_from_default`).
+        let p = plan_from_default(&choices, fixed, target, LayerFormat::Lut4Groups)?;
         let formats: HashMap<String, LayerFormat> = choices
             .iter()
             .zip(&p.choice)

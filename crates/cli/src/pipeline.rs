@@ -113,7 +113,8 @@ pub struct QuantArgs {
     /// the plan, per layer, goes to standard error (and into --json). The base --mode
     /// must be lut4-pot-channel or lut4-pot-layer; below the smallest plan (every layer
     /// lut4 with one table) is an error that names it, at or above all-int8 every layer
-    /// is int8.
+    /// is int8. A budget that holds the plain mode (every layer in its table groups)
+    /// gives no layer fewer tables than the plain mode: the plan only upgrades from it.
     #[arg(long, value_name = "BYTES")]
     pub flash_budget: Option<crate::budget::FlashBudget>,
     /// With --flash-budget: calibration samples (the first ones) the sensitivity is

@@ -90,6 +90,26 @@ fn flash_budget_fits_exactly_is_monotone_and_has_the_right_extremes() {
         assert_eq!(layer_sum, c, "{ratio}: per-layer bytes vs the total");
         assert!(c >= last, "{ratio}: {c} B < {last} B for a looser budget");
         last = c;
+        // At or above the plain mode's size (every layer in its default table groups), no
+        // layer gets a coarser format than the plain mode's: one table.
+        let layers = plan["layers"].as_array().unwrap();
+        let option_bytes = |l: &Value, f: &str| {
+            l["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["format"] == f)
+                .map(|o| bytes(o, "bytes"))
+        };
+        let plain: usize = layers
+            .iter()
+            .map(|l| option_bytes(l, "lut4/groups").unwrap())
+            .sum();
+        if budget >= plain {
+            for l in layers {
+                assert_ne!(l["format"], "lut4", "{ratio}: below the plain mode: {l}");
+            }
+        }
         first_plan.get_or_insert(v);
     }
     let v = first_plan.unwrap();
