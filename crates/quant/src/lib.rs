@@ -77,6 +77,25 @@ pub fn default_lut_tables(graph: &Graph) -> usize {
         .unwrap_or(DEFAULT_LUT_TABLES)
 }
 
+/// Whether a layer of `rows` output channels and `k` weights per channel takes at least as
+/// many bytes of weights with 4-bit codes into up to `tables` tables as with int8 weights:
+/// codes `rows · ⌈k/2⌉` (each row starts on a byte), `min(tables, rows)` tables of 16
+/// bytes, and with more than one table a byte per row for its table index, against
+/// `rows · k`. Biases and shifts are the same in both. Decided before the fit, by the
+/// format's table allowance: the fit may use fewer distinct tables (or, with constant
+/// channels' own tables, one or two more).
+pub fn lut4_not_smaller(rows: usize, k: usize, tables: usize) -> bool {
+    lut4_weight_bytes_bound(rows, k, tables) >= rows * k
+}
+
+/// The bytes 4-bit weights of `rows × k` take with `tables` tables (see
+/// [`lut4_not_smaller`]; the C backend stores each distinct table once).
+pub fn lut4_weight_bytes_bound(rows: usize, k: usize, tables: usize) -> usize {
+    let tables = tables.clamp(1, rows.max(1));
+    let index = if tables > 1 { rows } else { 0 };
+    rows * k.div_ceil(2) + tables * 16 + index
+}
+
 pub use lower::trained::{
     DerivedMode, ModeContradiction, TrainedLayer, TrainedQuantization, trained_quantization,
 };
@@ -252,6 +271,12 @@ pub struct QuantOptions {
     /// (16 more bytes of flash per channel; each channel's table spans its own range at
     /// full 8-bit resolution).
     pub lut_per_channel: bool,
+    /// LUT modes without `lut_per_channel`: a layer whose 4-bit weights would take at
+    /// least as many bytes as int8 weights ([`lut4_not_smaller`]) gets int8 weights
+    /// (per-channel power-of-two, as `keep_8bit`): 4 bits save no flash there, and 8
+    /// bits fit closer. Only small layers: stems of 27-weight rows, 3 × 3 depthwise convs
+    /// of up to 170 channels at 32 tables (46 at 8).
+    pub int8_where_smaller: bool,
     /// LUT modes without `lut_per_channel`: up to this many 16-entry tables per layer,
     /// each output channel reading one (`WeightFormat::Lut4Groups`; a byte of flash per
     /// channel for the index, 16 per table). 1: one shared table. `None` (the default):
@@ -289,6 +314,7 @@ impl QuantOptions {
             bias_correction: true,
             keep_8bit: Vec::new(),
             lut_per_channel: false,
+            int8_where_smaller: true,
             lut_tables: None,
             float_target: true,
             max_patches: 16_384,

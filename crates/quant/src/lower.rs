@@ -68,6 +68,9 @@ pub struct QuantReport {
     pub calibration_samples: usize,
     /// The LUT modes' most tables per layer (`QuantOptions::lut_tables`, resolved).
     pub lut_tables: usize,
+    /// Linear layers given int8 weights because 4 bits would not take fewer bytes
+    /// (`QuantOptions::int8_where_smaller`).
+    pub int8_where_smaller: Vec<String>,
     pub layers: Vec<LayerReport>,
     pub weight_bytes: usize,
     pub float_weight_bytes: usize,
@@ -1295,6 +1298,19 @@ impl<'a> Lowering<'a> {
         }
     }
 
+    /// Whether linear layer `id` (`rows × k` weights) takes int8 weights because its
+    /// mode's 4-bit format would not take fewer bytes (`QuantOptions::int8_where_smaller`):
+    /// a LUT mode's default format (one table or the table groups), not a trained layer
+    /// (its QDQ pairs fix its grid).
+    fn int8_is_no_larger(&self, id: NodeId, rows: usize, k: usize) -> bool {
+        let lut_mode = matches!(self.options.mode.weights(), Some((WeightFormat::Lut4, _)));
+        self.options.int8_where_smaller
+            && lut_mode
+            && !self.options.lut_per_channel
+            && !self.trained.contains_key(&id)
+            && crate::lut4_not_smaller(rows, k, self.report.lut_tables)
+    }
+
     fn lower_linear(&mut self, id: NodeId) -> Result<(), QuantError> {
         let graph = self.graph;
         let node = graph.node(id);
@@ -1427,8 +1443,13 @@ impl<'a> Lowering<'a> {
             // The sensitivity pass emits the all-int8 network; the 4-bit fits are kept as
             // candidates below.
             Some(LayerFormat::Int8)
+        } else if let Some(&f) = self.options.formats.get(&node.name) {
+            Some(f)
+        } else if self.int8_is_no_larger(id, o_n, k_n) {
+            self.report.int8_where_smaller.push(node.name.clone());
+            Some(LayerFormat::Int8)
         } else {
-            self.options.formats.get(&node.name).copied()
+            None
         };
         let base = self.options.mode.weights().ok_or(QuantError::Fp32)?;
         let lut_tables = self.report.lut_tables;

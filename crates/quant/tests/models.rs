@@ -335,8 +335,10 @@ fn per_channel_tables_cost_up_to_16_bytes_per_channel_and_lower_the_error() {
     let reference = lutq_interp::run_batch(&graph, &data, None).unwrap();
     let reference = reference.as_f32().unwrap();
     let build = |per_channel: bool| {
+        // Every layer 4-bit in both (per-channel tables are never int8 by size).
         let options = QuantOptions {
             lut_per_channel: per_channel,
+            int8_where_smaller: false,
             ..QuantOptions::new(Mode::Lut4PotChannel)
         };
         quantize(&graph, &calib, &options, &|_| {}).unwrap()
@@ -400,6 +402,67 @@ fn default_table_count_follows_the_tables_share_of_the_flash() {
             default_lut_tables(&optimized(name)),
             DEFAULT_LUT_TABLES,
             "{name}"
+        );
+    }
+}
+
+/// Where 4-bit weights would take no fewer bytes than int8 (`int8_where_smaller`, the
+/// default), the layer gets int8: exactly the layers the estimate names, each no larger
+/// at int8 than the 4-bit fit it replaces, so the weights never take more flash.
+#[test]
+fn layers_where_4_bits_save_no_bytes_take_int8() {
+    use lutq_ir::int::{IntOp, QWeights};
+    use lutq_quant::lut4_not_smaller;
+    let linear = |g: &IntGraph| -> Vec<(String, QWeights)> {
+        g.nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                IntOp::Linear(l) => Some((n.name.clone(), l.weights.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    for name in ["fashion_resnet8", "fashion_mobilenetv2"] {
+        let graph = optimized(name);
+        let calib = samples("data/fashion_mnist/train_x.npy", 0, 32);
+        let (with, report) = run(Mode::Lut4PotChannel, &graph, &calib);
+        let options = QuantOptions {
+            int8_where_smaller: false,
+            ..QuantOptions::new(Mode::Lut4PotChannel)
+        };
+        let (without, plain) = quantize(&graph, &calib, &options, &|_| {}).unwrap();
+        assert!(plain.int8_where_smaller.is_empty());
+        assert!(
+            !report.int8_where_smaller.is_empty(),
+            "{name}: a small layer"
+        );
+        let (mut bytes_with, mut bytes_without) = (0, 0);
+        for ((layer, w), (_, four)) in linear(&with).iter().zip(linear(&without)) {
+            let [rows, ..] = four.shape();
+            let listed = report.int8_where_smaller.contains(layer);
+            assert_eq!(
+                listed,
+                lut4_not_smaller(rows, four.row_len(), report.lut_tables)
+            );
+            assert_eq!(
+                matches!(w, QWeights::Int8 { .. }),
+                listed,
+                "{name} {layer}: int8 exactly where listed"
+            );
+            if listed {
+                assert!(
+                    w.size_bytes() <= four.size_bytes(),
+                    "{name} {layer}: {} B at int8, {} B at 4 bits",
+                    w.size_bytes(),
+                    four.size_bytes()
+                );
+            }
+            bytes_with += w.size_bytes();
+            bytes_without += four.size_bytes();
+        }
+        assert!(
+            bytes_with < bytes_without,
+            "{name}: {bytes_with} B of weights with the rule, {bytes_without} B without"
         );
     }
 }
