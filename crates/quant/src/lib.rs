@@ -85,12 +85,12 @@ pub fn default_lut_tables(graph: &Graph) -> usize {
 /// format's table allowance: the fit may use fewer distinct tables (or, with constant
 /// channels' own tables, one or two more).
 pub fn lut4_not_smaller(rows: usize, k: usize, tables: usize) -> bool {
-    lut4_weight_bytes_bound(rows, k, tables) >= rows * k
+    lut4_weight_bytes(rows, k, tables) >= rows * k
 }
 
 /// The bytes 4-bit weights of `rows × k` take with `tables` tables (see
 /// [`lut4_not_smaller`]; the C backend stores each distinct table once).
-pub fn lut4_weight_bytes_bound(rows: usize, k: usize, tables: usize) -> usize {
+pub fn lut4_weight_bytes(rows: usize, k: usize, tables: usize) -> usize {
     let tables = tables.clamp(1, rows.max(1));
     let index = if tables > 1 { rows } else { 0 };
     rows * k.div_ceil(2) + tables * 16 + index
