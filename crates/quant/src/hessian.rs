@@ -4,7 +4,83 @@
 use lutq_ir::int::ConvGeom;
 use rayon::prelude::*;
 
+/// A sample's element as the statistics read it: a real value (`f32`), or an integer `q`
+/// of a quantized tensor standing for `q · step` (exact in f32, see [`SampleView`]).
+pub(crate) trait Element: Copy + Sync {
+    fn real(self, step: f32) -> f32;
+    /// `Σ_t real(row[t · stride])` for `t < len`, as f64.
+    fn row_sum(row: &[Self], stride: usize, len: usize, step: f32) -> f64;
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    fn real(self, _step: f32) -> f32 {
+        self
+    }
+
+    fn row_sum(row: &[f32], stride: usize, len: usize, _step: f32) -> f64 {
+        if stride == 1 {
+            sum32(&row[..len])
+        } else {
+            row.iter().step_by(stride).take(len).sum::<f32>() as f64
+        }
+    }
+}
+
+/// Integers sum exactly (in `i64`); the f32 sum of their real values gives the same
+/// value whenever it is exact itself (every partial sum below 2^24 steps: a row of
+/// fewer than 65 793 bytes).
+macro_rules! integer_element {
+    ($t:ty) => {
+        impl Element for $t {
+            #[inline(always)]
+            fn real(self, step: f32) -> f32 {
+                self as f32 * step
+            }
+
+            fn row_sum(row: &[$t], stride: usize, len: usize, step: f32) -> f64 {
+                let total: i64 = if stride == 1 {
+                    row[..len].iter().map(|&q| q as i64).sum()
+                } else {
+                    row.iter()
+                        .step_by(stride)
+                        .take(len)
+                        .map(|&q| q as i64)
+                        .sum()
+                };
+                total as f64 * step as f64
+            }
+        }
+    };
+}
+integer_element!(i8);
+integer_element!(u8);
+
+/// One sample as [`patch_statistics`] reads it: real values, or a quantized tensor's
+/// integers with their step `2^-exp` (dequantized only where a patch reads them).
+#[derive(Clone, Copy)]
+pub enum SampleView<'a> {
+    Real(&'a [f32]),
+    I8(&'a [i8], f32),
+    U8(&'a [u8], f32),
+}
+
+/// Calls `$body` with `$x` bound to the view's elements and `$step` to its step.
+macro_rules! with_elements {
+    ($view:expr, |$x:ident, $step:ident| $body:expr) => {
+        match $view {
+            SampleView::Real($x) => {
+                let $step = 1.0f32;
+                $body
+            }
+            SampleView::I8($x, $step) => $body,
+            SampleView::U8($x, $step) => $body,
+        }
+    };
+}
+
 /// A layer's input geometry, dense layers included (`1×1` kernel on a `K×1×1` input).
+#[derive(Clone)]
 pub struct PatchGeometry {
     pub channels: usize,
     pub height: usize,
@@ -77,11 +153,20 @@ impl PatchGeometry {
 
     /// Writes the patch of group `g` at output position `pos` (row-major) of `x`.
     pub(crate) fn patch_at(&self, x: &[f32], g: usize, pos: usize, out: &mut [f32]) {
-        self.patch(x, g, pos / self.out_width, pos % self.out_width, out);
+        self.patch(x, 1.0, g, pos / self.out_width, pos % self.out_width, out);
     }
 
-    /// Writes the patch of group `g` at output position `(oy, ox)` of `x` (`[C][H][W]`).
-    fn patch(&self, x: &[f32], g: usize, oy: usize, ox: usize, out: &mut [f32]) {
+    /// Writes the patch of group `g` at output position `(oy, ox)` of `x` (`[C][H][W]`,
+    /// elements of `step`).
+    fn patch<T: Element>(
+        &self,
+        x: &[T],
+        step: f32,
+        g: usize,
+        oy: usize,
+        ox: usize,
+        out: &mut [f32],
+    ) {
         let cg = self.channels / self.groups;
         let [kh, kw] = self.kernel;
         let iy0 = (oy * self.strides[0]) as isize - self.pads[0] as isize;
@@ -97,7 +182,7 @@ impl PatchGeometry {
                 for ky in 0..kh {
                     let row = (iy0 + ky * self.dilations[0]) * self.width + ix0;
                     for kx in 0..kw {
-                        out[i] = plane[row + kx * self.dilations[1]];
+                        out[i] = plane[row + kx * self.dilations[1]].real(step);
                         i += 1;
                     }
                 }
@@ -118,7 +203,7 @@ impl PatchGeometry {
                         && (iy as usize) < self.height
                         && (ix as usize) < self.width
                     {
-                        plane[iy as usize * self.width + ix as usize]
+                        plane[iy as usize * self.width + ix as usize].real(step)
                     } else {
                         0.0
                     };
@@ -162,9 +247,11 @@ impl PatchGeometry {
     /// ([`Self::tap_offsets`], `n` of them) as columns: `cols[i · col_stride + q]` is
     /// element `i` of the patch at position `q`, exactly what [`Self::patch`] writes
     /// there (0 in padding).
-    fn gather_columns(
+    #[allow(clippy::too_many_arguments)]
+    fn gather_columns<T: Element>(
         &self,
-        x: &[f32],
+        x: &[T],
+        step: f32,
         g: usize,
         taps: &[u32],
         n: usize,
@@ -181,7 +268,7 @@ impl PatchGeometry {
                 let i = ic * taps_per_channel + t;
                 let out = &mut cols[i * col_stride..i * col_stride + n];
                 for (v, &o) in out.iter_mut().zip(&taps[t * n..(t + 1) * n]) {
-                    *v = plane.get(o as usize).copied().unwrap_or(0.0);
+                    *v = plane.get(o as usize).map_or(0.0, |q| q.real(step));
                 }
             }
         }
@@ -191,9 +278,10 @@ impl PatchGeometry {
     /// indices) as rows: the patch at `positions[q]` into `rows[q · row_stride..][..k]`,
     /// what [`Self::patch_at`] writes. A pointwise layer's are copied channel by channel
     /// (each channel's plane read in position order).
-    fn gather_rows(
+    fn gather_rows<T: Element>(
         &self,
-        x: &[f32],
+        x: &[T],
+        step: f32,
         g: usize,
         positions: &[usize],
         rows: &mut [f32],
@@ -205,12 +293,13 @@ impl PatchGeometry {
             for ic in 0..k {
                 let plane = &x[(g * k + ic) * plane_len..][..plane_len];
                 for (q, &p) in positions.iter().enumerate() {
-                    rows[q * row_stride + ic] = plane[p];
+                    rows[q * row_stride + ic] = plane[p].real(step);
                 }
             }
         } else {
             for (q, &p) in positions.iter().enumerate() {
-                self.patch_at(x, g, p, &mut rows[q * row_stride..q * row_stride + k]);
+                let out = &mut rows[q * row_stride..q * row_stride + k];
+                self.patch(x, step, g, p / self.out_width, p % self.out_width, out);
             }
         }
     }
@@ -220,7 +309,7 @@ impl PatchGeometry {
     /// Adds, for every group and patch element, the sum over all output positions of
     /// that element (zero where it falls into padding) to `sums`. Per tap, the output
     /// positions whose input lies inside the plane form a rectangle: sum it directly.
-    fn add_patch_sums(&self, x: &[f32], sums: &mut [Vec<f64>]) {
+    fn add_patch_sums<T: Element>(&self, x: &[T], step: f32, sums: &mut [Vec<f64>]) {
         let cg = self.channels / self.groups;
         let [kh, kw] = self.kernel;
         // Per tap of one axis (`taps` of them; axis 0: rows, 1: columns): the input
@@ -268,15 +357,7 @@ impl PatchGeometry {
                     let start = ((row * self.width) as isize
                         + (x0 * self.strides[1]) as isize
                         + offx) as usize;
-                    if self.strides[1] == 1 {
-                        sum32(&plane[start..start + (x1 - x0)])
-                    } else {
-                        plane[start..]
-                            .iter()
-                            .step_by(self.strides[1])
-                            .take(x1 - x0)
-                            .sum::<f32>() as f64
-                    }
+                    T::row_sum(&plane[start..], self.strides[1], x1 - x0, step)
                 };
                 // A tap column entirely in the padding reads nothing: its taps add 0.
                 let columns_in_range = x1 > x0;
@@ -411,14 +492,15 @@ struct Scratch {
     outputs: Vec<f32>,
 }
 
-/// The samples [`patch_statistics`] reads (each `[C][H][W]`, real values), one at a
-/// time: a quantized layer input is dequantized sample by sample into a reused buffer,
-/// so that its values are still in cache when the patches read them (and the whole set
-/// never exists in f32).
+/// The samples [`patch_statistics`] reads (each `[C][H][W]`), one at a time: a
+/// quantized layer input as its integers, dequantized only where a patch reads them
+/// (most layers sample a small share of their positions; the means sum the integers),
+/// so that the whole set never exists in f32.
 pub trait Samples: Sync {
     fn count(&self) -> usize;
-    /// Writes the real values of sample `s` into `out` (replacing its contents).
-    fn read(&self, s: usize, out: &mut Vec<f32>);
+    /// Sample `s`: borrowed where it can be, otherwise its real values written into
+    /// `buf` (replacing its contents).
+    fn view<'a>(&'a self, s: usize, buf: &'a mut Vec<f32>) -> SampleView<'a>;
 }
 
 impl Samples for [Vec<f32>] {
@@ -426,9 +508,8 @@ impl Samples for [Vec<f32>] {
         self.len()
     }
 
-    fn read(&self, s: usize, out: &mut Vec<f32>) {
-        out.clear();
-        out.extend_from_slice(&self[s]);
+    fn view<'a>(&'a self, s: usize, _buf: &'a mut Vec<f32>) -> SampleView<'a> {
+        SampleView::Real(&self[s])
     }
 }
 
@@ -438,13 +519,27 @@ pub struct Dequantized<'a> {
     pub exp: i32,
 }
 
+/// Exponents whose steps and byte multiples are normal f32 numbers: `q · 2^-exp` is then
+/// the same f32 however it is computed.
+const EXACT_EXPONENTS: std::ops::RangeInclusive<i32> = -100..=100;
+
 impl Samples for Dequantized<'_> {
     fn count(&self) -> usize {
         self.data.len()
     }
 
-    fn read(&self, s: usize, out: &mut Vec<f32>) {
-        self.data[s].to_f32_into(self.exp, out);
+    fn view<'a>(&'a self, s: usize, buf: &'a mut Vec<f32>) -> SampleView<'a> {
+        use lutq_interp::IntData;
+        let exact = EXACT_EXPONENTS.contains(&self.exp);
+        let step = (-(self.exp as f64)).exp2() as f32;
+        match &self.data[s] {
+            IntData::I8(v) if exact => SampleView::I8(v, step),
+            IntData::U8(v) if exact => SampleView::U8(v, step),
+            other => {
+                other.to_f32_into(self.exp, buf);
+                SampleView::Real(buf)
+            }
+        }
     }
 }
 
@@ -584,9 +679,12 @@ fn patch_statistics_with(
     // One chunk of samples (`xs`, read in order) into `acc`: their patches in blocks of
     // up to `BLOCK_ROWS` positions across the chunk's samples (deeper GEMM sums, fewer
     // passes over the accumulators), the short patches' columns over the whole chunk.
-    let add_chunk = |acc: &mut Partial, chunk: &[usize], xs: &[Vec<f32>], scratch: &mut Scratch| {
+    let add_chunk = |acc: &mut Partial,
+                     chunk: &[usize],
+                     xs: &[SampleView<'_>],
+                     scratch: &mut Scratch| {
         for x in xs {
-            geom.add_patch_sums(x, &mut acc.sums);
+            with_elements!(*x, |v, step| geom.add_patch_sums(v, step, &mut acc.sums));
             acc.positions += per_sample;
         }
         // Global positions t = s · per_sample + p with t % stride == 0.
@@ -615,9 +713,11 @@ fn patch_statistics_with(
                     let (now, later) = rest.split_at(run);
                     for (g, rows) in scratch.block.chunks_exact_mut(cap * row_width).enumerate() {
                         let rows = &mut rows[filled * row_width..];
-                        geom.gather_rows(x, g, now, rows, row_width);
+                        with_elements!(*x, |v, step| {
+                            geom.gather_rows(v, step, g, now, rows, row_width)
+                        });
                         if let Some(t) = target {
-                            geom.gather_rows(t, g, now, &mut rows[k..], row_width);
+                            geom.gather_rows(t, 1.0, g, now, &mut rows[k..], row_width);
                         }
                     }
                     filled += run;
@@ -657,9 +757,12 @@ fn patch_statistics_with(
                 let mut at = 0;
                 for (((&s, x), positions), taps) in chunk.iter().zip(xs).zip(&sampled).zip(&taps) {
                     let m = positions.len();
-                    geom.gather_columns(x, g, taps, m, &mut cols[at..], n);
+                    with_elements!(*x, |v, step| {
+                        geom.gather_columns(v, step, g, taps, m, &mut cols[at..], n)
+                    });
                     if let Some(t) = targets {
-                        geom.gather_columns(&t.values[s], g, taps, m, &mut tcols[at..], n);
+                        let t = &t.values[s];
+                        geom.gather_columns(t, 1.0, g, taps, m, &mut tcols[at..], n);
                     }
                     at += m;
                 }
@@ -707,13 +810,11 @@ fn patch_statistics_with(
         .map(|c| {
             let chunk: Vec<usize> = (c * CHUNK..((c + 1) * CHUNK).min(sample_count)).collect();
             let (mut acc, mut scratch) = (empty(), Scratch::default());
-            let xs: Vec<Vec<f32>> = chunk
+            let mut buffers = vec![Vec::new(); chunk.len()];
+            let xs: Vec<SampleView<'_>> = chunk
                 .iter()
-                .map(|&s| {
-                    let mut x = Vec::new();
-                    samples.read(s, &mut x);
-                    x
-                })
+                .zip(&mut buffers)
+                .map(|(&s, buf)| samples.view(s, buf))
                 .collect();
             add_chunk(&mut acc, &chunk, &xs, &mut scratch);
             acc
@@ -999,7 +1100,7 @@ mod tests {
             let mut rows = vec![f32::NAN; positions.len() * width];
             let mut patch = vec![0f32; k];
             for g in 0..geom.groups {
-                geom.gather_rows(&x, g, &positions, &mut rows, width);
+                geom.gather_rows(&x, 1.0, g, &positions, &mut rows, width);
                 for (q, &p) in positions.iter().enumerate() {
                     geom.patch_at(&x, g, p, &mut patch);
                     assert_eq!(&rows[q * width..q * width + k], patch.as_slice());
@@ -1043,26 +1144,57 @@ mod tests {
 
     #[test]
     fn dequantized_samples_give_the_statistics_of_their_real_values() {
-        // Both paths (GEMM and short patches), with targets; u8 values at exponent 3.
-        for channels in [4, 12] {
-            let geom = test_geometry(channels);
+        // Both paths (GEMM and short patches), with targets; u8 values at exponent 3, i8
+        // at exponent -2 (read as integers), i32 (dequantized whole).
+        use lutq_interp::IntData;
+        type Make = fn(usize) -> IntData;
+        let cases: [(Make, i32); 3] = [
+            (
+                |len| IntData::U8((0..len).map(|i| ((i * 29) % 256) as u8).collect()),
+                3,
+            ),
+            (
+                |len| IntData::I8((0..len).map(|i| ((i * 31) % 256) as u8 as i8).collect()),
+                -2,
+            ),
+            (
+                |len| IntData::I32((0..len).map(|i| (i as i32 * 37) % 1001 - 500).collect()),
+                5,
+            ),
+        ];
+        // Also with a horizontal stride (the row sums step through the integers).
+        let geometries = |c: usize| {
+            [
+                test_geometry(c),
+                PatchGeometry {
+                    strides: [1, 2],
+                    out_height: 5,
+                    out_width: 3,
+                    ..test_geometry(c)
+                },
+            ]
+        };
+        let setups = [4, 12].into_iter().flat_map(|c| {
+            geometries(c)
+                .into_iter()
+                .flat_map(move |g| cases.map(|m| (g.clone(), m)))
+        });
+        for (geom, (make, exp)) in setups {
             let len = geom.channels * geom.height * geom.width;
-            let data: Vec<lutq_interp::IntData> = (0..6)
-                .map(|s| {
-                    lutq_interp::IntData::U8(
-                        (0..len).map(|i| ((i * 29 + s * 53) % 256) as u8).collect(),
-                    )
+            // Each sample shifted: a different pattern per sample.
+            let data: Vec<IntData> = (0..6)
+                .map(|s| match make(len + 7 * s) {
+                    IntData::U8(v) => IntData::U8(v[7 * s..].to_vec()),
+                    IntData::I8(v) => IntData::I8(v[7 * s..].to_vec()),
+                    IntData::I32(v) => IntData::I32(v[7 * s..].to_vec()),
                 })
                 .collect();
-            let real: Vec<Vec<f32>> = data.iter().map(|d| d.to_f32(3)).collect();
+            let real: Vec<Vec<f32>> = data.iter().map(|d| d.to_f32(exp)).collect();
             let targets: Vec<Vec<f32>> = real
                 .iter()
                 .map(|x| x.iter().map(|v| v * 0.75 - 0.5).collect())
                 .collect();
-            let quantized = Dequantized {
-                data: &data,
-                exp: 3,
-            };
+            let quantized = Dequantized { data: &data, exp };
             let weights = test_weights(3 * geom.groups * geom.patch_len());
             let t = Some(FloatTargets {
                 values: &targets,
@@ -1094,9 +1226,9 @@ mod tests {
         let mut patch = vec![0f32; k];
         let mut padded = 0;
         for g in 0..geom.groups {
-            geom.gather_columns(&x, g, &taps, n, &mut cols, n);
+            geom.gather_columns(&x, 1.0, g, &taps, n, &mut cols, n);
             for (q, &(oy, ox)) in positions.iter().enumerate() {
-                geom.patch(&x, g, oy, ox, &mut patch);
+                geom.patch(&x, 1.0, g, oy, ox, &mut patch);
                 for (i, &v) in patch.iter().enumerate() {
                     assert_eq!(cols[i * n + q].to_bits(), v.to_bits(), "g {g} q {q} i {i}");
                     padded += usize::from(v == 0.0);
@@ -1208,7 +1340,7 @@ mod tests {
         let k = geom.patch_len();
         // The patch at (0, 0) of group 1 starts in the top padding row.
         let mut patch = vec![0f32; k];
-        geom.patch(&samples[0], 1, 0, 0, &mut patch);
+        geom.patch(&samples[0], 1.0, 1, 0, 0, &mut patch);
         assert_eq!(patch[0], 0.0);
         assert_eq!(
             patch[2],

@@ -169,6 +169,73 @@ fn finish_dot(mut s: [f64; 16], a: &[f64], b: &[f64]) -> f64 {
 }
 
 #[inline(always)]
+/// `y += a[q] · x_q` for each `q` in turn, skipping every `a[q] == 0`, where `x_q` is
+/// `x[q · stride..][..y.len()]`: element by element the same operations in the same
+/// order as one [`axpy`] per `q` (so the same bits), with each stretch of `y` held in
+/// registers across all the `q` instead of loaded and stored once per `q`.
+pub(crate) fn axpy_rows(y: &mut [f64], a: &[f64], x: &[f64], stride: usize) {
+    if let Some(last) = a.len().checked_sub(1) {
+        assert!(
+            last * stride + y.len() <= x.len(),
+            "axpy_rows: the rows of x end past x"
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { axpy_rows_avx2(y, a, x, stride) };
+    }
+    axpy_rows_impl(y, a, x, stride)
+}
+
+fn axpy_rows_impl(y: &mut [f64], a: &[f64], x: &[f64], stride: usize) {
+    for (q, &aq) in a.iter().enumerate() {
+        if aq != 0.0 {
+            axpy_impl(y, aq, &x[q * stride..q * stride + y.len()]);
+        }
+    }
+}
+
+/// [`axpy_rows`] with AVX: sixteen elements of `y` (four registers) at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn axpy_rows_avx2(y: &mut [f64], a: &[f64], x: &[f64], stride: usize) {
+    use std::arch::x86_64::*;
+    let n = y.len();
+    let full = n / 16 * 16;
+    // SAFETY: every access covers 4 elements at `i + 4r < full <= n` of `y`, or of
+    // row `q` of `x`, which `axpy_rows` checked to hold `n` elements from `q · stride`.
+    unsafe {
+        let (py, px) = (y.as_mut_ptr(), x.as_ptr());
+        let mut i = 0;
+        while i < full {
+            let mut acc = [_mm256_setzero_pd(); 4];
+            for (r, v) in acc.iter_mut().enumerate() {
+                *v = _mm256_loadu_pd(py.add(i + 4 * r));
+            }
+            for (q, &aq) in a.iter().enumerate() {
+                if aq == 0.0 {
+                    continue;
+                }
+                let va = _mm256_set1_pd(aq);
+                let row = px.add(q * stride + i);
+                for (r, v) in acc.iter_mut().enumerate() {
+                    *v = _mm256_add_pd(*v, _mm256_mul_pd(va, _mm256_loadu_pd(row.add(4 * r))));
+                }
+            }
+            for (r, v) in acc.iter().enumerate() {
+                _mm256_storeu_pd(py.add(i + 4 * r), *v);
+            }
+            i += 16;
+        }
+    }
+    for (q, &aq) in a.iter().enumerate() {
+        if aq != 0.0 {
+            axpy_impl(&mut y[full..], aq, &x[q * stride + full..q * stride + n]);
+        }
+    }
+}
+
 fn axpy_impl(y: &mut [f64], a: f64, x: &[f64]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += a * x;
@@ -310,6 +377,42 @@ mod tests {
         for i in 0..n {
             let s = dot(&a[i * n..(i + 1) * n], &x);
             assert!((s - (i + 1) as f64).abs() < 1e-8);
+        }
+    }
+
+    #[test]
+    fn axpy_rows_has_the_bits_of_one_axpy_per_row() {
+        // Lengths around the 16-wide stretches; some coefficients zero (skipped).
+        for n in [0, 3, 16, 21, 37, 64] {
+            let stride = n + 5;
+            let rows = 9;
+            let x: Vec<f64> = (0..rows * stride)
+                .map(|i| ((i as f64) * 0.917).sin())
+                .collect();
+            let a: Vec<f64> = (0..rows)
+                .map(|q| {
+                    if q % 3 == 1 {
+                        0.0
+                    } else {
+                        ((q as f64) * 1.3).cos() * 1e-3
+                    }
+                })
+                .collect();
+            let y0: Vec<f64> = (0..n).map(|i| ((i as f64) * 0.37).cos()).collect();
+            let mut one_by_one = y0.clone();
+            for (q, &aq) in a.iter().enumerate() {
+                if aq != 0.0 {
+                    axpy(&mut one_by_one, aq, &x[q * stride..q * stride + n]);
+                }
+            }
+            let mut together = y0.clone();
+            axpy_rows(&mut together, &a, &x, stride);
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&together), bits(&one_by_one), "n = {n}");
+            assert!(n == 0 || together != y0, "the rows moved y");
+            let mut portable = y0.clone();
+            axpy_rows_impl(&mut portable, &a, &x, stride);
+            assert_eq!(bits(&portable), bits(&one_by_one), "n = {n}");
         }
     }
 
