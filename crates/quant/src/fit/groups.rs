@@ -120,12 +120,22 @@ impl RowBins {
         self.used.dedup();
     }
 
+    /// The occupied bins' sums, ascending by bin: what [`PackedBins::proxy`] reads.
+    fn packed(&self) -> PackedBins {
+        PackedBins(self.used.iter().map(|&b| (b, self.sums[b])).collect())
+    }
+}
+
+/// A row's occupied [`RowBins`], kept across the rounds of [`group_tables`] (a row's
+/// scale does not change there, so neither do its bins).
+struct PackedBins(Vec<(usize, [f64; 3])>);
+
+impl PackedBins {
     /// [`row_proxy`] for the table of `offsets` ([`bin_offsets`]).
     fn proxy(&self, offsets: &[f64]) -> f64 {
-        self.used
+        self.0
             .iter()
-            .map(|&b| {
-                let [s0, s1, s2] = self.sums[b];
+            .map(|&(b, [s0, s1, s2])| {
                 let e = offsets[b];
                 (s2 + 2.0 * e * s1 + e * e * s0).max(0.0)
             })
@@ -232,6 +242,13 @@ pub(crate) fn group_tables(
         group = next;
     }
     // Tables fitted to their rows, rows moved to their best table.
+    let bins: Vec<PackedBins> = (0..rows)
+        .into_par_iter()
+        .map_init(RowBins::default, |bins, o| {
+            bins.fill(p, o, scales[o]);
+            bins.packed()
+        })
+        .collect();
     let mut tables: Vec<[i8; 16]> = Vec::new();
     for _ in 0..ASSIGN_ROUNDS {
         let members: Vec<Vec<usize>> = (0..centres.len())
@@ -248,11 +265,10 @@ pub(crate) fn group_tables(
             .map(|(g, t)| t.unwrap_or_else(|| tables.get(g).copied().unwrap_or(own[0])))
             .collect();
         let offsets: Vec<Vec<f64>> = tables.iter().map(bin_offsets).collect();
-        let next: Vec<usize> = (0..rows)
-            .into_par_iter()
-            .map_init(RowBins::default, |bins, o| {
-                bins.fill(p, o, scales[o]);
-                let cost: Vec<f64> = offsets.iter().map(|e| bins.proxy(e)).collect();
+        let next: Vec<usize> = bins
+            .par_iter()
+            .map(|b| {
+                let cost: Vec<f64> = offsets.iter().map(|e| b.proxy(e)).collect();
                 first_min(&cost)
             })
             .collect();
@@ -325,7 +341,8 @@ mod tests {
             let offsets = bin_offsets(t);
             for (o, &scale) in scales.iter().enumerate() {
                 bins.fill(&p, o, scale);
-                let (direct, binned) = (row_proxy(&p, o, scale, &grid), bins.proxy(&offsets));
+                let binned = bins.packed().proxy(&offsets);
+                let direct = row_proxy(&p, o, scale, &grid);
                 assert!(
                     (direct - binned).abs() <= 1e-9 * direct.max(1e-300),
                     "table {t:?}, row {o}: direct {direct}, binned {binned}"
