@@ -10,7 +10,9 @@
 //! * panel (fan-in `K = I/g·kH·kW ≥ 16` and at least 4 output channels per group:
 //!   pointwise and full convolutions): im2col in blocks of `T` output pixels, a panel
 //!   `[K][T]` with zeros for taps in the padding, then blocks of `OB` output channels
-//!   accumulate `w[o][k] · panel[k][..]` in registers;
+//!   accumulate `w[o][k] · panel[k][..]` in registers. 8-bit inputs go in u8 quads of
+//!   taps (AVX-512 VNNI: four multiply-adds per instruction and lane) where the CPU has
+//!   VNNI, else in i16 pairs (`vpmaddwd`);
 //! * direct (depthwise and other small kernels): each input channel is copied
 //!   zero-padded and split by stride phase, so that every tap of an output channel is
 //!   one long contiguous loop over a "wide" output plane (see `conv_direct`).
@@ -67,6 +69,11 @@ pub fn linear_accumulators(
 pub struct LinearWeights {
     wide: Vec<i32>,
     pairs: Vec<i32>,
+    /// Four consecutive taps of a row as the bytes of one i32, tap `4q` lowest (the
+    /// u8-quad panel path; a row's last quad padded with zero weights).
+    quads: Vec<i32>,
+    /// `Σ_k w[o][k]` per row: the quad path's correction for signed inputs.
+    row_sums: Vec<i32>,
 }
 
 impl LinearWeights {
@@ -82,9 +89,24 @@ impl LinearWeights {
                     .map(|c| pair(c[0], c.get(1).copied().unwrap_or(0)))
             })
             .collect();
+        let rows = decoded_weights.chunks_exact(row_len.max(1));
+        let quads = rows
+            .clone()
+            .flat_map(|row| {
+                row.chunks(4).map(|c| {
+                    let byte = |i: usize| c.get(i).map_or(0, |&w| w as u8 as u32) << (8 * i);
+                    (byte(0) | byte(1) | byte(2) | byte(3)) as i32
+                })
+            })
+            .collect();
+        let row_sums = rows
+            .map(|row| row.iter().map(|&w| w as i32).sum())
+            .collect();
         LinearWeights {
             wide: decoded_weights.iter().map(|&w| w as i32).collect(),
             pairs,
+            quads,
+            row_sums,
         }
     }
 
@@ -292,12 +314,24 @@ multiversion! {
 /// values, or i32.
 trait Elem: Copy + Default {
     fn widen(self) -> i32;
+    /// Whether the u8-quad panel path can read this type (8-bit values).
+    const BYTES: bool;
+    /// What the quad path adds to every value to make it a u8 (128 for i8).
+    const BYTE_OFFSET: i32;
+    /// The value plus [`Self::BYTE_OFFSET`] (8-bit types only).
+    fn offset_byte(self) -> u8;
 }
 
 impl Elem for u8 {
     #[inline(always)]
     fn widen(self) -> i32 {
         self as i32
+    }
+    const BYTES: bool = true;
+    const BYTE_OFFSET: i32 = 0;
+    #[inline(always)]
+    fn offset_byte(self) -> u8 {
+        self
     }
 }
 
@@ -306,12 +340,23 @@ impl Elem for i8 {
     fn widen(self) -> i32 {
         self as i32
     }
+    const BYTES: bool = true;
+    const BYTE_OFFSET: i32 = 128;
+    #[inline(always)]
+    fn offset_byte(self) -> u8 {
+        (self as u8) ^ 0x80
+    }
 }
 
 impl Elem for i32 {
     #[inline(always)]
     fn widen(self) -> i32 {
         self
+    }
+    const BYTES: bool = false;
+    const BYTE_OFFSET: i32 = 0;
+    fn offset_byte(self) -> u8 {
+        unreachable!("i32 inputs do not take the quad path")
     }
 }
 
@@ -409,7 +454,9 @@ fn conv<X: Elem>(
     if job.oh * job.ow == 0 {
         return;
     }
-    if k_n >= 16 && o_per_g >= 4 && narrow {
+    if k_n >= 16 && o_per_g >= 4 && narrow && X::BYTES && has_vnni() {
+        conv_panels8(job, weights, bias, x, acc);
+    } else if k_n >= 16 && o_per_g >= 4 && narrow {
         conv_panels16(job, &weights.pairs, bias, x, acc);
     } else if k_n >= 16 && o_per_g >= 4 {
         conv_panels(job, &weights.wide, bias, x, acc);
@@ -717,6 +764,178 @@ fn panel16_block_avx2(
     }
 }
 
+// --------------------------------------------------- panel path, u8 quads (VNNI)
+
+/// Whether the CPU multiplies four u8 by four i8 into an i32 lane in one instruction
+/// (AVX-512 VNNI `vpdpbusd`).
+fn has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The panel path with the taps in u8 quads: `panel[q][t]` holds taps `4q..4q+4` of
+/// pixel `t` as bytes, each value plus `X::BYTE_OFFSET` (i8 inputs are moved into u8 by
+/// +128), and each row's quad of int8 weights is one i32, so that one `vpdpbusd` does four
+/// taps of 16 pixels. The sums are `Σ (x + c) · w = Σ x · w + c · Σ w`: the bias less
+/// `c · Σ w` per row ([`LinearWeights`] keeps the row sums) gives the same integers as the
+/// other paths (products of at most 255 · 128, four of them added into i32 like the i32
+/// path's wrapping sums). A tap in the padding reads `0 + c`.
+fn conv_panels8<X: Elem>(
+    job: &ConvJob,
+    weights: &LinearWeights,
+    bias: &[i32],
+    x: &[X],
+    acc: &mut [i32],
+) {
+    let quads = (job.i_g * job.kh * job.kw).div_ceil(4);
+    let corrected: Vec<i32>;
+    let bias = if X::BYTE_OFFSET == 0 {
+        bias
+    } else {
+        corrected = bias
+            .iter()
+            .zip(&weights.row_sums)
+            .map(|(&b, &s)| b.wrapping_sub(X::BYTE_OFFSET.wrapping_mul(s)))
+            .collect();
+        &corrected
+    };
+    panel_driver(
+        job,
+        &weights.quads,
+        quads,
+        quads * 4 * T,
+        bias,
+        x,
+        acc,
+        pack_panel8,
+        panel8_block,
+    );
+}
+
+/// [`pack_panel`] into u8 quads: tap `k` of pixel `t` at `(k / 4) · 4T + 4t + k % 4`, as
+/// [`Elem::offset_byte`]; the padding reads as a value of 0. Pixels `t ≥ tn` and the taps
+/// past the fan-in in the last quad are left as they were (their weights are zero, and
+/// the driver keeps only the first `tn` pixels).
+fn pack_panel8<X: Elem>(job: &ConvJob, xg: &[X], p0: usize, tn: usize, panel: &mut [u8]) {
+    let hw = job.h * job.w;
+    let [sy, sx] = job.strides;
+    let [dy, dx] = job.dilations;
+    let [pt, pl] = job.pads;
+    let zero = X::BYTE_OFFSET as u8;
+    let pointwise = job.plain_pointwise();
+    for ic in 0..job.i_g {
+        let xc = &xg[ic * hw..][..hw];
+        for ky in 0..job.kh {
+            for kx in 0..job.kw {
+                let k = (ic * job.kh + ky) * job.kw + kx;
+                let row = &mut panel[(k / 4) * 4 * T..][..4 * T];
+                let slots = row[k % 4..].iter_mut().step_by(4).take(tn);
+                if pointwise {
+                    for (r, &v) in slots.zip(&xc[p0..p0 + tn]) {
+                        *r = v.offset_byte();
+                    }
+                    continue;
+                }
+                let (mut oy, mut ox) = (p0 / job.ow, p0 % job.ow);
+                for r in slots {
+                    let iy = (oy * sy + ky * dy).wrapping_sub(pt);
+                    let ix = (ox * sx + kx * dx).wrapping_sub(pl);
+                    ox += 1;
+                    if ox == job.ow {
+                        ox = 0;
+                        oy += 1;
+                    }
+                    // Out-of-range positions wrapped around to huge values.
+                    *r = if iy < job.h && ix < job.w {
+                        xc[iy * job.w + ix].offset_byte()
+                    } else {
+                        zero
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// `block[j][t] = Σ_q Σ_r panel[q][t][r] · wq[j][q][r]` (u8 times i8) for `j < ob`: with
+/// AVX-512 VNNI where the CPU has it, else the same sums in plain integer arithmetic.
+fn panel8_block(panel: &[u8], wq: &[i32], quads: usize, ob: usize, block: &mut [[i32; T]; OB]) {
+    assert!(panel.len() >= quads * 4 * T && wq.len() >= ob * quads && ob <= OB);
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        // SAFETY: the CPU supports AVX-512F and VNNI (checked just above); the sizes were
+        // checked.
+        unsafe { panel8_block_vnni(panel, wq, quads, ob, block) };
+        return;
+    }
+    panel8_block_portable(panel, wq, quads, ob, block);
+}
+
+/// [`panel8_block`] in plain integer arithmetic.
+fn panel8_block_portable(
+    panel: &[u8],
+    wq: &[i32],
+    quads: usize,
+    ob: usize,
+    block: &mut [[i32; T]; OB],
+) {
+    for (j, out) in block.iter_mut().take(ob).enumerate() {
+        let mut a = [0i32; T];
+        for q in 0..quads {
+            let w = wq[j * quads + q].to_le_bytes();
+            let row = &panel[q * 4 * T..][..4 * T];
+            for (t, a) in a.iter_mut().enumerate() {
+                let four = (0..4).fold(0i32, |s, r| s + row[4 * t + r] as i32 * w[r] as i8 as i32);
+                *a = a.wrapping_add(four);
+            }
+        }
+        *out = a;
+    }
+}
+
+/// [`panel8_block`] with AVX-512 VNNI: the `T` pixels of a channel in two registers, the
+/// `OB` channels' accumulators in registers over all quads.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+fn panel8_block_vnni(
+    panel: &[u8],
+    wq: &[i32],
+    quads: usize,
+    ob: usize,
+    block: &mut [[i32; T]; OB],
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller checked `panel` (`quads` rows of `4T` bytes) and `wq` (`ob`
+    // rows of `quads`); every load reads 64 bytes at `q · 4T + 64r`, `r < 2`, inside row
+    // `q` (`4T = 128`); the stores write 16 i32 at `16r` of a block row (`T = 32` long).
+    unsafe {
+        let pp = panel.as_ptr();
+        let mut acc = [[_mm512_setzero_si512(); 2]; OB];
+        for q in 0..quads {
+            let base = pp.add(q * 4 * T);
+            let x0 = _mm512_loadu_si512(base as *const _);
+            let x1 = _mm512_loadu_si512(base.add(64) as *const _);
+            for (j, a) in acc.iter_mut().enumerate().take(ob) {
+                let w = _mm512_set1_epi32(*wq.get_unchecked(j * quads + q));
+                a[0] = _mm512_dpbusd_epi32(a[0], x0, w);
+                a[1] = _mm512_dpbusd_epi32(a[1], x1, w);
+            }
+        }
+        for (j, a) in acc.iter().enumerate().take(ob) {
+            let dst = block[j].as_mut_ptr();
+            _mm512_storeu_si512(dst as *mut _, a[0]);
+            _mm512_storeu_si512(dst.add(16) as *mut _, a[1]);
+        }
+    }
+}
+
 // ------------------------------------------------------------------ direct path
 
 /// The direct path, for few taps per output (depthwise and other small kernels): each
@@ -845,6 +1064,24 @@ multiversion! {
 mod tests {
     use super::*;
 
+    /// The quad kernel (VNNI where the CPU has it) against its portable form, on every
+    /// byte and weight value, every block height and a partial quad count.
+    #[test]
+    fn quad_kernels_agree() {
+        let quads = 37;
+        let panel: Vec<u8> = (0..quads * 4 * T).map(|i| (i * 97 % 256) as u8).collect();
+        let wq: Vec<i32> = (0..OB * quads)
+            .map(|i| (i as u32).wrapping_mul(0x9e37_79b9) as i32)
+            .collect();
+        for ob in 1..=OB {
+            let (mut a, mut b) = ([[1i32; T]; OB], [[2i32; T]; OB]);
+            panel8_block(&panel, &wq, quads, ob, &mut a);
+            panel8_block_portable(&panel, &wq, quads, ob, &mut b);
+            assert_eq!(a[..ob], b[..ob], "{ob} channels");
+            assert!(a[0].iter().any(|&v| v != 0));
+        }
+    }
+
     /// The three convolution paths agree on random geometries (which one a layer takes is
     /// decided by its size, so the integration tests cannot steer it).
     #[test]
@@ -912,11 +1149,15 @@ mod tests {
             conv_panels16(&job, &prepared.pairs, &bias, &unsigned, &mut c);
             assert_eq!(a, b, "u8 direct: {x_shape:?} -> {out_shape:?} {geom:?}");
             assert_eq!(a, c, "u8 pairs: {x_shape:?} -> {out_shape:?} {geom:?}");
+            conv_panels8(&job, &prepared, &bias, &unsigned, &mut c);
+            assert_eq!(a, c, "u8 quads: {x_shape:?} -> {out_shape:?} {geom:?}");
             conv_direct(&job, &weights, &bias, &wide_s, &mut a);
             conv_panels(&job, &weights, &bias, &signed, &mut b);
             conv_panels16(&job, &prepared.pairs, &bias, &signed, &mut c);
             assert_eq!(a, b, "i8 panels: {x_shape:?} -> {out_shape:?} {geom:?}");
             assert_eq!(a, c, "i8 pairs: {x_shape:?} -> {out_shape:?} {geom:?}");
+            conv_panels8(&job, &prepared, &bias, &signed, &mut c);
+            assert_eq!(a, c, "i8 quads: {x_shape:?} -> {out_shape:?} {geom:?}");
         }
     }
 }
