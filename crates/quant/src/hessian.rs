@@ -1162,7 +1162,8 @@ mod tests {
                 5,
             ),
         ];
-        // Also with a horizontal stride (the row sums step through the integers).
+        // Also with a horizontal stride (the row sums step through the integers), and
+        // rows of 20 (the f32 sums' 8-lane path).
         let geometries = |c: usize| {
             [
                 test_geometry(c),
@@ -1170,6 +1171,13 @@ mod tests {
                     strides: [1, 2],
                     out_height: 5,
                     out_width: 3,
+                    ..test_geometry(c)
+                },
+                PatchGeometry {
+                    width: 20,
+                    strides: [1, 1],
+                    out_height: 5,
+                    out_width: 19,
                     ..test_geometry(c)
                 },
             ]

@@ -168,7 +168,6 @@ fn finish_dot(mut s: [f64; 16], a: &[f64], b: &[f64]) -> f64 {
     s[0]
 }
 
-#[inline(always)]
 /// `y += a[q] · x_q` for each `q` in turn, skipping every `a[q] == 0`, where `x_q` is
 /// `x[q · stride..][..y.len()]`: element by element the same operations in the same
 /// order as one [`axpy`] per `q` (so the same bits), with each stretch of `y` held in
@@ -236,6 +235,7 @@ fn axpy_rows_avx2(y: &mut [f64], a: &[f64], x: &[f64], stride: usize) {
     }
 }
 
+#[inline(always)]
 fn axpy_impl(y: &mut [f64], a: f64, x: &[f64]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += a * x;
