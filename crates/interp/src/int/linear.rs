@@ -545,13 +545,38 @@ fn panel_driver<P: Copy + Default, X: Elem>(
     }
 }
 
+/// The input value tap `(ky, kx)` of channel plane `xc` reads for each output pixel
+/// `p0..p0 + tn`, in order; `None` where it falls into the padding. What every panel
+/// packing gathers, in whatever form its kernel multiplies.
+#[inline(always)]
+fn tap_inputs<'a, X: Elem>(
+    job: &'a ConvJob,
+    xc: &'a [X],
+    [ky, kx]: [usize; 2],
+    p0: usize,
+    tn: usize,
+) -> impl Iterator<Item = Option<X>> + 'a {
+    let [sy, sx] = job.strides;
+    let [dy, dx] = job.dilations;
+    let [pt, pl] = job.pads;
+    let (mut oy, mut ox) = (p0 / job.ow, p0 % job.ow);
+    (0..tn).map(move |_| {
+        let iy = (oy * sy + ky * dy).wrapping_sub(pt);
+        let ix = (ox * sx + kx * dx).wrapping_sub(pl);
+        ox += 1;
+        if ox == job.ow {
+            ox = 0;
+            oy += 1;
+        }
+        // Out-of-range positions wrapped around to huge values.
+        (iy < job.h && ix < job.w).then(|| xc[iy * job.w + ix])
+    })
+}
+
 /// `panel[k][t]` = the input value tap `k = (ic, ky, kx)` reads for output pixel
 /// `p0 + t`, 0 in the padding and for `t ≥ tn`.
 fn pack_panel<X: Elem>(job: &ConvJob, xg: &[X], p0: usize, tn: usize, panel: &mut [i32]) {
     let hw = job.h * job.w;
-    let [sy, sx] = job.strides;
-    let [dy, dx] = job.dilations;
-    let [pt, pl] = job.pads;
     let pointwise = job.plain_pointwise();
     for ic in 0..job.i_g {
         let xc = &xg[ic * hw..][..hw];
@@ -564,21 +589,8 @@ fn pack_panel<X: Elem>(job: &ConvJob, xg: &[X], p0: usize, tn: usize, panel: &mu
                         *r = v.widen();
                     }
                 } else {
-                    let (mut oy, mut ox) = (p0 / job.ow, p0 % job.ow);
-                    for r in row.iter_mut().take(tn) {
-                        let iy = (oy * sy + ky * dy).wrapping_sub(pt);
-                        let ix = (ox * sx + kx * dx).wrapping_sub(pl);
-                        // Out-of-range positions wrapped around to huge values.
-                        *r = if iy < job.h && ix < job.w {
-                            xc[iy * job.w + ix].widen()
-                        } else {
-                            0
-                        };
-                        ox += 1;
-                        if ox == job.ow {
-                            ox = 0;
-                            oy += 1;
-                        }
+                    for (r, v) in row.iter_mut().zip(tap_inputs(job, xc, [ky, kx], p0, tn)) {
+                        *r = v.map_or(0, Elem::widen);
                     }
                 }
                 row[tn..].fill(0);
@@ -643,9 +655,6 @@ fn conv_panels16<X: Elem>(job: &ConvJob, wp: &[i32], bias: &[i32], x: &[X], acc:
 /// 0 in the padding, for `t ≥ tn` and for the partner of an odd fan-in's last tap.
 fn pack_panel16<X: Elem>(job: &ConvJob, xg: &[X], p0: usize, tn: usize, panel: &mut [i16]) {
     let hw = job.h * job.w;
-    let [sy, sx] = job.strides;
-    let [dy, dx] = job.dilations;
-    let [pt, pl] = job.pads;
     let k_n = job.i_g * job.kh * job.kw;
     if k_n % 2 == 1 {
         panel[(k_n / 2) * 2 * T..].fill(0);
@@ -679,27 +688,11 @@ fn pack_panel16<X: Elem>(job: &ConvJob, xg: &[X], p0: usize, tn: usize, panel: &
             for kx in 0..job.kw {
                 let k = (ic * job.kh + ky) * job.kw + kx;
                 let row = &mut panel[(k / 2) * 2 * T..][..2 * T];
-                let slots = row[k % 2..].iter_mut().step_by(2);
-                let (mut oy, mut ox) = (p0 / job.ow, p0 % job.ow);
-                for (t, r) in slots.enumerate() {
-                    *r = if t < tn {
-                        let iy = (oy * sy + ky * dy).wrapping_sub(pt);
-                        let ix = (ox * sx + kx * dx).wrapping_sub(pl);
-                        ox += 1;
-                        if ox == job.ow {
-                            ox = 0;
-                            oy += 1;
-                        }
-                        // Out-of-range positions wrapped around to huge values.
-                        if iy < job.h && ix < job.w {
-                            xc[iy * job.w + ix].widen() as i16
-                        } else {
-                            0
-                        }
-                    } else {
-                        0
-                    };
+                let mut slots = row[k % 2..].iter_mut().step_by(2);
+                for (r, v) in (&mut slots).zip(tap_inputs(job, xc, [ky, kx], p0, tn)) {
+                    *r = v.map_or(0, |v| v.widen() as i16);
                 }
+                slots.for_each(|r| *r = 0);
             }
         }
     }
@@ -830,9 +823,6 @@ fn conv_panels8<X: Elem>(
 /// the driver keeps only the first `tn` pixels).
 fn pack_panel8<X: Elem>(job: &ConvJob, xg: &[X], p0: usize, tn: usize, panel: &mut [u8]) {
     let hw = job.h * job.w;
-    let [sy, sx] = job.strides;
-    let [dy, dx] = job.dilations;
-    let [pt, pl] = job.pads;
     let zero = X::BYTE_OFFSET as u8;
     let pointwise = job.plain_pointwise();
     for ic in 0..job.i_g {
@@ -848,21 +838,8 @@ fn pack_panel8<X: Elem>(job: &ConvJob, xg: &[X], p0: usize, tn: usize, panel: &m
                     }
                     continue;
                 }
-                let (mut oy, mut ox) = (p0 / job.ow, p0 % job.ow);
-                for r in slots {
-                    let iy = (oy * sy + ky * dy).wrapping_sub(pt);
-                    let ix = (ox * sx + kx * dx).wrapping_sub(pl);
-                    ox += 1;
-                    if ox == job.ow {
-                        ox = 0;
-                        oy += 1;
-                    }
-                    // Out-of-range positions wrapped around to huge values.
-                    *r = if iy < job.h && ix < job.w {
-                        xc[iy * job.w + ix].offset_byte()
-                    } else {
-                        zero
-                    };
+                for (r, v) in slots.zip(tap_inputs(job, xc, [ky, kx], p0, tn)) {
+                    *r = v.map_or(zero, Elem::offset_byte);
                 }
             }
         }
